@@ -1,0 +1,39 @@
+# flowdeck — developer and operator shortcuts.  Needs Python >= 3.11 and make.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: serve install dev test lint typecheck unit bench clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "flowdeck needs Python >= 3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python            ## install flowdeck into .venv
+	$(BIN)/pip install --quiet -e .
+
+dev: $(BIN)/python                ## install flowdeck and its test tools into .venv
+	$(BIN)/pip install --quiet -e '.[dev]'
+
+serve: install                    ## start flowdeck on the embedded default (SQLite, ./flowdeck-data, 127.0.0.1:8080)
+	$(BIN)/flowdeck serve
+
+lint: dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: dev
+	$(BIN)/mypy
+
+test: dev lint typecheck          ## lint, type-check and run the whole test suite
+	$(BIN)/pytest
+
+unit: dev
+	$(BIN)/pytest tests/unit
+
+bench: install                    ## run every benchmark; figures go to bench/results/latest.json
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

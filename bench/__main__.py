@@ -1,0 +1,12 @@
+"""Run every benchmark: ``python -m bench``."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+
+BENCHMARKS = ["bench.auth_overhead"]
+
+for module in BENCHMARKS:
+    sys.argv = [module]
+    runpy.run_module(module, run_name="__main__")

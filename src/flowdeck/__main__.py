@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from flowdeck.cli.main import main
+
+main()

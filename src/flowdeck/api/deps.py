@@ -1,0 +1,90 @@
+"""Request dependencies: the server context, the caller's address and identity.
+
+Dependencies that do no I/O are ``async`` so that FastAPI does not send them to its thread
+pool; the one that reads the store (:func:`current_principal`) runs there.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from flowdeck.domain.privilege import Actor
+from flowdeck.errors import AuthenticationRequired, CsrfFailed, InvalidInput, PermissionDenied
+from flowdeck.services.accounts import Principal
+from flowdeck.services.context import Context
+
+SESSION_COOKIE = "flowdeck_session"
+CSRF_COOKIE = "flowdeck_csrf"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+URL_TOKEN_PARAMS = ("access_token", "token", "api_key")
+
+
+async def get_ctx(request: Request) -> Context:
+    ctx: Context = request.app.state.ctx
+    return ctx
+
+
+async def client_address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _credentials(request: Request) -> tuple[str, bool] | None:
+    """The presented token and whether it came from the session cookie."""
+    for name in URL_TOKEN_PARAMS:
+        if name in request.query_params:
+            raise InvalidInput(
+                f"tokens are not accepted in URLs (query parameter {name!r}); "
+                "send 'Authorization: Bearer <token>'",
+                field=name,
+            )
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise AuthenticationRequired("the Authorization header must be 'Bearer <token>'")
+        return value.strip(), False
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        return cookie, True
+    return None
+
+
+def _check_csrf(request: Request) -> None:
+    if request.method in SAFE_METHODS:
+        return
+    expected = request.cookies.get(CSRF_COOKIE, "")
+    sent = request.headers.get(CSRF_HEADER, "")
+    if not expected or not hmac.compare_digest(expected.encode(), sent.encode()):
+        raise CsrfFailed()
+
+
+def current_principal(request: Request, ctx: Annotated[Context, Depends(get_ctx)]) -> Principal:
+    found = _credentials(request)
+    if found is None:
+        raise AuthenticationRequired()
+    secret, from_cookie = found
+    principal = ctx.accounts.authenticate(secret)
+    if from_cookie:
+        _check_csrf(request)
+    return principal
+
+
+async def current_actor(principal: Annotated[Principal, Depends(current_principal)]) -> Actor:
+    return principal.actor
+
+
+async def admin_actor(actor: Annotated[Actor, Depends(current_actor)]) -> Actor:
+    if not actor.is_admin:
+        raise PermissionDenied("this needs the admin role")
+    return actor
+
+
+CtxDep = Annotated[Context, Depends(get_ctx)]
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+ActorDep = Annotated[Actor, Depends(current_actor)]
+AdminDep = Annotated[Actor, Depends(admin_actor)]
+AddressDep = Annotated[str | None, Depends(client_address)]

@@ -1,0 +1,96 @@
+"""Errors to HTTP, in one place: every error body is ``{"error": {code, message, details}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from flowdeck import errors as e
+
+log = logging.getLogger("flowdeck.api")
+
+STATUS: dict[type[e.FlowdeckError], int] = {
+    e.InvalidInput: 422,
+    e.NotFound: 404,
+    e.Conflict: 409,
+    e.AuthenticationRequired: 401,
+    e.PermissionDenied: 403,
+    e.Throttled: 429,
+    e.PayloadTooLarge: 413,
+    e.StoreUnavailable: 503,
+    e.ConfigError: 500,
+    e.FlowdeckError: 400,
+}
+
+
+def status_of(exc: e.FlowdeckError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 400
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "details": details or {}}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _domain(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, e.FlowdeckError)
+    headers: dict[str, str] = {}
+    if isinstance(exc, e.Throttled):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    if isinstance(exc, e.AuthenticationRequired):
+        headers["WWW-Authenticate"] = "Bearer"
+    return error_response(status_of(exc), exc.code, exc.message, exc.details, headers)
+
+
+def _location(loc: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _validation(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        {"loc": _location(err.get("loc", ())), "msg": str(err.get("msg")), "type": err.get("type")}
+        for err in exc.errors()
+    ]
+    summary = "; ".join(f"{p['loc']}: {p['msg']}" for p in problems[:5])
+    return error_response(
+        422, "invalid_request", f"invalid request: {summary}", {"errors": problems}
+    )
+
+
+def _http(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+    message = exc.detail if isinstance(exc.detail, str) else "request failed"
+    return error_response(
+        exc.status_code,
+        codes.get(exc.status_code, "http_error"),
+        message,
+        headers=dict(exc.headers or {}),
+    )
+
+
+def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal_error", "internal server error")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(e.FlowdeckError, _domain)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)

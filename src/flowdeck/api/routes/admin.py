@@ -1,0 +1,71 @@
+"""/api/v1/admin: user administration and the audit log (admin role only)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response
+
+from flowdeck.api.deps import AddressDep, AdminDep, CtxDep
+from flowdeck.api.schemas import AuditOut, AuditPage, NewPassword, NewUser, UserOut
+from flowdeck.domain.accounts import Role
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+@router.get("/users", response_model=list[UserOut])
+def list_users(actor: AdminDep, ctx: CtxDep) -> list[UserOut]:
+    return [UserOut.of(u) for u in ctx.accounts.list_users(actor)]
+
+
+@router.post("/users", status_code=201, response_model=UserOut)
+def create_user(body: NewUser, actor: AdminDep, ctx: CtxDep, address: AddressDep) -> UserOut:
+    """Create an active account (an admin one with `admin: true`)."""
+    user = ctx.accounts.create_user(
+        body.username, body.password, admin=body.admin, actor=actor, address=address
+    )
+    return UserOut.of(user)
+
+
+@router.post("/users/{username}/{action}", response_model=UserOut)
+def change_user(
+    username: str,
+    action: Literal["approve", "enable", "disable", "promote", "demote"],
+    actor: AdminDep,
+    ctx: CtxDep,
+    address: AddressDep,
+) -> UserOut:
+    """`approve` a pending account, `disable` one (its sessions end at once; its active runs
+    go on), `enable` it again, `promote` to admin or `demote` to user."""
+    if action in ("promote", "demote"):
+        role = Role.ADMIN if action == "promote" else Role.USER
+        return UserOut.of(ctx.accounts.set_role(actor, username, role, address))
+    return UserOut.of(ctx.accounts.set_status(actor, username, action, address))
+
+
+@router.put("/users/{username}/password", response_model=UserOut)
+def reset_password(
+    username: str, body: NewPassword, actor: AdminDep, ctx: CtxDep, address: AddressDep
+) -> UserOut:
+    """Set a new password; every session of the account ends."""
+    return UserOut.of(ctx.accounts.reset_password(actor, username, body.password, address))
+
+
+@router.delete("/users/{username}", status_code=204)
+def delete_user(username: str, actor: AdminDep, ctx: CtxDep, address: AddressDep) -> Response:
+    ctx.accounts.delete_user(actor, username, address)
+    return Response(status_code=204)
+
+
+@router.get("/audit", response_model=AuditPage)
+def audit(
+    actor: AdminDep,
+    ctx: CtxDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[int | None, Query(ge=1, description="Entries older than this id.")] = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+) -> AuditPage:
+    """Logins, failed logins, token creation and revocation, admin actions: newest first."""
+    entries = ctx.accounts.audit(actor, limit=limit, before_id=before, action=action)
+    next_before = entries[-1].id if len(entries) == limit else None
+    return AuditPage(entries=[AuditOut.of(e) for e in entries], next_before=next_before)

@@ -1,0 +1,1 @@
+"""The ``flowdeck`` command line (typer + rich)."""

@@ -1,0 +1,183 @@
+"""``flowdeck db …`` and ``flowdeck admin …``: operator commands that work on the store
+directly (run them on the server's machine, with its configuration)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from flowdeck.cli.common import ConfigOption, out, read_password, reported, settings_from
+from flowdeck.domain.accounts import Role
+from flowdeck.services.context import Context, build_context
+
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+admin_app = typer.Typer(help="Administer accounts (on the server's machine).", no_args_is_help=True)
+
+UserArg = Annotated[str, typer.Argument(help="Username.")]
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Upgrade the database schema to the latest version."""
+    from flowdeck.store.migrate import upgrade
+    from flowdeck.store.sql import SqlStore
+
+    settings = settings_from(config)
+    with reported():
+        ctx = build_context(settings, migrate=False)
+        assert isinstance(ctx.store, SqlStore)
+        before, after = upgrade(ctx.store.engine)
+        ctx.close()
+    if before == after:
+        out.print(f"database schema already at {after}")
+    else:
+        out.print(f"database schema upgraded from {before or 'empty'} to {after}")
+
+
+def _ctx(config: ConfigOption) -> Context:
+    settings = settings_from(config)
+    with reported():
+        return build_context(settings)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@admin_app.command("create-user")
+def create_user(
+    username: UserArg,
+    admin: Annotated[bool, typer.Option("--admin", help="Give the admin role.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Create an active account; asks for the password (or reads it from stdin)."""
+    ctx = _ctx(config)
+    with reported():
+        password = read_password(confirm=True)
+        user = ctx.accounts.create_user(username, password, admin=admin)
+    out.print(f"created {user.role.value} {user.username!r} ({user.id})")
+
+
+@admin_app.command("list-users")
+def list_users(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List every account."""
+    ctx = _ctx(config)
+    with reported():
+        users = ctx.accounts.list_users(None)
+    if as_json:
+        rows = [
+            {
+                "id": u.id,
+                "username": u.username,
+                "role": u.role.value,
+                "status": u.status.value,
+                "created_at": u.created_at.isoformat(),
+            }
+            for u in users
+        ]
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("username", "role", "status", "created", "id")
+    for u in users:
+        table.add_row(
+            u.username, u.role.value, u.status.value, f"{u.created_at:%Y-%m-%d %H:%M}", u.id
+        )
+    out.print(table)
+
+
+def _status(action: str, help_text: str) -> None:
+    def command(username: UserArg, config: ConfigOption = None) -> None:
+        ctx = _ctx(config)
+        with reported():
+            user = ctx.accounts.set_status(None, username, action)
+        out.print(f"{user.username}: {user.status.value}")
+
+    command.__doc__ = help_text
+    admin_app.command(action)(command)
+
+
+_status("approve", "Approve a pending account.")
+_status("disable", "Disable an account; its sessions end at once (its runs go on).")
+_status("enable", "Enable a disabled account again.")
+
+
+def _role(action: str, role: Role, help_text: str) -> None:
+    def command(username: UserArg, config: ConfigOption = None) -> None:
+        ctx = _ctx(config)
+        with reported():
+            user = ctx.accounts.set_role(None, username, role)
+        out.print(f"{user.username}: {user.role.value}")
+
+    command.__doc__ = help_text
+    admin_app.command(action)(command)
+
+
+_role("promote", Role.ADMIN, "Give an account the admin role.")
+_role("demote", Role.USER, "Take the admin role away.")
+
+
+@admin_app.command("reset-password")
+def reset_password(username: UserArg, config: ConfigOption = None) -> None:
+    """Set a new password (asked for, or read from stdin); every session ends."""
+    ctx = _ctx(config)
+    with reported():
+        password = read_password("New password", confirm=True)
+        ctx.accounts.reset_password(None, username, password)
+    out.print(f"{username}: password reset, sessions ended")
+
+
+@admin_app.command("delete-user")
+def delete_user(
+    username: UserArg,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Delete an account (its audit entries stay)."""
+    if not yes:
+        typer.confirm(f"Delete user {username!r}?", abort=True)
+    ctx = _ctx(config)
+    with reported():
+        ctx.accounts.delete_user(None, username)
+    out.print(f"deleted {username}")
+
+
+@admin_app.command("audit")
+def audit(
+    limit: Annotated[int, typer.Option(min=1, max=10000, help="How many entries.")] = 50,
+    action: Annotated[str | None, typer.Option(help="Only this action, e.g. login.failed.")] = None,
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the audit log, newest first."""
+    ctx = _ctx(config)
+    with reported():
+        entries = ctx.accounts.audit(None, limit=limit, action=action)
+    if as_json:
+        rows = [
+            {
+                "id": e.id,
+                "at": e.at.isoformat(),
+                "actor": e.actor_name,
+                "action": e.action,
+                "target": e.target,
+                "address": e.address,
+                "details": e.details,
+            }
+            for e in entries
+        ]
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("id", "when", "who", "action", "target", "from")
+    for e in entries:
+        table.add_row(
+            str(e.id),
+            f"{e.at:%Y-%m-%d %H:%M:%S}",
+            e.actor_name or "-",
+            e.action,
+            e.target or "-",
+            e.address or "-",
+        )
+    out.print(table)

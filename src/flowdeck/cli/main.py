@@ -1,0 +1,44 @@
+"""Entry point of the ``flowdeck`` command."""
+
+from __future__ import annotations
+
+import typer
+
+from flowdeck import __version__
+from flowdeck.cli import session
+from flowdeck.cli.admin import admin_app, db_app
+from flowdeck.cli.serve import build_serve_command
+
+app = typer.Typer(
+    name="flowdeck",
+    help="flowdeck: a workflow job manager.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"flowdeck {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """flowdeck: a workflow job manager."""
+
+
+app.command("serve")(build_serve_command())
+app.add_typer(db_app, name="db")
+app.add_typer(admin_app, name="admin")
+app.command("login")(session.login)
+app.command("logout")(session.logout)
+app.command("whoami")(session.whoami)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,129 @@
+"""``flowdeck serve``: one option per setting, generated from the settings object."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from flowdeck.cli.common import EXIT_USAGE, err, fail, out, reported
+from flowdeck.config import Settings, env_var, load_settings, option_name
+
+
+def _serve(config: Path | None = None, **options: Any) -> None:
+    with reported():
+        settings = load_settings(config, **options)
+    run_server(settings)
+
+
+def run_server(settings: Settings) -> None:
+    import uvicorn
+
+    from flowdeck.api import create_app
+    from flowdeck.services.context import build_context
+
+    with reported():
+        ctx = build_context(settings)
+        app = create_app(settings, ctx)
+        with ctx.store.read() as tx:
+            has_admin = tx.count_admins() > 0
+    scheme = "https" if settings.tls else "http"
+    out.print(f"flowdeck listening on [bold]{scheme}://{settings.host}:{settings.port}[/]")
+    out.print(f"database: {_redacted(settings.resolved_database_url)}")
+    out.print(f"data directory: {settings.data_dir.absolute()}")
+    if not has_admin:
+        out.print(
+            "no admin yet: create one with [bold]flowdeck admin create-user --admin NAME[/]"
+            " (or set FLOWDECK_ADMIN_USERNAME and FLOWDECK_ADMIN_PASSWORD_FILE)"
+        )
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+    )
+    try:
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+            ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+            proxy_headers=True,
+            forwarded_allow_ips=settings.forwarded_allow_ips,
+            server_header=False,
+        )
+    finally:
+        ctx.close()
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _help(name: str) -> str:
+    field = Settings.model_fields[name]
+    default = field.default
+    shown = "" if default is None else f"; default {default}"
+    return f"{field.description} (env {env_var(name)}{shown})"
+
+
+def _metavar(name: str) -> str:
+    annotation = str(Settings.model_fields[name].annotation)
+    for word, metavar in (
+        ("Literal", "CHOICE"),
+        ("int", "INT"),
+        ("bool", "BOOL"),
+        ("Path", "PATH"),
+        ("Secret", "SECRET"),
+    ):
+        if word in annotation:
+            return metavar
+    return "TEXT"
+
+
+def build_serve_command() -> Any:
+    params = [
+        inspect.Parameter(
+            "config",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(
+                None,
+                "--config",
+                help="TOML configuration file (env FLOWDECK_CONFIG)",
+                dir_okay=False,
+            ),
+            annotation=Path | None,
+        )
+    ]
+    for name in Settings.model_fields:
+        params.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=typer.Option(
+                    None,
+                    option_name(name),
+                    help=_help(name),
+                    show_default=False,
+                    metavar=_metavar(name),
+                ),
+                annotation=str | None,
+            )
+        )
+
+    def serve(**kwargs: Any) -> None:
+        """Start the flowdeck server.
+
+        Each option can also be set by its FLOWDECK_* environment variable or in the TOML
+        file; an invalid value stops start-up with exit code 2."""
+        _serve(**kwargs)
+
+    serve.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    return serve
+
+
+__all__ = ["EXIT_USAGE", "build_serve_command", "err", "fail", "run_server"]

@@ -1,0 +1,188 @@
+"""The settings object: ``FLOWDECK_*`` environment variables over an optional TOML file.
+
+Precedence, highest first: command-line options, environment variables, the TOML file
+(``--config`` or ``FLOWDECK_CONFIG``), defaults.  :func:`load_settings` turns every invalid
+value into one :class:`~flowdeck.errors.ConfigError` naming the setting and its variable.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from flowdeck.errors import ConfigError
+
+ENV_PREFIX = "FLOWDECK_"
+_toml_file: ContextVar[Path | None] = ContextVar("flowdeck_toml_file", default=None)
+
+RegistrationMode = Literal["open", "approval", "closed"]
+
+
+class Settings(BaseSettings):
+    """Every setting of the flowdeck server."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True
+    )
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8080, ge=1, le=65535, description="TCP port to listen on.")
+    data_dir: Path = Field(
+        Path("flowdeck-data"), description="Directory for the database and run files."
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the database; default: SQLite file in the data "
+        "directory. PostgreSQL: postgresql+psycopg://user@host/db.",
+    )
+    auto_migrate: bool = Field(True, description="Upgrade the database schema at start.")
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL"] = Field(
+        "NORMAL",
+        description="SQLite synchronous level (WAL mode): NORMAL survives a crash of "
+        "flowdeck; FULL also survives power loss.",
+    )
+    registration: RegistrationMode = Field(
+        "approval",
+        description="Who may register: open, approval (an admin approves), closed.",
+    )
+    admin_username: str | None = Field(
+        None, description="On a start with no admin: create this admin account."
+    )
+    admin_password: SecretStr | None = Field(
+        None, description="Password of that first admin (prefer admin_password_file)."
+    )
+    admin_password_file: Path | None = Field(
+        None, description="File holding the password of that first admin."
+    )
+    session_ttl_seconds: int = Field(
+        12 * 3600, ge=60, description="Lifetime of a login session token."
+    )
+    api_token_max_days: int = Field(
+        365, ge=1, description="Longest lifetime allowed for a named API token."
+    )
+    login_max_failures: int = Field(
+        5, ge=1, description="Failed logins per account within the window before throttling."
+    )
+    login_max_failures_per_address: int = Field(
+        20, ge=1, description="Failed logins per client address within the window."
+    )
+    login_window_seconds: int = Field(
+        900, ge=1, description="Window over which failed logins are counted."
+    )
+    login_lockout_seconds: int = Field(
+        900, ge=1, description="How long logins are refused once throttled."
+    )
+    argon2_time_cost: int = Field(2, ge=2, description="Argon2id iterations (OWASP: >= 2).")
+    argon2_memory_kib: int = Field(
+        19456, ge=19456, description="Argon2id memory in KiB (OWASP: >= 19456)."
+    )
+    argon2_parallelism: int = Field(1, ge=1, le=16, description="Argon2id lanes.")
+    max_request_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
+    )
+    tls_cert: Path | None = Field(None, description="TLS certificate file (PEM).")
+    tls_key: Path | None = Field(None, description="TLS private key file (PEM).")
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Proxies trusted for X-Forwarded-For/-Proto (comma list, or *).",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
+        for name in ("tls_cert", "tls_key", "admin_password_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name}: no such file: {path}")
+        if self.admin_password is not None and self.admin_password_file is not None:
+            raise ValueError("give admin_password or admin_password_file, not both")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml = _toml_file.get()
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+    # -- derived values -------------------------------------------------------------------
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'flowdeck.db').absolute()}"
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    def first_admin_password(self) -> str | None:
+        if self.admin_password is not None:
+            return self.admin_password.get_secret_value()
+        if self.admin_password_file is not None:
+            return self.admin_password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        return None
+
+
+def env_var(name: str) -> str:
+    """The environment variable of setting ``name``."""
+    return ENV_PREFIX + name.upper()
+
+
+def option_name(name: str) -> str:
+    """The ``flowdeck serve`` option of setting ``name``."""
+    return "--" + name.replace("_", "-")
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Read the settings; raise :class:`ConfigError` naming each invalid one."""
+    if config_file is None and os.environ.get("FLOWDECK_CONFIG"):
+        config_file = Path(os.environ["FLOWDECK_CONFIG"])
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(
+            f"invalid setting config ({env_var('config')}): no such file: {config_file}"
+        )
+    token = _toml_file.set(config_file)
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = [str(p) for p in err["loc"]]
+            if loc and loc[0] in Settings.model_fields:
+                name = loc[0]
+                problems.append(
+                    f"invalid setting {name} ({env_var(name)}, {option_name(name)}): {err['msg']}"
+                )
+            elif loc:
+                problems.append(f"unknown setting {'.'.join(loc)} in {config_file}")
+            else:
+                problems.append(f"invalid settings: {err['msg'].removeprefix('Value error, ')}")
+        raise ConfigError("; ".join(problems), problems=problems) from exc
+    except (OSError, ValueError) as exc:  # unreadable or malformed TOML file
+        raise ConfigError(f"cannot read the configuration file {config_file}: {exc}") from exc
+    finally:
+        _toml_file.reset(token)

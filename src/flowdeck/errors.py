@@ -1,0 +1,121 @@
+"""The one exception root of flowdeck and its domain errors.
+
+Each class's docstring is its default message; ``code`` is the stable, machine-readable
+name clients see in ``{"error": {"code": ...}}``.  The HTTP layer maps classes to status
+codes in one place (:mod:`flowdeck.api.errors`); nothing below the API knows about HTTP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FlowdeckError(Exception):
+    """flowdeck could not do what was asked."""
+
+    code = "error"
+
+    def __init__(self, message: str | None = None, **details: Any) -> None:
+        self.message = message or (type(self).__doc__ or "").strip().splitlines()[0]
+        self.details: dict[str, Any] = details
+        super().__init__(self.message)
+
+
+class ConfigError(FlowdeckError):
+    """A setting has an invalid value."""
+
+    code = "invalid_setting"
+
+
+class InvalidInput(FlowdeckError):
+    """The request is not valid."""
+
+    code = "invalid_input"
+
+
+class PasswordRejected(InvalidInput):
+    """The password does not meet the password policy."""
+
+    code = "password_rejected"
+
+
+class NotFound(FlowdeckError):
+    """No such object, or it is not visible to you."""
+
+    code = "not_found"
+
+
+class Conflict(FlowdeckError):
+    """The request conflicts with the current state of the object."""
+
+    code = "conflict"
+
+
+class AlreadyExists(Conflict):
+    """An object with that name already exists."""
+
+    code = "already_exists"
+
+
+class AuthenticationRequired(FlowdeckError):
+    """Authentication is required: send 'Authorization: Bearer <token>'."""
+
+    code = "authentication_required"
+
+
+class InvalidCredentials(AuthenticationRequired):
+    """Invalid username or password."""
+
+    code = "invalid_credentials"
+
+
+class InvalidToken(AuthenticationRequired):
+    """The token is invalid, expired or revoked."""
+
+    code = "invalid_token"
+
+
+class PermissionDenied(FlowdeckError):
+    """You are not allowed to do this."""
+
+    code = "permission_denied"
+
+
+class AccountNotActive(PermissionDenied):
+    """The account is not active."""
+
+    code = "account_not_active"
+
+
+class RegistrationClosed(PermissionDenied):
+    """Registration is closed on this server; ask an administrator for an account."""
+
+    code = "registration_closed"
+
+
+class CsrfFailed(PermissionDenied):
+    """Missing or wrong CSRF token: send the 'flowdeck_csrf' cookie's value in 'X-CSRF-Token'."""
+
+    code = "csrf_failed"
+
+
+class Throttled(FlowdeckError):
+    """Too many failed attempts; try again later."""
+
+    code = "too_many_attempts"
+
+    def __init__(self, retry_after_s: int, message: str | None = None) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.retry_after_s = retry_after_s
+
+
+class PayloadTooLarge(FlowdeckError):
+    """The request body is too large."""
+
+    code = "payload_too_large"
+
+
+class StoreUnavailable(FlowdeckError):
+    """The database is unavailable."""
+
+    code = "store_unavailable"

@@ -1,0 +1,1 @@
+"""Password hashing and policy, token generation and hashing."""

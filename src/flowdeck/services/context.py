@@ -1,0 +1,39 @@
+"""Wiring: the store and the services of one flowdeck server, built from its settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flowdeck.config import Settings
+from flowdeck.services.accounts import Accounts
+from flowdeck.store import Store, open_store
+
+
+@dataclass
+class Context:
+    settings: Settings
+    store: Store
+    accounts: Accounts
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def prepare_data_dir(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def build_context(settings: Settings, *, migrate: bool | None = None) -> Context:
+    """Open the store (upgrading its schema when asked) and build the services."""
+    prepare_data_dir(settings)
+    store = open_store(
+        settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
+    )
+    if settings.auto_migrate if migrate is None else migrate:
+        from flowdeck.store.sql import SqlStore
+
+        if isinstance(store, SqlStore):
+            from flowdeck.store.migrate import upgrade
+
+            upgrade(store.engine)
+    return Context(settings=settings, store=store, accounts=Accounts(store, settings))

@@ -1,0 +1,140 @@
+"""The store boundary: a transaction object with every operation the services need.
+
+Services open a transaction with :meth:`Store.read` or :meth:`Store.write` and call
+:class:`Tx` methods inside it; a change and the audit or event rows that describe it are
+therefore committed together or not at all.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any
+
+from flowdeck.domain.accounts import AccountStatus, AuditEntry, Role, Throttle, Token, User
+
+
+class Tx(ABC):
+    """One transaction.  Methods raise :class:`~flowdeck.errors.AlreadyExists` on duplicates
+    and return ``None`` (or ``False``) for what is absent; they never check privileges."""
+
+    # -- users ----------------------------------------------------------------------------
+    @abstractmethod
+    def add_user(self, user: User) -> None: ...
+
+    @abstractmethod
+    def get_user(self, user_id: str) -> User | None: ...
+
+    @abstractmethod
+    def get_user_by_name(self, username: str) -> User | None:
+        """Usernames are unique regardless of case."""
+
+    @abstractmethod
+    def list_users(self) -> list[User]: ...
+
+    @abstractmethod
+    def count_admins(self) -> int:
+        """Active admins."""
+
+    @abstractmethod
+    def update_user(
+        self,
+        user_id: str,
+        now: datetime,
+        *,
+        role: Role | None = None,
+        status: AccountStatus | None = None,
+        password_hash: str | None = None,
+    ) -> User | None: ...
+
+    @abstractmethod
+    def delete_user(self, user_id: str) -> bool: ...
+
+    # -- tokens ---------------------------------------------------------------------------
+    @abstractmethod
+    def add_token(self, token: Token) -> None: ...
+
+    @abstractmethod
+    def find_token(self, token_hash: str) -> tuple[Token, User] | None:
+        """The token with this hash and its user, valid or not."""
+
+    @abstractmethod
+    def list_tokens(self, user_id: str) -> list[Token]:
+        """All tokens of a user, newest first, revoked ones included."""
+
+    @abstractmethod
+    def get_token(self, token_id: str) -> Token | None: ...
+
+    @abstractmethod
+    def revoke_token(self, token_id: str, now: datetime) -> bool:
+        """False when there is no such token or it was already revoked."""
+
+    @abstractmethod
+    def revoke_user_tokens(
+        self, user_id: str, now: datetime, *, keep_token_id: str | None = None
+    ) -> int: ...
+
+    @abstractmethod
+    def touch_token(self, token_id: str, now: datetime) -> None: ...
+
+    # -- login throttling -----------------------------------------------------------------
+    @abstractmethod
+    def get_throttles(self, keys: list[str]) -> list[Throttle]: ...
+
+    @abstractmethod
+    def update_throttle(
+        self, key: str, change: Callable[[Throttle | None], Throttle | None]
+    ) -> Throttle | None:
+        """Read ``key``'s counter under a write lock, store ``change(counter)`` (None
+        deletes it) and return it."""
+
+    # -- sharing (the read-only part of the privilege rule) -------------------------------
+    @abstractmethod
+    def share(self, kind: str, object_id: str, user_id: str) -> None: ...
+
+    @abstractmethod
+    def unshare(self, kind: str, object_id: str, user_id: str) -> bool: ...
+
+    @abstractmethod
+    def shared_with(self, kind: str, object_id: str) -> set[str]: ...
+
+    # -- audit log ------------------------------------------------------------------------
+    @abstractmethod
+    def add_audit(
+        self,
+        at: datetime,
+        action: str,
+        *,
+        actor_id: str | None,
+        actor_name: str | None,
+        target: str | None = None,
+        address: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> int: ...
+
+    @abstractmethod
+    def list_audit(
+        self, *, limit: int = 100, before_id: int | None = None, action: str | None = None
+    ) -> list[AuditEntry]:
+        """Newest first."""
+
+
+class Store(ABC):
+    """Where flowdeck keeps its state."""
+
+    @abstractmethod
+    def read(self) -> AbstractContextManager[Tx]: ...
+
+    @abstractmethod
+    def write(self) -> AbstractContextManager[Tx]:
+        """A transaction that takes the write lock at its start (SQLite ``BEGIN IMMEDIATE``)."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise :class:`~flowdeck.errors.StoreUnavailable` unless the store answers and its
+        schema is current."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

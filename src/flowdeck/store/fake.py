@@ -1,0 +1,208 @@
+"""An in-memory store with the same contract as the SQL store, for fast unit tests of the
+services and, later, the scheduler.  Transactions are serialised by one lock and roll back
+by restoring a copy of the state taken at their start."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from flowdeck.domain.accounts import AccountStatus, AuditEntry, Role, Throttle, Token, User
+from flowdeck.errors import AlreadyExists
+from flowdeck.store.base import Store, Tx
+
+
+@dataclass
+class _State:
+    users: dict[str, User] = field(default_factory=dict)
+    tokens: dict[str, Token] = field(default_factory=dict)
+    throttles: dict[str, Throttle] = field(default_factory=dict)
+    shares: set[tuple[str, str, str]] = field(default_factory=set)
+    audit: list[AuditEntry] = field(default_factory=list)
+
+
+class FakeStore(Store):
+    def __init__(self) -> None:
+        self._state = _State()
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Tx]:
+        with self._lock:
+            saved = copy.deepcopy(self._state)
+            try:
+                yield FakeTx(self._state)
+            except BaseException:
+                self._state.__dict__.update(saved.__dict__)
+                raise
+
+    def read(self) -> AbstractContextManager[Tx]:
+        return self._transaction()
+
+    def write(self) -> AbstractContextManager[Tx]:
+        return self._transaction()
+
+    def ping(self) -> None:
+        return None
+
+
+class FakeTx(Tx):
+    def __init__(self, state: _State) -> None:
+        self.s = state
+
+    # -- users ----------------------------------------------------------------------------
+    def add_user(self, user: User) -> None:
+        if user.id in self.s.users or self.get_user_by_name(user.username) is not None:
+            raise AlreadyExists("an object with the same unique name already exists")
+        self.s.users[user.id] = user
+
+    def get_user(self, user_id: str) -> User | None:
+        return self.s.users.get(user_id)
+
+    def get_user_by_name(self, username: str) -> User | None:
+        key = username.lower()
+        return next((u for u in self.s.users.values() if u.username.lower() == key), None)
+
+    def list_users(self) -> list[User]:
+        return sorted(self.s.users.values(), key=lambda u: u.username.lower())
+
+    def count_admins(self) -> int:
+        return sum(1 for u in self.s.users.values() if u.is_admin and u.is_active)
+
+    def update_user(
+        self,
+        user_id: str,
+        now: datetime,
+        *,
+        role: Role | None = None,
+        status: AccountStatus | None = None,
+        password_hash: str | None = None,
+    ) -> User | None:
+        user = self.s.users.get(user_id)
+        if user is None:
+            return None
+        changes: dict[str, Any] = {"updated_at": now}
+        if role is not None:
+            changes["role"] = role
+        if status is not None:
+            changes["status"] = status
+        if password_hash is not None:
+            changes["password_hash"] = password_hash
+        self.s.users[user_id] = dataclasses.replace(user, **changes)
+        return self.s.users[user_id]
+
+    def delete_user(self, user_id: str) -> bool:
+        if self.s.users.pop(user_id, None) is None:
+            return False
+        self.s.tokens = {k: v for k, v in self.s.tokens.items() if v.user_id != user_id}
+        self.s.shares = {s for s in self.s.shares if s[2] != user_id}
+        return True
+
+    # -- tokens ---------------------------------------------------------------------------
+    def add_token(self, token: Token) -> None:
+        for other in self.s.tokens.values():
+            if other.token_hash == token.token_hash or (
+                token.name is not None
+                and other.user_id == token.user_id
+                and other.name == token.name
+            ):
+                raise AlreadyExists("an object with the same unique name already exists")
+        self.s.tokens[token.id] = token
+
+    def find_token(self, token_hash: str) -> tuple[Token, User] | None:
+        for token in self.s.tokens.values():
+            if token.token_hash == token_hash:
+                return token, self.s.users[token.user_id]
+        return None
+
+    def list_tokens(self, user_id: str) -> list[Token]:
+        mine = [t for t in self.s.tokens.values() if t.user_id == user_id]
+        return sorted(mine, key=lambda t: (t.created_at, t.id), reverse=True)
+
+    def get_token(self, token_id: str) -> Token | None:
+        return self.s.tokens.get(token_id)
+
+    def revoke_token(self, token_id: str, now: datetime) -> bool:
+        token = self.s.tokens.get(token_id)
+        if token is None or token.revoked_at is not None:
+            return False
+        self.s.tokens[token_id] = dataclasses.replace(token, revoked_at=now)
+        return True
+
+    def revoke_user_tokens(
+        self, user_id: str, now: datetime, *, keep_token_id: str | None = None
+    ) -> int:
+        ids = [
+            t.id
+            for t in self.s.tokens.values()
+            if t.user_id == user_id and t.id != keep_token_id and t.revoked_at is None
+        ]
+        for token_id in ids:
+            self.revoke_token(token_id, now)
+        return len(ids)
+
+    def touch_token(self, token_id: str, now: datetime) -> None:
+        token = self.s.tokens.get(token_id)
+        if token is not None:
+            self.s.tokens[token_id] = dataclasses.replace(token, last_used_at=now)
+
+    # -- login throttling -----------------------------------------------------------------
+    def get_throttles(self, keys: list[str]) -> list[Throttle]:
+        return [self.s.throttles[k] for k in keys if k in self.s.throttles]
+
+    def update_throttle(
+        self, key: str, change: Callable[[Throttle | None], Throttle | None]
+    ) -> Throttle | None:
+        new = change(self.s.throttles.get(key))
+        if new is None:
+            self.s.throttles.pop(key, None)
+        else:
+            self.s.throttles[key] = new
+        return new
+
+    # -- sharing --------------------------------------------------------------------------
+    def share(self, kind: str, object_id: str, user_id: str) -> None:
+        self.s.shares.add((kind, object_id, user_id))
+
+    def unshare(self, kind: str, object_id: str, user_id: str) -> bool:
+        if (kind, object_id, user_id) not in self.s.shares:
+            return False
+        self.s.shares.discard((kind, object_id, user_id))
+        return True
+
+    def shared_with(self, kind: str, object_id: str) -> set[str]:
+        return {u for k, o, u in self.s.shares if k == kind and o == object_id}
+
+    # -- audit log ------------------------------------------------------------------------
+    def add_audit(
+        self,
+        at: datetime,
+        action: str,
+        *,
+        actor_id: str | None,
+        actor_name: str | None,
+        target: str | None = None,
+        address: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> int:
+        entry_id = len(self.s.audit) + 1
+        self.s.audit.append(
+            AuditEntry(entry_id, at, actor_id, actor_name, action, target, address, details or {})
+        )
+        return entry_id
+
+    def list_audit(
+        self, *, limit: int = 100, before_id: int | None = None, action: str | None = None
+    ) -> list[AuditEntry]:
+        rows = [
+            e
+            for e in reversed(self.s.audit)
+            if (before_id is None or e.id < before_id) and (action is None or e.action == action)
+        ]
+        return rows[:limit]

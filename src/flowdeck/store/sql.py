@@ -1,0 +1,383 @@
+"""The SQL store on SQLAlchemy Core: SQLite (default) and PostgreSQL (psycopg 3).
+
+Third-party errors are translated here, in :meth:`SqlStore._transaction`, and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import Connection, Engine, Row
+
+from flowdeck.domain.accounts import (
+    AccountStatus,
+    AuditEntry,
+    Role,
+    Throttle,
+    Token,
+    TokenKind,
+    User,
+)
+from flowdeck.errors import AlreadyExists, StoreUnavailable
+from flowdeck.store import schema as t
+from flowdeck.store.base import Store, Tx
+
+_WRITE = "flowdeck_write"
+
+
+def make_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> Engine:
+    """An engine with flowdeck's connection settings for the URL's backend."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(
+            parsed,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=8,
+            max_overflow=16,
+        )
+        _configure_sqlite(engine, sqlite_synchronous)
+        return engine
+    return sa.create_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def _configure_sqlite(engine: Engine, synchronous: str) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control from the driver so BEGIN IMMEDIATE can be issued.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+class SqlStore(Store):
+    def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL") -> None:
+        self.url = url
+        self.engine = make_engine(url, sqlite_synchronous=sqlite_synchronous)
+        self.dialect = self.engine.dialect.name
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[Tx]:
+        try:
+            with self.engine.connect() as conn:
+                if write:
+                    conn = conn.execution_options(**{_WRITE: True})
+                with conn.begin():
+                    yield SqlTx(conn, self.dialect)
+        except exc.IntegrityError as e:
+            raise AlreadyExists(
+                "an object with the same unique name already exists", reason=str(e.orig)
+            ) from e
+        except (exc.OperationalError, exc.InterfaceError) as e:
+            raise StoreUnavailable(f"the database is unavailable: {e.orig}") from e
+
+    def read(self) -> AbstractContextManager[Tx]:
+        return self._transaction(write=False)
+
+    def write(self) -> AbstractContextManager[Tx]:
+        return self._transaction(write=True)
+
+    def ping(self) -> None:
+        from flowdeck.store.migrate import current_revision, head_revision
+
+        with self._transaction(write=False) as tx:
+            assert isinstance(tx, SqlTx)
+            current = current_revision(tx.conn)
+        if current != head_revision():
+            raise StoreUnavailable(
+                f"database schema is at {current}, not {head_revision()}: run 'flowdeck db upgrade'"
+            )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _user(row: Row[Any]) -> User:
+    return User(
+        id=row.id,
+        username=row.username,
+        role=Role(row.role),
+        status=AccountStatus(row.status),
+        password_hash=row.password_hash,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _token(row: Row[Any]) -> Token:
+    return Token(
+        id=row.id,
+        user_id=row.user_id,
+        kind=TokenKind(row.kind),
+        name=row.name,
+        token_hash=row.token_hash,
+        prefix=row.prefix,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        last_used_at=row.last_used_at,
+    )
+
+
+def _throttle(row: Row[Any]) -> Throttle:
+    return Throttle(
+        key=row.key,
+        failures=row.failures,
+        window_started_at=row.window_started_at,
+        locked_until=row.locked_until,
+    )
+
+
+_TOKEN_COLS = [c.label(f"t_{c.name}") for c in t.tokens.c]
+# Built once: every authenticated request runs it.
+_FIND_TOKEN = (
+    sa.select(*_TOKEN_COLS, *t.users.c)
+    .select_from(t.tokens.join(t.users))
+    .where(t.tokens.c.token_hash == sa.bindparam("token_hash"))
+)
+
+
+class SqlTx(Tx):
+    def __init__(self, conn: Connection, dialect: str) -> None:
+        self.conn = conn
+        self.dialect = dialect
+
+    # -- users ----------------------------------------------------------------------------
+    def add_user(self, user: User) -> None:
+        self.conn.execute(
+            t.users.insert().values(
+                id=user.id,
+                username=user.username,
+                username_key=user.username.lower(),
+                role=user.role.value,
+                status=user.status.value,
+                password_hash=user.password_hash,
+                created_at=user.created_at,
+                updated_at=user.updated_at,
+            )
+        )
+
+    def get_user(self, user_id: str) -> User | None:
+        row = self.conn.execute(t.users.select().where(t.users.c.id == user_id)).first()
+        return _user(row) if row else None
+
+    def get_user_by_name(self, username: str) -> User | None:
+        q = t.users.select().where(t.users.c.username_key == username.lower())
+        row = self.conn.execute(q).first()
+        return _user(row) if row else None
+
+    def list_users(self) -> list[User]:
+        q = t.users.select().order_by(t.users.c.username_key)
+        return [_user(r) for r in self.conn.execute(q)]
+
+    def count_admins(self) -> int:
+        q = sa.select(sa.func.count()).where(
+            t.users.c.role == Role.ADMIN.value, t.users.c.status == AccountStatus.ACTIVE.value
+        )
+        return int(self.conn.execute(q).scalar_one())
+
+    def update_user(
+        self,
+        user_id: str,
+        now: datetime,
+        *,
+        role: Role | None = None,
+        status: AccountStatus | None = None,
+        password_hash: str | None = None,
+    ) -> User | None:
+        values: dict[str, Any] = {"updated_at": now}
+        if role is not None:
+            values["role"] = role.value
+        if status is not None:
+            values["status"] = status.value
+        if password_hash is not None:
+            values["password_hash"] = password_hash
+        self.conn.execute(t.users.update().where(t.users.c.id == user_id).values(**values))
+        return self.get_user(user_id)
+
+    def delete_user(self, user_id: str) -> bool:
+        result = self.conn.execute(t.users.delete().where(t.users.c.id == user_id))
+        return result.rowcount > 0
+
+    # -- tokens ---------------------------------------------------------------------------
+    def add_token(self, token: Token) -> None:
+        self.conn.execute(
+            t.tokens.insert().values(
+                id=token.id,
+                user_id=token.user_id,
+                kind=token.kind.value,
+                name=token.name,
+                token_hash=token.token_hash,
+                prefix=token.prefix,
+                created_at=token.created_at,
+                expires_at=token.expires_at,
+                revoked_at=token.revoked_at,
+                last_used_at=token.last_used_at,
+            )
+        )
+
+    def find_token(self, token_hash: str) -> tuple[Token, User] | None:
+        row = self.conn.execute(_FIND_TOKEN, {"token_hash": token_hash}).first()
+        if row is None:
+            return None
+        m = row._mapping
+        token = Token(
+            id=m["t_id"],
+            user_id=m["t_user_id"],
+            kind=TokenKind(m["t_kind"]),
+            name=m["t_name"],
+            token_hash=m["t_token_hash"],
+            prefix=m["t_prefix"],
+            created_at=m["t_created_at"],
+            expires_at=m["t_expires_at"],
+            revoked_at=m["t_revoked_at"],
+            last_used_at=m["t_last_used_at"],
+        )
+        return token, _user(row)
+
+    def list_tokens(self, user_id: str) -> list[Token]:
+        q = (
+            t.tokens.select()
+            .where(t.tokens.c.user_id == user_id)
+            .order_by(t.tokens.c.created_at.desc(), t.tokens.c.id.desc())
+        )
+        return [_token(r) for r in self.conn.execute(q)]
+
+    def get_token(self, token_id: str) -> Token | None:
+        row = self.conn.execute(t.tokens.select().where(t.tokens.c.id == token_id)).first()
+        return _token(row) if row else None
+
+    def revoke_token(self, token_id: str, now: datetime) -> bool:
+        q = (
+            t.tokens.update()
+            .where(t.tokens.c.id == token_id, t.tokens.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        return self.conn.execute(q).rowcount > 0
+
+    def revoke_user_tokens(
+        self, user_id: str, now: datetime, *, keep_token_id: str | None = None
+    ) -> int:
+        q = t.tokens.update().where(t.tokens.c.user_id == user_id, t.tokens.c.revoked_at.is_(None))
+        if keep_token_id is not None:
+            q = q.where(t.tokens.c.id != keep_token_id)
+        return int(self.conn.execute(q.values(revoked_at=now)).rowcount)
+
+    def touch_token(self, token_id: str, now: datetime) -> None:
+        self.conn.execute(
+            t.tokens.update().where(t.tokens.c.id == token_id).values(last_used_at=now)
+        )
+
+    # -- login throttling -----------------------------------------------------------------
+    def get_throttles(self, keys: list[str]) -> list[Throttle]:
+        q = t.login_throttle.select().where(t.login_throttle.c.key.in_(keys))
+        return [_throttle(r) for r in self.conn.execute(q)]
+
+    def update_throttle(
+        self, key: str, change: Callable[[Throttle | None], Throttle | None]
+    ) -> Throttle | None:
+        q = t.login_throttle.select().where(t.login_throttle.c.key == key)
+        if self.dialect == "postgresql":
+            q = q.with_for_update()
+        row = self.conn.execute(q).first()
+        current = _throttle(row) if row else None
+        new = change(current)
+        if new is None:
+            if current is not None:
+                self.conn.execute(t.login_throttle.delete().where(t.login_throttle.c.key == key))
+            return None
+        values = {
+            "failures": new.failures,
+            "window_started_at": new.window_started_at,
+            "locked_until": new.locked_until,
+        }
+        if current is None:
+            self.conn.execute(t.login_throttle.insert().values(key=key, **values))
+        else:
+            self.conn.execute(
+                t.login_throttle.update().where(t.login_throttle.c.key == key).values(**values)
+            )
+        return new
+
+    # -- sharing --------------------------------------------------------------------------
+    def share(self, kind: str, object_id: str, user_id: str) -> None:
+        if user_id not in self.shared_with(kind, object_id):
+            self.conn.execute(
+                t.shares.insert().values(object_kind=kind, object_id=object_id, user_id=user_id)
+            )
+
+    def unshare(self, kind: str, object_id: str, user_id: str) -> bool:
+        q = t.shares.delete().where(
+            t.shares.c.object_kind == kind,
+            t.shares.c.object_id == object_id,
+            t.shares.c.user_id == user_id,
+        )
+        return self.conn.execute(q).rowcount > 0
+
+    def shared_with(self, kind: str, object_id: str) -> set[str]:
+        q = sa.select(t.shares.c.user_id).where(
+            t.shares.c.object_kind == kind, t.shares.c.object_id == object_id
+        )
+        return set(self.conn.execute(q).scalars())
+
+    # -- audit log ------------------------------------------------------------------------
+    def add_audit(
+        self,
+        at: datetime,
+        action: str,
+        *,
+        actor_id: str | None,
+        actor_name: str | None,
+        target: str | None = None,
+        address: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> int:
+        result = self.conn.execute(
+            t.audit_log.insert().values(
+                at=at,
+                action=action,
+                actor_id=actor_id,
+                actor_name=actor_name,
+                target=target,
+                address=address,
+                details=details or {},
+            )
+        )
+        key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+    def list_audit(
+        self, *, limit: int = 100, before_id: int | None = None, action: str | None = None
+    ) -> list[AuditEntry]:
+        q = t.audit_log.select().order_by(t.audit_log.c.id.desc()).limit(limit)
+        if before_id is not None:
+            q = q.where(t.audit_log.c.id < before_id)
+        if action is not None:
+            q = q.where(t.audit_log.c.action == action)
+        return [
+            AuditEntry(
+                id=r.id,
+                at=r.at,
+                actor_id=r.actor_id,
+                actor_name=r.actor_name,
+                action=r.action,
+                target=r.target,
+                address=r.address,
+                details=r.details,
+            )
+            for r in self.conn.execute(q)
+        ]

@@ -1,0 +1,111 @@
+"""`flowdeck serve` as users start it: a real process, real HTTP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.helpers import STRONG, free_port
+
+FLOWDECK = [sys.executable, "-m", "flowdeck"]
+
+
+@contextmanager
+def serve(cwd: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, Path]]:
+    port = free_port()
+    log = cwd / f"serve-{port}.log"
+    full_env = {**os.environ, **(env or {})}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*FLOWDECK, "serve", "--port", str(port), *args],
+            cwd=cwd,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield url, log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    # uvicorn shuts down cleanly, then re-raises SIGTERM so the parent sees the signal
+    assert proc.returncode in (0, -signal.SIGTERM), log.read_text()
+    assert "Application shutdown complete" in log.read_text()
+
+
+def test_embedded_default_start_and_first_admin_from_environment(tmp_path: Path) -> None:
+    pw_file = tmp_path / "admin-password"
+    pw_file.write_text(STRONG + "\n")
+    env = {"FLOWDECK_ADMIN_USERNAME": "root", "FLOWDECK_ADMIN_PASSWORD_FILE": str(pw_file)}
+    with serve(tmp_path, env=env) as (url, log):
+        assert httpx.get(f"{url}/readyz").json() == {"status": "ready"}
+        r = httpx.post(f"{url}/api/v1/auth/login", json={"username": "root", "password": STRONG})
+        assert r.status_code == 200 and r.json()["user"]["role"] == "admin"
+    assert (tmp_path / "flowdeck-data" / "flowdeck.db").is_file()
+    output = log.read_text()
+    assert f"listening on http://127.0.0.1:{url.rsplit(':', 1)[1]}" in output
+    assert STRONG not in output  # the password is never logged
+
+
+def test_without_an_admin_it_says_how_to_create_one(tmp_path: Path) -> None:
+    with serve(tmp_path) as (_url, log):
+        pass
+    assert "flowdeck admin create-user --admin NAME" in log.read_text()
+
+
+def test_state_survives_a_restart(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    with serve(tmp_path, "--data-dir", str(data), "--registration", "open") as (url, _):
+        r = httpx.post(f"{url}/api/v1/auth/register", json={"username": "ada", "password": STRONG})
+        assert r.status_code == 201
+        token = httpx.post(
+            f"{url}/api/v1/auth/login", json={"username": "ada", "password": STRONG}
+        ).json()["token"]
+    with serve(tmp_path, "--data-dir", str(data)) as (url, _):
+        r = httpx.get(f"{url}/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200 and r.json()["username"] == "ada"
+
+
+def test_invalid_setting_stops_start_up_with_exit_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*FLOWDECK, "serve", "--sqlite-synchronous", "SOMETIMES"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "invalid setting sqlite_synchronous" in result.stderr.replace("\n", " ")
+    assert not (tmp_path / "flowdeck-data").exists()  # nothing was created
+
+
+def test_console_script_is_installed() -> None:
+    exe = shutil.which("flowdeck", path=str(Path(sys.executable).parent))
+    assert exe is not None
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("flowdeck ")

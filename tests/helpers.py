@@ -1,0 +1,128 @@
+"""Test helpers: a real uvicorn server in a thread, users made once, PostgreSQL access."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from flowdeck.api import create_app
+from flowdeck.config import Settings, load_settings
+
+STRONG = "correct horse battery staple 42"
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip with ``reason`` when a system part is missing (a failure under CI=true)."""
+    if not condition:
+        pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {"data_dir": data_dir, "registration": "open"}
+    base.update(overrides)
+    return load_settings(None, **base)
+
+
+@dataclass
+class LiveServer:
+    url: str
+    settings: Settings
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
+
+    @property
+    def ctx(self) -> Any:
+        return self.server.config.app.state.ctx  # type: ignore[union-attr]
+
+
+@contextmanager
+def live_server(settings: Settings) -> Iterator[LiveServer]:
+    """A real HTTP server (uvicorn) on a free loopback port, in a thread."""
+    app = create_app(settings)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:  # pragma: no cover
+            raise RuntimeError("test server did not start")
+        time.sleep(0.01)
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}", settings, server, thread)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+        app.state.ctx.close()
+
+
+def register_and_login(srv: LiveServer, username: str, password: str = STRONG) -> str:
+    with srv.client() as c:
+        r = c.post("/api/v1/auth/register", json={"username": username, "password": password})
+        assert r.status_code == 201, r.text
+        r = c.post("/api/v1/auth/login", json={"username": username, "password": password})
+        assert r.status_code == 200, r.text
+        return str(r.json()["token"])
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+def pg_admin_url() -> str:
+    return os.environ.get("FLOWDECK_TEST_PG_URL", DEFAULT_PG)
+
+
+@contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for this test session; dropped afterwards."""
+    import sqlalchemy as sa
+
+    admin = sa.make_url(pg_admin_url())
+    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("select 1")
+    except Exception as exc:
+        engine.dispose()
+        pytest.skip(
+            f"PostgreSQL not reachable at {admin.render_as_string(hide_password=True)} ({exc}); "
+            "start it (pg_ctlcluster 15 main start) or set FLOWDECK_TEST_PG_URL"
+        )
+    name = f"flowdeck_test_{uuid.uuid4().hex[:12]}"
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        engine.dispose()

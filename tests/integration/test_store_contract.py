@@ -1,0 +1,222 @@
+"""One contract for every store backend: the in-memory fake, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from flowdeck.domain.accounts import AccountStatus, Role, Throttle, Token, TokenKind, User
+from flowdeck.errors import AlreadyExists
+from flowdeck.store import Store, open_store
+from flowdeck.store.migrate import upgrade
+from flowdeck.store.schema import metadata
+from flowdeck.store.sql import SqlStore
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["fake", "sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "fake":
+        yield open_store("memory://")
+        return
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'contract.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    s = SqlStore(url)
+    upgrade(s.engine)
+    with s.engine.begin() as conn:  # a clean slate on the shared PostgreSQL database
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
+    yield s
+    s.close()
+
+
+def user(name: str = "alice", role: Role = Role.USER, uid: str | None = None) -> User:
+    return User(uid or f"u_{name}", name, role, AccountStatus.ACTIVE, "$argon2id$x", T0, T0)
+
+
+def token(tid: str, user_id: str, name: str | None = None, at: datetime = T0) -> Token:
+    return Token(
+        tid,
+        user_id,
+        TokenKind.API if name else TokenKind.SESSION,
+        name,
+        f"hash-{tid}",
+        "fdk_abcd",
+        at,
+        at + timedelta(hours=1),
+    )
+
+
+def test_users_round_trip_with_aware_utc_times(store: Store) -> None:
+    with store.write() as tx:
+        tx.add_user(user())
+    with store.read() as tx:
+        got = tx.get_user("u_alice")
+    assert got == user()
+    assert got is not None and got.created_at.tzinfo is not None
+
+
+def test_usernames_are_unique_regardless_of_case(store: Store) -> None:
+    with store.write() as tx:
+        tx.add_user(user("Alice"))
+    with pytest.raises(AlreadyExists), store.write() as tx:
+        tx.add_user(user("alice", uid="u_other"))
+    with store.read() as tx:
+        assert tx.get_user_by_name("ALICE") is not None
+        assert [u.username for u in tx.list_users()] == ["Alice"]
+
+
+def test_a_failed_transaction_changes_nothing(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.write() as tx:
+        tx.add_user(user("carol"))
+        tx.add_audit(T0, "register", actor_id=None, actor_name=None, target="carol")
+        raise RuntimeError("boom")
+    with store.read() as tx:
+        assert tx.get_user_by_name("carol") is None
+        assert tx.list_audit() == []
+
+
+def test_update_user_and_count_admins(store: Store) -> None:
+    with store.write() as tx:
+        tx.add_user(user("root", Role.ADMIN))
+        tx.add_user(user("bob"))
+        assert tx.count_admins() == 1
+        later = T0 + timedelta(minutes=5)
+        bob = tx.update_user("u_bob", later, role=Role.ADMIN, password_hash="$argon2id$new")
+        assert bob is not None and bob.role is Role.ADMIN and bob.updated_at == later
+        assert bob.password_hash == "$argon2id$new"
+        tx.update_user("u_root", later, status=AccountStatus.DISABLED)
+        assert tx.count_admins() == 1  # only active admins count
+        assert tx.update_user("u_missing", later, role=Role.USER) is None
+
+
+def test_tokens_find_list_revoke(store: Store) -> None:
+    with store.write() as tx:
+        tx.add_user(user())
+        tx.add_token(token("t1", "u_alice"))
+        tx.add_token(token("t2", "u_alice", "ci", T0 + timedelta(seconds=1)))
+        tx.add_token(token("t3", "u_alice", "laptop", T0 + timedelta(seconds=2)))
+    with store.read() as tx:
+        found = tx.find_token("hash-t2")
+        assert found is not None and found[0].name == "ci" and found[1].username == "alice"
+        assert tx.find_token("nope") is None
+        assert [t.id for t in tx.list_tokens("u_alice")] == ["t3", "t2", "t1"]
+    with store.write() as tx:
+        assert tx.revoke_token("t1", T0)
+        assert not tx.revoke_token("t1", T0)  # already revoked
+        assert tx.revoke_user_tokens("u_alice", T0, keep_token_id="t3") == 1
+        tx.touch_token("t3", T0 + timedelta(minutes=1))
+    with store.read() as tx:
+        states = {t.id: (t.revoked_at is not None) for t in tx.list_tokens("u_alice")}
+        assert states == {"t1": True, "t2": True, "t3": False}
+        t3 = tx.get_token("t3")
+        assert t3 is not None and t3.last_used_at == T0 + timedelta(minutes=1)
+
+
+def test_token_names_are_unique_per_user(store: Store) -> None:
+    with store.write() as tx:
+        tx.add_user(user())
+        tx.add_user(user("bob"))
+        tx.add_token(token("t1", "u_alice", "ci"))
+        tx.add_token(token("t2", "u_bob", "ci"))  # another user may reuse the name
+    with pytest.raises(AlreadyExists), store.write() as tx:
+        tx.add_token(token("t3", "u_alice", "ci"))
+
+
+def test_deleting_a_user_removes_tokens_and_shares_but_keeps_audit(store: Store) -> None:
+    with store.write() as tx:
+        tx.add_user(user())
+        tx.add_user(user("bob"))
+        tx.add_token(token("t1", "u_alice"))
+        tx.share("workflow", "wf_1", "u_alice")
+        tx.add_audit(T0, "login", actor_id="u_alice", actor_name="alice")
+    with store.write() as tx:
+        assert tx.delete_user("u_alice")
+        assert not tx.delete_user("u_alice")
+    with store.read() as tx:
+        assert tx.find_token("hash-t1") is None
+        assert tx.shared_with("workflow", "wf_1") == set()
+        assert [e.actor_name for e in tx.list_audit()] == ["alice"]
+
+
+def test_throttle_update_is_read_modify_write(store: Store) -> None:
+    def bump(cur: Throttle | None) -> Throttle:
+        n = cur.failures + 1 if cur else 1
+        return Throttle("user:alice", n, T0, None)
+
+    with store.write() as tx:
+        tx.update_throttle("user:alice", bump)
+        tx.update_throttle("user:alice", bump)
+    with store.read() as tx:
+        assert [t.failures for t in tx.get_throttles(["user:alice", "addr:x"])] == [2]
+    with store.write() as tx:
+        assert tx.update_throttle("user:alice", lambda _c: None) is None
+    with store.read() as tx:
+        assert tx.get_throttles(["user:alice"]) == []
+
+
+def test_shares(store: Store) -> None:
+    with store.write() as tx:
+        tx.add_user(user())
+        tx.add_user(user("bob"))
+        tx.share("workflow", "wf_1", "u_bob")
+        tx.share("workflow", "wf_1", "u_bob")  # idempotent
+        tx.share("workflow", "wf_1", "u_alice")
+    with store.write() as tx:
+        assert tx.unshare("workflow", "wf_1", "u_alice")
+        assert not tx.unshare("workflow", "wf_1", "u_alice")
+    with store.read() as tx:
+        assert tx.shared_with("workflow", "wf_1") == {"u_bob"}
+        assert tx.shared_with("run", "wf_1") == set()
+
+
+def test_audit_pages_newest_first_and_filters(store: Store) -> None:
+    with store.write() as tx:
+        for i in range(5):
+            action = "login.failed" if i % 2 else "login"
+            tx.add_audit(
+                T0 + timedelta(seconds=i),
+                action,
+                actor_id=None,
+                actor_name=None,
+                target=f"t{i}",
+                address="10.0.0.1",
+                details={"i": i},
+            )
+    with store.read() as tx:
+        first = tx.list_audit(limit=2)
+        assert [e.target for e in first] == ["t4", "t3"]
+        rest = tx.list_audit(limit=10, before_id=first[-1].id)
+        assert [e.target for e in rest] == ["t2", "t1", "t0"]
+        assert [e.details["i"] for e in tx.list_audit(action="login.failed")] == [3, 1]
+
+
+def test_sqlite_connection_settings(tmp_path: Path) -> None:
+    s = SqlStore(f"sqlite:///{tmp_path / 'p.db'}", sqlite_synchronous="FULL")
+    with s.engine.connect() as conn:
+        pragma = {
+            name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+            for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
+        }
+    s.close()
+    assert pragma == {
+        "journal_mode": "wal",
+        "foreign_keys": 1,
+        "busy_timeout": 30000,
+        "synchronous": 2,
+    }
+
+
+def test_postgres_store_is_really_postgres(pg_url: str) -> None:
+    s = SqlStore(pg_url)
+    with s.engine.connect() as conn:
+        version = conn.execute(sa.text("select version()")).scalar_one()
+    s.close()
+    assert "PostgreSQL" in version
