@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -20,7 +21,13 @@ FLOWDECK = [sys.executable, "-m", "flowdeck"]
 
 
 @contextmanager
-def serve(cwd: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, Path]]:
+def serve(
+    cwd: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    scheme: str = "http",
+    verify: ssl.SSLContext | bool = True,
+) -> Iterator[tuple[str, Path]]:
     port = free_port()
     log = cwd / f"serve-{port}.log"
     full_env = {**os.environ, **(env or {})}
@@ -32,13 +39,13 @@ def serve(cwd: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{scheme}://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             assert proc.poll() is None, log.read_text()
             try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{url}/healthz", timeout=1, verify=verify).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -109,3 +116,30 @@ def test_console_script_is_installed() -> None:
     assert exe is not None
     out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("flowdeck ")
+
+
+def test_tls_with_hsts_and_secure_cookies(tmp_path: Path) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    env = {"FLOWDECK_REGISTRATION": "open"}
+    args = ("--tls-cert", str(cert_file), "--tls-key", str(key_file))
+    with serve(tmp_path, *args, env=env, scheme="https", verify=client_ctx) as (url, log):
+        assert url.startswith("https://")
+        with httpx.Client(base_url=url, verify=client_ctx) as c:
+            r = c.get("/healthz")
+            assert r.headers["strict-transport-security"].startswith("max-age=")
+            c.post("/api/v1/auth/register", json={"username": "tls", "password": STRONG})
+            r = c.post(
+                "/api/v1/auth/login",
+                json={"username": "tls", "password": STRONG, "cookie": True},
+            )
+            cookies = r.headers.get_list("set-cookie")
+            assert cookies and all("Secure" in h for h in cookies)
+    assert "listening on https://" in log.read_text()

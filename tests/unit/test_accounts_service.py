@@ -80,6 +80,20 @@ def test_unknown_user_and_wrong_password_answer_alike(frozen: clock.FrozenClock)
     assert [e.target for e in failed] == ["mallory", "alice"]
 
 
+def test_an_unknown_user_costs_a_full_password_verification(frozen: clock.FrozenClock) -> None:
+    calls: list[str | None] = []
+
+    class Counting(Hasher):
+        def verify(self, stored_hash: str | None, password: str) -> bool:
+            calls.append(stored_hash)
+            return super().verify(stored_hash, password)
+
+    acc = Accounts(FakeStore(), make().settings, Counting(2, 19456, 1))
+    with pytest.raises(InvalidCredentials):
+        acc.login("nobody-here", PW)
+    assert calls == [None]  # verified against the dummy hash, as long as a real one
+
+
 def test_session_tokens_expire(frozen: clock.FrozenClock) -> None:
     acc = make(session_ttl_seconds=120)
     acc.register("alice", PW)

@@ -1,0 +1,36 @@
+"""The user documentation keeps up with the code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flowdeck.api import create_app
+from flowdeck.config import Settings, env_var, load_settings, option_name
+from flowdeck.services.accounts import Accounts
+from flowdeck.services.context import Context
+from flowdeck.store.fake import FakeStore
+
+DOCS = Path(__file__).parents[2] / "docs"
+
+
+def test_configuration_page_lists_every_setting() -> None:
+    text = (DOCS / "configuration.md").read_text()
+    missing = [
+        name
+        for name in Settings.model_fields
+        if env_var(name) not in text or option_name(name) not in text
+    ]
+    assert missing == []
+
+
+def test_api_page_lists_every_route() -> None:
+    cfg = load_settings(None, data_dir=Path("unused"))
+    store = FakeStore()
+    app = create_app(cfg, Context(cfg, store, Accounts(store, cfg)))
+    text = (DOCS / "api.md").read_text()
+    missing = []
+    for path in app.openapi()["paths"]:
+        short = path.removeprefix("/api/v1").replace("{action}", "")
+        if short.rstrip("/") not in text:
+            missing.append(path)
+    assert missing == []
