@@ -39,6 +39,18 @@ class PasswordRejected(InvalidInput):
     code = "password_rejected"
 
 
+class ArchiveRejected(InvalidInput):
+    """The archive was refused."""
+
+    code = "archive_rejected"
+
+
+class SpecInvalid(InvalidInput):
+    """The workflow specification is not valid."""
+
+    code = "invalid_workflow"
+
+
 class NotFound(FlowdeckError):
     """No such object, or it is not visible to you."""
 
