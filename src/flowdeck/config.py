@@ -90,6 +90,15 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
     )
+    max_archive_bytes: int = Field(
+        100 * 1024 * 1024, ge=1024, description="Largest workflow archive upload, in bytes."
+    )
+    archive_max_unpacked_bytes: int = Field(
+        500 * 1024 * 1024, ge=1024, description="Largest total size of an archive's content."
+    )
+    archive_max_members: int = Field(
+        10_000, ge=1, description="Most files and directories in a workflow archive."
+    )
     tls_cert: Path | None = Field(None, description="TLS certificate file (PEM).")
     tls_key: Path | None = Field(None, description="TLS private key file (PEM).")
     forwarded_allow_ips: str = Field(

@@ -212,7 +212,13 @@ def test_tokens_are_never_accepted_in_a_url(server: LiveServer) -> None:
 
 
 def test_every_non_public_route_needs_authentication(server: LiveServer) -> None:
-    public = {"/healthz", "/readyz", f"{API}/auth/register", f"{API}/auth/login"}
+    public = {
+        "/healthz",
+        "/readyz",
+        f"{API}/auth/register",
+        f"{API}/auth/login",
+        f"{API}/schema/workflow.json",
+    }
     with server.client() as c:
         spec = c.get("/openapi.json").json()
         checked = 0
@@ -220,7 +226,7 @@ def test_every_non_public_route_needs_authentication(server: LiveServer) -> None
             if path in public:
                 continue
             url = path.replace("{username}", "someone").replace("{token_id}", "tok_x")
-            url = url.replace("{action}", "approve")
+            url = url.replace("{action}", "approve").replace("{ref}", "someone/wf@1")
             for method in ops:
                 r = c.request(method.upper(), url, json={})
                 assert r.status_code == 401, (method, path, r.text)

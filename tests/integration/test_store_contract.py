@@ -10,6 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from flowdeck.domain.accounts import AccountStatus, Role, Throttle, Token, TokenKind, User
+from flowdeck.domain.runs import Run, RunState
+from flowdeck.domain.workflows import Visibility, Workflow
 from flowdeck.errors import AlreadyExists
 from flowdeck.store import Store, open_store
 from flowdeck.store.migrate import upgrade
@@ -220,3 +222,73 @@ def test_postgres_store_is_really_postgres(pg_url: str) -> None:
         version = conn.execute(sa.text("select version()")).scalar_one()
     s.close()
     assert "PostgreSQL" in version
+
+
+def workflow(
+    wid: str,
+    owner: str,
+    name: str = "wf",
+    version: str = "1",
+    visibility: Visibility = Visibility.PRIVATE,
+) -> Workflow:
+    return Workflow(
+        wid,
+        f"u_{owner}",
+        owner,
+        name,
+        version,
+        "d",
+        "h" * 64,
+        {"name": name, "steps": {"a": {"run": ["true"]}}},
+        "src",
+        False,
+        visibility,
+        False,
+        T0,
+    )
+
+
+def test_workflows_visibility_and_versions(store: Store) -> None:
+    with store.write() as tx:
+        for name in ("alice", "bob", "carol"):
+            tx.add_user(user(name))
+        tx.add_workflow(workflow("wf_1", "alice", version="1"))
+        tx.add_workflow(workflow("wf_2", "alice", version="2", visibility=Visibility.SHARED))
+        tx.add_workflow(workflow("wf_3", "alice", "other", visibility=Visibility.PUBLIC))
+        tx.share("workflow", "wf_2", "u_bob")
+    with pytest.raises(AlreadyExists), store.write() as tx:
+        tx.add_workflow(workflow("wf_4", "alice", version="1"))
+    with store.read() as tx:
+        got = tx.get_workflow("wf_1")
+        assert got is not None and got.owner_name == "alice" and got.spec["name"] == "wf"
+        latest = tx.find_workflow("u_alice", "wf", None)
+        assert latest is not None and latest.version == "2"
+        assert [w.id for w in tx.list_workflows("u_alice")] == ["wf_3", "wf_2", "wf_1"]
+        assert [w.id for w in tx.list_workflows("u_bob")] == ["wf_3", "wf_2"]
+        assert [w.id for w in tx.list_workflows("u_carol")] == ["wf_3"]
+        assert [w.id for w in tx.list_workflows(None, name="wf", limit=1)] == ["wf_2"]
+        assert [w.id for w in tx.list_workflows(None, before_id="wf_2")] == ["wf_1"]
+    with store.write() as tx:
+        updated = tx.update_workflow("wf_1", visibility=Visibility.PUBLIC, trusted=True)
+        assert updated is not None and updated.trusted and updated.visibility is Visibility.PUBLIC
+        assert tx.delete_workflow("wf_2")
+    with store.read() as tx:
+        assert tx.shared_with("workflow", "wf_2") == set()
+
+
+def test_active_runs_are_counted_and_finished_runs_outlive_their_workflow(store: Store) -> None:
+    with store.write() as tx:
+        tx.add_user(user("alice"))
+        tx.add_workflow(workflow("wf_1", "alice"))
+        tx.add_run(Run("run_1", "u_alice", "wf_1", "alice/wf@1", RunState.RUNNING, T0, T0))
+        tx.add_run(Run("run_2", "u_alice", "wf_1", "alice/wf@1", RunState.STAGED, T0, T0))
+        tx.add_run(Run("run_3", "u_alice", "wf_1", "alice/wf@1", RunState.SUCCEEDED, T0, T0))
+    with store.read() as tx:
+        assert tx.count_active_runs(workflow_id="wf_1") == 2
+        assert tx.count_active_runs(owner_id="u_alice") == 2
+        assert tx.count_active_runs(owner_id="u_nobody") == 0
+    with store.write() as tx:
+        assert tx.delete_workflow("wf_1")  # the service checks for active runs first
+        assert tx.count_active_runs(owner_id="u_alice") == 2
+        assert tx.delete_user("u_alice")  # its runs go with it
+        assert tx.count_active_runs(owner_id="u_alice") == 0

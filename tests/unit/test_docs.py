@@ -6,8 +6,7 @@ from pathlib import Path
 
 from flowdeck.api import create_app
 from flowdeck.config import Settings, env_var, load_settings, option_name
-from flowdeck.services.accounts import Accounts
-from flowdeck.services.context import Context
+from flowdeck.services.context import make_context
 from flowdeck.store.fake import FakeStore
 
 DOCS = Path(__file__).parents[2] / "docs"
@@ -26,7 +25,7 @@ def test_configuration_page_lists_every_setting() -> None:
 def test_api_page_lists_every_route() -> None:
     cfg = load_settings(None, data_dir=Path("unused"))
     store = FakeStore()
-    app = create_app(cfg, Context(cfg, store, Accounts(store, cfg)))
+    app = create_app(cfg, make_context(cfg, store))
     text = (DOCS / "api.md").read_text()
     missing = []
     for path in app.openapi()["paths"]:

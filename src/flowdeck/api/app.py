@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from flowdeck import __version__
 from flowdeck.api import errors
 from flowdeck.api.middleware import BodyLimit, SecurityHeaders
-from flowdeck.api.routes import admin, auth, health
+from flowdeck.api.routes import admin, auth, health, workflows
 from flowdeck.api.schemas import ErrorOut
 from flowdeck.config import Settings
 from flowdeck.services.context import Context, build_context
@@ -30,6 +30,13 @@ def create_app(settings: Settings, context: Context | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(auth.router, prefix=API_PREFIX)
     app.include_router(admin.router, prefix=API_PREFIX)
+    app.include_router(workflows.router, prefix=API_PREFIX)
     app.add_middleware(SecurityHeaders, hsts=settings.tls)
-    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(
+        BodyLimit,
+        limit=settings.max_request_bytes,
+        overrides={
+            f"{API_PREFIX}/workflows": max(settings.max_archive_bytes, settings.max_request_bytes)
+        },
+    )
     return app

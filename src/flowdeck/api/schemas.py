@@ -8,6 +8,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from flowdeck.domain.accounts import AuditEntry, Token, User
+from flowdeck.domain.validation import Report
+from flowdeck.domain.workflows import Visibility, Workflow
 
 
 class Request(BaseModel):
@@ -142,3 +144,88 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorBody
+
+
+class WorkflowSummary(BaseModel):
+    id: str
+    ref: str = Field(description="owner/name@version")
+    owner: str
+    name: str
+    version: str
+    description: str
+    visibility: Visibility
+    trusted: bool
+    has_archive: bool
+    content_hash: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, wf: Workflow) -> WorkflowSummary:
+        return cls(
+            id=wf.id,
+            ref=wf.ref,
+            owner=wf.owner_name,
+            name=wf.name,
+            version=wf.version,
+            description=wf.description,
+            visibility=wf.visibility,
+            trusted=wf.trusted,
+            has_archive=wf.has_archive,
+            content_hash=wf.content_hash,
+            created_at=wf.created_at,
+        )
+
+
+class WorkflowOut(WorkflowSummary):
+    spec: dict[str, Any] = Field(description="The validated spec, in canonical JSON form.")
+    source: str = Field(description="The document as pushed.")
+    shared_with: list[str] | None = Field(
+        None, description="Usernames it is shared with (shown to its owner and admins)."
+    )
+
+    @classmethod
+    def of(cls, wf: Workflow, shared_with: list[str] | None = None) -> WorkflowOut:
+        base = WorkflowSummary.of(wf).model_dump()
+        return cls(**base, spec=wf.spec, source=wf.source, shared_with=shared_with)
+
+
+class WorkflowPage(BaseModel):
+    items: list[WorkflowSummary]
+    next_before: str | None
+
+
+class VisibilityChange(Request):
+    visibility: Visibility
+    users: list[str] | None = Field(
+        None, max_length=1000, description="With shared: the usernames (replaces the list)."
+    )
+
+
+class TrustChange(Request):
+    trusted: bool
+
+
+class ProblemOut(BaseModel):
+    path: str
+    line: int | None
+    column: int | None
+    message: str
+
+
+class ValidationOut(BaseModel):
+    valid: bool
+    errors: list[ProblemOut]
+    name: str | None = None
+    version: str | None = None
+    steps: list[str] | None = Field(None, description="The steps in a dependency order.")
+
+    @classmethod
+    def of(cls, report: Report) -> ValidationOut:
+        wf = report.workflow
+        return cls(
+            valid=report.ok,
+            errors=[ProblemOut(**p.as_dict()) for p in report.problems],
+            name=wf.spec.name if wf else None,
+            version=wf.spec.version if wf else None,
+            steps=list(wf.order) if wf else None,
+        )

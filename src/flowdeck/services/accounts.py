@@ -5,6 +5,7 @@ Every change is committed together with its audit entry.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -70,6 +71,8 @@ class Accounts:
         self.hasher = hasher or Hasher(
             settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism
         )
+        # Called with the ids of the workflows a deleted user owned, to remove their files.
+        self.on_workflows_deleted: Callable[[list[str]], None] | None = None
 
     # -- helpers --------------------------------------------------------------------------
     def _new_user(self, username: str, password: str, role: Role, status: AccountStatus) -> User:
@@ -383,15 +386,25 @@ class Accounts:
         return updated
 
     def delete_user(self, actor: Actor | None, username: str, address: str | None = None) -> None:
-        """Delete an account; its tokens and shares go with it, its audit entries stay."""
+        """Delete an account without active runs; its tokens, shares, workflows and finished
+        runs go with it, its audit entries stay."""
         self._require_admin(actor)
         with self.store.write() as tx:
             user = self._target(tx, username)
             if actor is not None and actor.user_id == user.id:
                 raise Conflict("you cannot delete your own account")
             self._keep_an_admin(tx, user, "delete")
+            active = tx.count_active_runs(owner_id=user.id)
+            if active:
+                raise Conflict(
+                    f"{username!r} has {active} active run(s): stop them first",
+                    active_runs=active,
+                )
+            owned = [w.id for w in tx.list_workflows(None, owner_id=user.id, limit=10**9)]
             tx.delete_user(user.id)
             self._audit(tx, "admin.delete_user", actor, username, address)
+        if owned and self.on_workflows_deleted is not None:
+            self.on_workflows_deleted(owned)
 
     def audit(
         self,

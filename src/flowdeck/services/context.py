@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from flowdeck.config import Settings
 from flowdeck.services.accounts import Accounts
+from flowdeck.services.workflows import Workflows
 from flowdeck.store import Store, open_store
 
 
@@ -14,6 +15,7 @@ class Context:
     settings: Settings
     store: Store
     accounts: Accounts
+    workflows: Workflows
 
     def close(self) -> None:
         self.store.close()
@@ -36,4 +38,12 @@ def build_context(settings: Settings, *, migrate: bool | None = None) -> Context
             from flowdeck.store.migrate import upgrade
 
             upgrade(store.engine)
-    return Context(settings=settings, store=store, accounts=Accounts(store, settings))
+    return make_context(settings, store)
+
+
+def make_context(settings: Settings, store: Store) -> Context:
+    """The services around an open store."""
+    accounts = Accounts(store, settings)
+    workflows = Workflows(store, settings)
+    accounts.on_workflows_deleted = workflows.remove_files
+    return Context(settings=settings, store=store, accounts=accounts, workflows=workflows)

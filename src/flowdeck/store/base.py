@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from flowdeck.domain.accounts import AccountStatus, AuditEntry, Role, Throttle, Token, User
+from flowdeck.domain.runs import Run
+from flowdeck.domain.workflows import Visibility, Workflow
 
 
 class Tx(ABC):
@@ -119,6 +121,53 @@ class Tx(ABC):
         self, *, limit: int = 100, before_id: int | None = None, action: str | None = None
     ) -> list[AuditEntry]:
         """Newest first."""
+
+    # -- workflows ------------------------------------------------------------------------
+    @abstractmethod
+    def add_workflow(self, workflow: Workflow) -> None: ...
+
+    @abstractmethod
+    def get_workflow(self, workflow_id: str) -> Workflow | None: ...
+
+    @abstractmethod
+    def find_workflow(self, owner_id: str, name: str, version: str | None) -> Workflow | None:
+        """``version=None``: the newest version of that name."""
+
+    @abstractmethod
+    def list_workflows(
+        self,
+        viewer_id: str | None,
+        *,
+        name: str | None = None,
+        owner_id: str | None = None,
+        before_id: str | None = None,
+        limit: int = 100,
+    ) -> list[Workflow]:
+        """Newest first; ``viewer_id=None`` (an admin) sees all, a user sees their own,
+        the public ones and those shared with them."""
+
+    @abstractmethod
+    def update_workflow(
+        self,
+        workflow_id: str,
+        *,
+        visibility: Visibility | None = None,
+        trusted: bool | None = None,
+    ) -> Workflow | None: ...
+
+    @abstractmethod
+    def delete_workflow(self, workflow_id: str) -> bool:
+        """Also removes its shares."""
+
+    # -- runs -----------------------------------------------------------------------------
+    @abstractmethod
+    def add_run(self, run: Run) -> None: ...
+
+    @abstractmethod
+    def count_active_runs(
+        self, *, workflow_id: str | None = None, owner_id: str | None = None
+    ) -> int:
+        """Runs not yet in a terminal state, of a workflow or of an owner."""
 
 
 class Store(ABC):

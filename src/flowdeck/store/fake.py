@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from flowdeck.domain.accounts import AccountStatus, AuditEntry, Role, Throttle, Token, User
+from flowdeck.domain.runs import ACTIVE_STATES, Run
+from flowdeck.domain.workflows import WORKFLOW_KIND, Visibility, Workflow
 from flowdeck.errors import AlreadyExists
 from flowdeck.store.base import Store, Tx
 
@@ -25,6 +27,8 @@ class _State:
     throttles: dict[str, Throttle] = field(default_factory=dict)
     shares: set[tuple[str, str, str]] = field(default_factory=set)
     audit: list[AuditEntry] = field(default_factory=list)
+    workflows: dict[str, Workflow] = field(default_factory=dict)
+    runs: dict[str, Run] = field(default_factory=dict)
 
 
 class FakeStore(Store):
@@ -102,6 +106,9 @@ class FakeTx(Tx):
             return False
         self.s.tokens = {k: v for k, v in self.s.tokens.items() if v.user_id != user_id}
         self.s.shares = {s for s in self.s.shares if s[2] != user_id}
+        for wf in [w for w in self.s.workflows.values() if w.owner_id == user_id]:
+            self.delete_workflow(wf.id)
+        self.s.runs = {k: r for k, r in self.s.runs.items() if r.owner_id != user_id}
         return True
 
     # -- tokens ---------------------------------------------------------------------------
@@ -206,3 +213,99 @@ class FakeTx(Tx):
             if (before_id is None or e.id < before_id) and (action is None or e.action == action)
         ]
         return rows[:limit]
+
+    # -- workflows ------------------------------------------------------------------------
+    def _named(self, wf: Workflow) -> Workflow:
+        return dataclasses.replace(wf, owner_name=self.s.users[wf.owner_id].username)
+
+    def add_workflow(self, workflow: Workflow) -> None:
+        if workflow.owner_id not in self.s.users or self.find_workflow(
+            workflow.owner_id, workflow.name, workflow.version
+        ):
+            raise AlreadyExists("an object with the same unique name already exists")
+        self.s.workflows[workflow.id] = workflow
+
+    def get_workflow(self, workflow_id: str) -> Workflow | None:
+        wf = self.s.workflows.get(workflow_id)
+        return self._named(wf) if wf else None
+
+    def find_workflow(self, owner_id: str, name: str, version: str | None) -> Workflow | None:
+        found = [
+            w
+            for w in self.s.workflows.values()
+            if w.owner_id == owner_id and w.name == name and version in (None, w.version)
+        ]
+        return self._named(max(found, key=lambda w: w.id)) if found else None
+
+    def list_workflows(
+        self,
+        viewer_id: str | None,
+        *,
+        name: str | None = None,
+        owner_id: str | None = None,
+        before_id: str | None = None,
+        limit: int = 100,
+    ) -> list[Workflow]:
+        def visible(w: Workflow) -> bool:
+            return (
+                viewer_id is None
+                or w.owner_id == viewer_id
+                or w.visibility is Visibility.PUBLIC
+                or (
+                    w.visibility is Visibility.SHARED
+                    and (WORKFLOW_KIND, w.id, viewer_id) in self.s.shares
+                )
+            )
+
+        rows = [
+            self._named(w)
+            for w in sorted(self.s.workflows.values(), key=lambda w: w.id, reverse=True)
+            if visible(w)
+            and name in (None, w.name)
+            and owner_id in (None, w.owner_id)
+            and (before_id is None or w.id < before_id)
+        ]
+        return rows[:limit]
+
+    def update_workflow(
+        self,
+        workflow_id: str,
+        *,
+        visibility: Visibility | None = None,
+        trusted: bool | None = None,
+    ) -> Workflow | None:
+        wf = self.s.workflows.get(workflow_id)
+        if wf is None:
+            return None
+        changes: dict[str, Any] = {}
+        if visibility is not None:
+            changes["visibility"] = visibility
+        if trusted is not None:
+            changes["trusted"] = trusted
+        self.s.workflows[workflow_id] = dataclasses.replace(wf, **changes)
+        return self.get_workflow(workflow_id)
+
+    def delete_workflow(self, workflow_id: str) -> bool:
+        self.s.shares = {
+            s for s in self.s.shares if not (s[0] == WORKFLOW_KIND and s[1] == workflow_id)
+        }
+        for run in [r for r in self.s.runs.values() if r.workflow_id == workflow_id]:
+            self.s.runs[run.id] = dataclasses.replace(run, workflow_id=None)
+        return self.s.workflows.pop(workflow_id, None) is not None
+
+    # -- runs -----------------------------------------------------------------------------
+    def add_run(self, run: Run) -> None:
+        if run.workflow_id not in self.s.workflows or run.owner_id not in self.s.users:
+            raise AlreadyExists("the run refers to a missing workflow or user")
+        self.s.runs[run.id] = run
+
+    def count_active_runs(
+        self, *, workflow_id: str | None = None, owner_id: str | None = None
+    ) -> int:
+        return sum(
+            1
+            for r in self.s.runs.values()
+            if r.state in ACTIVE_STATES
+            and workflow_id in (None, r.workflow_id)
+            and owner_id in (None, r.owner_id)
+        )

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -118,4 +119,47 @@ audit_log = Table(
     Column("address", String(64), nullable=True),
     Column("details", JSON, nullable=False),
     Index("ix_audit_log_action", "action"),
+)
+
+workflows = Table(
+    "workflows",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("owner_id", String(40), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("has_archive", Boolean, nullable=False),
+    Column("visibility", String(16), nullable=False),
+    Column("trusted", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("owner_id", "name", "version", name="uq_workflows_owner_id_name_version"),
+    Index("ix_workflows_name", "name"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("owner_id", String(40), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    # A finished run outlives its workflow's deletion: it keeps the reference it was made of.
+    Column(
+        "workflow_id",
+        String(40),
+        ForeignKey("workflows.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    Column("workflow_ref", String(200), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("resources", JSON, nullable=False),
+    Column("tags", JSON, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("state_since", UTCDateTime, nullable=False),
+    Index("ix_runs_owner_id_state", "owner_id", "state"),
+    Index("ix_runs_workflow_id_state", "workflow_id", "state"),
 )

@@ -23,6 +23,8 @@ from flowdeck.domain.accounts import (
     TokenKind,
     User,
 )
+from flowdeck.domain.runs import ACTIVE_STATES, Run
+from flowdeck.domain.workflows import WORKFLOW_KIND, Visibility, Workflow
 from flowdeck.errors import AlreadyExists, StoreUnavailable
 from flowdeck.store import schema as t
 from flowdeck.store.base import Store, Tx
@@ -140,6 +142,29 @@ def _throttle(row: Row[Any]) -> Throttle:
         locked_until=row.locked_until,
     )
 
+
+def _workflow(row: Any) -> Workflow:
+    m = row._mapping
+    return Workflow(
+        id=m["id"],
+        owner_id=m["owner_id"],
+        owner_name=m["owner_name"],
+        name=m["name"],
+        version=m["version"],
+        description=m["description"],
+        content_hash=m["content_hash"],
+        spec=m["spec"],
+        source=m["source"],
+        has_archive=m["has_archive"],
+        visibility=Visibility(m["visibility"]),
+        trusted=m["trusted"],
+        created_at=m["created_at"],
+    )
+
+
+_WORKFLOWS = sa.select(*t.workflows.c, t.users.c.username.label("owner_name")).select_from(
+    t.workflows.join(t.users)
+)
 
 _TOKEN_COLS = [c.label(f"t_{c.name}") for c in t.tokens.c]
 # Built once: every authenticated request runs it.
@@ -381,3 +406,120 @@ class SqlTx(Tx):
             )
             for r in self.conn.execute(q)
         ]
+
+    # -- workflows ------------------------------------------------------------------------
+    def add_workflow(self, workflow: Workflow) -> None:
+        self.conn.execute(
+            t.workflows.insert().values(
+                id=workflow.id,
+                owner_id=workflow.owner_id,
+                name=workflow.name,
+                version=workflow.version,
+                description=workflow.description,
+                content_hash=workflow.content_hash,
+                spec=workflow.spec,
+                source=workflow.source,
+                has_archive=workflow.has_archive,
+                visibility=workflow.visibility.value,
+                trusted=workflow.trusted,
+                created_at=workflow.created_at,
+            )
+        )
+
+    def get_workflow(self, workflow_id: str) -> Workflow | None:
+        row = self.conn.execute(_WORKFLOWS.where(t.workflows.c.id == workflow_id)).first()
+        return _workflow(row) if row else None
+
+    def find_workflow(self, owner_id: str, name: str, version: str | None) -> Workflow | None:
+        q = _WORKFLOWS.where(t.workflows.c.owner_id == owner_id, t.workflows.c.name == name)
+        if version is not None:
+            q = q.where(t.workflows.c.version == version)
+        row = self.conn.execute(q.order_by(t.workflows.c.id.desc()).limit(1)).first()
+        return _workflow(row) if row else None
+
+    def list_workflows(
+        self,
+        viewer_id: str | None,
+        *,
+        name: str | None = None,
+        owner_id: str | None = None,
+        before_id: str | None = None,
+        limit: int = 100,
+    ) -> list[Workflow]:
+        w = t.workflows.c
+        q = _WORKFLOWS
+        if viewer_id is not None:
+            shared = sa.select(t.shares.c.object_id).where(
+                t.shares.c.object_kind == WORKFLOW_KIND, t.shares.c.user_id == viewer_id
+            )
+            q = q.where(
+                sa.or_(
+                    w.owner_id == viewer_id,
+                    w.visibility == Visibility.PUBLIC.value,
+                    sa.and_(w.visibility == Visibility.SHARED.value, w.id.in_(shared)),
+                )
+            )
+        if name is not None:
+            q = q.where(w.name == name)
+        if owner_id is not None:
+            q = q.where(w.owner_id == owner_id)
+        if before_id is not None:
+            q = q.where(w.id < before_id)
+        return [_workflow(r) for r in self.conn.execute(q.order_by(w.id.desc()).limit(limit))]
+
+    def update_workflow(
+        self,
+        workflow_id: str,
+        *,
+        visibility: Visibility | None = None,
+        trusted: bool | None = None,
+    ) -> Workflow | None:
+        values: dict[str, Any] = {}
+        if visibility is not None:
+            values["visibility"] = visibility.value
+        if trusted is not None:
+            values["trusted"] = trusted
+        if values:
+            self.conn.execute(
+                t.workflows.update().where(t.workflows.c.id == workflow_id).values(**values)
+            )
+        return self.get_workflow(workflow_id)
+
+    def delete_workflow(self, workflow_id: str) -> bool:
+        self.conn.execute(
+            t.shares.delete().where(
+                t.shares.c.object_kind == WORKFLOW_KIND, t.shares.c.object_id == workflow_id
+            )
+        )
+        return (
+            self.conn.execute(t.workflows.delete().where(t.workflows.c.id == workflow_id)).rowcount
+            > 0
+        )
+
+    # -- runs -----------------------------------------------------------------------------
+    def add_run(self, run: Run) -> None:
+        self.conn.execute(
+            t.runs.insert().values(
+                id=run.id,
+                owner_id=run.owner_id,
+                workflow_id=run.workflow_id,
+                workflow_ref=run.workflow_ref,
+                state=run.state.value,
+                params=run.params,
+                resources=run.resources,
+                tags=run.tags,
+                priority=run.priority,
+                created_at=run.created_at,
+                state_since=run.state_since,
+            )
+        )
+
+    def count_active_runs(
+        self, *, workflow_id: str | None = None, owner_id: str | None = None
+    ) -> int:
+        q = sa.select(sa.func.count()).where(t.runs.c.state.in_([s.value for s in ACTIVE_STATES]))
+        if workflow_id is not None:
+            q = q.where(t.runs.c.workflow_id == workflow_id)
+        if owner_id is not None:
+            q = q.where(t.runs.c.owner_id == owner_id)
+        return int(self.conn.execute(q).scalar_one())
