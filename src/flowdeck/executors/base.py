@@ -1,0 +1,90 @@
+"""The executor boundary.
+
+The scheduler runs an asyncio loop in its own thread.  It asks an executor to
+:meth:`Executor.start` a step attempt described by a :class:`Launch`; the executor calls
+``on_exit(outcome)`` in that loop when the attempt ends, whatever the cause (exit, signal,
+walltime, failure to start).  ``start`` never raises for a problem of the step itself
+(command not found, bad module): that is an :class:`Outcome` with ``error`` set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    key: str  # unique per attempt, e.g. "run_x/align/3/2"
+    cwd: Path  # the step's working directory (exists)
+    env: dict[str, str]  # the complete environment of the step
+    stdout: Path  # file the standard output goes to (created/truncated)
+    stderr: Path  # file the standard error goes to
+    argv: tuple[str, ...] = ()  # a run step: the program and its arguments
+    python: str | None = None  # a python step: "module:function"
+    code_dir: Path | None = None  # where the python step's module lives
+    kwargs: dict[str, Any] = field(default_factory=dict)  # the python step's arguments
+    stdin: Path | None = None  # file fed to standard input (else /dev/null)
+    cpu_seconds: float | None = None  # RLIMIT_CPU
+    memory_bytes: int | None = None  # RLIMIT_AS
+    file_size_bytes: int | None = None  # RLIMIT_FSIZE
+    walltime_s: float | None = None  # killed (and timed_out) after this long
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    exit_code: int | None  # None when ended by a signal
+    signal: int | None = None  # the signal that ended it
+    timed_out: bool = False  # ended because walltime_s passed
+    max_rss_kb: int = 0
+    cpu_time_s: float = 0.0  # user + system
+    wall_s: float = 0.0
+    result: Any = None  # a python step's return value
+    error: str | None = None  # could not start, or the python exception (with traceback)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out and self.error is None
+
+
+class StepProcess(ABC):
+    """A running attempt.  Every method is safe to call after the attempt ended."""
+
+    key: str
+
+    @abstractmethod
+    def pause(self) -> None:
+        """Freeze the attempt (SIGSTOP to its process group)."""
+
+    @abstractmethod
+    def resume(self) -> None:
+        """Continue a frozen attempt (SIGCONT)."""
+
+    @abstractmethod
+    def terminate(self) -> None:
+        """Ask it to end (SIGTERM to the whole process group)."""
+
+    @abstractmethod
+    def kill(self) -> None:
+        """End it now (SIGKILL to the whole process group); already gone is success."""
+
+
+class Executor(ABC):
+    name: str
+    can_freeze: bool = True  # False: pause can only drain
+
+    @abstractmethod
+    def start(
+        self,
+        launch: Launch,
+        on_exit: Callable[[Outcome], None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> StepProcess:
+        """Start the attempt; must be called in ``loop``'s thread."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (worker processes)."""
