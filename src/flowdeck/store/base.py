@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from flowdeck.domain.accounts import AccountStatus, AuditEntry, Role, Throttle, Token, User
-from flowdeck.domain.runs import Run
+from flowdeck.domain.runs import Event, Product, Run, RunState, StagedFile, StepRecord
 from flowdeck.domain.workflows import Visibility, Workflow
 
 
@@ -164,10 +164,90 @@ class Tx(ABC):
     def add_run(self, run: Run) -> None: ...
 
     @abstractmethod
+    def get_run(self, run_id: str) -> Run | None: ...
+
+    @abstractmethod
+    def update_run(self, run_id: str, **changes: Any) -> Run:
+        """Change fields of a run (names of :class:`Run` fields); returns the new record."""
+
+    @abstractmethod
+    def delete_run(self, run_id: str) -> bool: ...
+
+    @abstractmethod
+    def list_runs(
+        self,
+        viewer_id: str | None,
+        *,
+        states: list[RunState] | None = None,
+        workflow: str | None = None,
+        tag: str | None = None,
+        owner_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        after_id: str | None = None,
+        newest_first: bool = True,
+        limit: int = 50,
+    ) -> list[Run]:
+        """Runs ``viewer_id`` owns (None: all), filtered; ``after_id`` continues a page in
+        the chosen order; ``workflow`` is a name or name@version."""
+
+    @abstractmethod
     def count_active_runs(
         self, *, workflow_id: str | None = None, owner_id: str | None = None
     ) -> int:
         """Runs not yet in a terminal state, of a workflow or of an owner."""
+
+    # -- steps ----------------------------------------------------------------------------
+    @abstractmethod
+    def save_step(self, step: StepRecord) -> None:
+        """Insert or replace the record of (run, name, index)."""
+
+    @abstractmethod
+    def list_steps(self, run_id: str) -> list[StepRecord]: ...
+
+    # -- events ---------------------------------------------------------------------------
+    @abstractmethod
+    def add_event(
+        self,
+        subject_kind: str,
+        subject_id: str,
+        type: str,
+        at: datetime,
+        actor: str | None,
+        data: dict[str, Any],
+    ) -> Event:
+        """Append an event; its seq is the subject's next number (no gaps)."""
+
+    @abstractmethod
+    def list_events(
+        self,
+        *,
+        subject_kind: str | None = None,
+        subject_id: str | None = None,
+        after_id: int | None = None,
+        limit: int = 100,
+    ) -> list[Event]:
+        """Oldest first."""
+
+    # -- products and staged files --------------------------------------------------------
+    @abstractmethod
+    def add_product(self, product: Product) -> None: ...
+
+    @abstractmethod
+    def list_products(self, run_id: str) -> list[Product]: ...
+
+    @abstractmethod
+    def get_product(self, product_id: str) -> Product | None: ...
+
+    @abstractmethod
+    def put_staged_file(self, staged: StagedFile) -> None:
+        """Insert or replace (run, input, filename)."""
+
+    @abstractmethod
+    def delete_staged_file(self, run_id: str, input: str, filename: str) -> bool: ...
+
+    @abstractmethod
+    def list_staged_files(self, run_id: str) -> list[StagedFile]: ...
 
 
 class Store(ABC):

@@ -14,10 +14,11 @@ from datetime import datetime
 from typing import Any
 
 from flowdeck.domain.accounts import AccountStatus, AuditEntry, Role, Throttle, Token, User
-from flowdeck.domain.runs import ACTIVE_STATES, Run
+from flowdeck.domain.runs import Event, Product, Run, StagedFile, StepRecord
 from flowdeck.domain.workflows import WORKFLOW_KIND, Visibility, Workflow
 from flowdeck.errors import AlreadyExists
 from flowdeck.store.base import Store, Tx
+from flowdeck.store.fake_runs import FakeRunsMixin
 
 
 @dataclass
@@ -29,6 +30,11 @@ class _State:
     audit: list[AuditEntry] = field(default_factory=list)
     workflows: dict[str, Workflow] = field(default_factory=dict)
     runs: dict[str, Run] = field(default_factory=dict)
+    steps: dict[tuple[str, str, int], StepRecord] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    counters: dict[tuple[str, str], int] = field(default_factory=dict)
+    products: dict[str, Product] = field(default_factory=dict)
+    staged: dict[tuple[str, str, str], StagedFile] = field(default_factory=dict)
 
 
 class FakeStore(Store):
@@ -56,7 +62,7 @@ class FakeStore(Store):
         return None
 
 
-class FakeTx(Tx):
+class FakeTx(FakeRunsMixin, Tx):
     def __init__(self, state: _State) -> None:
         self.s = state
 
@@ -108,7 +114,8 @@ class FakeTx(Tx):
         self.s.shares = {s for s in self.s.shares if s[2] != user_id}
         for wf in [w for w in self.s.workflows.values() if w.owner_id == user_id]:
             self.delete_workflow(wf.id)
-        self.s.runs = {k: r for k, r in self.s.runs.items() if r.owner_id != user_id}
+        for run_id in [k for k, r in self.s.runs.items() if r.owner_id == user_id]:
+            self.delete_run(run_id)
         return True
 
     # -- tokens ---------------------------------------------------------------------------
@@ -292,20 +299,3 @@ class FakeTx(Tx):
         for run in [r for r in self.s.runs.values() if r.workflow_id == workflow_id]:
             self.s.runs[run.id] = dataclasses.replace(run, workflow_id=None)
         return self.s.workflows.pop(workflow_id, None) is not None
-
-    # -- runs -----------------------------------------------------------------------------
-    def add_run(self, run: Run) -> None:
-        if run.workflow_id not in self.s.workflows or run.owner_id not in self.s.users:
-            raise AlreadyExists("the run refers to a missing workflow or user")
-        self.s.runs[run.id] = run
-
-    def count_active_runs(
-        self, *, workflow_id: str | None = None, owner_id: str | None = None
-    ) -> int:
-        return sum(
-            1
-            for r in self.s.runs.values()
-            if r.state in ACTIVE_STATES
-            and workflow_id in (None, r.workflow_id)
-            and owner_id in (None, r.owner_id)
-        )

@@ -8,10 +8,12 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -160,6 +162,94 @@ runs = Table(
     Column("priority", Integer, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("state_since", UTCDateTime, nullable=False),
+    Column("queued_at", UTCDateTime, nullable=True),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("paused_at", UTCDateTime, nullable=True),
+    Column("paused_s", Float, nullable=False, server_default="0"),
+    Column("pause_mode", String(16), nullable=True),
+    Column("error", JSON, nullable=True),
+    Column("outputs", JSON, nullable=True),
     Index("ix_runs_owner_id_state", "owner_id", "state"),
     Index("ix_runs_workflow_id_state", "workflow_id", "state"),
+    Index("ix_runs_state_id", "state", "id"),
+)
+
+run_tags = Table(
+    "run_tags",
+    metadata,
+    Column("run_id", String(40), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(100), primary_key=True),
+    Index("ix_run_tags_tag", "tag"),
+)
+
+steps = Table(
+    "steps",
+    metadata,
+    Column("run_id", String(40), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("idx", Integer, primary_key=True),  # -1: no foreach; else the instance
+    Column("state", String(16), nullable=False),
+    Column("state_since", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("item", JSON, nullable=True),
+    Column("exit_code", Integer, nullable=True),
+    Column("signal", Integer, nullable=True),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("ended_at", UTCDateTime, nullable=True),
+    Column("max_rss_kb", Integer, nullable=True),
+    Column("cpu_time_s", Float, nullable=True),
+    Column("outputs", JSON, nullable=True),
+    Column("error", Text, nullable=True),
+)
+
+# Every state change and what else happens to a subject (a run; a graph later), written in
+# the transaction of the change it describes.  seq counts per subject, without gaps.
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subject_kind", String(16), nullable=False),
+    Column("subject_id", String(40), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String(64), nullable=True),
+    Column("data", JSON, nullable=False),
+    UniqueConstraint("subject_kind", "subject_id", "seq", name="uq_events_subject_seq"),
+)
+
+event_counters = Table(
+    "event_counters",
+    metadata,
+    Column("subject_kind", String(16), primary_key=True),
+    Column("subject_id", String(40), primary_key=True),
+    Column("last_seq", Integer, nullable=False),
+)
+
+products = Table(
+    "products",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("run_id", String(40), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("path", String(1024), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("media_type", String(100), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_products_run_id", "run_id"),
+)
+
+staged_files = Table(
+    "staged_files",
+    metadata,
+    Column("run_id", String(40), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("input", String(64), primary_key=True),
+    Column("filename", String(255), primary_key=True),
+    Column("path", String(4096), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=True),
+    Column("source", String(300), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
 )

@@ -23,11 +23,11 @@ from flowdeck.domain.accounts import (
     TokenKind,
     User,
 )
-from flowdeck.domain.runs import ACTIVE_STATES, Run
 from flowdeck.domain.workflows import WORKFLOW_KIND, Visibility, Workflow
 from flowdeck.errors import AlreadyExists, StoreUnavailable
 from flowdeck.store import schema as t
 from flowdeck.store.base import Store, Tx
+from flowdeck.store.sql_runs import SqlRunsMixin
 
 _WRITE = "flowdeck_write"
 
@@ -175,7 +175,7 @@ _FIND_TOKEN = (
 )
 
 
-class SqlTx(Tx):
+class SqlTx(SqlRunsMixin, Tx):
     def __init__(self, conn: Connection, dialect: str) -> None:
         self.conn = conn
         self.dialect = dialect
@@ -495,31 +495,3 @@ class SqlTx(Tx):
             self.conn.execute(t.workflows.delete().where(t.workflows.c.id == workflow_id)).rowcount
             > 0
         )
-
-    # -- runs -----------------------------------------------------------------------------
-    def add_run(self, run: Run) -> None:
-        self.conn.execute(
-            t.runs.insert().values(
-                id=run.id,
-                owner_id=run.owner_id,
-                workflow_id=run.workflow_id,
-                workflow_ref=run.workflow_ref,
-                state=run.state.value,
-                params=run.params,
-                resources=run.resources,
-                tags=run.tags,
-                priority=run.priority,
-                created_at=run.created_at,
-                state_since=run.state_since,
-            )
-        )
-
-    def count_active_runs(
-        self, *, workflow_id: str | None = None, owner_id: str | None = None
-    ) -> int:
-        q = sa.select(sa.func.count()).where(t.runs.c.state.in_([s.value for s in ACTIVE_STATES]))
-        if workflow_id is not None:
-            q = q.where(t.runs.c.workflow_id == workflow_id)
-        if owner_id is not None:
-            q = q.where(t.runs.c.owner_id == owner_id)
-        return int(self.conn.execute(q).scalar_one())

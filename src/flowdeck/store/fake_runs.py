@@ -1,0 +1,160 @@
+"""The in-memory store's run operations (same contract as :mod:`sql_runs`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from flowdeck.domain.runs import (
+    ACTIVE_STATES,
+    Event,
+    Product,
+    Run,
+    RunState,
+    StagedFile,
+    StepRecord,
+)
+from flowdeck.errors import AlreadyExists
+
+if TYPE_CHECKING:
+    from flowdeck.store.fake import _State
+
+
+class FakeRunsMixin:
+    s: _State
+
+    def add_run(self, run: Run) -> None:
+        if (
+            run.id in self.s.runs
+            or run.owner_id not in self.s.users
+            or (run.workflow_id is not None and run.workflow_id not in self.s.workflows)
+        ):
+            raise AlreadyExists("the run exists or refers to a missing workflow or user")
+        self.s.runs[run.id] = run
+
+    def get_run(self, run_id: str) -> Run | None:
+        return self.s.runs.get(run_id)
+
+    def update_run(self, run_id: str, **changes: Any) -> Run:
+        self.s.runs[run_id] = dataclasses.replace(self.s.runs[run_id], **changes)
+        return self.s.runs[run_id]
+
+    def delete_run(self, run_id: str) -> bool:
+        self.s.steps = {k: v for k, v in self.s.steps.items() if k[0] != run_id}
+        self.s.events = [
+            e for e in self.s.events if not (e.subject_kind == "run" and e.subject_id == run_id)
+        ]
+        self.s.counters.pop(("run", run_id), None)
+        self.s.products = {k: p for k, p in self.s.products.items() if p.run_id != run_id}
+        self.s.staged = {k: f for k, f in self.s.staged.items() if k[0] != run_id}
+        return self.s.runs.pop(run_id, None) is not None
+
+    def list_runs(
+        self,
+        viewer_id: str | None,
+        *,
+        states: list[RunState] | None = None,
+        workflow: str | None = None,
+        tag: str | None = None,
+        owner_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        after_id: str | None = None,
+        newest_first: bool = True,
+        limit: int = 50,
+    ) -> list[Run]:
+        def keep(r: Run) -> bool:
+            name_version = r.workflow_ref.split("/", 1)[-1]
+            return (
+                viewer_id in (None, r.owner_id)
+                and owner_id in (None, r.owner_id)
+                and (not states or r.state in states)
+                and (
+                    workflow is None
+                    or name_version == workflow
+                    or name_version.split("@")[0] == workflow
+                )
+                and (tag is None or tag in r.tags)
+                and (created_after is None or r.created_at >= created_after)
+                and (created_before is None or r.created_at < created_before)
+                and (after_id is None or (r.id < after_id if newest_first else r.id > after_id))
+            )
+
+        rows = sorted(
+            (r for r in self.s.runs.values() if keep(r)), key=lambda r: r.id, reverse=newest_first
+        )
+        return rows[:limit]
+
+    def count_active_runs(
+        self, *, workflow_id: str | None = None, owner_id: str | None = None
+    ) -> int:
+        return sum(
+            1
+            for r in self.s.runs.values()
+            if r.state in ACTIVE_STATES
+            and workflow_id in (None, r.workflow_id)
+            and owner_id in (None, r.owner_id)
+        )
+
+    def save_step(self, step: StepRecord) -> None:
+        self.s.steps[(step.run_id, step.name, step.index)] = step
+
+    def list_steps(self, run_id: str) -> list[StepRecord]:
+        return [v for k, v in sorted(self.s.steps.items()) if k[0] == run_id]
+
+    def add_event(
+        self,
+        subject_kind: str,
+        subject_id: str,
+        type: str,
+        at: datetime,
+        actor: str | None,
+        data: dict[str, Any],
+    ) -> Event:
+        seq = self.s.counters.get((subject_kind, subject_id), 0) + 1
+        self.s.counters[(subject_kind, subject_id)] = seq
+        last = self.s.events[-1].id if self.s.events else 0
+        event = Event(last + 1, subject_kind, subject_id, seq, type, at, actor, data)
+        self.s.events.append(event)
+        return event
+
+    def list_events(
+        self,
+        *,
+        subject_kind: str | None = None,
+        subject_id: str | None = None,
+        after_id: int | None = None,
+        limit: int = 100,
+    ) -> list[Event]:
+        rows = [
+            e
+            for e in self.s.events
+            if subject_kind in (None, e.subject_kind)
+            and subject_id in (None, e.subject_id)
+            and (after_id is None or e.id > after_id)
+        ]
+        return rows[:limit]
+
+    def add_product(self, product: Product) -> None:
+        self.s.products[product.id] = product
+
+    def list_products(self, run_id: str) -> list[Product]:
+        return sorted(
+            (p for p in self.s.products.values() if p.run_id == run_id), key=lambda p: p.name
+        )
+
+    def get_product(self, product_id: str) -> Product | None:
+        return self.s.products.get(product_id)
+
+    def put_staged_file(self, staged: StagedFile) -> None:
+        self.s.staged[(staged.run_id, staged.input, staged.filename)] = staged
+
+    def delete_staged_file(self, run_id: str, input: str, filename: str) -> bool:
+        return self.s.staged.pop((run_id, input, filename), None) is not None
+
+    def list_staged_files(self, run_id: str) -> list[StagedFile]:
+        return sorted(
+            (f for k, f in self.s.staged.items() if k[0] == run_id),
+            key=lambda f: (f.input, f.created_at),
+        )

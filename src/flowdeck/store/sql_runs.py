@@ -1,0 +1,336 @@
+"""The SQL store's run operations: runs, steps, events, products, staged files."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from flowdeck.domain.runs import (
+    ACTIVE_STATES,
+    Event,
+    Product,
+    Run,
+    RunState,
+    StagedFile,
+    StepRecord,
+    StepState,
+)
+from flowdeck.store import schema as t
+
+_RUN_FIELDS = (
+    "workflow_id",
+    "workflow_ref",
+    "state",
+    "params",
+    "resources",
+    "priority",
+    "created_at",
+    "state_since",
+    "queued_at",
+    "started_at",
+    "finished_at",
+    "paused_at",
+    "paused_s",
+    "pause_mode",
+    "error",
+    "outputs",
+)
+
+
+def _run_values(run: Run) -> dict[str, Any]:
+    values = {f: getattr(run, f) for f in _RUN_FIELDS}
+    values["state"] = run.state.value
+    values["tags"] = list(run.tags)
+    return values
+
+
+def _run(row: Any, tags: list[str] | None = None) -> Run:
+    m = row._mapping
+    return Run(
+        id=m["id"],
+        owner_id=m["owner_id"],
+        workflow_id=m["workflow_id"],
+        workflow_ref=m["workflow_ref"],
+        state=RunState(m["state"]),
+        created_at=m["created_at"],
+        state_since=m["state_since"],
+        params=m["params"] or {},
+        resources=m["resources"] or {},
+        tags=list(m["tags"] or []) if tags is None else tags,
+        priority=m["priority"],
+        queued_at=m["queued_at"],
+        started_at=m["started_at"],
+        finished_at=m["finished_at"],
+        paused_at=m["paused_at"],
+        paused_s=m["paused_s"] or 0.0,
+        pause_mode=m["pause_mode"],
+        error=m["error"],
+        outputs=m["outputs"] or {},
+    )
+
+
+def _step(row: Any) -> StepRecord:
+    m = row._mapping
+    return StepRecord(
+        run_id=m["run_id"],
+        name=m["name"],
+        index=m["idx"],
+        state=StepState(m["state"]),
+        state_since=m["state_since"],
+        attempts=m["attempts"],
+        item=m["item"],
+        exit_code=m["exit_code"],
+        signal=m["signal"],
+        started_at=m["started_at"],
+        ended_at=m["ended_at"],
+        max_rss_kb=m["max_rss_kb"],
+        cpu_time_s=m["cpu_time_s"],
+        outputs=m["outputs"] or {},
+        error=m["error"],
+    )
+
+
+def _event(row: Any) -> Event:
+    m = row._mapping
+    return Event(
+        m["id"],
+        m["subject_kind"],
+        m["subject_id"],
+        m["seq"],
+        m["type"],
+        m["at"],
+        m["actor"],
+        m["data"] or {},
+    )
+
+
+class SqlRunsMixin:
+    conn: Connection
+    dialect: str
+
+    def _upsert(self, table: sa.Table, values: dict[str, Any], keys: list[str]) -> None:
+        insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+        stmt = insert.values(**values)
+        updates = {k: stmt.excluded[k] for k in values if k not in keys}
+        self.conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=updates))
+
+    # -- runs -----------------------------------------------------------------------------
+    def add_run(self, run: Run) -> None:
+        self.conn.execute(
+            t.runs.insert().values(id=run.id, owner_id=run.owner_id, **_run_values(run))
+        )
+        if run.tags:
+            self.conn.execute(
+                t.run_tags.insert(),
+                [{"run_id": run.id, "tag": tag} for tag in dict.fromkeys(run.tags)],
+            )
+
+    def get_run(self, run_id: str) -> Run | None:
+        row = self.conn.execute(t.runs.select().where(t.runs.c.id == run_id)).first()
+        return _run(row) if row else None
+
+    def update_run(self, run_id: str, **changes: Any) -> Run:
+        values = {k: (v.value if isinstance(v, RunState) else v) for k, v in changes.items()}
+        if "tags" in values:
+            self.conn.execute(t.run_tags.delete().where(t.run_tags.c.run_id == run_id))
+            if values["tags"]:
+                self.conn.execute(
+                    t.run_tags.insert(),
+                    [{"run_id": run_id, "tag": tag} for tag in dict.fromkeys(values["tags"])],
+                )
+        self.conn.execute(t.runs.update().where(t.runs.c.id == run_id).values(**values))
+        run = self.get_run(run_id)
+        assert run is not None
+        return run
+
+    def delete_run(self, run_id: str) -> bool:
+        self.conn.execute(
+            t.events.delete().where(
+                t.events.c.subject_kind == "run", t.events.c.subject_id == run_id
+            )
+        )
+        self.conn.execute(
+            t.event_counters.delete().where(
+                t.event_counters.c.subject_kind == "run", t.event_counters.c.subject_id == run_id
+            )
+        )
+        return self.conn.execute(t.runs.delete().where(t.runs.c.id == run_id)).rowcount > 0
+
+    def list_runs(
+        self,
+        viewer_id: str | None,
+        *,
+        states: list[RunState] | None = None,
+        workflow: str | None = None,
+        tag: str | None = None,
+        owner_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        after_id: str | None = None,
+        newest_first: bool = True,
+        limit: int = 50,
+    ) -> list[Run]:
+        r = t.runs.c
+        q = t.runs.select()
+        if viewer_id is not None:
+            q = q.where(r.owner_id == viewer_id)
+        if owner_id is not None:
+            q = q.where(r.owner_id == owner_id)
+        if states:
+            q = q.where(r.state.in_([s.value for s in states]))
+        if workflow is not None:
+            pattern = f"%/{workflow}" if "@" in workflow else f"%/{workflow}@%"
+            q = q.where(r.workflow_ref.like(pattern))
+        if tag is not None:
+            q = q.where(r.id.in_(sa.select(t.run_tags.c.run_id).where(t.run_tags.c.tag == tag)))
+        if created_after is not None:
+            q = q.where(r.created_at >= created_after)
+        if created_before is not None:
+            q = q.where(r.created_at < created_before)
+        if after_id is not None:
+            q = q.where(r.id < after_id if newest_first else r.id > after_id)
+        q = q.order_by(r.id.desc() if newest_first else r.id.asc()).limit(limit)
+        return [_run(row) for row in self.conn.execute(q)]
+
+    def count_active_runs(
+        self, *, workflow_id: str | None = None, owner_id: str | None = None
+    ) -> int:
+        q = sa.select(sa.func.count()).where(t.runs.c.state.in_([s.value for s in ACTIVE_STATES]))
+        if workflow_id is not None:
+            q = q.where(t.runs.c.workflow_id == workflow_id)
+        if owner_id is not None:
+            q = q.where(t.runs.c.owner_id == owner_id)
+        return int(self.conn.execute(q).scalar_one())
+
+    # -- steps ----------------------------------------------------------------------------
+    def save_step(self, step: StepRecord) -> None:
+        values = {
+            "run_id": step.run_id,
+            "name": step.name,
+            "idx": step.index,
+            "state": step.state.value,
+            "state_since": step.state_since,
+            "attempts": step.attempts,
+            "item": step.item,
+            "exit_code": step.exit_code,
+            "signal": step.signal,
+            "started_at": step.started_at,
+            "ended_at": step.ended_at,
+            "max_rss_kb": step.max_rss_kb,
+            "cpu_time_s": step.cpu_time_s,
+            "outputs": step.outputs,
+            "error": step.error,
+        }
+        self._upsert(t.steps, values, ["run_id", "name", "idx"])
+
+    def list_steps(self, run_id: str) -> list[StepRecord]:
+        q = (
+            t.steps.select()
+            .where(t.steps.c.run_id == run_id)
+            .order_by(t.steps.c.name, t.steps.c.idx)
+        )
+        return [_step(row) for row in self.conn.execute(q)]
+
+    # -- events ---------------------------------------------------------------------------
+    def add_event(
+        self,
+        subject_kind: str,
+        subject_id: str,
+        type: str,
+        at: datetime,
+        actor: str | None,
+        data: dict[str, Any],
+    ) -> Event:
+        insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(
+            t.event_counters
+        )
+        values = insert.values(subject_kind=subject_kind, subject_id=subject_id, last_seq=1)
+        bump = values.on_conflict_do_update(
+            index_elements=["subject_kind", "subject_id"],
+            set_={"last_seq": t.event_counters.c.last_seq + 1},
+        ).returning(t.event_counters.c.last_seq)
+        seq = int(self.conn.execute(bump).scalar_one())
+        result = self.conn.execute(
+            t.events.insert().values(
+                subject_kind=subject_kind,
+                subject_id=subject_id,
+                seq=seq,
+                type=type,
+                at=at,
+                actor=actor,
+                data=data,
+            )
+        )
+        key = result.inserted_primary_key
+        assert key is not None
+        return Event(int(key[0]), subject_kind, subject_id, seq, type, at, actor, data)
+
+    def list_events(
+        self,
+        *,
+        subject_kind: str | None = None,
+        subject_id: str | None = None,
+        after_id: int | None = None,
+        limit: int = 100,
+    ) -> list[Event]:
+        e = t.events.c
+        q = t.events.select().order_by(e.id).limit(limit)
+        if subject_kind is not None:
+            q = q.where(e.subject_kind == subject_kind)
+        if subject_id is not None:
+            q = q.where(e.subject_id == subject_id)
+        if after_id is not None:
+            q = q.where(e.id > after_id)
+        return [_event(row) for row in self.conn.execute(q)]
+
+    # -- products and staged files --------------------------------------------------------
+    def add_product(self, product: Product) -> None:
+        self.conn.execute(
+            t.products.insert().values(
+                id=product.id,
+                run_id=product.run_id,
+                name=product.name,
+                path=product.path,
+                size=product.size,
+                sha256=product.sha256,
+                media_type=product.media_type,
+                created_at=product.created_at,
+            )
+        )
+
+    def list_products(self, run_id: str) -> list[Product]:
+        q = t.products.select().where(t.products.c.run_id == run_id).order_by(t.products.c.name)
+        return [Product(**dict(row._mapping)) for row in self.conn.execute(q)]
+
+    def get_product(self, product_id: str) -> Product | None:
+        row = self.conn.execute(t.products.select().where(t.products.c.id == product_id)).first()
+        return Product(**dict(row._mapping)) if row else None
+
+    def put_staged_file(self, staged: StagedFile) -> None:
+        values = {
+            "run_id": staged.run_id,
+            "input": staged.input,
+            "filename": staged.filename,
+            "path": staged.path,
+            "size": staged.size,
+            "sha256": staged.sha256,
+            "source": staged.source,
+            "created_at": staged.created_at,
+        }
+        self._upsert(t.staged_files, values, ["run_id", "input", "filename"])
+
+    def delete_staged_file(self, run_id: str, input: str, filename: str) -> bool:
+        f = t.staged_files.c
+        q = t.staged_files.delete().where(
+            f.run_id == run_id, f.input == input, f.filename == filename
+        )
+        return self.conn.execute(q).rowcount > 0
+
+    def list_staged_files(self, run_id: str) -> list[StagedFile]:
+        f = t.staged_files.c
+        q = t.staged_files.select().where(f.run_id == run_id).order_by(f.input, f.created_at)
+        return [StagedFile(**dict(row._mapping)) for row in self.conn.execute(q)]
