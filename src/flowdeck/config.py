@@ -99,6 +99,32 @@ class Settings(BaseSettings):
     archive_max_members: int = Field(
         10_000, ge=1, description="Most files and directories in a workflow archive."
     )
+    slots: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="Machine-wide CPU slots shared by all runs' steps (default: the CPUs).",
+    )
+    stop_grace_s: float = Field(
+        10.0, ge=0, description="Seconds between SIGTERM and SIGKILL when a run stops."
+    )
+    max_upload_bytes: int = Field(
+        10 * 1024**3, ge=1024, description="Largest file staged for a run, in bytes."
+    )
+    data_root: Path | None = Field(
+        None, description="Directory whose files runs may reference read-only."
+    )
+    inprocess_workers: int = Field(
+        2, ge=1, le=256, description="Worker processes of the in-server executor."
+    )
+    max_run_walltime_s: float | None = Field(
+        None, gt=0, description="Longest walltime a run may ask for (none: no limit)."
+    )
+    max_memory_bytes: int | None = Field(
+        None, gt=0, description="Most memory a run may ask for (none: no limit)."
+    )
+    max_step_file_bytes: int | None = Field(
+        None, gt=0, description="Largest file a step may write (RLIMIT_FSIZE; none: no limit)."
+    )
     tls_cert: Path | None = Field(None, description="TLS certificate file (PEM).")
     tls_key: Path | None = Field(None, description="TLS private key file (PEM).")
     forwarded_allow_ips: str = Field(
@@ -113,6 +139,8 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be given together")
+        if self.data_root is not None and not self.data_root.is_dir():
+            raise ValueError(f"data_root: no such directory: {self.data_root}")
         for name in ("tls_cert", "tls_key", "admin_password_file"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():

@@ -22,7 +22,7 @@ def _openapi() -> dict[str, Any]:
     """The document of the app, built without touching disk (no store is opened)."""
     cfg = load_settings(None, data_dir=Path("unused"))
     store = FakeStore()
-    spec: dict[str, Any] = create_app(cfg, make_context(cfg, store)).openapi()
+    spec: dict[str, Any] = create_app(cfg, make_context(cfg, store), run_scheduler=False).openapi()
     return spec
 
 

@@ -301,17 +301,35 @@ def test_runs_update_list_filter_and_page(store: Store) -> None:
         tx.add_workflow(workflow("wf_1", "alice", "align", "2"))
         for i in range(5):
             owner = "alice" if i < 3 else "bob"
-            tx.add_run(Run(f"run_{i}", f"u_{owner}", "wf_1", "alice/align@2",
-                           RunState.STAGED, T0 + timedelta(minutes=i), T0,
-                           tags=["nightly"] if i % 2 == 0 else []))
-        done = tx.update_run("run_1", state=RunState.SUCCEEDED, outputs={"n": 1},
-                             error={"step": "a", "message": "m"}, tags=["x"])
+            tx.add_run(
+                Run(
+                    f"run_{i}",
+                    f"u_{owner}",
+                    "wf_1",
+                    "alice/align@2",
+                    RunState.STAGED,
+                    T0 + timedelta(minutes=i),
+                    T0,
+                    tags=["nightly"] if i % 2 == 0 else [],
+                )
+            )
+        done = tx.update_run(
+            "run_1",
+            state=RunState.SUCCEEDED,
+            outputs={"n": 1},
+            error={"step": "a", "message": "m"},
+            tags=["x"],
+        )
         assert done.state is RunState.SUCCEEDED and done.outputs == {"n": 1}
         assert done.tags == ["x"]
     with store.read() as tx:
         assert [r.id for r in tx.list_runs("u_alice")] == ["run_2", "run_1", "run_0"]
         assert [r.id for r in tx.list_runs(None, states=[RunState.STAGED])] == [
-            "run_4", "run_3", "run_2", "run_0"]
+            "run_4",
+            "run_3",
+            "run_2",
+            "run_0",
+        ]
         assert [r.id for r in tx.list_runs(None, tag="nightly")] == ["run_4", "run_2", "run_0"]
         assert [r.id for r in tx.list_runs(None, tag="x")] == ["run_1"]
         assert len(tx.list_runs(None, workflow="align")) == 5
@@ -322,8 +340,9 @@ def test_runs_update_list_filter_and_page(store: Store) -> None:
         assert [r.id for r in page + nxt] == ["run_4", "run_3", "run_2", "run_1"]
         oldest = tx.list_runs(None, newest_first=False, limit=2)
         assert [r.id for r in oldest] == ["run_0", "run_1"]
-        window = tx.list_runs(None, created_after=T0 + timedelta(minutes=1),
-                              created_before=T0 + timedelta(minutes=3))
+        window = tx.list_runs(
+            None, created_after=T0 + timedelta(minutes=1), created_before=T0 + timedelta(minutes=3)
+        )
         assert [r.id for r in window] == ["run_2", "run_1"]
 
 
@@ -339,8 +358,18 @@ def test_events_are_numbered_per_subject_without_gaps(store: Store) -> None:
         b1 = tx.add_event("run", "run_b", "run.staged", T0, "alice", {})
         a2 = tx.add_event("run", "run_a", "run.queued", T0, None, {"k": 1})
         tx.save_step(StepRecord("run_a", "s", -1, StepState.PENDING, T0))
-        tx.save_step(StepRecord("run_a", "s", -1, StepState.SUCCEEDED, T0, attempts=1,
-                                outputs={"o": [1]}, exit_code=0))
+        tx.save_step(
+            StepRecord(
+                "run_a",
+                "s",
+                -1,
+                StepState.SUCCEEDED,
+                T0,
+                attempts=1,
+                outputs={"o": [1]},
+                exit_code=0,
+            )
+        )
     with pytest.raises(RuntimeError), store.write() as tx:
         tx.add_event("run", "run_a", "run.lost", T0, None, {})
         raise RuntimeError("rolled back: the seq must not be used up")
@@ -350,8 +379,11 @@ def test_events_are_numbered_per_subject_without_gaps(store: Store) -> None:
     assert a1.id < b1.id < a2.id < a3.id
     with store.read() as tx:
         evs = tx.list_events(subject_kind="run", subject_id="run_a")
-        assert [(e.seq, e.type) for e in evs] == [(1, "run.staged"), (2, "run.queued"),
-                                                  (3, "run.running")]
+        assert [(e.seq, e.type) for e in evs] == [
+            (1, "run.staged"),
+            (2, "run.queued"),
+            (3, "run.running"),
+        ]
         assert evs[1].data == {"k": 1}
         assert [e.id for e in tx.list_events(after_id=b1.id)] == [a2.id, a3.id]
         (step,) = tx.list_steps("run_a")
@@ -369,12 +401,13 @@ def test_products_and_staged_files(store: Store) -> None:
         tx.add_user(user("alice"))
         tx.add_workflow(workflow("wf_1", "alice"))
         tx.add_run(Run("run_a", "u_alice", "wf_1", "alice/wf@1", RunState.STAGED, T0, T0))
-        tx.add_product(Product("prod_1", "run_a", "s.out", "work/s/out", 3, "h" * 64,
-                               "text/plain", T0))
-        tx.put_staged_file(StagedFile("run_a", "reads", "a.fa", "/x/a.fa", 10, None,
-                                      "upload", T0))
-        tx.put_staged_file(StagedFile("run_a", "reads", "a.fa", "/x/a.fa", 12, "h" * 64,
-                                      "upload", T0))
+        tx.add_product(
+            Product("prod_1", "run_a", "s.out", "work/s/out", 3, "h" * 64, "text/plain", T0)
+        )
+        tx.put_staged_file(StagedFile("run_a", "reads", "a.fa", "/x/a.fa", 10, None, "upload", T0))
+        tx.put_staged_file(
+            StagedFile("run_a", "reads", "a.fa", "/x/a.fa", 12, "h" * 64, "upload", T0)
+        )
     with store.read() as tx:
         assert [p.name for p in tx.list_products("run_a")] == ["s.out"]
         got = tx.get_product("prod_1")

@@ -25,7 +25,7 @@ def test_configuration_page_lists_every_setting() -> None:
 def test_api_page_lists_every_route() -> None:
     cfg = load_settings(None, data_dir=Path("unused"))
     store = FakeStore()
-    app = create_app(cfg, make_context(cfg, store))
+    app = create_app(cfg, make_context(cfg, store), run_scheduler=False)
     text = (DOCS / "api.md").read_text()
     missing = []
     for path in app.openapi()["paths"]:

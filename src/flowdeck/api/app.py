@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from flowdeck import __version__
 from flowdeck.api import errors
 from flowdeck.api.middleware import BodyLimit, SecurityHeaders
-from flowdeck.api.routes import admin, auth, health, workflows
+from flowdeck.api.routes import admin, auth, health, runs, workflows
 from flowdeck.api.schemas import ErrorOut
 from flowdeck.config import Settings
 from flowdeck.services.context import Context, build_context
@@ -15,10 +15,15 @@ from flowdeck.services.context import Context, build_context
 API_PREFIX = "/api/v1"
 
 
-def create_app(settings: Settings, context: Context | None = None) -> FastAPI:
-    """The flowdeck server for ``settings`` (or around an already built ``context``)."""
+def create_app(
+    settings: Settings, context: Context | None = None, *, run_scheduler: bool = True
+) -> FastAPI:
+    """The flowdeck server for ``settings`` (or around an already built ``context``);
+    ``run_scheduler=False`` builds the app without starting runs (to read its schema)."""
     ctx = context or build_context(settings)
     ctx.accounts.bootstrap_admin()
+    if run_scheduler:
+        ctx.start_scheduler()
     app = FastAPI(
         title="flowdeck",
         version=__version__,
@@ -31,12 +36,14 @@ def create_app(settings: Settings, context: Context | None = None) -> FastAPI:
     app.include_router(auth.router, prefix=API_PREFIX)
     app.include_router(admin.router, prefix=API_PREFIX)
     app.include_router(workflows.router, prefix=API_PREFIX)
+    app.include_router(runs.router, prefix=API_PREFIX)
     app.add_middleware(SecurityHeaders, hsts=settings.tls)
     app.add_middleware(
         BodyLimit,
         limit=settings.max_request_bytes,
-        overrides={
-            f"{API_PREFIX}/workflows": max(settings.max_archive_bytes, settings.max_request_bytes)
-        },
+        overrides=[
+            ("POST", f"{API_PREFIX}/workflows(/validate)?", settings.max_archive_bytes),
+            ("PUT", f"{API_PREFIX}/runs/[^/]+/files/[^/]+", settings.max_upload_bytes),
+        ],
     )
     return app

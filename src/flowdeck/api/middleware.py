@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -42,17 +43,22 @@ async def _reject(send: Send, limit: int) -> None:
 
 class BodyLimit:
     """Refuse bodies over ``limit`` bytes with 413, whether announced by Content-Length
-    or discovered while streaming.  Routes that stream uploads raise their own limit by
-    path prefix (``overrides``)."""
+    or discovered while streaming.  Routes that stream uploads to disk have their own limit:
+    ``overrides`` maps (method, path regex) to a limit."""
 
-    def __init__(self, app: ASGIApp, limit: int, overrides: dict[str, int] | None = None):
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        overrides: list[tuple[str, str, int]] | None = None,
+    ):
         self.app = app
         self.limit = limit
-        self.overrides = overrides or {}
+        self.overrides = [(m, re.compile(p), n) for m, p, n in overrides or []]
 
-    def _limit_for(self, path: str) -> int:
-        for prefix, limit in self.overrides.items():
-            if path.startswith(prefix):
+    def _limit_for(self, method: str, path: str) -> int:
+        for want, pattern, limit in self.overrides:
+            if want == method and pattern.fullmatch(path):
                 return limit
         return self.limit
 
@@ -60,7 +66,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self._limit_for(scope["path"])
+        limit = self._limit_for(scope["method"], scope["path"])
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:

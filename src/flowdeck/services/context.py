@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from flowdeck.config import Settings
 from flowdeck.services.accounts import Accounts
+from flowdeck.services.runs import Runs
 from flowdeck.services.workflows import Workflows
 from flowdeck.store import Store, open_store
 
@@ -16,8 +17,30 @@ class Context:
     store: Store
     accounts: Accounts
     workflows: Workflows
+    runs: Runs
+
+    def start_scheduler(self) -> None:
+        """Start running queued runs (the server does; CLI commands do not)."""
+        if self.runs.scheduler is not None:
+            return
+        from flowdeck.executors.inprocess import InProcessExecutor
+        from flowdeck.executors.local import LocalExecutor
+        from flowdeck.runtime.scheduler import Scheduler
+
+        executors = {
+            "local": LocalExecutor(),
+            "inprocess": InProcessExecutor(workers=self.settings.inprocess_workers),
+        }
+        scheduler = Scheduler(
+            self.store, self.settings, executors, lambda wid: self.workflows.root / wid
+        )
+        scheduler.start()
+        self.runs.scheduler = scheduler
 
     def close(self) -> None:
+        if self.runs.scheduler is not None:
+            self.runs.scheduler.close()
+            self.runs.scheduler = None
         self.store.close()
 
 
@@ -46,4 +69,7 @@ def make_context(settings: Settings, store: Store) -> Context:
     accounts = Accounts(store, settings)
     workflows = Workflows(store, settings)
     accounts.on_workflows_deleted = workflows.remove_files
-    return Context(settings=settings, store=store, accounts=accounts, workflows=workflows)
+    runs = Runs(store, settings, workflows)
+    return Context(
+        settings=settings, store=store, accounts=accounts, workflows=workflows, runs=runs
+    )

@@ -205,6 +205,9 @@ class Tx(ABC):
     @abstractmethod
     def list_steps(self, run_id: str) -> list[StepRecord]: ...
 
+    @abstractmethod
+    def delete_step(self, run_id: str, name: str, index: int) -> bool: ...
+
     # -- events ---------------------------------------------------------------------------
     @abstractmethod
     def add_event(

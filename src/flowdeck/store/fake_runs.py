@@ -103,6 +103,9 @@ class FakeRunsMixin:
     def list_steps(self, run_id: str) -> list[StepRecord]:
         return [v for k, v in sorted(self.s.steps.items()) if k[0] == run_id]
 
+    def delete_step(self, run_id: str, name: str, index: int) -> bool:
+        return self.s.steps.pop((run_id, name, index), None) is not None
+
     def add_event(
         self,
         subject_kind: str,

@@ -24,7 +24,7 @@ from flowdeck.domain.accounts import (
     User,
 )
 from flowdeck.domain.workflows import WORKFLOW_KIND, Visibility, Workflow
-from flowdeck.errors import AlreadyExists, StoreUnavailable
+from flowdeck.errors import AlreadyExists, InvalidInput, StoreUnavailable
 from flowdeck.store import schema as t
 from flowdeck.store.base import Store, Tx
 from flowdeck.store.sql_runs import SqlRunsMixin
@@ -85,6 +85,8 @@ class SqlStore(Store):
             ) from e
         except (exc.OperationalError, exc.InterfaceError) as e:
             raise StoreUnavailable(f"the database is unavailable: {e.orig}") from e
+        except (OverflowError, exc.DataError) as e:
+            raise InvalidInput("a value is out of the range the database can store") from e
 
     def read(self) -> AbstractContextManager[Tx]:
         return self._transaction(write=False)

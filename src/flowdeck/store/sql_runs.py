@@ -235,6 +235,11 @@ class SqlRunsMixin:
         )
         return [_step(row) for row in self.conn.execute(q)]
 
+    def delete_step(self, run_id: str, name: str, index: int) -> bool:
+        c = t.steps.c
+        q = t.steps.delete().where(c.run_id == run_id, c.name == name, c.idx == index)
+        return self.conn.execute(q).rowcount > 0
+
     # -- events ---------------------------------------------------------------------------
     def add_event(
         self,

@@ -62,7 +62,9 @@ def audit(
     actor: AdminDep,
     ctx: CtxDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: Annotated[int | None, Query(ge=1, description="Entries older than this id.")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=2**62, description="Entries older than this id.")
+    ] = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
 ) -> AuditPage:
     """Logins, failed logins, token creation and revocation, admin actions: newest first."""

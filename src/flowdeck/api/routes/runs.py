@@ -1,0 +1,346 @@
+"""/api/v1/runs: the run lifecycle — create, stage, resources, validate, start, status,
+steps and logs, list, pause/resume/stop/kill, products, delete."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Annotated, Any, cast
+
+from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from flowdeck.api.deps import ActorDep, CtxDep
+from flowdeck.api.schemas_runs import (
+    EventOut,
+    PauseIn,
+    ProductOut,
+    ReferenceIn,
+    ResourcesIn,
+    RunCreate,
+    RunOut,
+    RunPage,
+    RunSummary,
+    StagedFileOut,
+    StepOut,
+    StopIn,
+    ValidateOut,
+)
+from flowdeck.domain.runs import RunState, state_table
+from flowdeck.errors import PayloadTooLarge
+
+router = APIRouter(tags=["runs"])
+LOG_CHUNK = 1 << 20
+
+
+@router.get("/schema/run-states", tags=["schema"])
+async def run_states() -> dict[str, Any]:
+    """Which action is legal in which state (public)."""
+    return state_table()
+
+
+@router.post("/runs", status_code=201, response_model=RunOut)
+def create_run(body: RunCreate, ctx: CtxDep, actor: ActorDep) -> RunOut:
+    """A new run of a workflow you can read, `staged` (or `queued` with `start: true`)."""
+    resources = body.resources.model_dump(exclude_none=True) if body.resources else None
+    run = ctx.runs.create(actor, body.workflow, body.params, resources, body.tags, body.start)
+    return RunOut.of(run)
+
+
+@router.patch("/runs/{run_id}/params", response_model=RunOut)
+def stage_params(
+    run_id: str, ctx: CtxDep, actor: ActorDep, values: Annotated[dict[str, Any], Body()]
+) -> RunOut:
+    """Merge parameter values (null removes one); each is checked against its input."""
+    return RunOut.of(ctx.runs.stage_params(actor, run_id, values))
+
+
+@router.put(
+    "/runs/{run_id}/files/{input}",
+    status_code=201,
+    response_model=StagedFileOut,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
+async def upload_file(
+    run_id: str,
+    input: str,
+    request: Request,
+    ctx: CtxDep,
+    actor: ActorDep,
+    filename: Annotated[str, Query(min_length=1, max_length=255)],
+) -> StagedFileOut:
+    """Stream a file for a file input (the body is the file); replaces one of the same
+    name. 413 past the server's upload limit."""
+    await run_in_threadpool(ctx.runs.staged_files, actor, run_id)  # 404 before reading
+    limit = ctx.settings.max_upload_bytes
+    folder = ctx.runs.rundir(run_id).inputs
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    size = 0
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".upload-", delete=False) as out:
+        temp = Path(out.name)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"file larger than {limit} bytes", limit_bytes=limit)
+                digest.update(chunk)
+                out.write(chunk)
+        except BaseException:
+            temp.unlink(missing_ok=True)  # noqa: ASYNC240
+            raise
+    try:
+        staged = await run_in_threadpool(
+            ctx.runs.stage_file, actor, run_id, input, filename, temp, size, digest.hexdigest()
+        )
+    finally:
+        temp.unlink(missing_ok=True)  # noqa: ASYNC240 - gone already unless staging failed
+    return StagedFileOut.of(staged)
+
+
+@router.post(
+    "/runs/{run_id}/files/{input}/reference", status_code=201, response_model=StagedFileOut
+)
+def reference_file(
+    run_id: str, input: str, body: ReferenceIn, ctx: CtxDep, actor: ActorDep
+) -> StagedFileOut:
+    """A file under the data root (read in place), or a snapshot of another run's product."""
+    staged = ctx.runs.reference(
+        actor, run_id, input, data_path=body.data_path, product_run=body.run, product=body.product
+    )
+    return StagedFileOut.of(staged)
+
+
+@router.delete("/runs/{run_id}/files/{input}", status_code=204)
+def delete_file(
+    run_id: str,
+    input: str,
+    ctx: CtxDep,
+    actor: ActorDep,
+    filename: Annotated[str, Query(min_length=1, max_length=255)],
+) -> Response:
+    ctx.runs.unstage_file(actor, run_id, input, filename)
+    return Response(status_code=204)
+
+
+@router.get("/runs/{run_id}/files", response_model=list[StagedFileOut])
+def list_files(run_id: str, ctx: CtxDep, actor: ActorDep) -> list[StagedFileOut]:
+    return [StagedFileOut.of(f) for f in ctx.runs.staged_files(actor, run_id)]
+
+
+@router.put("/runs/{run_id}/resources", response_model=RunOut)
+def set_resources(run_id: str, body: ResourcesIn, ctx: CtxDep, actor: ActorDep) -> RunOut:
+    """Executor (`local` or `inprocess`), cpus, memory, walltime, priority, extra env."""
+    return RunOut.of(ctx.runs.set_resources(actor, run_id, body.model_dump(exclude_none=True)))
+
+
+@router.post("/runs/{run_id}/validate", response_model=ValidateOut)
+def validate_run(run_id: str, ctx: CtxDep, actor: ActorDep) -> ValidateOut:
+    """Dry run of start: required inputs present, resources allowed."""
+    problems = ctx.runs.validate(actor, run_id)
+    return ValidateOut(ok=not problems, problems=problems)
+
+
+@router.post("/runs/{run_id}/start", response_model=RunOut)
+def start_run(run_id: str, ctx: CtxDep, actor: ActorDep) -> RunOut:
+    return RunOut.of(ctx.runs.start(actor, run_id))
+
+
+@router.get("/runs", response_model=RunPage)
+def list_runs(
+    ctx: CtxDep,
+    actor: ActorDep,
+    state: Annotated[list[RunState] | None, Query()] = None,
+    workflow: Annotated[str | None, Query(max_length=200)] = None,
+    tag: Annotated[str | None, Query(max_length=100)] = None,
+    owner: Annotated[str | None, Query(max_length=64, description="Admins only.")] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    cursor: Annotated[str | None, Query(max_length=40)] = None,
+    sort: Annotated[str, Query(pattern="^-?created$")] = "-created",
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> RunPage:
+    """Runs you may see (admins: all), filtered, a page at a time."""
+    items = ctx.runs.list_runs(
+        actor,
+        owner=owner,
+        states=state,
+        workflow=workflow,
+        tag=tag,
+        created_after=created_after,
+        created_before=created_before,
+        after_id=cursor,
+        newest_first=sort.startswith("-"),
+        limit=limit,
+    )
+    nxt = items[-1].id if len(items) == limit else None
+    return RunPage(items=[RunSummary.of(r) for r in items], next_cursor=nxt)
+
+
+@router.get("/runs/{run_id}", response_model=RunOut)
+def get_run(run_id: str, ctx: CtxDep, actor: ActorDep) -> RunOut:
+    """State, times, running time (paused time excluded), step counts, progress, errors."""
+    view = ctx.runs.get(actor, run_id)
+    return RunOut.of(view.run, view.steps)
+
+
+@router.get("/runs/{run_id}/steps", response_model=list[StepOut])
+def get_steps(run_id: str, ctx: CtxDep, actor: ActorDep) -> list[StepOut]:
+    view = ctx.runs.get(actor, run_id)
+    rd = ctx.runs.rundir(run_id)
+    return [
+        StepOut.of(
+            s,
+            rd.log(s.name, s.index, max(s.attempts, 1), "stderr"),
+            rd.log(s.name, s.index, max(s.attempts, 1), "stdout"),
+        )
+        for s in view.steps
+    ]
+
+
+@router.get("/runs/{run_id}/steps/{step}/logs")
+def step_logs(
+    run_id: str,
+    step: str,
+    ctx: CtxDep,
+    actor: ActorDep,
+    stream: Annotated[str, Query(pattern="^(stdout|stderr)$")] = "stdout",
+    index: Annotated[int, Query(ge=-1, le=10**9)] = -1,
+    attempt: Annotated[int | None, Query(ge=1, le=10**6)] = None,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+) -> Response:
+    """A piece of a step's log from `offset`; `X-Next-Offset` says where to go on."""
+    path = ctx.runs.log(actor, run_id, step, index, attempt, stream)
+    data = b""
+    if path.is_file():
+        with path.open("rb") as f:
+            f.seek(offset)
+            data = f.read(LOG_CHUNK)
+    return Response(
+        data,
+        media_type="text/plain; charset=utf-8",
+        headers={"X-Next-Offset": str(offset + len(data))},
+    )
+
+
+@router.get("/runs/{run_id}/events", response_model=list[EventOut])
+def run_events(
+    run_id: str,
+    ctx: CtxDep,
+    actor: ActorDep,
+    after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[EventOut]:
+    """The run's events, oldest first (a live stream arrives with the events issue)."""
+    return [EventOut.of(e) for e in ctx.runs.events(actor, run_id, after, limit)]
+
+
+@router.post("/runs/{run_id}/pause", response_model=RunOut)
+def pause_run(
+    run_id: str, ctx: CtxDep, actor: ActorDep, body: Annotated[PauseIn | None, Body()] = None
+) -> RunOut:
+    """`freeze` (SIGSTOP running steps) or `drain` (let them finish); no new step starts."""
+    mode = body.mode if body else "freeze"
+    return RunOut.of(ctx.runs.control(actor, run_id, "pause", mode=mode))
+
+
+@router.post("/runs/{run_id}/resume", response_model=RunOut)
+def resume_run(run_id: str, ctx: CtxDep, actor: ActorDep) -> RunOut:
+    return RunOut.of(ctx.runs.control(actor, run_id, "resume"))
+
+
+@router.post("/runs/{run_id}/stop", response_model=RunOut)
+def stop_run(
+    run_id: str, ctx: CtxDep, actor: ActorDep, body: Annotated[StopIn | None, Body()] = None
+) -> RunOut:
+    """Graceful: SIGTERM, then SIGKILL after `grace_s`; products are kept."""
+    grace = body.grace_s if body and body.grace_s is not None else ctx.settings.stop_grace_s
+    return RunOut.of(ctx.runs.control(actor, run_id, "stop", grace_s=grace))
+
+
+@router.post("/runs/{run_id}/kill", response_model=RunOut)
+def kill_run(run_id: str, ctx: CtxDep, actor: ActorDep) -> RunOut:
+    """SIGKILL everything now and delete the run's work files (record, events, logs stay)."""
+    return RunOut.of(ctx.runs.control(actor, run_id, "kill"))
+
+
+@router.delete("/runs/{run_id}", status_code=204)
+def delete_run(run_id: str, ctx: CtxDep, actor: ActorDep) -> Response:
+    """Remove a finished run and its files; 409 while it is active."""
+    ctx.runs.delete(actor, run_id)
+    return Response(status_code=204)
+
+
+@router.get("/runs/{run_id}/products", response_model=list[ProductOut])
+def list_products(run_id: str, ctx: CtxDep, actor: ActorDep) -> list[ProductOut]:
+    return [ProductOut.of(p) for p in ctx.runs.products(actor, run_id)]
+
+
+@router.get("/runs/{run_id}/products.zip")
+def download_all(run_id: str, ctx: CtxDep, actor: ActorDep) -> StreamingResponse:
+    """Every product in one zip, streamed."""
+    items = [(p, ctx.runs.product_path(p)) for p in ctx.runs.products(actor, run_id)]
+    files = [(p.name, path) for p, path in items if path is not None]
+    return StreamingResponse(
+        _zip_stream(files),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{run_id}-products.zip"'},
+    )
+
+
+@router.get("/runs/{run_id}/products/{product_id}")
+def download_product(run_id: str, product_id: str, ctx: CtxDep, actor: ActorDep) -> FileResponse:
+    """The file, as an attachment; Range requests are honoured."""
+    product, path = ctx.runs.product(actor, run_id, product_id)
+    return FileResponse(
+        path,
+        media_type=product.media_type,
+        filename=path.name,
+        content_disposition_type="attachment",
+    )
+
+
+class _Pipe:
+    """A write-only file whose bytes are taken out as they come (zipfile can stream)."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.written = 0
+
+    def write(self, data: bytes) -> int:
+        self.chunks.append(bytes(data))
+        self.written += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.written
+
+    def flush(self) -> None:
+        return None
+
+    def take(self) -> bytes:
+        data, self.chunks = b"".join(self.chunks), []
+        return data
+
+
+def _zip_stream(files: list[tuple[str, Path]]) -> Iterator[bytes]:
+    pipe = _Pipe()
+    with zipfile.ZipFile(cast(IO[bytes], pipe), "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, path in files:
+            with path.open("rb") as src, zf.open(name, "w", force_zip64=True) as dest:
+                while chunk := src.read(1 << 20):
+                    dest.write(chunk)
+                    yield pipe.take()
+    yield pipe.take()

@@ -1,0 +1,248 @@
+"""Request and response bodies of the runs API."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from flowdeck import clock
+from flowdeck.api.schemas import Request
+from flowdeck.domain.runs import STEP_DONE, Event, Product, Run, StagedFile, StepRecord
+from flowdeck.runtime.steps import tail
+
+
+class ResourcesIn(Request):
+    executor: Literal["local", "inprocess"] = "local"
+    cpus: float | None = Field(
+        None, gt=0, le=1e6, description="CPUs the run's steps may use at once."
+    )
+    memory: int | str | None = Field(None, description="Per step: MiB, or '2GiB'.")
+    walltime: float | str | None = Field(None, description="The whole run: seconds, or '2h'.")
+    priority: int | None = Field(None, ge=-100, le=100, description="Higher starts first.")
+    env: dict[str, str] | None = Field(None, description="Extra environment for every step.")
+
+
+class RunCreate(Request):
+    workflow: str = Field(max_length=200, description="name@version or owner/name@version")
+    params: dict[str, Any] | None = None
+    resources: ResourcesIn | None = None
+    tags: list[str] | None = Field(None, max_length=20)
+    start: bool = Field(False, description="Queue it at once.")
+
+
+class PauseIn(Request):
+    mode: Literal["freeze", "drain"] = "freeze"
+
+
+class StopIn(Request):
+    grace_s: float | None = Field(None, ge=0, le=3600)
+
+
+class ReferenceIn(Request):
+    data_path: str | None = Field(
+        None, max_length=4096, description="A path under the server's data root."
+    )
+    run: str | None = Field(None, max_length=40, description="Another run of yours…")
+    product: str | None = Field(
+        None, max_length=200, description="…and its product (id or name): snapshot taken now."
+    )
+
+
+class Progress(BaseModel):
+    done: int
+    total: int
+    fraction: float
+
+
+class RunSummary(BaseModel):
+    id: str
+    workflow: str
+    owner_id: str
+    state: str
+    state_since: datetime
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    tags: list[str]
+    priority: int
+
+    @classmethod
+    def of(cls, run: Run) -> RunSummary:
+        return cls(
+            id=run.id,
+            workflow=run.workflow_ref,
+            owner_id=run.owner_id,
+            state=run.state.value,
+            state_since=run.state_since,
+            created_at=run.created_at,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            tags=run.tags,
+            priority=run.priority,
+        )
+
+
+class RunOut(RunSummary):
+    queued_at: datetime | None
+    running_s: float = Field(description="Time spent running, paused time excluded.")
+    paused_s: float
+    pause_mode: str | None
+    params: dict[str, Any]
+    resources: dict[str, Any]
+    steps: dict[str, int] = Field(description="Step instances counted by state.")
+    progress: Progress
+    current_steps: list[str]
+    error: dict[str, Any] | None
+    outputs: dict[str, Any]
+
+    @classmethod
+    def of(cls, run: Run, steps: list[StepRecord] | None = None) -> RunOut:
+        steps = steps or []
+        counts = Counter(s.state.value for s in steps)
+        done = sum(1 for s in steps if s.state in STEP_DONE)
+        total = len(steps)
+        now = clock.now()
+        paused = run.paused_s + (
+            (now - run.paused_at).total_seconds() if run.paused_at and not run.finished_at else 0.0
+        )
+        return cls(
+            **RunSummary.of(run).model_dump(),
+            queued_at=run.queued_at,
+            running_s=round(run.running_s(now), 3),
+            paused_s=round(paused, 3),
+            pause_mode=run.pause_mode,
+            params=run.params,
+            resources=run.resources,
+            steps=dict(counts),
+            progress=Progress(
+                done=done, total=total, fraction=round(done / total, 4) if total else 0.0
+            ),
+            current_steps=[s.label for s in steps if s.state.value in ("running", "paused")],
+            error=run.error,
+            outputs=run.outputs,
+        )
+
+
+class RunPage(BaseModel):
+    items: list[RunSummary]
+    next_cursor: str | None
+
+
+class StepOut(BaseModel):
+    name: str
+    index: int | None
+    label: str
+    state: str
+    state_since: datetime
+    attempts: int
+    item: Any
+    exit_code: int | None
+    signal: int | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    duration_s: float | None
+    max_rss_kb: int | None
+    cpu_time_s: float | None
+    outputs: dict[str, Any]
+    error: str | None
+    log_tail: str
+
+    @classmethod
+    def of(cls, rec: StepRecord, stderr: Any, stdout: Any) -> StepOut:
+        duration = (
+            (rec.ended_at - rec.started_at).total_seconds()
+            if rec.started_at and rec.ended_at
+            else None
+        )
+        text = (tail(stdout, 1000) + tail(stderr, 1000)) if rec.attempts else ""
+        return cls(
+            name=rec.name,
+            index=rec.index if rec.index >= 0 else None,
+            label=rec.label,
+            state=rec.state.value,
+            state_since=rec.state_since,
+            attempts=rec.attempts,
+            item=rec.item,
+            exit_code=rec.exit_code,
+            signal=rec.signal,
+            started_at=rec.started_at,
+            ended_at=rec.ended_at,
+            duration_s=duration,
+            max_rss_kb=rec.max_rss_kb,
+            cpu_time_s=rec.cpu_time_s,
+            outputs=rec.outputs,
+            error=rec.error,
+            log_tail=text[-2000:],
+        )
+
+
+class StagedFileOut(BaseModel):
+    input: str
+    filename: str
+    size: int
+    sha256: str | None
+    source: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, f: StagedFile) -> StagedFileOut:
+        return cls(
+            input=f.input,
+            filename=f.filename,
+            size=f.size,
+            sha256=f.sha256,
+            source=f.source,
+            created_at=f.created_at,
+        )
+
+
+class ProductOut(BaseModel):
+    id: str
+    name: str
+    size: int
+    sha256: str
+    media_type: str
+    created_at: datetime
+    url: str
+
+    @classmethod
+    def of(cls, p: Product) -> ProductOut:
+        return cls(
+            id=p.id,
+            name=p.name,
+            size=p.size,
+            sha256=p.sha256,
+            media_type=p.media_type,
+            created_at=p.created_at,
+            url=f"/api/v1/runs/{p.run_id}/products/{p.id}",
+        )
+
+
+class EventOut(BaseModel):
+    id: int
+    run_id: str
+    seq: int
+    type: str
+    at: datetime
+    actor: str | None
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, e: Event) -> EventOut:
+        return cls(
+            id=e.id,
+            run_id=e.subject_id,
+            seq=e.seq,
+            type=e.type,
+            at=e.at,
+            actor=e.actor,
+            data=e.data,
+        )
+
+
+class ValidateOut(BaseModel):
+    ok: bool
+    problems: list[dict[str, str]]

@@ -1,0 +1,1 @@
+"""Running workflows: run directories, step rendering and output collection, the scheduler."""

@@ -1,0 +1,141 @@
+"""From a step instance to an executor launch, and from its outcome to outputs, products
+and a message."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import mimetypes
+import shutil
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flowdeck import clock
+from flowdeck.config import Settings
+from flowdeck.domain.expressions import parse_template
+from flowdeck.domain.runs import Product
+from flowdeck.executors.base import Launch, Outcome
+from flowdeck.ids import new_id
+from flowdeck.runtime.active import ActiveRun, Instance
+from flowdeck.runtime.steps import (
+    BASE_PATH,
+    StepError,
+    collect_output,
+    render_argv,
+    render_env,
+    render_value,
+    resolver,
+    tail,
+)
+from flowdeck.store.base import Tx
+
+
+def prepare(ar: ActiveRun, inst: Instance, settings: Settings) -> Launch:
+    step = ar.step(inst.step)
+    if step.uses is not None:
+        raise StepError("uses steps (workflows of workflows) are not supported yet")
+    if step.stdin is not None:
+        raise StepError("stream ports are not supported yet")
+    resolve = resolver(ar.run.params, ar.all_outputs(), inst.item)
+    attempt = inst.attempts + 1
+    cwd = ar.rundir.step_dir(inst.step, inst.index)
+    if cwd.exists():
+        shutil.rmtree(cwd)  # a retry starts clean
+    cwd.mkdir(parents=True)
+    base = {
+        "PATH": BASE_PATH,
+        "HOME": str(cwd),
+        "LANG": "C.UTF-8",
+        "TMPDIR": str(ar.rundir.tmp),
+        "FLOWDECK_RUN_ID": ar.run.id,
+        "FLOWDECK_STEP": inst.step,
+        "FLOWDECK_ATTEMPT": str(attempt),
+        **ar.extra_env,
+    }
+    if inst.index >= 0:
+        base["FLOWDECK_INDEX"] = str(inst.index)
+    env = render_env(step, resolve, base)
+    timeout = step.resources.timeout_s
+    common: dict[str, Any] = {
+        "key": f"{ar.run.id}/{inst.step}/{inst.index}/{attempt}",
+        "cwd": cwd,
+        "env": env,
+        "stdout": ar.rundir.log(inst.step, inst.index, attempt, "stdout"),
+        "stderr": ar.rundir.log(inst.step, inst.index, attempt, "stderr"),
+        "memory_bytes": step.resources.memory_bytes or ar.run.resources.get("memory_bytes"),
+        "walltime_s": timeout,
+        "cpu_seconds": math.ceil(timeout * step.resources.cpus) if timeout else None,
+        "file_size_bytes": settings.max_step_file_bytes,
+    }
+    if step.python is not None:
+        kwargs = render_value(dict(step.with_), resolve)
+        return Launch(python=step.python, code_dir=ar.code_dir, kwargs=kwargs, **common)
+    return Launch(argv=tuple(render_argv(step, resolve)), **common)
+
+
+def describe(ar: ActiveRun, inst: Instance, outcome: Outcome) -> str:
+    """Why an attempt failed, with the end of its standard error."""
+    if outcome.timed_out:
+        reason = f"timed out after {ar.step(inst.step).resources.timeout_s:g} s"
+    elif outcome.error:
+        reason = outcome.error.strip().splitlines()[-1] if outcome.error.strip() else "error"
+    elif outcome.signal is not None:
+        name = (
+            signal.Signals(outcome.signal).name
+            if outcome.signal in signal.Signals._value2member_map_
+            else outcome.signal
+        )
+        reason = f"killed by signal {name}"
+    else:
+        reason = f"exit code {outcome.exit_code}"
+    err = tail(ar.rundir.log(inst.step, inst.index, inst.attempts, "stderr"), 500).strip()
+    return f"{reason}: {err.splitlines()[-1]}" if err else reason
+
+
+def collect(
+    ar: ActiveRun, inst: Instance, outcome: Outcome, op: Callable[[Callable[[Tx], None]], None]
+) -> dict[str, Any]:
+    """The outputs of a successful attempt; file outputs become products."""
+    step = ar.step(inst.step)
+    resolve = resolver(ar.run.params, ar.all_outputs(), inst.item)
+    cwd = ar.rundir.step_dir(inst.step, inst.index)
+    stdout = ar.rundir.log(inst.step, inst.index, inst.attempts, "stdout")
+    outputs: dict[str, Any] = {}
+    for name, spec in step.outputs.items():
+        value = collect_output(name, spec, cwd, outcome, stdout, resolve)
+        outputs[name] = value
+        files = [value] if spec.path is not None else value if spec.glob is not None else []
+        for i, path in enumerate(files):
+            suffix = f"[{i}]" if spec.glob is not None else ""
+            product_name = f"{inst.label}.{name}{suffix}"
+            product = _product(ar, product_name, Path(path))
+            op(lambda tx, p=product: tx.add_product(p))  # type: ignore[misc]
+    return outputs
+
+
+def _product(ar: ActiveRun, name: str, path: Path) -> Product:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    rel = path.resolve().relative_to(ar.rundir.root.resolve()).as_posix()
+    return Product(
+        new_id("prod"), ar.run.id, name, rel, size, digest.hexdigest(), media, clock.now()
+    )
+
+
+def workflow_outputs(ar: ActiveRun) -> dict[str, Any]:
+    resolve = resolver(ar.run.params, ar.all_outputs(), None)
+    values: dict[str, Any] = {}
+    for name, out in ar.spec.outputs.items():
+        tpl = parse_template(out.source)
+        try:
+            values[name] = tpl.render(resolve)
+        except StepError:
+            values[name] = None  # its step was skipped
+    return values

@@ -1,0 +1,184 @@
+"""Turning a step of a spec into a launch (rendering its templates), and collecting its
+outputs once it ended."""
+
+from __future__ import annotations
+
+import glob
+import json
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flowdeck.domain.expressions import ExpressionError, Ref, evaluate, parse, parse_template
+from flowdeck.domain.spec import OutputSpec, StepSpec
+from flowdeck.executors.base import Outcome
+
+BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
+TAIL_BYTES = 2000
+
+
+class StepError(Exception):
+    """The step cannot be launched, or its outputs cannot be collected."""
+
+
+Resolve = Callable[[Ref], Any]
+
+
+def resolver(inputs: dict[str, Any], outputs: dict[str, dict[str, Any]], item: Any) -> Resolve:
+    def resolve(ref: Ref) -> Any:
+        if ref.kind == "input":
+            if ref.name not in inputs:
+                raise StepError(f"input {ref.name!r} has no value")
+            return inputs[ref.name]
+        if ref.kind == "step":
+            try:
+                return outputs[ref.name][ref.output]
+            except KeyError as exc:
+                raise StepError(f"{ref} has no value") from exc
+        return item
+
+    return resolve
+
+
+def _render_text(text: str, resolve: Resolve, *, quote: bool = False) -> Any:
+    tpl = parse_template(text)
+    if quote and not tpl.is_single:
+        parts = [p if isinstance(p, str) else _quoted(evaluate(p, resolve)) for p in tpl.parts]
+        return "".join(parts)
+    return tpl.render(resolve)
+
+
+def _quoted(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(shlex.quote(_text(v)) for v in value)
+    return shlex.quote(_text(value))
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
+
+
+def render_argv(step: StepSpec, resolve: Resolve) -> list[str]:
+    """The argv of a run step; an array given as a whole argument expands into several."""
+    try:
+        if step.shell == "bash":
+            assert isinstance(step.run, str)
+            return ["bash", "-c", _render_text(step.run, resolve, quote=True)]
+        words = shlex.split(step.run) if isinstance(step.run, str) else list(step.run or [])
+        argv: list[str] = []
+        for word in words:
+            value = _render_text(word, resolve)
+            if isinstance(value, list):
+                argv.extend(_text(v) for v in value)
+            else:
+                argv.append(_text(value))
+    except (ExpressionError, ValueError) as exc:
+        raise StepError(f"cannot build the command: {exc}") from exc
+    if not argv:
+        raise StepError("the command is empty")
+    return argv
+
+
+def render_value(value: Any, resolve: Resolve) -> Any:
+    """``with:`` values: strings rendered (keeping types), containers walked."""
+    if isinstance(value, str):
+        return _render_text(value, resolve)
+    if isinstance(value, list):
+        return [render_value(v, resolve) for v in value]
+    if isinstance(value, dict):
+        return {k: render_value(v, resolve) for k, v in value.items()}
+    return value
+
+
+def render_env(step: StepSpec, resolve: Resolve, base: dict[str, str]) -> dict[str, str]:
+    env = dict(base)
+    for key, value in step.env.items():
+        env[key] = _text(_render_text(value, resolve))
+    return env
+
+
+def evaluate_condition(text: str, resolve: Resolve) -> bool:
+    try:
+        value = _render_text(text, resolve) if "${{" in text else evaluate(parse(text), resolve)
+    except ExpressionError as exc:
+        raise StepError(f"cannot evaluate when: {exc}") from exc
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "false", "0", "no", "null")
+    return bool(value)
+
+
+def foreach_items(text: str, resolve: Resolve) -> list[Any]:
+    value = _render_text(text, resolve)
+    if not isinstance(value, list):
+        raise StepError(f"foreach needs an array, got {type(value).__name__}")
+    return value
+
+
+def _inside(cwd: Path, relative: str) -> Path:
+    path = (cwd / relative).resolve()
+    try:
+        path.relative_to(cwd.resolve())
+    except ValueError as exc:
+        raise StepError(f"output path {relative!r} leaves the step's directory") from exc
+    return path
+
+
+def collect_output(
+    name: str, spec: OutputSpec, cwd: Path, outcome: Outcome, stdout: Path, resolve: Resolve
+) -> Any:
+    """The value of one output of a finished instance."""
+    if spec.path is not None:
+        path = _inside(cwd, _text(_render_text(spec.path, resolve)))
+        if not path.is_file():
+            raise StepError(f"output {name!r}: the step did not write {spec.path!r}")
+        return str(path)
+    if spec.glob is not None:
+        pattern = _text(_render_text(spec.glob, resolve))
+        _inside(cwd, pattern.split("*", 1)[0] or ".")
+        found = sorted(glob.glob(str(cwd / pattern)))
+        return [p for p in found if Path(p).is_file()]
+    if spec.json_file is not None:
+        path = _inside(cwd, _text(_render_text(spec.json_file, resolve)))
+        try:
+            value = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise StepError(f"output {name!r}: the step did not write {spec.json_file!r}") from exc
+        except ValueError as exc:
+            raise StepError(f"output {name!r}: {spec.json_file!r} is not JSON: {exc}") from exc
+        if spec.key is not None:
+            if not isinstance(value, dict) or spec.key not in value:
+                raise StepError(f"output {name!r}: no key {spec.key!r} in {spec.json_file!r}")
+            value = value[spec.key]
+        return value
+    if spec.stdout == "text":
+        return stdout.read_text(encoding="utf-8", errors="replace").rstrip("\n")
+    if spec.stdout == "json":
+        try:
+            return json.loads(stdout.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise StepError(f"output {name!r}: standard output is not JSON: {exc}") from exc
+    if spec.returns is not None or spec.stdout is None:
+        key = spec.returns or name
+        result = outcome.result
+        if not isinstance(result, dict) or key not in result:
+            raise StepError(f"output {name!r}: the function returned no {key!r}")
+        return result[key]
+    raise StepError(f"output {name!r}: stream outputs are not supported yet")
+
+
+def tail(path: Path, size: int = TAIL_BYTES) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, 2)
+            end = f.tell()
+            f.seek(max(0, end - size))
+            return f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""

@@ -1,0 +1,586 @@
+"""Runs: create, stage (params, files, resources), validate, start, watch, control, and
+their products.  Active runs belong to the scheduler: control actions on them go through
+it; staged runs are handled here."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from flowdeck import clock
+from flowdeck.config import Settings
+from flowdeck.domain.privilege import Access, Actor, allowed
+from flowdeck.domain.runs import (
+    Product,
+    Run,
+    RunState,
+    StagedFile,
+    StepRecord,
+    transition,
+)
+from flowdeck.domain.spec import InputSpec, WorkflowSpec, parse_duration, parse_size
+from flowdeck.domain.values import check_value
+from flowdeck.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from flowdeck.ids import new_id
+from flowdeck.runtime.rundir import RunDir
+from flowdeck.runtime.scheduler import Scheduler
+from flowdeck.services.workflows import Workflows
+from flowdeck.store.base import Store, Tx
+
+RUN_KIND = "run"
+EXECUTORS = ("local", "inprocess")
+MAX_PRIORITY = 100
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunView:
+    """A run with what its status page needs."""
+
+    run: Run
+    steps: list[StepRecord]
+
+
+class Runs:
+    def __init__(self, store: Store, settings: Settings, workflows: Workflows) -> None:
+        self.store = store
+        self.settings = settings
+        self.workflows = workflows
+        self.scheduler: Scheduler | None = None
+
+    # -- helpers --------------------------------------------------------------------------
+    def rundir(self, run_id: str) -> RunDir:
+        return RunDir.of(self.settings.data_dir, run_id)
+
+    @staticmethod
+    def _load(tx: Tx, actor: Actor, run_id: str, access: Access = Access.READ) -> Run:
+        run = tx.get_run(run_id)
+        if run is None or not allowed(
+            actor, run.owner_id, access, tx.shared_with(RUN_KIND, run_id)
+        ):
+            raise NotFound(f"no run {run_id}")
+        if access is Access.WRITE and not allowed(actor, run.owner_id, Access.WRITE):
+            raise PermissionDenied(f"run {run_id} is shared with you read-only")
+        return run
+
+    def _spec(self, tx: Tx, run: Run) -> WorkflowSpec:
+        wf = tx.get_workflow(run.workflow_id) if run.workflow_id else None
+        if wf is None:
+            raise Conflict(f"the workflow of run {run.id} ({run.workflow_ref}) was deleted")
+        return WorkflowSpec.model_validate(wf.spec)
+
+    @staticmethod
+    def _event(tx: Tx, run: Run, type_: str, actor: Actor | None, **data: Any) -> None:
+        tx.add_event("run", run.id, type_, clock.now(), actor.username if actor else None, data)
+
+    @contextmanager
+    def _staging(self, actor: Actor, run_id: str) -> Iterator[tuple[Tx, Run, WorkflowSpec]]:
+        with self.store.write() as tx:
+            run = self._load(tx, actor, run_id, Access.WRITE)
+            transition(run.state, "stage")
+            yield tx, run, self._spec(tx, run)
+
+    # -- params ---------------------------------------------------------------------------
+    @staticmethod
+    def _check_params(spec: WorkflowSpec, values: dict[str, Any]) -> None:
+        problems = []
+        for name, value in values.items():
+            inp = spec.inputs.get(name)
+            if inp is None:
+                near = difflib.get_close_matches(name, list(spec.inputs), n=1)
+                hint = f"; did you mean {near[0]!r}?" if near else ""
+                problems.append({"input": name, "message": f"no input {name!r}{hint}"})
+            elif value is None:
+                continue
+            elif _is_file(inp):
+                problems.append(
+                    {
+                        "input": name,
+                        "message": f"{name!r} is a {inp.type_name}: "
+                        f"stage it with PUT /api/v1/runs/{{id}}/files/{name}",
+                    }
+                )
+            elif (problem := check_value(inp, value)) is not None:
+                problems.append({"input": name, "message": f"input {name!r}: {problem}"})
+        if problems:
+            raise InvalidInput(
+                "; ".join(p["message"] for p in problems),
+                errors=problems,
+                input=problems[0]["input"],
+            )
+
+    def stage_params(self, actor: Actor, run_id: str, values: dict[str, Any]) -> Run:
+        """Merge parameter values (null removes one), each checked against its input."""
+        with self._staging(actor, run_id) as (tx, run, spec):
+            self._check_params(spec, values)
+            params = {**run.params, **values}
+            params = {k: v for k, v in params.items() if v is not None}
+            run = tx.update_run(run.id, params=params)
+            self._event(tx, run, "staging.params", actor, names=sorted(values))
+        return run
+
+    # -- resources ------------------------------------------------------------------------
+    def _check_resources(self, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
+        s = self.settings
+        out: dict[str, Any] = {}
+        executor = body.get("executor") or "local"
+        if executor not in EXECUTORS:
+            raise InvalidInput(f"executor must be one of {', '.join(EXECUTORS)}", field="executor")
+        out["executor"] = executor
+        if body.get("cpus") is not None:
+            cpus = float(body["cpus"])
+            if not 0 < cpus <= s.slots:
+                raise InvalidInput(
+                    f"cpus must be more than 0 and at most {s.slots} (the server's slots)",
+                    field="cpus",
+                )
+            out["cpus"] = cpus
+        try:
+            if body.get("memory") is not None:
+                out["memory_bytes"] = parse_size(body["memory"])
+            if body.get("walltime") is not None:
+                out["walltime_s"] = parse_duration(body["walltime"])
+        except ValueError as exc:
+            raise InvalidInput(
+                str(exc), field="memory" if "size" in str(exc) else "walltime"
+            ) from exc
+        if s.max_memory_bytes and out.get("memory_bytes", 0) > s.max_memory_bytes:
+            raise InvalidInput(
+                f"memory above the server's limit of {s.max_memory_bytes} bytes", field="memory"
+            )
+        if out.get("walltime_s") is not None and out["walltime_s"] <= 0:
+            raise InvalidInput("walltime must be positive", field="walltime")
+        if s.max_run_walltime_s and out.get("walltime_s", 0) > s.max_run_walltime_s:
+            raise InvalidInput(
+                f"walltime above the server's limit of {s.max_run_walltime_s:g} s", field="walltime"
+            )
+        env = body.get("env") or {}
+        for key in env:
+            if (
+                not key.replace("_", "a").isalnum()
+                or key[0].isdigit()
+                or key.startswith("FLOWDECK_")
+            ):
+                raise InvalidInput(f"env: {key!r} is not an allowed variable name", field="env")
+        out["env"] = {str(k): str(v) for k, v in env.items()}
+        return out
+
+    def _priority(self, actor: Actor, value: int | None) -> int:
+        if value is None:
+            return 0
+        if not -MAX_PRIORITY <= value <= MAX_PRIORITY:
+            raise InvalidInput(
+                f"priority must be between -{MAX_PRIORITY} and {MAX_PRIORITY}", field="priority"
+            )
+        return value
+
+    def set_resources(self, actor: Actor, run_id: str, body: dict[str, Any]) -> Run:
+        resources = self._check_resources(actor, body)
+        priority = self._priority(actor, body.get("priority"))
+        with self._staging(actor, run_id) as (tx, run, _spec):
+            run = tx.update_run(run.id, resources=resources, priority=priority)
+            self._event(tx, run, "staging.resources", actor, resources=resources, priority=priority)
+        return run
+
+    # -- create ---------------------------------------------------------------------------
+    def create(
+        self,
+        actor: Actor,
+        workflow: str,
+        params: dict[str, Any] | None = None,
+        resources: dict[str, Any] | None = None,
+        tags: list[str] | None = None,
+        start: bool = False,
+    ) -> Run:
+        wf = self.workflows.get(actor, workflow)
+        spec = WorkflowSpec.model_validate(wf.spec)
+        self._check_params(spec, params or {})
+        res = self._check_resources(actor, resources or {})
+        priority = self._priority(actor, (resources or {}).get("priority"))
+        now = clock.now()
+        run = Run(
+            new_id("run"),
+            actor.user_id,
+            wf.id,
+            wf.ref,
+            RunState.STAGED,
+            now,
+            now,
+            params={k: v for k, v in (params or {}).items() if v is not None},
+            resources=res,
+            tags=list(dict.fromkeys(tags or [])),
+            priority=priority,
+        )
+        self.rundir(run.id).create()
+        with self.store.write() as tx:
+            tx.add_run(run)
+            self._event(tx, run, "run.staged", actor, workflow=wf.ref)
+        if not start:
+            return run
+        try:
+            return self.start(actor, run.id)
+        except BaseException:  # create-and-start is all or nothing
+            with self.store.write() as tx:
+                tx.delete_run(run.id)
+            self.rundir(run.id).remove()
+            raise
+
+    # -- files ----------------------------------------------------------------------------
+    def _file_input(self, spec: WorkflowSpec, name: str) -> InputSpec:
+        inp = spec.inputs.get(name)
+        if inp is None:
+            near = difflib.get_close_matches(name, list(spec.inputs), n=1)
+            raise NotFound(
+                f"no input {name!r}" + (f"; did you mean {near[0]!r}?" if near else ""), input=name
+            )
+        if not _is_file(inp):
+            raise InvalidInput(
+                f"input {name!r} is a {inp.type_name}, not a file: set it with "
+                "PATCH /api/v1/runs/{id}/params",
+                input=name,
+            )
+        return inp
+
+    def stage_file(
+        self,
+        actor: Actor,
+        run_id: str,
+        input: str,
+        filename: str,
+        temp: Path,
+        size: int,
+        sha256: str,
+    ) -> StagedFile:
+        """Move an uploaded temporary file into the run's inputs (replacing one with the
+        same name; a single-file input keeps only the newest)."""
+        _check_filename(filename)
+        with self._staging(actor, run_id) as (tx, run, spec):
+            inp = self._file_input(spec, input)
+            target = self.rundir(run.id).input_dir(input) / filename
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temp, target)
+            staged = StagedFile(
+                run.id, input, filename, str(target), size, sha256, "upload", clock.now()
+            )
+            self._replace_staged(tx, run, inp, staged)
+            self._event(
+                tx,
+                run,
+                "staging.file",
+                actor,
+                input=input,
+                filename=filename,
+                size=size,
+                sha256=sha256,
+            )
+        return staged
+
+    def _replace_staged(self, tx: Tx, run: Run, inp: InputSpec, staged: StagedFile) -> None:
+        if inp.type != "array":
+            for old in tx.list_staged_files(run.id):
+                if old.input == staged.input and old.filename != staged.filename:
+                    tx.delete_staged_file(run.id, old.input, old.filename)
+                    if old.source != "data_root":
+                        Path(old.path).unlink(missing_ok=True)
+        tx.put_staged_file(staged)
+
+    def reference(
+        self,
+        actor: Actor,
+        run_id: str,
+        input: str,
+        *,
+        data_path: str | None = None,
+        product_run: str | None = None,
+        product: str | None = None,
+    ) -> StagedFile:
+        """Stage a file under the data root (read in place), or a snapshot of another run's
+        product (a hard link, or a copy across file systems)."""
+        with self.store.read() as tx:
+            self._load(tx, actor, run_id, Access.WRITE)  # 404 first, whatever the body
+            source_path, source = self._reference_source(tx, actor, data_path, product_run, product)
+        with self._staging(actor, run_id) as (tx, run, spec):
+            inp = self._file_input(spec, input)
+            if (inp.type == "directory" and not source_path.is_dir()) or (
+                inp.type != "directory" and not source_path.is_file()
+            ):
+                raise InvalidInput(
+                    f"input {input!r} needs a {inp.type_name}; {source_path.name!r} is not one",
+                    input=input,
+                )
+            path = source_path
+            if source != "data_root":
+                path = self.rundir(run.id).input_dir(input) / source_path.name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.unlink(missing_ok=True)
+                try:
+                    os.link(source_path, path)
+                except OSError:
+                    shutil.copy2(source_path, path)
+            size = path.stat().st_size if path.is_file() else 0
+            staged = StagedFile(
+                run.id, input, path.name, str(path), size, None, source, clock.now()
+            )
+            self._replace_staged(tx, run, inp, staged)
+            self._event(
+                tx, run, "staging.file", actor, input=input, filename=path.name, source=source
+            )
+        return staged
+
+    def _reference_source(
+        self,
+        tx: Tx,
+        actor: Actor,
+        data_path: str | None,
+        product_run: str | None,
+        product: str | None,
+    ) -> tuple[Path, str]:
+        if data_path is not None:
+            root = self.settings.data_root
+            if root is None:
+                raise InvalidInput(
+                    "this server has no data root to reference files from", field="data_path"
+                )
+            under = (root / data_path).resolve()
+            if not under.is_relative_to(root.resolve()) or not under.exists():
+                raise NotFound(f"no file {data_path!r} under the data root", field="data_path")
+            return under, "data_root"
+        if product_run is None or product is None:
+            raise InvalidInput("give data_path, or run and product", field="data_path")
+        src_run = self._load(tx, actor, product_run)
+        found = next((p for p in tx.list_products(src_run.id) if product in (p.id, p.name)), None)
+        path = self.product_path(found) if found else None
+        if found is None or path is None or not path.is_file():
+            raise NotFound(f"run {product_run} has no product {product!r}", field="product")
+        return path, f"product:{src_run.id}/{found.name}"
+
+    def unstage_file(self, actor: Actor, run_id: str, input: str, filename: str) -> None:
+        with self._staging(actor, run_id) as (tx, run, _spec):
+            staged = next(
+                (
+                    f
+                    for f in tx.list_staged_files(run.id)
+                    if f.input == input and f.filename == filename
+                ),
+                None,
+            )
+            if staged is None:
+                raise NotFound(f"no staged file {filename!r} for input {input!r}")
+            tx.delete_staged_file(run.id, input, filename)
+            if staged.source != "data_root":
+                Path(staged.path).unlink(missing_ok=True)
+            self._event(tx, run, "staging.file_removed", actor, input=input, filename=filename)
+
+    def staged_files(self, actor: Actor, run_id: str) -> list[StagedFile]:
+        with self.store.read() as tx:
+            run = self._load(tx, actor, run_id)
+            return tx.list_staged_files(run.id)
+
+    # -- validate and start ---------------------------------------------------------------
+    def _problems(self, tx: Tx, run: Run) -> tuple[list[dict[str, str]], dict[str, Any]]:
+        spec = self._spec(tx, run)
+        wf = tx.get_workflow(run.workflow_id) if run.workflow_id else None
+        files: dict[str, list[str]] = {}
+        for f in tx.list_staged_files(run.id):
+            files.setdefault(f.input, []).append(f.path)
+        values: dict[str, Any] = {}
+        problems: list[dict[str, str]] = []
+        for name, inp in spec.inputs.items():
+            if _is_file(inp) and name in files:
+                values[name] = files[name] if inp.type == "array" else files[name][-1]
+            elif name in run.params:
+                values[name] = run.params[name]
+            elif inp.default is not None:
+                values[name] = inp.default
+            elif inp.type == "stream":
+                problems.append(
+                    {
+                        "input": name,
+                        "message": f"input {name!r}: stream ports are not supported yet",
+                    }
+                )
+            elif inp.is_required:
+                how = "stage a file" if _is_file(inp) else "set a value"
+                problems.append(
+                    {"input": name, "message": f"required input {name!r} has no value: {how}"}
+                )
+        for step_name, step in spec.steps.items():
+            if step.uses is not None or step.stdin is not None:
+                problems.append(
+                    {
+                        "step": step_name,
+                        "message": f"step {step_name!r}: uses "
+                        "steps and stream ports are not supported yet",
+                    }
+                )
+        if run.resources.get("executor") == "inprocess" and not (wf and wf.trusted):
+            problems.append(
+                {
+                    "resource": "executor",
+                    "message": "the inprocess executor "
+                    "runs trusted workflows only: ask an admin to trust this one",
+                }
+            )
+        return problems, values
+
+    def validate(self, actor: Actor, run_id: str) -> list[dict[str, str]]:
+        """A dry run of start: what would stop it."""
+        with self.store.read() as tx:
+            run = self._load(tx, actor, run_id)
+            return self._problems(tx, run)[0]
+
+    def start(self, actor: Actor, run_id: str) -> Run:
+        with self.store.write() as tx:
+            run = self._load(tx, actor, run_id, Access.WRITE)
+            rule = transition(run.state, "start")
+            problems, values = self._problems(tx, run)
+            if problems:
+                raise InvalidInput(
+                    "the run cannot start: " + "; ".join(p["message"] for p in problems),
+                    errors=problems,
+                )
+            now = clock.now()
+            run = tx.update_run(
+                run.id, state=rule.target, state_since=now, queued_at=now, params=values
+            )
+            self._event(tx, run, "run.queued", actor, **{"from": "staged"})
+        if self.scheduler is not None:
+            self.scheduler.notify(run.id)
+        return run
+
+    # -- reading --------------------------------------------------------------------------
+    def get(self, actor: Actor, run_id: str) -> RunView:
+        with self.store.read() as tx:
+            run = self._load(tx, actor, run_id)
+            return RunView(run, tx.list_steps(run.id))
+
+    def list_runs(self, actor: Actor, *, owner: str | None = None, **filters: Any) -> list[Run]:
+        with self.store.read() as tx:
+            owner_id = None
+            if owner is not None:
+                user = tx.get_user_by_name(owner)
+                if user is None or (not actor.is_admin and user.id != actor.user_id):
+                    return []
+                owner_id = user.id
+            viewer = None if actor.is_admin else actor.user_id
+            return tx.list_runs(viewer, owner_id=owner_id, **filters)
+
+    def log(
+        self, actor: Actor, run_id: str, step: str, index: int, attempt: int | None, stream: str
+    ) -> Path:
+        view = self.get(actor, run_id)
+        rec = next((s for s in view.steps if s.name == step and s.index == index), None)
+        if rec is None:
+            raise NotFound(
+                f"run {run_id} has no step {step!r}" + (f" instance {index}" if index >= 0 else "")
+            )
+        attempt = attempt or rec.attempts
+        if not 1 <= attempt <= max(rec.attempts, 1):
+            raise NotFound(f"step {step!r} has no attempt {attempt}")
+        return self.rundir(run_id).log(step, index, attempt, stream)
+
+    def events(self, actor: Actor, run_id: str, after_id: int | None, limit: int) -> list[Any]:
+        with self.store.read() as tx:
+            self._load(tx, actor, run_id)
+            return tx.list_events(
+                subject_kind="run", subject_id=run_id, after_id=after_id, limit=limit
+            )
+
+    # -- control --------------------------------------------------------------------------
+    def control(self, actor: Actor, run_id: str, action: str, **options: Any) -> Run:
+        with self.store.read() as tx:
+            run = self._load(tx, actor, run_id, Access.WRITE)
+        sched = self.scheduler
+        if (
+            run.state in (RunState.QUEUED, RunState.RUNNING, RunState.PAUSED, RunState.STOPPING)
+            and sched is not None
+            and sched.is_active(run.id)
+        ):
+            try:
+                return self._ask(sched, action, run.id, actor.username, options)
+            except NotFound:  # it ended meanwhile: answer from its final state
+                with self.store.read() as tx:
+                    run = self._load(tx, actor, run_id)
+        rule = transition(run.state, action)
+        if run.state is not RunState.STAGED:
+            raise Conflict(
+                f"run {run.id} is {run.state.value} but not known to the scheduler; try again",
+                state=run.state.value,
+            )
+        with self.store.write() as tx:
+            now = clock.now()
+            run = tx.update_run(run.id, state=rule.target, state_since=now, finished_at=now)
+            self._event(tx, run, f"run.{rule.target.value}", actor, **{"from": "staged"})
+        if rule.target is RunState.KILLED:
+            self.rundir(run.id).remove_work()
+        return run
+
+    @staticmethod
+    def _ask(sched: Scheduler, action: str, run_id: str, who: str, options: dict[str, Any]) -> Run:
+        if action == "pause":
+            return sched.call(sched.pause, run_id, options.get("mode", "freeze"), who)
+        if action == "resume":
+            return sched.call(sched.resume, run_id, who)
+        if action == "stop":
+            return sched.call(sched.stop, run_id, float(options["grace_s"]), who)
+        return sched.call(sched.kill, run_id, who)
+
+    def delete(self, actor: Actor, run_id: str) -> None:
+        with self.store.write() as tx:
+            run = self._load(tx, actor, run_id, Access.WRITE)
+            transition(run.state, "delete")
+            tx.delete_run(run.id)
+            tx.add_audit(
+                clock.now(),
+                "run.delete",
+                actor_id=actor.user_id,
+                actor_name=actor.username,
+                target=run.id,
+            )
+        self.rundir(run.id).remove()
+
+    # -- products -------------------------------------------------------------------------
+    def products(self, actor: Actor, run_id: str) -> list[Product]:
+        with self.store.read() as tx:
+            run = self._load(tx, actor, run_id)
+            return tx.list_products(run.id)
+
+    def product_path(self, product: Product) -> Path | None:
+        """The file of a product, never outside its run's directory."""
+        rundir = self.rundir(product.run_id)
+        path = rundir.root / product.path
+        return path if rundir.contains(path) and path.is_file() else None
+
+    def product(self, actor: Actor, run_id: str, product_id: str) -> tuple[Product, Path]:
+        with self.store.read() as tx:
+            run = self._load(tx, actor, run_id)
+            found = tx.get_product(product_id)
+        path = self.product_path(found) if found and found.run_id == run.id else None
+        if found is None or path is None:
+            raise NotFound(f"run {run_id} has no product {product_id}")
+        return found, path
+
+
+def _is_file(inp: InputSpec) -> bool:
+    return inp.type in ("file", "directory") or (
+        inp.type == "array" and inp.items in ("file", "directory")
+    )
+
+
+def _check_filename(name: str) -> None:
+    if (
+        not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\0" in name
+        or len(name.encode()) > 255
+    ):
+        raise InvalidInput(
+            f"invalid file name {name!r}: a plain name, without '/'", field="filename"
+        )
