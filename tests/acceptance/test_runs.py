@@ -125,8 +125,8 @@ def test_timeout(user: httpx.Client) -> None:
 
 def test_retry_then_success(user: httpx.Client) -> None:
     script = (
-        "[sh, -c, 'if [ -e \"$TMPDIR/once\" ]; then echo ok; "
-        "else touch \"$TMPDIR/once\"; exit 1; fi']"
+        '[sh, -c, \'if [ -e "$TMPDIR/once" ]; then echo ok; '
+        'else touch "$TMPDIR/once"; exit 1; fi\']'
     )
     push(user, one_step("flaky", script, "    retries: {count: 2, backoff: 0.1}\n"))
     run_id = submit(user, "flaky@1")
