@@ -35,6 +35,7 @@ from flowdeck.errors import Conflict, NotFound
 from flowdeck.executors.base import Executor, Outcome
 from flowdeck.runtime import launch as launching
 from flowdeck.runtime.active import FAILURES, ActiveRun, Instance
+from flowdeck.runtime.committer import Committer
 from flowdeck.runtime.rundir import RunDir
 from flowdeck.runtime.steps import StepError, evaluate_condition, foreach_items, resolver
 from flowdeck.store.base import Store, Tx
@@ -62,9 +63,12 @@ class Scheduler:
         self.queued: dict[str, Run] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._ops: list[Op] = []
+        self._ops: list[Op] = []  # run updates and products, in order
+        self._steps: dict[tuple[str, str, int], StepRecord] = {}  # the last record of each
+        self._events: list[tuple[str, str, str, datetime, str | None, dict[str, Any]]] = []
         self._tick_planned = False
         self._ready = threading.Event()
+        self.committer = Committer(store)
 
     # -- thread and loop ----------------------------------------------------------------
     def start(self) -> None:
@@ -92,6 +96,7 @@ class Scheduler:
             log.exception("scheduler shutdown")
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+        self.committer.close()
         for executor in self.executors.values():
             executor.close()
 
@@ -102,10 +107,20 @@ class Scheduler:
 
         def run() -> None:
             try:
-                future.set_result(fn(*args))
+                value = fn(*args)
             except BaseException as exc:
+                self._flush()
                 future.set_exception(exc)
-            self._flush()
+                return
+            committed = self._flush()  # answer once the change is in the database
+
+            def done(f: concurrent.futures.Future[None]) -> None:
+                if f.exception() is not None:
+                    future.set_exception(f.exception())
+                else:
+                    future.set_result(value)
+
+            committed.add_done_callback(done)
 
         self.loop.call_soon_threadsafe(run)
         return future.result(timeout=60)
@@ -124,13 +139,20 @@ class Scheduler:
     def _op(self, op: Op) -> None:
         self._ops.append(op)
 
-    def _flush(self) -> None:
-        if not self._ops:
-            return
+    def _flush(self) -> concurrent.futures.Future[None]:
+        """Hand everything decided since the last flush to the committer: one transaction,
+        committed in order, while the loop goes on."""
+        if not (self._ops or self._steps or self._events):
+            done: concurrent.futures.Future[None] = concurrent.futures.Future()
+            done.set_result(None)
+            return done
         ops, self._ops = self._ops, []
-        with self.store.write() as tx:
-            for op in ops:
-                op(tx)
+        steps, self._steps = list(self._steps.values()), {}
+        events, self._events = self._events, []
+        return self.committer.submit(ops, steps, events)
+
+    def _save(self, record: StepRecord) -> None:
+        self._steps[(record.run_id, record.name, record.index)] = record
 
     def _run_state(
         self,
@@ -148,12 +170,8 @@ class Scheduler:
         if isinstance(ar, ActiveRun):
             ar.run = new
         event_data = {"from": run.state.value, **(data or {})}
-
-        def op(tx: Tx) -> None:
-            tx.update_run(run.id, **changes)
-            tx.add_event("run", run.id, f"run.{rule.target.value}", now, actor, event_data)
-
-        self._op(op)
+        self._op(lambda tx: tx.set_run(run.id, **changes))
+        self._events.append(("run", run.id, f"run.{rule.target.value}", now, actor, event_data))
         return new
 
     def _step_state(
@@ -164,12 +182,8 @@ class Scheduler:
         inst.state_since = now
         record = inst.record(ar.run.id, now)
         payload = {"step": inst.step, "index": inst.index, "attempt": inst.attempts, **data}
-
-        def op(tx: Tx) -> None:
-            tx.save_step(record)
-            tx.add_event("run", record.run_id, f"step.{state.value}", now, actor, payload)
-
-        self._op(op)
+        self._save(record)
+        self._events.append(("run", record.run_id, f"step.{state.value}", now, actor, payload))
 
     # -- recovery, intake ----------------------------------------------------------------
     def _recover(self) -> None:
@@ -192,7 +206,7 @@ class Scheduler:
         for rec in steps:
             if rec.state in (StepState.RUNNING, StepState.PAUSED, StepState.PENDING):
                 lost = dataclasses.replace(rec, state=StepState.LOST, state_since=now, error=reason)
-                self._op(_save(lost))
+                self._save(lost)
         self._run_state(
             run,
             "system_error",
@@ -239,7 +253,7 @@ class Scheduler:
         now = clock.now()
         for name in ar.order:  # every step shows in the status from the start
             placeholder = Instance(name, -1, None, 0, state_since=now).record(run.id, now)
-            self._op(_save(placeholder))
+            self._save(placeholder)
         return ar
 
     # -- the tick ------------------------------------------------------------------------
@@ -334,7 +348,8 @@ class Scheduler:
                 for i, item in enumerate(items)
             ]
             ar.instances[name] = group
-            if step.foreach is not None:  # the instances replace the step's placeholder
+            # the instances of a foreach replace the step's placeholder
+            if step.foreach is not None and self._steps.pop((ar.run.id, name, -1), None) is None:
                 self._op(_unsave(ar.run.id, name))
             for inst in group:
                 self._step_state(ar, inst, StepState.PENDING)
@@ -605,10 +620,6 @@ class Scheduler:
 
     def is_active(self, run_id: str) -> bool:
         return run_id in self.active or run_id in self.queued
-
-
-def _save(record: StepRecord) -> Op:
-    return lambda tx: tx.save_step(record)
 
 
 def _unsave(run_id: str, name: str) -> Op:

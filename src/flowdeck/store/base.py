@@ -170,6 +170,10 @@ class Tx(ABC):
     def update_run(self, run_id: str, **changes: Any) -> Run:
         """Change fields of a run (names of :class:`Run` fields); returns the new record."""
 
+    def set_run(self, run_id: str, **changes: Any) -> None:
+        """:meth:`update_run` without reading the run back."""
+        self.update_run(run_id, **changes)
+
     @abstractmethod
     def delete_run(self, run_id: str) -> bool: ...
 
@@ -202,6 +206,11 @@ class Tx(ABC):
     def save_step(self, step: StepRecord) -> None:
         """Insert or replace the record of (run, name, index)."""
 
+    def save_steps(self, steps: list[StepRecord]) -> None:
+        """Many :meth:`save_step` at once (backends may do it in one statement)."""
+        for step in steps:
+            self.save_step(step)
+
     @abstractmethod
     def list_steps(self, run_id: str) -> list[StepRecord]: ...
 
@@ -220,6 +229,12 @@ class Tx(ABC):
         data: dict[str, Any],
     ) -> Event:
         """Append an event; its seq is the subject's next number (no gaps)."""
+
+    def add_events(
+        self, events: list[tuple[str, str, str, datetime, str | None, dict[str, Any]]]
+    ) -> list[Event]:
+        """Many :meth:`add_event` at once, in order: (kind, id, type, at, actor, data)."""
+        return [self.add_event(*e) for e in events]
 
     @abstractmethod
     def list_events(

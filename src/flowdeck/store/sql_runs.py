@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -108,6 +109,56 @@ def _event(row: Any) -> Event:
     )
 
 
+_STEP_COLUMNS = [c.name for c in t.steps.c]
+
+
+@functools.cache
+def _step_upsert(dialect: str) -> Any:
+    """One upsert statement for steps, built once and run with many rows."""
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(t.steps)
+    stmt = insert.values({c: sa.bindparam(c) for c in _STEP_COLUMNS})
+    keys = {"run_id", "name", "idx"}
+    return stmt.on_conflict_do_update(
+        index_elements=sorted(keys),
+        set_={c: stmt.excluded[c] for c in _STEP_COLUMNS if c not in keys},
+    )
+
+
+@functools.cache
+def _counter_bump(dialect: str) -> Any:
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(t.event_counters)
+    values = insert.values(
+        subject_kind=sa.bindparam("k"), subject_id=sa.bindparam("i"), last_seq=sa.bindparam("n")
+    )
+    return values.on_conflict_do_update(
+        index_elements=["subject_kind", "subject_id"],
+        set_={"last_seq": t.event_counters.c.last_seq + values.excluded.last_seq},
+    ).returning(t.event_counters.c.last_seq)
+
+
+_EVENT_INSERT = t.events.insert().returning(t.events.c.id, sort_by_parameter_order=True)
+
+
+def _step_row(step: StepRecord) -> dict[str, Any]:
+    return {
+        "run_id": step.run_id,
+        "name": step.name,
+        "idx": step.index,
+        "state": step.state.value,
+        "state_since": step.state_since,
+        "attempts": step.attempts,
+        "item": step.item,
+        "exit_code": step.exit_code,
+        "signal": step.signal,
+        "started_at": step.started_at,
+        "ended_at": step.ended_at,
+        "max_rss_kb": step.max_rss_kb,
+        "cpu_time_s": step.cpu_time_s,
+        "outputs": step.outputs,
+        "error": step.error,
+    }
+
+
 class SqlRunsMixin:
     conn: Connection
     dialect: str
@@ -134,6 +185,12 @@ class SqlRunsMixin:
         return _run(row) if row else None
 
     def update_run(self, run_id: str, **changes: Any) -> Run:
+        self.set_run(run_id, **changes)
+        run = self.get_run(run_id)
+        assert run is not None
+        return run
+
+    def set_run(self, run_id: str, **changes: Any) -> None:
         values = {k: (v.value if isinstance(v, RunState) else v) for k, v in changes.items()}
         if "tags" in values:
             self.conn.execute(t.run_tags.delete().where(t.run_tags.c.run_id == run_id))
@@ -143,9 +200,6 @@ class SqlRunsMixin:
                     [{"run_id": run_id, "tag": tag} for tag in dict.fromkeys(values["tags"])],
                 )
         self.conn.execute(t.runs.update().where(t.runs.c.id == run_id).values(**values))
-        run = self.get_run(run_id)
-        assert run is not None
-        return run
 
     def delete_run(self, run_id: str) -> bool:
         self.conn.execute(
@@ -208,24 +262,11 @@ class SqlRunsMixin:
 
     # -- steps ----------------------------------------------------------------------------
     def save_step(self, step: StepRecord) -> None:
-        values = {
-            "run_id": step.run_id,
-            "name": step.name,
-            "idx": step.index,
-            "state": step.state.value,
-            "state_since": step.state_since,
-            "attempts": step.attempts,
-            "item": step.item,
-            "exit_code": step.exit_code,
-            "signal": step.signal,
-            "started_at": step.started_at,
-            "ended_at": step.ended_at,
-            "max_rss_kb": step.max_rss_kb,
-            "cpu_time_s": step.cpu_time_s,
-            "outputs": step.outputs,
-            "error": step.error,
-        }
-        self._upsert(t.steps, values, ["run_id", "name", "idx"])
+        self.save_steps([step])
+
+    def save_steps(self, steps: list[StepRecord]) -> None:
+        if steps:
+            self.conn.execute(_step_upsert(self.dialect), [_step_row(s) for s in steps])
 
     def list_steps(self, run_id: str) -> list[StepRecord]:
         q = (
@@ -250,29 +291,53 @@ class SqlRunsMixin:
         actor: str | None,
         data: dict[str, Any],
     ) -> Event:
-        insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(
-            t.event_counters
-        )
-        values = insert.values(subject_kind=subject_kind, subject_id=subject_id, last_seq=1)
-        bump = values.on_conflict_do_update(
-            index_elements=["subject_kind", "subject_id"],
-            set_={"last_seq": t.event_counters.c.last_seq + 1},
-        ).returning(t.event_counters.c.last_seq)
-        seq = int(self.conn.execute(bump).scalar_one())
-        result = self.conn.execute(
-            t.events.insert().values(
-                subject_kind=subject_kind,
-                subject_id=subject_id,
-                seq=seq,
-                type=type,
-                at=at,
-                actor=actor,
-                data=data,
+        return self.add_events([(subject_kind, subject_id, type, at, actor, data)])[0]
+
+    def add_events(
+        self, events: list[tuple[str, str, str, datetime, str | None, dict[str, Any]]]
+    ) -> list[Event]:
+        if not events:
+            return []
+        counts: dict[tuple[str, str], int] = {}
+        for kind, sid, *_ in events:
+            counts[(kind, sid)] = counts.get((kind, sid), 0) + 1
+        next_seq: dict[tuple[str, str], int] = {}
+        for (kind, sid), n in counts.items():
+            last = int(
+                self.conn.execute(
+                    _counter_bump(self.dialect), {"k": kind, "i": sid, "n": n}
+                ).scalar_one()
             )
-        )
-        key = result.inserted_primary_key
-        assert key is not None
-        return Event(int(key[0]), subject_kind, subject_id, seq, type, at, actor, data)
+            next_seq[(kind, sid)] = last - n + 1
+        rows: list[dict[str, Any]] = []
+        for kind, sid, type_, at, actor, data in events:
+            seq = next_seq[(kind, sid)]
+            next_seq[(kind, sid)] = seq + 1
+            rows.append(
+                {
+                    "subject_kind": kind,
+                    "subject_id": sid,
+                    "seq": seq,
+                    "type": type_,
+                    "at": at,
+                    "actor": actor,
+                    "data": data,
+                }
+            )
+        ids = [int(i) for i in self.conn.execute(_EVENT_INSERT, rows).scalars()]
+        return [
+            Event(
+                i,
+                r["subject_kind"],
+                r["subject_id"],
+                r["seq"],
+                r["type"],
+                r["at"],
+                r["actor"],
+                r["data"],
+            )
+            for i, r in zip(ids, rows, strict=True)
+        ]
 
     def list_events(
         self,

@@ -1,0 +1,182 @@
+"""Run lifecycle benchmarks (the runs issue's goals), each beside the process-spawn floor
+measured in the same run:
+
+- chain of 40 `/bin/true` steps: latency per step (goal <= 5 ms);
+- fan-out of 1,000 `/bin/true` steps: overhead per step above the floor (goal <= 1 ms);
+- 1,000 single-step runs created, started and finished over HTTP by a load generator at
+  concurrency 16: runs per second end to end (goal >= 300/s).
+
+    python -m bench.runs [--runs 1000] [--fanout 1000] [--chain 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import time
+from datetime import datetime
+
+import httpx
+
+from bench.common import Figure, report
+from bench.server import server
+
+API = "/api/v1"
+
+
+def spawn_floor(n: int, parallel: int) -> float:
+    """Seconds to spawn and reap n /bin/true, `parallel` at a time, from plain Python."""
+    t0 = time.perf_counter()
+    running: list[subprocess.Popen[bytes]] = []
+    for _ in range(n):
+        if len(running) >= parallel:
+            running.pop(0).wait()
+        running.append(subprocess.Popen(["/bin/true"], start_new_session=True))
+    for p in running:
+        p.wait()
+    return time.perf_counter() - t0
+
+
+def _ts(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def push(c: httpx.Client, text: str) -> None:
+    r = c.post(f"{API}/workflows", content=text, headers={"content-type": "application/yaml"})
+    r.raise_for_status()
+
+
+def run_and_wait(c: httpx.Client, workflow: str) -> dict[str, object]:
+    run_id = c.post(f"{API}/runs", json={"workflow": workflow, "start": True}).json()["id"]
+    while True:
+        status: dict[str, object] = c.get(f"{API}/runs/{run_id}").json()
+        if status["state"] not in ("queued", "running"):
+            return status
+        time.sleep(0.02)
+
+
+def chain_spec(n: int) -> str:
+    lines = ['name: chain-bench\nversion: "1"\nsteps:']
+    for i in range(n):
+        needs = f", needs: [s{i - 1}]" if i else ""
+        lines.append(f"  s{i}: {{run: [/bin/true]{needs}}}")
+    return "\n".join(lines) + "\n"
+
+
+FANOUT = (
+    'name: fanout-bench\nversion: "1"\ninputs:\n  n: {type: array, items: int}\n'
+    "steps:\n  t:\n    foreach: ${{ inputs.n }}\n    run: [/bin/true]\n"
+)
+
+
+def duration(status: dict[str, object]) -> float:
+    return _ts(str(status["finished_at"])) - _ts(str(status["started_at"]))
+
+
+async def _load(url: str, token: str, n: int, concurrency: int) -> float:
+    headers = {"Authorization": f"Bearer {token}"}
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as c:
+        sem = asyncio.Semaphore(concurrency)
+        ids: list[str] = []
+
+        async def one() -> None:
+            async with sem:
+                r = await c.post(f"{API}/runs", json={"workflow": "one@1", "start": True})
+                ids.append(r.json()["id"])
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(n)))
+        submitted = time.perf_counter() - t0
+        while True:
+            page = await c.get(f"{API}/runs", params={"state": ["queued", "running"], "limit": 1})
+            if not page.json()["items"]:
+                break
+            await asyncio.sleep(0.01)
+        done = time.perf_counter() - t0
+        print(f"  submitted {n} runs in {submitted:.2f} s ({n / submitted:.0f}/s)")
+        return done
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--chain", type=int, default=40)
+    parser.add_argument("--fanout", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=1000)
+    args = parser.parse_args()
+    figures: list[Figure] = []
+    with (
+        server() as (url, token, _data),
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c,
+    ):
+        slots = 2
+        floor_one = spawn_floor(200, 1) / 200 * 1000
+        push(c, chain_spec(args.chain))
+        run_and_wait(c, "chain-bench@1")  # warm-up
+        status = run_and_wait(c, "chain-bench@1")
+        assert status["state"] == "succeeded", status
+        per_step = duration(status) / args.chain * 1000
+        figures.append(
+            Figure(
+                f"chain-{args.chain}: latency per step",
+                per_step,
+                "ms",
+                "spawn+wait /bin/true",
+                floor_one,
+                goal="<= 5 ms",
+            )
+        )
+
+        push(c, FANOUT)
+        run_id = c.post(
+            f"{API}/runs",
+            json={
+                "workflow": "fanout-bench@1",
+                "params": {"n": list(range(args.fanout))},
+                "start": True,
+            },
+        ).json()["id"]
+        while (status := c.get(f"{API}/runs/{run_id}").json())["state"] in ("queued", "running"):
+            time.sleep(0.05)
+        assert status["state"] == "succeeded", status
+        floor_wall = spawn_floor(args.fanout, slots)
+        wall = duration(status)
+        figures.append(
+            Figure(
+                f"fan-out-{args.fanout}: wall per step",
+                wall / args.fanout * 1000,
+                "ms",
+                f"floor ({slots} at a time)",
+                floor_wall / args.fanout * 1000,
+            )
+        )
+        figures.append(
+            Figure(
+                f"fan-out-{args.fanout}: overhead per step above the floor",
+                (wall - floor_wall) / args.fanout * 1000,
+                "ms",
+                "floor per step",
+                floor_wall / args.fanout * 1000,
+                goal="<= 1 ms",
+            )
+        )
+
+        push(c, 'name: one\nversion: "1"\nsteps:\n  t: {run: [/bin/true]}\n')
+        elapsed = asyncio.run(_load(url, token, args.runs, 16))
+        floor_runs = 1 / (floor_one / 1000)
+        figures.append(
+            Figure(
+                f"{args.runs} single-step runs over HTTP (c=16)",
+                args.runs / elapsed,
+                "runs/s",
+                "spawns/s floor",
+                floor_runs,
+                goal=">= 300/s",
+            )
+        )
+    report("runs", figures, {"chain": args.chain, "fanout": args.fanout, "runs": args.runs})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""A flowdeck server in its own process for benchmarks (the load generator must not share
+its interpreter)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+PASSWORD = "timing passphrase 1234"
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def server(**settings: str) -> Iterator[tuple[str, str, Path]]:
+    """(url, token of user 'bench', data dir) of a fresh server."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        port = _port()
+        env = {
+            **os.environ,
+            "FLOWDECK_DATA_DIR": str(data),
+            "FLOWDECK_PORT": str(port),
+            "FLOWDECK_REGISTRATION": "open",
+            "FLOWDECK_LOG_LEVEL": "warning",
+            **{f"FLOWDECK_{k.upper()}": v for k, v in settings.items()},
+        }
+        log = (Path(tmp) / "server.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flowdeck", "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(300):
+                try:
+                    if httpx.get(f"{url}/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            httpx.post(
+                f"{url}/api/v1/auth/register", json={"username": "bench", "password": PASSWORD}
+            )
+            token = httpx.post(
+                f"{url}/api/v1/auth/login", json={"username": "bench", "password": PASSWORD}
+            ).json()["token"]
+            yield url, token, data
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+            log.close()
