@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import io
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
 import httpx
 import pytest
 
-from flowdeck import clock
-from flowdeck.domain.runs import Run, RunState
-from flowdeck.ids import new_id
 from tests.helpers import STRONG, LiveServer, register_and_login, unique
 
 API = "/api/v1"
@@ -299,20 +297,33 @@ def test_delete_is_refused_while_an_active_run_uses_the_workflow(
     name = unique("busy")
     with server.client(alice) as c:
         wf = push(c, chain(name)).json()
-    owner = server.ctx.accounts.authenticate(alice).user
-    now = clock.now()
-    # Runs are created through the runs API; here the store records one directly.
-    with server.ctx.store.write() as tx:
-        tx.add_run(Run(new_id("run"), owner.id, wf["id"], wf["ref"], RunState.RUNNING, now, now))
-    with server.client(alice) as c:
+        run = c.post(f"{API}/runs", json={"workflow": wf["ref"]}).json()  # staged: active
         r = c.delete(f"{API}/workflows/{wf['ref']}")
         assert r.status_code == 409 and "1 active run" in r.json()["error"]["message"]
         assert c.get(f"{API}/workflows/{wf['ref']}").status_code == 200  # still there
-    r = httpx.delete(
-        f"{server.url}{API}/admin/users/{owner.username}",
-        headers={"Authorization": f"Bearer {admin_token(server)}"},
-    )
-    assert r.status_code == 409 and "active run" in r.json()["error"]["message"]
+        owner = c.get(f"{API}/auth/me").json()["username"]
+        r = httpx.delete(
+            f"{server.url}{API}/admin/users/{owner}",
+            headers={"Authorization": f"Bearer {admin_token(server)}"},
+        )
+        assert r.status_code == 409 and "active run" in r.json()["error"]["message"]
+        assert c.post(f"{API}/runs/{run['id']}/stop").json()["state"] == "cancelled"
+        assert c.delete(f"{API}/workflows/{wf['ref']}").status_code == 204
+        finished = c.get(f"{API}/runs/{run['id']}").json()  # the record outlives it
+        assert finished["workflow"] == wf["ref"] and finished["state"] == "cancelled"
+
+
+def test_another_user_can_run_a_public_workflow(server: LiveServer, alice: str, bob: str) -> None:
+    name = unique("pubrun")
+    with server.client(alice) as c:
+        ref = push(c, chain(name), visibility="public").json()["ref"]
+    with server.client(bob) as c:
+        run_id = c.post(f"{API}/runs", json={"workflow": ref, "start": True}).json()["id"]
+        deadline = time.monotonic() + 30
+        while (status := c.get(f"{API}/runs/{run_id}").json())["state"] in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    assert status["state"] == "succeeded" and status["outputs"]["shouted"] == "HELLO WORLD"
 
 
 def admin_token(server: LiveServer) -> str:

@@ -30,7 +30,7 @@ from flowdeck.domain.runs import (
     StepState,
     transition,
 )
-from flowdeck.domain.validation import validate_data
+from flowdeck.domain.validation import ValidWorkflow, validate_data
 from flowdeck.errors import Conflict, NotFound
 from flowdeck.executors.base import Executor, Outcome
 from flowdeck.runtime import launch as launching
@@ -69,6 +69,7 @@ class Scheduler:
         self._tick_planned = False
         self._ready = threading.Event()
         self.committer = Committer(store)
+        self._valid: dict[str, ValidWorkflow] = {}
 
     # -- thread and loop ----------------------------------------------------------------
     def start(self) -> None:
@@ -226,8 +227,14 @@ class Scheduler:
     def _activate(self, run: Run) -> ActiveRun | None:
         with self.store.read() as tx:
             wf = tx.get_workflow(run.workflow_id) if run.workflow_id else None
-        report = validate_data(wf.spec) if wf else None
-        if wf is None or report is None or report.workflow is None:
+        valid = self._valid.get(wf.id) if wf else None
+        if wf is not None and valid is None:  # versions are immutable: validate once
+            valid = validate_data(wf.spec).workflow
+            if valid is not None:
+                if len(self._valid) > 1000:
+                    self._valid.clear()
+                self._valid[wf.id] = valid
+        if wf is None or valid is None:
             self._run_state(
                 run,
                 "system_error",
@@ -236,7 +243,6 @@ class Scheduler:
                 error={"message": "the run's workflow is missing or invalid"},
             )
             return None
-        valid = report.workflow
         res = run.resources
         ar = ActiveRun(
             run=run,

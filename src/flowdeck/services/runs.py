@@ -26,6 +26,7 @@ from flowdeck.domain.runs import (
 )
 from flowdeck.domain.spec import InputSpec, WorkflowSpec, parse_duration, parse_size
 from flowdeck.domain.values import check_value
+from flowdeck.domain.workflows import Workflow
 from flowdeck.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from flowdeck.ids import new_id
 from flowdeck.runtime.rundir import RunDir
@@ -197,38 +198,34 @@ class Runs:
         tags: list[str] | None = None,
         start: bool = False,
     ) -> Run:
-        wf = self.workflows.get(actor, workflow)
-        spec = WorkflowSpec.model_validate(wf.spec)
-        self._check_params(spec, params or {})
         res = self._check_resources(actor, resources or {})
         priority = self._priority(actor, (resources or {}).get("priority"))
-        now = clock.now()
-        run = Run(
-            new_id("run"),
-            actor.user_id,
-            wf.id,
-            wf.ref,
-            RunState.STAGED,
-            now,
-            now,
-            params={k: v for k, v in (params or {}).items() if v is not None},
-            resources=res,
-            tags=list(dict.fromkeys(tags or [])),
-            priority=priority,
-        )
-        self.rundir(run.id).create()
+        # One transaction for create and, with start, queueing: all or nothing.
         with self.store.write() as tx:
+            wf = self.workflows.resolve(tx, actor, workflow)
+            spec = WorkflowSpec.model_validate(wf.spec)
+            self._check_params(spec, params or {})
+            now = clock.now()
+            run = Run(
+                new_id("run"),
+                actor.user_id,
+                wf.id,
+                wf.ref,
+                RunState.STAGED,
+                now,
+                now,
+                params={k: v for k, v in (params or {}).items() if v is not None},
+                resources=res,
+                tags=list(dict.fromkeys(tags or [])),
+                priority=priority,
+            )
             tx.add_run(run)
             self._event(tx, run, "run.staged", actor, workflow=wf.ref)
-        if not start:
-            return run
-        try:
-            return self.start(actor, run.id)
-        except BaseException:  # create-and-start is all or nothing
-            with self.store.write() as tx:
-                tx.delete_run(run.id)
-            self.rundir(run.id).remove()
-            raise
+            if start:
+                run = self._queue(tx, actor, run, wf, spec)
+        if start and self.scheduler is not None:
+            self.scheduler.notify(run.id)
+        return run
 
     # -- files ----------------------------------------------------------------------------
     def _file_input(self, spec: WorkflowSpec, name: str) -> InputSpec:
@@ -382,9 +379,12 @@ class Runs:
             return tx.list_staged_files(run.id)
 
     # -- validate and start ---------------------------------------------------------------
-    def _problems(self, tx: Tx, run: Run) -> tuple[list[dict[str, str]], dict[str, Any]]:
-        spec = self._spec(tx, run)
-        wf = tx.get_workflow(run.workflow_id) if run.workflow_id else None
+    def _problems(
+        self, tx: Tx, run: Run, wf: Workflow | None = None, spec: WorkflowSpec | None = None
+    ) -> tuple[list[dict[str, str]], dict[str, Any]]:
+        spec = spec or self._spec(tx, run)
+        if wf is None and run.workflow_id:
+            wf = tx.get_workflow(run.workflow_id)
         files: dict[str, list[str]] = {}
         for f in tx.list_staged_files(run.id):
             files.setdefault(f.input, []).append(f.path)
@@ -434,21 +434,36 @@ class Runs:
             run = self._load(tx, actor, run_id)
             return self._problems(tx, run)[0]
 
+    def _queue(
+        self,
+        tx: Tx,
+        actor: Actor,
+        run: Run,
+        wf: Workflow | None = None,
+        spec: WorkflowSpec | None = None,
+    ) -> Run:
+        rule = transition(run.state, "start")
+        problems, values = self._problems(tx, run, wf, spec)
+        if problems:
+            raise InvalidInput(
+                "the run cannot start: " + "; ".join(p["message"] for p in problems),
+                errors=problems,
+            )
+        now = clock.now()
+        changes: dict[str, Any] = {
+            "state": rule.target,
+            "state_since": now,
+            "queued_at": now,
+            "params": values,
+        }
+        tx.set_run(run.id, **changes)
+        run = dataclasses.replace(run, **changes)
+        self._event(tx, run, "run.queued", actor, **{"from": "staged"})
+        return run
+
     def start(self, actor: Actor, run_id: str) -> Run:
         with self.store.write() as tx:
-            run = self._load(tx, actor, run_id, Access.WRITE)
-            rule = transition(run.state, "start")
-            problems, values = self._problems(tx, run)
-            if problems:
-                raise InvalidInput(
-                    "the run cannot start: " + "; ".join(p["message"] for p in problems),
-                    errors=problems,
-                )
-            now = clock.now()
-            run = tx.update_run(
-                run.id, state=rule.target, state_since=now, queued_at=now, params=values
-            )
-            self._event(tx, run, "run.queued", actor, **{"from": "staged"})
+            run = self._queue(tx, actor, self._load(tx, actor, run_id, Access.WRITE))
         if self.scheduler is not None:
             self.scheduler.notify(run.id)
         return run

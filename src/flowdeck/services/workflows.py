@@ -225,6 +225,10 @@ class Workflows:
         shared = tx.shared_with(WORKFLOW_KIND, wf.id) if wf.visibility is Visibility.SHARED else ()
         return allowed(actor, wf.owner_id, access, shared, wf.visibility is Visibility.PUBLIC)
 
+    def resolve(self, tx: Tx, actor: Actor, ref: str) -> Workflow:
+        """:meth:`get` inside the caller's transaction."""
+        return self._resolve(tx, actor, WorkflowRef.parse(ref))
+
     def get(self, actor: Actor, ref: str) -> Workflow:
         """A workflow the actor may read; 404 otherwise."""
         with self.store.read() as tx:

@@ -5,8 +5,9 @@ Third-party errors are translated here, in :meth:`SqlStore._transaction`, and no
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -70,9 +71,18 @@ class SqlStore(Store):
         self.url = url
         self.engine = make_engine(url, sqlite_synchronous=sqlite_synchronous)
         self.dialect = self.engine.dialect.name
+        # SQLite has one writer at a time.  Threads of this process queue on a lock, woken
+        # at once, instead of in SQLite's busy handler, which sleeps up to 100 ms a try.
+        self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
 
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[Tx]:
+        lock = self._write_lock if write else None
+        with lock if lock is not None else nullcontext(), self._connected(write) as tx:
+            yield tx
+
+    @contextmanager
+    def _connected(self, write: bool) -> Iterator[Tx]:
         try:
             with self.engine.connect() as conn:
                 if write:
