@@ -8,14 +8,11 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
 from flowdeck.domain.runs import StepRecord
-from flowdeck.store.base import Store, Tx
+from flowdeck.store.base import EventRow, Store, Tx
 
 log = logging.getLogger("flowdeck.committer")
-EventRow = tuple[str, str, str, datetime, str | None, dict[str, Any]]
 
 
 @dataclass

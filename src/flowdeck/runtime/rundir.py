@@ -52,8 +52,9 @@ class RunDir:
         return self.logs / f"{label(step, index)}.{attempt}.{stream}"
 
     def create(self) -> None:
-        """What a starting run needs (inputs/ appears with the first staged file)."""
-        for d in (self.work, self.tmp, self.logs):
+        """What a starting run needs (inputs/ appears with the first staged file, work/
+        with the first step)."""
+        for d in (self.tmp, self.logs):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def remove_work(self) -> None:

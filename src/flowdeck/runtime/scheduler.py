@@ -38,7 +38,7 @@ from flowdeck.runtime.active import FAILURES, ActiveRun, Instance
 from flowdeck.runtime.committer import Committer
 from flowdeck.runtime.rundir import RunDir
 from flowdeck.runtime.steps import StepError, evaluate_condition, foreach_items, resolver
-from flowdeck.store.base import Store, Tx
+from flowdeck.store.base import EventRow, Store, Tx
 
 log = logging.getLogger("flowdeck.scheduler")
 T = TypeVar("T")
@@ -65,11 +65,11 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._ops: list[Op] = []  # run updates and products, in order
         self._steps: dict[tuple[str, str, int], StepRecord] = {}  # the last record of each
-        self._events: list[tuple[str, str, str, datetime, str | None, dict[str, Any]]] = []
+        self._events: list[EventRow] = []
         self._tick_planned = False
         self._ready = threading.Event()
         self.committer = Committer(store)
-        self._valid: dict[str, ValidWorkflow] = {}
+        self._valid: dict[str, tuple[ValidWorkflow | None, bool]] = {}
 
     # -- thread and loop ----------------------------------------------------------------
     def start(self) -> None:
@@ -126,10 +126,10 @@ class Scheduler:
         self.loop.call_soon_threadsafe(run)
         return future.result(timeout=60)
 
-    def notify(self, run_id: str) -> None:
-        """A run was queued: take it in."""
+    def notify(self, run: Run) -> None:
+        """A run was queued (and committed): take it in."""
         if self.loop is not None:
-            self.loop.call_soon_threadsafe(self._take, run_id)
+            self.loop.call_soon_threadsafe(self._take, run)
 
     def _plan(self) -> None:
         if not self._tick_planned and self.loop is not None:
@@ -217,24 +217,29 @@ class Scheduler:
             error={"message": reason},
         )
 
-    def _take(self, run_id: str) -> None:
-        with self.store.read() as tx:
-            run = tx.get_run(run_id)
-        if run is not None and run.state is RunState.QUEUED:
+    def _take(self, run: Run) -> None:
+        if run.state is RunState.QUEUED and run.id not in self.active:
             self.queued[run.id] = run
             self._plan()
 
+    def _workflow(self, workflow_id: str | None) -> tuple[ValidWorkflow | None, bool]:
+        """A workflow version's validated spec and whether it has an archive; versions
+        are immutable, so each is read and validated once."""
+        if workflow_id is None:
+            return None, False
+        if workflow_id not in self._valid:
+            with self.store.read() as tx:
+                wf = tx.get_workflow(workflow_id)
+            if wf is None:
+                return None, False
+            if len(self._valid) > 1000:
+                self._valid.clear()
+            self._valid[workflow_id] = (validate_data(wf.spec).workflow, wf.has_archive)
+        return self._valid[workflow_id]
+
     def _activate(self, run: Run) -> ActiveRun | None:
-        with self.store.read() as tx:
-            wf = tx.get_workflow(run.workflow_id) if run.workflow_id else None
-        valid = self._valid.get(wf.id) if wf else None
-        if wf is not None and valid is None:  # versions are immutable: validate once
-            valid = validate_data(wf.spec).workflow
-            if valid is not None:
-                if len(self._valid) > 1000:
-                    self._valid.clear()
-                self._valid[wf.id] = valid
-        if wf is None or valid is None:
+        valid, has_archive = self._workflow(run.workflow_id)
+        if valid is None:
             self._run_state(
                 run,
                 "system_error",
@@ -250,7 +255,7 @@ class Scheduler:
             deps=valid.dependencies,
             order=valid.order,
             rundir=RunDir.of(self.settings.data_dir, run.id),
-            code_dir=self.code_dir_of(wf.id) if wf.has_archive else None,
+            code_dir=self.code_dir_of(run.workflow_id) if has_archive and run.workflow_id else None,
             executor=str(res.get("executor", "local")),
             cpus=float(res.get("cpus") or self.slots),
             extra_env={str(k): str(v) for k, v in (res.get("env") or {}).items()},

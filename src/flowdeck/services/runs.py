@@ -32,7 +32,7 @@ from flowdeck.ids import new_id
 from flowdeck.runtime.rundir import RunDir
 from flowdeck.runtime.scheduler import Scheduler
 from flowdeck.services.workflows import Workflows
-from flowdeck.store.base import Store, Tx
+from flowdeck.store.base import EventRow, Store, Tx
 
 RUN_KIND = "run"
 EXECUTORS = ("local", "inprocess")
@@ -53,6 +53,7 @@ class Runs:
         self.settings = settings
         self.workflows = workflows
         self.scheduler: Scheduler | None = None
+        self._specs: dict[str, WorkflowSpec] = {}
 
     # -- helpers --------------------------------------------------------------------------
     def rundir(self, run_id: str) -> RunDir:
@@ -200,32 +201,53 @@ class Runs:
     ) -> Run:
         res = self._check_resources(actor, resources or {})
         priority = self._priority(actor, (resources or {}).get("priority"))
-        # One transaction for create and, with start, queueing: all or nothing.
-        with self.store.write() as tx:
+        with self.store.read() as tx:
             wf = self.workflows.resolve(tx, actor, workflow)
-            spec = WorkflowSpec.model_validate(wf.spec)
-            self._check_params(spec, params or {})
-            now = clock.now()
-            run = Run(
-                new_id("run"),
-                actor.user_id,
-                wf.id,
-                wf.ref,
-                RunState.STAGED,
-                now,
-                now,
-                params={k: v for k, v in (params or {}).items() if v is not None},
-                resources=res,
-                tags=list(dict.fromkeys(tags or [])),
-                priority=priority,
+        spec = self.spec_of(wf)
+        self._check_params(spec, params or {})
+        now = clock.now()
+        run = Run(
+            new_id("run"),
+            actor.user_id,
+            wf.id,
+            wf.ref,
+            RunState.STAGED,
+            now,
+            now,
+            params={k: v for k, v in (params or {}).items() if v is not None},
+            resources=res,
+            tags=list(dict.fromkeys(tags or [])),
+            priority=priority,
+        )
+        events: list[EventRow] = [
+            ("run", run.id, "run.staged", now, actor.username, {"workflow": wf.ref})
+        ]
+        if start:  # a new run has no staged files: decide without reading the store
+            problems, values = self._plan(run, wf, spec, {})
+            if problems:
+                raise InvalidInput(
+                    "the run cannot start: " + "; ".join(p["message"] for p in problems),
+                    errors=problems,
+                )
+            run = dataclasses.replace(
+                run, state=transition(run.state, "start").target, queued_at=now, params=values
             )
+            events.append(("run", run.id, "run.queued", now, actor.username, {"from": "staged"}))
+        with self.store.write() as tx:  # one short transaction: all or nothing
             tx.add_run(run)
-            self._event(tx, run, "run.staged", actor, workflow=wf.ref)
-            if start:
-                run = self._queue(tx, actor, run, wf, spec)
+            tx.add_events(events)
         if start and self.scheduler is not None:
-            self.scheduler.notify(run.id)
+            self.scheduler.notify(run)
         return run
+
+    def spec_of(self, wf: Workflow) -> WorkflowSpec:
+        """The parsed spec of a workflow version (immutable, so kept)."""
+        spec = self._specs.get(wf.id)
+        if spec is None:
+            if len(self._specs) > 1000:
+                self._specs.clear()
+            spec = self._specs[wf.id] = WorkflowSpec.model_validate(wf.spec)
+        return spec
 
     # -- files ----------------------------------------------------------------------------
     def _file_input(self, spec: WorkflowSpec, name: str) -> InputSpec:
@@ -388,6 +410,13 @@ class Runs:
         files: dict[str, list[str]] = {}
         for f in tx.list_staged_files(run.id):
             files.setdefault(f.input, []).append(f.path)
+        return self._plan(run, wf, spec, files)
+
+    @staticmethod
+    def _plan(
+        run: Run, wf: Workflow | None, spec: WorkflowSpec, files: dict[str, list[str]]
+    ) -> tuple[list[dict[str, str]], dict[str, Any]]:
+        """What stops the run from starting, and the input values it would start with."""
         values: dict[str, Any] = {}
         problems: list[dict[str, str]] = []
         for name, inp in spec.inputs.items():
@@ -465,7 +494,7 @@ class Runs:
         with self.store.write() as tx:
             run = self._queue(tx, actor, self._load(tx, actor, run_id, Access.WRITE))
         if self.scheduler is not None:
-            self.scheduler.notify(run.id)
+            self.scheduler.notify(run)
         return run
 
     # -- reading --------------------------------------------------------------------------

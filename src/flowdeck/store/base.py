@@ -17,6 +17,9 @@ from flowdeck.domain.accounts import AccountStatus, AuditEntry, Role, Throttle, 
 from flowdeck.domain.runs import Event, Product, Run, RunState, StagedFile, StepRecord
 from flowdeck.domain.workflows import Visibility, Workflow
 
+# An event to append: (subject kind, subject id, type, time, actor, data).
+EventRow = tuple[str, str, str, datetime, str | None, dict[str, Any]]
+
 
 class Tx(ABC):
     """One transaction.  Methods raise :class:`~flowdeck.errors.AlreadyExists` on duplicates
@@ -230,9 +233,7 @@ class Tx(ABC):
     ) -> Event:
         """Append an event; its seq is the subject's next number (no gaps)."""
 
-    def add_events(
-        self, events: list[tuple[str, str, str, datetime, str | None, dict[str, Any]]]
-    ) -> list[Event]:
+    def add_events(self, events: list[EventRow]) -> list[Event]:
         """Many :meth:`add_event` at once, in order: (kind, id, type, at, actor, data)."""
         return [self.add_event(*e) for e in events]
 

@@ -21,6 +21,7 @@ from flowdeck.domain.runs import (
     StepState,
 )
 from flowdeck.store import schema as t
+from flowdeck.store.base import EventRow
 
 _RUN_FIELDS = (
     "workflow_id",
@@ -293,9 +294,7 @@ class SqlRunsMixin:
     ) -> Event:
         return self.add_events([(subject_kind, subject_id, type, at, actor, data)])[0]
 
-    def add_events(
-        self, events: list[tuple[str, str, str, datetime, str | None, dict[str, Any]]]
-    ) -> list[Event]:
+    def add_events(self, events: list[EventRow]) -> list[Event]:
         if not events:
             return []
         counts: dict[tuple[str, str], int] = {}
