@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import datetime
 from typing import Any, Literal
 
@@ -10,7 +9,15 @@ from pydantic import BaseModel, Field
 
 from flowdeck import clock
 from flowdeck.api.schemas import Request
-from flowdeck.domain.runs import STEP_DONE, Event, Product, Run, StagedFile, StepRecord
+from flowdeck.domain.runs import (
+    STEP_DONE,
+    Event,
+    Product,
+    Run,
+    StagedFile,
+    StepRecord,
+    StepState,
+)
 from flowdeck.runtime.steps import tail
 
 
@@ -99,11 +106,12 @@ class RunOut(RunSummary):
     outputs: dict[str, Any]
 
     @classmethod
-    def of(cls, run: Run, steps: list[StepRecord] | None = None) -> RunOut:
-        steps = steps or []
-        counts = Counter(s.state.value for s in steps)
-        done = sum(1 for s in steps if s.state in STEP_DONE)
-        total = len(steps)
+    def of(
+        cls, run: Run, counts: dict[str, int] | None = None, current: list[str] | None = None
+    ) -> RunOut:
+        counts = counts or {}
+        done = sum(n for state, n in counts.items() if StepState(state) in STEP_DONE)
+        total = sum(counts.values())
         now = clock.now()
         paused = run.paused_s + (
             (now - run.paused_at).total_seconds() if run.paused_at and not run.finished_at else 0.0
@@ -120,7 +128,7 @@ class RunOut(RunSummary):
             progress=Progress(
                 done=done, total=total, fraction=round(done / total, 4) if total else 0.0
             ),
-            current_steps=[s.label for s in steps if s.state.value in ("running", "paused")],
+            current_steps=current or [],
             error=run.error,
             outputs=run.outputs,
         )

@@ -503,6 +503,13 @@ class Runs:
             run = self._load(tx, actor, run_id)
             return RunView(run, tx.list_steps(run.id))
 
+    def status(self, actor: Actor, run_id: str) -> tuple[Run, dict[str, int], list[str]]:
+        """A run with its steps counted by state and the ones now running."""
+        with self.store.read() as tx:
+            run = self._load(tx, actor, run_id)
+            counts, current = tx.step_summary(run.id)
+        return run, counts, current
+
     def list_runs(self, actor: Actor, *, owner: str | None = None, **filters: Any) -> list[Run]:
         with self.store.read() as tx:
             owner_id = None

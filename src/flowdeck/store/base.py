@@ -220,6 +220,10 @@ class Tx(ABC):
     @abstractmethod
     def delete_step(self, run_id: str, name: str, index: int) -> bool: ...
 
+    @abstractmethod
+    def step_summary(self, run_id: str, limit: int = 100) -> tuple[dict[str, int], list[str]]:
+        """Step instances counted by state, and the labels of those running or paused."""
+
     # -- events ---------------------------------------------------------------------------
     @abstractmethod
     def add_event(

@@ -103,6 +103,14 @@ class FakeRunsMixin:
     def list_steps(self, run_id: str) -> list[StepRecord]:
         return [v for k, v in sorted(self.s.steps.items()) if k[0] == run_id]
 
+    def step_summary(self, run_id: str, limit: int = 100) -> tuple[dict[str, int], list[str]]:
+        steps = self.list_steps(run_id)
+        counts: dict[str, int] = {}
+        for step in steps:
+            counts[step.state.value] = counts.get(step.state.value, 0) + 1
+        current = [s.label for s in steps if s.state.value in ("running", "paused")]
+        return counts, current[:limit]
+
     def delete_step(self, run_id: str, name: str, index: int) -> bool:
         return self.s.steps.pop((run_id, name, index), None) is not None
 

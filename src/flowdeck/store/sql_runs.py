@@ -277,6 +277,22 @@ class SqlRunsMixin:
         )
         return [_step(row) for row in self.conn.execute(q)]
 
+    def step_summary(self, run_id: str, limit: int = 100) -> tuple[dict[str, int], list[str]]:
+        c = t.steps.c
+        counts = {
+            state: int(n)
+            for state, n in self.conn.execute(
+                sa.select(c.state, sa.func.count()).where(c.run_id == run_id).group_by(c.state)
+            )
+        }
+        current = self.conn.execute(
+            sa.select(c.name, c.idx)
+            .where(c.run_id == run_id, c.state.in_(["running", "paused"]))
+            .order_by(c.name, c.idx)
+            .limit(limit)
+        )
+        return counts, [n if i < 0 else f"{n}[{i}]" for n, i in current]
+
     def delete_step(self, run_id: str, name: str, index: int) -> bool:
         c = t.steps.c
         q = t.steps.delete().where(c.run_id == run_id, c.name == name, c.idx == index)

@@ -192,8 +192,7 @@ def list_runs(
 @router.get("/runs/{run_id}", response_model=RunOut)
 def get_run(run_id: str, ctx: CtxDep, actor: ActorDep) -> RunOut:
     """State, times, running time (paused time excluded), step counts, progress, errors."""
-    view = ctx.runs.get(actor, run_id)
-    return RunOut.of(view.run, view.steps)
+    return RunOut.of(*ctx.runs.status(actor, run_id))
 
 
 @router.get("/runs/{run_id}/steps", response_model=list[StepOut])
