@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     archive_max_members: int = Field(
         10_000, ge=1, description="Most files and directories in a workflow archive."
     )
+    http_threads: int = Field(
+        8, ge=1, le=1000, description="Threads serving blocking request work (database)."
+    )
     slots: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
         ge=1,

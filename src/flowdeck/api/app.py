@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
 from fastapi import FastAPI
 
 from flowdeck import __version__
@@ -24,7 +28,16 @@ def create_app(
     ctx.accounts.bootstrap_admin()
     if run_scheduler:
         ctx.start_scheduler()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Fewer threads for blocking work than AnyIO's 40: on a few cores, many threads
+        # only queue for the GIL and the database's write lock.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.http_threads
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="flowdeck",
         version=__version__,
         description="A workflow job manager: accounts, workflows, runs and their events.",
