@@ -24,12 +24,6 @@ STRONG = "correct horse battery staple 42"
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
-def need(condition: bool, reason: str) -> None:
-    """Skip with ``reason`` when a system part is missing (a failure under CI=true)."""
-    if not condition:
-        pytest.skip(reason)
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
