@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from datetime import datetime
 from typing import Any
@@ -374,18 +375,8 @@ class SqlRunsMixin:
 
     # -- products and staged files --------------------------------------------------------
     def add_product(self, product: Product) -> None:
-        self.conn.execute(
-            t.products.insert().values(
-                id=product.id,
-                run_id=product.run_id,
-                name=product.name,
-                path=product.path,
-                size=product.size,
-                sha256=product.sha256,
-                media_type=product.media_type,
-                created_at=product.created_at,
-            )
-        )
+        # Product's fields are the table's columns.
+        self.conn.execute(t.products.insert().values(**dataclasses.asdict(product)))
 
     def list_products(self, run_id: str) -> list[Product]:
         q = t.products.select().where(t.products.c.run_id == run_id).order_by(t.products.c.name)
@@ -396,17 +387,8 @@ class SqlRunsMixin:
         return Product(**dict(row._mapping)) if row else None
 
     def put_staged_file(self, staged: StagedFile) -> None:
-        values = {
-            "run_id": staged.run_id,
-            "input": staged.input,
-            "filename": staged.filename,
-            "path": staged.path,
-            "size": staged.size,
-            "sha256": staged.sha256,
-            "source": staged.source,
-            "created_at": staged.created_at,
-        }
-        self._upsert(t.staged_files, values, ["run_id", "input", "filename"])
+        # StagedFile's fields are the table's columns.
+        self._upsert(t.staged_files, dataclasses.asdict(staged), ["run_id", "input", "filename"])
 
     def delete_staged_file(self, run_id: str, input: str, filename: str) -> bool:
         f = t.staged_files.c
