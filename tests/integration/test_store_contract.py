@@ -394,6 +394,52 @@ def test_events_are_numbered_per_subject_without_gaps(store: Store) -> None:
         assert tx.list_events(subject_id="run_a") == [] and tx.list_steps("run_a") == []
 
 
+def test_events_carry_owner_filter_by_type_and_reach_hooks_and_listeners(store: Store) -> None:
+    from flowdeck.domain.runs import Event
+    from flowdeck.store.base import Tx
+
+    seen_in_tx: list[list[str]] = []
+    published: list[list[int]] = []
+
+    def hook(tx: Tx, events: list[Event]) -> None:
+        seen_in_tx.append([e.type for e in events])
+
+    store.add_event_hook(hook)
+    store.add_commit_listener(lambda events: published.append([e.id for e in events]))
+    with store.write() as tx:
+        tx.add_user(user("alice"))
+        tx.add_user(user("bob"))
+        tx.add_workflow(workflow("wf_1", "alice"))
+        tx.add_run(Run("run_a", "u_alice", "wf_1", "alice/wf@1", RunState.STAGED, T0, T0))
+        tx.add_run(Run("run_b", "u_bob", "wf_1", "alice/wf@1", RunState.STAGED, T0, T0))
+        a1, b1 = tx.add_events(
+            [
+                ("run", "run_a", "run.queued", T0, "alice", {}),
+                ("run", "run_b", "step_x.failed", T0, "bob", {}),
+            ]
+        )
+        a2 = tx.add_event("run", "run_a", "step.failed", T0, None, {})
+    assert (a1.owner_id, b1.owner_id, a2.owner_id) == ("u_alice", "u_bob", "u_alice")
+    assert seen_in_tx == [["run.queued", "step_x.failed"], ["step.failed"]]
+    assert published == [[a1.id, b1.id, a2.id]]  # once, after the commit, in id order
+    with pytest.raises(RuntimeError), store.write() as tx:
+        tx.add_event("run", "run_a", "run.lost", T0, None, {})
+        raise RuntimeError("rolled back: nothing is published")
+    assert len(published) == 1 and len(seen_in_tx) == 3
+    with store.read() as tx:
+        assert [e.id for e in tx.list_events(owner_id="u_alice")] == [a1.id, a2.id]
+        assert [e.id for e in tx.list_events(types=["step.*"])] == [a2.id]
+        # '_' is a literal, not LIKE's any-character
+        assert [e.id for e in tx.list_events(types=["step_*"])] == [b1.id]
+        assert [e.id for e in tx.list_events(types=["run.queued", "*.failed"])] == [
+            a1.id,
+            b1.id,
+            a2.id,
+        ]
+        assert [e.id for e in tx.list_events(subject_ids=["run_b"])] == [b1.id]
+        assert tx.list_events(owner_id="u_carol") == []
+
+
 def test_products_and_staged_files(store: Store) -> None:
     from flowdeck.domain.runs import Product, StagedFile
 

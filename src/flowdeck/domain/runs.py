@@ -213,6 +213,7 @@ class Event:
     at: datetime
     actor: str | None  # a username, or None for flowdeck itself
     data: dict[str, Any] = field(default_factory=dict)
+    owner_id: str | None = None  # the subject's owner: who may see the event
 
 
 @dataclass(frozen=True, slots=True)

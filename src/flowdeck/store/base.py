@@ -7,6 +7,7 @@ therefore committed together or not at all.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -17,13 +18,30 @@ from flowdeck.domain.accounts import AccountStatus, AuditEntry, Role, Throttle, 
 from flowdeck.domain.runs import Event, Product, Run, RunState, StagedFile, StepRecord
 from flowdeck.domain.workflows import Visibility, Workflow
 
+log = logging.getLogger("flowdeck.store")
+
 # An event to append: (subject kind, subject id, type, time, actor, data).
 EventRow = tuple[str, str, str, datetime, str | None, dict[str, Any]]
+# Called inside a transaction with the events it just added (e.g. to write an outbox).
+EventHook = Callable[["Tx", list[Event]], None]
+# Called after a commit with the events it made durable, in id order.
+CommitListener = Callable[[list[Event]], None]
 
 
 class Tx(ABC):
     """One transaction.  Methods raise :class:`~flowdeck.errors.AlreadyExists` on duplicates
     and return ``None`` (or ``False``) for what is absent; they never check privileges."""
+
+    #: the events this transaction added, in id order (published after its commit)
+    added: list[Event]
+    event_hooks: list[EventHook]
+
+    def _events_added(self, events: list[Event]) -> None:
+        """Record events just written and run the store's event hooks on them, in this
+        transaction."""
+        self.added.extend(events)
+        for hook in self.event_hooks:
+            hook(self, events)
 
     # -- users ----------------------------------------------------------------------------
     @abstractmethod
@@ -237,9 +255,10 @@ class Tx(ABC):
     ) -> Event:
         """Append an event; its seq is the subject's next number (no gaps)."""
 
+    @abstractmethod
     def add_events(self, events: list[EventRow]) -> list[Event]:
-        """Many :meth:`add_event` at once, in order: (kind, id, type, at, actor, data)."""
-        return [self.add_event(*e) for e in events]
+        """Many :meth:`add_event` at once, in order: (kind, id, type, at, actor, data).
+        Each event carries its subject's owner."""
 
     @abstractmethod
     def list_events(
@@ -249,8 +268,13 @@ class Tx(ABC):
         subject_id: str | None = None,
         after_id: int | None = None,
         limit: int = 100,
+        owner_id: str | None = None,
+        types: list[str] | None = None,
+        subject_ids: list[str] | None = None,
     ) -> list[Event]:
-        """Oldest first."""
+        """Oldest first.  ``types`` are patterns where ``*`` matches any characters
+        (``run.*``, ``step.failed``); ``owner_id`` keeps the events of that owner's
+        subjects; ``subject_ids`` keeps those subjects."""
 
     # -- products and staged files --------------------------------------------------------
     @abstractmethod
@@ -275,6 +299,27 @@ class Tx(ABC):
 
 class Store(ABC):
     """Where flowdeck keeps its state."""
+
+    def __init__(self) -> None:
+        self.event_hooks: list[EventHook] = []
+        self.commit_listeners: list[CommitListener] = []
+
+    def add_event_hook(self, hook: EventHook) -> None:
+        """Run ``hook(tx, events)`` in every transaction that adds events."""
+        self.event_hooks.append(hook)
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        """Call ``listener(events)`` after each commit that added events, in the committing
+        thread.  Listeners see every event once, in id order; they must be quick and must
+        not raise (an error is logged and dropped)."""
+        self.commit_listeners.append(listener)
+
+    def _publish(self, events: list[Event]) -> None:
+        for listener in self.commit_listeners:
+            try:
+                listener(events)
+            except Exception:
+                log.exception("event listener %r failed", listener)
 
     @abstractmethod
     def read(self) -> AbstractContextManager[Tx]: ...

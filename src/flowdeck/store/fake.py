@@ -17,7 +17,7 @@ from flowdeck.domain.accounts import AccountStatus, AuditEntry, Role, Throttle, 
 from flowdeck.domain.runs import Event, Product, Run, StagedFile, StepRecord
 from flowdeck.domain.workflows import WORKFLOW_KIND, Visibility, Workflow
 from flowdeck.errors import AlreadyExists
-from flowdeck.store.base import Store, Tx
+from flowdeck.store.base import EventHook, Store, Tx
 from flowdeck.store.fake_runs import FakeRunsMixin
 
 
@@ -39,6 +39,7 @@ class _State:
 
 class FakeStore(Store):
     def __init__(self) -> None:
+        super().__init__()
         self._state = _State()
         self._lock = threading.RLock()
 
@@ -46,11 +47,14 @@ class FakeStore(Store):
     def _transaction(self) -> Iterator[Tx]:
         with self._lock:
             saved = copy.deepcopy(self._state)
+            tx = FakeTx(self._state, self.event_hooks)
             try:
-                yield FakeTx(self._state)
+                yield tx
             except BaseException:
                 self._state.__dict__.update(saved.__dict__)
                 raise
+            if tx.added:
+                self._publish(tx.added)
 
     def read(self) -> AbstractContextManager[Tx]:
         return self._transaction()
@@ -63,8 +67,10 @@ class FakeStore(Store):
 
 
 class FakeTx(FakeRunsMixin, Tx):
-    def __init__(self, state: _State) -> None:
+    def __init__(self, state: _State, event_hooks: list[EventHook] | None = None) -> None:
         self.s = state
+        self.added = []
+        self.event_hooks = event_hooks if event_hooks is not None else []
 
     # -- users ----------------------------------------------------------------------------
     def add_user(self, user: User) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +18,7 @@ from flowdeck.domain.runs import (
     StepRecord,
 )
 from flowdeck.errors import AlreadyExists
+from flowdeck.store.base import EventRow
 
 if TYPE_CHECKING:
     from flowdeck.store.fake import _State
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
 
 class FakeRunsMixin:
     s: _State
+    _events_added: Callable[[list[Event]], None]
 
     def add_run(self, run: Run) -> None:
         if (
@@ -123,12 +127,21 @@ class FakeRunsMixin:
         actor: str | None,
         data: dict[str, Any],
     ) -> Event:
-        seq = self.s.counters.get((subject_kind, subject_id), 0) + 1
-        self.s.counters[(subject_kind, subject_id)] = seq
-        last = self.s.events[-1].id if self.s.events else 0
-        event = Event(last + 1, subject_kind, subject_id, seq, type, at, actor, data)
-        self.s.events.append(event)
-        return event
+        return self.add_events([(subject_kind, subject_id, type, at, actor, data)])[0]
+
+    def add_events(self, events: list[EventRow]) -> list[Event]:
+        added = []
+        for kind, sid, type_, at, actor, data in events:
+            seq = self.s.counters.get((kind, sid), 0) + 1
+            self.s.counters[(kind, sid)] = seq
+            last = self.s.events[-1].id if self.s.events else 0
+            run = self.s.runs.get(sid) if kind == "run" else None
+            owner = run.owner_id if run is not None else None
+            event = Event(last + 1, kind, sid, seq, type_, at, actor, data, owner)
+            self.s.events.append(event)
+            added.append(event)
+        self._events_added(added)
+        return added
 
     def list_events(
         self,
@@ -137,13 +150,20 @@ class FakeRunsMixin:
         subject_id: str | None = None,
         after_id: int | None = None,
         limit: int = 100,
+        owner_id: str | None = None,
+        types: list[str] | None = None,
+        subject_ids: list[str] | None = None,
     ) -> list[Event]:
+        matchers = [re.compile(".*".join(map(re.escape, p.split("*")))) for p in types or ()]
         rows = [
             e
             for e in self.s.events
             if subject_kind in (None, e.subject_kind)
             and subject_id in (None, e.subject_id)
+            and (subject_ids is None or e.subject_id in subject_ids)
             and (after_id is None or e.id > after_id)
+            and owner_id in (None, e.owner_id)
+            and (not matchers or any(m.fullmatch(e.type) for m in matchers))
         ]
         return rows[:limit]
 

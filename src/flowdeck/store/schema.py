@@ -216,7 +216,10 @@ events = Table(
     Column("at", UTCDateTime, nullable=False),
     Column("actor", String(64), nullable=True),
     Column("data", JSON, nullable=False),
+    # the subject's owner, so that a user's events are listed and streamed without a join
+    Column("owner_id", String(40), nullable=True),
     UniqueConstraint("subject_kind", "subject_id", "seq", name="uq_events_subject_seq"),
+    Index("ix_events_owner_id", "owner_id", "id"),
 )
 
 event_counters = Table(

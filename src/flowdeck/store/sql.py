@@ -27,8 +27,8 @@ from flowdeck.domain.accounts import (
 from flowdeck.domain.workflows import WORKFLOW_KIND, Visibility, Workflow
 from flowdeck.errors import AlreadyExists, InvalidInput, StoreUnavailable
 from flowdeck.store import schema as t
-from flowdeck.store.base import Store, Tx
-from flowdeck.store.sql_runs import SqlRunsMixin
+from flowdeck.store.base import EventHook, Store, Tx
+from flowdeck.store.sql_runs import OwnerCache, SqlRunsMixin
 
 _WRITE = "flowdeck_write"
 
@@ -68,12 +68,17 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
 
 class SqlStore(Store):
     def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL") -> None:
+        super().__init__()
         self.url = url
         self.engine = make_engine(url, sqlite_synchronous=sqlite_synchronous)
         self.dialect = self.engine.dialect.name
         # SQLite has one writer at a time.  Threads of this process queue on a lock, woken
         # at once, instead of in SQLite's busy handler, which sleeps up to 100 ms a try.
         self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
+        # PostgreSQL: transactions that add events take an advisory lock (ids are given
+        # in commit order) and commit-and-publish under this lock (published in id order).
+        self._publish_lock = threading.Lock()
+        self.owners = OwnerCache()
 
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[Tx]:
@@ -87,8 +92,20 @@ class SqlStore(Store):
             with self.engine.connect() as conn:
                 if write:
                     conn = conn.execution_options(**{_WRITE: True})
-                with conn.begin():
-                    yield SqlTx(conn, self.dialect)
+                trans = conn.begin()
+                tx = SqlTx(conn, self.dialect, self.event_hooks, self.owners)
+                try:
+                    yield tx
+                except BaseException:
+                    trans.rollback()
+                    raise
+                if not tx.added:
+                    trans.commit()
+                    return
+                # SQLite: still under the write lock, so events publish in commit order.
+                with self._publish_lock if self._write_lock is None else nullcontext():
+                    trans.commit()
+                    self._publish(tx.added)
         except exc.IntegrityError as e:
             raise AlreadyExists(
                 "an object with the same unique name already exists", reason=str(e.orig)
@@ -188,9 +205,18 @@ _FIND_TOKEN = (
 
 
 class SqlTx(SqlRunsMixin, Tx):
-    def __init__(self, conn: Connection, dialect: str) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        dialect: str,
+        event_hooks: list[EventHook] | None = None,
+        owners: OwnerCache | None = None,
+    ) -> None:
         self.conn = conn
         self.dialect = dialect
+        self.added = []
+        self.event_hooks = event_hooks if event_hooks is not None else []
+        self.owners = owners if owners is not None else OwnerCache()
 
     # -- users ----------------------------------------------------------------------------
     def add_user(self, user: User) -> None:

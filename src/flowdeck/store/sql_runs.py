@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -108,7 +109,41 @@ def _event(row: Any) -> Event:
         m["at"],
         m["actor"],
         m["data"] or {},
+        m["owner_id"],
     )
+
+
+class OwnerCache:
+    """Subject (kind, id) -> owner id.  Owners never change, so a bounded map serves the
+    event writers without a query per transaction."""
+
+    LIMIT = 50_000
+
+    def __init__(self) -> None:
+        self._owners: dict[tuple[str, str], str | None] = {}
+
+    def get(self, key: tuple[str, str]) -> str | None:
+        return self._owners.get(key)
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self._owners
+
+    def put(self, key: tuple[str, str], owner: str | None) -> None:
+        if len(self._owners) >= self.LIMIT:
+            self._owners.clear()
+        self._owners[key] = owner
+
+
+# Tables whose rows are event subjects, by subject kind (graphs join with the composition
+# issue).
+SUBJECT_TABLES: dict[str, sa.Table] = {"run": t.runs}
+_ADVISORY_EVENTS = 0x666C6F77  # "flow": serialises event ids with commit order
+
+
+def like_pattern(pattern: str) -> str:
+    """A ``*`` pattern as an SQL LIKE pattern with ``\\`` as the escape."""
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%")
 
 
 _STEP_COLUMNS = [c.name for c in t.steps.c]
@@ -164,6 +199,9 @@ def _step_row(step: StepRecord) -> dict[str, Any]:
 class SqlRunsMixin:
     conn: Connection
     dialect: str
+    added: list[Event]
+    owners: OwnerCache
+    _events_added: Callable[[list[Event]], None]
 
     def _upsert(self, table: sa.Table, values: dict[str, Any], keys: list[str]) -> None:
         insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
@@ -314,9 +352,12 @@ class SqlRunsMixin:
     def add_events(self, events: list[EventRow]) -> list[Event]:
         if not events:
             return []
+        if self.dialect == "postgresql" and not self.added:
+            self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_ADVISORY_EVENTS)))
         counts: dict[tuple[str, str], int] = {}
         for kind, sid, *_ in events:
             counts[(kind, sid)] = counts.get((kind, sid), 0) + 1
+        owners = self._subject_owners(list(counts))
         next_seq: dict[tuple[str, str], int] = {}
         for (kind, sid), n in counts.items():
             last = int(
@@ -338,10 +379,11 @@ class SqlRunsMixin:
                     "at": at,
                     "actor": actor,
                     "data": data,
+                    "owner_id": owners.get((kind, sid)),
                 }
             )
         ids = [int(i) for i in self.conn.execute(_EVENT_INSERT, rows).scalars()]
-        return [
+        added = [
             Event(
                 i,
                 r["subject_kind"],
@@ -351,9 +393,26 @@ class SqlRunsMixin:
                 r["at"],
                 r["actor"],
                 r["data"],
+                r["owner_id"],
             )
             for i, r in zip(ids, rows, strict=True)
         ]
+        self._events_added(added)
+        return added
+
+    def _subject_owners(self, subjects: list[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
+        found = {k: self.owners.get(k) for k in subjects if k in self.owners}
+        missing: dict[str, list[str]] = {}
+        for kind, sid in subjects:
+            if (kind, sid) not in found and kind in SUBJECT_TABLES:
+                missing.setdefault(kind, []).append(sid)
+        for kind, sids in missing.items():
+            table = SUBJECT_TABLES[kind]
+            q = sa.select(table.c.id, table.c.owner_id).where(table.c.id.in_(sids))
+            for sid, owner in self.conn.execute(q):
+                found[(kind, sid)] = owner
+                self.owners.put((kind, sid), owner)
+        return found
 
     def list_events(
         self,
@@ -362,6 +421,9 @@ class SqlRunsMixin:
         subject_id: str | None = None,
         after_id: int | None = None,
         limit: int = 100,
+        owner_id: str | None = None,
+        types: list[str] | None = None,
+        subject_ids: list[str] | None = None,
     ) -> list[Event]:
         e = t.events.c
         q = t.events.select().order_by(e.id).limit(limit)
@@ -369,8 +431,14 @@ class SqlRunsMixin:
             q = q.where(e.subject_kind == subject_kind)
         if subject_id is not None:
             q = q.where(e.subject_id == subject_id)
+        if subject_ids is not None:
+            q = q.where(e.subject_id.in_(subject_ids))
         if after_id is not None:
             q = q.where(e.id > after_id)
+        if owner_id is not None:
+            q = q.where(e.owner_id == owner_id)
+        if types:
+            q = q.where(sa.or_(*(e.type.like(like_pattern(p), escape="\\") for p in types)))
         return [_event(row) for row in self.conn.execute(q)]
 
     # -- products and staged files --------------------------------------------------------
