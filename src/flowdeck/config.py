@@ -134,6 +134,18 @@ class Settings(BaseSettings):
         "127.0.0.1",
         description="Proxies trusted for X-Forwarded-For/-Proto (comma list, or *).",
     )
+    sse_keepalive_s: float = Field(
+        15, gt=0, le=300, description="Seconds between keep-alive comments on event streams."
+    )
+    sse_buffer_events: int = Field(
+        10_000,
+        ge=10,
+        le=1_000_000,
+        description="Events buffered for one stream client before it is cut off as too slow.",
+    )
+    sse_send_timeout_s: float = Field(
+        30, gt=0, description="A stream client that accepts nothing for this long is cut off."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level."
     )

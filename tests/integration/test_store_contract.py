@@ -438,6 +438,7 @@ def test_events_carry_owner_filter_by_type_and_reach_hooks_and_listeners(store: 
         ]
         assert [e.id for e in tx.list_events(subject_ids=["run_b"])] == [b1.id]
         assert tx.list_events(owner_id="u_carol") == []
+        assert tx.last_event_id() == a2.id
 
 
 def test_products_and_staged_files(store: Store) -> None:

@@ -3,6 +3,7 @@ and a message."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import mimetypes
@@ -111,8 +112,26 @@ def collect(
             suffix = f"[{i}]" if spec.glob is not None else ""
             product_name = f"{inst.label}.{name}{suffix}"
             product = _product(ar, product_name, Path(path))
-            op(lambda tx, p=product: tx.add_product(p))  # type: ignore[misc]
+            op(functools.partial(_add_product, product, inst.label))
     return outputs
+
+
+def _add_product(product: Product, step: str, tx: Tx) -> None:
+    tx.add_product(product)
+    tx.add_event(
+        "run",
+        product.run_id,
+        "product.created",
+        product.created_at,
+        None,
+        {
+            "product_id": product.id,
+            "name": product.name,
+            "step": step,
+            "size": product.size,
+            "sha256": product.sha256,
+        },
+    )
 
 
 def _product(ar: ActiveRun, name: str, path: Path) -> Product:

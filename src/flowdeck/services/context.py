@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flowdeck.config import Settings
+from flowdeck.events.bus import EventBus, LocalEventBus
 from flowdeck.services.accounts import Accounts
+from flowdeck.services.events import Events
 from flowdeck.services.runs import Runs
 from flowdeck.services.workflows import Workflows
 from flowdeck.store import Store, open_store
@@ -18,6 +20,8 @@ class Context:
     accounts: Accounts
     workflows: Workflows
     runs: Runs
+    bus: EventBus
+    events: Events
 
     def start_scheduler(self) -> None:
         """Start running queued runs (the server does; CLI commands do not)."""
@@ -38,6 +42,7 @@ class Context:
         self.runs.scheduler = scheduler
 
     def close(self) -> None:
+        self.bus.close()
         if self.runs.scheduler is not None:
             self.runs.scheduler.close()
             self.runs.scheduler = None
@@ -70,6 +75,14 @@ def make_context(settings: Settings, store: Store) -> Context:
     workflows = Workflows(store, settings)
     accounts.on_workflows_deleted = workflows.remove_files
     runs = Runs(store, settings, workflows)
+    bus = LocalEventBus()
+    store.add_commit_listener(bus.publish)
     return Context(
-        settings=settings, store=store, accounts=accounts, workflows=workflows, runs=runs
+        settings=settings,
+        store=store,
+        accounts=accounts,
+        workflows=workflows,
+        runs=runs,
+        bus=bus,
+        events=Events(store, settings, runs, bus),
     )

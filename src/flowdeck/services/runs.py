@@ -70,6 +70,10 @@ class Runs:
             raise PermissionDenied(f"run {run_id} is shared with you read-only")
         return run
 
+    def load(self, tx: Tx, actor: Actor, run_id: str, access: Access = Access.READ) -> Run:
+        """The run if ``actor`` may read (or write) it, else :class:`NotFound`."""
+        return self._load(tx, actor, run_id, access)
+
     def _spec(self, tx: Tx, run: Run) -> WorkflowSpec:
         wf = tx.get_workflow(run.workflow_id) if run.workflow_id else None
         if wf is None:
@@ -534,13 +538,6 @@ class Runs:
         if not 1 <= attempt <= max(rec.attempts, 1):
             raise NotFound(f"step {step!r} has no attempt {attempt}")
         return self.rundir(run_id).log(step, index, attempt, stream)
-
-    def events(self, actor: Actor, run_id: str, after_id: int | None, limit: int) -> list[Any]:
-        with self.store.read() as tx:
-            self._load(tx, actor, run_id)
-            return tx.list_events(
-                subject_kind="run", subject_id=run_id, after_id=after_id, limit=limit
-            )
 
     # -- control --------------------------------------------------------------------------
     def control(self, actor: Actor, run_id: str, action: str, **options: Any) -> Run:

@@ -276,6 +276,10 @@ class Tx(ABC):
         (``run.*``, ``step.failed``); ``owner_id`` keeps the events of that owner's
         subjects; ``subject_ids`` keeps those subjects."""
 
+    @abstractmethod
+    def last_event_id(self) -> int:
+        """The newest event's id (0 when there is none)."""
+
     # -- products and staged files --------------------------------------------------------
     @abstractmethod
     def add_product(self, product: Product) -> None: ...

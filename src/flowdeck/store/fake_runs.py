@@ -167,6 +167,9 @@ class FakeRunsMixin:
         ]
         return rows[:limit]
 
+    def last_event_id(self) -> int:
+        return self.s.events[-1].id if self.s.events else 0
+
     def add_product(self, product: Product) -> None:
         self.s.products[product.id] = product
 

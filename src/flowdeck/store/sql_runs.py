@@ -441,6 +441,9 @@ class SqlRunsMixin:
             q = q.where(sa.or_(*(e.type.like(like_pattern(p), escape="\\") for p in types)))
         return [_event(row) for row in self.conn.execute(q)]
 
+    def last_event_id(self) -> int:
+        return int(self.conn.execute(sa.select(sa.func.max(t.events.c.id))).scalar() or 0)
+
     # -- products and staged files --------------------------------------------------------
     def add_product(self, product: Product) -> None:
         # Product's fields are the table's columns.

@@ -17,7 +17,6 @@ from starlette.concurrency import run_in_threadpool
 
 from flowdeck.api.deps import ActorDep, CtxDep
 from flowdeck.api.schemas_runs import (
-    EventOut,
     PauseIn,
     ProductOut,
     ReferenceIn,
@@ -232,18 +231,6 @@ def step_logs(
         media_type="text/plain; charset=utf-8",
         headers={"X-Next-Offset": str(offset + len(data))},
     )
-
-
-@router.get("/runs/{run_id}/events", response_model=list[EventOut])
-def run_events(
-    run_id: str,
-    ctx: CtxDep,
-    actor: ActorDep,
-    after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[EventOut]:
-    """The run's events, oldest first (a live stream arrives with the events issue)."""
-    return [EventOut.of(e) for e in ctx.runs.events(actor, run_id, after, limit)]
 
 
 @router.post("/runs/{run_id}/pause", response_model=RunOut)

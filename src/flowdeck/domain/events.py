@@ -1,0 +1,38 @@
+"""Event type patterns, as subscribers write them: ``run.*``, ``step.failed``, ``*``.
+
+``*`` matches any run of characters (dots included); everything else is literal.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+
+from flowdeck.errors import InvalidInput
+
+PATTERN = re.compile(r"[a-z0-9_.*]{1,64}")
+MAX_PATTERNS = 20
+
+
+def check_patterns(patterns: Iterable[str], field: str = "type") -> list[str]:
+    """The patterns, or :class:`InvalidInput` naming the first bad one."""
+    found = list(patterns)
+    if len(found) > MAX_PATTERNS:
+        raise InvalidInput(f"at most {MAX_PATTERNS} event type patterns", field=field)
+    for p in found:
+        if not PATTERN.fullmatch(p):
+            raise InvalidInput(
+                f"bad event type pattern {p!r}: use lower-case letters, digits, '_', '.' "
+                "and '*' (any characters), at most 64",
+                field=field,
+            )
+    return found
+
+
+def matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
+    """A test of event types against the patterns; no pattern matches everything."""
+    found = list(patterns)
+    if not found:
+        return lambda _type: True
+    regex = re.compile("|".join(".*".join(map(re.escape, p.split("*"))) for p in found))
+    return lambda type_: regex.fullmatch(type_) is not None

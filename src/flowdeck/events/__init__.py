@@ -1,0 +1,1 @@
+"""Live events: the bus that carries committed events to streams and other listeners."""
