@@ -107,7 +107,7 @@ def main() -> None:
     args = parser.parse_args()
     figures: list[Figure] = []
     with (
-        server() as (url, token, _data),
+        server() as (url, token, _data, _pid),
         httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c,
     ):
         slots = 2

@@ -25,9 +25,17 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
 @contextmanager
-def server(**settings: str) -> Iterator[tuple[str, str, Path]]:
-    """(url, token of user 'bench', data dir) of a fresh server."""
+def server(**settings: str) -> Iterator[tuple[str, str, Path, int]]:
+    """(url, token of user 'bench', data dir, pid) of a fresh server."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         port = _port()
@@ -60,7 +68,7 @@ def server(**settings: str) -> Iterator[tuple[str, str, Path]]:
             token = httpx.post(
                 f"{url}/api/v1/auth/login", json={"username": "bench", "password": PASSWORD}
             ).json()["token"]
-            yield url, token, data
+            yield url, token, data, proc.pid
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
