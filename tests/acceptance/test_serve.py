@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -143,3 +144,25 @@ def test_tls_with_hsts_and_secure_cookies(tmp_path: Path) -> None:
             cookies = r.headers.get_list("set-cookie")
             assert cookies and all("Secure" in h for h in cookies)
     assert "listening on https://" in log.read_text()
+
+
+def test_sigterm_ends_open_event_streams_and_the_server(tmp_path: Path) -> None:
+    """serve() sends SIGTERM and requires a clean exit within its deadline: an open event
+    stream must not hold the server up."""
+    pw_file = tmp_path / "admin-password"
+    pw_file.write_text(STRONG + "\n")
+    env = {"FLOWDECK_ADMIN_USERNAME": "root", "FLOWDECK_ADMIN_PASSWORD_FILE": str(pw_file)}
+    with ExitStack() as stack:
+        client = stack.enter_context(httpx.Client(timeout=30))
+        with serve(tmp_path, env=env) as (url, _log):
+            token = client.post(
+                f"{url}/api/v1/auth/login", json={"username": "root", "password": STRONG}
+            ).json()["token"]
+            headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+            response = stack.enter_context(
+                client.stream("GET", f"{url}/api/v1/events", headers=headers)
+            )
+            assert response.status_code == 200
+        with contextlib.suppress(httpx.TransportError):  # cut off: also an end
+            for _line in response.iter_lines():
+                pass
