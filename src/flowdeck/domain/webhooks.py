@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
 
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 SECRET_BYTES = 32  # Standard Webhooks: between 24 and 64 random bytes
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from flowdeck.config import Settings
 from flowdeck.services.accounts import Accounts
 from flowdeck.services.runs import Runs
+from flowdeck.services.webhooks import Webhooks
 from flowdeck.services.workflows import Workflows
 from flowdeck.store import Store, open_store
 
@@ -18,6 +19,7 @@ class Context:
     accounts: Accounts
     workflows: Workflows
     runs: Runs
+    webhooks: Webhooks
 
     def start_scheduler(self) -> None:
         """Start running queued runs (the server does; CLI commands do not)."""
@@ -36,11 +38,25 @@ class Context:
         )
         scheduler.start()
         self.runs.scheduler = scheduler
+        self.start_webhooks()
+
+    def start_webhooks(self) -> None:
+        """Start sending webhook deliveries (with the scheduler)."""
+        if self.webhooks.dispatcher is not None:
+            return
+        from flowdeck.runtime.webhooks import Dispatcher
+
+        dispatcher = Dispatcher(self.store, self.settings, on_disabled=self.webhooks.changed)
+        dispatcher.start()
+        self.webhooks.dispatcher = dispatcher
 
     def close(self) -> None:
         if self.runs.scheduler is not None:
             self.runs.scheduler.close()
             self.runs.scheduler = None
+        if self.webhooks.dispatcher is not None:
+            self.webhooks.dispatcher.close()
+            self.webhooks.dispatcher = None
         self.store.close()
 
 
@@ -70,6 +86,14 @@ def make_context(settings: Settings, store: Store) -> Context:
     workflows = Workflows(store, settings)
     accounts.on_workflows_deleted = workflows.remove_files
     runs = Runs(store, settings, workflows)
+    webhooks = Webhooks(store, settings)
+    webhooks.install()
+    runs.webhooks = webhooks
     return Context(
-        settings=settings, store=store, accounts=accounts, workflows=workflows, runs=runs
+        settings=settings,
+        store=store,
+        accounts=accounts,
+        workflows=workflows,
+        runs=runs,
+        webhooks=webhooks,
     )
