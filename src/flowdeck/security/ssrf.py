@@ -90,8 +90,8 @@ def refusal(address: IPAddress, allow: Iterable[Network] = ()) -> str | None:
             address.version == 6 and address in ipaddress.ip_network("fc00::/7"),
             "unique-local address",
         ),
-        (address.is_private, "private address"),
         (address.is_reserved, "reserved address"),
+        (address.is_private, "private address"),
         (not address.is_global, "not a public address"),
     ]
     return next((why for hit, why in checks if hit), None)
