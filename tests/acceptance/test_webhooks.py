@@ -14,7 +14,7 @@ from standardwebhooks import Webhook
 
 from flowdeck import clock
 from tests.helpers import LiveServer, live_server, make_settings, register_and_login, unique
-from tests.receiver import Receiver, eventually, receiver
+from tests.receiver import eventually, receiver
 
 API = "/api/v1"
 TRUE_WF = 'name: hooked\nversion: "1"\nsteps:\n  t:\n    run: [/bin/true]\n'
