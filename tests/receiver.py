@@ -3,6 +3,7 @@ every request and answers from a script."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections import deque
@@ -51,8 +52,13 @@ class Receiver:
 
 @contextmanager
 def receiver(
-    answers: list[Answer] | None = None, default: Answer = (204, {})
+    answers: list[Answer] | None = None,
+    default: Answer = (204, {}),
+    *,
+    tls: ssl.SSLContext | None = None,
+    host: str = "127.0.0.1",
 ) -> Iterator[Receiver]:
+    """A receiver on 127.0.0.1; with ``tls``, over HTTPS, its URL naming ``host``."""
     rec = Receiver(answers, default)
 
     class Handler(BaseHTTPRequestHandler):
@@ -72,7 +78,10 @@ def receiver(
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    rec.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    scheme = "https" if tls is not None else "http"
+    rec.url = f"{scheme}://{host}:{server.server_address[1]}/hook"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -3,11 +3,13 @@ restart, and the address rules are applied again at every delivery."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from flowdeck import clock
 from flowdeck.config import Settings
@@ -16,6 +18,7 @@ from flowdeck.domain.privilege import Actor
 from flowdeck.domain.runs import Run, RunState
 from flowdeck.domain.webhooks import Delivery, DeliveryState, Subscription, new_secret
 from flowdeck.ids import new_id
+from flowdeck.runtime.webhooks import Dispatcher
 from flowdeck.services.context import Context, build_context
 from tests.helpers import make_settings
 from tests.receiver import eventually, receiver
@@ -150,3 +153,40 @@ def test_without_subscriptions_events_write_no_deliveries(
     run_event(ctx, actor)
     with ctx.store.write() as tx:
         assert tx.claim_deliveries(clock.now(), clock.now(), 10) == []
+
+
+@pytest.mark.parametrize(
+    ("cert_for", "state"), [("localhost", "succeeded"), ("other.example", "failed")]
+)
+def test_https_checks_the_certificate_against_the_urls_host(
+    tmp_path: Path, contexts: list[Context], cert_for: str, state: str
+) -> None:
+    """The connection goes to the checked address, yet TLS is verified for the URL's name
+    (sent as SNI): a certificate for another name fails the attempt."""
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(cert_for).configure_cert(server_tls)
+    client_tls = ssl.create_default_context()
+    ca.configure_trust(client_tls)
+    settings = settings_for(tmp_path, webhook_max_attempts=1)
+    with receiver(tls=server_tls, host="localhost") as rec:
+        ctx = open_ctx(contexts, settings, send=False)
+        dispatcher = Dispatcher(ctx.store, settings, verify=client_tls)
+        dispatcher.start()
+        ctx.webhooks.dispatcher = dispatcher
+        actor = owner(ctx)
+        sub = ctx.webhooks.create(actor, rec.url, ["run.staged"])
+        run_event(ctx, actor)
+        done = eventually(
+            lambda: (d := only_delivery(ctx, sub.id)).state is not DeliveryState.PENDING and d,
+            what="the delivery",
+        )
+        got = rec.received()
+    assert done.state.value == state, done.last_error
+    if state == "succeeded":
+        port = rec.url.split(":")[2].split("/")[0]
+        assert got[0].headers["host"] == f"localhost:{port}"
+    else:
+        assert (
+            got == [] and done.last_error is not None and "certificate" in done.last_error.lower()
+        )

@@ -172,6 +172,8 @@ class Dispatcher:
                     task.add_done_callback(self._done)
                 if next_due is not None:
                     wait_s = min(wait_s, (next_due - clock.now()).total_seconds())
+                if not claimed:  # due but held by another server's claim: do not spin
+                    wait_s = max(wait_s, 0.05)
             if wait_s > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout=wait_s)
@@ -259,7 +261,7 @@ class Dispatcher:
         assert self.loop is not None
         try:
             infos = await self.loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError):
+        except (socket.gaierror, UnicodeError, ValueError):
             return []
         return list(dict.fromkeys(str(info[4][0]) for info in infos))
 

@@ -51,6 +51,8 @@ def networks(cidrs: Iterable[str]) -> list[Network]:
 
 def parse(url: str) -> Target:
     """Split a webhook URL; refuse what is not an absolute http(s) URL with a host."""
+    if any(ord(c) < 33 or ord(c) == 127 for c in url):
+        raise _refused(url, "the URL contains spaces or control characters")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -67,6 +69,10 @@ def parse(url: str) -> Target:
     if parts.query:
         path += "?" + parts.query
     host = parts.hostname.lower().split("%")[0]
+    try:
+        host = host if host.isascii() else host.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise _refused(url, "the host is not a valid name") from exc
     return Target(url, scheme, host, port or _DEFAULT_PORTS[scheme], path)
 
 
@@ -126,7 +132,7 @@ def literal_addresses(host: str) -> list[str] | None:
     ``::1``, …), as the system's resolver reads it; None for a name."""
     try:
         infos = socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
-    except (socket.gaierror, UnicodeError):
+    except (socket.gaierror, UnicodeError, ValueError):
         return None
     return _unique(str(info[4][0]) for info in infos)
 
@@ -135,7 +141,7 @@ def resolve(host: str, port: int) -> list[str]:
     """Every address of a host (blocking)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
+    except (socket.gaierror, UnicodeError, ValueError):
         return []
     return _unique(str(info[4][0]) for info in infos)
 
