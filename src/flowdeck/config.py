@@ -7,14 +7,16 @@ value into one :class:`~flowdeck.errors.ConfigError` naming the setting and its 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -149,6 +151,52 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level."
     )
+    webhook_allow_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Networks (comma list of CIDRs) webhooks may be sent to although they "
+        "are loopback, private, link-local or otherwise not public.",
+    )
+    webhook_timeout_s: float = Field(
+        15.0, gt=0, le=600, description="Timeout of one webhook delivery attempt, in seconds."
+    )
+    webhook_max_attempts: int = Field(
+        40, ge=1, le=1000, description="Attempts of a webhook delivery before giving up."
+    )
+    webhook_max_age_s: float = Field(
+        86400.0, gt=0, description="No retry of a webhook delivery after this many seconds."
+    )
+    webhook_retry_base_s: float = Field(
+        5.0, gt=0, description="First retry delay of a webhook delivery (doubles each time)."
+    )
+    webhook_retry_max_s: float = Field(
+        3600.0, gt=0, description="Longest delay between two webhook delivery attempts."
+    )
+    webhook_concurrency: int = Field(
+        16, ge=1, le=1000, description="Webhook deliveries in flight at once."
+    )
+    webhook_secret_overlap_s: float = Field(
+        86400.0,
+        ge=0,
+        description="After a secret rotation: how long deliveries are also signed with the "
+        "previous secret.",
+    )
+
+    @field_validator("webhook_allow_networks", mode="before")
+    @classmethod
+    def _split_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("webhook_allow_networks")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not a network (CIDR like 10.1.0.0/16)") from exc
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

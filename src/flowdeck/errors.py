@@ -33,6 +33,12 @@ class InvalidInput(FlowdeckError):
     code = "invalid_input"
 
 
+class UrlRefused(InvalidInput):
+    """The URL is not allowed as a webhook target."""
+
+    code = "url_refused"
+
+
 class PasswordRejected(InvalidInput):
     """The password does not meet the password policy."""
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from flowdeck import clock
 from flowdeck.api.schemas import Request
+from flowdeck.api.schemas_webhooks import CallbackIn, CallbackOut
 from flowdeck.domain.runs import (
     STEP_DONE,
     Event,
@@ -38,6 +39,9 @@ class RunCreate(Request):
     resources: ResourcesIn | None = None
     tags: list[str] | None = Field(None, max_length=20)
     start: bool = Field(False, description="Queue it at once.")
+    callbacks: list[CallbackIn] | None = Field(
+        None, max_length=10, description="Webhooks for this run's events, made with it."
+    )
 
 
 class PauseIn(Request):
@@ -132,6 +136,12 @@ class RunOut(RunSummary):
             error=run.error,
             outputs=run.outputs,
         )
+
+
+class RunCreated(RunOut):
+    callbacks: list[CallbackOut] = Field(
+        default_factory=list, description="The run's webhooks, with their secrets (shown once)."
+    )
 
 
 class RunPage(BaseModel):

@@ -9,6 +9,7 @@ from flowdeck.events.bus import EventBus, LocalEventBus
 from flowdeck.services.accounts import Accounts
 from flowdeck.services.events import Events
 from flowdeck.services.runs import Runs
+from flowdeck.services.webhooks import Webhooks
 from flowdeck.services.workflows import Workflows
 from flowdeck.store import Store, open_store
 
@@ -22,6 +23,7 @@ class Context:
     runs: Runs
     bus: EventBus
     events: Events
+    webhooks: Webhooks
 
     def start_scheduler(self) -> None:
         """Start running queued runs (the server does; CLI commands do not)."""
@@ -40,12 +42,26 @@ class Context:
         )
         scheduler.start()
         self.runs.scheduler = scheduler
+        self.start_webhooks()
+
+    def start_webhooks(self) -> None:
+        """Start sending webhook deliveries (with the scheduler)."""
+        if self.webhooks.dispatcher is not None:
+            return
+        from flowdeck.runtime.webhooks import Dispatcher
+
+        dispatcher = Dispatcher(self.store, self.settings, on_disabled=self.webhooks.changed)
+        dispatcher.start()
+        self.webhooks.dispatcher = dispatcher
 
     def close(self) -> None:
         self.bus.close()
         if self.runs.scheduler is not None:
             self.runs.scheduler.close()
             self.runs.scheduler = None
+        if self.webhooks.dispatcher is not None:
+            self.webhooks.dispatcher.close()
+            self.webhooks.dispatcher = None
         self.store.close()
 
 
@@ -77,6 +93,9 @@ def make_context(settings: Settings, store: Store) -> Context:
     runs = Runs(store, settings, workflows)
     bus = LocalEventBus()
     store.add_commit_listener(bus.publish)
+    webhooks = Webhooks(store, settings)
+    webhooks.install()
+    runs.webhooks = webhooks
     return Context(
         settings=settings,
         store=store,
@@ -85,4 +104,5 @@ def make_context(settings: Settings, store: Store) -> Context:
         runs=runs,
         bus=bus,
         events=Events(store, settings, runs, bus),
+        webhooks=webhooks,
     )

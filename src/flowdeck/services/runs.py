@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowdeck import clock
 from flowdeck.config import Settings
@@ -34,6 +34,10 @@ from flowdeck.runtime.scheduler import Scheduler
 from flowdeck.services.workflows import Workflows
 from flowdeck.store.base import EventRow, Store, Tx
 
+if TYPE_CHECKING:
+    from flowdeck.domain.webhooks import Subscription
+    from flowdeck.services.webhooks import Webhooks
+
 RUN_KIND = "run"
 EXECUTORS = ("local", "inprocess")
 MAX_PRIORITY = 100
@@ -53,6 +57,7 @@ class Runs:
         self.settings = settings
         self.workflows = workflows
         self.scheduler: Scheduler | None = None
+        self.webhooks: Webhooks | None = None  # run-scoped callbacks made with a run
         self._specs: dict[str, WorkflowSpec] = {}
 
     # -- helpers --------------------------------------------------------------------------
@@ -202,7 +207,10 @@ class Runs:
         resources: dict[str, Any] | None = None,
         tags: list[str] | None = None,
         start: bool = False,
+        callbacks: list[Subscription] | None = None,
     ) -> Run:
+        """``callbacks``: webhook subscriptions from :meth:`Webhooks.callbacks`, made in the
+        run's transaction (so they see its first events)."""
         res = self._check_resources(actor, resources or {})
         priority = self._priority(actor, (resources or {}).get("priority"))
         with self.store.read() as tx:
@@ -239,7 +247,11 @@ class Runs:
             events.append(("run", run.id, "run.queued", now, actor.username, {"from": "staged"}))
         with self.store.write() as tx:  # one short transaction: all or nothing
             tx.add_run(run)
+            if callbacks and self.webhooks is not None:
+                self.webhooks.add_to_run(tx, actor, run.id, callbacks)
             tx.add_events(events)
+        if callbacks and self.webhooks is not None:
+            self.webhooks.changed()
         if start and self.scheduler is not None:
             self.scheduler.notify(run)
         return run

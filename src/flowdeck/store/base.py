@@ -16,6 +16,7 @@ from typing import Any
 
 from flowdeck.domain.accounts import AccountStatus, AuditEntry, Role, Throttle, Token, User
 from flowdeck.domain.runs import Event, Product, Run, RunState, StagedFile, StepRecord
+from flowdeck.domain.webhooks import Attempt, Delivery, Subscription
 from flowdeck.domain.workflows import Visibility, Workflow
 
 log = logging.getLogger("flowdeck.store")
@@ -299,6 +300,65 @@ class Tx(ABC):
 
     @abstractmethod
     def list_staged_files(self, run_id: str) -> list[StagedFile]: ...
+
+    # -- webhooks -------------------------------------------------------------------------
+    @abstractmethod
+    def add_subscription(self, sub: Subscription) -> None: ...
+
+    @abstractmethod
+    def get_subscription(self, sub_id: str) -> Subscription | None: ...
+
+    @abstractmethod
+    def list_subscriptions(
+        self,
+        owner_id: str | None,
+        *,
+        enabled_only: bool = False,
+        before_id: str | None = None,
+        limit: int | None = 100,
+    ) -> list[Subscription]:
+        """Newest first; ``owner_id=None``: everyone's."""
+
+    @abstractmethod
+    def update_subscription(self, sub_id: str, **changes: Any) -> Subscription | None:
+        """Change fields (names of :class:`Subscription` fields); None if it is gone."""
+
+    @abstractmethod
+    def delete_subscription(self, sub_id: str) -> bool:
+        """Also removes its deliveries and their attempts."""
+
+    @abstractmethod
+    def add_deliveries(self, deliveries: list[Delivery]) -> None: ...
+
+    @abstractmethod
+    def get_delivery(self, delivery_id: str) -> Delivery | None: ...
+
+    @abstractmethod
+    def list_deliveries(
+        self, subscription_id: str, *, before_id: str | None = None, limit: int = 50
+    ) -> list[Delivery]:
+        """Newest first."""
+
+    @abstractmethod
+    def claim_deliveries(self, now: datetime, lease_until: datetime, limit: int) -> list[Delivery]:
+        """Pending deliveries of enabled subscriptions due at ``now``, earliest first; each
+        is leased (its next attempt moved to ``lease_until``) so that no other dispatcher
+        takes it meanwhile, and a crash only delays it."""
+
+    @abstractmethod
+    def next_delivery_due(self) -> datetime | None:
+        """When the earliest pending delivery of an enabled subscription is due."""
+
+    @abstractmethod
+    def update_delivery(self, delivery_id: str, **changes: Any) -> None:
+        """Change fields (names of :class:`Delivery` fields)."""
+
+    @abstractmethod
+    def add_attempts(self, attempts: list[Attempt]) -> None: ...
+
+    @abstractmethod
+    def list_attempts(self, delivery_ids: list[str]) -> list[Attempt]:
+        """By delivery, then number."""
 
 
 class Store(ABC):

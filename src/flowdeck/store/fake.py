@@ -15,10 +15,12 @@ from typing import Any
 
 from flowdeck.domain.accounts import AccountStatus, AuditEntry, Role, Throttle, Token, User
 from flowdeck.domain.runs import Event, Product, Run, StagedFile, StepRecord
+from flowdeck.domain.webhooks import Attempt, Delivery, Subscription
 from flowdeck.domain.workflows import WORKFLOW_KIND, Visibility, Workflow
 from flowdeck.errors import AlreadyExists
 from flowdeck.store.base import EventHook, Store, Tx
 from flowdeck.store.fake_runs import FakeRunsMixin
+from flowdeck.store.fake_webhooks import FakeWebhooksMixin
 
 
 @dataclass
@@ -35,6 +37,9 @@ class _State:
     counters: dict[tuple[str, str], int] = field(default_factory=dict)
     products: dict[str, Product] = field(default_factory=dict)
     staged: dict[tuple[str, str, str], StagedFile] = field(default_factory=dict)
+    webhooks: dict[str, Subscription] = field(default_factory=dict)
+    deliveries: dict[str, Delivery] = field(default_factory=dict)
+    attempts: dict[tuple[str, int], Attempt] = field(default_factory=dict)
 
 
 class FakeStore(Store):
@@ -66,7 +71,7 @@ class FakeStore(Store):
         return None
 
 
-class FakeTx(FakeRunsMixin, Tx):
+class FakeTx(FakeRunsMixin, FakeWebhooksMixin, Tx):
     def __init__(self, state: _State, event_hooks: list[EventHook] | None = None) -> None:
         self.s = state
         self.added = []
@@ -122,6 +127,8 @@ class FakeTx(FakeRunsMixin, Tx):
             self.delete_workflow(wf.id)
         for run_id in [k for k, r in self.s.runs.items() if r.owner_id == user_id]:
             self.delete_run(run_id)
+        for sub_id in [k for k, w in self.s.webhooks.items() if w.owner_id == user_id]:
+            self.delete_subscription(sub_id)
         return True
 
     # -- tokens ---------------------------------------------------------------------------

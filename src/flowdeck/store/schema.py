@@ -256,3 +256,66 @@ staged_files = Table(
     Column("source", String(300), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
 )
+
+# Webhook subscriptions of a user: to one run (run_id) or to all the owner's runs.  The
+# secrets sign deliveries, so they are kept as they are (not hashed).
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("owner_id", String(40), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("run_id", String(40), nullable=True),  # no FK: a run's deletion keeps its log
+    Column("url", String(2048), nullable=False),
+    Column("events", JSON, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("secret", String(200), nullable=False),
+    Column("previous_secret", String(200), nullable=True),
+    Column("previous_secret_until", UTCDateTime, nullable=True),
+    Column("disabled_reason", String(300), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_webhooks_owner_id", "owner_id"),
+)
+
+# The outbox: one row per (event, subscription), written in the event's transaction.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column(
+        "subscription_id",
+        String(40),
+        ForeignKey("webhooks.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("event_id", Integer, nullable=False),  # no FK: deliveries outlive their run
+    Column("event_type", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("give_up_after", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("deadline", UTCDateTime, nullable=False),
+    Column("last_status", Integer, nullable=True),
+    Column("last_error", String(500), nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Index("ix_webhook_deliveries_subscription_id", "subscription_id", "id"),
+    Index("ix_webhook_deliveries_state_next", "state", "next_attempt_at"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column(
+        "delivery_id",
+        String(40),
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("number", Integer, primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("status", Integer, nullable=True),
+    Column("error", String(500), nullable=True),
+    Column("latency_ms", Float, nullable=False),
+)

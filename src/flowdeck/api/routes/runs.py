@@ -22,6 +22,7 @@ from flowdeck.api.schemas_runs import (
     ReferenceIn,
     ResourcesIn,
     RunCreate,
+    RunCreated,
     RunOut,
     RunPage,
     RunSummary,
@@ -30,6 +31,7 @@ from flowdeck.api.schemas_runs import (
     StopIn,
     ValidateOut,
 )
+from flowdeck.api.schemas_webhooks import CallbackOut
 from flowdeck.domain.runs import RunState, state_table
 from flowdeck.errors import PayloadTooLarge
 
@@ -43,12 +45,16 @@ async def run_states() -> dict[str, Any]:
     return state_table()
 
 
-@router.post("/runs", status_code=201, response_model=RunOut)
-def create_run(body: RunCreate, ctx: CtxDep, actor: ActorDep) -> RunOut:
-    """A new run of a workflow you can read, `staged` (or `queued` with `start: true`)."""
+@router.post("/runs", status_code=201, response_model=RunCreated)
+def create_run(body: RunCreate, ctx: CtxDep, actor: ActorDep) -> RunCreated:
+    """A new run of a workflow you can read, `staged` (or `queued` with `start: true`);
+    `callbacks` subscribe webhooks to its events (their secrets are in the answer)."""
     resources = body.resources.model_dump(exclude_none=True) if body.resources else None
-    run = ctx.runs.create(actor, body.workflow, body.params, resources, body.tags, body.start)
-    return RunOut.of(run)
+    subs = ctx.webhooks.callbacks(actor, [(c.url, c.events) for c in body.callbacks or []])
+    run = ctx.runs.create(
+        actor, body.workflow, body.params, resources, body.tags, body.start, callbacks=subs
+    )
+    return RunCreated(**RunOut.of(run).model_dump(), callbacks=[CallbackOut.of(s) for s in subs])
 
 
 @router.patch("/runs/{run_id}/params", response_model=RunOut)
