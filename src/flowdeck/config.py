@@ -136,6 +136,23 @@ class Settings(BaseSettings):
         "127.0.0.1",
         description="Proxies trusted for X-Forwarded-For/-Proto (comma list, or *).",
     )
+    lease_ttl_s: float = Field(
+        30,
+        ge=1,
+        le=3600,
+        description="A server instance that misses heartbeats this long loses its runs "
+        "to another instance (renewed every third of it).",
+    )
+    drain: bool = Field(
+        False,
+        description="On SIGTERM, let running steps finish (and start no new ones) before "
+        "exiting; by default they keep running for the next start to re-adopt.",
+    )
+    supervisor_idle_s: float = Field(
+        300,
+        gt=0,
+        description="The step supervisor exits after this long with no server and no step.",
+    )
     sse_keepalive_s: float = Field(
         15, gt=0, le=300, description="Seconds between keep-alive comments on event streams."
     )

@@ -454,17 +454,34 @@ def test_in_server_executor_runs_trusted_python(srv: LiveServer, user: httpx.Cli
     assert wait(user, local)["outputs"] == status["outputs"]
 
 
-def test_a_restart_does_not_leave_runs_running(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+def test_a_restart_re_adopts_running_steps_and_runs_each_once(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data")
+    count = tmp_path / "starts"
+    spec = (
+        'name: survivor\nversion: "1"\nsteps:\n'
+        f"  first: {{run: [sh, -c, 'echo first >> {count}; sleep 1.5; echo one > out'],"
+        " outputs: {o: {path: out}}}\n"
+        f"  second: {{run: [sh, -c, 'echo second >> {count}; cat ../first/out'], needs: [first],"
+        " outputs: {text: {stdout: text}}}\n"
+    )
     with live_server(settings) as server, server.client(register_and_login(server, "restart")) as c:
-        push(c, one_step("long", "[sleep, '1000']"))
-        run_id = submit(c, "long@1")
+        push(c, spec)
+        run_id = submit(c, "survivor@1")
         wait(c, run_id, {"running"})
-        queued = c.post(f"{API}/runs", json={"workflow": "long@1"}).json()["id"]
+        deadline = time.monotonic() + 10
+        while not count.exists():  # the first step runs
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        staged = c.post(f"{API}/runs", json={"workflow": "survivor@1"}).json()["id"]
+    # the server is gone; its step goes on under the supervisor
     with (
         live_server(settings) as server,
         server.client(server.ctx.accounts.login("restart", STRONG).secret) as c,
     ):
-        status = c.get(f"{API}/runs/{run_id}").json()
-        assert status["state"] == "system_error"
-        assert c.get(f"{API}/runs/{queued}").json()["state"] == "staged"
+        status = wait(c, run_id)
+        assert status["state"] == "succeeded", status
+        assert count.read_text().split() == ["first", "second"]  # each step ran once
+        assert steps(c, run_id)["second"]["outputs"] == {"text": "one"}
+        assert c.get(f"{API}/runs/{staged}").json()["state"] == "staged"
+        types = [e["type"] for e in c.get(f"{API}/runs/{run_id}/events").json()]
+        assert "step.lost" not in types and types[-1] == "run.succeeded"

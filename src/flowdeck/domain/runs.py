@@ -162,6 +162,8 @@ class Run:
     pause_mode: str | None = None
     error: dict[str, Any] | None = None  # {"step", "message"} of what ended it
     outputs: dict[str, Any] = field(default_factory=dict)
+    owner_instance: str | None = None  # the server instance running it (see domain.leases)
+    fence: int = 0  # incremented by every takeover
 
     @property
     def active(self) -> bool:

@@ -33,6 +33,7 @@ class Launch:
     memory_bytes: int | None = None  # RLIMIT_AS
     file_size_bytes: int | None = None  # RLIMIT_FSIZE
     walltime_s: float | None = None  # killed (and timed_out) after this long
+    record: Path | None = None  # where the supervisor keeps pid, start time and outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,7 @@ class Outcome:
     wall_s: float = 0.0
     result: Any = None  # a python step's return value
     error: str | None = None  # could not start, or the python exception (with traceback)
+    lost: bool = False  # its supervisor went away: how it ended is unknown
 
     @property
     def ok(self) -> bool:

@@ -79,6 +79,7 @@ class ActiveRun:
     executor: str
     cpus: float
     extra_env: dict[str, str]
+    fence: int = 0  # the run's fence while this instance owns it
     instances: dict[str, list[Instance]] = field(default_factory=dict)
     resolved: dict[str, StepState] = field(default_factory=dict)  # skipped/cancelled whole
     used: float = 0.0

@@ -1,5 +1,10 @@
 """Group commit: the scheduler hands over each tick's changes and goes on; this thread
-commits whatever has gathered in ONE transaction, batches applied in order."""
+commits whatever has gathered in ONE transaction, batches applied in order.
+
+Every change is fenced: a batch says which (instance, fence) it expects each of its runs to
+have; the changes of a run whose owner or fence differ in the store (another instance took
+it over) are dropped, and the scheduler is told to let go of that run.
+"""
 
 from __future__ import annotations
 
@@ -7,35 +12,39 @@ import concurrent.futures
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flowdeck.domain.runs import StepRecord
 from flowdeck.store.base import EventRow, Store, Tx
 
 log = logging.getLogger("flowdeck.committer")
+Op = tuple[str, Callable[[Tx], None]]  # (run id, change)
 
 
 @dataclass
 class Batch:
-    ops: list[Callable[[Tx], None]]
+    ops: list[Op]
     steps: list[StepRecord]
     events: list[EventRow]
-    done: concurrent.futures.Future[None]
+    fences: dict[str, int]  # run id -> the fence its changes expect
+    done: concurrent.futures.Future[set[str]] = field(default_factory=concurrent.futures.Future)
 
 
 class Committer:
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self, store: Store, instance_id: str, on_fenced: Callable[[set[str]], None]
+    ) -> None:
         self.store = store
+        self.instance_id = instance_id
+        self.on_fenced = on_fenced
         self._pending: list[Batch] = []
         self._cond = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._main, name="flowdeck-committer", daemon=True)
         self._thread.start()
 
-    def submit(
-        self, ops: list[Callable[[Tx], None]], steps: list[StepRecord], events: list[EventRow]
-    ) -> concurrent.futures.Future[None]:
-        batch = Batch(ops, steps, events, concurrent.futures.Future())
+    def submit(self, batch: Batch) -> concurrent.futures.Future[set[str]]:
+        """Commit soon; the future gives the runs whose changes were fenced off."""
         with self._cond:
             self._pending.append(batch)
             self._cond.notify()
@@ -50,19 +59,36 @@ class Committer:
                     return
                 batches, self._pending = self._pending, []
             try:
-                with self.store.write() as tx:
-                    for b in batches:
-                        for op in b.ops:
-                            op(tx)
-                        tx.save_steps(b.steps)
-                        tx.add_events(b.events)
+                stale = self._commit(batches)
             except Exception as exc:
                 log.exception("could not commit %d scheduler batches", len(batches))
                 for b in batches:
                     b.done.set_exception(exc)
             else:
+                if stale:
+                    log.warning("changes of runs owned elsewhere were dropped: %s", stale)
+                    self.on_fenced(stale)
                 for b in batches:
-                    b.done.set_result(None)
+                    b.done.set_result(stale)
+
+    def _commit(self, batches: list[Batch]) -> set[str]:
+        with self.store.write() as tx:
+            expected: dict[str, int] = {}
+            for b in batches:
+                expected.update(b.fences)
+            found = tx.run_fences(sorted(expected))
+            stale = {
+                run_id
+                for run_id, fence in expected.items()
+                if run_id in found and found[run_id] != (self.instance_id, fence)
+            }
+            for b in batches:
+                for run_id, op in b.ops:
+                    if run_id not in stale:
+                        op(tx)
+                tx.save_steps([s for s in b.steps if s.run_id not in stale])
+                tx.add_events([e for e in b.events if e[1] not in stale])
+        return stale
 
     def close(self) -> None:
         """Commit what is pending, then stop."""

@@ -65,6 +65,7 @@ def prepare(ar: ActiveRun, inst: Instance, settings: Settings) -> Launch:
         "env": env,
         "stdout": ar.rundir.log(inst.step, inst.index, attempt, "stdout"),
         "stderr": ar.rundir.log(inst.step, inst.index, attempt, "stderr"),
+        "record": ar.rundir.record(inst.step, inst.index, attempt),
         "memory_bytes": step.resources.memory_bytes or ar.run.resources.get("memory_bytes"),
         "walltime_s": timeout,
         "cpu_seconds": math.ceil(timeout * step.resources.cpus) if timeout else None,
@@ -96,7 +97,7 @@ def describe(ar: ActiveRun, inst: Instance, outcome: Outcome) -> str:
 
 
 def collect(
-    ar: ActiveRun, inst: Instance, outcome: Outcome, op: Callable[[Callable[[Tx], None]], None]
+    ar: ActiveRun, inst: Instance, outcome: Outcome, op: Callable[[Callable[[Tx], None]], Any]
 ) -> dict[str, Any]:
     """The outputs of a successful attempt; file outputs become products."""
     step = ar.step(inst.step)

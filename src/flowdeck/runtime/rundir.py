@@ -5,6 +5,7 @@
     work/<step>[.<i>]/          each step instance's working directory (its outputs)
     tmp/                        scratch ($TMPDIR)
     logs/<step>[.<i>].<attempt>.stdout|stderr
+    logs/<step>[.<i>].<attempt>.proc.json      the supervisor's record: pid, start, outcome
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ class RunDir:
 
     def log(self, step: str, index: int, attempt: int, stream: str) -> Path:
         return self.logs / f"{label(step, index)}.{attempt}.{stream}"
+
+    def record(self, step: str, index: int, attempt: int) -> Path:
+        return self.logs / f"{label(step, index)}.{attempt}.proc.json"
 
     def create(self) -> None:
         """What a starting run needs (inputs/ appears with the first staged file, work/

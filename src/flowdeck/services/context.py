@@ -30,11 +30,11 @@ class Context:
         if self.runs.scheduler is not None:
             return
         from flowdeck.executors.inprocess import InProcessExecutor
-        from flowdeck.executors.local import LocalExecutor
+        from flowdeck.executors.supervised import SupervisedExecutor
         from flowdeck.runtime.scheduler import Scheduler
 
         executors = {
-            "local": LocalExecutor(),
+            "local": SupervisedExecutor(self.settings.data_dir, self.settings.supervisor_idle_s),
             "inprocess": InProcessExecutor(workers=self.settings.inprocess_workers),
         }
         scheduler = Scheduler(

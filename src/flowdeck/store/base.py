@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from flowdeck.domain.accounts import AccountStatus, AuditEntry, Role, Throttle, Token, User
+from flowdeck.domain.leases import ServerInstance
 from flowdeck.domain.runs import Event, Product, Run, RunState, StagedFile, StepRecord
 from flowdeck.domain.webhooks import Attempt, Delivery, Subscription
 from flowdeck.domain.workflows import Visibility, Workflow
@@ -276,6 +277,29 @@ class Tx(ABC):
         """Oldest first.  ``types`` are patterns where ``*`` matches any characters
         (``run.*``, ``step.failed``); ``owner_id`` keeps the events of that owner's
         subjects; ``subject_ids`` keeps those subjects."""
+
+    # -- server instances and run ownership (flowdeck.domain.leases) -----------------------
+    @abstractmethod
+    def add_instance(self, instance: ServerInstance) -> None: ...
+
+    @abstractmethod
+    def heartbeat(self, instance_id: str, now: datetime) -> bool:
+        """Renew the lease; False when the instance was stopped (or is unknown)."""
+
+    @abstractmethod
+    def stop_instance(self, instance_id: str, now: datetime) -> None: ...
+
+    @abstractmethod
+    def list_instances(self) -> list[ServerInstance]: ...
+
+    @abstractmethod
+    def claim_run(self, run_id: str, instance_id: str, fence: int) -> int | None:
+        """Make ``instance_id`` the run's owner if its fence is still ``fence``; the new
+        fence, or None when someone else changed it first."""
+
+    @abstractmethod
+    def run_fences(self, run_ids: list[str]) -> dict[str, tuple[str | None, int]]:
+        """(owner instance, fence) of each run that exists."""
 
     @abstractmethod
     def last_event_id(self) -> int:

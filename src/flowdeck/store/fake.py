@@ -14,11 +14,13 @@ from datetime import datetime
 from typing import Any
 
 from flowdeck.domain.accounts import AccountStatus, AuditEntry, Role, Throttle, Token, User
+from flowdeck.domain.leases import ServerInstance
 from flowdeck.domain.runs import Event, Product, Run, StagedFile, StepRecord
 from flowdeck.domain.webhooks import Attempt, Delivery, Subscription
 from flowdeck.domain.workflows import WORKFLOW_KIND, Visibility, Workflow
 from flowdeck.errors import AlreadyExists
 from flowdeck.store.base import EventHook, Store, Tx
+from flowdeck.store.fake_leases import FakeLeasesMixin
 from flowdeck.store.fake_runs import FakeRunsMixin
 from flowdeck.store.fake_webhooks import FakeWebhooksMixin
 
@@ -40,6 +42,7 @@ class _State:
     webhooks: dict[str, Subscription] = field(default_factory=dict)
     deliveries: dict[str, Delivery] = field(default_factory=dict)
     attempts: dict[tuple[str, int], Attempt] = field(default_factory=dict)
+    instances: dict[str, ServerInstance] = field(default_factory=dict)
 
 
 class FakeStore(Store):
@@ -71,7 +74,7 @@ class FakeStore(Store):
         return None
 
 
-class FakeTx(FakeRunsMixin, FakeWebhooksMixin, Tx):
+class FakeTx(FakeRunsMixin, FakeWebhooksMixin, FakeLeasesMixin, Tx):
     def __init__(self, state: _State, event_hooks: list[EventHook] | None = None) -> None:
         self.s = state
         self.added = []

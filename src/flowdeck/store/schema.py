@@ -170,6 +170,9 @@ runs = Table(
     Column("pause_mode", String(16), nullable=True),
     Column("error", JSON, nullable=True),
     Column("outputs", JSON, nullable=True),
+    # ownership and fencing (see flowdeck.domain.leases)
+    Column("owner_instance", String(40), nullable=True),
+    Column("fence", Integer, nullable=False, server_default="0"),
     Index("ix_runs_owner_id_state", "owner_id", "state"),
     Index("ix_runs_workflow_id_state", "workflow_id", "state"),
     Index("ix_runs_state_id", "state", "id"),
@@ -201,6 +204,19 @@ steps = Table(
     Column("cpu_time_s", Float, nullable=True),
     Column("outputs", JSON, nullable=True),
     Column("error", Text, nullable=True),
+)
+
+# Server instances and their heartbeat leases (see flowdeck.domain.leases).
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("pid_start", BigInteger, nullable=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("stopped_at", UTCDateTime, nullable=True),
 )
 
 # Every state change and what else happens to a subject (a run; a graph later), written in

@@ -28,6 +28,7 @@ from flowdeck.domain.workflows import WORKFLOW_KIND, Visibility, Workflow
 from flowdeck.errors import AlreadyExists, InvalidInput, StoreUnavailable
 from flowdeck.store import schema as t
 from flowdeck.store.base import EventHook, Store, Tx
+from flowdeck.store.sql_leases import SqlLeasesMixin
 from flowdeck.store.sql_runs import OwnerCache, SqlRunsMixin
 from flowdeck.store.sql_webhooks import SqlWebhooksMixin
 
@@ -205,7 +206,7 @@ _FIND_TOKEN = (
 )
 
 
-class SqlTx(SqlRunsMixin, SqlWebhooksMixin, Tx):
+class SqlTx(SqlRunsMixin, SqlWebhooksMixin, SqlLeasesMixin, Tx):
     def __init__(
         self,
         conn: Connection,

@@ -42,6 +42,8 @@ _RUN_FIELDS = (
     "pause_mode",
     "error",
     "outputs",
+    "owner_instance",
+    "fence",
 )
 
 
@@ -74,6 +76,8 @@ def _run(row: Any, tags: list[str] | None = None) -> Run:
         pause_mode=m["pause_mode"],
         error=m["error"],
         outputs=m["outputs"] or {},
+        owner_instance=m["owner_instance"],
+        fence=m["fence"],
     )
 
 

@@ -1,0 +1,296 @@
+"""Local steps through the step supervisor (:mod:`flowdeck.executors.supervisor`), so that
+they keep running while the server restarts.
+
+The executor connects to the data directory's supervisor, starting it when none answers,
+and talks to it from the scheduler's loop: a non-blocking Unix socket whose replies are
+read by a loop reader.  After a restart, :meth:`SupervisedExecutor.connect` returns what
+the supervisor knows (attempts still running, attempts that ended meanwhile) and
+:meth:`adopt` re-attaches the scheduler to a running attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowdeck.executors.base import Executor, Launch, Outcome, StepProcess
+from flowdeck.executors.wire import (
+    encode,
+    launch_to_wire,
+    outcome_from_wire,
+    read_record,
+    same_process_alive,
+)
+
+log = logging.getLogger("flowdeck.executors")
+LOST = "its supervisor stopped, so how the step ended is unknown"
+
+
+def socket_path(data_dir: Path) -> Path:
+    """The supervisor's socket: in the data directory, or (for a path too long for a Unix
+    socket) in a private directory under the system's temporary directory."""
+    path = data_dir.absolute() / "supervisor.sock"
+    if len(str(path)) < 100:
+        return path
+    private = Path(tempfile.gettempdir()) / f"flowdeck-{os.getuid()}"
+    private.mkdir(mode=0o700, exist_ok=True)
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:24]
+    return private / f"{digest}.sock"
+
+
+def kill_orphan(record: Path) -> None:
+    """Kill the process group of an attempt whose supervisor is gone, if it still runs."""
+    info = read_record(record) or {}
+    pid, start = info.get("pid"), info.get("start_time")
+    if isinstance(pid, int) and same_process_alive(pid, start):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+@dataclass
+class SupervisorState:
+    """What the supervisor said at hello."""
+
+    pid: int
+    running: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> pid, start
+
+
+class SupervisedProcess(StepProcess):
+    def __init__(self, executor: SupervisedExecutor, key: str) -> None:
+        self.key = key
+        self._executor = executor
+        self.pid: int | None = None
+
+    def _signal(self, action: str) -> None:
+        self._executor.send({"op": "signal", "key": self.key, "action": action})
+
+    def pause(self) -> None:
+        self._signal("pause")
+
+    def resume(self) -> None:
+        self._signal("resume")
+
+    def terminate(self) -> None:
+        self._signal("terminate")
+
+    def kill(self) -> None:
+        self._signal("kill")
+
+
+class SupervisedExecutor(Executor):
+    name = "local"
+    can_freeze = True
+
+    def __init__(self, data_dir: Path, idle_s: float = 300.0) -> None:
+        self.data_dir = data_dir
+        self.idle_s = idle_s
+        self.sock_path = socket_path(data_dir)
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inbox = b""
+        self._outbox = bytearray()
+        self._waiting: dict[str, tuple[Callable[[Outcome], None], SupervisedProcess]] = {}
+        self._records: dict[str, Path] = {}  # adopted attempts' record files
+
+    # -- connection ----------------------------------------------------------------------
+    def connect(self, loop: asyncio.AbstractEventLoop) -> SupervisorState:
+        """Connect (starting the supervisor if needed), say hello and attach to ``loop``;
+        call in the loop's thread."""
+        sock = self._open()
+        sock.sendall(encode({"op": "hello"}))
+        reply = b""
+        sock.settimeout(30)
+        while not reply.endswith(b"\n"):
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError("the step supervisor closed the connection")
+            reply += chunk
+        first, _, rest = reply.partition(b"\n")
+        hello = json.loads(first)
+        sock.setblocking(False)
+        self._sock, self._loop, self._inbox = sock, loop, rest
+        loop.add_reader(sock.fileno(), self._readable)
+        return SupervisorState(
+            pid=int(hello["pid"]),
+            running={r["key"]: r for r in hello["running"]},
+        )
+
+    def _open(self) -> socket.socket:
+        try:
+            return self._dial()
+        except OSError:
+            pass
+        self._spawn()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return self._dial()
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    def _dial(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(self.sock_path))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def _spawn(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.data_dir / "supervisor.log"
+        with log_path.open("ab") as out:
+            intermediate = subprocess.Popen(  # noqa: S603 - our own module
+                [
+                    sys.executable,
+                    "-m",
+                    "flowdeck.executors.supervisor",
+                    "--socket",
+                    str(self.sock_path),
+                    "--lock",
+                    str(self.data_dir / "supervisor.lock"),
+                    "--idle-s",
+                    str(self.idle_s),
+                    "--daemon",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        intermediate.wait(30)
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    def send(self, msg: dict[str, Any]) -> None:
+        if self._sock is None:
+            return
+        self._outbox += encode(msg)
+        self._flush()
+
+    def _flush(self) -> None:
+        assert self._sock is not None
+        assert self._loop is not None
+        try:
+            sent = self._sock.send(self._outbox)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._disconnected()
+            return
+        del self._outbox[:sent]
+        if self._outbox:
+            self._loop.add_writer(self._sock.fileno(), self._writable)
+
+    def _writable(self) -> None:
+        assert self._sock is not None
+        assert self._loop is not None
+        self._loop.remove_writer(self._sock.fileno())
+        self._flush()
+
+    def _readable(self) -> None:
+        assert self._sock is not None
+        try:
+            chunk = self._sock.recv(1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._disconnected()
+            return
+        lines = (self._inbox + chunk).split(b"\n")
+        self._inbox = lines.pop()
+        for line in lines:
+            msg = json.loads(line)
+            if msg["op"] == "exited":
+                entry = self._waiting.pop(msg["key"], None)
+                if self._records.pop(msg["key"], None) is not None:
+                    self.send({"op": "ack", "key": msg["key"]})
+                if entry is not None:
+                    entry[0](outcome_from_wire(msg["outcome"]))
+            elif msg["op"] == "unknown":
+                entry = self._waiting.pop(msg["key"], None)
+                record = self._records.pop(msg["key"], None)
+                if record is not None:
+                    kill_orphan(record)
+                if entry is not None:
+                    entry[0](Outcome(exit_code=None, lost=True, error=LOST))
+            elif msg["op"] == "started":
+                entry = self._waiting.get(msg["key"])
+                if entry is not None:
+                    entry[1].pid = msg["pid"]
+
+    def _disconnected(self) -> None:
+        """The supervisor is gone: its attempts are lost (the scheduler decides what then)."""
+        if self._sock is not None and self._loop is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._loop.remove_writer(self._sock.fileno())
+            self._sock.close()
+        self._sock = None
+        self._outbox.clear()
+        waiting, self._waiting = self._waiting, {}
+        for on_exit, _proc in waiting.values():
+            on_exit(Outcome(exit_code=None, lost=True, error=LOST))
+
+    # -- the executor --------------------------------------------------------------------
+    def start(
+        self,
+        launch: Launch,
+        on_exit: Callable[[Outcome], None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> StepProcess:
+        if self._sock is None:
+            try:
+                self.connect(loop)
+            except OSError as exc:
+                error = f"cannot reach the step supervisor: {exc}"
+                loop.call_soon(on_exit, Outcome(exit_code=None, error=error))
+                return SupervisedProcess(self, launch.key)
+        proc = SupervisedProcess(self, launch.key)
+        self._waiting[launch.key] = (on_exit, proc)
+        self.send({"op": "start", "launch": launch_to_wire(launch)})
+        return proc
+
+    def adopt(
+        self, key: str, on_exit: Callable[[Outcome], None], record: Path | None = None
+    ) -> SupervisedProcess:
+        """Follow an attempt started before a restart: its exit comes to us, or at once
+        if it ended meanwhile; if the supervisor does not know it (it restarted), the
+        attempt is lost — and a process of it still alive is killed first."""
+        proc = SupervisedProcess(self, key)
+        self._waiting[key] = (on_exit, proc)
+        if record is not None:
+            self._records[key] = record
+        self.send({"op": "adopt", "key": key})
+        return proc
+
+    def close(self) -> None:
+        """Disconnect; the supervisor keeps the steps running."""
+        if self._sock is not None and self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._sock.fileno())
+                self._loop.remove_writer(self._sock.fileno())
+            self._sock.close()
+        self._sock = None
+        self._waiting.clear()

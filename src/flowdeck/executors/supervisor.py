@@ -1,0 +1,238 @@
+"""The step supervisor: one long-lived process per data directory that starts the local
+steps, is their subreaper and keeps their records, so that steps outlive the server.
+
+The server connects over a Unix socket (see :mod:`flowdeck.executors.wire`).  Steps run
+exactly as :class:`~flowdeck.executors.local.LocalExecutor` runs them — in this process's
+loop instead of the server's.  When no server is connected, exits are kept (in memory and
+in each attempt's record file) until one connects and says hello.  With no server and no
+step for ``--idle-s`` seconds, the supervisor exits.
+
+    python -m flowdeck.executors.supervisor --socket PATH --lock PATH [--idle-s 300] [--daemon]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import fcntl
+import functools
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from flowdeck.executors.base import Launch, Outcome, StepProcess
+from flowdeck.executors.local import LocalExecutor
+from flowdeck.executors.wire import (
+    encode,
+    launch_from_wire,
+    outcome_to_wire,
+    process_start_time,
+    read_record,
+    same_process_alive,
+    write_record,
+)
+
+log = logging.getLogger("flowdeck.supervisor")
+PR_SET_CHILD_SUBREAPER = 36
+MAX_UNTOLD = 100_000
+LOST = "the supervisor that ran it stopped, so how it ended is unknown"
+
+
+class Supervisor:
+    def __init__(self, loop: asyncio.AbstractEventLoop, idle_s: float) -> None:
+        self.loop = loop
+        self.idle_s = idle_s
+        self.executor = LocalExecutor()
+        self.procs: dict[str, tuple[StepProcess, dict[str, Any]]] = {}
+        # exits not yet told to a server (none was connected), until one adopts the key
+        self.exited: dict[str, dict[str, Any]] = {}
+        self.owners: dict[str, asyncio.StreamWriter] = {}  # key -> the server that follows it
+        self.clients = 0
+        self.done = asyncio.Event()
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._reap_planned = False
+        self._check_idle()
+
+    # -- connections ---------------------------------------------------------------------
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.clients += 1
+        self._check_idle()
+        try:
+            while line := await reader.readline():
+                try:
+                    self.handle(json.loads(line), writer)
+                except Exception:
+                    log.exception("bad message %r", line[:200])
+        except ConnectionError:
+            pass
+        finally:
+            self.clients -= 1
+            for key in [k for k, w in self.owners.items() if w is writer]:
+                del self.owners[key]
+            writer.close()
+            self._check_idle()
+
+    def handle(self, msg: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        op = msg.get("op")
+        key = str(msg.get("key"))
+        if op == "hello":
+            running = [info for _proc, info in self.procs.values()]
+            writer.write(encode({"op": "state", "pid": os.getpid(), "running": running}))
+        elif op == "start":
+            launch = launch_from_wire(msg["launch"])
+            self.owners[launch.key] = writer
+            self.start(launch)
+        elif op == "adopt":
+            # Exits of key go to this connection from now on; one it missed comes now.
+            if key in self.procs:
+                self.owners[key] = writer
+            elif key in self.exited:
+                writer.write(encode({"op": "exited", "key": key, "outcome": self.exited[key]}))
+            else:
+                writer.write(encode({"op": "unknown", "key": key}))
+        elif op == "ack":
+            self.exited.pop(key, None)
+        elif op == "signal":
+            entry = self.procs.get(key)
+            action = msg.get("action")
+            if entry is not None and action in ("pause", "resume", "terminate", "kill"):
+                getattr(entry[0], str(action))()
+
+    def send(self, key: str, msg: dict[str, Any]) -> bool:
+        writer = self.owners.get(key)
+        if writer is None or writer.is_closing():
+            return False
+        writer.write(encode(msg))
+        return True
+
+    # -- steps ---------------------------------------------------------------------------
+    def start(self, launch: Launch) -> None:
+        """Start an attempt — at most once per key, whatever the server asks: a key that
+        runs or ran is answered with what is known of it."""
+        key = launch.key
+        if key in self.procs:
+            return  # running: its exit goes to the server that asked last
+        if key in self.exited:
+            self.send(key, {"op": "exited", "key": key, "outcome": self.exited.pop(key)})
+            return
+        record = read_record(launch.record) if launch.record is not None else None
+        if record is not None:  # started by an earlier supervisor
+            outcome = record.get("outcome")
+            if not isinstance(outcome, dict):
+                pid, start = record.get("pid"), record.get("start_time")
+                if isinstance(pid, int) and same_process_alive(pid, start):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(pid, signal.SIGKILL)
+                outcome = outcome_to_wire(Outcome(exit_code=None, lost=True, error=LOST))
+            self.send(key, {"op": "exited", "key": key, "outcome": outcome})
+            return
+        proc = self.executor.start(launch, functools.partial(self._ended, launch), self.loop)
+        pid = getattr(proc, "pid", None)
+        if pid is None:
+            return  # could not start: _ended reports it
+        info = {
+            "key": launch.key,
+            "pid": pid,
+            "start_time": process_start_time(pid),
+            "started_at": time.time(),
+        }
+        self.procs[launch.key] = (proc, info)
+        if launch.record is not None:
+            write_record(launch.record, info)
+        self.send(launch.key, {"op": "started", **info})
+        self._check_idle()
+
+    def _ended(self, launch: Launch, outcome: Outcome) -> None:
+        _proc, info = self.procs.pop(launch.key, (None, {"key": launch.key}))
+        wire = outcome_to_wire(outcome)
+        if launch.record is not None:
+            with contextlib.suppress(OSError):  # the run directory was removed (kill)
+                write_record(launch.record, {**info, "outcome": wire})
+        if not self.send(launch.key, {"op": "exited", "key": launch.key, "outcome": wire}):
+            if len(self.exited) >= MAX_UNTOLD:
+                self.exited.pop(next(iter(self.exited)))  # the record file still has it
+            self.exited[launch.key] = wire
+        self.owners.pop(launch.key, None)
+        self._plan_reap()
+        self._check_idle()
+
+    # -- orphans and idleness ------------------------------------------------------------
+    def _plan_reap(self) -> None:
+        if not self._reap_planned:
+            self._reap_planned = True
+            self.loop.call_later(0.2, self._reap_orphans)
+
+    def _reap_orphans(self) -> None:
+        """Reap processes that were reparented to us (we are their subreaper) and ended;
+        our own steps are reaped by the executor, with their resource usage."""
+        self._reap_planned = False
+        mine = {info["pid"] for _proc, info in self.procs.values()}
+        me = str(os.getpid())
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) in mine:
+                continue
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue
+            state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+            if ppid == me and state == "Z":
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(int(entry.name), os.WNOHANG)
+
+    def _check_idle(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if self.clients == 0 and not self.procs:
+            self._idle_timer = self.loop.call_later(self.idle_s, self.done.set)
+
+
+async def _main(socket_path: Path, idle_s: float) -> None:
+    loop = asyncio.get_running_loop()
+    sup = Supervisor(loop, idle_s)
+    loop.add_signal_handler(signal.SIGCHLD, sup._plan_reap)
+    loop.add_signal_handler(signal.SIGTERM, sup.done.set)
+    old_umask = os.umask(0o077)
+    try:
+        server = await asyncio.start_unix_server(sup.serve, path=str(socket_path))
+    finally:
+        os.umask(old_umask)
+    async with server:
+        await sup.done.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="flowdeck-supervisor")
+    parser.add_argument("--socket", type=Path, required=True)
+    parser.add_argument("--lock", type=Path, required=True)
+    parser.add_argument("--idle-s", type=float, default=300.0)
+    parser.add_argument("--daemon", action="store_true", help="detach (double fork)")
+    args = parser.parse_args(argv)
+    if args.daemon and os.fork() > 0:
+        os._exit(0)  # the server reaps this intermediate; init adopts the supervisor
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s supervisor %(message)s")
+    lock = args.lock.open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 0  # another supervisor serves this data directory
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    log.info("pid %d serving %s", os.getpid(), args.socket)
+    args.socket.unlink(missing_ok=True)  # we hold the lock: a leftover of a dead supervisor
+    asyncio.run(_main(args.socket, args.idle_s))
+    args.socket.unlink(missing_ok=True)
+    log.info("idle: exiting")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Commands from the API on active runs: pause, resume, stop, kill.  They run in the
+scheduler's loop (see ``Scheduler.call``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flowdeck import clock
+from flowdeck.domain.runs import Run, StepState, transition
+from flowdeck.errors import Conflict, NotFound
+from flowdeck.runtime.active import ActiveRun
+from flowdeck.runtime.core import SchedulerCore
+from flowdeck.runtime.rundir import RunDir
+
+
+class ControlMixin(SchedulerCore):
+    def _find(self, run_id: str) -> ActiveRun | Run:
+        if run_id in self.active:
+            return self.active[run_id]
+        if run_id in self.queued:
+            return self.queued[run_id]
+        raise NotFound(f"run {run_id} is not active")
+
+    def pause(self, run_id: str, mode: str, actor: str) -> Run:
+        ar = self._find(run_id)
+        if not isinstance(ar, ActiveRun):
+            transition(ar.state, "pause")  # queued: refused with the state
+            raise AssertionError("unreachable")
+        transition(ar.run.state, "pause")
+        running = ar.running()
+        if mode == "freeze":
+            frozen = [i for i in running if not self.executors[i.executor].can_freeze]
+            if frozen:
+                raise Conflict(
+                    "steps on the in-server executor cannot be frozen: use mode 'drain'",
+                    steps=[i.label for i in frozen],
+                )
+            for inst in running:
+                assert inst.proc is not None
+                inst.proc.pause()
+                self._step_state(ar, inst, StepState.PAUSED, actor)
+        run = self._run_state(
+            ar, "pause", actor, {"mode": mode}, paused_at=clock.now(), pause_mode=mode
+        )
+        return run
+
+    def resume(self, run_id: str, actor: str) -> Run:
+        ar = self._find(run_id)
+        if not isinstance(ar, ActiveRun):
+            transition(ar.state, "resume")
+            raise AssertionError("unreachable")
+        transition(ar.run.state, "resume")
+        for inst in ar.all_instances():
+            if inst.state is StepState.PAUSED and inst.proc is not None:
+                inst.proc.resume()
+                self._step_state(ar, inst, StepState.RUNNING, actor)
+        now = clock.now()
+        paused = (now - ar.run.paused_at).total_seconds() if ar.run.paused_at else 0.0
+        run = self._run_state(
+            ar, "resume", actor, paused_at=None, pause_mode=None, paused_s=ar.run.paused_s + paused
+        )
+        self._plan()
+        return run
+
+    def stop(self, run_id: str, grace_s: float, actor: str) -> Run:
+        ar = self._find(run_id)
+        now = clock.now()
+        if not isinstance(ar, ActiveRun):
+            del self.queued[run_id]
+            return self._run_state(ar, "stop", actor, finished_at=now)
+        extra = self._pause_end(ar, now)
+        run = self._run_state(ar, "stop", actor, {"grace_s": grace_s}, **extra)
+        self._cancel_pending(ar, StepState.CANCELLED)
+        for inst in ar.running():
+            assert inst.proc is not None
+            inst.proc.terminate()
+        self._kill_later(ar, grace_s)
+        self._plan()
+        return run
+
+    def kill(self, run_id: str, actor: str) -> Run:
+        ar = self._find(run_id)
+        now = clock.now()
+        if not isinstance(ar, ActiveRun):
+            del self.queued[run_id]
+            RunDir.of(self.settings.data_dir, run_id).remove_work()
+            return self._run_state(ar, "kill", actor, finished_at=now)
+        extra = self._pause_end(ar, now)
+        run = self._run_state(ar, "kill", actor, finished_at=now, **extra)
+        ar.killing = True
+        self._cancel_pending(ar, StepState.KILLED)
+        for inst in ar.running():
+            assert inst.proc is not None
+            inst.proc.kill()
+        if not ar.running():
+            ar.rundir.remove_work()
+        self._plan()
+        return run
+
+    @staticmethod
+    def _pause_end(ar: ActiveRun, now: datetime) -> dict[str, Any]:
+        if ar.run.paused_at is None:
+            return {}
+        return {
+            "paused_at": None,
+            "paused_s": ar.run.paused_s + (now - ar.run.paused_at).total_seconds(),
+        }
+
+    def is_active(self, run_id: str) -> bool:
+        return run_id in self.active or run_id in self.queued

@@ -1,0 +1,462 @@
+"""The scheduler's core: decisions in *ticks*, state changes batched into group commits.
+
+A tick advances each run's DAG (conditions, scatter), admits queued runs by priority then
+age while machine slots are free, dispatches ready step instances within the slots and
+each run's cpus, then hands every state change of the tick, with its events, to the
+committer (ONE transaction, fenced by this instance's ownership of each run) — and only
+then starts processes.  Process exits, timers and API commands schedule the next tick, so
+bursts are batched.  Control commands live in :mod:`control`, restarts and ownership in
+:mod:`recovery`; :mod:`scheduler` puts them together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flowdeck import clock
+from flowdeck.config import Settings
+from flowdeck.domain.runs import STEP_OK, Run, RunState, StepRecord, StepState, transition
+from flowdeck.domain.validation import ValidWorkflow, validate_data
+from flowdeck.executors.base import Executor, Outcome
+from flowdeck.runtime import launch as launching
+from flowdeck.runtime.active import FAILURES, ActiveRun, Instance
+from flowdeck.runtime.committer import Batch, Committer
+from flowdeck.runtime.rundir import RunDir
+from flowdeck.runtime.steps import StepError, evaluate_condition, foreach_items, resolver
+from flowdeck.store.base import EventRow, Store, Tx
+
+log = logging.getLogger("flowdeck.scheduler")
+Change = Callable[[Tx], None]
+
+
+class SchedulerCore:
+    store: Store
+    settings: Settings
+    executors: dict[str, Executor]
+    code_dir_of: Callable[[str], Any]
+    instance_id: str
+    slots: float
+    used: float
+    active: dict[str, ActiveRun]
+    queued: dict[str, Run]
+    loop: asyncio.AbstractEventLoop | None
+    committer: Committer
+    draining: bool
+
+    def _init_core(self) -> None:
+        self._ops: list[tuple[str, Change]] = []  # run updates and products, in order
+        self._steps: dict[tuple[str, str, int], StepRecord] = {}  # the last record of each
+        self._events: list[EventRow] = []
+        self._tick_planned = False
+        self._valid: dict[str, tuple[ValidWorkflow | None, bool]] = {}
+
+    def _plan(self) -> None:
+        if not self._tick_planned and self.loop is not None:
+            self._tick_planned = True
+            self.loop.call_soon(self._tick)
+
+    # -- state changes, batched ----------------------------------------------------------
+    def _op(self, run_id: str, op: Change) -> None:
+        self._ops.append((run_id, op))
+
+    def _flush(self) -> concurrent.futures.Future[set[str]]:
+        """Hand everything decided since the last flush to the committer: one transaction,
+        committed in order, while the loop goes on."""
+        if not (self._ops or self._steps or self._events):
+            done: concurrent.futures.Future[set[str]] = concurrent.futures.Future()
+            done.set_result(set())
+            return done
+        ops, self._ops = self._ops, []
+        steps, self._steps = list(self._steps.values()), {}
+        events, self._events = self._events, []
+        touched = {r for r, _ in ops} | {s.run_id for s in steps} | {e[1] for e in events}
+        fences = {r: self.active[r].fence for r in touched if r in self.active}
+        return self.committer.submit(Batch(ops, steps, events, fences))
+
+    def _save(self, record: StepRecord) -> None:
+        self._steps[(record.run_id, record.name, record.index)] = record
+
+    def _run_state(
+        self,
+        ar: ActiveRun | Run,
+        action: str,
+        actor: str | None = None,
+        data: dict[str, Any] | None = None,
+        **changes: Any,
+    ) -> Run:
+        run = ar.run if isinstance(ar, ActiveRun) else ar
+        rule = transition(run.state, action)
+        now = clock.now()
+        changes = {"state": rule.target, "state_since": now, **changes}
+        new = dataclasses.replace(run, **changes)
+        if isinstance(ar, ActiveRun):
+            ar.run = new
+        event_data = {"from": run.state.value, **(data or {})}
+        self._op(run.id, lambda tx: tx.set_run(run.id, **changes))
+        self._events.append(("run", run.id, f"run.{rule.target.value}", now, actor, event_data))
+        return new
+
+    def _step_state(
+        self, ar: ActiveRun, inst: Instance, state: StepState, actor: str | None = None, **data: Any
+    ) -> None:
+        now = clock.now()
+        inst.state = state
+        inst.state_since = now
+        record = inst.record(ar.run.id, now)
+        payload = {"step": inst.step, "index": inst.index, "attempt": inst.attempts, **data}
+        self._save(record)
+        self._events.append(("run", record.run_id, f"step.{state.value}", now, actor, payload))
+
+    # -- intake --------------------------------------------------------------------------
+    def _take(self, run: Run) -> None:
+        if run.state is RunState.QUEUED and run.id not in self.active:
+            self.queued[run.id] = run
+            self._plan()
+
+    def _workflow(self, workflow_id: str | None) -> tuple[ValidWorkflow | None, bool]:
+        """A workflow version's validated spec and whether it has an archive; versions
+        are immutable, so each is read and validated once."""
+        if workflow_id is None:
+            return None, False
+        if workflow_id not in self._valid:
+            with self.store.read() as tx:
+                wf = tx.get_workflow(workflow_id)
+            if wf is None:
+                return None, False
+            if len(self._valid) > 1000:
+                self._valid.clear()
+            self._valid[workflow_id] = (validate_data(wf.spec).workflow, wf.has_archive)
+        return self._valid[workflow_id]
+
+    def _activate(self, run: Run, fresh: bool = True) -> ActiveRun | None:
+        """The in-memory picture of a run that starts (``fresh``) or is taken over."""
+        valid, has_archive = self._workflow(run.workflow_id)
+        if valid is None:
+            self._run_state(
+                run,
+                "system_error",
+                None,
+                finished_at=clock.now(),
+                error={"message": "the run's workflow is missing or invalid"},
+            )
+            return None
+        res = run.resources
+        ar = ActiveRun(
+            run=run,
+            spec=valid.spec,
+            deps=valid.dependencies,
+            order=valid.order,
+            rundir=RunDir.of(self.settings.data_dir, run.id),
+            code_dir=self.code_dir_of(run.workflow_id) if has_archive and run.workflow_id else None,
+            executor=str(res.get("executor", "local")),
+            cpus=float(res.get("cpus") or self.slots),
+            extra_env={str(k): str(v) for k, v in (res.get("env") or {}).items()},
+            fence=run.fence,
+        )
+        ar.rundir.create()
+        if fresh:
+            now = clock.now()
+            for name in ar.order:  # every step shows in the status from the start
+                placeholder = Instance(name, -1, None, 0, state_since=now).record(run.id, now)
+                self._save(placeholder)
+        return ar
+
+    def _claim(self, runs: list[Run]) -> list[Run]:
+        """Take ownership of queued runs (one transaction); those someone else changed
+        first are dropped."""
+        claimed: list[Run] = []
+        with self.store.write() as tx:
+            for run in runs:
+                fence = tx.claim_run(run.id, self.instance_id, run.fence)
+                if fence is not None:
+                    claimed.append(
+                        dataclasses.replace(run, owner_instance=self.instance_id, fence=fence)
+                    )
+        return claimed
+
+    # -- the tick ------------------------------------------------------------------------
+    def _tick(self) -> None:
+        self._tick_planned = False
+        try:
+            self._tick_body()
+        except Exception:
+            log.exception("scheduler tick failed")
+            self._ops.clear()
+
+    def _tick_body(self) -> None:
+        for ar in list(self.active.values()):
+            if ar.run.state is RunState.RUNNING:
+                self._advance(ar)
+            self._maybe_finish(ar)
+        starts: list[tuple[ActiveRun, Instance, Any]] = []
+        for ar in self._by_priority(self.active.values()):
+            if ar.run.state is RunState.RUNNING and not self._dispatch(ar, starts):
+                break
+        if self.queued and self.used < self.slots and not self.draining:
+            self._admit(starts)
+        self._flush()
+        assert self.loop is not None
+        for owner, inst, launch in starts:
+            executor = self.executors[inst.executor]
+            inst.proc = executor.start(
+                launch, functools.partial(self._exited, owner, inst), self.loop
+            )
+        if any(ar.finished() for ar in self.active.values()):
+            self._plan()
+
+    def _admit(self, starts: list[tuple[ActiveRun, Instance, Any]]) -> None:
+        order = sorted(
+            self.queued.values(), key=lambda r: (-r.priority, r.queued_at or r.created_at, r.id)
+        )
+        # Claim as many as could start now (a run takes at least a fraction of a slot).
+        free = max(1, int((self.slots - self.used) * 4))
+        candidates = order[:free]
+        for run in candidates:
+            del self.queued[run.id]
+        for run in self._claim(candidates):
+            if self.used >= self.slots:
+                self.queued[run.id] = run  # claimed: it stays ours until it runs
+                continue
+            admitted = self._activate(run)
+            if admitted is None:
+                continue
+            self.active[run.id] = admitted
+            self._run_state(admitted, "dispatch", started_at=clock.now())
+            walltime = run.resources.get("walltime_s")
+            if walltime:
+                assert self.loop is not None
+                admitted.timers.append(
+                    self.loop.call_later(float(walltime), self._run_walltime, admitted)
+                )
+            self._advance(admitted)
+            self._dispatch(admitted, starts)
+            self._maybe_finish(admitted)
+
+    @staticmethod
+    def _by_priority(runs: Any) -> list[ActiveRun]:
+        return sorted(
+            runs, key=lambda a: (-a.run.priority, a.run.queued_at or a.run.created_at, a.run.id)
+        )
+
+    def _context(self, ar: ActiveRun, item: Any = None) -> Any:
+        return resolver(ar.run.params, ar.all_outputs(), item)
+
+    def _advance(self, ar: ActiveRun) -> None:
+        """Resolve every step whose dependencies are done: skip it, or create its
+        instances."""
+        for name in ar.order:
+            if name in ar.resolved or name in ar.instances:
+                continue
+            states = [ar.aggregate(d) for d in ar.deps[name]]
+            if any(
+                s not in STEP_OK and s not in FAILURES and s is not StepState.SKIPPED
+                for s in states
+            ):
+                continue  # still waiting
+            step = ar.step(name)
+            if any(s is not StepState.SUCCEEDED and s not in STEP_OK for s in states):
+                self._resolve(ar, name, StepState.SKIPPED, reason="a dependency did not succeed")
+                continue
+            try:
+                resolve = self._context(ar)
+                if step.when is not None and not evaluate_condition(step.when, resolve):
+                    self._resolve(ar, name, StepState.SKIPPED, reason="when is false")
+                    continue
+                items: list[Any] = (
+                    foreach_items(step.foreach, resolve) if step.foreach is not None else [None]
+                )
+            except StepError as exc:
+                self._resolve(ar, name, StepState.FAILED, reason=str(exc))
+                self._failed(ar, name, str(exc))
+                continue
+            cpus = float(step.resources.cpus)
+            executor = self._executor_of(ar, name)
+            group = [
+                Instance(name, i if step.foreach is not None else -1, item, cpus, executor=executor)
+                for i, item in enumerate(items)
+            ]
+            ar.instances[name] = group
+            # the instances of a foreach replace the step's placeholder
+            if step.foreach is not None and self._steps.pop((ar.run.id, name, -1), None) is None:
+                self._op(ar.run.id, _unsave(ar.run.id, name))
+            for inst in group:
+                self._step_state(ar, inst, StepState.PENDING)
+
+    @staticmethod
+    def _executor_of(ar: ActiveRun, name: str) -> str:
+        return "inprocess" if ar.step(name).python and ar.executor == "inprocess" else "local"
+
+    def _resolve(self, ar: ActiveRun, name: str, state: StepState, reason: str) -> None:
+        ar.resolved[name] = state
+        inst = Instance(name, -1, None, 0, error=reason)
+        self._step_state(ar, inst, state, reason=reason)
+
+    def _dispatch(self, ar: ActiveRun, starts: list[tuple[ActiveRun, Instance, Any]]) -> bool:
+        """Start ready instances of ``ar``; False when the machine's slots are full."""
+        if self.draining:
+            return False
+        for name in ar.order:
+            for inst in ar.instances.get(name, ()):
+                if inst.state is not StepState.PENDING or inst.waiting_retry:
+                    continue
+                if self.used + inst.cpus > self.slots and self.used > 0:
+                    return False
+                if ar.used + inst.cpus > ar.cpus and ar.used > 0:
+                    return True
+                try:
+                    launch = launching.prepare(ar, inst, self.settings)
+                except StepError as exc:
+                    inst.error = str(exc)
+                    self._step_state(ar, inst, StepState.FAILED, error=str(exc))
+                    self._failed(ar, inst.label, str(exc))
+                    return True
+                inst.attempts += 1
+                inst.started_at = clock.now()
+                inst.ended_at = inst.exit_code = inst.signal = None
+                self.used += inst.cpus
+                ar.used += inst.cpus
+                self._step_state(ar, inst, StepState.RUNNING)
+                starts.append((ar, inst, launch))
+        return True
+
+    # -- endings -------------------------------------------------------------------------
+    def _exited(self, ar: ActiveRun, inst: Instance, outcome: Outcome) -> None:
+        if ar.run.id not in self.active or self.active[ar.run.id] is not ar:
+            return  # let go of (another instance owns the run now)
+        inst.proc = None
+        self.used -= inst.cpus
+        ar.used -= inst.cpus
+        now = clock.now()
+        inst.ended_at = now
+        inst.exit_code, inst.signal = outcome.exit_code, outcome.signal
+        inst.max_rss_kb, inst.cpu_time_s = outcome.max_rss_kb, outcome.cpu_time_s
+        if ar.killing:
+            self._step_state(ar, inst, StepState.KILLED)
+        elif ar.run.state is RunState.STOPPING or (ar.failure is not None and not outcome.ok):
+            self._step_state(ar, inst, StepState.CANCELLED)
+        elif outcome.lost:
+            self._attempt_failed(ar, inst, StepState.LOST, outcome.error or "the step was lost")
+        elif outcome.ok:
+            try:
+                inst.outputs = launching.collect(
+                    ar, inst, outcome, functools.partial(self._op, ar.run.id)
+                )
+                inst.error = None
+                self._step_state(ar, inst, StepState.SUCCEEDED)
+            except StepError as exc:
+                self._attempt_failed(ar, inst, StepState.FAILED, str(exc))
+        else:
+            state = StepState.TIMED_OUT if outcome.timed_out else StepState.FAILED
+            self._attempt_failed(ar, inst, state, launching.describe(ar, inst, outcome))
+        if ar.killing and not ar.running():
+            ar.rundir.remove_work()
+        self._plan()
+
+    def _attempt_failed(
+        self, ar: ActiveRun, inst: Instance, state: StepState, message: str
+    ) -> None:
+        inst.error = message
+        retry = ar.step(inst.step).retry
+        if (
+            inst.attempts <= retry.count
+            and ar.failure is None
+            and ar.run.state in (RunState.RUNNING, RunState.PAUSED)
+        ):
+            delay = retry.delay(inst.attempts)
+            self._step_state(ar, inst, state, error=message)
+            inst.waiting_retry = True
+            self._step_state(ar, inst, StepState.PENDING, retry_in_s=delay)
+
+            def again() -> None:
+                inst.waiting_retry = False
+                inst.retry_timer = None
+                self._plan()
+
+            assert self.loop is not None
+            inst.retry_timer = self.loop.call_later(delay, again)
+            return
+        self._step_state(ar, inst, state, error=message)
+        if not ar.step(inst.step).allow_failure:
+            self._failed(ar, inst.label, message)
+
+    def _failed(self, ar: ActiveRun, label: str, message: str) -> None:
+        """A step failed for good: stop everything else; the run fails when all ended."""
+        if ar.failure is not None:
+            return
+        ar.failure = {"step": label, "message": message}
+        self._cancel_pending(ar, StepState.CANCELLED)
+        for inst in ar.running():
+            assert inst.proc is not None
+            inst.proc.terminate()
+        self._kill_later(ar, self.settings.stop_grace_s)
+
+    def _cancel_pending(self, ar: ActiveRun, state: StepState) -> None:
+        for name in ar.order:
+            if name not in ar.instances and name not in ar.resolved:
+                self._resolve(ar, name, state, reason="the run ended first")
+        for inst in ar.all_instances():
+            if inst.state is StepState.PENDING:
+                if inst.retry_timer is not None:
+                    inst.retry_timer.cancel()
+                self._step_state(ar, inst, state)
+
+    def _kill_later(self, ar: ActiveRun, grace: float) -> None:
+        def kill() -> None:
+            for inst in ar.running():
+                assert inst.proc is not None
+                inst.proc.kill()
+
+        assert self.loop is not None
+        ar.timers.append(self.loop.call_later(grace, kill))
+
+    def _maybe_finish(self, ar: ActiveRun) -> None:
+        if ar.run.id not in self.active or not ar.finished():
+            return
+        now = clock.now()
+        state = ar.run.state
+        if state is RunState.STOPPING:
+            self._run_state(ar, "stopped", finished_at=now)
+        elif state is RunState.KILLED:
+            ar.rundir.remove_work()
+        elif ar.failure is not None:
+            self._run_state(ar, "fail", None, ar.failure, finished_at=now, error=ar.failure)
+        elif state is RunState.RUNNING:
+            try:
+                outputs = launching.workflow_outputs(ar)
+            except StepError as exc:
+                self._run_state(
+                    ar,
+                    "fail",
+                    None,
+                    {"message": str(exc)},
+                    finished_at=now,
+                    error={"message": str(exc)},
+                )
+            else:
+                self._run_state(ar, "succeed", finished_at=now, outputs=outputs)
+        else:
+            return  # paused (drain) with nothing left: stays paused until resumed
+        for timer in ar.timers:
+            timer.cancel()
+        del self.active[ar.run.id]
+
+    def _run_walltime(self, ar: ActiveRun) -> None:
+        if ar.run.id in self.active and ar.failure is None:
+            self._failed(
+                ar, "", f"the run's walltime of {ar.run.resources['walltime_s']} s was exceeded"
+            )
+            self._kill_later(ar, 0)
+            self._plan()
+
+
+def _unsave(run_id: str, name: str) -> Change:
+    def op(tx: Tx) -> None:
+        tx.delete_step(run_id, name, -1)
+
+    return op

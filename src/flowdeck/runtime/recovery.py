@@ -1,0 +1,263 @@
+"""Restarts and ownership: this instance's lease, taking over active runs, re-adopting
+their steps, and letting go of runs another instance took over.
+
+At start (and, for runs of instances whose lease ran out, at every heartbeat) the
+scheduler claims each active run it may own (compare-and-set on the run's fence), rebuilds
+its in-memory picture from the step records, and reconciles every attempt that was running
+with what the step supervisor and the attempt's record file say:
+
+- the attempt ended meanwhile: its outcome is taken as if the server had seen it;
+- it is still running under the supervisor: it is adopted (exits come to us again);
+- nobody knows it (the supervisor restarted, another host, an in-server step): it is
+  ``lost`` — a process of it still alive is killed first, so a step is never run twice at
+  once — and it is retried per its retry policy or fails the run.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections import defaultdict
+
+from flowdeck import clock
+from flowdeck.domain.leases import ServerInstance
+from flowdeck.domain.runs import STEP_DONE, Run, RunState, StepRecord, StepState
+from flowdeck.executors.base import Outcome, StepProcess
+from flowdeck.executors.supervised import SupervisedExecutor, SupervisorState
+from flowdeck.executors.wire import outcome_from_wire, process_start_time, read_record
+from flowdeck.runtime.active import FAILURES, ActiveRun, Instance
+from flowdeck.runtime.core import SchedulerCore
+
+log = logging.getLogger("flowdeck.scheduler")
+ACTIVE = [RunState.RUNNING, RunState.PAUSED, RunState.STOPPING]
+
+
+class RecoveryMixin(SchedulerCore):
+    host: str
+    _supervisor: SupervisorState | None
+
+    # -- this instance -------------------------------------------------------------------
+    def _register(self) -> None:
+        now = clock.now()
+        me = ServerInstance(
+            self.instance_id, self.host, os.getpid(), process_start_time(os.getpid()), now, now
+        )
+        with self.store.write() as tx:
+            tx.add_instance(me)
+
+    def _heartbeat(self) -> None:
+        try:
+            with self.store.write() as tx:
+                if not tx.heartbeat(self.instance_id, clock.now()):
+                    log.error("this instance's lease was ended by someone else")
+            self._take_over(startup=False)
+            self._flush()
+        except Exception:
+            log.exception("heartbeat failed")
+        assert self.loop is not None
+        self.loop.call_later(self.settings.lease_ttl_s / 3, self._heartbeat)
+
+    def _let_go(self, run_ids: set[str]) -> None:
+        """Another instance owns these runs now: forget them, touch nothing."""
+        for run_id in run_ids:
+            ar = self.active.pop(run_id, None)
+            if ar is None:
+                continue
+            for timer in ar.timers:
+                timer.cancel()
+            for inst in ar.running():
+                self.used -= inst.cpus
+            log.warning("run %s is owned by another instance now", run_id)
+
+    # -- start ---------------------------------------------------------------------------
+    def _recover(self) -> None:
+        local = self.executors.get("local")
+        self._supervisor = None
+        if isinstance(local, SupervisedExecutor):
+            assert self.loop is not None
+            try:
+                self._supervisor = local.connect(self.loop)
+            except OSError:
+                log.exception("cannot reach the step supervisor")
+        self._take_over(startup=True)
+        with self.store.read() as tx:
+            queued = tx.list_runs(None, states=[RunState.QUEUED], newest_first=False, limit=10**9)
+        for run in queued:
+            self.queued[run.id] = run
+        self._flush()
+        self._plan()
+        assert self.loop is not None
+        self.loop.call_later(self.settings.lease_ttl_s / 3, self._heartbeat)
+
+    def _take_over(self, startup: bool) -> None:
+        now = clock.now()
+        with self.store.read() as tx:
+            runs = tx.list_runs(None, states=ACTIVE, limit=10**9)
+            instances = {i.id: i for i in tx.list_instances()}
+        ttl = self.settings.lease_ttl_s
+        wanted: list[tuple[Run, ServerInstance | None]] = []
+        elsewhere: set[str] = set()
+        for run in runs:
+            if run.id in self.active:
+                continue
+            owner = instances.get(run.owner_instance or "")
+            if (
+                owner is not None
+                and owner.id != self.instance_id
+                and owner.lease_valid(now, ttl, self.host)
+            ):
+                elsewhere.add(run.id)
+                continue
+            wanted.append((run, owner))
+        owners = {run.id: owner for run, owner in wanted}
+        for run in self._claim([run for run, _ in wanted]):
+            owner = owners[run.id]
+            self._restore(run, same_host=owner is None or owner.host == self.host)
+        if startup and self._supervisor is not None:
+            self._kill_strays(elsewhere)
+
+    def _kill_strays(self, elsewhere: set[str]) -> None:
+        """Attempts the supervisor runs for runs that are over (killed while we were down)."""
+        local = self.executors["local"]
+        assert isinstance(local, SupervisedExecutor)
+        assert self._supervisor is not None
+        for key in self._supervisor.running:
+            run_id = key.split("/", 1)[0]
+            if run_id not in self.active and run_id not in elsewhere:
+                log.warning("killing %s: its run is not active", key)
+                local.send({"op": "signal", "key": key, "action": "kill"})
+
+    # -- one run -------------------------------------------------------------------------
+    def _restore(self, run: Run, same_host: bool) -> None:
+        ar = self._activate(run, fresh=False)
+        if ar is None:
+            return
+        self.active[run.id] = ar
+        with self.store.read() as tx:
+            records = tx.list_steps(run.id)
+        by_name: dict[str, list[StepRecord]] = defaultdict(list)
+        for rec in records:
+            by_name[rec.name].append(rec)
+        for name in ar.order:
+            self._restore_step(ar, name, by_name.get(name, []))
+        for inst in ar.all_instances():
+            self._reattach(ar, inst, same_host)
+        for inst in ar.all_instances():
+            if (
+                inst.state in FAILURES
+                and inst.state is not StepState.CANCELLED
+                and not ar.step(inst.step).allow_failure
+                and ar.failure is None
+            ):
+                ar.failure = {"step": inst.label, "message": inst.error or inst.state.value}
+        if ar.failure is not None:
+            failure, ar.failure = ar.failure, None
+            self._failed(ar, failure["step"], failure["message"])
+        if run.state is RunState.STOPPING:
+            self._cancel_pending(ar, StepState.CANCELLED)
+            for inst in ar.running():
+                assert inst.proc is not None
+                inst.proc.terminate()
+            self._kill_later(ar, self.settings.stop_grace_s)
+        walltime = run.resources.get("walltime_s")
+        if walltime and run.started_at is not None:
+            left = float(walltime) - (clock.now() - run.started_at).total_seconds()
+            assert self.loop is not None
+            ar.timers.append(self.loop.call_later(max(0.0, left), self._run_walltime, ar))
+        log.info("took over run %s (%d steps running)", run.id, len(ar.running()))
+        self._plan()
+
+    def _restore_step(self, ar: ActiveRun, name: str, recs: list[StepRecord]) -> None:
+        if ar.step(name).foreach is not None:
+            instances = sorted((r for r in recs if r.index >= 0), key=lambda r: r.index)
+            if instances:
+                ar.instances[name] = [self._instance(ar, r) for r in instances]
+                return
+        rec = next((r for r in recs if r.index == -1), None)
+        if rec is None or (rec.state is StepState.PENDING and rec.attempts == 0):
+            return  # not started yet: the next tick creates its instances
+        if rec.state in STEP_DONE and rec.attempts == 0:
+            ar.resolved[name] = rec.state  # skipped, or ended before it ran
+            return
+        ar.instances[name] = [self._instance(ar, rec)]
+
+    def _instance(self, ar: ActiveRun, rec: StepRecord) -> Instance:
+        return Instance(
+            rec.name,
+            rec.index,
+            rec.item,
+            float(ar.step(rec.name).resources.cpus),
+            state=rec.state,
+            state_since=rec.state_since,
+            attempts=rec.attempts,
+            executor=self._executor_of(ar, rec.name),
+            outputs=dict(rec.outputs),
+            exit_code=rec.exit_code,
+            signal=rec.signal,
+            started_at=rec.started_at,
+            ended_at=rec.ended_at,
+            max_rss_kb=rec.max_rss_kb,
+            cpu_time_s=rec.cpu_time_s,
+            error=rec.error,
+        )
+
+    def _reattach(self, ar: ActiveRun, inst: Instance, same_host: bool) -> None:
+        if inst.state is StepState.PENDING:
+            # Started, but the server stopped before it committed that?
+            if not ar.rundir.record(inst.step, inst.index, inst.attempts + 1).exists():
+                return
+            inst.attempts += 1
+            inst.started_at = clock.now()
+            self._step_state(ar, inst, StepState.RUNNING, recovered=True)
+        elif inst.state not in (StepState.RUNNING, StepState.PAUSED):
+            return
+        if inst.executor != "local":
+            self._attempt_failed(ar, inst, StepState.LOST, "the server restarted")
+            return
+        if not same_host:
+            self._attempt_failed(ar, inst, StepState.LOST, "its server's host is gone")
+            return
+        record_path = ar.rundir.record(inst.step, inst.index, inst.attempts)
+        record = read_record(record_path)
+        self.used += inst.cpus
+        ar.used += inst.cpus
+        on_exit = functools.partial(self._exited, ar, inst)
+        local = self.executors["local"]
+        if record is not None and isinstance(record.get("outcome"), dict):
+            inst.proc = _Ended(inst.label)
+            assert self.loop is not None
+            self.loop.call_soon(on_exit, outcome_from_wire(record["outcome"]))
+        elif isinstance(local, SupervisedExecutor) and local.connected:
+            key = f"{ar.run.id}/{inst.step}/{inst.index}/{inst.attempts}"
+            inst.proc = local.adopt(key, on_exit, record_path)
+        else:
+            inst.proc = _Ended(inst.label)
+            assert self.loop is not None
+            lost = Outcome(exit_code=None, lost=True, error="the step supervisor is unreachable")
+            self.loop.call_soon(on_exit, lost)
+
+    # -- stop ----------------------------------------------------------------------------
+    def _shutdown(self) -> None:
+        """Leave: local steps keep running under the supervisor for the next start to
+        adopt; in-server steps end with the server (and are found lost then)."""
+        self._flush()
+
+
+class _Ended(StepProcess):
+    """The process handle of an attempt whose end is already known."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def pause(self) -> None:
+        pass
+
+    def resume(self) -> None:
+        pass
+
+    def terminate(self) -> None:
+        pass
+
+    def kill(self) -> None:
+        pass

@@ -1,0 +1,76 @@
+"""The SQL store's server instances, leases and fences (see flowdeck.domain.leases)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from flowdeck.domain.leases import ServerInstance
+from flowdeck.store import schema as t
+
+
+def _instance(row: Any) -> ServerInstance:
+    m = row._mapping
+    return ServerInstance(
+        id=m["id"],
+        host=m["host"],
+        pid=m["pid"],
+        pid_start=m["pid_start"],
+        started_at=m["started_at"],
+        heartbeat_at=m["heartbeat_at"],
+        stopped_at=m["stopped_at"],
+    )
+
+
+class SqlLeasesMixin:
+    conn: Connection
+
+    def add_instance(self, instance: ServerInstance) -> None:
+        self.conn.execute(
+            t.instances.insert().values(
+                id=instance.id,
+                host=instance.host,
+                pid=instance.pid,
+                pid_start=instance.pid_start,
+                started_at=instance.started_at,
+                heartbeat_at=instance.heartbeat_at,
+                stopped_at=instance.stopped_at,
+            )
+        )
+
+    def heartbeat(self, instance_id: str, now: datetime) -> bool:
+        q = (
+            t.instances.update()
+            .where(t.instances.c.id == instance_id, t.instances.c.stopped_at.is_(None))
+            .values(heartbeat_at=now)
+        )
+        return self.conn.execute(q).rowcount > 0
+
+    def stop_instance(self, instance_id: str, now: datetime) -> None:
+        q = t.instances.update().where(t.instances.c.id == instance_id).values(stopped_at=now)
+        self.conn.execute(q)
+
+    def list_instances(self) -> list[ServerInstance]:
+        q = t.instances.select().order_by(t.instances.c.started_at)
+        return [_instance(r) for r in self.conn.execute(q)]
+
+    def claim_run(self, run_id: str, instance_id: str, fence: int) -> int | None:
+        r = t.runs.c
+        q = (
+            t.runs.update()
+            .where(r.id == run_id, r.fence == fence)
+            .values(owner_instance=instance_id, fence=r.fence + 1)
+        )
+        if self.conn.execute(q).rowcount == 0:
+            return None
+        return fence + 1
+
+    def run_fences(self, run_ids: list[str]) -> dict[str, tuple[str | None, int]]:
+        if not run_ids:
+            return {}
+        r = t.runs.c
+        q = sa.select(r.id, r.owner_instance, r.fence).where(r.id.in_(run_ids))
+        return {row.id: (row.owner_instance, row.fence) for row in self.conn.execute(q)}
