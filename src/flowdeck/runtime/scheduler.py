@@ -36,6 +36,7 @@ from flowdeck.executors.base import Executor, Outcome
 from flowdeck.runtime import launch as launching
 from flowdeck.runtime.active import FAILURES, ActiveRun, Instance
 from flowdeck.runtime.committer import Committer
+from flowdeck.runtime.ports import PortHub, PortRuntime
 from flowdeck.runtime.rundir import RunDir
 from flowdeck.runtime.steps import StepError, evaluate_condition, foreach_items, resolver
 from flowdeck.store.base import EventRow, Store, Tx
@@ -52,6 +53,7 @@ class Scheduler:
         settings: Settings,
         executors: dict[str, Executor],
         code_dir_of: Callable[[str], Any],
+        ports: PortRuntime | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -70,6 +72,7 @@ class Scheduler:
         self._ready = threading.Event()
         self.committer = Committer(store)
         self._valid: dict[str, tuple[ValidWorkflow | None, bool]] = {}
+        self.ports = ports or PortRuntime(store, PortHub())
 
     # -- thread and loop ----------------------------------------------------------------
     def start(self) -> None:
@@ -98,6 +101,7 @@ class Scheduler:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.committer.close()
+        self.ports.close()
         for executor in self.executors.values():
             executor.close()
 
@@ -312,6 +316,7 @@ class Scheduler:
             inst.proc = executor.start(
                 launch, functools.partial(self._exited, owner, inst), self.loop
             )
+            self.ports.started(launch.key)
         if any(ar.finished() for ar in self.active.values()):
             self._plan()
 
@@ -381,7 +386,7 @@ class Scheduler:
                 if ar.used + inst.cpus > ar.cpus and ar.used > 0:
                     return True
                 try:
-                    launch = launching.prepare(ar, inst, self.settings)
+                    launch = self.ports.attach(ar, inst, launching.prepare(ar, inst, self.settings))
                 except StepError as exc:
                     inst.error = str(exc)
                     self._step_state(ar, inst, StepState.FAILED, error=str(exc))
@@ -419,6 +424,7 @@ class Scheduler:
         else:
             state = StepState.TIMED_OUT if outcome.timed_out else StepState.FAILED
             self._attempt_failed(ar, inst, state, launching.describe(ar, inst, outcome))
+        self.ports.ended(ar, inst)
         if ar.killing and not ar.running():
             ar.rundir.remove_work()
         self._plan()

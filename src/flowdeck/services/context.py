@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flowdeck.config import Settings
+from flowdeck.runtime.ports import PortHub
 from flowdeck.services.accounts import Accounts
+from flowdeck.services.ports import Ports
 from flowdeck.services.runs import Runs
 from flowdeck.services.workflows import Workflows
 from flowdeck.store import Store, open_store
@@ -18,6 +20,7 @@ class Context:
     accounts: Accounts
     workflows: Workflows
     runs: Runs
+    ports: Ports
 
     def start_scheduler(self) -> None:
         """Start running queued runs (the server does; CLI commands do not)."""
@@ -25,6 +28,7 @@ class Context:
             return
         from flowdeck.executors.inprocess import InProcessExecutor
         from flowdeck.executors.local import LocalExecutor
+        from flowdeck.runtime.ports import PortRuntime
         from flowdeck.runtime.scheduler import Scheduler
 
         executors = {
@@ -32,7 +36,11 @@ class Context:
             "inprocess": InProcessExecutor(workers=self.settings.inprocess_workers),
         }
         scheduler = Scheduler(
-            self.store, self.settings, executors, lambda wid: self.workflows.root / wid
+            self.store,
+            self.settings,
+            executors,
+            lambda wid: self.workflows.root / wid,
+            ports=PortRuntime(self.store, self.ports.hub),
         )
         scheduler.start()
         self.runs.scheduler = scheduler
@@ -70,6 +78,13 @@ def make_context(settings: Settings, store: Store) -> Context:
     workflows = Workflows(store, settings)
     accounts.on_workflows_deleted = workflows.remove_files
     runs = Runs(store, settings, workflows)
+    hub = PortHub()
+    store.add_commit_listener(hub.on_commit)
     return Context(
-        settings=settings, store=store, accounts=accounts, workflows=workflows, runs=runs
+        settings=settings,
+        store=store,
+        accounts=accounts,
+        workflows=workflows,
+        runs=runs,
+        ports=Ports(store, settings, runs, hub),
     )

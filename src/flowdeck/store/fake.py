@@ -14,10 +14,12 @@ from datetime import datetime
 from typing import Any
 
 from flowdeck.domain.accounts import AccountStatus, AuditEntry, Role, Throttle, Token, User
+from flowdeck.domain.ports import StreamPort, StreamRecord
 from flowdeck.domain.runs import Event, Product, Run, StagedFile, StepRecord
 from flowdeck.domain.workflows import WORKFLOW_KIND, Visibility, Workflow
 from flowdeck.errors import AlreadyExists
 from flowdeck.store.base import EventHook, Store, Tx
+from flowdeck.store.fake_ports import FakePortsMixin
 from flowdeck.store.fake_runs import FakeRunsMixin
 
 
@@ -35,6 +37,8 @@ class _State:
     counters: dict[tuple[str, str], int] = field(default_factory=dict)
     products: dict[str, Product] = field(default_factory=dict)
     staged: dict[tuple[str, str, str], StagedFile] = field(default_factory=dict)
+    ports: dict[tuple[str, str, str], StreamPort] = field(default_factory=dict)
+    records: dict[tuple[str, str, str], list[StreamRecord]] = field(default_factory=dict)
 
 
 class FakeStore(Store):
@@ -66,7 +70,7 @@ class FakeStore(Store):
         return None
 
 
-class FakeTx(FakeRunsMixin, Tx):
+class FakeTx(FakeRunsMixin, FakePortsMixin, Tx):
     def __init__(self, state: _State, event_hooks: list[EventHook] | None = None) -> None:
         self.s = state
         self.added = []
