@@ -169,6 +169,20 @@ def test_records_pushed_while_staged_are_buffered(user: httpx.Client) -> None:
     assert wait(user, run_id)["state"] == "succeeded"
 
 
+def test_records_pushed_while_paused_wait_for_the_resume(user: httpx.Client) -> None:
+    run_id = submit(user)
+    url = f"{API}/runs/{run_id}/inputs/records"
+    assert user.post(url, json=[{"n": 1}]).status_code == 200
+    first = user.get(f"{API}/runs/{run_id}/outputs/results", params={"wait": 30}).json()
+    assert [r["data"]["n"] for r in first["records"]] == [2]
+    assert user.post(f"{API}/runs/{run_id}/pause").json()["state"] == "paused"
+    assert user.post(url, json=[{"n": 2}, {"n": 3}]).json()["last"] == 2
+    assert user.post(f"{API}/runs/{run_id}/inputs/records/close").status_code == 200
+    assert user.post(f"{API}/runs/{run_id}/resume").json()["state"] == "running"
+    assert [r["data"]["n"] for r in read_all(user, run_id)] == [2, 4, 6]
+    assert wait(user, run_id)["state"] == "succeeded"
+
+
 def test_websocket_push_and_websocket_and_sse_reads(
     srv: LiveServer, token: str, user: httpx.Client
 ) -> None:
@@ -306,9 +320,9 @@ def test_session_cookie_websocket_needs_a_matching_origin(
     url = ws_url(srv, f"/runs/{run_id}/inputs/records")
     host = srv.url.removeprefix("http://")
     with pytest.raises(InvalidStatus) as denied:
-        connect(url, additional_headers={"Cookie": cookie}, origin="http://evil.example")  # type: ignore[arg-type]
+        connect(url, additional_headers={"Cookie": cookie}, origin="http://evil.example")
     assert denied.value.response.status_code == 403
-    with connect(url, additional_headers={"Cookie": cookie}, origin=f"http://{host}") as ws:  # type: ignore[arg-type]
+    with connect(url, additional_headers={"Cookie": cookie}, origin=f"http://{host}") as ws:
         ws.send("[1]")
         assert json.loads(ws.recv(timeout=30))["first"] == 0
     assert user.post(f"{API}/runs/{run_id}/kill").status_code == 200

@@ -285,24 +285,26 @@ class _Tailer:
         self.timer = self.rt.loop_.call_later(0.02, self._tick)
 
     def read(self, final: bool = False) -> None:
-        data = self.file.read()
-        if not data and not (final and self.partial):
-            return
-        lines = (self.partial + data).split(b"\n")
-        self.partial = lines.pop()
-        if final and self.partial:
-            lines.append(self.partial)
-            self.partial = b""
+        """Store the complete lines written since the last read (at the end, the last line
+        too).  Bytes are let go of only once their records are committed: after a failure
+        they are tried again at the next write."""
+        data = self.partial + self.file.read()
+        lines = data.split(b"\n")
+        rest = b"" if final else lines.pop()
         records = [_record(line) for line in lines if line.strip()]
-        if not records:
-            return
-        now = clock.now()
-        with self.rt.store.write() as tx:
+        if records:
+            now = clock.now()
+            try:
+                with self.rt.store.write() as tx:
+                    for name in self.ports:
+                        port = tx.lock_port(self.run_id, OUTPUT, name)
+                        tx.append_records(port, records, now, self.attempt)
+            except Exception:
+                self.partial = data
+                raise
             for name in self.ports:
-                port = tx.lock_port(self.run_id, OUTPUT, name)
-                tx.append_records(port, records, now, self.attempt)
-        for name in self.ports:
-            self.rt.hub.changed((self.run_id, OUTPUT, name))
+                self.rt.hub.changed((self.run_id, OUTPUT, name))
+        self.partial = rest
 
     def stop(self) -> None:
         if self.watch is not None:
