@@ -48,12 +48,18 @@ steps:
 """
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def srv(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    database = (
+        {"database_url": request.getfixturevalue("pg_url")} if request.param == "postgres" else {}
+    )
     settings = make_settings(
         tmp_path_factory.mktemp("streams"),
         stream_buffer_records=BUFFER,
         login_max_failures_per_address=10**6,
+        **database,
     )
     with live_server(settings) as server:
         yield server

@@ -33,6 +33,7 @@ from typing import Any
 from flowdeck import clock
 from flowdeck.domain.ports import INPUT, OUTPUT, ports_of_step, stdin_input
 from flowdeck.domain.runs import TERMINAL_STATES, Event
+from flowdeck.domain.spec import WorkflowSpec
 from flowdeck.executors.base import Launch
 from flowdeck.runtime.active import ActiveRun, Instance
 from flowdeck.runtime.steps import StepError
@@ -348,6 +349,7 @@ class PortRuntime:
         self.store = store
         self.hub = hub
         self._attempts: dict[str, _Attempt] = {}
+        self._plans: dict[int, tuple[WorkflowSpec, dict[str, tuple[str | None, list[str]]]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Lock()
@@ -406,12 +408,22 @@ class PortRuntime:
         self.loop_.call_soon_threadsafe(run)
         future.result(timeout=60)
 
+    def _plan(self, spec: WorkflowSpec, step: str) -> tuple[str | None, list[str]]:
+        """The stream input a step reads and the output ports it fills (specs are shared
+        by the runs of a workflow version and never change, so each is looked at once)."""
+        found = self._plans.get(id(spec))
+        if found is None or found[0] is not spec:
+            if len(self._plans) > 1000:
+                self._plans.clear()
+            plan = {s: (stdin_input(spec, s), ports_of_step(spec, s)) for s in spec.steps}
+            found = self._plans[id(spec)] = (spec, plan)
+        return found[1][step]
+
     # -- called by the scheduler, in its thread -------------------------------------------
     def attach(self, ar: ActiveRun, inst: Instance, launch: Launch) -> Launch:
         """Wire an attempt about to start to its ports: its stdin becomes a FIFO fed with
         the input's records, its stdout file is tailed into its output ports."""
-        source = stdin_input(ar.spec, inst.step)
-        outputs = ports_of_step(ar.spec, inst.step)
+        source, outputs = self._plan(ar.spec, inst.step)
         if source is None and not outputs:
             return launch
         attempt = inst.attempts + 1
@@ -456,7 +468,7 @@ class PortRuntime:
         if job is None:
             return
         done = inst.done
-        outputs = ports_of_step(ar.spec, inst.step)
+        outputs = self._plan(ar.spec, inst.step)[1]
 
         def finish() -> None:
             try:
