@@ -3,7 +3,8 @@ and read back, transformed, from the stream output — through the server, a rea
 process reading JSON lines on stdin and writing JSON lines on stdout, and the database —
 beside the same step script driven through a plain pipe, measured in the same run.
 
-- HTTP: POST the record, then a long poll (`wait=`) for it on the output (goal p50 <= 10 ms);
+- HTTP: POST the record, then a long poll (`wait=`) for it on the output (goal p50 <= 10 ms),
+  also beside two plain authenticated GETs of the run (the HTTP floor of the moment);
 - WebSocket: send it on the input socket, receive it on the output socket.
 
     python -m bench.ports [--records 500]
@@ -113,6 +114,21 @@ def ws_round_trips(url: str, token: str, c: httpx.Client, n: int) -> list[float]
     return samples
 
 
+def http_floor(c: httpx.Client, n: int) -> list[float]:
+    """Microseconds of two authenticated requests that touch the database (the run's
+    status, twice): what any push-then-read over HTTP costs on this machine now."""
+    run_id = start_run(c)
+    samples = []
+    for i in range(n + WARMUP):
+        t0 = time.perf_counter()
+        c.get(f"{API}/runs/{run_id}").raise_for_status()
+        c.get(f"{API}/runs/{run_id}").raise_for_status()
+        if i >= WARMUP:
+            samples.append((time.perf_counter() - t0) * 1e6)
+    c.post(f"{API}/runs/{run_id}/inputs/records/close").raise_for_status()
+    return samples
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=500)
@@ -126,12 +142,20 @@ def main() -> None:
         c.post(
             f"{API}/workflows", content=spec(), headers={"content-type": "application/json"}
         ).raise_for_status()
+        floor = http_floor(c, n)
         http = http_round_trips(c, n)
         ws = ws_round_trips(url, token, c, n)
     pipe50, pipe99 = percentile(base, 50), percentile(base, 99)
     figures = [
         Figure("round trip over HTTP, p50", percentile(http, 50), "µs", "pipe", pipe50, "<= 10000"),
         Figure("round trip over HTTP, p99", percentile(http, 99), "µs", "pipe", pipe99),
+        Figure(
+            "round trip over HTTP, p50",
+            percentile(http, 50),
+            "µs",
+            "two GET /runs/{id}",
+            percentile(floor, 50),
+        ),
         Figure("round trip over WebSockets, p50", percentile(ws, 50), "µs", "pipe", pipe50),
         Figure("round trip over WebSockets, p99", percentile(ws, 99), "µs", "pipe", pipe99),
     ]
