@@ -130,6 +130,13 @@ class Settings(BaseSettings):
     max_step_file_bytes: int | None = Field(
         None, gt=0, description="Largest file a step may write (RLIMIT_FSIZE; none: no limit)."
     )
+    stream_buffer_records: int = Field(
+        10_000,
+        ge=1,
+        le=10_000_000,
+        description="Records of a stream input stored but not yet read by its step, at most "
+        "(a push past it is refused with 429).",
+    )
     tls_cert: Path | None = Field(None, description="TLS certificate file (PEM).")
     tls_key: Path | None = Field(None, description="TLS private key file (PEM).")
     forwarded_allow_ips: str = Field(

@@ -127,6 +127,18 @@ class Throttled(FlowdeckError):
         self.retry_after_s = retry_after_s
 
 
+class PortClosed(Conflict):
+    """The stream port is closed: it takes no more records."""
+
+    code = "port_closed"
+
+
+class BufferFull(Throttled):
+    """The stream's buffer is full: its step has not read enough yet; try again later."""
+
+    code = "buffer_full"
+
+
 class PayloadTooLarge(FlowdeckError):
     """The request body is too large."""
 

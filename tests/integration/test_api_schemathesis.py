@@ -28,6 +28,8 @@ def _openapi() -> dict[str, Any]:
 
 # Archives are bytes: generated payloads go as they are (garbage archives must get a 4xx).
 schemathesis.serializer.alias(["application/zip", "application/gzip"], "application/octet-stream")
+# NDJSON record pushes are text.
+schemathesis.serializer.alias(["application/x-ndjson"], "text/plain")
 schema = schemathesis.openapi.from_dict(_openapi())
 
 

@@ -101,6 +101,41 @@ def spec(steps: str, inputs: str = "", head: str = 'name: t\nversion: "1"\n') ->
             "takes a stream port",
         ),
         (
+            spec(
+                "  a: {run: [cat], stdin: '${{ inputs.s }}'}\n"
+                "  b: {run: [cat], stdin: '${{ inputs.s }}'}\n",
+                "  s: {type: stream}\n",
+            ),
+            "steps.b.stdin",
+            "already the stdin of step 'a'",
+        ),
+        (
+            spec("  a: {python: 'm:f', stdin: '${{ inputs.s }}'}\n", "  s: {type: stream}\n"),
+            "steps.a.stdin",
+            "for run steps",
+        ),
+        (
+            spec(
+                "  a: {run: [cat], outputs: {o: {stdout: stream}}}\n"
+                "  b: {run: [cat], stdin: '${{ steps.a.outputs.o }}'}\n"
+            ),
+            "steps.b.stdin",
+            "a step's output",
+        ),
+        (
+            spec(
+                "  a: {run: [cat], foreach: '${{ inputs.x }}', outputs: {o: {stdout: stream}}}\n",
+                "  x: {type: array, items: int}\n",
+            ),
+            "steps.a.outputs.o.stdout",
+            "cannot write a stream",
+        ),
+        (
+            spec("  a: {run: [cat], stdin: '${{ input.s }}'}\n", "  s: {type: stream}\n"),
+            "steps.a.stdin",
+            "bad expression",
+        ),
+        (
             spec("  a: {run: ['${{ inputs.n == }}']}\n", "  n: {type: int}\n"),
             "steps.a.run[0]",
             "bad expression",
@@ -195,3 +230,16 @@ def test_examples_match_the_json_schema() -> None:
     validator = jsonschema_rs.validator_for(json_schema())
     for path in EXAMPLES:
         validator.validate(yaml.safe_load(path.read_text()))
+
+
+def test_a_streaming_workflow_is_valid() -> None:
+    text = (
+        "name: t\nversion: '1'\n"
+        "inputs:\n  records: {type: stream}\n"
+        "outputs:\n  results: {from: '${{ steps.a.outputs.out }}'}\n"
+        "steps:\n"
+        "  a:\n    run: [cat]\n    stdin: ${{ inputs.records }}\n"
+        "    outputs: {out: {stdout: stream}}\n"
+    )
+    report = validate_text(text)
+    assert report.ok, [str(p) for p in report.problems]

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, WebSocket
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
 
 from flowdeck.domain.privilege import Actor
 from flowdeck.errors import AuthenticationRequired, CsrfFailed, InvalidInput, PermissionDenied
@@ -32,7 +34,7 @@ async def client_address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def _credentials(request: Request) -> tuple[str, bool] | None:
+def _credentials(request: HTTPConnection) -> tuple[str, bool] | None:
     """The presented token and whether it came from the session cookie."""
     for name in URL_TOKEN_PARAMS:
         if name in request.query_params:
@@ -81,6 +83,32 @@ async def admin_actor(actor: Annotated[Actor, Depends(current_actor)]) -> Actor:
     if not actor.is_admin:
         raise PermissionDenied("this needs the admin role")
     return actor
+
+
+def _check_origin(websocket: WebSocket) -> None:
+    """A browser sends the session cookie with any page's WebSocket: accept the cookie only
+    from pages of this server (the WebSocket counterpart of the CSRF check)."""
+    origin = websocket.headers.get("origin", "")
+    host = websocket.headers.get("host", "")
+    _scheme, _, origin_host = origin.partition("://")
+    if not origin or not host or origin_host.rstrip("/").lower() != host.lower():
+        raise CsrfFailed(
+            "a WebSocket authenticated by the session cookie must come from a page of this "
+            "server (its Origin must match the Host)"
+        )
+
+
+async def websocket_actor(websocket: WebSocket, ctx: Context) -> Actor:
+    """The caller of a WebSocket: a bearer token in the Authorization header, or the
+    session cookie with a matching Origin.  Never a token in the URL."""
+    found = _credentials(websocket)
+    if found is None:
+        raise AuthenticationRequired()
+    secret, from_cookie = found
+    if from_cookie:
+        _check_origin(websocket)
+    principal: Principal = await run_in_threadpool(ctx.accounts.authenticate, secret)
+    return principal.actor
 
 
 CtxDep = Annotated[Context, Depends(get_ctx)]

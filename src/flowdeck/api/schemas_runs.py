@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from flowdeck import clock
 from flowdeck.api.schemas import Request
 from flowdeck.api.schemas_webhooks import CallbackIn, CallbackOut
+from flowdeck.domain.ports import StreamPort
 from flowdeck.domain.runs import (
     STEP_DONE,
     Event,
@@ -96,6 +97,25 @@ class RunSummary(BaseModel):
         )
 
 
+class PortOut(BaseModel):
+    name: str
+    direction: Literal["input", "output"]
+    url: str = Field(description="POST records to an input, GET (or SSE, WebSocket) an output.")
+    records: int = Field(description="Records stored so far: the next offset.")
+    closed: bool = Field(description="No more records will come (or be accepted).")
+
+    @classmethod
+    def of(cls, port: StreamPort, run: Run) -> PortOut:
+        kind = "inputs" if port.direction == "input" else "outputs"
+        return cls(
+            name=port.name,
+            direction=port.direction,
+            url=f"/api/v1/runs/{run.id}/{kind}/{port.name}",
+            records=port.length,
+            closed=port.closed or not run.active,
+        )
+
+
 class RunOut(RunSummary):
     queued_at: datetime | None
     running_s: float = Field(description="Time spent running, paused time excluded.")
@@ -108,10 +128,17 @@ class RunOut(RunSummary):
     current_steps: list[str]
     error: dict[str, Any] | None
     outputs: dict[str, Any]
+    ports: list[PortOut] = Field(
+        default_factory=list, description="Stream inputs and outputs, with their URLs."
+    )
 
     @classmethod
     def of(
-        cls, run: Run, counts: dict[str, int] | None = None, current: list[str] | None = None
+        cls,
+        run: Run,
+        counts: dict[str, int] | None = None,
+        current: list[str] | None = None,
+        ports: list[StreamPort] | None = None,
     ) -> RunOut:
         counts = counts or {}
         done = sum(n for state, n in counts.items() if StepState(state) in STEP_DONE)
@@ -135,6 +162,7 @@ class RunOut(RunSummary):
             current_steps=current or [],
             error=run.error,
             outputs=run.outputs,
+            ports=[PortOut.of(p, run) for p in ports or []],
         )
 
 
@@ -264,3 +292,29 @@ class EventOut(BaseModel):
 class ValidateOut(BaseModel):
     ok: bool
     problems: list[dict[str, str]]
+
+
+class PushOut(BaseModel):
+    port: str
+    first: int = Field(description="Offset of the first record stored.")
+    last: int = Field(description="Offset of the last record stored.")
+    records: int = Field(description="Records in the port now.")
+
+
+class PortStateOut(BaseModel):
+    port: str
+    records: int
+    closed: bool
+
+
+class RecordOut(BaseModel):
+    offset: int
+    attempt: int | None = Field(description="Output records: the step attempt that wrote it.")
+    data: Any
+
+
+class RecordPage(BaseModel):
+    port: str
+    records: list[RecordOut]
+    next: int = Field(description="The offset to read from next.")
+    closed: bool = Field(description="The producing step ended: no more records will come.")

@@ -53,6 +53,8 @@ def run_server(settings: Settings) -> None:
             proxy_headers=True,
             forwarded_allow_ips=settings.forwarded_allow_ips,
             server_header=False,
+            # Long polls, event streams and WebSockets must not hold a shutdown for ever.
+            timeout_graceful_shutdown=10,
         )
     finally:
         ctx.close()

@@ -298,6 +298,7 @@ class _Semantics:
         self.steps = {k: _dict(v) for k, v in _dict(data.get("steps")).items()}
         self.problems: list[Problem] = []
         self.deps: dict[str, set[str]] = {name: set() for name in self.steps}
+        self.stdin_of: dict[str, str] = {}  # stream input -> the step reading it
 
     def problem(self, path: Path_, message: str) -> None:
         line, col = self.pos.of(path)
@@ -356,9 +357,11 @@ class _Semantics:
             if (
                 self.check_ref(ref, path, step)
                 and self.port_kind(ref) == "stream"
-                and (path[-1] != "stdin")
+                and path[-1] != "stdin"
+                and not (path[0] == "outputs" and ref.kind == "step")
             ):
-                self.problem(path, f"{ref} is a stream: bind it to a step's stdin")
+                where = "a workflow output's from" if ref.kind == "step" else "a step's stdin"
+                self.problem(path, f"{ref} is a stream: bind it to {where}")
         return tpl
 
     def single_ref(self, path: Path_, text: str, step: str | None, what: str) -> Ref | None:
@@ -384,9 +387,8 @@ class _Semantics:
                 elif kind not in (None, "array", "any"):
                     self.problem((*base, "foreach"), f"foreach needs an array; {ref} is a {kind}")
             if isinstance(step.get("stdin"), str):
-                ref = self.single_ref((*base, "stdin"), step["stdin"], name, "stdin")
-                if ref is not None and self.port_kind(ref) not in (None, "stream"):
-                    self.problem((*base, "stdin"), f"stdin takes a stream port; {ref} is not one")
+                self.stdin(base, step, name)
+            self.stream_outputs(base, step)
             for i, need in enumerate(step.get("needs") or []):
                 if not isinstance(need, str):
                     continue
@@ -411,6 +413,36 @@ class _Semantics:
             if spec.get("default") is not None:
                 self.default(in_name, spec)
         self.cycles()
+
+    def stdin(self, base: Path_, step: dict[str, Any], name: str) -> None:
+        path = (*base, "stdin")
+        ref = self.single_ref(path, step["stdin"], name, "stdin")
+        if ref is None:
+            return
+        if self.port_kind(ref) not in (None, "stream"):
+            self.problem(path, f"stdin takes a stream port; {ref} is not one")
+        elif ref.kind == "step":
+            self.problem(
+                path, f"stdin takes a stream input of the workflow; {ref} is a step's output"
+            )
+        elif "run" not in step:
+            self.problem(path, "stdin is for run steps")
+        elif "foreach" in step:
+            self.problem(path, "a foreach step cannot read a stream: its instances would share it")
+        elif ref.kind == "input":
+            first = self.stdin_of.setdefault(ref.name, name)
+            if first != name:
+                self.problem(path, f"{ref} is already the stdin of step {first!r}")
+
+    def stream_outputs(self, base: Path_, step: dict[str, Any]) -> None:
+        for out_name, out in _dict(step.get("outputs")).items():
+            if _dict(out).get("stdout") != "stream":
+                continue
+            path = (*base, "outputs", out_name, "stdout")
+            if "run" not in step:
+                self.problem(path, "stdout: stream is for run steps")
+            elif "foreach" in step:
+                self.problem(path, "a foreach step cannot write a stream output")
 
     def when(self, base: Path_, step: dict[str, Any], name: str) -> None:
         text = step.get("when")

@@ -88,5 +88,10 @@ class Executor(ABC):
     ) -> StepProcess:
         """Start the attempt; must be called in ``loop``'s thread."""
 
+    def when_started(self, key: str, fn: Callable[[], None]) -> None:
+        """Call ``fn`` once the attempt ``key`` (just started) holds its files; here at
+        once, for executors whose :meth:`start` returns a started process."""
+        fn()
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (worker processes)."""

@@ -7,6 +7,7 @@ polling); signals go to the whole process group, so a step's children follow it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -140,6 +141,11 @@ class LocalProcess(StepProcess):
 
     def kill(self) -> None:
         self._signal(signal.SIGKILL)
+
+    def reap(self) -> None:
+        """Wait for the killed leader when its loop no longer reports exits."""
+        with contextlib.suppress(subprocess.TimeoutExpired, ChildProcessError):
+            self._popen.wait(timeout=5)
 
     def _walltime_passed(self) -> None:
         self._timer = None
@@ -282,9 +288,12 @@ class LocalExecutor(Executor):
         return _NoProcess(launch.key)
 
     def close(self) -> None:
-        """Kill every attempt still running (their exits are still reported)."""
+        """Kill every attempt still running (their exits are still reported while the loop
+        runs); once it stopped, reap them here, so that none is left a zombie."""
         for proc in list(self._running.values()):
             proc.kill()
+            if not proc._loop.is_running():
+                proc.reap()
 
 
 def _apply_limits(limits: Limits) -> None:

@@ -105,6 +105,7 @@ class SupervisedExecutor(Executor):
         self._outbox = bytearray()
         self._waiting: dict[str, tuple[Callable[[Outcome], None], SupervisedProcess]] = {}
         self._records: dict[str, Path] = {}  # adopted attempts' record files
+        self._on_started: dict[str, Callable[[], None]] = {}
 
     # -- connection ----------------------------------------------------------------------
     def connect(self, loop: asyncio.AbstractEventLoop) -> SupervisorState:
@@ -224,6 +225,7 @@ class SupervisedExecutor(Executor):
         for line in lines:
             msg = json.loads(line)
             if msg["op"] == "exited":
+                self._on_started.pop(msg["key"], None)
                 entry = self._waiting.pop(msg["key"], None)
                 if self._records.pop(msg["key"], None) is not None:
                     self.send({"op": "ack", "key": msg["key"]})
@@ -240,6 +242,9 @@ class SupervisedExecutor(Executor):
                 entry = self._waiting.get(msg["key"])
                 if entry is not None:
                     entry[1].pid = msg["pid"]
+                started = self._on_started.pop(msg["key"], None)
+                if started is not None:
+                    started()
 
     def _disconnected(self) -> None:
         """The supervisor is gone: its attempts are lost (the scheduler decides what then)."""
@@ -271,6 +276,14 @@ class SupervisedExecutor(Executor):
         self._waiting[launch.key] = (on_exit, proc)
         self.send({"op": "start", "launch": launch_to_wire(launch)})
         return proc
+
+    def when_started(self, key: str, fn: Callable[[], None]) -> None:
+        """``fn`` runs when the supervisor says the attempt started (it holds its stdin)."""
+        entry = self._waiting.get(key)
+        if entry is not None and entry[1].pid is not None:
+            fn()
+        elif entry is not None:
+            self._on_started[key] = fn
 
     def adopt(
         self, key: str, on_exit: Callable[[Outcome], None], record: Path | None = None

@@ -27,6 +27,7 @@ from flowdeck.executors.base import Executor, Outcome
 from flowdeck.runtime import launch as launching
 from flowdeck.runtime.active import FAILURES, ActiveRun, Instance
 from flowdeck.runtime.committer import Batch, Committer
+from flowdeck.runtime.ports import PortRuntime
 from flowdeck.runtime.rundir import RunDir
 from flowdeck.runtime.steps import StepError, evaluate_condition, foreach_items, resolver
 from flowdeck.store.base import EventRow, Store, Tx
@@ -48,6 +49,7 @@ class SchedulerCore:
     loop: asyncio.AbstractEventLoop | None
     committer: Committer
     draining: bool
+    ports: PortRuntime
 
     def _init_core(self) -> None:
         self._ops: list[tuple[str, Change]] = []  # run updates and products, in order
@@ -207,6 +209,7 @@ class SchedulerCore:
             inst.proc = executor.start(
                 launch, functools.partial(self._exited, owner, inst), self.loop
             )
+            executor.when_started(launch.key, functools.partial(self.ports.started, launch.key))
         if any(ar.finished() for ar in self.active.values()):
             self._plan()
 
@@ -310,7 +313,7 @@ class SchedulerCore:
                 if ar.used + inst.cpus > ar.cpus and ar.used > 0:
                     return True
                 try:
-                    launch = launching.prepare(ar, inst, self.settings)
+                    launch = self.ports.attach(ar, inst, launching.prepare(ar, inst, self.settings))
                 except StepError as exc:
                     inst.error = str(exc)
                     self._step_state(ar, inst, StepState.FAILED, error=str(exc))
@@ -354,6 +357,7 @@ class SchedulerCore:
         else:
             state = StepState.TIMED_OUT if outcome.timed_out else StepState.FAILED
             self._attempt_failed(ar, inst, state, launching.describe(ar, inst, outcome))
+        self.ports.ended(ar, inst)
         if ar.killing and not ar.running():
             ar.rundir.remove_work()
         self._plan()

@@ -16,6 +16,7 @@ from typing import Any
 from flowdeck import clock
 from flowdeck.config import Settings
 from flowdeck.domain.expressions import parse_template
+from flowdeck.domain.ports import stream_outputs
 from flowdeck.domain.runs import Product
 from flowdeck.executors.base import Launch, Outcome
 from flowdeck.ids import new_id
@@ -37,8 +38,6 @@ def prepare(ar: ActiveRun, inst: Instance, settings: Settings) -> Launch:
     step = ar.step(inst.step)
     if step.uses is not None:
         raise StepError("uses steps (workflows of workflows) are not supported yet")
-    if step.stdin is not None:
-        raise StepError("stream ports are not supported yet")
     resolve = resolver(ar.run.params, ar.all_outputs(), inst.item)
     attempt = inst.attempts + 1
     cwd = ar.rundir.step_dir(inst.step, inst.index)
@@ -152,7 +151,10 @@ def _product(ar: ActiveRun, name: str, path: Path) -> Product:
 def workflow_outputs(ar: ActiveRun) -> dict[str, Any]:
     resolve = resolver(ar.run.params, ar.all_outputs(), None)
     values: dict[str, Any] = {}
+    streams = stream_outputs(ar.spec)  # read from their ports, not given here
     for name, out in ar.spec.outputs.items():
+        if name in streams:
+            continue
         tpl = parse_template(out.source)
         try:
             values[name] = tpl.render(resolve)

@@ -24,7 +24,7 @@ from flowdeck import clock
 from flowdeck.domain.leases import ServerInstance
 from flowdeck.domain.runs import STEP_DONE, Run, RunState, StepRecord, StepState
 from flowdeck.executors.base import Outcome, StepProcess
-from flowdeck.executors.supervised import SupervisedExecutor, SupervisorState
+from flowdeck.executors.supervised import SupervisedExecutor, SupervisorState, kill_orphan
 from flowdeck.executors.wire import outcome_from_wire, process_start_time, read_record
 from flowdeck.runtime.active import FAILURES, ActiveRun, Instance
 from flowdeck.runtime.core import SchedulerCore
@@ -220,16 +220,25 @@ class RecoveryMixin(SchedulerCore):
             return
         record_path = ar.rundir.record(inst.step, inst.index, inst.attempts)
         record = read_record(record_path)
+        local = self.executors["local"]
+        key = f"{ar.run.id}/{inst.step}/{inst.index}/{inst.attempts}"
+        if self.ports.streams(ar.spec, inst.step) and not (record and "outcome" in record):
+            # Its feeding and tailing died with the server; the attempt starts over
+            # (streams are at least once: a retry reads its input from offset 0).
+            if isinstance(local, SupervisedExecutor) and local.connected:
+                local.send({"op": "signal", "key": key, "action": "kill"})
+            else:
+                kill_orphan(record_path)
+            self._attempt_failed(ar, inst, StepState.LOST, "the server restarted while it streamed")
+            return
         self.used += inst.cpus
         ar.used += inst.cpus
         on_exit = functools.partial(self._exited, ar, inst)
-        local = self.executors["local"]
         if record is not None and isinstance(record.get("outcome"), dict):
             inst.proc = _Ended(inst.label)
             assert self.loop is not None
             self.loop.call_soon(on_exit, outcome_from_wire(record["outcome"]))
         elif isinstance(local, SupervisedExecutor) and local.connected:
-            key = f"{ar.run.id}/{inst.step}/{inst.index}/{inst.attempts}"
             inst.proc = local.adopt(key, on_exit, record_path)
         else:
             inst.proc = _Ended(inst.label)

@@ -21,6 +21,7 @@ from flowdeck.executors.base import Executor
 from flowdeck.ids import new_id
 from flowdeck.runtime.committer import Committer
 from flowdeck.runtime.control import ControlMixin
+from flowdeck.runtime.ports import PortHub, PortRuntime
 from flowdeck.runtime.recovery import RecoveryMixin
 from flowdeck.store.base import Store
 
@@ -35,11 +36,13 @@ class Scheduler(ControlMixin, RecoveryMixin):
         settings: Settings,
         executors: dict[str, Executor],
         code_dir_of: Callable[[str], Any],
+        ports: PortRuntime | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.executors = executors
         self.code_dir_of = code_dir_of  # workflow id -> its archive directory, or None
+        self.ports = ports or PortRuntime(store, PortHub())
         self.instance_id = new_id("inst")
         self.host = socket.gethostname()
         self.slots = float(settings.slots)
@@ -86,6 +89,7 @@ class Scheduler(ControlMixin, RecoveryMixin):
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.committer.close()
+        self.ports.close()
         for executor in self.executors.values():
             executor.close()
         try:

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 from flowdeck.config import Settings
 from flowdeck.events.bus import EventBus, LocalEventBus
+from flowdeck.runtime.ports import PortHub
 from flowdeck.services.accounts import Accounts
 from flowdeck.services.events import Events
+from flowdeck.services.ports import Ports
 from flowdeck.services.runs import Runs
 from flowdeck.services.webhooks import Webhooks
 from flowdeck.services.workflows import Workflows
@@ -24,6 +26,7 @@ class Context:
     bus: EventBus
     events: Events
     webhooks: Webhooks
+    ports: Ports
 
     def start_scheduler(self) -> None:
         """Start running queued runs (the server does; CLI commands do not)."""
@@ -31,6 +34,7 @@ class Context:
             return
         from flowdeck.executors.inprocess import InProcessExecutor
         from flowdeck.executors.supervised import SupervisedExecutor
+        from flowdeck.runtime.ports import PortRuntime
         from flowdeck.runtime.scheduler import Scheduler
 
         executors = {
@@ -38,7 +42,11 @@ class Context:
             "inprocess": InProcessExecutor(workers=self.settings.inprocess_workers),
         }
         scheduler = Scheduler(
-            self.store, self.settings, executors, lambda wid: self.workflows.root / wid
+            self.store,
+            self.settings,
+            executors,
+            lambda wid: self.workflows.root / wid,
+            ports=PortRuntime(self.store, self.ports.hub),
         )
         scheduler.start()
         self.runs.scheduler = scheduler
@@ -96,6 +104,8 @@ def make_context(settings: Settings, store: Store) -> Context:
     webhooks = Webhooks(store, settings)
     webhooks.install()
     runs.webhooks = webhooks
+    hub = PortHub()
+    store.add_commit_listener(hub.on_commit)
     return Context(
         settings=settings,
         store=store,
@@ -105,4 +115,5 @@ def make_context(settings: Settings, store: Store) -> Context:
         bus=bus,
         events=Events(store, settings, runs, bus),
         webhooks=webhooks,
+        ports=Ports(store, settings, runs, hub),
     )

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowdeck import clock
 from flowdeck.config import Settings
+from flowdeck.domain.ports import StreamPort, stream_ports
 from flowdeck.domain.privilege import Access, Actor, allowed
 from flowdeck.domain.runs import (
     Product,
@@ -250,6 +251,8 @@ class Runs:
             if callbacks and self.webhooks is not None:
                 self.webhooks.add_to_run(tx, actor, run.id, callbacks)
             tx.add_events(events)
+            for direction, name in stream_ports(spec):
+                tx.lock_port(run.id, direction, name)
         if callbacks and self.webhooks is not None:
             self.webhooks.changed()
         if start and self.scheduler is not None:
@@ -443,24 +446,18 @@ class Runs:
             elif inp.default is not None:
                 values[name] = inp.default
             elif inp.type == "stream":
-                problems.append(
-                    {
-                        "input": name,
-                        "message": f"input {name!r}: stream ports are not supported yet",
-                    }
-                )
+                continue  # records are pushed into it while the run goes on
             elif inp.is_required:
                 how = "stage a file" if _is_file(inp) else "set a value"
                 problems.append(
                     {"input": name, "message": f"required input {name!r} has no value: {how}"}
                 )
         for step_name, step in spec.steps.items():
-            if step.uses is not None or step.stdin is not None:
+            if step.uses is not None:
                 problems.append(
                     {
                         "step": step_name,
-                        "message": f"step {step_name!r}: uses "
-                        "steps and stream ports are not supported yet",
+                        "message": f"step {step_name!r}: uses steps are not supported yet",
                     }
                 )
         if run.resources.get("executor") == "inprocess" and not (wf and wf.trusted):
@@ -519,12 +516,15 @@ class Runs:
             run = self._load(tx, actor, run_id)
             return RunView(run, tx.list_steps(run.id))
 
-    def status(self, actor: Actor, run_id: str) -> tuple[Run, dict[str, int], list[str]]:
-        """A run with its steps counted by state and the ones now running."""
+    def status(
+        self, actor: Actor, run_id: str
+    ) -> tuple[Run, dict[str, int], list[str], list[StreamPort]]:
+        """A run with its steps counted by state, the ones now running and its ports."""
         with self.store.read() as tx:
             run = self._load(tx, actor, run_id)
             counts, current = tx.step_summary(run.id)
-        return run, counts, current
+            ports = tx.list_ports(run.id)
+        return run, counts, current, ports
 
     def list_runs(self, actor: Actor, *, owner: str | None = None, **filters: Any) -> list[Run]:
         with self.store.read() as tx:

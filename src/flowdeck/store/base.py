@@ -16,6 +16,7 @@ from typing import Any
 
 from flowdeck.domain.accounts import AccountStatus, AuditEntry, Role, Throttle, Token, User
 from flowdeck.domain.leases import ServerInstance
+from flowdeck.domain.ports import Direction, StreamPort, StreamRecord
 from flowdeck.domain.runs import Event, Product, Run, RunState, StagedFile, StepRecord
 from flowdeck.domain.webhooks import Attempt, Delivery, Subscription
 from flowdeck.domain.workflows import Visibility, Workflow
@@ -383,6 +384,36 @@ class Tx(ABC):
     @abstractmethod
     def list_attempts(self, delivery_ids: list[str]) -> list[Attempt]:
         """By delivery, then number."""
+
+    # -- stream ports ---------------------------------------------------------------------
+    @abstractmethod
+    def get_port(self, run_id: str, direction: Direction, name: str) -> StreamPort | None: ...
+
+    @abstractmethod
+    def list_ports(self, run_id: str) -> list[StreamPort]:
+        """The ports of a run that have records or were closed, by direction and name."""
+
+    @abstractmethod
+    def lock_port(self, run_id: str, direction: Direction, name: str) -> StreamPort:
+        """The port (created empty when absent), locked until the transaction ends, so that
+        appends to it are numbered without gaps or duplicates."""
+
+    @abstractmethod
+    def append_records(
+        self, port: StreamPort, data: list[Any], at: datetime, attempt: int | None = None
+    ) -> StreamPort:
+        """Store records at offsets ``port.length``… of a port taken with
+        :meth:`lock_port` in this transaction; returns the port with its new length."""
+
+    @abstractmethod
+    def close_port(self, run_id: str, direction: Direction, name: str, at: datetime) -> StreamPort:
+        """Mark a port closed (created when absent); closing twice keeps the first time."""
+
+    @abstractmethod
+    def read_records(
+        self, run_id: str, direction: Direction, name: str, start: int, limit: int
+    ) -> list[StreamRecord]:
+        """Records from offset ``start``, in order, at most ``limit``."""
 
 
 class Store(ABC):

@@ -15,12 +15,14 @@ from typing import Any
 
 from flowdeck.domain.accounts import AccountStatus, AuditEntry, Role, Throttle, Token, User
 from flowdeck.domain.leases import ServerInstance
+from flowdeck.domain.ports import StreamPort, StreamRecord
 from flowdeck.domain.runs import Event, Product, Run, StagedFile, StepRecord
 from flowdeck.domain.webhooks import Attempt, Delivery, Subscription
 from flowdeck.domain.workflows import WORKFLOW_KIND, Visibility, Workflow
 from flowdeck.errors import AlreadyExists
 from flowdeck.store.base import EventHook, Store, Tx
 from flowdeck.store.fake_leases import FakeLeasesMixin
+from flowdeck.store.fake_ports import FakePortsMixin
 from flowdeck.store.fake_runs import FakeRunsMixin
 from flowdeck.store.fake_webhooks import FakeWebhooksMixin
 
@@ -43,6 +45,8 @@ class _State:
     deliveries: dict[str, Delivery] = field(default_factory=dict)
     attempts: dict[tuple[str, int], Attempt] = field(default_factory=dict)
     instances: dict[str, ServerInstance] = field(default_factory=dict)
+    ports: dict[tuple[str, str, str], StreamPort] = field(default_factory=dict)
+    records: dict[tuple[str, str, str], list[StreamRecord]] = field(default_factory=dict)
 
 
 class FakeStore(Store):
@@ -74,7 +78,7 @@ class FakeStore(Store):
         return None
 
 
-class FakeTx(FakeRunsMixin, FakeWebhooksMixin, FakeLeasesMixin, Tx):
+class FakeTx(FakeRunsMixin, FakeWebhooksMixin, FakeLeasesMixin, FakePortsMixin, Tx):
     def __init__(self, state: _State, event_hooks: list[EventHook] | None = None) -> None:
         self.s = state
         self.added = []

@@ -52,6 +52,8 @@ class FakeRunsMixin:
         self.s.counters.pop(("run", run_id), None)
         self.s.products = {k: p for k, p in self.s.products.items() if p.run_id != run_id}
         self.s.staged = {k: f for k, f in self.s.staged.items() if k[0] != run_id}
+        self.s.ports = {k: p for k, p in self.s.ports.items() if k[0] != run_id}
+        self.s.records = {k: r for k, r in self.s.records.items() if k[0] != run_id}
         return self.s.runs.pop(run_id, None) is not None
 
     def list_runs(

@@ -335,3 +335,28 @@ webhook_attempts = Table(
     Column("error", String(500), nullable=True),
     Column("latency_ms", Float, nullable=False),
 )
+
+# Stream ports of a run: records pushed into its stream inputs, or written by a step to its
+# stream outputs.  ``length`` is the next offset; records are numbered from 0 without gaps.
+stream_ports = Table(
+    "stream_ports",
+    metadata,
+    Column("run_id", String(40), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("direction", String(8), primary_key=True),  # "input" or "output"
+    Column("name", String(64), primary_key=True),
+    Column("length", BigInteger, nullable=False),
+    Column("closed", Boolean, nullable=False),
+    Column("closed_at", UTCDateTime, nullable=True),
+)
+
+stream_records = Table(
+    "stream_records",
+    metadata,
+    Column("run_id", String(40), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("direction", String(8), primary_key=True),
+    Column("port", String(64), primary_key=True),
+    Column("offset", BigInteger, primary_key=True),
+    Column("attempt", Integer, nullable=True),  # output records: the attempt that wrote it
+    Column("data", JSON, nullable=True),
+    Column("at", UTCDateTime, nullable=False),
+)

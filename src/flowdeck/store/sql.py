@@ -29,6 +29,7 @@ from flowdeck.errors import AlreadyExists, InvalidInput, StoreUnavailable
 from flowdeck.store import schema as t
 from flowdeck.store.base import EventHook, Store, Tx
 from flowdeck.store.sql_leases import SqlLeasesMixin
+from flowdeck.store.sql_ports import SqlPortsMixin
 from flowdeck.store.sql_runs import OwnerCache, SqlRunsMixin
 from flowdeck.store.sql_webhooks import SqlWebhooksMixin
 
@@ -206,7 +207,7 @@ _FIND_TOKEN = (
 )
 
 
-class SqlTx(SqlRunsMixin, SqlWebhooksMixin, SqlLeasesMixin, Tx):
+class SqlTx(SqlRunsMixin, SqlWebhooksMixin, SqlLeasesMixin, SqlPortsMixin, Tx):
     def __init__(
         self,
         conn: Connection,
