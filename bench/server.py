@@ -45,6 +45,7 @@ def server(**settings: str) -> Iterator[tuple[str, str, Path, int]]:
             "FLOWDECK_PORT": str(port),
             "FLOWDECK_REGISTRATION": "open",
             "FLOWDECK_LOG_LEVEL": "warning",
+            "FLOWDECK_SUPERVISOR_IDLE_S": "5",
             **{f"FLOWDECK_{k.upper()}": v for k, v in settings.items()},
         }
         log = (Path(tmp) / "server.log").open("wb")

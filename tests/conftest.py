@@ -25,7 +25,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 # The developer's own flowdeck settings must not steer the tests.
 for _name in list(os.environ):
-    if _name.startswith("FLOWDECK_") and _name != "FLOWDECK_TEST_PG_URL":
+    if _name.startswith("FLOWDECK_") and not _name.startswith("FLOWDECK_TEST_"):
         del os.environ[_name]
 
 

@@ -31,7 +31,12 @@ def free_port() -> int:
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
-    base: dict[str, Any] = {"data_dir": data_dir, "registration": "open"}
+    # the step supervisor of a test's data directory should not outlive the test for long
+    base: dict[str, Any] = {
+        "data_dir": data_dir,
+        "registration": "open",
+        "supervisor_idle_s": 3,
+    }
     base.update(overrides)
     return load_settings(None, **base)
 
