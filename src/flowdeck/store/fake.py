@@ -14,10 +14,13 @@ from datetime import datetime
 from typing import Any
 
 from flowdeck.domain.accounts import AccountStatus, AuditEntry, Role, Throttle, Token, User
+from flowdeck.domain.composition import CacheEntry, RunLink
+from flowdeck.domain.graphs import Graph, GraphNode
 from flowdeck.domain.runs import Event, Product, Run, StagedFile, StepRecord
 from flowdeck.domain.workflows import WORKFLOW_KIND, Visibility, Workflow
 from flowdeck.errors import AlreadyExists
 from flowdeck.store.base import EventHook, Store, Tx
+from flowdeck.store.fake_graphs import FakeGraphsMixin
 from flowdeck.store.fake_runs import FakeRunsMixin
 
 
@@ -35,6 +38,10 @@ class _State:
     counters: dict[tuple[str, str], int] = field(default_factory=dict)
     products: dict[str, Product] = field(default_factory=dict)
     staged: dict[tuple[str, str, str], StagedFile] = field(default_factory=dict)
+    graphs: dict[str, Graph] = field(default_factory=dict)
+    graph_nodes: dict[tuple[str, str], GraphNode] = field(default_factory=dict)
+    run_links: dict[str, RunLink] = field(default_factory=dict)
+    cache: dict[tuple[str, str, int], CacheEntry] = field(default_factory=dict)
 
 
 class FakeStore(Store):
@@ -66,7 +73,7 @@ class FakeStore(Store):
         return None
 
 
-class FakeTx(FakeRunsMixin, Tx):
+class FakeTx(FakeRunsMixin, FakeGraphsMixin, Tx):
     def __init__(self, state: _State, event_hooks: list[EventHook] | None = None) -> None:
         self.s = state
         self.added = []
@@ -122,6 +129,8 @@ class FakeTx(FakeRunsMixin, Tx):
             self.delete_workflow(wf.id)
         for run_id in [k for k, r in self.s.runs.items() if r.owner_id == user_id]:
             self.delete_run(run_id)
+        for graph_id in [k for k, g in self.s.graphs.items() if g.owner_id == user_id]:
+            self.delete_graph(graph_id)
         return True
 
     # -- tokens ---------------------------------------------------------------------------

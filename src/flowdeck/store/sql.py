@@ -28,6 +28,7 @@ from flowdeck.domain.workflows import WORKFLOW_KIND, Visibility, Workflow
 from flowdeck.errors import AlreadyExists, InvalidInput, StoreUnavailable
 from flowdeck.store import schema as t
 from flowdeck.store.base import EventHook, Store, Tx
+from flowdeck.store.sql_graphs import SqlGraphsMixin
 from flowdeck.store.sql_runs import OwnerCache, SqlRunsMixin
 
 _WRITE = "flowdeck_write"
@@ -204,7 +205,7 @@ _FIND_TOKEN = (
 )
 
 
-class SqlTx(SqlRunsMixin, Tx):
+class SqlTx(SqlRunsMixin, SqlGraphsMixin, Tx):
     def __init__(
         self,
         conn: Connection,
