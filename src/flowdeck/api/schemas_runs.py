@@ -231,7 +231,8 @@ class ProductOut(BaseModel):
 
 class EventOut(BaseModel):
     id: int
-    run_id: str
+    run_id: str = Field(description="The subject's id (a run's, or a graph's).")
+    subject_kind: str = Field("run", description="run or graph")
     seq: int
     type: str
     at: datetime
@@ -243,6 +244,7 @@ class EventOut(BaseModel):
         return cls(
             id=e.id,
             run_id=e.subject_id,
+            subject_kind=e.subject_kind,
             seq=e.seq,
             type=e.type,
             at=e.at,

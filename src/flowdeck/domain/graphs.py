@@ -70,7 +70,8 @@ WAITING = "waiting"
 STARTED = "started"  # its run exists and has not ended: the run's state tells more
 SKIPPED = "skipped"  # a condition of an incoming edge can no longer be met
 CANCELLED = "cancelled"  # the graph was stopped or killed before it started
-NODE_FAILURES = frozenset({RunState.FAILED.value, RunState.SYSTEM_ERROR.value, "start_failed"})
+# a node whose run could not be created is "failed" too (without a run)
+NODE_FAILURES = frozenset({RunState.FAILED.value, RunState.SYSTEM_ERROR.value})
 RUN_ENDINGS = frozenset(
     s.value
     for s in (
@@ -81,7 +82,7 @@ RUN_ENDINGS = frozenset(
         RunState.SYSTEM_ERROR,
     )
 )
-NODE_FINAL = RUN_ENDINGS | {SKIPPED, CANCELLED, "start_failed"}
+NODE_FINAL = RUN_ENDINGS | {SKIPPED, CANCELLED}
 
 
 def condition_met(condition: Condition, upstream: str) -> bool:
@@ -91,7 +92,7 @@ def condition_met(condition: Condition, upstream: str) -> bool:
         return upstream == RunState.SUCCEEDED.value
     if condition is Condition.FAILED:
         return upstream in NODE_FAILURES
-    return upstream in RUN_ENDINGS or upstream == "start_failed"
+    return upstream in RUN_ENDINGS
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from flowdeck.config import Settings
 from flowdeck.events.bus import EventBus, LocalEventBus
 from flowdeck.services.accounts import Accounts
 from flowdeck.services.events import Events
+from flowdeck.services.graphs import Graphs
 from flowdeck.services.runs import Runs
 from flowdeck.services.workflows import Workflows
 from flowdeck.store import Store, open_store
@@ -22,6 +23,7 @@ class Context:
     runs: Runs
     bus: EventBus
     events: Events
+    graphs: Graphs
 
     def start_scheduler(self) -> None:
         """Start running queued runs (the server does; CLI commands do not)."""
@@ -40,9 +42,14 @@ class Context:
         )
         scheduler.start()
         self.runs.scheduler = scheduler
+        from flowdeck.services.graph_driver import GraphDriver
+
+        GraphDriver(self.graphs).start()
 
     def close(self) -> None:
         self.bus.close()
+        if self.graphs.driver is not None:
+            self.graphs.driver.close()
         if self.runs.scheduler is not None:
             self.runs.scheduler.close()
             self.runs.scheduler = None
@@ -77,6 +84,9 @@ def make_context(settings: Settings, store: Store) -> Context:
     runs = Runs(store, settings, workflows)
     bus = LocalEventBus()
     store.add_commit_listener(bus.publish)
+    events = Events(store, settings, runs, bus)
+    graphs = Graphs(store, settings, runs, workflows)
+    events.loaders["graph"] = graphs.load
     return Context(
         settings=settings,
         store=store,
@@ -84,5 +94,6 @@ def make_context(settings: Settings, store: Store) -> Context:
         workflows=workflows,
         runs=runs,
         bus=bus,
-        events=Events(store, settings, runs, bus),
+        events=events,
+        graphs=graphs,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import anyio.to_thread
 
@@ -19,7 +20,7 @@ from flowdeck.domain.privilege import Actor
 from flowdeck.domain.runs import Event
 from flowdeck.events.bus import EventBus
 from flowdeck.services.runs import Runs
-from flowdeck.store.base import Store
+from flowdeck.store.base import Store, Tx
 
 PAGE = 500
 
@@ -30,6 +31,8 @@ class Events:
         self.settings = settings
         self.runs = runs
         self.bus = bus
+        # subject kind -> (tx, actor, id) loader that raises NotFound for the unseen
+        self.loaders: dict[str, Callable[[Tx, Actor, str], Any]] = {"run": runs.load}
 
     def find(
         self,
@@ -40,15 +43,16 @@ class Events:
         types: list[str] | None = None,
         after: int | None = None,
         limit: int = 100,
+        kind: str = "run",
     ) -> list[Event]:
-        """Oldest first; ``run_id`` is the run URL's run, ``runs`` a filter of the global
-        list."""
+        """Oldest first; ``run_id`` is the run URL's run (or graph's, with ``kind``),
+        ``runs`` a filter of the global list."""
         types = check_patterns(types or [])
         with self.store.read() as tx:
             if run_id is not None:
-                self.runs.load(tx, actor, run_id)
+                self.loaders[kind](tx, actor, run_id)
                 return tx.list_events(
-                    subject_kind="run",
+                    subject_kind=kind,
                     subject_id=run_id,
                     after_id=after,
                     limit=limit,
@@ -67,11 +71,16 @@ class Events:
             return tx.last_event_id()
 
     def _accept(
-        self, actor: Actor, run_id: str | None, runs: list[str] | None, types: list[str]
+        self,
+        actor: Actor,
+        run_id: str | None,
+        runs: list[str] | None,
+        types: list[str],
+        kind: str = "run",
     ) -> Callable[[Event], bool]:
         type_ok = matcher(types)
         if run_id is not None:
-            return lambda e: e.subject_id == run_id and e.subject_kind == "run" and type_ok(e.type)
+            return lambda e: e.subject_id == run_id and e.subject_kind == kind and type_ok(e.type)
         wanted = set(runs) if runs else None
         owner = None if actor.is_admin else actor.user_id
         return lambda e: (
@@ -88,6 +97,7 @@ class Events:
         runs: list[str] | None = None,
         types: list[str] | None = None,
         after: int | None = None,
+        kind: str = "run",
     ) -> AsyncIterator[Event]:
         """Check the request (errors raise here, before any byte is sent) and return the
         stream: the stored events after ``after`` (a run's URL: from its first event; the
@@ -96,12 +106,12 @@ class Events:
         # Subscribe first: whatever commits from now on is buffered, and the history read
         # below covers everything before.  Duplicates are dropped by id.
         sub = self.bus.subscribe(
-            self._accept(actor, run_id, runs, types), self.settings.sse_buffer_events
+            self._accept(actor, run_id, runs, types, kind), self.settings.sse_buffer_events
         )
         try:
             if run_id is not None:
                 await anyio.to_thread.run_sync(
-                    functools.partial(self.find, actor, run_id=run_id, limit=1)
+                    functools.partial(self.find, actor, run_id=run_id, limit=1, kind=kind)
                 )
             start = after if after is not None else 0 if run_id is not None else None
             if start is None:
@@ -123,6 +133,7 @@ class Events:
                             types=types,
                             after=last,
                             limit=PAGE,
+                            kind=kind,
                         )
                     )
                     for e in page:
