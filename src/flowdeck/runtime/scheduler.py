@@ -35,6 +35,7 @@ from flowdeck.errors import Conflict, NotFound
 from flowdeck.executors.base import Executor, Outcome
 from flowdeck.runtime import launch as launching
 from flowdeck.runtime.active import FAILURES, ActiveRun, Instance
+from flowdeck.runtime.cache import StepCache
 from flowdeck.runtime.committer import Committer
 from flowdeck.runtime.rundir import RunDir
 from flowdeck.runtime.steps import StepError, evaluate_condition, foreach_items, resolver
@@ -69,6 +70,7 @@ class Scheduler:
         self._tick_planned = False
         self._ready = threading.Event()
         self.committer = Committer(store)
+        self.cache = StepCache(store, settings)  # reruns and memoization (runtime/cache.py)
         self._valid: dict[str, tuple[ValidWorkflow | None, bool]] = {}
 
     # -- thread and loop ----------------------------------------------------------------
@@ -380,6 +382,10 @@ class Scheduler:
                     return False
                 if ar.used + inst.cpus > ar.cpus and ar.used > 0:
                     return True
+                if (source := self.cache.hit(ar, inst, self._op)) is not None:
+                    self._step_state(ar, inst, StepState.CACHED, from_run=source)
+                    self._plan()  # its dependents may be ready now
+                    continue
                 try:
                     launch = launching.prepare(ar, inst, self.settings)
                 except StepError as exc:
@@ -414,6 +420,7 @@ class Scheduler:
                 inst.outputs = launching.collect(ar, inst, outcome, self._op)
                 inst.error = None
                 self._step_state(ar, inst, StepState.SUCCEEDED)
+                self.cache.record(ar, inst, self._op)
             except StepError as exc:
                 self._attempt_failed(ar, inst, StepState.FAILED, str(exc))
         else:
@@ -509,6 +516,7 @@ class Scheduler:
             return  # paused (drain) with nothing left: stays paused until resumed
         for timer in ar.timers:
             timer.cancel()
+        self.cache.forget(ar.run.id)
         del self.active[ar.run.id]
 
     def _run_walltime(self, ar: ActiveRun) -> None:
