@@ -104,6 +104,10 @@ class RunOut(RunSummary):
     current_steps: list[str]
     error: dict[str, Any] | None
     outputs: dict[str, Any]
+    children: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Child runs of uses: steps (step, index, run_id, state, steps, children).",
+    )
 
     @classmethod
     def of(
@@ -157,6 +161,7 @@ class StepOut(BaseModel):
     outputs: dict[str, Any]
     error: str | None
     log_tail: str
+    run_id: str | None = Field(None, description="The run of a nested (sub-workflow) step.")
 
     @classmethod
     def of(cls, rec: StepRecord, stderr: Any, stdout: Any) -> StepOut:

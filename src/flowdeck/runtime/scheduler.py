@@ -356,6 +356,8 @@ class Scheduler:
                 continue
             cpus = float(step.resources.cpus)
             executor = "inprocess" if step.python and ar.executor == "inprocess" else "local"
+            if step.uses is not None:  # a child run (runtime/subflows.py): its steps count
+                cpus, executor = 0.0, "subflow"
             group = [
                 Instance(name, i if step.foreach is not None else -1, item, cpus, executor=executor)
                 for i, item in enumerate(items)

@@ -32,14 +32,19 @@ class Context:
         from flowdeck.executors.inprocess import InProcessExecutor
         from flowdeck.executors.local import LocalExecutor
         from flowdeck.runtime.scheduler import Scheduler
+        from flowdeck.runtime.subflows import SubflowExecutor
+        from flowdeck.services.subflows import child_creator
 
+        subflow = SubflowExecutor(self.store, child_creator(self.runs), self.settings.stop_grace_s)
         executors = {
             "local": LocalExecutor(),
             "inprocess": InProcessExecutor(workers=self.settings.inprocess_workers),
+            "subflow": subflow,
         }
         scheduler = Scheduler(
             self.store, self.settings, executors, lambda wid: self.workflows.root / wid
         )
+        subflow.scheduler = scheduler
         scheduler.start()
         self.runs.scheduler = scheduler
         from flowdeck.services.graph_driver import GraphDriver

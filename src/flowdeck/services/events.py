@@ -20,6 +20,7 @@ from flowdeck.domain.privilege import Actor
 from flowdeck.domain.runs import Event
 from flowdeck.events.bus import EventBus
 from flowdeck.services.runs import Runs
+from flowdeck.services.subflows import family
 from flowdeck.store.base import Store, Tx
 
 PAGE = 500
@@ -53,7 +54,8 @@ class Events:
                 self.loaders[kind](tx, actor, run_id)
                 return tx.list_events(
                     subject_kind=kind,
-                    subject_id=run_id,
+                    subject_id=run_id if kind != "run" else None,
+                    subject_ids=family(tx, run_id) if kind == "run" else None,
                     after_id=after,
                     limit=limit,
                     types=types,
@@ -66,6 +68,10 @@ class Events:
                 limit=limit,
             )
 
+    def _family(self, run_id: str) -> list[str]:
+        with self.store.read() as tx:
+            return family(tx, run_id)
+
     def head(self) -> int:
         with self.store.read() as tx:
             return tx.last_event_id()
@@ -77,10 +83,20 @@ class Events:
         runs: list[str] | None,
         types: list[str],
         kind: str = "run",
+        family: list[str] | None = None,
     ) -> Callable[[Event], bool]:
         type_ok = matcher(types)
         if run_id is not None:
-            return lambda e: e.subject_id == run_id and e.subject_kind == kind and type_ok(e.type)
+            members = {run_id, *(family or [])}  # a run's URL: with its sub-workflows'
+
+            def accept(e: Event) -> bool:
+                if e.subject_kind != kind or e.subject_id not in members:
+                    return False
+                if e.type == "subflow.started":
+                    members.add(str(e.data.get("run_id")))
+                return type_ok(e.type)
+
+            return accept
         wanted = set(runs) if runs else None
         owner = None if actor.is_admin else actor.user_id
         return lambda e: (
@@ -103,10 +119,14 @@ class Events:
         stream: the stored events after ``after`` (a run's URL: from its first event; the
         global URL: from now), then live ones."""
         types = check_patterns(types or [])
+        members: list[str] | None = None
+        if run_id is not None and kind == "run":
+            members = await anyio.to_thread.run_sync(self._family, run_id)
         # Subscribe first: whatever commits from now on is buffered, and the history read
         # below covers everything before.  Duplicates are dropped by id.
         sub = self.bus.subscribe(
-            self._accept(actor, run_id, runs, types, kind), self.settings.sse_buffer_events
+            self._accept(actor, run_id, runs, types, kind, members),
+            self.settings.sse_buffer_events,
         )
         try:
             if run_id is not None:
