@@ -55,6 +55,7 @@ class StepCache:
         self._plans: dict[str, _Plan] = {}
         self._keys: dict[tuple[str, str, int], str] = {}
         self._file_hashes: dict[tuple[str, int, int], str] = {}  # (path, inode, mtime)
+        self._definitions: dict[tuple[str, str], tuple[str, list[Ref]]] = {}
 
     # -- plans ---------------------------------------------------------------------------------
     def _plan(self, ar: ActiveRun) -> _Plan:
@@ -79,18 +80,32 @@ class StepCache:
             del self._keys[k]
 
     # -- keys ------------------------------------------------------------------------------------
+    def _definition(self, ar: ActiveRun, name: str) -> tuple[str, list[Ref]]:
+        """A step's definition (canonical JSON) and the references in it; workflow
+        versions are immutable, so each is worked out once."""
+        memo_key = (ar.run.workflow_id or "", name)
+        found = self._definitions.get(memo_key)
+        if found is None:
+            step = ar.step(name)
+            definition = step.model_dump(mode="json", by_alias=True, exclude={"description"})
+            refs: dict[str, Ref] = {}
+            for text in _strings(definition):
+                try:
+                    refs.update((str(r), r) for r in parse_template(text).refs())
+                except ExpressionError:
+                    continue
+            if len(self._definitions) > 10_000:
+                self._definitions.clear()
+            found = json.dumps(definition, sort_keys=True), list(refs.values())
+            self._definitions[memo_key] = found
+        return found
+
     def key(self, ar: ActiveRun, inst: Instance) -> str:
-        step = ar.step(inst.step)
-        definition = step.model_dump(mode="json", by_alias=True, exclude={"description"})
+        definition, refs = self._definition(ar, inst.step)
         values: dict[str, Any] = {}
-        outputs = ar.all_outputs()
-        for text in _strings(definition):
-            try:
-                refs = list(parse_template(text).refs())
-            except ExpressionError:
-                continue
-            for ref in refs:
-                values[str(ref)] = self._content(_value(ref, ar.run.params, outputs, inst.item))
+        outputs = {r.name: ar.outputs_of(r.name) for r in refs if r.kind == "step"}
+        for ref in refs:
+            values[str(ref)] = self._content(_value(ref, ar.run.params, outputs, inst.item))
         blob = json.dumps(
             {
                 "workflow": ar.run.workflow_id,
