@@ -89,7 +89,8 @@ class StepCache:
             step = ar.step(name)
             definition = step.model_dump(mode="json", by_alias=True, exclude={"description"})
             refs: dict[str, Ref] = {}
-            for text in _strings(definition):
+            # not `foreach`: an instance reads its item (in the key), not the whole array
+            for text in _strings({k: v for k, v in definition.items() if k != "foreach"}):
                 try:
                     refs.update((str(r), r) for r in parse_template(text).refs())
                 except ExpressionError:
