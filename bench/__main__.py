@@ -5,7 +5,14 @@ from __future__ import annotations
 import runpy
 import sys
 
-BENCHMARKS = ["bench.auth_overhead", "bench.runs", "bench.events", "bench.webhooks", "bench.ports"]
+BENCHMARKS = [
+    "bench.auth_overhead",
+    "bench.runs",
+    "bench.events",
+    "bench.webhooks",
+    "bench.ports",
+    "bench.graphs",
+]
 
 for module in BENCHMARKS:
     sys.argv = [module]

@@ -11,7 +11,18 @@ from fastapi import FastAPI
 from flowdeck import __version__
 from flowdeck.api import errors
 from flowdeck.api.middleware import BodyLimit, SecurityHeaders
-from flowdeck.api.routes import admin, auth, events, health, ports, runs, webhooks, workflows
+from flowdeck.api.routes import (
+    admin,
+    auth,
+    events,
+    graphs,
+    health,
+    ports,
+    reruns,
+    runs,
+    webhooks,
+    workflows,
+)
 from flowdeck.api.schemas import ErrorOut
 from flowdeck.config import Settings
 from flowdeck.services.context import Context, build_context
@@ -53,6 +64,8 @@ def create_app(
     app.include_router(events.router, prefix=API_PREFIX)
     app.include_router(webhooks.router, prefix=API_PREFIX)
     app.include_router(ports.router, prefix=API_PREFIX)
+    app.include_router(graphs.router, prefix=API_PREFIX)
+    app.include_router(reruns.router, prefix=API_PREFIX)
     app.add_middleware(SecurityHeaders, hsts=settings.tls)
     app.add_middleware(
         BodyLimit,

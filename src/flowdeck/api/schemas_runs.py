@@ -131,6 +131,10 @@ class RunOut(RunSummary):
     ports: list[PortOut] = Field(
         default_factory=list, description="Stream inputs and outputs, with their URLs."
     )
+    children: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Child runs of uses: steps (step, index, run_id, state, steps, children).",
+    )
 
     @classmethod
     def of(
@@ -195,6 +199,7 @@ class StepOut(BaseModel):
     outputs: dict[str, Any]
     error: str | None
     log_tail: str
+    run_id: str | None = Field(None, description="The run of a nested (sub-workflow) step.")
 
     @classmethod
     def of(cls, rec: StepRecord, stderr: Any, stdout: Any) -> StepOut:
@@ -269,7 +274,8 @@ class ProductOut(BaseModel):
 
 class EventOut(BaseModel):
     id: int
-    run_id: str
+    run_id: str = Field(description="The subject's id (a run's, or a graph's).")
+    subject_kind: str = Field("run", description="run or graph")
     seq: int
     type: str
     at: datetime
@@ -281,6 +287,7 @@ class EventOut(BaseModel):
         return cls(
             id=e.id,
             run_id=e.subject_id,
+            subject_kind=e.subject_kind,
             seq=e.seq,
             type=e.type,
             at=e.at,

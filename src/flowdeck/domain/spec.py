@@ -273,6 +273,11 @@ class WorkflowSpec(_Model):
     inputs: dict[PortName, InputSpec] = Field(default_factory=dict)
     outputs: dict[PortName, WorkflowOutput] = Field(default_factory=dict)
     steps: dict[StepName, StepSpec] = Field(min_length=1)
+    cache: bool = Field(
+        False,
+        description="Memoize: a run reuses the outputs of step instances of earlier runs of "
+        "this version whose inputs are unchanged (reruns always do).",
+    )
 
     @field_validator("version", mode="before")
     @classmethod

@@ -26,6 +26,7 @@ from flowdeck.domain.validation import ValidWorkflow, validate_data
 from flowdeck.executors.base import Executor, Outcome
 from flowdeck.runtime import launch as launching
 from flowdeck.runtime.active import FAILURES, ActiveRun, Instance
+from flowdeck.runtime.cache import StepCache
 from flowdeck.runtime.committer import Batch, Committer
 from flowdeck.runtime.ports import PortRuntime
 from flowdeck.runtime.rundir import RunDir
@@ -50,6 +51,7 @@ class SchedulerCore:
     committer: Committer
     draining: bool
     ports: PortRuntime
+    cache: StepCache
 
     def _init_core(self) -> None:
         self._ops: list[tuple[str, Change]] = []  # run updates and products, in order
@@ -278,7 +280,7 @@ class SchedulerCore:
                 self._resolve(ar, name, StepState.FAILED, reason=str(exc))
                 self._failed(ar, name, str(exc))
                 continue
-            cpus = float(step.resources.cpus)
+            cpus = self._cpus_of(ar, name)
             executor = self._executor_of(ar, name)
             group = [
                 Instance(name, i if step.foreach is not None else -1, item, cpus, executor=executor)
@@ -293,7 +295,15 @@ class SchedulerCore:
 
     @staticmethod
     def _executor_of(ar: ActiveRun, name: str) -> str:
-        return "inprocess" if ar.step(name).python and ar.executor == "inprocess" else "local"
+        step = ar.step(name)
+        if step.uses is not None:
+            return "subflow"  # a child run (runtime/subflows.py)
+        return "inprocess" if step.python and ar.executor == "inprocess" else "local"
+
+    @staticmethod
+    def _cpus_of(ar: ActiveRun, name: str) -> float:
+        step = ar.step(name)
+        return 0.0 if step.uses is not None else float(step.resources.cpus)  # its child's count
 
     def _resolve(self, ar: ActiveRun, name: str, state: StepState, reason: str) -> None:
         ar.resolved[name] = state
@@ -312,6 +322,11 @@ class SchedulerCore:
                     return False
                 if ar.used + inst.cpus > ar.cpus and ar.used > 0:
                     return True
+                op = functools.partial(self._op, ar.run.id)
+                if (source := self.cache.hit(ar, inst, op)) is not None:
+                    self._step_state(ar, inst, StepState.CACHED, from_run=source)
+                    self._plan()  # its dependents may be ready now
+                    continue
                 try:
                     launch = self.ports.attach(ar, inst, launching.prepare(ar, inst, self.settings))
                 except StepError as exc:
@@ -352,6 +367,7 @@ class SchedulerCore:
                 )
                 inst.error = None
                 self._step_state(ar, inst, StepState.SUCCEEDED)
+                self.cache.record(ar, inst, functools.partial(self._op, ar.run.id))
             except StepError as exc:
                 self._attempt_failed(ar, inst, StepState.FAILED, str(exc))
         else:
@@ -448,6 +464,7 @@ class SchedulerCore:
             return  # paused (drain) with nothing left: stays paused until resumed
         for timer in ar.timers:
             timer.cancel()
+        self.cache.forget(ar.run.id)
         del self.active[ar.run.id]
 
     def _run_walltime(self, ar: ActiveRun) -> None:

@@ -36,8 +36,6 @@ from flowdeck.store.base import Tx
 
 def prepare(ar: ActiveRun, inst: Instance, settings: Settings) -> Launch:
     step = ar.step(inst.step)
-    if step.uses is not None:
-        raise StepError("uses steps (workflows of workflows) are not supported yet")
     resolve = resolver(ar.run.params, ar.all_outputs(), inst.item)
     attempt = inst.attempts + 1
     cwd = ar.rundir.step_dir(inst.step, inst.index)
@@ -73,6 +71,9 @@ def prepare(ar: ActiveRun, inst: Instance, settings: Settings) -> Launch:
     if step.python is not None:
         kwargs = render_value(dict(step.with_), resolve)
         return Launch(python=step.python, code_dir=ar.code_dir, kwargs=kwargs, **common)
+    if step.uses is not None:  # a child run (runtime/subflows.py) with these inputs
+        kwargs = render_value(dict(step.with_), resolve)
+        return Launch(argv=("uses", step.uses), kwargs=kwargs, **common)
     return Launch(argv=tuple(render_argv(step, resolve)), **common)
 
 
@@ -100,6 +101,8 @@ def collect(
 ) -> dict[str, Any]:
     """The outputs of a successful attempt; file outputs become products."""
     step = ar.step(inst.step)
+    if step.uses is not None:  # the child run's workflow outputs
+        return dict(outcome.result or {})
     resolve = resolver(ar.run.params, ar.all_outputs(), inst.item)
     cwd = ar.rundir.step_dir(inst.step, inst.index)
     stdout = ar.rundir.log(inst.step, inst.index, inst.attempts, "stdout")

@@ -28,6 +28,7 @@ from flowdeck.executors.supervised import SupervisedExecutor, SupervisorState, k
 from flowdeck.executors.wire import outcome_from_wire, process_start_time, read_record
 from flowdeck.runtime.active import FAILURES, ActiveRun, Instance
 from flowdeck.runtime.core import SchedulerCore
+from flowdeck.runtime.subflows import SubflowExecutor
 
 log = logging.getLogger("flowdeck.scheduler")
 ACTIVE = [RunState.RUNNING, RunState.PAUSED, RunState.STOPPING]
@@ -177,7 +178,7 @@ class RecoveryMixin(SchedulerCore):
         rec = next((r for r in recs if r.index == -1), None)
         if rec is None or (rec.state is StepState.PENDING and rec.attempts == 0):
             return  # not started yet: the next tick creates its instances
-        if rec.state in STEP_DONE and rec.attempts == 0:
+        if rec.state in STEP_DONE and rec.attempts == 0 and rec.state is not StepState.CACHED:
             ar.resolved[name] = rec.state  # skipped, or ended before it ran
             return
         ar.instances[name] = [self._instance(ar, rec)]
@@ -187,7 +188,7 @@ class RecoveryMixin(SchedulerCore):
             rec.name,
             rec.index,
             rec.item,
-            float(ar.step(rec.name).resources.cpus),
+            self._cpus_of(ar, rec.name),
             state=rec.state,
             state_since=rec.state_since,
             attempts=rec.attempts,
@@ -212,6 +213,13 @@ class RecoveryMixin(SchedulerCore):
             self._step_state(ar, inst, StepState.RUNNING, recovered=True)
         elif inst.state not in (StepState.RUNNING, StepState.PAUSED):
             return
+        on_exit = functools.partial(self._exited, ar, inst)
+        if inst.executor == "subflow":  # its child run is taken over on its own
+            subflow = self.executors["subflow"]
+            assert isinstance(subflow, SubflowExecutor)
+            assert self.loop is not None
+            inst.proc = subflow.adopt(ar.run.id, inst.step, inst.index, on_exit, self.loop)
+            return
         if inst.executor != "local":
             self._attempt_failed(ar, inst, StepState.LOST, "the server restarted")
             return
@@ -233,7 +241,6 @@ class RecoveryMixin(SchedulerCore):
             return
         self.used += inst.cpus
         ar.used += inst.cpus
-        on_exit = functools.partial(self._exited, ar, inst)
         if record is not None and isinstance(record.get("outcome"), dict):
             inst.proc = _Ended(inst.label)
             assert self.loop is not None

@@ -19,6 +19,7 @@ from flowdeck.config import Settings
 from flowdeck.domain.runs import Run
 from flowdeck.executors.base import Executor
 from flowdeck.ids import new_id
+from flowdeck.runtime.cache import StepCache
 from flowdeck.runtime.committer import Committer
 from flowdeck.runtime.control import ControlMixin
 from flowdeck.runtime.ports import PortHub, PortRuntime
@@ -43,6 +44,7 @@ class Scheduler(ControlMixin, RecoveryMixin):
         self.executors = executors
         self.code_dir_of = code_dir_of  # workflow id -> its archive directory, or None
         self.ports = ports or PortRuntime(store, PortHub())
+        self.cache = StepCache(store, settings)  # reruns and memoization (runtime/cache.py)
         self.instance_id = new_id("inst")
         self.host = socket.gethostname()
         self.slots = float(settings.slots)

@@ -9,6 +9,7 @@ from flowdeck.events.bus import EventBus, LocalEventBus
 from flowdeck.runtime.ports import PortHub
 from flowdeck.services.accounts import Accounts
 from flowdeck.services.events import Events
+from flowdeck.services.graphs import Graphs
 from flowdeck.services.ports import Ports
 from flowdeck.services.runs import Runs
 from flowdeck.services.webhooks import Webhooks
@@ -27,6 +28,7 @@ class Context:
     events: Events
     webhooks: Webhooks
     ports: Ports
+    graphs: Graphs
 
     def start_scheduler(self) -> None:
         """Start running queued runs (the server does; CLI commands do not)."""
@@ -36,10 +38,14 @@ class Context:
         from flowdeck.executors.supervised import SupervisedExecutor
         from flowdeck.runtime.ports import PortRuntime
         from flowdeck.runtime.scheduler import Scheduler
+        from flowdeck.runtime.subflows import SubflowExecutor
+        from flowdeck.services.subflows import child_creator
 
+        subflow = SubflowExecutor(self.store, child_creator(self.runs), self.settings.stop_grace_s)
         executors = {
             "local": SupervisedExecutor(self.settings.data_dir, self.settings.supervisor_idle_s),
             "inprocess": InProcessExecutor(workers=self.settings.inprocess_workers),
+            "subflow": subflow,
         }
         scheduler = Scheduler(
             self.store,
@@ -48,8 +54,12 @@ class Context:
             lambda wid: self.workflows.root / wid,
             ports=PortRuntime(self.store, self.ports.hub),
         )
+        subflow.scheduler = scheduler
         scheduler.start()
         self.runs.scheduler = scheduler
+        from flowdeck.services.graph_driver import GraphDriver
+
+        GraphDriver(self.graphs).start()
         self.start_webhooks()
 
     def start_webhooks(self) -> None:
@@ -64,6 +74,8 @@ class Context:
 
     def close(self) -> None:
         self.bus.close()
+        if self.graphs.driver is not None:
+            self.graphs.driver.close()
         if self.runs.scheduler is not None:
             self.runs.scheduler.close()
             self.runs.scheduler = None
@@ -106,6 +118,9 @@ def make_context(settings: Settings, store: Store) -> Context:
     runs.webhooks = webhooks
     hub = PortHub()
     store.add_commit_listener(hub.on_commit)
+    events = Events(store, settings, runs, bus)
+    graphs = Graphs(store, settings, runs, workflows)
+    events.loaders["graph"] = graphs.load
     return Context(
         settings=settings,
         store=store,
@@ -113,7 +128,8 @@ def make_context(settings: Settings, store: Store) -> Context:
         workflows=workflows,
         runs=runs,
         bus=bus,
-        events=Events(store, settings, runs, bus),
+        events=events,
         webhooks=webhooks,
         ports=Ports(store, settings, runs, hub),
+        graphs=graphs,
     )

@@ -8,7 +8,7 @@ import dataclasses
 import difflib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -209,9 +209,14 @@ class Runs:
         tags: list[str] | None = None,
         start: bool = False,
         callbacks: list[Subscription] | None = None,
+        *,
+        files: dict[str, list[str]] | None = None,
+        link: Callable[[Tx, Run], None] | None = None,
     ) -> Run:
-        """``callbacks``: webhook subscriptions from :meth:`Webhooks.callbacks`, made in the
-        run's transaction (so they see its first events)."""
+        """A new run.  ``callbacks``: webhook subscriptions from :meth:`Webhooks.callbacks`,
+        made in the run's transaction (so they see its first events); ``files`` are file
+        inputs read in place (another run's outputs); ``link(tx, run)`` runs in the creating
+        transaction (graphs, sub-workflows)."""
         res = self._check_resources(actor, resources or {})
         priority = self._priority(actor, (resources or {}).get("priority"))
         with self.store.read() as tx:
@@ -232,11 +237,31 @@ class Runs:
             tags=list(dict.fromkeys(tags or [])),
             priority=priority,
         )
+        return self.insert(actor, run, wf, spec, start, files or {}, link, callbacks)
+
+    def insert(
+        self,
+        actor: Actor,
+        run: Run,
+        wf: Workflow,
+        spec: WorkflowSpec,
+        start: bool,
+        files: dict[str, list[str]],
+        link: Callable[[Tx, Run], None] | None = None,
+        callbacks: list[Subscription] | None = None,
+    ) -> Run:
+        """Store a new (checked) run, staged or queued, in one transaction."""
+        now = run.created_at
         events: list[EventRow] = [
             ("run", run.id, "run.staged", now, actor.username, {"workflow": wf.ref})
         ]
-        if start:  # a new run has no staged files: decide without reading the store
-            problems, values = self._plan(run, wf, spec, {})
+        staged = [
+            StagedFile(run.id, name, Path(p).name, p, _size(p), None, "run_output", now)
+            for name, paths in files.items()
+            for p in paths
+        ]
+        if start:  # a new run has only these files: decide without reading the store
+            problems, values = self._plan(run, wf, spec, files)
             if problems:
                 raise InvalidInput(
                     "the run cannot start: " + "; ".join(p["message"] for p in problems),
@@ -250,9 +275,13 @@ class Runs:
             tx.add_run(run)
             if callbacks and self.webhooks is not None:
                 self.webhooks.add_to_run(tx, actor, run.id, callbacks)
+            for f in staged:
+                tx.put_staged_file(f)
             tx.add_events(events)
             for direction, name in stream_ports(spec):
                 tx.lock_port(run.id, direction, name)
+            if link is not None:
+                link(tx, run)
         if callbacks and self.webhooks is not None:
             self.webhooks.changed()
         if start and self.scheduler is not None:
@@ -452,14 +481,6 @@ class Runs:
                 problems.append(
                     {"input": name, "message": f"required input {name!r} has no value: {how}"}
                 )
-        for step_name, step in spec.steps.items():
-            if step.uses is not None:
-                problems.append(
-                    {
-                        "step": step_name,
-                        "message": f"step {step_name!r}: uses steps are not supported yet",
-                    }
-                )
         if run.resources.get("executor") == "inprocess" and not (wf and wf.trusted):
             problems.append(
                 {
@@ -630,6 +651,13 @@ def _is_file(inp: InputSpec) -> bool:
     return inp.type in ("file", "directory") or (
         inp.type == "array" and inp.items in ("file", "directory")
     )
+
+
+def _size(path: str) -> int:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return 0
 
 
 def _check_filename(name: str) -> None:

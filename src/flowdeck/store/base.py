@@ -15,6 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from flowdeck.domain.accounts import AccountStatus, AuditEntry, Role, Throttle, Token, User
+from flowdeck.domain.composition import CacheEntry, RunLink
+from flowdeck.domain.graphs import Graph, GraphNode, GraphState
 from flowdeck.domain.leases import ServerInstance
 from flowdeck.domain.ports import Direction, StreamPort, StreamRecord
 from flowdeck.domain.runs import Event, Product, Run, RunState, StagedFile, StepRecord
@@ -414,6 +416,66 @@ class Tx(ABC):
         self, run_id: str, direction: Direction, name: str, start: int, limit: int
     ) -> list[StreamRecord]:
         """Records from offset ``start``, in order, at most ``limit``."""
+
+    # -- graphs, run links, step cache (store/sql_graphs.py, store/fake_graphs.py) ---------
+    @abstractmethod
+    def add_graph(self, graph: Graph) -> None: ...
+
+    @abstractmethod
+    def get_graph(self, graph_id: str) -> Graph | None: ...
+
+    @abstractmethod
+    def update_graph(self, graph_id: str, **changes: Any) -> Graph:
+        """Change fields of a graph (names of :class:`Graph` fields)."""
+
+    @abstractmethod
+    def delete_graph(self, graph_id: str) -> bool:
+        """Also removes its nodes and events."""
+
+    @abstractmethod
+    def list_graphs(
+        self,
+        viewer_id: str | None,
+        *,
+        states: list[GraphState] | None = None,
+        after_id: str | None = None,
+        limit: int = 50,
+    ) -> list[Graph]:
+        """Graphs ``viewer_id`` owns (None: all), newest first."""
+
+    @abstractmethod
+    def save_graph_nodes(self, nodes: list[GraphNode]) -> None:
+        """Insert or replace each (graph, name)."""
+
+    @abstractmethod
+    def list_graph_nodes(self, graph_id: str) -> list[GraphNode]:
+        """By name."""
+
+    @abstractmethod
+    def graph_node_of_run(self, run_id: str) -> GraphNode | None: ...
+
+    @abstractmethod
+    def add_run_link(self, link: RunLink) -> None: ...
+
+    @abstractmethod
+    def get_run_link(self, run_id: str) -> RunLink | None: ...
+
+    @abstractmethod
+    def list_run_links(self, parent_id: str, kind: str) -> list[RunLink]:
+        """The links of that kind to ``parent_id``, by step then index."""
+
+    @abstractmethod
+    def save_cache_entries(self, entries: list[CacheEntry]) -> None:
+        """Insert or replace each (run, step, index)."""
+
+    @abstractmethod
+    def list_cache_entries(self, run_id: str) -> list[CacheEntry]: ...
+
+    @abstractmethod
+    def find_cache_entry(
+        self, owner_id: str, key: str, workflow_id: str | None
+    ) -> CacheEntry | None:
+        """The newest entry of that owner and workflow version under ``key``."""
 
 
 class Store(ABC):

@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from flowdeck.domain.accounts import AccountStatus, AuditEntry, Role, Throttle, Token, User
+from flowdeck.domain.composition import CacheEntry, RunLink
+from flowdeck.domain.graphs import Graph, GraphNode
 from flowdeck.domain.leases import ServerInstance
 from flowdeck.domain.ports import StreamPort, StreamRecord
 from flowdeck.domain.runs import Event, Product, Run, StagedFile, StepRecord
@@ -21,6 +23,7 @@ from flowdeck.domain.webhooks import Attempt, Delivery, Subscription
 from flowdeck.domain.workflows import WORKFLOW_KIND, Visibility, Workflow
 from flowdeck.errors import AlreadyExists
 from flowdeck.store.base import EventHook, Store, Tx
+from flowdeck.store.fake_graphs import FakeGraphsMixin
 from flowdeck.store.fake_leases import FakeLeasesMixin
 from flowdeck.store.fake_ports import FakePortsMixin
 from flowdeck.store.fake_runs import FakeRunsMixin
@@ -47,6 +50,10 @@ class _State:
     instances: dict[str, ServerInstance] = field(default_factory=dict)
     ports: dict[tuple[str, str, str], StreamPort] = field(default_factory=dict)
     records: dict[tuple[str, str, str], list[StreamRecord]] = field(default_factory=dict)
+    graphs: dict[str, Graph] = field(default_factory=dict)
+    graph_nodes: dict[tuple[str, str], GraphNode] = field(default_factory=dict)
+    run_links: dict[str, RunLink] = field(default_factory=dict)
+    cache: dict[tuple[str, str, int], CacheEntry] = field(default_factory=dict)
 
 
 class FakeStore(Store):
@@ -78,7 +85,9 @@ class FakeStore(Store):
         return None
 
 
-class FakeTx(FakeRunsMixin, FakeWebhooksMixin, FakeLeasesMixin, FakePortsMixin, Tx):
+class FakeTx(
+    FakeRunsMixin, FakeWebhooksMixin, FakeLeasesMixin, FakePortsMixin, FakeGraphsMixin, Tx
+):
     def __init__(self, state: _State, event_hooks: list[EventHook] | None = None) -> None:
         self.s = state
         self.added = []
@@ -136,6 +145,8 @@ class FakeTx(FakeRunsMixin, FakeWebhooksMixin, FakeLeasesMixin, FakePortsMixin, 
             self.delete_run(run_id)
         for sub_id in [k for k, w in self.s.webhooks.items() if w.owner_id == user_id]:
             self.delete_subscription(sub_id)
+        for graph_id in [k for k, g in self.s.graphs.items() if g.owner_id == user_id]:
+            self.delete_graph(graph_id)
         return True
 
     # -- tokens ---------------------------------------------------------------------------

@@ -54,6 +54,8 @@ class FakeRunsMixin:
         self.s.staged = {k: f for k, f in self.s.staged.items() if k[0] != run_id}
         self.s.ports = {k: p for k, p in self.s.ports.items() if k[0] != run_id}
         self.s.records = {k: r for k, r in self.s.records.items() if k[0] != run_id}
+        self.s.run_links.pop(run_id, None)
+        self.s.cache = {k: e for k, e in self.s.cache.items() if k[0] != run_id}
         return self.s.runs.pop(run_id, None) is not None
 
     def list_runs(
@@ -137,8 +139,14 @@ class FakeRunsMixin:
             seq = self.s.counters.get((kind, sid), 0) + 1
             self.s.counters[(kind, sid)] = seq
             last = self.s.events[-1].id if self.s.events else 0
-            run = self.s.runs.get(sid) if kind == "run" else None
-            owner = run.owner_id if run is not None else None
+            subject = (
+                self.s.runs.get(sid)
+                if kind == "run"
+                else self.s.graphs.get(sid)
+                if kind == "graph"
+                else None
+            )
+            owner = subject.owner_id if subject is not None else None
             event = Event(last + 1, kind, sid, seq, type_, at, actor, data, owner)
             self.s.events.append(event)
             added.append(event)

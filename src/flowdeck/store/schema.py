@@ -360,3 +360,61 @@ stream_records = Table(
     Column("data", JSON, nullable=True),
     Column("at", UTCDateTime, nullable=False),
 )
+
+# Run graphs (the composition issue): the definition of a graph is one JSON document edited
+# while it is a draft; its nodes' progress is kept per node once it is submitted.
+graphs = Table(
+    "graphs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("owner_id", String(40), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("definition", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("state_since", UTCDateTime, nullable=False),
+    Column("submitted_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("error", JSON, nullable=True),
+    Index("ix_graphs_owner_id_state", "owner_id", "state"),
+    Index("ix_graphs_state", "state"),
+)
+
+graph_nodes = Table(
+    "graph_nodes",
+    metadata,
+    Column("graph_id", String(40), ForeignKey("graphs.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("state_since", UTCDateTime, nullable=False),
+    Column("run_id", String(40), nullable=True),  # no FK: a node outlives its run's deletion
+    Column("error", Text, nullable=True),
+    Index("ix_graph_nodes_run_id", "run_id"),
+)
+
+# A child run of a `uses:` step, or a rerun, and the run it belongs to / reruns.
+run_links = Table(
+    "run_links",
+    metadata,
+    Column("run_id", String(40), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("parent_id", String(40), nullable=False),
+    Column("step", String(64), nullable=True),
+    Column("idx", Integer, nullable=False),
+    Index("ix_run_links_parent_id", "parent_id"),
+)
+
+# What each step instance produced under its cache key (reruns and memoization).
+step_cache = Table(
+    "step_cache",
+    metadata,
+    Column("run_id", String(40), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("step", String(64), primary_key=True),
+    Column("idx", Integer, primary_key=True),
+    Column("key", String(64), nullable=False),
+    Column("owner_id", String(40), nullable=False),
+    Column("workflow_id", String(40), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("outputs", JSON, nullable=False),
+    Index("ix_step_cache_owner_id_key", "owner_id", "key"),
+)

@@ -28,6 +28,7 @@ from flowdeck.domain.workflows import WORKFLOW_KIND, Visibility, Workflow
 from flowdeck.errors import AlreadyExists, InvalidInput, StoreUnavailable
 from flowdeck.store import schema as t
 from flowdeck.store.base import EventHook, Store, Tx
+from flowdeck.store.sql_graphs import SqlGraphsMixin
 from flowdeck.store.sql_leases import SqlLeasesMixin
 from flowdeck.store.sql_ports import SqlPortsMixin
 from flowdeck.store.sql_runs import OwnerCache, SqlRunsMixin
@@ -207,7 +208,7 @@ _FIND_TOKEN = (
 )
 
 
-class SqlTx(SqlRunsMixin, SqlWebhooksMixin, SqlLeasesMixin, SqlPortsMixin, Tx):
+class SqlTx(SqlRunsMixin, SqlWebhooksMixin, SqlLeasesMixin, SqlPortsMixin, SqlGraphsMixin, Tx):
     def __init__(
         self,
         conn: Connection,

@@ -138,9 +138,8 @@ class OwnerCache:
         self._owners[key] = owner
 
 
-# Tables whose rows are event subjects, by subject kind (graphs join with the composition
-# issue).
-SUBJECT_TABLES: dict[str, sa.Table] = {"run": t.runs}
+# Tables whose rows are event subjects, by subject kind.
+SUBJECT_TABLES: dict[str, sa.Table] = {"run": t.runs, "graph": t.graphs}
 _ADVISORY_EVENTS = 0x666C6F77  # "flow": serialises event ids with commit order
 
 

@@ -34,6 +34,7 @@ from flowdeck.api.schemas_runs import (
 from flowdeck.api.schemas_webhooks import CallbackOut
 from flowdeck.domain.runs import RunState, state_table
 from flowdeck.errors import PayloadTooLarge
+from flowdeck.services import subflows
 
 router = APIRouter(tags=["runs"])
 LOG_CHUNK = 1 << 20
@@ -196,22 +197,32 @@ def list_runs(
 
 @router.get("/runs/{run_id}", response_model=RunOut)
 def get_run(run_id: str, ctx: CtxDep, actor: ActorDep) -> RunOut:
-    """State, times, running time (paused time excluded), step counts, progress, errors."""
-    return RunOut.of(*ctx.runs.status(actor, run_id))
+    """State, times, running time (paused time excluded), step counts, progress, errors,
+    and the child runs of its `uses:` steps, nested."""
+    out = RunOut.of(*ctx.runs.status(actor, run_id))
+    with ctx.store.read() as tx:
+        out.children = subflows.children(tx, run_id)
+    return out
 
 
 @router.get("/runs/{run_id}/steps", response_model=list[StepOut])
 def get_steps(run_id: str, ctx: CtxDep, actor: ActorDep) -> list[StepOut]:
-    view = ctx.runs.get(actor, run_id)
-    rd = ctx.runs.rundir(run_id)
-    return [
-        StepOut.of(
+    """Its steps; after a `uses:` step, the steps of its child run (label `step/inner`)."""
+    ctx.runs.get(actor, run_id)  # 404 unless visible
+    with ctx.store.read() as tx:
+        nested = subflows.nested_steps(tx, run_id)
+    out = []
+    for prefix, s in nested:
+        rd = ctx.runs.rundir(s.run_id)
+        step = StepOut.of(
             s,
             rd.log(s.name, s.index, max(s.attempts, 1), "stderr"),
             rd.log(s.name, s.index, max(s.attempts, 1), "stdout"),
         )
-        for s in view.steps
-    ]
+        if prefix:
+            step.label, step.run_id = prefix + step.label, s.run_id
+        out.append(step)
+    return out
 
 
 @router.get("/runs/{run_id}/steps/{step}/logs")
