@@ -183,9 +183,9 @@ def workflow_body(path: Path) -> tuple[IO[bytes], str]:
 
 
 def read_chunks(body: IO[bytes]) -> Iterator[bytes]:
-    with body:
-        while chunk := body.read(CHUNK):
-            yield chunk
+    """The content of an open file, chunk by chunk (the caller closes it)."""
+    while chunk := body.read(CHUNK):
+        yield chunk
 
 
 def file_chunks(path: Path) -> Iterator[bytes]:

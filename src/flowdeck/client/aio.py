@@ -100,13 +100,14 @@ class AsyncClient:
     # -- workflows ------------------------------------------------------------------------
     async def push_workflow(self, path: str | Path, visibility: str = "private") -> dict[str, Any]:
         body, media = workflow_body(Path(path))
-        result: dict[str, Any] = await self.request(
-            "POST",
-            f"{API}/workflows",
-            params={"visibility": visibility},
-            content=_aiter(read_chunks(body)),
-            headers={"Content-Type": media},
-        )
+        with body:
+            result: dict[str, Any] = await self.request(
+                "POST",
+                f"{API}/workflows",
+                params={"visibility": visibility},
+                content=_aiter(read_chunks(body)),
+                headers={"Content-Type": media},
+            )
         return result
 
     async def workflows(
@@ -241,13 +242,14 @@ class AsyncRun:
     ) -> dict[str, Any]:
         path = Path(path)
         body = await anyio.to_thread.run_sync(path.open, "rb")
-        result: dict[str, Any] = await self.client.request(
-            "PUT",
-            f"{self.url}/files/{input}",
-            params={"filename": filename or path.name},
-            content=_aiter(read_chunks(body)),
-            headers={"Content-Type": "application/octet-stream"},
-        )
+        with body:
+            result: dict[str, Any] = await self.client.request(
+                "PUT",
+                f"{self.url}/files/{input}",
+                params={"filename": filename or path.name},
+                content=_aiter(read_chunks(body)),
+                headers={"Content-Type": "application/octet-stream"},
+            )
         return result
 
     async def set_resources(self, **resources: Any) -> dict[str, Any]:

@@ -117,24 +117,26 @@ class Client:
         """Store a workflow: a spec file (.yaml, .yml, .json), an archive (.zip, .tar.gz,
         .tgz) or a directory (sent as a .tar.gz built on the fly)."""
         body, media = workflow_body(Path(path))
-        result: dict[str, Any] = self.request(
-            "POST",
-            f"{API}/workflows",
-            params={"visibility": visibility},
-            content=read_chunks(body),
-            headers={"Content-Type": media},
-        )
+        with body:
+            result: dict[str, Any] = self.request(
+                "POST",
+                f"{API}/workflows",
+                params={"visibility": visibility},
+                content=read_chunks(body),
+                headers={"Content-Type": media},
+            )
         return result
 
     def validate_workflow(self, path: str | Path) -> dict[str, Any]:
         """The server's verdict on a spec, archive or directory; nothing is stored."""
         body, media = workflow_body(Path(path))
-        result: dict[str, Any] = self.request(
-            "POST",
-            f"{API}/workflows/validate",
-            content=read_chunks(body),
-            headers={"Content-Type": media},
-        )
+        with body:
+            result: dict[str, Any] = self.request(
+                "POST",
+                f"{API}/workflows/validate",
+                content=read_chunks(body),
+                headers={"Content-Type": media},
+            )
         return result
 
     def workflows(
