@@ -57,8 +57,9 @@ def typed_value(name: str, spec: dict[str, Any], text: str) -> Any:
                 fail(f"--param {name}: expected an array")
             return value
         items = [t.strip() for t in text.split(",")] if text.strip() else []
-        item = spec.get("items") or {}
-        return [_scalar(name, _item_type(spec), t, item.get("symbols")) for t in items]
+        item = spec.get("items")
+        symbols = item.get("symbols") if isinstance(item, dict) else None
+        return [_scalar(name, _item_type(spec), t, symbols) for t in items]
     return _scalar(name, type_, text, spec.get("symbols"))
 
 
