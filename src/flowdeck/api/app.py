@@ -15,6 +15,7 @@ from flowdeck.api.routes import admin, auth, events, health, runs, workflows
 from flowdeck.api.schemas import ErrorOut
 from flowdeck.config import Settings
 from flowdeck.services.context import Context, build_context
+from flowdeck.web import install as install_web
 
 API_PREFIX = "/api/v1"
 
@@ -51,6 +52,7 @@ def create_app(
     app.include_router(workflows.router, prefix=API_PREFIX)
     app.include_router(runs.router, prefix=API_PREFIX)
     app.include_router(events.router, prefix=API_PREFIX)
+    install_web(app)
     app.add_middleware(SecurityHeaders, hsts=settings.tls)
     app.add_middleware(
         BodyLimit,
