@@ -48,9 +48,7 @@ def layout(deps: Mapping[str, frozenset[str]], order: tuple[str, ...]) -> Layout
     pos: dict[str, Node] = {}
     for col, steps in columns.items():
         for row, step in enumerate(steps):
-            pos[step] = Node(
-                step, MARGIN + col * (NODE_W + GAP_X), MARGIN + row * (NODE_H + GAP_Y)
-            )
+            pos[step] = Node(step, MARGIN + col * (NODE_W + GAP_X), MARGIN + row * (NODE_H + GAP_Y))
     edges = []
     for step in order:
         for dep in sorted(deps.get(step, ())):

@@ -29,6 +29,34 @@ STATES = [s.value for s in RunState]
 TERMINAL = sorted(s.value for s in TERMINAL_STATES)
 
 
+def form_fields(inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the new-run form needs of each input (from the canonical spec)."""
+    fields = []
+    for name, inp in inputs.items():
+        items = inp.get("items")
+        item_type = (items.get("type") if isinstance(items, dict) else items) or ""
+        has_default = "default" in inp
+        default = inp.get("default")
+        if isinstance(default, list):
+            default = ", ".join(str(v) for v in default)
+        fields.append(
+            {
+                "name": name,
+                "type": inp.get("type", "string"),
+                "item_type": item_type,
+                "required": inp.get("required", not has_default),
+                "default": default,
+                "has_default": has_default,
+                "description": inp.get("description") or "",
+                "minimum": inp.get("minimum"),
+                "maximum": inp.get("maximum"),
+                "max_length": inp.get("max_length"),
+                "symbols": inp.get("symbols") or [],
+            }
+        )
+    return fields
+
+
 def _principal(request: Request, ctx: Context) -> Principal | None:
     secret = request.cookies.get(SESSION_COOKIE)
     if not secret:
@@ -59,9 +87,7 @@ def _render(
         "states": STATES,
         "terminal": TERMINAL,
     }
-    return templates.TemplateResponse(
-        request, name, {**base, **context}, status_code=status_code
-    )
+    return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
 
 
 def _not_found(request: Request, principal: Principal | None, message: str) -> HTMLResponse:
@@ -118,7 +144,7 @@ def new_run_page(
     choices = ctx.workflows.list_workflows(
         principal.actor, name=None, owner=None, before_id=None, limit=200
     )
-    chosen = None
+    chosen = choices[0] if choices and not workflow else None  # the newest by default
     if workflow:
         try:
             chosen = ctx.workflows.get(principal.actor, workflow)
@@ -131,7 +157,7 @@ def new_run_page(
         principal,
         workflows=choices,
         workflow=chosen,
-        inputs=inputs,
+        fields=form_fields(inputs),
     )
 
 
