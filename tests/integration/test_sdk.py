@@ -208,6 +208,12 @@ def test_async_client(srv: LiveServer, fd: Client, tmp_path: Path) -> None:
             assert saved.read_text() == "a\nb\n"
             types = [e.type async for e in run.events()]
             assert types[-1] == "run.succeeded"
+            assert [e.type for e in await run.list_events()] == types
+            assert {e.run_id for e in await ac.list_events(runs=[run.id], after=0)} == {run.id}
+            assert (await run.files())[0]["filename"] == "in.txt"
+            _, offset = await run.logs("sort")
+            assert offset == 0  # sort writes its output to a file, not to stdout
+            assert (await ac.validate_workflow(EXAMPLES / "chain"))["valid"] is True
             assert run.id in {r.id for r in await ac.runs()}
             return final
 

@@ -110,6 +110,17 @@ class AsyncClient:
             )
         return result
 
+    async def validate_workflow(self, path: str | Path) -> dict[str, Any]:
+        body, media = workflow_body(Path(path))
+        with body:
+            result: dict[str, Any] = await self.request(
+                "POST",
+                f"{API}/workflows/validate",
+                content=_aiter(read_chunks(body)),
+                headers={"Content-Type": media},
+            )
+        return result
+
     async def workflows(
         self, name: str | None = None, owner: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
@@ -156,6 +167,16 @@ class AsyncClient:
         return [AsyncRun(self, item) for item in page["items"]]
 
     # -- events ---------------------------------------------------------------------------
+    async def list_events(
+        self,
+        runs: list[str] | None = None,
+        types: list[str] | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[Event]:
+        query = event_query(runs, types, after, limit)
+        return [Event.of(e) for e in await self.request("GET", f"{API}/events", params=query)]
+
     def events(
         self,
         runs: list[str] | None = None,
@@ -251,6 +272,31 @@ class AsyncRun:
                 headers={"Content-Type": "application/octet-stream"},
             )
         return result
+
+    async def files(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.client.request("GET", f"{self.url}/files")
+        return result
+
+    async def validate(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.request("POST", f"{self.url}/validate")
+        return result
+
+    async def logs(
+        self, step: str, stream: str = "stdout", index: int = -1, offset: int = 0
+    ) -> tuple[bytes, int]:
+        params: dict[str, Any] = {"stream": stream, "index": index, "offset": offset}
+        response = await self.client.send("GET", f"{self.url}/steps/{step}/logs", params=params)
+        return response.content, int(response.headers.get("x-next-offset", offset))
+
+    async def list_events(
+        self, types: list[str] | None = None, after: int | None = None, limit: int = 100
+    ) -> list[Event]:
+        query = event_query(None, types, after, limit)
+        found = await self.client.request("GET", f"{self.url}/events", params=query)
+        return [Event.of(e) for e in found]
+
+    async def delete(self) -> None:
+        await self.client.request("DELETE", self.url)
 
     async def set_resources(self, **resources: Any) -> dict[str, Any]:
         return await self._update("PUT", "/resources", json=resources)
