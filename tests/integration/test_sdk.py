@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from flowdeck.client import (
@@ -158,6 +159,38 @@ def test_pause_resume_stop_kill(fd: Client) -> None:
     other = fd.create_run("sleepy@1", start=True)
     other.kill()
     assert other.wait(timeout=30)["state"] == "killed"
+
+
+class NoStreams(httpx.HTTPTransport):
+    """A proxy in the way that refuses event streams (502) and passes everything else."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if "text/event-stream" in request.headers.get("accept", ""):
+            self.refused += 1
+            body = {"error": {"code": "bad_gateway", "message": "no streams here", "details": {}}}
+            return httpx.Response(502, json=body)
+        return super().handle_request(request)
+
+
+def test_wait_falls_back_to_polling_when_streams_fail(fd: Client, srv: LiveServer) -> None:
+    transport = NoStreams()
+    with Client(srv.url, fd.token, transport=transport) as proxied:
+        run = proxied.create_run("chain@1.0", start=True)
+        seen: list[str] = []
+        final = run.wait(progress=lambda s: seen.append(s["state"]), timeout=60)
+    assert final["state"] == "succeeded" and seen[-1] == "succeeded"
+    assert transport.refused >= 1
+
+
+def test_wait_times_out(fd: Client) -> None:
+    run = fd.create_run("sleepy@1", start=True)
+    with pytest.raises(TimeoutError):
+        run.wait(timeout=1)
+    run.kill()
 
 
 def test_events_resume_after_the_server_cuts_a_slow_reader(fd: Client) -> None:

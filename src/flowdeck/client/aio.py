@@ -27,6 +27,7 @@ from flowdeck.client._shared import (
 )
 from flowdeck.client.errors import ApiError, ConnectionFailed, NotFoundError, raise_for
 
+WAIT_STREAM_FAILURES = 2  # then wait() polls instead
 AsyncProgress = Callable[[dict[str, Any]], Awaitable[None] | None]
 
 
@@ -36,11 +37,21 @@ async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
 
 
 class AsyncClient:
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout: float = 30.0,
+        *,
+        verify: bool | str = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=timeout, verify=verify, transport=transport
+        )
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -340,10 +351,15 @@ class AsyncRun:
         return await anyio.to_thread.run_sync(save_atomically, target, iter([response.content]))
 
     async def events(
-        self, types: list[str] | None = None, after: int | None = None, *, until_done: bool = True
+        self,
+        types: list[str] | None = None,
+        after: int | None = None,
+        *,
+        until_done: bool = True,
+        reconnect: Reconnect | None = None,
     ) -> AsyncIterator[Event]:
         query = event_query(None, types, None)
-        async for event in self.client.stream(f"{self.url}/events", query, after):
+        async for event in self.client.stream(f"{self.url}/events", query, after, reconnect):
             yield event
             if until_done and event.ends_run:
                 return
@@ -363,7 +379,8 @@ class AsyncRun:
         if self.done:
             return status
         try:
-            async for event in self.events(types=["run.*", "step.*"]):
+            reconnect = Reconnect(max_failures=WAIT_STREAM_FAILURES)
+            async for event in self.events(types=["run.*", "step.*"], reconnect=reconnect):
                 status = await self.status()
                 await report(status)
                 if event.ends_run:

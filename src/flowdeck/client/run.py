@@ -22,6 +22,7 @@ from flowdeck.client.errors import ApiError, NotFoundError
 if TYPE_CHECKING:
     from flowdeck.client.sync import Client
 
+WAIT_STREAM_FAILURES = 2  # attempts in a row that deliver nothing; then wait() polls
 Progress = Callable[[dict[str, Any]], None]
 
 
@@ -152,7 +153,12 @@ class Run:
             return status
         try:
             remaining = None if deadline is None else deadline - time.monotonic()
-            for event in self.events(types=["run.*", "step.*"], timeout=remaining):
+            events = self.events(
+                types=["run.*", "step.*"],
+                timeout=remaining,
+                reconnect=Reconnect(max_failures=WAIT_STREAM_FAILURES),
+            )
+            for event in events:
                 status = self.status()
                 if progress is not None:
                     progress(status)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -32,11 +34,23 @@ class Client:
     """A flowdeck server, over HTTP.  ``token`` is a session or API token; :meth:`login`
     sets one."""
 
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout: float = 30.0,
+        *,
+        verify: bool | str = True,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        """``verify``: TLS verification (or a CA bundle's path); ``transport``: a custom
+        httpx transport (proxies, retries)."""
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        self._http = httpx.Client(
+            base_url=self.base_url, timeout=timeout, verify=verify, transport=transport
+        )
 
     def __enter__(self) -> Client:
         return self
@@ -269,8 +283,10 @@ class Client:
                     response.read()
                     raise_for(response)
                 timer = None
-                if deadline is not None:  # closing the response ends a blocked read
-                    timer = threading.Timer(max(0.0, deadline - time.monotonic()), response.close)
+                if deadline is not None:
+                    timer = threading.Timer(
+                        max(0.0, deadline - time.monotonic()), _interrupt, [response]
+                    )
                     timer.daemon = True
                     timer.start()
                 try:
@@ -282,3 +298,13 @@ class Client:
                         timer.cancel()
         except (httpx.TransportError, httpx.StreamError, SSEError) as exc:
             raise self._unreachable(exc) from exc
+
+
+def _interrupt(response: httpx.Response) -> None:
+    """End a read blocked on ``response``'s socket (from another thread): shutting the
+    socket down wakes the reader, which then sees the stream end."""
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
