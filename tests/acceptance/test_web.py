@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from flowdeck.client import Client
-from tests.helpers import STRONG, LiveServer, live_server, make_settings, unique
+from tests.helpers import STRONG, LiveServer, live_server, make_settings
 
 pytest.importorskip("playwright")
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -37,6 +37,8 @@ def shot(page: Page, name: str) -> None:
         page.screenshot(path=str(IMAGES / f"{name}.png"), full_page=True)
 
 
+# Each module gets a fresh server, so the users' names can be plain (they show in the
+# screenshots).
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     settings = make_settings(
@@ -94,7 +96,7 @@ def upload_workflow(page: Page, path: Path) -> None:
 def test_register_sign_in_upload_run_with_file_watch_live_and_download(
     page: Page, tmp_path: Path
 ) -> None:
-    name = unique("alice")
+    name = "alice"
     register(page, name)
     expect(page.get_by_text(f"Signed in as {name}")).to_be_visible()
     page.get_by_role("button", name="Sign out").click()
@@ -139,7 +141,7 @@ def test_register_sign_in_upload_run_with_file_watch_live_and_download(
 
 
 def test_pause_and_resume_from_the_buttons(page: Page, tmp_path: Path) -> None:
-    register(page, unique("paula"))
+    register(page, "paula")
     spec = tmp_path / "sleepy.yaml"
     spec.write_text(SLEEPY)
     upload_workflow(page, spec)
@@ -165,7 +167,7 @@ def test_pause_and_resume_from_the_buttons(page: Page, tmp_path: Path) -> None:
 def test_runs_list_updates_live_and_other_users_see_nothing(
     page: Page, browser: Browser, srv: LiveServer
 ) -> None:
-    name = unique("carol")
+    name = "carol"
     register(page, name)
     with Client(srv.url) as sdk:
         sdk.login(name, STRONG)
@@ -181,7 +183,7 @@ def test_runs_list_updates_live_and_other_users_see_nothing(
     other = context.new_page()
     other.set_default_timeout(WAIT_MS)
     try:
-        register(other, unique("dave"))
+        register(other, "dave")
         expect(other.locator("#runs")).to_contain_text("No runs yet")
         assert other.locator(f'tr[data-run="{run.id}"]').count() == 0
         response = other.goto(f"/runs/{run.id}")
@@ -199,7 +201,7 @@ def test_narrow_screen_has_no_page_wide_scrolling(browser: Browser, srv: LiveSer
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
     try:
-        name = unique("erin")
+        name = "erin"
         register(page, name)
         with Client(srv.url) as sdk:
             sdk.login(name, STRONG)
