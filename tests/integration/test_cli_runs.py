@@ -184,6 +184,10 @@ def test_pause_resume_and_logs_follow(user: str) -> None:
     run_id = as_json(cli("run", "submit", "failing@1", "--json"))["id"]
     followed = cli("run", "logs", run_id, "boom", "--stream", "stderr", "-f")
     assert followed.exit_code == 0 and followed.stdout == "oops\n"
+    pieces = cli("run", "logs", run_id, "--stream", "stderr", "--json")
+    assert [json.loads(line) for line in pieces.stdout.splitlines()] == [
+        {"step": "boom", "stream": "stderr", "offset": 0, "text": "oops\n"}
+    ]
     run_id = as_json(cli("run", "submit", "sleepy@1", "--json"))["id"]
     wait_state(run_id, {"running"})
     paused = as_json(cli("run", "pause", run_id, "--json"))

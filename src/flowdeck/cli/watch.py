@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Annotated, Any
@@ -96,6 +97,10 @@ def logs(
         bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")
     ] = False,
     server: ServerOption = None,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="One JSON object per piece: {step, stream, offset, text}."),
+    ] = False,
 ) -> None:
     """Print step logs; with -f, follow them until the run ends."""
     offsets: dict[tuple[str, int], int] = {}
@@ -116,10 +121,19 @@ def logs(
                     data, nxt = run.logs(s["name"], stream, key[1], offset=offsets.get(key, 0))
                     if not data:
                         break
-                    if step is None and key not in offsets:
-                        out.print(f"[bold]== {s['label']} ({stream}) ==[/]")
+                    if as_json:
+                        piece = {
+                            "step": s["label"],
+                            "stream": stream,
+                            "offset": offsets.get(key, 0),
+                            "text": data.decode("utf-8", errors="replace"),
+                        }
+                        typer.echo(json.dumps(piece))
+                    else:
+                        if step is None and key not in offsets:
+                            out.print(f"[bold]== {s['label']} ({stream}) ==[/]")
+                        _print_chunk(data)
                     offsets[key] = nxt
-                    _print_chunk(data)
             if not follow or done:
                 return
             time.sleep(0.3)
