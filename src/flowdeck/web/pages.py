@@ -148,8 +148,8 @@ def new_run_page(
     if workflow:
         try:
             chosen = ctx.workflows.get(principal.actor, workflow)
-        except NotFound:
-            return _not_found(request, principal, f"no workflow {workflow}")
+        except FlowdeckError as exc:  # unknown, not visible, or not a workflow reference
+            return _not_found(request, principal, f"no workflow {workflow}: {exc.message}")
     inputs = (chosen.spec.get("inputs") or {}) if chosen else {}
     return _render(
         request,
