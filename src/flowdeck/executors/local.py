@@ -7,6 +7,7 @@ polling); signals go to the whole process group, so a step's children follow it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -140,6 +141,13 @@ class LocalProcess(StepProcess):
 
     def kill(self) -> None:
         self._signal(signal.SIGKILL)
+
+    def reap(self, timeout: float = 5.0) -> None:
+        """Wait for the killed leader when nobody else will (the loop has stopped)."""
+        if self._exited:
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired, ChildProcessError):
+            self._popen.wait(timeout)
 
     def _walltime_passed(self) -> None:
         self._timer = None
@@ -282,9 +290,12 @@ class LocalExecutor(Executor):
         return _NoProcess(launch.key)
 
     def close(self) -> None:
-        """Kill every attempt still running (their exits are still reported)."""
+        """Kill every attempt still running (their exits are still reported while the loop
+        runs) and reap the leaders the loop will no longer see exit."""
         for proc in list(self._running.values()):
             proc.kill()
+        for proc in list(self._running.values()):
+            proc.reap()
 
 
 def _apply_limits(limits: Limits) -> None:
