@@ -12,6 +12,7 @@ BENCHMARKS = [
     "bench.webhooks",
     "bench.ports",
     "bench.graphs",
+    "bench.faces",
 ]
 
 for module in BENCHMARKS:

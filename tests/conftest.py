@@ -23,9 +23,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"skipped under CI=true, which must run every test: {reason}"
 
 
-# The developer's own flowdeck settings must not steer the tests.
+# The developer's own flowdeck settings must not steer the tests (the tests' own switches
+# stay: FLOWDECK_TEST_*, and FLOWDECK_SCREENSHOTS for the browser tests).
 for _name in list(os.environ):
-    if _name.startswith("FLOWDECK_") and not _name.startswith("FLOWDECK_TEST_"):
+    if (
+        _name.startswith("FLOWDECK_")
+        and not _name.startswith("FLOWDECK_TEST_")
+        and _name != "FLOWDECK_SCREENSHOTS"
+    ):
         del os.environ[_name]
 
 

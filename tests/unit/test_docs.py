@@ -33,3 +33,26 @@ def test_api_page_lists_every_route() -> None:
         if short.rstrip("/") not in text:
             missing.append(path)
     assert missing == []
+
+
+def test_web_page_lists_every_page() -> None:
+    from fastapi.routing import APIRoute
+
+    from flowdeck.web.pages import router
+
+    text = (DOCS / "web.md").read_text()
+    missing = [
+        route.path
+        for route in router.routes
+        if isinstance(route, APIRoute) and f"GET {route.path}`" not in text
+    ]
+    assert missing == []
+
+
+def test_readme_shows_screenshots_that_exist() -> None:
+    import re
+
+    readme = (DOCS.parent / "README.md").read_text()
+    images = re.findall(r"\(docs/images/([\w.-]+\.png)\)", readme)
+    assert images
+    assert [i for i in images if not (DOCS / "images" / i).is_file()] == []

@@ -26,6 +26,7 @@ from flowdeck.api.routes import (
 from flowdeck.api.schemas import ErrorOut
 from flowdeck.config import Settings
 from flowdeck.services.context import Context, build_context
+from flowdeck.web import install as install_web
 
 API_PREFIX = "/api/v1"
 
@@ -66,6 +67,7 @@ def create_app(
     app.include_router(ports.router, prefix=API_PREFIX)
     app.include_router(graphs.router, prefix=API_PREFIX)
     app.include_router(reruns.router, prefix=API_PREFIX)
+    install_web(app)
     app.add_middleware(SecurityHeaders, hsts=settings.tls)
     app.add_middleware(
         BodyLimit,

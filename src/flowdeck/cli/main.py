@@ -7,7 +7,10 @@ import typer
 from flowdeck import __version__
 from flowdeck.cli import session
 from flowdeck.cli.admin import admin_app, db_app
+from flowdeck.cli.events import events_app
+from flowdeck.cli.runs import run_app
 from flowdeck.cli.serve import build_serve_command
+from flowdeck.cli.workflows import workflow_app
 
 app = typer.Typer(
     name="flowdeck",
@@ -38,6 +41,9 @@ app.add_typer(admin_app, name="admin")
 app.command("login")(session.login)
 app.command("logout")(session.logout)
 app.command("whoami")(session.whoami)
+app.add_typer(workflow_app, name="workflow")
+app.add_typer(run_app, name="run")
+app.add_typer(events_app, name="events")
 
 
 def main() -> None:

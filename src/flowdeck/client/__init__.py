@@ -8,6 +8,8 @@ with Client("http://127.0.0.1:8080") as fd:
 
 from __future__ import annotations
 
+from flowdeck.client._shared import TERMINAL_STATES, Event, Reconnect
+from flowdeck.client.aio import AsyncClient, AsyncRun
 from flowdeck.client.errors import (
     ApiError,
     AuthenticationError,
@@ -19,17 +21,24 @@ from flowdeck.client.errors import (
     ServerError,
     ThrottledError,
 )
+from flowdeck.client.run import Run
 from flowdeck.client.sync import Client
 
 __all__ = [
+    "TERMINAL_STATES",
     "ApiError",
+    "AsyncClient",
+    "AsyncRun",
     "AuthenticationError",
     "Client",
     "ConflictError",
     "ConnectionFailed",
+    "Event",
     "InvalidRequest",
     "NotFoundError",
     "PermissionDeniedError",
+    "Reconnect",
+    "Run",
     "ServerError",
     "ThrottledError",
 ]

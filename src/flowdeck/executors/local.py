@@ -142,10 +142,12 @@ class LocalProcess(StepProcess):
     def kill(self) -> None:
         self._signal(signal.SIGKILL)
 
-    def reap(self) -> None:
-        """Wait for the killed leader when its loop no longer reports exits."""
+    def reap(self, timeout: float = 5.0) -> None:
+        """Wait for the killed leader when nobody else will (the loop has stopped)."""
+        if self._exited:
+            return
         with contextlib.suppress(subprocess.TimeoutExpired, ChildProcessError):
-            self._popen.wait(timeout=5)
+            self._popen.wait(timeout)
 
     def _walltime_passed(self) -> None:
         self._timer = None
@@ -289,11 +291,11 @@ class LocalExecutor(Executor):
 
     def close(self) -> None:
         """Kill every attempt still running (their exits are still reported while the loop
-        runs); once it stopped, reap them here, so that none is left a zombie."""
+        runs) and reap the leaders the loop will no longer see exit."""
         for proc in list(self._running.values()):
             proc.kill()
-            if not proc._loop.is_running():
-                proc.reap()
+        for proc in list(self._running.values()):
+            proc.reap()
 
 
 def _apply_limits(limits: Limits) -> None:

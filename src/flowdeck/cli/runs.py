@@ -1,0 +1,294 @@
+"""``flowdeck run …``: create, stage, resources, start, submit, status, list, control,
+products and download.  ``watch`` and ``logs`` are in :mod:`flowdeck.cli.watch`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from flowdeck.cli.common import fail, out, reported
+from flowdeck.cli.params import collect_files, collect_params, split_pair
+from flowdeck.cli.session import ServerOption, client_for
+from flowdeck.cli.watch import logs, watch, watch_run
+from flowdeck.client import Client, Run
+
+run_app = typer.Typer(help="Runs: create, stage, start, watch, control.", no_args_is_help=True)
+
+RunArg = Annotated[str, typer.Argument(help="The run's id.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+ParamOption = Annotated[
+    list[str] | None,
+    typer.Option("--param", "-p", help="NAME=VALUE, typed by the workflow's input (repeatable)."),
+]
+ParamsFileOption = Annotated[
+    Path | None, typer.Option("--params-file", help="A JSON or YAML mapping of values.")
+]
+FileOption = Annotated[
+    list[str] | None,
+    typer.Option("--file", "-f", help="INPUT=PATH: upload a file to a file input (repeatable)."),
+]
+TagOption = Annotated[list[str] | None, typer.Option("--tag", help="A tag (repeatable).")]
+
+STATE_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "system_error": "red",
+    "killed": "magenta",
+    "cancelled": "yellow",
+    "paused": "yellow",
+    "stopping": "yellow",
+    "running": "cyan",
+    "queued": "blue",
+    "staged": "white",
+}
+
+
+def styled(state: str) -> str:
+    return f"[{STATE_STYLE.get(state, 'white')}]{state}[/]"
+
+
+def _inputs(client: Client, workflow: str) -> dict[str, Any]:
+    spec = client.workflow(workflow)["spec"]
+    inputs: dict[str, Any] = spec.get("inputs") or {}
+    return inputs
+
+
+def _stage(
+    client: Client, run: Run, inputs: dict[str, Any], params: dict[str, Any], files: list[str]
+) -> None:
+    for name, path in collect_files(inputs, files):
+        run.upload(name, path)
+    if params:
+        run.stage_params(params)
+
+
+def _print_run(run: Run, as_json: bool, verb: str) -> None:
+    if as_json:
+        out.print_json(data=run.data)
+    else:
+        out.print(f"{verb} run [bold]{run.id}[/] ({run.data['workflow']}): {styled(run.state)}")
+
+
+def _create(
+    client: Client,
+    workflow: str,
+    param: list[str] | None,
+    params_file: Path | None,
+    file: list[str] | None,
+    tag: list[str] | None,
+) -> Run:
+    inputs = _inputs(client, workflow)
+    params = collect_params(inputs, param or [], params_file)
+    collect_files(inputs, file or [])  # check every path before creating anything
+    run = client.create_run(workflow, tags=tag)
+    _stage(client, run, inputs, params, file or [])
+    return run
+
+
+@run_app.command("create")
+def create(
+    workflow: Annotated[str, typer.Argument(help="name@version (or owner/name@version)")],
+    param: ParamOption = None,
+    params_file: ParamsFileOption = None,
+    file: FileOption = None,
+    tag: TagOption = None,
+    server: ServerOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a staged run (with the given values and files staged)."""
+    with reported(), client_for(server) as client:
+        run = _create(client, workflow, param, params_file, file, tag)
+        run.status()
+    _print_run(run, as_json, "created")
+
+
+@run_app.command("stage")
+def stage(
+    run_id: RunArg,
+    param: ParamOption = None,
+    params_file: ParamsFileOption = None,
+    file: FileOption = None,
+    server: ServerOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Stage more values and files on a staged run."""
+    with reported(), client_for(server) as client:
+        run = client.run(run_id)
+        inputs = _inputs(client, run.data["workflow"])
+        params = collect_params(inputs, param or [], params_file)
+        _stage(client, run, inputs, params, file or [])
+        run.status()
+    _print_run(run, as_json, "staged")
+
+
+@run_app.command("resources")
+def resources(
+    run_id: RunArg,
+    executor: Annotated[str | None, typer.Option(help="local or inprocess.")] = None,
+    cpus: Annotated[float | None, typer.Option(help="CPUs the run may use at once.")] = None,
+    memory: Annotated[str | None, typer.Option(help="Per step: MiB or '2GiB'.")] = None,
+    walltime: Annotated[str | None, typer.Option(help="The whole run: seconds or '2h'.")] = None,
+    priority: Annotated[int | None, typer.Option(help="-100..100; higher first.")] = None,
+    env: Annotated[
+        list[str] | None, typer.Option("--env", help="NAME=VALUE for every step (repeatable).")
+    ] = None,
+    server: ServerOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Set a staged run's resources."""
+    body: dict[str, Any] = {"executor": executor or "local"}
+    for key, value in (
+        ("cpus", cpus),
+        ("memory", memory),
+        ("walltime", walltime),
+        ("priority", priority),
+    ):
+        if value is not None:
+            body[key] = value
+    if env:
+        body["env"] = dict(split_pair(e, "--env") for e in env)
+    with reported(), client_for(server) as client:
+        run = client.run(run_id)
+        run.set_resources(**body)
+    if as_json:
+        out.print_json(data=run.data)
+    else:
+        out.print(f"run {run.id}: resources {run.data['resources']}")
+
+
+@run_app.command("start")
+def start(run_id: RunArg, server: ServerOption = None, as_json: JsonOption = False) -> None:
+    """Queue a staged run."""
+    with reported(), client_for(server) as client:
+        run = client.run(run_id)
+        run.start()
+    _print_run(run, as_json, "started")
+
+
+@run_app.command("submit")
+def submit(
+    workflow: Annotated[str, typer.Argument(help="name@version (or owner/name@version)")],
+    param: ParamOption = None,
+    params_file: ParamsFileOption = None,
+    file: FileOption = None,
+    tag: TagOption = None,
+    do_watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Then watch it (exit code as for watch).")
+    ] = False,
+    server: ServerOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create, stage and start a run in one go."""
+    with reported(), client_for(server) as client:
+        run = _create(client, workflow, param, params_file, file, tag)
+        run.start()
+        if not do_watch:
+            _print_run(run, as_json, "submitted")
+            return
+        if not as_json:
+            out.print(f"submitted run [bold]{run.id}[/]")
+        watch_run(run, as_json)
+
+
+@run_app.command("status")
+def status(run_id: RunArg, server: ServerOption = None, as_json: JsonOption = False) -> None:
+    """A run's state, times, progress and step counts."""
+    with reported(), client_for(server) as client:
+        data = client.run(run_id).data
+    if as_json:
+        out.print_json(data=data)
+        return
+    progress = data["progress"]
+    out.print(f"run [bold]{data['id']}[/] ({data['workflow']}): {styled(data['state'])}")
+    out.print(
+        f"steps: {progress['done']}/{progress['total']} done"
+        + (f"; running: {', '.join(data['current_steps'])}" if data["current_steps"] else "")
+    )
+    out.print(f"running time: {data['running_s']:.1f}s (paused {data['paused_s']:.1f}s)")
+    if data["error"]:
+        out.print(f"[red]error[/]: {data['error']}")
+    if data["outputs"]:
+        out.print(f"outputs: {data['outputs']}")
+
+
+@run_app.command("list")
+def list_runs(
+    state: Annotated[list[str] | None, typer.Option("--state", help="(repeatable)")] = None,
+    workflow: Annotated[str | None, typer.Option(help="Only runs of this workflow.")] = None,
+    tag: Annotated[str | None, typer.Option(help="Only runs with this tag.")] = None,
+    owner: Annotated[str | None, typer.Option(help="Admins: only this user's.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10000)] = 50,
+    server: ServerOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Your runs (admins: everyone's), newest first."""
+    with reported(), client_for(server) as client:
+        runs = client.runs(state=state, workflow=workflow, tag=tag, owner=owner, limit=limit)
+    if as_json:
+        out.print_json(data=[r.data for r in runs])
+        return
+    table = Table("id", "workflow", "state", "created", "tags")
+    for r in runs:
+        d = r.data
+        table.add_row(
+            d["id"], d["workflow"], styled(d["state"]), d["created_at"][:19], ",".join(d["tags"])
+        )
+    out.print(table)
+
+
+def _control(action: str, help_text: str) -> None:
+    def command(run_id: RunArg, server: ServerOption = None, as_json: JsonOption = False) -> None:
+        with reported(), client_for(server) as client:
+            run = Run(client, {"id": run_id, "state": "?"})
+            getattr(run, action)()
+        _print_run(run, as_json, {"stop": "stopping", "kill": "killed"}.get(action, action + "d"))
+
+    command.__doc__ = help_text
+    run_app.command(action)(command)
+
+
+_control("pause", "Pause a running run (running steps are frozen).")
+_control("resume", "Resume a paused run.")
+_control("stop", "Stop a run gracefully (SIGTERM, then SIGKILL after the grace period).")
+_control("kill", "Kill a run now (SIGKILL); its work files are deleted.")
+
+
+@run_app.command("products")
+def products(run_id: RunArg, server: ServerOption = None, as_json: JsonOption = False) -> None:
+    """The files a run produced."""
+    with reported(), client_for(server) as client:
+        items = client.run(run_id).products()
+    if as_json:
+        out.print_json(data=items)
+        return
+    table = Table("name", "size", "sha256", "id")
+    for p in items:
+        table.add_row(p["name"], str(p["size"]), p["sha256"][:16], p["id"])
+    out.print(table)
+
+
+@run_app.command("download")
+def download(
+    run_id: RunArg,
+    product: Annotated[
+        str | None, typer.Argument(help="A product's name or id; all of them (zip) if omitted.")
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="A file, or a directory to save into.")
+    ] = Path("."),
+    server: ServerOption = None,
+) -> None:
+    """Download one product, or every product as a zip."""
+    if not output.parent.exists():
+        fail(f"no such directory: {output.parent}")
+    with reported(), client_for(server) as client:
+        run = Run(client, {"id": run_id, "state": "?"})
+        saved = run.download(product, output) if product else run.download_all(output)
+    out.print(f"saved {saved}")
+
+
+run_app.command("watch")(watch)
+run_app.command("logs")(logs)

@@ -1,0 +1,219 @@
+"""The web dashboard's pages: server-rendered (Jinja2) for the browser session cookie.
+Live updates and every change go through the HTTP API from ``static/app.js``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from flowdeck import __version__
+from flowdeck.api.deps import SESSION_COOKIE, CtxDep
+from flowdeck.api.schemas_runs import ProductOut, RunOut, RunSummary, StagedFileOut
+from flowdeck.domain.runs import TERMINAL_STATES, RunState
+from flowdeck.domain.validation import validate_data
+from flowdeck.errors import FlowdeckError, NotFound
+from flowdeck.services.accounts import Principal
+from flowdeck.services.context import Context
+from flowdeck.web.dag import layout
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=HERE / "templates")
+router = APIRouter(include_in_schema=False)
+
+STATES = [s.value for s in RunState]
+TERMINAL = sorted(s.value for s in TERMINAL_STATES)
+
+
+def form_fields(inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the new-run form needs of each input (from the canonical spec)."""
+    fields = []
+    for name, inp in inputs.items():
+        items = inp.get("items")
+        item_type = (items.get("type") if isinstance(items, dict) else items) or ""
+        has_default = "default" in inp
+        default = inp.get("default")
+        if isinstance(default, list):
+            default = ", ".join(str(v) for v in default)
+        fields.append(
+            {
+                "name": name,
+                "type": inp.get("type", "string"),
+                "item_type": item_type,
+                "required": inp.get("required", not has_default),
+                "default": default,
+                "has_default": has_default,
+                "description": inp.get("description") or "",
+                "minimum": inp.get("minimum"),
+                "maximum": inp.get("maximum"),
+                "max_length": inp.get("max_length"),
+                "symbols": inp.get("symbols") or [],
+            }
+        )
+    return fields
+
+
+def _principal(request: Request, ctx: Context) -> Principal | None:
+    secret = request.cookies.get(SESSION_COOKIE)
+    if not secret:
+        return None
+    try:
+        return ctx.accounts.authenticate(secret)
+    except FlowdeckError:
+        return None
+
+
+def _to_login(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+
+
+def _render(
+    request: Request,
+    name: str,
+    principal: Principal | None,
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    user = principal.user if principal else None
+    base = {
+        "user": user,
+        "is_admin": bool(principal and principal.actor.is_admin),
+        "version": __version__,
+        "states": STATES,
+        "terminal": TERMINAL,
+    }
+    return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
+
+
+def _not_found(request: Request, principal: Principal | None, message: str) -> HTMLResponse:
+    return _render(request, "not_found.html", principal, status_code=404, message=message)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, ctx: CtxDep, next: str = "/") -> Response:
+    """Sign in."""
+    safe_next = next if next.startswith("/") and not next.startswith("//") else "/"
+    return _render(request, "login.html", _principal(request, ctx), next=safe_next)
+
+
+@router.get("/register", response_class=HTMLResponse)
+def register_page(request: Request, ctx: CtxDep) -> Response:
+    """Create an account."""
+    mode = ctx.settings.registration
+    return _render(request, "register.html", _principal(request, ctx), registration=mode)
+
+
+@router.get("/", response_class=HTMLResponse)
+def runs_page(
+    request: Request,
+    ctx: CtxDep,
+    state: Annotated[list[str] | None, Query()] = None,
+    workflow: Annotated[str | None, Query(max_length=200)] = None,
+    tag: Annotated[str | None, Query(max_length=100)] = None,
+) -> Response:
+    """The runs list, updated live."""
+    principal = _principal(request, ctx)
+    if principal is None:
+        return _to_login(request)
+    states = [RunState(s) for s in state or [] if s in STATES]
+    runs = ctx.runs.list_runs(
+        principal.actor,
+        states=states or None,
+        workflow=workflow or None,
+        tag=tag or None,
+        limit=100,
+    )
+    rows = [RunSummary.of(r).model_dump(mode="json") for r in runs]
+    filters = {"state": [s.value for s in states], "workflow": workflow or "", "tag": tag or ""}
+    return _render(request, "runs.html", principal, runs=rows, filters=filters)
+
+
+@router.get("/runs/new", response_class=HTMLResponse)
+def new_run_page(
+    request: Request, ctx: CtxDep, workflow: Annotated[str, Query(max_length=200)] = ""
+) -> Response:
+    """A form generated from the workflow's typed inputs."""
+    principal = _principal(request, ctx)
+    if principal is None:
+        return _to_login(request)
+    choices = ctx.workflows.list_workflows(
+        principal.actor, name=None, owner=None, before_id=None, limit=200
+    )
+    chosen = choices[0] if choices and not workflow else None  # the newest by default
+    if workflow:
+        try:
+            chosen = ctx.workflows.get(principal.actor, workflow)
+        except FlowdeckError as exc:  # unknown, not visible, or not a workflow reference
+            return _not_found(request, principal, f"no workflow {workflow}: {exc.message}")
+    inputs = (chosen.spec.get("inputs") or {}) if chosen else {}
+    return _render(
+        request,
+        "new_run.html",
+        principal,
+        workflows=choices,
+        workflow=chosen,
+        fields=form_fields(inputs),
+    )
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+def run_page(request: Request, run_id: str, ctx: CtxDep) -> Response:
+    """One run: its graph, steps, inputs, products, controls and events, live."""
+    principal = _principal(request, ctx)
+    if principal is None:
+        return _to_login(request)
+    actor = principal.actor
+    try:
+        run, counts, current, _ports = ctx.runs.status(actor, run_id)
+        view = ctx.runs.get(actor, run_id)
+        files = ctx.runs.staged_files(actor, run_id)
+        products = ctx.runs.products(actor, run_id)
+    except NotFound:
+        return _not_found(request, principal, f"no run {run_id}")
+    with ctx.store.read() as tx:
+        wf = tx.get_workflow(run.workflow_id) if run.workflow_id else None
+    valid = validate_data(wf.spec).workflow if wf else None
+    graph = layout(valid.dependencies, valid.order) if valid else None
+    steps: dict[str, str] = {}
+    for s in view.steps:
+        steps.setdefault(s.name, s.state.value)
+    return _render(
+        request,
+        "run.html",
+        principal,
+        run=RunOut.of(run, counts, current).model_dump(mode="json"),
+        graph=graph,
+        step_states=steps,
+        files=[StagedFileOut.of(f).model_dump(mode="json") for f in files],
+        products=[ProductOut.of(p).model_dump(mode="json") for p in products],
+        owned=run.owner_id == actor.user_id or actor.is_admin,
+    )
+
+
+@router.get("/workflows", response_class=HTMLResponse)
+def workflows_page(request: Request, ctx: CtxDep) -> Response:
+    """Workflows you can see, and a form to upload one."""
+    principal = _principal(request, ctx)
+    if principal is None:
+        return _to_login(request)
+    items = ctx.workflows.list_workflows(
+        principal.actor, name=None, owner=None, before_id=None, limit=200
+    )
+    return _render(request, "workflows.html", principal, workflows=items)
+
+
+@router.get("/admin", response_class=HTMLResponse)
+def admin_page(request: Request, ctx: CtxDep) -> Response:
+    """User administration (admins only; 404 for others)."""
+    principal = _principal(request, ctx)
+    if principal is None:
+        return _to_login(request)
+    if not principal.actor.is_admin:
+        return _not_found(request, principal, "no such page")
+    users = ctx.accounts.list_users(principal.actor)
+    return _render(request, "admin.html", principal, users=users)

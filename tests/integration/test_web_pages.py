@@ -1,0 +1,69 @@
+"""The dashboard's pages over plain HTTP: sessions, redirects, escaping, privacy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+
+from tests.helpers import STRONG, LiveServer, register_and_login, unique
+
+EVIL = (
+    'name: evil\nversion: "1"\ndescription: "<script>alert(1)</script>"\n'
+    "steps:\n  a:\n    run: [echo, hi]\n"
+)
+
+
+@contextmanager
+def browser_session(server: LiveServer, name: str) -> Iterator[httpx.Client]:
+    """A client holding a browser session: the cookies that signing in on the page sets."""
+    register_and_login(server, name)
+    with server.client() as client:
+        body = {"username": name, "password": STRONG, "cookie": True}
+        assert client.post("/api/v1/auth/login", json=body).status_code == 200
+        yield client
+
+
+def test_pages_need_a_session_and_send_back_after_sign_in(server: LiveServer) -> None:
+    with server.client() as anon:
+        for path in ("/", "/runs/new", "/workflows", "/admin", "/runs/run_x"):
+            r = anon.get(path, follow_redirects=False)
+            assert r.status_code == 303
+            assert r.headers["location"].startswith("/login?next=")
+        page = anon.get("/login?next=//evil.example/")
+        assert 'data-next="/"' in page.text  # no open redirect
+        assert "Sign in" in anon.get("/login").text
+
+
+def test_user_text_is_escaped_and_changes_need_csrf(server: LiveServer) -> None:
+    with browser_session(server, unique("web")) as c:
+        csrf = c.cookies["flowdeck_csrf"]
+        no_csrf = c.post("/api/v1/workflows", content=EVIL, headers={"content-type": "text/yaml"})
+        assert no_csrf.status_code == 403
+        r = c.post(
+            "/api/v1/workflows",
+            content=EVIL,
+            headers={"content-type": "text/yaml", "x-csrf-token": csrf},
+        )
+        assert r.status_code == 201, r.text
+        page = c.get("/workflows").text
+        assert "<script>alert(1)</script>" not in page
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+        assert c.get("/runs/new?workflow=%25%25").status_code == 404
+        assert c.get("/admin").status_code == 404  # not an admin
+
+
+def test_a_run_page_is_its_owners(server: LiveServer) -> None:
+    with (
+        browser_session(server, unique("own")) as owner,
+        browser_session(server, unique("oth")) as other,
+    ):
+        csrf = {"x-csrf-token": owner.cookies["flowdeck_csrf"]}
+        spec = 'name: tiny\nversion: "1"\nsteps:\n  a:\n    run: [echo, hi]\n'
+        owner.post("/api/v1/workflows", content=spec, headers={"content-type": "text/yaml", **csrf})
+        run = owner.post("/api/v1/runs", json={"workflow": "tiny@1"}, headers=csrf).json()
+        page = owner.get(f"/runs/{run['id']}")
+        assert page.status_code == 200 and 'data-step="a"' in page.text
+        assert other.get(f"/runs/{run['id']}").status_code == 404
+        assert run["id"] not in other.get("/").text
