@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from flowdeck.config import Settings
 from flowdeck.events.bus import EventBus, LocalEventBus
 from flowdeck.services.accounts import Accounts
+from flowdeck.services.cwl_workflows import CwlWorkflows
 from flowdeck.services.events import Events
 from flowdeck.services.runs import Runs
 from flowdeck.services.workflows import Workflows
@@ -22,6 +23,7 @@ class Context:
     runs: Runs
     bus: EventBus
     events: Events
+    cwl: CwlWorkflows
 
     def start_scheduler(self) -> None:
         """Start running queued runs (the server does; CLI commands do not)."""
@@ -85,4 +87,5 @@ def make_context(settings: Settings, store: Store) -> Context:
         runs=runs,
         bus=bus,
         events=Events(store, settings, runs, bus),
+        cwl=CwlWorkflows(workflows),
     )
