@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from flowdeck import __version__
 from flowdeck.api import errors
 from flowdeck.api.middleware import BodyLimit, SecurityHeaders
-from flowdeck.api.routes import admin, auth, events, health, runs, workflows
+from flowdeck.api.routes import admin, auth, events, health, runs, wes, workflows
 from flowdeck.api.schemas import ErrorOut
 from flowdeck.config import Settings
 from flowdeck.services.context import Context, build_context
@@ -51,6 +51,7 @@ def create_app(
     app.include_router(workflows.router, prefix=API_PREFIX)
     app.include_router(runs.router, prefix=API_PREFIX)
     app.include_router(events.router, prefix=API_PREFIX)
+    app.include_router(wes.router)
     app.add_middleware(SecurityHeaders, hsts=settings.tls)
     app.add_middleware(
         BodyLimit,
@@ -58,6 +59,7 @@ def create_app(
         overrides=[
             ("POST", f"{API_PREFIX}/workflows(/validate)?", settings.max_archive_bytes),
             ("PUT", f"{API_PREFIX}/runs/[^/]+/files/[^/]+", settings.max_upload_bytes),
+            ("POST", f"{wes.WES_PREFIX}/runs", settings.max_archive_bytes),
         ],
     )
     return app

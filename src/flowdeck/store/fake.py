@@ -19,6 +19,7 @@ from flowdeck.domain.workflows import WORKFLOW_KIND, Visibility, Workflow
 from flowdeck.errors import AlreadyExists
 from flowdeck.store.base import EventHook, Store, Tx
 from flowdeck.store.fake_runs import FakeRunsMixin
+from flowdeck.store.fake_wes import FakeWesMixin
 
 
 @dataclass
@@ -66,7 +67,7 @@ class FakeStore(Store):
         return None
 
 
-class FakeTx(FakeRunsMixin, Tx):
+class FakeTx(FakeRunsMixin, FakeWesMixin, Tx):
     def __init__(self, state: _State, event_hooks: list[EventHook] | None = None) -> None:
         self.s = state
         self.added = []

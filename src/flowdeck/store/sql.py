@@ -29,6 +29,7 @@ from flowdeck.errors import AlreadyExists, InvalidInput, StoreUnavailable
 from flowdeck.store import schema as t
 from flowdeck.store.base import EventHook, Store, Tx
 from flowdeck.store.sql_runs import OwnerCache, SqlRunsMixin
+from flowdeck.store.sql_wes import SqlWesMixin
 
 _WRITE = "flowdeck_write"
 
@@ -204,7 +205,7 @@ _FIND_TOKEN = (
 )
 
 
-class SqlTx(SqlRunsMixin, Tx):
+class SqlTx(SqlRunsMixin, SqlWesMixin, Tx):
     def __init__(
         self,
         conn: Connection,
