@@ -52,7 +52,8 @@ def _respond(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     if request.url.path.startswith(WES_PREFIX):
-        return _wes_error(status, message, headers)
+        # WES answers bad requests with 400 (flowdeck's own API: 422).
+        return _wes_error(400 if status == 422 else status, message, headers)
     return error_response(status, code, message, details, headers)
 
 

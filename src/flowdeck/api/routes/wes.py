@@ -58,6 +58,27 @@ def list_runs(
     return _wes(ctx).list_runs(actor, page_size, page_token)
 
 
+async def _save(
+    upload: UploadFile, key: str, files: Path, names: list[str], total: int, limit: int
+) -> int:
+    """Write one attachment under its (checked) relative name; the bytes so far."""
+    if key != "workflow_attachment":
+        raise InvalidInput(f"unexpected file field {key!r}", field=key)
+    name = safe_relative(upload.filename or "")
+    if name in names:
+        raise InvalidInput(f"workflow_attachment {name!r} appears twice")
+    target = files / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("wb") as out:
+        while chunk := await upload.read(CHUNK):
+            total += len(chunk)
+            if total > limit:
+                raise PayloadTooLarge(f"attachments larger than {limit} bytes")
+            out.write(chunk)
+    names.append(name)
+    return total
+
+
 async def _read_form(request: Request, ctx: Context) -> tuple[dict[str, str], Path, list[str]]:
     folder = ctx.workflows.new_temp_dir("wes-")
     files = folder / "files"
@@ -65,30 +86,19 @@ async def _read_form(request: Request, ctx: Context) -> tuple[dict[str, str], Pa
     names: list[str] = []
     fields: dict[str, str] = {}
     limit = ctx.settings.max_archive_bytes
-    total = 0
     try:
         form = await request.form(max_files=1000, max_fields=100)
-        for key, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                if key != "workflow_attachment":
-                    raise InvalidInput(f"unexpected file field {key!r}", field=key)
-                name = safe_relative(value.filename or "")
-                if name in names:
-                    raise InvalidInput(f"workflow_attachment {name!r} appears twice")
-                target = files / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with target.open("wb") as out:
-                    while chunk := await value.read(CHUNK):
-                        total += len(chunk)
-                        if total > limit:
-                            raise PayloadTooLarge(f"attachments larger than {limit} bytes")
-                        out.write(chunk)
-                names.append(name)
-            elif key in FIELDS:
-                fields[key] = value
-            else:
-                raise InvalidInput(f"unknown field {key!r}", field=key)
-        await form.close()
+        try:
+            total = 0
+            for key, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    total = await _save(value, key, files, names, total, limit)
+                elif key in FIELDS:
+                    fields[key] = value
+                else:
+                    raise InvalidInput(f"unknown field {key!r}", field=key)
+        finally:
+            await form.close()
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -100,7 +110,7 @@ async def run_workflow(request: Request, ctx: CtxDep, actor: ActorDep) -> dict[s
     """RunWorkflow (multipart/form-data): a CWL workflow from workflow_attachment files
     (workflow_url names one), or a stored workflow (workflow_url: name@version)."""
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media != "multipart/form-data":
+    if media not in ("multipart/form-data", "application/x-www-form-urlencoded"):
         raise InvalidInput("RunWorkflow takes multipart/form-data", field="content-type")
     fields, folder, names = await _read_form(request, ctx)
     try:
