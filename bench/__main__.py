@@ -5,7 +5,7 @@ from __future__ import annotations
 import runpy
 import sys
 
-BENCHMARKS = ["bench.auth_overhead", "bench.runs", "bench.events"]
+BENCHMARKS = ["bench.auth_overhead", "bench.runs", "bench.events", "bench.wes"]
 
 for module in BENCHMARKS:
     sys.argv = [module]
