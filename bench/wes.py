@@ -60,9 +60,7 @@ def cwltool_alone(n: int, parallel: int) -> tuple[float, float]:
             argv = [cwltool, "--quiet", "--no-container", "--outdir", f"{tmp}/out{i}"]
             argv += [str(CWL / "sort-count.cwl"), str(job)]
             running.append(
-                subprocess.Popen(
-                    argv, stdout=subprocess.DEVNULL, env={**os.environ, "TMPDIR": tmp}
-                )
+                subprocess.Popen(argv, stdout=subprocess.DEVNULL, env={**os.environ, "TMPDIR": tmp})
             )
         for p in running:
             if p.wait() != 0:

@@ -181,7 +181,7 @@ def port_name(cwl_id: str, taken: set[str], where: str) -> str:
 
 def _has_file(cwl_type: Any) -> bool:
     text = _describe(cwl_type)
-    return "File" in text
+    return any(word in text for word in ("File", "stdout", "stderr"))
 
 
 def _default(fields: dict[str, Any], value: Any) -> dict[str, Any]:

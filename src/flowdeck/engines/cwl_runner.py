@@ -63,7 +63,7 @@ class TaskRecorder(logging.Handler):
                 cmd = shlex.split(text)
             except ValueError:
                 cmd = text.split()
-            task = {
+            task: dict[str, Any] = {
                 "id": str(len(self.tasks) + 1),
                 "name": name,
                 "cmd": cmd,

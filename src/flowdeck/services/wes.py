@@ -372,7 +372,7 @@ class Wes:
         out: dict[str, Any] = {
             "run_id": run.id,
             "state": wes_state(run.state),
-            "tags": dict(t.split("=", 1) if "=" in t else (t, "") for t in run.tags),
+            "tags": {t.partition("=")[0]: t.partition("=")[2] for t in run.tags},
         }
         if run.started_at:
             out["start_time"] = iso(run.started_at)
@@ -467,7 +467,7 @@ class Wes:
                 raw = []
             tasks = []
             for t in raw if isinstance(raw, list) else []:
-                task = {
+                entry: dict[str, Any] = {
                     k: t[k]
                     for k in (
                         "id",
@@ -480,9 +480,9 @@ class Wes:
                     )
                     if k in t
                 }
-                task["stderr"] = f"{api}/{CWL_STEP}/logs?stream=stderr"
-                task["stdout"] = f"{api}/{CWL_STEP}/logs?stream=stdout"
-                tasks.append(task)
+                entry["stderr"] = f"{api}/{CWL_STEP}/logs?stream=stderr"
+                entry["stdout"] = f"{api}/{CWL_STEP}/logs?stream=stdout"
+                tasks.append(entry)
             return tasks
         out = []
         for s in steps:

@@ -149,7 +149,7 @@ async def push_workflow(
     ] = None,
 ) -> WorkflowOut:
     body, archive = await _receive(request, ctx)
-    cwl = {"name": name, "version": version}
+    cwl: dict[str, Any] = {"name": name, "version": version}
     try:
         if archive is not None:
             if workflow_type == "CWL":
