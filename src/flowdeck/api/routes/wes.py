@@ -105,7 +105,28 @@ async def _read_form(request: Request, ctx: Context) -> tuple[dict[str, str], Pa
     return fields, folder, names
 
 
-@router.post("/runs")
+RUN_REQUEST_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        **{name: {"type": "string"} for name in FIELDS},
+                        "workflow_attachment": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/runs", openapi_extra=RUN_REQUEST_OPENAPI)
 async def run_workflow(request: Request, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
     """RunWorkflow (multipart/form-data): a CWL workflow from workflow_attachment files
     (workflow_url names one), or a stored workflow (workflow_url: name@version)."""
