@@ -200,6 +200,7 @@ def translate(process: Mapping[str, Any], main: str, name: str, version: str) ->
     taken: set[str] = set()
     inputs: dict[str, Any] = {}
     bindings: dict[str, str] = {}
+    file_inputs: dict[str, str] = {}  # CWL id -> File or Directory
     for cwl_id, definition in _ports(process.get("inputs"), "inputs"):
         where = f"inputs.{cwl_id}"
         d = definition if isinstance(definition, Mapping) else {"type": definition}
@@ -215,6 +216,9 @@ def translate(process: Mapping[str, Any], main: str, name: str, version: str) ->
             spec["required"] = False
         inputs[port] = spec
         bindings[cwl_id] = f"${{{{ inputs.{port} }}}}"
+        element = fields.get("items", fields["type"])
+        if element in ("file", "directory"):
+            file_inputs[cwl_id] = "Directory" if element == "directory" else "File"
     inputs[ENGINE_INPUT] = {
         "type": "array",
         "items": "enum",
@@ -256,6 +260,7 @@ def translate(process: Mapping[str, Any], main: str, name: str, version: str) ->
                 "with": {
                     "workflow": main,
                     "inputs": bindings,
+                    "file_inputs": file_inputs,
                     "file_outputs": file_outputs,
                     ENGINE_INPUT: f"${{{{ inputs.{ENGINE_INPUT} }}}}",
                 },

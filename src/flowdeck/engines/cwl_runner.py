@@ -86,15 +86,14 @@ class TaskRecorder(logging.Handler):
         _write_json(self.path, list(self.tasks.values()))
 
 
-def _cwl_value(value: Any) -> Any:
-    """A staged value as CWL: staged paths (absolute, under the run) become Files and
-    Directories; everything else is passed as it is."""
+def _cwl_value(value: Any, kind: str | None) -> Any:
+    """A staged value as CWL: the staged paths of File and Directory inputs become CWL
+    objects; other values are passed as they are."""
+    if kind is None:
+        return value
     if isinstance(value, list):
-        return [_cwl_value(v) for v in value]
-    if isinstance(value, str) and value.startswith("/") and os.path.exists(value):
-        kind = "Directory" if os.path.isdir(value) else "File"
-        return {"class": kind, "path": value}
-    return value
+        return [_cwl_value(v, kind) for v in value]
+    return {"class": kind, "path": str(value)}
 
 
 def _files(value: Any) -> Iterator[dict[str, Any]]:
@@ -133,6 +132,7 @@ def run(
     workflow: str,
     inputs: dict[str, Any],
     file_outputs: dict[str, str],
+    file_inputs: dict[str, str] | None = None,
     cwltool_options: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the CWL workflow; returns ``{"object": <cwltool's output object>}``."""
@@ -143,7 +143,8 @@ def run(
     if not main.is_relative_to(code_dir) or not main.is_file():
         raise FileNotFoundError(f"the workflow has no CWL file {workflow!r}")
     cwd = Path.cwd()
-    job = {k: _cwl_value(v) for k, v in inputs.items() if v is not None}
+    kinds = file_inputs or {}
+    job = {k: _cwl_value(v, kinds.get(k)) for k, v in inputs.items() if v is not None}
     _write_json(cwd / JOB_FILE, job)
     tmp = Path(os.environ.get("TMPDIR") or cwd)
     argv = [

@@ -507,6 +507,8 @@ class Wes:
         tasks = self._tasks(actor, run_id, base_url)
         try:
             start = int(token) if token else 0
+            if start < 0:
+                raise ValueError(token)
         except ValueError as exc:
             raise InvalidInput(
                 "page_token is not one this server gave", field="page_token"
