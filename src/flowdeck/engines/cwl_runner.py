@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flowdeck.engines.cwl import OUTPUTS_DIR, SHIM_MODULE, TASKS_FILE, engine_option_symbols
+from flowdeck.engines.cwl_names import OUTPUTS_DIR, SHIM_MODULE, TASKS_FILE, engine_option_symbols
 
 JOB_FILE = "cwl-job.json"
 RAW_OUTDIR = "cwl-out"

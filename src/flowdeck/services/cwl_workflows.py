@@ -134,7 +134,12 @@ class CwlWorkflows:
             "\n".join(f"{m.sha256}  {m.path}" for m in members).encode()
         ).hexdigest()
         name = name or default_name(main)
-        version = version or f"cwl-{digest[:12]}"
+        if version is None:
+            version = f"cwl-{digest[:12]}"  # content-addressed: the same files, this version
+            with self.workflows.store.read() as tx:
+                existing = tx.find_workflow(actor.user_id, name, version)
+            if existing is not None:
+                return Pushed(existing, False)
         spec = translate(process, main, name, version)
         spec_text = json.dumps(spec, indent=2)
         (root / SHIM_FILE).write_text(SHIM_SOURCE, encoding="utf-8")
