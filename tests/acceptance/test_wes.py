@@ -199,6 +199,17 @@ def test_unsafe_attachment_names_are_refused(alice: httpx.Client) -> None:
         assert "safe relative" in check(r)["msg"]
 
 
+def test_a_failing_tool_is_an_executor_error_with_its_exit_code(alice: httpx.Client) -> None:
+    run_id = start(alice, "fail.cwl", ["fail.cwl"], {"status": 3})
+    assert wait(alice, run_id) == "EXECUTOR_ERROR"
+    log = check(alice.get(f"{WES}/runs/{run_id}"))
+    assert log["run_log"]["system_logs"], log
+    (task,) = check(alice.get(f"{WES}/runs/{run_id}/tasks"))["task_logs"]
+    assert task["exit_code"] == 3
+    assert task["cmd"][:2] == ["sh", "-c"]
+    assert "failing" in fetch(alice, task["stderr"])
+
+
 def _pgid_of_run(run_id: str) -> int | None:
     for pid in os.listdir("/proc"):
         if not pid.isdigit():

@@ -28,6 +28,7 @@ RAW_OUTDIR = "cwl-out"
 DEFAULT_ARGS = ("--no-container", "--disable-color", "--move-outputs")
 _JOB_CMD = "[job %s] %s$ %s%s%s%s"
 _JOB_DONE = "[job %s] completed %s"
+_JOB_EXIT = "[job %s] exited with status: %d"
 
 
 def _now() -> str:
@@ -79,6 +80,8 @@ class TaskRecorder(logging.Handler):
             task["status"] = str(args[1])
             if args[1] == "success":
                 task["exit_code"] = 0
+        elif record.msg == _JOB_EXIT and len(args) == 2 and str(args[0]) in self.tasks:
+            self.tasks[str(args[0])]["exit_code"] = int(str(args[1]))
         elif record.levelno >= logging.WARNING and args and str(args[0]) in self.tasks:
             self.tasks[str(args[0])]["system_logs"].append(record.getMessage()[:2000])
         else:
