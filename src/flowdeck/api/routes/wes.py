@@ -12,12 +12,21 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from flowdeck.api.deps import ActorDep, CtxDep
+from flowdeck.api.schemas_wes import (
+    WES_ERRORS,
+    RunId,
+    RunListResponse,
+    RunLog,
+    RunStatus,
+    TaskListResponse,
+    TaskLog,
+)
 from flowdeck.errors import InvalidInput, PayloadTooLarge
 from flowdeck.services.context import Context
 from flowdeck.services.wes import Wes, safe_relative, submission
 
 WES_PREFIX = "/ga4gh/wes/v1"
-router = APIRouter(prefix=WES_PREFIX, tags=["wes"])
+router = APIRouter(prefix=WES_PREFIX, tags=["wes"], responses=WES_ERRORS)
 CHUNK = 1 << 20
 FIELDS = (
     "workflow_params",
@@ -46,7 +55,7 @@ def service_info(request: Request, ctx: CtxDep, actor: ActorDep) -> dict[str, An
     return _wes(ctx).service_info(actor, _base(request))
 
 
-@router.get("/runs")
+@router.get("/runs", response_model=RunListResponse, response_model_exclude_none=True)
 def list_runs(
     ctx: CtxDep,
     actor: ActorDep,
@@ -126,7 +135,7 @@ RUN_REQUEST_OPENAPI: dict[str, Any] = {
 }
 
 
-@router.post("/runs", openapi_extra=RUN_REQUEST_OPENAPI)
+@router.post("/runs", response_model=RunId, openapi_extra=RUN_REQUEST_OPENAPI)
 async def run_workflow(request: Request, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
     """RunWorkflow (multipart/form-data): a CWL workflow from workflow_attachment files
     (workflow_url names one), or a stored workflow (workflow_url: name@version)."""
@@ -142,20 +151,22 @@ async def run_workflow(request: Request, ctx: CtxDep, actor: ActorDep) -> dict[s
     return {"run_id": run_id}
 
 
-@router.get("/runs/{run_id}")
+@router.get("/runs/{run_id}", response_model=RunLog, response_model_exclude_none=True)
 def get_run_log(request: Request, run_id: str, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
     """GetRunLog: the request, state, run log, task_logs_url and outputs (files as product
     download URLs)."""
     return _wes(ctx).run_log(actor, run_id, _base(request))
 
 
-@router.get("/runs/{run_id}/status")
+@router.get("/runs/{run_id}/status", response_model=RunStatus)
 def get_run_status(run_id: str, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
     """GetRunStatus."""
     return _wes(ctx).status(actor, run_id)
 
 
-@router.get("/runs/{run_id}/tasks")
+@router.get(
+    "/runs/{run_id}/tasks", response_model=TaskListResponse, response_model_exclude_none=True
+)
 def list_tasks(
     request: Request,
     run_id: str,
@@ -168,7 +179,9 @@ def list_tasks(
     return _wes(ctx).tasks(actor, run_id, page_size, page_token, _base(request))
 
 
-@router.get("/runs/{run_id}/tasks/{task_id}")
+@router.get(
+    "/runs/{run_id}/tasks/{task_id}", response_model=TaskLog, response_model_exclude_none=True
+)
 def get_task(
     request: Request, run_id: str, task_id: str, ctx: CtxDep, actor: ActorDep
 ) -> dict[str, Any]:
@@ -176,7 +189,7 @@ def get_task(
     return _wes(ctx).task(actor, run_id, task_id, _base(request))
 
 
-@router.post("/runs/{run_id}/cancel")
+@router.post("/runs/{run_id}/cancel", response_model=RunId)
 def cancel_run(run_id: str, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
     """CancelRun: stops the run (its process group gets SIGTERM, then SIGKILL after the
     server's stop grace)."""
