@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -82,3 +84,20 @@ def test_documents_without_cwl_version_or_a_known_version_are_refused() -> None:
         main_process({"cwlVersion": "v0.9"}, "x.cwl")
     packed = {"cwlVersion": "v1.2", "$graph": [{"id": "#main", "class": "Workflow"}]}
     assert main_process(packed, "x.cwl")["class"] == "Workflow"
+
+
+def test_the_server_does_not_import_cwltool() -> None:
+    code = (
+        "import sys; from pathlib import Path; from flowdeck.api import create_app; "
+        "from flowdeck.config import load_settings; "
+        "from flowdeck.services.context import make_context; "
+        "from flowdeck.store.fake import FakeStore; "
+        "cfg = load_settings(None, data_dir=Path('unused')); "
+        "create_app(cfg, make_context(cfg, FakeStore()), run_scheduler=False); "
+        "import flowdeck.services.wes, flowdeck.api.routes.wes; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('cwltool', 'schema_salad')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
