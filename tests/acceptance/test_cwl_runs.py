@@ -67,6 +67,17 @@ def test_a_cwl_document_is_a_workflow_with_typed_inputs(c: httpx.Client) -> None
     products = c.get(f"{API}/runs/{run['id']}/products").json()
     assert [p["name"] for p in products] == ["cwl.greeting[0]"]
     assert c.get(products[0]["url"]).text == "Hello zed\n"
+    r = c.post(
+        f"{API}/runs",
+        json={
+            "workflow": f"greet@{wf['version']}",
+            "params": {"name": "x"},
+            "resources": {"executor": "inprocess"},
+            "start": True,
+        },
+    )
+    assert r.status_code == 422
+    assert "local executor" in r.json()["error"]["message"]
     # a missing required input is refused like for any workflow
     r = c.post(f"{API}/runs", json={"workflow": f"greet@{wf['version']}", "start": True})
     assert r.status_code == 422
