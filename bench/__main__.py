@@ -13,6 +13,7 @@ BENCHMARKS = [
     "bench.ports",
     "bench.graphs",
     "bench.faces",
+    "bench.wes",
 ]
 
 for module in BENCHMARKS:

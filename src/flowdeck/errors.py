@@ -149,3 +149,9 @@ class StoreUnavailable(FlowdeckError):
     """The database is unavailable."""
 
     code = "store_unavailable"
+
+
+class CwlUnsupported(InvalidInput):
+    """The CWL document uses something flowdeck cannot translate."""
+
+    code = "cwl_unsupported"

@@ -21,6 +21,7 @@ from flowdeck.api.routes import (
     reruns,
     runs,
     webhooks,
+    wes,
     workflows,
 )
 from flowdeck.api.schemas import ErrorOut
@@ -68,6 +69,7 @@ def create_app(
     app.include_router(graphs.router, prefix=API_PREFIX)
     app.include_router(reruns.router, prefix=API_PREFIX)
     install_web(app)
+    app.include_router(wes.router)
     app.add_middleware(SecurityHeaders, hsts=settings.tls)
     app.add_middleware(
         BodyLimit,
@@ -75,6 +77,7 @@ def create_app(
         overrides=[
             ("POST", f"{API_PREFIX}/workflows(/validate)?", settings.max_archive_bytes),
             ("PUT", f"{API_PREFIX}/runs/[^/]+/files/[^/]+", settings.max_upload_bytes),
+            ("POST", f"{wes.WES_PREFIX}/runs", settings.max_archive_bytes),
         ],
     )
     return app

@@ -6,6 +6,7 @@ pool; the one that reads the store (:func:`current_principal`) runs there.
 
 from __future__ import annotations
 
+import base64
 import hmac
 from typing import Annotated
 
@@ -23,6 +24,7 @@ CSRF_COOKIE = "flowdeck_csrf"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 URL_TOKEN_PARAMS = ("access_token", "token", "api_key")
+WES_PREFIX = "/ga4gh/wes/"  # GA4GH WES clients may send the token as a Basic password
 
 
 async def get_ctx(request: Request) -> Context:
@@ -46,6 +48,8 @@ def _credentials(request: HTTPConnection) -> tuple[str, bool] | None:
     header = request.headers.get("authorization")
     if header:
         scheme, _, value = header.partition(" ")
+        if scheme.lower() == "basic" and request.url.path.startswith(WES_PREFIX):
+            return _basic_token(value), False
         if scheme.lower() != "bearer" or not value.strip():
             raise AuthenticationRequired("the Authorization header must be 'Bearer <token>'")
         return value.strip(), False
@@ -53,6 +57,19 @@ def _credentials(request: HTTPConnection) -> tuple[str, bool] | None:
     if cookie:
         return cookie, True
     return None
+
+
+def _basic_token(value: str) -> str:
+    """WES clients that only know HTTP Basic (wes-client through ~/.netrc) send the token
+    as the password; the user name is not used."""
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise AuthenticationRequired("the Basic credentials are not valid base64") from exc
+    token = decoded.partition(":")[2]
+    if not token:
+        raise AuthenticationRequired("send the token as the password of Basic credentials")
+    return token
 
 
 def _check_csrf(request: Request) -> None:

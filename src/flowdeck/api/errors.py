@@ -35,6 +35,28 @@ def status_of(exc: e.FlowdeckError) -> int:
     return 400
 
 
+WES_PREFIX = "/ga4gh/wes/"
+
+
+def _wes_error(status: int, message: str, headers: dict[str, str] | None) -> JSONResponse:
+    """GA4GH WES routes answer errors as its ErrorResponse: ``{msg, status_code}``."""
+    return JSONResponse({"msg": message, "status_code": status}, status, headers=headers)
+
+
+def _respond(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    if request.url.path.startswith(WES_PREFIX):
+        # WES answers bad requests with 400 (flowdeck's own API: 422).
+        return _wes_error(400 if status == 422 else status, message, headers)
+    return error_response(status, code, message, details, headers)
+
+
 def error_response(
     status: int,
     code: str,
@@ -46,37 +68,38 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _domain(_request: Request, exc: Exception) -> JSONResponse:
+def _domain(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, e.FlowdeckError)
     headers: dict[str, str] = {}
     if isinstance(exc, e.Throttled):
         headers["Retry-After"] = str(exc.retry_after_s)
     if isinstance(exc, e.AuthenticationRequired):
         headers["WWW-Authenticate"] = "Bearer"
-    return error_response(status_of(exc), exc.code, exc.message, exc.details, headers)
+    return _respond(request, status_of(exc), exc.code, exc.message, exc.details, headers)
 
 
 def _location(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(p) for p in loc)
 
 
-def _validation(_request: Request, exc: Exception) -> JSONResponse:
+def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     problems = [
         {"loc": _location(err.get("loc", ())), "msg": str(err.get("msg")), "type": err.get("type")}
         for err in exc.errors()
     ]
     summary = "; ".join(f"{p['loc']}: {p['msg']}" for p in problems[:5])
-    return error_response(
-        422, "invalid_request", f"invalid request: {summary}", {"errors": problems}
+    return _respond(
+        request, 422, "invalid_request", f"invalid request: {summary}", {"errors": problems}
     )
 
 
-def _http(_request: Request, exc: Exception) -> JSONResponse:
+def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
     message = exc.detail if isinstance(exc.detail, str) else "request failed"
-    return error_response(
+    return _respond(
+        request,
         exc.status_code,
         codes.get(exc.status_code, "http_error"),
         message,
@@ -86,7 +109,7 @@ def _http(_request: Request, exc: Exception) -> JSONResponse:
 
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal_error", "internal server error")
+    return _respond(request, 500, "internal_error", "internal server error")
 
 
 def install(app: FastAPI) -> None:

@@ -69,6 +69,9 @@ def prepare(ar: ActiveRun, inst: Instance, settings: Settings) -> Launch:
         "file_size_bytes": settings.max_step_file_bytes,
     }
     if step.python is not None:
+        # An optional input left unset is None for a python step (not an error).
+        unset = {n: None for n, i in ar.spec.inputs.items() if not i.is_required}
+        resolve = resolver({**unset, **ar.run.params}, ar.all_outputs(), inst.item)
         kwargs = render_value(dict(step.with_), resolve)
         return Launch(python=step.python, code_dir=ar.code_dir, kwargs=kwargs, **common)
     if step.uses is not None:  # a child run (runtime/subflows.py) with these inputs

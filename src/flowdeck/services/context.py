@@ -8,6 +8,7 @@ from flowdeck.config import Settings
 from flowdeck.events.bus import EventBus, LocalEventBus
 from flowdeck.runtime.ports import PortHub
 from flowdeck.services.accounts import Accounts
+from flowdeck.services.cwl_workflows import CwlWorkflows
 from flowdeck.services.events import Events
 from flowdeck.services.graphs import Graphs
 from flowdeck.services.ports import Ports
@@ -29,6 +30,7 @@ class Context:
     webhooks: Webhooks
     ports: Ports
     graphs: Graphs
+    cwl: CwlWorkflows
 
     def start_scheduler(self) -> None:
         """Start running queued runs (the server does; CLI commands do not)."""
@@ -132,4 +134,5 @@ def make_context(settings: Settings, store: Store) -> Context:
         webhooks=webhooks,
         ports=Ports(store, settings, runs, hub),
         graphs=graphs,
+        cwl=CwlWorkflows(workflows),
     )

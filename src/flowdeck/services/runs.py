@@ -28,6 +28,7 @@ from flowdeck.domain.runs import (
 from flowdeck.domain.spec import InputSpec, WorkflowSpec, parse_duration, parse_size
 from flowdeck.domain.values import check_value
 from flowdeck.domain.workflows import Workflow
+from flowdeck.engines.cwl import is_cwl
 from flowdeck.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from flowdeck.ids import new_id
 from flowdeck.runtime.rundir import RunDir
@@ -481,7 +482,15 @@ class Runs:
                 problems.append(
                     {"input": name, "message": f"required input {name!r} has no value: {how}"}
                 )
-        if run.resources.get("executor") == "inprocess" and not (wf and wf.trusted):
+        if run.resources.get("executor") == "inprocess" and is_cwl(spec):
+            problems.append(
+                {
+                    "resource": "executor",
+                    "message": "CWL workflows run with the local executor (cwltool in "
+                    "its own process group), not inprocess",
+                }
+            )
+        elif run.resources.get("executor") == "inprocess" and not (wf and wf.trusted):
             problems.append(
                 {
                     "resource": "executor",

@@ -134,6 +134,13 @@ class Workflows:
             if unpacked.root.parent != self.tmp:
                 shutil.rmtree(unpacked.root.parent, ignore_errors=True)
 
+    def store_unpacked(
+        self, actor: Actor, valid: ValidWorkflow, unpacked: Unpacked, visibility: Visibility
+    ) -> Pushed:
+        """Store a validated spec with the files of ``unpacked.root`` (moved into the store
+        when it is new; the caller removes what is left)."""
+        return self._store(actor, valid, unpacked.spec_text, unpacked, visibility)
+
     def _store(
         self,
         actor: Actor,

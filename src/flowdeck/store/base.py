@@ -222,6 +222,10 @@ class Tx(ABC):
         the chosen order; ``workflow`` is a name or name@version."""
 
     @abstractmethod
+    def count_runs_by_state(self, viewer_id: str | None) -> dict[RunState, int]:
+        """How many runs ``viewer_id`` owns (None: all) are in each state (absent: 0)."""
+
+    @abstractmethod
     def count_active_runs(
         self, *, workflow_id: str | None = None, owner_id: str | None = None
     ) -> int:

@@ -28,6 +28,7 @@ from flowdeck.store.fake_leases import FakeLeasesMixin
 from flowdeck.store.fake_ports import FakePortsMixin
 from flowdeck.store.fake_runs import FakeRunsMixin
 from flowdeck.store.fake_webhooks import FakeWebhooksMixin
+from flowdeck.store.fake_wes import FakeWesMixin
 
 
 @dataclass
@@ -86,7 +87,13 @@ class FakeStore(Store):
 
 
 class FakeTx(
-    FakeRunsMixin, FakeWebhooksMixin, FakeLeasesMixin, FakePortsMixin, FakeGraphsMixin, Tx
+    FakeRunsMixin,
+    FakeWebhooksMixin,
+    FakeLeasesMixin,
+    FakePortsMixin,
+    FakeGraphsMixin,
+    FakeWesMixin,
+    Tx,
 ):
     def __init__(self, state: _State, event_hooks: list[EventHook] | None = None) -> None:
         self.s = state

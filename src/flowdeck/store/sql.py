@@ -33,6 +33,7 @@ from flowdeck.store.sql_leases import SqlLeasesMixin
 from flowdeck.store.sql_ports import SqlPortsMixin
 from flowdeck.store.sql_runs import OwnerCache, SqlRunsMixin
 from flowdeck.store.sql_webhooks import SqlWebhooksMixin
+from flowdeck.store.sql_wes import SqlWesMixin
 
 _WRITE = "flowdeck_write"
 
@@ -208,7 +209,15 @@ _FIND_TOKEN = (
 )
 
 
-class SqlTx(SqlRunsMixin, SqlWebhooksMixin, SqlLeasesMixin, SqlPortsMixin, SqlGraphsMixin, Tx):
+class SqlTx(
+    SqlRunsMixin,
+    SqlWebhooksMixin,
+    SqlLeasesMixin,
+    SqlPortsMixin,
+    SqlGraphsMixin,
+    SqlWesMixin,
+    Tx,
+):
     def __init__(
         self,
         conn: Connection,

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -22,7 +23,8 @@ from flowdeck.api.schemas import (
 )
 from flowdeck.domain.spec import json_schema
 from flowdeck.domain.workflows import Visibility
-from flowdeck.errors import InvalidInput, PayloadTooLarge
+from flowdeck.engines.cwl import load_yaml, looks_like_cwl
+from flowdeck.errors import ArchiveRejected, InvalidInput, PayloadTooLarge
 from flowdeck.services.context import Context
 
 router = APIRouter(tags=["workflows"])
@@ -131,14 +133,53 @@ async def push_workflow(
     actor: ActorDep,
     response: Response,
     visibility: Annotated[Visibility, Query()] = Visibility.PRIVATE,
+    workflow_type: Annotated[
+        Literal["auto", "flowdeck", "CWL"],
+        Query(
+            description="auto: CWL when the document has cwlVersion, or when an archive "
+            "holds .cwl files and no flowdeck spec."
+        ),
+    ] = "auto",
+    main: Annotated[
+        str | None, Query(max_length=255, description="CWL archives: the file to run.")
+    ] = None,
+    name: Annotated[str | None, Query(max_length=64, description="CWL: workflow name.")] = None,
+    version: Annotated[
+        str | None, Query(max_length=64, description="CWL: version (default: content hash).")
+    ] = None,
 ) -> WorkflowOut:
     body, archive = await _receive(request, ctx)
+    cwl: dict[str, Any] = {"name": name, "version": version}
     try:
         if archive is not None:
-            pushed = await run_in_threadpool(ctx.workflows.push_archive, actor, archive, visibility)
+            if workflow_type == "CWL":
+                pushed = await run_in_threadpool(
+                    partial(ctx.cwl.push_archive, actor, archive, visibility, main=main, **cwl)
+                )
+            else:
+                try:
+                    pushed = await run_in_threadpool(
+                        ctx.workflows.push_archive, actor, archive, visibility
+                    )
+                except ArchiveRejected as exc:
+                    if workflow_type != "auto" or exc.details.get("reason") != "no_spec":
+                        raise
+                    pushed = await run_in_threadpool(
+                        partial(ctx.cwl.push_archive, actor, archive, visibility, main=main, **cwl)
+                    )
         else:
             assert body is not None
-            pushed = await run_in_threadpool(ctx.workflows.push_spec, actor, body, visibility)
+            text = body.decode("utf-8", errors="replace")
+            if workflow_type == "CWL" or (
+                workflow_type == "auto"
+                and "cwlVersion" in text
+                and looks_like_cwl(load_yaml(text, "the document"))
+            ):
+                pushed = await run_in_threadpool(
+                    partial(ctx.cwl.push_text, actor, text, visibility, **cwl)
+                )
+            else:
+                pushed = await run_in_threadpool(ctx.workflows.push_spec, actor, body, visibility)
     finally:
         _cleanup(archive)
     if not pushed.created:

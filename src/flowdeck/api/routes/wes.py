@@ -1,0 +1,196 @@
+"""GA4GH WES 1.1 at /ga4gh/wes/v1 (see docs/wes.md): the same bearer tokens and privilege
+rule as /api/v1; errors here are WES ErrorResponse bodies ``{msg, status_code}``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from flowdeck.api.deps import ActorDep, CtxDep
+from flowdeck.api.schemas_wes import (
+    WES_ERRORS,
+    RunId,
+    RunListResponse,
+    RunLog,
+    RunStatus,
+    TaskListResponse,
+    TaskLog,
+)
+from flowdeck.errors import InvalidInput, PayloadTooLarge
+from flowdeck.services.context import Context
+from flowdeck.services.wes import Wes, safe_relative, submission
+
+WES_PREFIX = "/ga4gh/wes/v1"
+router = APIRouter(prefix=WES_PREFIX, tags=["wes"], responses=WES_ERRORS)
+CHUNK = 1 << 20
+FIELDS = (
+    "workflow_params",
+    "workflow_type",
+    "workflow_type_version",
+    "tags",
+    "workflow_engine",
+    "workflow_engine_version",
+    "workflow_engine_parameters",
+    "workflow_url",
+)
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url)
+
+
+def _wes(ctx: Context) -> Wes:
+    return Wes(ctx)
+
+
+@router.get("/service-info")
+def service_info(request: Request, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
+    """GetServiceInfo: workflow types and versions, engine parameters, the caller's run
+    counts by WES state."""
+    return _wes(ctx).service_info(actor, _base(request))
+
+
+@router.get("/runs", response_model=RunListResponse, response_model_exclude_none=True)
+def list_runs(
+    ctx: CtxDep,
+    actor: ActorDep,
+    page_size: Annotated[int | None, Query(ge=1, le=10**6)] = None,
+    page_token: Annotated[str | None, Query(max_length=400)] = None,
+) -> dict[str, Any]:
+    """ListRuns, newest first; the pages of one listing are a snapshot taken at its first
+    page (runs created later are not listed; next_page_token carries it)."""
+    return _wes(ctx).list_runs(actor, page_size, page_token)
+
+
+async def _save(
+    upload: UploadFile, key: str, files: Path, names: list[str], total: int, limit: int
+) -> int:
+    """Write one attachment under its (checked) relative name; the bytes so far."""
+    if key != "workflow_attachment":
+        raise InvalidInput(f"unexpected file field {key!r}", field=key)
+    name = safe_relative(upload.filename or "")
+    if name in names:
+        raise InvalidInput(f"workflow_attachment {name!r} appears twice")
+    target = files / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("wb") as out:
+        while chunk := await upload.read(CHUNK):
+            total += len(chunk)
+            if total > limit:
+                raise PayloadTooLarge(f"attachments larger than {limit} bytes")
+            out.write(chunk)
+    names.append(name)
+    return total
+
+
+async def _read_form(request: Request, ctx: Context) -> tuple[dict[str, str], Path, list[str]]:
+    folder = ctx.workflows.new_temp_dir("wes-")
+    files = folder / "files"
+    files.mkdir()
+    names: list[str] = []
+    fields: dict[str, str] = {}
+    limit = ctx.settings.max_archive_bytes
+    try:
+        form = await request.form(max_files=1000, max_fields=100)
+        try:
+            total = 0
+            for key, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    total = await _save(value, key, files, names, total, limit)
+                elif key in FIELDS:
+                    fields[key] = value
+                else:
+                    raise InvalidInput(f"unknown field {key!r}", field=key)
+        finally:
+            await form.close()
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return fields, folder, names
+
+
+RUN_REQUEST_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        **{name: {"type": "string"} for name in FIELDS},
+                        "workflow_attachment": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/runs", response_model=RunId, openapi_extra=RUN_REQUEST_OPENAPI)
+async def run_workflow(request: Request, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
+    """RunWorkflow (multipart/form-data): a CWL workflow from workflow_attachment files
+    (workflow_url names one), or a stored workflow (workflow_url: name@version)."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        raise InvalidInput("RunWorkflow takes multipart/form-data", field="content-type")
+    fields, folder, names = await _read_form(request, ctx)
+    try:
+        sub = submission(fields, folder / "files", names)
+        run_id = await run_in_threadpool(_wes(ctx).submit, actor, sub)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"run_id": run_id}
+
+
+@router.get("/runs/{run_id}", response_model=RunLog, response_model_exclude_none=True)
+def get_run_log(request: Request, run_id: str, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
+    """GetRunLog: the request, state, run log, task_logs_url and outputs (files as product
+    download URLs)."""
+    return _wes(ctx).run_log(actor, run_id, _base(request))
+
+
+@router.get("/runs/{run_id}/status", response_model=RunStatus)
+def get_run_status(run_id: str, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
+    """GetRunStatus."""
+    return _wes(ctx).status(actor, run_id)
+
+
+@router.get(
+    "/runs/{run_id}/tasks", response_model=TaskListResponse, response_model_exclude_none=True
+)
+def list_tasks(
+    request: Request,
+    run_id: str,
+    ctx: CtxDep,
+    actor: ActorDep,
+    page_size: Annotated[int | None, Query(ge=1, le=10**6)] = None,
+    page_token: Annotated[str | None, Query(max_length=40)] = None,
+) -> dict[str, Any]:
+    """ListTasks: CWL steps as cwltool reported them (flowdeck workflows: their steps)."""
+    return _wes(ctx).tasks(actor, run_id, page_size, page_token, _base(request))
+
+
+@router.get(
+    "/runs/{run_id}/tasks/{task_id}", response_model=TaskLog, response_model_exclude_none=True
+)
+def get_task(
+    request: Request, run_id: str, task_id: str, ctx: CtxDep, actor: ActorDep
+) -> dict[str, Any]:
+    """GetTask."""
+    return _wes(ctx).task(actor, run_id, task_id, _base(request))
+
+
+@router.post("/runs/{run_id}/cancel", response_model=RunId)
+def cancel_run(run_id: str, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
+    """CancelRun: stops the run (its process group gets SIGTERM, then SIGKILL after the
+    server's stop grace)."""
+    return _wes(ctx).cancel(actor, run_id)

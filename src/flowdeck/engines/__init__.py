@@ -1,0 +1,1 @@
+"""Workflow engines other than flowdeck's own steps (CWL through cwltool)."""

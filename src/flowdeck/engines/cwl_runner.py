@@ -1,0 +1,188 @@
+"""The step that runs a CWL workflow: called by flowdeck's python-step runner in the step's
+own process (and process group), never imported by the server.
+
+It writes the CWL job object from the run's inputs, runs cwltool in this process (no
+containers unless the workflow's engine options ask otherwise: ``--no-container``), keeps
+per-CWL-step task logs (``cwl-tasks.json``) from cwltool's log records while it runs, and
+moves the files of the output object under ``outputs/<port>/`` where flowdeck collects
+them as the run's products.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shlex
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from flowdeck.engines.cwl_names import OUTPUTS_DIR, SHIM_MODULE, TASKS_FILE, engine_option_symbols
+
+JOB_FILE = "cwl-job.json"
+RAW_OUTDIR = "cwl-out"
+DEFAULT_ARGS = ("--no-container", "--disable-color", "--move-outputs")
+_JOB_CMD = "[job %s] %s$ %s%s%s%s"
+_JOB_DONE = "[job %s] completed %s"
+_JOB_EXIT = "[job %s] exited with status: %d"
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class TaskRecorder(logging.Handler):
+    """Turns cwltool's ``[job NAME]`` log records into task logs, saved as they change."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(logging.INFO)
+        self.path = path
+        self.tasks: dict[str, dict[str, Any]] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._record(record)
+        except Exception:
+            self.handleError(record)
+
+    def _record(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if record.msg == _JOB_CMD and len(args) == 6:
+            name = str(args[0])
+            text = str(args[2]).replace(" \\\n    ", " ")
+            try:
+                cmd = shlex.split(text)
+            except ValueError:
+                cmd = text.split()
+            task: dict[str, Any] = {
+                "id": str(len(self.tasks) + 1),
+                "name": name,
+                "cmd": cmd,
+                "start_time": _now(),
+                "system_logs": [],
+            }
+            if args[3]:
+                task["stdin_path"] = str(args[3]).removeprefix(" < ")
+            self.tasks[name] = task
+        elif record.msg == _JOB_DONE and len(args) == 2 and str(args[0]) in self.tasks:
+            task = self.tasks[str(args[0])]
+            task["end_time"] = _now()
+            task["status"] = str(args[1])
+            if args[1] == "success":
+                task["exit_code"] = 0
+        elif record.msg == _JOB_EXIT and len(args) == 2 and str(args[0]) in self.tasks:
+            self.tasks[str(args[0])]["exit_code"] = int(str(args[1]))
+        elif record.levelno >= logging.WARNING and args and str(args[0]) in self.tasks:
+            self.tasks[str(args[0])]["system_logs"].append(record.getMessage()[:2000])
+        else:
+            return
+        _write_json(self.path, list(self.tasks.values()))
+
+
+def _cwl_value(value: Any, kind: str | None) -> Any:
+    """A staged value as CWL: the staged paths of File and Directory inputs become CWL
+    objects; other values are passed as they are."""
+    if kind is None:
+        return value
+    if isinstance(value, list):
+        return [_cwl_value(v, kind) for v in value]
+    return {"class": kind, "path": str(value)}
+
+
+def _files(value: Any) -> Iterator[dict[str, Any]]:
+    """Every File object of an output value (secondary files included)."""
+    if isinstance(value, list):
+        for v in value:
+            yield from _files(v)
+    elif isinstance(value, dict):
+        if value.get("class") == "File":
+            yield value
+            for sec in value.get("secondaryFiles") or []:
+                yield from _files(sec)
+        elif value.get("class") != "Directory":
+            for v in value.values():
+                yield from _files(v)
+
+
+def _collect(result: dict[str, Any], file_outputs: dict[str, str], cwd: Path) -> None:
+    """Move each output File under outputs/<port>/ (flowdeck's products), in place."""
+    for cwl_id, port in file_outputs.items():
+        folder = cwd / OUTPUTS_DIR / port
+        for i, f in enumerate(_files(result.get(cwl_id))):
+            src = Path(str(f.get("path") or str(f.get("location", "")).removeprefix("file://")))
+            if not src.is_file():
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
+            dest = folder / src.name
+            if dest.exists():
+                dest = folder / f"{i}-{src.name}"
+            os.replace(src, dest)
+            f["path"] = str(dest)
+            f["location"] = dest.as_uri()
+
+
+def run(
+    workflow: str,
+    inputs: dict[str, Any],
+    file_outputs: dict[str, str],
+    file_inputs: dict[str, str] | None = None,
+    cwltool_options: list[str] | None = None,
+) -> dict[str, Any]:
+    """Run the CWL workflow; returns ``{"object": <cwltool's output object>}``."""
+    import cwltool.main  # here only: the step's own process pays for it
+
+    code_dir = Path(str(sys.modules[SHIM_MODULE].__file__)).resolve().parent
+    main = (code_dir / workflow).resolve()
+    if not main.is_relative_to(code_dir) or not main.is_file():
+        raise FileNotFoundError(f"the workflow has no CWL file {workflow!r}")
+    cwd = Path.cwd()
+    kinds = file_inputs or {}
+    job = {k: _cwl_value(v, kinds.get(k)) for k, v in inputs.items() if v is not None}
+    _write_json(cwd / JOB_FILE, job)
+    tmp = Path(os.environ.get("TMPDIR") or cwd)
+    argv = [
+        *DEFAULT_ARGS,
+        *_options(cwltool_options or []),
+        "--outdir",
+        str(cwd / RAW_OUTDIR),
+        "--tmpdir-prefix",
+        f"{tmp}/cwl-tmp-",
+        "--tmp-outdir-prefix",
+        f"{tmp}/cwl-out-",
+        str(main),
+        str(cwd / JOB_FILE),
+    ]
+    print("cwltool " + shlex.join(argv), file=sys.stderr, flush=True)
+    recorder = TaskRecorder(cwd / TASKS_FILE)
+    logger = logging.getLogger("cwltool")
+    logger.addHandler(recorder)
+    out = io.StringIO()
+    try:
+        status = cwltool.main.main(argsl=argv, stdout=out)
+    finally:
+        logger.removeHandler(recorder)
+    if status != 0:
+        raise RuntimeError(f"cwltool ended with status {status} (see the step's stderr)")
+    result = json.loads(out.getvalue() or "{}")
+    if not isinstance(result, dict):
+        raise RuntimeError("cwltool wrote no output object")
+    _collect(result, file_outputs, cwd)
+    return {"object": result}
+
+
+def _options(words: list[str]) -> list[str]:
+    allowed = set(engine_option_symbols())
+    bad = [w for w in words if w not in allowed]
+    if bad:
+        raise ValueError(f"cwltool options not allowed: {', '.join(bad)}")
+    return list(words)

@@ -1,0 +1,151 @@
+"""Storing CWL workflows: a CWL document, or an archive (or WES attachments) holding
+CWL files, becomes a flowdeck workflow version with a generated spec (see
+:mod:`flowdeck.engines.cwl`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from flowdeck.archive import ExtractedMember, extract_archive
+from flowdeck.domain.privilege import Actor
+from flowdeck.domain.validation import validate_text
+from flowdeck.domain.workflows import Visibility
+from flowdeck.engines.cwl import (
+    SHIM_FILE,
+    SHIM_SOURCE,
+    SPEC_FILE,
+    default_name,
+    load_yaml,
+    main_process,
+    translate,
+)
+from flowdeck.errors import ArchiveRejected, InvalidInput
+from flowdeck.services.workflows import Pushed, Unpacked, Workflows
+
+MAIN_NAMES = ("main.cwl", "workflow.cwl")
+
+
+def _member(root: Path, path: Path) -> ExtractedMember:
+    data = path.read_bytes()
+    return ExtractedMember(
+        path.relative_to(root).as_posix(), len(data), hashlib.sha256(data).hexdigest()
+    )
+
+
+class CwlWorkflows:
+    def __init__(self, workflows: Workflows) -> None:
+        self.workflows = workflows
+
+    def push_text(
+        self,
+        actor: Actor,
+        text: str,
+        visibility: Visibility,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        filename: str = "workflow.cwl",
+    ) -> Pushed:
+        """A single CWL document (or a packed one)."""
+        root = self.workflows.new_temp_dir("cwl-")
+        try:
+            (root / filename).write_text(text, encoding="utf-8")
+            return self.push_dir(actor, root, filename, visibility, name=name, version=version)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+    def push_archive(
+        self,
+        actor: Actor,
+        archive: Path,
+        visibility: Visibility,
+        *,
+        main: str | None = None,
+        name: str | None = None,
+        version: str | None = None,
+    ) -> Pushed:
+        """A .zip or .tar.gz of CWL files; ``main`` names the one to run (else the only
+        top-level .cwl file, or main.cwl / workflow.cwl)."""
+        dest = self.workflows.new_temp_dir("cwl-")
+        try:
+            members = extract_archive(archive, dest, self.workflows.limits)
+            paths = {m.path for m in members}
+            tops = {p.split("/", 1)[0] for p in paths}
+            root = dest
+            if len(tops) == 1 and not any(p.endswith(".cwl") and "/" not in p for p in paths):
+                root = dest / next(iter(tops))
+                paths = {p.split("/", 1)[1] for p in paths if "/" in p}
+            main = main or self._find_main(root, paths)
+            if main not in paths:
+                raise InvalidInput(f"the archive has no file {main!r}", field="main")
+            return self.push_dir(actor, root, main, visibility, name=name, version=version)
+        finally:
+            shutil.rmtree(dest, ignore_errors=True)
+
+    @staticmethod
+    def _find_main(root: Path, paths: set[str]) -> str:
+        top = sorted(p for p in paths if p.endswith(".cwl") and "/" not in p)
+        for wanted in MAIN_NAMES:
+            if wanted in top:
+                return wanted
+        workflows = [
+            p
+            for p in top
+            if "class: Workflow" in (root / p).read_text(encoding="utf-8", errors="replace")
+        ]
+        if len(top) == 1 or len(workflows) == 1:
+            return top[0] if len(top) == 1 else workflows[0]
+        raise ArchiveRejected(
+            "cannot tell which CWL file to run"
+            + (f" among {', '.join(top)}" if top else ": the archive has no .cwl file at its top")
+            + ": name it with ?main=",
+            member=None,
+            reason="no_main",
+        )
+
+    def push_dir(
+        self,
+        actor: Actor,
+        root: Path,
+        main: str,
+        visibility: Visibility,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+    ) -> Pushed:
+        """Store the CWL files under ``root`` (a temporary folder flowdeck owns: it is
+        moved into the store or left for the caller to remove)."""
+        main_path = root / main
+        if not main_path.is_file():
+            raise InvalidInput(f"no CWL file {main!r}", field="workflow_url")
+        try:
+            text = main_path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"{main} is not UTF-8 text: {exc}", field="workflow") from exc
+        process = main_process(load_yaml(text, main), main)
+        for reserved in (SHIM_FILE, SPEC_FILE):
+            if (root / reserved).exists():
+                raise InvalidInput(f"{reserved!r} is a name flowdeck keeps for itself")
+        members = [_member(root, p) for p in sorted(root.rglob("*")) if p.is_file()]
+        digest = hashlib.sha256(
+            "\n".join(f"{m.sha256}  {m.path}" for m in members).encode()
+        ).hexdigest()
+        name = name or default_name(main)
+        if version is None:
+            version = f"cwl-{digest[:12]}"  # content-addressed: the same files, this version
+            with self.workflows.store.read() as tx:
+                existing = tx.find_workflow(actor.user_id, name, version)
+            if existing is not None:
+                return Pushed(existing, False)
+        spec = translate(process, main, name, version)
+        spec_text = json.dumps(spec, indent=2)
+        (root / SHIM_FILE).write_text(SHIM_SOURCE, encoding="utf-8")
+        (root / SPEC_FILE).write_text(spec_text, encoding="utf-8")
+        members += [_member(root, root / SHIM_FILE), _member(root, root / SPEC_FILE)]
+        valid = validate_text(spec_text, [m.path for m in members]).require()
+        return self.workflows.store_unpacked(
+            actor, valid, Unpacked(root, spec_text, members), visibility
+        )

@@ -1,0 +1,310 @@
+"""GA4GH WES 1.1 through HTTP: CWL runs with real cwltool subprocesses; every response is
+validated against the WES OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import LiveServer, live_server, make_settings, register_and_login
+from tests.wes_schema import check
+
+WES = "/ga4gh/wes/v1"
+CWL = Path(__file__).parents[1] / "data" / "cwl"
+DONE = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    root = tmp_path_factory.mktemp("wes")
+    (root / "shared").mkdir()
+    (root / "shared" / "veg.txt").write_text("leek\ncarrot\n")
+    settings = make_settings(
+        root / "data",
+        stop_grace_s=1,
+        data_root=root / "shared",
+        login_max_failures_per_address=10**6,
+    )
+    with live_server(settings) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def alice(srv: LiveServer) -> Iterator[httpx.Client]:
+    with srv.client(register_and_login(srv, "wesalice")) as client:
+        yield client
+
+
+def submit(
+    c: httpx.Client,
+    url: str,
+    attach: list[str],
+    params: dict[str, Any],
+    **extra: str,
+) -> httpx.Response:
+    files = [("workflow_attachment", (n, (CWL / n).read_bytes())) for n in attach]
+    data = {
+        "workflow_url": url,
+        "workflow_type": "CWL",
+        "workflow_type_version": "v1.2",
+        "workflow_params": json.dumps(params),
+        **extra,
+    }
+    return c.post(f"{WES}/runs", data=data, files=files)
+
+
+def start(c: httpx.Client, url: str, attach: list[str], params: dict[str, Any]) -> str:
+    r = submit(c, url, attach, params)
+    assert r.status_code == 200, r.text
+    return str(check(r)["run_id"])
+
+
+def wait(c: httpx.Client, run_id: str, states: set[str] = DONE, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = str(check(c.get(f"{WES}/runs/{run_id}/status"))["state"])
+        if state in states:
+            return state
+        assert time.monotonic() < deadline, f"run {run_id} still {state}"
+        time.sleep(0.2)
+
+
+def fetch(c: httpx.Client, url: str) -> str:
+    r = c.get(url)
+    assert r.status_code == 200, r.text
+    return r.text
+
+
+def test_two_step_workflow_runs_and_its_outputs_are_products(alice: httpx.Client) -> None:
+    run_id = start(
+        alice,
+        "sort-count.cwl",
+        ["sort-count.cwl", "sort.cwl", "count.cwl", "fruit.txt"],
+        {"text": {"class": "File", "location": "/home/someone/data/fruit.txt"}},
+    )
+    assert wait(alice, run_id) == "COMPLETE"
+    log = check(alice.get(f"{WES}/runs/{run_id}"))
+    assert log["request"]["workflow_type"] == "CWL"
+    assert log["request"]["workflow_url"] == "sort-count.cwl"
+    assert fetch(alice, log["outputs"]["sorted"]["location"]) == "apple\nfig\npear\n"
+    assert fetch(alice, log["outputs"]["count"]["location"]).strip() == "3"
+    # the same run through flowdeck's own API: products of a normal run
+    products = alice.get(f"/api/v1/runs/{run_id}/products").json()
+    assert sorted(p["name"] for p in products) == ["cwl.count[0]", "cwl.sorted[0]"]
+    # task logs: one per CWL step, as cwltool reported them
+    assert log["task_logs_url"].endswith(f"{WES}/runs/{run_id}/tasks")
+    tasks = check(alice.get(log["task_logs_url"]))
+    assert [t["name"] for t in tasks["task_logs"]] == ["sort", "count_lines"]
+    assert tasks["task_logs"][0]["cmd"][0] == "sort"
+    assert all(t["exit_code"] == 0 for t in tasks["task_logs"])
+    one = check(alice.get(f"{WES}/runs/{run_id}/tasks/{tasks['task_logs'][1]['id']}"))
+    assert one["name"] == "count_lines"
+    page = check(alice.get(f"{WES}/runs/{run_id}/tasks", params={"page_size": 1}))
+    assert len(page["task_logs"]) == 1 and page["next_page_token"]
+    page2 = check(
+        alice.get(
+            f"{WES}/runs/{run_id}/tasks",
+            params={"page_size": 1, "page_token": page["next_page_token"]},
+        )
+    )
+    assert page2["task_logs"][0]["name"] == "count_lines" and page2["next_page_token"] == ""
+    assert "completed success" in fetch(alice, log["run_log"]["stderr"])
+
+
+def test_scatter_workflow_makes_one_product_per_element(alice: httpx.Client) -> None:
+    run_id = start(alice, "scatter.cwl", ["scatter.cwl", "greet.cwl"], {"names": ["ada", "bob"]})
+    assert wait(alice, run_id) == "COMPLETE"
+    log = check(alice.get(f"{WES}/runs/{run_id}"))
+    greetings = log["outputs"]["greetings"]
+    assert [g["basename"] for g in greetings] == ["ada.txt", "bob.txt"]
+    assert [fetch(alice, g["location"]) for g in greetings] == ["Hello ada\n", "Hello bob\n"]
+    tasks = check(alice.get(f"{WES}/runs/{run_id}/tasks"))["task_logs"]
+    assert sorted(t["name"] for t in tasks) == ["greet", "greet_2"]
+
+
+def test_input_from_the_data_root_and_engine_parameters(
+    alice: httpx.Client, srv: LiveServer
+) -> None:
+    root = srv.settings.data_root
+    assert root is not None
+    run_id = start(
+        alice,
+        "sort-count.cwl",
+        ["sort-count.cwl", "sort.cwl", "count.cwl"],
+        {"text": {"class": "File", "path": str(root / "veg.txt")}, "reverse": True},
+    )
+    assert wait(alice, run_id) == "COMPLETE"
+    log = check(alice.get(f"{WES}/runs/{run_id}"))
+    assert fetch(alice, log["outputs"]["sorted"]["location"]) == "leek\ncarrot\n"
+    r = submit(
+        alice,
+        "sort-count.cwl",
+        ["sort-count.cwl", "sort.cwl", "count.cwl", "fruit.txt"],
+        {"text": {"class": "File", "location": "fruit.txt"}},
+        workflow_engine_parameters=json.dumps({"--on-error": "continue", "--timestamps": "true"}),
+    )
+    assert wait(alice, check(r)["run_id"]) == "COMPLETE"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"workflow_type": "WDL"}, "workflow_type"),
+        ({"workflow_type_version": "v9"}, "workflow_type_version"),
+        ({"workflow_url": "https://example.org/x.cwl"}, "does not fetch"),
+        ({"workflow_params": "[1]"}, "JSON object"),
+        ({"workflow_params": json.dumps({"nope": 1})}, "no input 'nope'"),
+        (
+            {"workflow_params": json.dumps({"text": {"class": "File", "path": "/etc/passwd"}})},
+            "not an attachment",
+        ),
+        ({"workflow_engine_parameters": json.dumps({"--parallel": ""})}, "not allowed"),
+    ],
+)
+def test_bad_submissions_are_wes_errors_and_create_nothing(
+    alice: httpx.Client, change: dict[str, str], message: str
+) -> None:
+    before = alice.get("/api/v1/runs", params={"limit": 500}).json()["items"]
+    data = {
+        "workflow_url": "sort-count.cwl",
+        "workflow_type": "CWL",
+        "workflow_type_version": "v1.2",
+        "workflow_params": json.dumps({"text": {"class": "File", "path": "fruit.txt"}}),
+        **change,
+    }
+    files = [
+        ("workflow_attachment", (n, (CWL / n).read_bytes()))
+        for n in ("sort-count.cwl", "sort.cwl", "count.cwl", "fruit.txt")
+    ]
+    r = alice.post(f"{WES}/runs", data=data, files=files)
+    assert r.status_code == 400, r.text
+    assert message in check(r)["msg"]
+    after = alice.get("/api/v1/runs", params={"limit": 500}).json()["items"]
+    assert len(after) == len(before)
+
+
+def test_unsafe_attachment_names_are_refused(alice: httpx.Client) -> None:
+    for name in ("../evil.cwl", "/abs.cwl", "a/../../b.cwl"):
+        files = [("workflow_attachment", (name, b"cwlVersion: v1.2\n"))]
+        data = {"workflow_url": name, "workflow_type": "CWL", "workflow_type_version": "v1.2"}
+        r = alice.post(f"{WES}/runs", data=data, files=files)
+        assert r.status_code == 400, r.text
+        assert "safe relative" in check(r)["msg"]
+
+
+def test_a_failing_tool_is_an_executor_error_with_its_exit_code(alice: httpx.Client) -> None:
+    run_id = start(alice, "fail.cwl", ["fail.cwl"], {"status": 3})
+    assert wait(alice, run_id) == "EXECUTOR_ERROR"
+    log = check(alice.get(f"{WES}/runs/{run_id}"))
+    assert log["run_log"]["system_logs"], log
+    (task,) = check(alice.get(f"{WES}/runs/{run_id}/tasks"))["task_logs"]
+    assert task["exit_code"] == 3
+    assert task["cmd"][:2] == ["sh", "-c"]
+    assert "failing" in fetch(alice, task["stderr"])
+
+
+def _pgid_of_run(run_id: str) -> int | None:
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if f"FLOWDECK_RUN_ID={run_id}".encode() in environ.split(b"\0"):
+            return os.getpgid(int(pid))
+    return None
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_cancel_leaves_no_process_behind(alice: httpx.Client) -> None:
+    run_id = start(alice, "sleep.cwl", ["sleep.cwl"], {"seconds": 300})
+    deadline = time.monotonic() + 60
+    while not check(alice.get(f"{WES}/runs/{run_id}/tasks"))["task_logs"]:
+        assert time.monotonic() < deadline, "cwltool never started the sleep job"
+        time.sleep(0.2)
+    pgid = _pgid_of_run(run_id)
+    assert pgid is not None and _group_alive(pgid)
+    assert check(alice.post(f"{WES}/runs/{run_id}/cancel")) == {"run_id": run_id}
+    assert wait(alice, run_id) == "CANCELED"
+    deadline = time.monotonic() + 30
+    while _group_alive(pgid):
+        assert time.monotonic() < deadline, f"process group {pgid} still alive"
+        time.sleep(0.2)
+
+
+def test_a_second_user_sees_none_of_the_first_users_runs(
+    srv: LiveServer, alice: httpx.Client
+) -> None:
+    run_id = start(alice, "scatter.cwl", ["scatter.cwl", "greet.cwl"], {"names": ["x"]})
+    with srv.client(register_and_login(srv, "wesbob")) as bob:
+        listed = check(bob.get(f"{WES}/runs"))
+        assert listed["runs"] == []
+        for path in ("", "/status", "/tasks", "/tasks/1"):
+            r = bob.get(f"{WES}/runs/{run_id}{path}")
+            assert r.status_code == 404
+            assert check(r)["status_code"] == 404
+        r = bob.post(f"{WES}/runs/{run_id}/cancel")
+        assert r.status_code == 404
+        check(r)
+        info = check(bob.get(f"{WES}/service-info"))
+        assert sum(info["system_state_counts"].values()) == 0
+    wait(alice, run_id)
+    ids = [r["run_id"] for r in check(alice.get(f"{WES}/runs"))["runs"]]
+    assert run_id in ids
+
+
+def test_without_a_token_is_a_wes_401(srv: LiveServer) -> None:
+    with srv.client() as anon:
+        r = anon.get(f"{WES}/runs")
+        assert r.status_code == 401
+        assert check(r)["status_code"] == 401
+
+
+def test_service_info_and_a_stable_run_listing(srv: LiveServer) -> None:
+    with srv.client(register_and_login(srv, "wescarol")) as c:
+        spec = 'name: hello\nversion: "1"\nsteps:\n  main:\n    run: [echo, hi]\n'
+        r = c.post("/api/v1/workflows", content=spec, headers={"content-type": "application/yaml"})
+        assert r.status_code == 201, r.text
+        data = {
+            "workflow_url": "hello@1",
+            "workflow_type": "FLOWDECK",
+            "workflow_type_version": "1",
+        }
+        made = [check(c.post(f"{WES}/runs", data=data))["run_id"] for _ in range(5)]
+        for run_id in made:
+            wait(c, run_id)
+        info = check(c.get(f"{WES}/service-info"))
+        assert info["system_state_counts"]["COMPLETE"] == 5
+        assert "CWL" in info["workflow_type_versions"]
+        first = check(c.get(f"{WES}/runs", params={"page_size": 2}))
+        assert len(first["runs"]) == 2 and first["next_page_token"]
+        late = check(c.post(f"{WES}/runs", data=data))["run_id"]  # after the snapshot
+        seen = [r["run_id"] for r in first["runs"]]
+        token = first["next_page_token"]
+        while token:
+            page = check(c.get(f"{WES}/runs", params={"page_size": 2, "page_token": token}))
+            seen += [r["run_id"] for r in page["runs"]]
+            token = page["next_page_token"]
+        assert seen == list(reversed(made))
+        assert late not in seen
+        assert check(c.get(f"{WES}/runs"))["runs"][0]["run_id"] == late
+        tasks = check(c.get(f"{WES}/runs/{made[0]}/tasks"))["task_logs"]
+        assert [t["name"] for t in tasks] == ["main"]
+        r = c.get(f"{WES}/runs", params={"page_token": "garbage"})
+        assert r.status_code == 400
+        check(r)

@@ -1,0 +1,103 @@
+"""CWL inputs and outputs as a flowdeck spec."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from flowdeck.domain.validation import validate_text
+from flowdeck.engines.cwl import ENGINE_INPUT, SHIM_FILE, is_cwl, main_process, translate
+from flowdeck.errors import CwlUnsupported, InvalidInput
+
+
+def tool(inputs: Any, outputs: Any = None) -> dict[str, Any]:
+    return {
+        "cwlVersion": "v1.2",
+        "class": "CommandLineTool",
+        "baseCommand": "true",
+        "inputs": inputs,
+        "outputs": outputs or [],
+    }
+
+
+def test_cwl_types_become_flowdeck_input_types() -> None:
+    spec = translate(
+        tool(
+            {
+                "reads": "File",
+                "more": "File[]?",
+                "count": {"type": "long", "default": 3},
+                "ratio": "double?",
+                "flag": "boolean",
+                "mode": {"type": {"type": "enum", "symbols": ["fast", "slow"]}},
+                "names": {"type": {"type": "array", "items": "string"}},
+                "out-dir": ["null", "Directory"],
+            },
+            {"result": {"type": "stdout"}, "n": {"type": "int"}},
+        ),
+        "tool.cwl",
+        "t",
+        "1",
+    )
+    inputs = spec["inputs"]
+    assert inputs["reads"] == {"type": "file"}
+    assert inputs["more"] == {"type": "array", "items": "file", "required": False}
+    assert inputs["count"] == {"type": "int", "default": 3}
+    assert inputs["ratio"] == {"type": "float", "required": False}
+    assert inputs["flag"] == {"type": "bool"}
+    assert inputs["mode"] == {"type": "enum", "symbols": ["fast", "slow"]}
+    assert inputs["names"] == {"type": "array", "items": "string"}
+    assert inputs["out_dir"] == {"type": "directory", "required": False}
+    assert ENGINE_INPUT in inputs
+    step = spec["steps"]["cwl"]
+    assert step["with"]["inputs"]["out-dir"] == "${{ inputs.out_dir }}"
+    assert step["with"]["file_inputs"] == {"reads": "File", "more": "File", "out-dir": "Directory"}
+    assert set(spec["outputs"]) == {"cwl_output", "result"}  # only file outputs are products
+    report = validate_text(json.dumps(spec), [SHIM_FILE, "tool.cwl"])
+    assert report.ok, report.problems
+    assert is_cwl(report.require().spec)
+
+
+@pytest.mark.parametrize(
+    ("cwl_type", "words"),
+    [
+        ({"type": "record", "fields": []}, "record"),
+        (["string", "int"], "union"),
+        ({"type": "array", "items": {"type": "array", "items": "string"}}, "arrays of arrays"),
+        ("Any", "Any"),
+    ],
+)
+def test_unsupported_types_name_the_input(cwl_type: Any, words: str) -> None:
+    with pytest.raises(CwlUnsupported) as err:
+        translate(tool({"odd": {"type": cwl_type}}), "tool.cwl", "t", "1")
+    assert "inputs.odd" in err.value.message and words in err.value.message
+
+
+def test_documents_without_cwl_version_or_a_known_version_are_refused() -> None:
+    with pytest.raises(InvalidInput, match="not a CWL document"):
+        main_process({"class": "Workflow"}, "x.cwl")
+    with pytest.raises(CwlUnsupported, match=r"v0\.9"):
+        main_process({"cwlVersion": "v0.9"}, "x.cwl")
+    packed = {"cwlVersion": "v1.2", "$graph": [{"id": "#main", "class": "Workflow"}]}
+    assert main_process(packed, "x.cwl")["class"] == "Workflow"
+
+
+def test_the_server_does_not_import_cwltool() -> None:
+    code = (
+        "import sys; from pathlib import Path; from flowdeck.api import create_app; "
+        "from flowdeck.config import load_settings; "
+        "from flowdeck.services.context import make_context; "
+        "from flowdeck.store.fake import FakeStore; "
+        "cfg = load_settings(None, data_dir=Path('unused')); "
+        "create_app(cfg, make_context(cfg, FakeStore()), run_scheduler=False); "
+        "import flowdeck.services.wes, flowdeck.api.routes.wes; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('cwltool', 'schema_salad')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
