@@ -29,7 +29,7 @@ from typing import Any
 
 from flowdeck import clock
 from flowdeck.config import Settings
-from flowdeck.domain.composition import RERUN, CacheEntry
+from flowdeck.domain.composition import RERUN, RERUN_TAG, CacheEntry
 from flowdeck.domain.expressions import ExpressionError, Ref, parse_template
 from flowdeck.runtime import launch
 from flowdeck.runtime.active import ActiveRun, Instance
@@ -62,6 +62,9 @@ class StepCache:
         plan = self._plans.get(ar.run.id)
         if plan is None:
             plan = _Plan(memoize=bool(getattr(ar.spec, "cache", False)))
+            if not any(t.startswith(RERUN_TAG) for t in ar.run.tags):
+                self._plans[ar.run.id] = plan  # not a rerun: nothing to look up
+                return plan
             with self.store.read() as tx:
                 link = tx.get_run_link(ar.run.id)
                 if link is not None and link.kind == RERUN:

@@ -51,6 +51,9 @@ class GraphDriver:
         self.store = graphs.store
         self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        # the runs of graph nodes: only their endings concern the driver (the others cost
+        # nothing, not even a query)
+        self._runs: set[str] = set()
 
     # -- thread ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -69,7 +72,8 @@ class GraphDriver:
 
     def _on_commit(self, events: list[Event]) -> None:
         for e in events:
-            if e.subject_kind == "run" and e.type in RUN_ENDINGS:
+            if e.subject_kind == "run" and e.type in RUN_ENDINGS and e.subject_id in self._runs:
+                self._runs.discard(e.subject_id)
                 self._queue.put(e.subject_id)
 
     def _main(self) -> None:
@@ -86,6 +90,8 @@ class GraphDriver:
         """Advance every active graph (after a restart: catch up with what ended)."""
         with self.store.read() as tx:
             active = tx.list_graphs(None, states=ACTIVE, limit=10**6)
+            for graph in active:
+                self._runs.update(n.run_id for n in tx.list_graph_nodes(graph.id) if n.run_id)
         for graph in active:
             try:
                 self.advance(graph.id)
@@ -228,6 +234,7 @@ class GraphDriver:
             now = clock.now()
 
             def link(tx: Tx, run: Run) -> None:
+                self._runs.add(run.id)  # before its commit: its ending cannot come first
                 tx.save_graph_nodes([GraphNode(graph.id, name, STARTED, now, run.id)])
                 self.graphs.event(tx, graph, "node.started", None, node=name, run_id=run.id)
 
