@@ -4,6 +4,7 @@ Chromium, headless, driven by Playwright).  FLOWDECK_SCREENSHOTS=1 saves screens
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -193,3 +194,18 @@ def test_a_graph_submitted_from_its_page_reaches_succeeded_live(
         other.close()
     finally:
         narrow.close()
+
+
+def test_a_cwl_document_is_uploaded_from_the_workflows_page(page: Page) -> None:
+    register(page, "cora")
+    page.goto("/workflows")
+    label = "Spec (.yaml, .json), CWL document (.cwl) or archive (.zip, .tar.gz)"
+    page.get_by_label(label).set_input_files(str(ROOT / "tests" / "data" / "cwl" / "greet.cwl"))
+    page.get_by_label("Type").select_option("CWL")
+    page.get_by_role("button", name="Upload").click()
+    page.wait_for_url("**/workflows?pushed=*")
+    expect(page.get_by_role("cell", name="cora/greet@cwl-").first).to_have_text(
+        re.compile(r"^cora/greet@cwl-[0-9a-f]{12}$")
+    )
+    page.get_by_role("link", name="New run of cora/greet@cwl-").click()
+    expect(page.get_by_label("name (string), required")).to_be_visible()
