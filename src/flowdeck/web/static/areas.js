@@ -99,6 +99,7 @@ function initWebhooks() {
       } else if (action === "delete") {
         await api("DELETE", API + "/webhooks/" + id);
         row.remove();
+        document.getElementById("wh-url").focus();  // keep the keyboard somewhere useful
         const section = document.getElementById("deliveries");
         if (section.dataset.hook === id) section.hidden = true;
       } else if (action === "deliveries") {
