@@ -13,6 +13,7 @@ BENCHMARKS = [
     "bench.ports",
     "bench.graphs",
     "bench.faces",
+    "bench.faces_ports",
     "bench.wes",
 ]
 
