@@ -25,6 +25,12 @@ def _instance(row: Any) -> ServerInstance:
     )
 
 
+# Every scheduler commit runs it: built once (an expanding IN), compiled once.
+_FENCES = sa.select(t.runs.c.id, t.runs.c.owner_instance, t.runs.c.fence).where(
+    t.runs.c.id.in_(sa.bindparam("ids", expanding=True))
+)
+
+
 class SqlLeasesMixin:
     conn: Connection
 
@@ -71,6 +77,5 @@ class SqlLeasesMixin:
     def run_fences(self, run_ids: list[str]) -> dict[str, tuple[str | None, int]]:
         if not run_ids:
             return {}
-        r = t.runs.c
-        q = sa.select(r.id, r.owner_instance, r.fence).where(r.id.in_(run_ids))
-        return {row.id: (row.owner_instance, row.fence) for row in self.conn.execute(q)}
+        rows = self.conn.execute(_FENCES, {"ids": run_ids})
+        return {row[0]: (row[1], row[2]) for row in rows}
