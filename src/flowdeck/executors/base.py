@@ -75,6 +75,26 @@ class StepProcess(ABC):
         """End it now (SIGKILL to the whole process group); already gone is success."""
 
 
+class NoProcess(StepProcess):
+    """An attempt with no process (it never started, or its end is already known): every
+    method does nothing."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def pause(self) -> None:
+        pass
+
+    def resume(self) -> None:
+        pass
+
+    def terminate(self) -> None:
+        pass
+
+    def kill(self) -> None:
+        pass
+
+
 class Executor(ABC):
     name: str
     can_freeze: bool = True  # False: pause can only drain

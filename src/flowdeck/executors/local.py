@@ -21,7 +21,7 @@ from contextlib import ExitStack
 from dataclasses import replace
 from typing import IO, Any
 
-from flowdeck.executors.base import Executor, Launch, Outcome, StepProcess
+from flowdeck.executors.base import Executor, Launch, NoProcess, Outcome, StepProcess
 
 ARGS_FILE = ".flowdeck-args.json"
 RESULT_FILE = ".flowdeck-result.json"
@@ -70,25 +70,6 @@ def _start_error(prog: str, exc: BaseException) -> Outcome:
     else:
         reason = str(exc) or type(exc).__name__
     return Outcome(exit_code=code, error=f"cannot start {prog!r}: {reason}")
-
-
-class _NoProcess(StepProcess):
-    """An attempt that never started: every method does nothing."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-    def pause(self) -> None:
-        pass
-
-    def resume(self) -> None:
-        pass
-
-    def terminate(self) -> None:
-        pass
-
-    def kill(self) -> None:
-        pass
 
 
 class LocalProcess(StepProcess):
@@ -287,7 +268,7 @@ class LocalExecutor(Executor):
         loop: asyncio.AbstractEventLoop,
     ) -> StepProcess:
         loop.call_soon(on_exit, _start_error(prog, exc))
-        return _NoProcess(launch.key)
+        return NoProcess(launch.key)
 
     def close(self) -> None:
         """Kill every attempt still running (their exits are still reported while the loop

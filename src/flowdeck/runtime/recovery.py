@@ -23,7 +23,7 @@ from collections import defaultdict
 from flowdeck import clock
 from flowdeck.domain.leases import ServerInstance
 from flowdeck.domain.runs import STEP_DONE, Run, RunState, StepRecord, StepState
-from flowdeck.executors.base import Outcome, StepProcess
+from flowdeck.executors.base import NoProcess, Outcome
 from flowdeck.executors.supervised import SupervisedExecutor, SupervisorState, kill_orphan
 from flowdeck.executors.wire import outcome_from_wire, process_start_time, read_record
 from flowdeck.runtime.active import FAILURES, ActiveRun, Instance
@@ -244,13 +244,13 @@ class RecoveryMixin(SchedulerCore):
         self.used += inst.cpus
         ar.used += inst.cpus
         if record is not None and isinstance(record.get("outcome"), dict):
-            inst.proc = _Ended(inst.label)
+            inst.proc = NoProcess(inst.label)
             assert self.loop is not None
             self.loop.call_soon(on_exit, outcome_from_wire(record["outcome"]))
         elif isinstance(local, SupervisedExecutor) and local.connected:
             inst.proc = local.adopt(key, on_exit, record_path)
         else:
-            inst.proc = _Ended(inst.label)
+            inst.proc = NoProcess(inst.label)
             assert self.loop is not None
             lost = Outcome(exit_code=None, lost=True, error="the step supervisor is unreachable")
             self.loop.call_soon(on_exit, lost)
@@ -260,22 +260,3 @@ class RecoveryMixin(SchedulerCore):
         """Leave: local steps keep running under the supervisor for the next start to
         adopt; in-server steps end with the server (and are found lost then)."""
         self._flush()
-
-
-class _Ended(StepProcess):
-    """The process handle of an attempt whose end is already known."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-    def pause(self) -> None:
-        pass
-
-    def resume(self) -> None:
-        pass
-
-    def terminate(self) -> None:
-        pass
-
-    def kill(self) -> None:
-        pass
