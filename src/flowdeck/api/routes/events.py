@@ -12,9 +12,11 @@ from starlette.concurrency import run_in_threadpool
 
 from flowdeck.api.deps import ActorDep, CtxDep
 from flowdeck.api.schemas_runs import EventOut
+from flowdeck.domain.privilege import Actor
 from flowdeck.domain.runs import Event
 from flowdeck.errors import InvalidInput
 from flowdeck.events.bus import BusClosed, SlowSubscriber
+from flowdeck.services.context import Context
 
 router = APIRouter(tags=["events"])
 
@@ -76,6 +78,30 @@ def _sse(request: Request, events: AsyncIterator[Event]) -> EventSourceResponse:
     )
 
 
+async def list_or_stream(
+    request: Request,
+    ctx: Context,
+    actor: Actor,
+    *,
+    types: list[str] | None,
+    after: int | None,
+    limit: int,
+    last_event_id: str | None,
+    **where: Any,
+) -> Any:
+    """The events ``where`` says (a run, runs, a graph) as a list, or as a live stream when
+    the client asks for ``text/event-stream``."""
+    if _wants_stream(request):
+        stream = await ctx.events.prepare_stream(
+            actor, types=types, after=_resume_from(last_event_id, after), **where
+        )
+        return _sse(request, stream)
+    found = await run_in_threadpool(
+        lambda: ctx.events.find(actor, types=types, after=after, limit=limit, **where)
+    )
+    return [EventOut.of(e) for e in found]
+
+
 @router.get("/events", response_model=list[EventOut], responses=_STREAM_DOC)
 async def list_events(
     request: Request,
@@ -90,15 +116,16 @@ async def list_events(
     """Events of your runs (admins: of all runs), oldest first; page with `after` = the
     last id you have.  As a stream it starts from now unless `after` or `Last-Event-ID`
     says where to resume."""
-    if _wants_stream(request):
-        stream = await ctx.events.prepare_stream(
-            actor, runs=run, types=type, after=_resume_from(last_event_id, after)
-        )
-        return _sse(request, stream)
-    found = await run_in_threadpool(
-        lambda: ctx.events.find(actor, runs=run, types=type, after=after, limit=limit)
+    return await list_or_stream(
+        request,
+        ctx,
+        actor,
+        types=type,
+        after=after,
+        limit=limit,
+        last_event_id=last_event_id,
+        runs=run,
     )
-    return [EventOut.of(e) for e in found]
 
 
 @router.get("/runs/{run_id}/events", response_model=list[EventOut], responses=_STREAM_DOC)
@@ -114,12 +141,13 @@ async def run_events(
 ) -> Any:
     """The run's events, oldest first.  As a stream: its history from the first event (or
     after `after` / `Last-Event-ID`), then live events until you disconnect."""
-    if _wants_stream(request):
-        stream = await ctx.events.prepare_stream(
-            actor, run_id=run_id, types=type, after=_resume_from(last_event_id, after)
-        )
-        return _sse(request, stream)
-    found = await run_in_threadpool(
-        lambda: ctx.events.find(actor, run_id=run_id, types=type, after=after, limit=limit)
+    return await list_or_stream(
+        request,
+        ctx,
+        actor,
+        types=type,
+        after=after,
+        limit=limit,
+        last_event_id=last_event_id,
+        run_id=run_id,
     )
-    return [EventOut.of(e) for e in found]

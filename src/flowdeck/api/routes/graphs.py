@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from flowdeck.api.deps import ActorDep, CtxDep
 from flowdeck.api.routes.events import (
@@ -15,9 +14,7 @@ from flowdeck.api.routes.events import (
     LastEventId,
     Limit,
     Types,
-    _resume_from,
-    _sse,
-    _wants_stream,
+    list_or_stream,
 )
 from flowdeck.api.schemas_graphs import (
     BindingIn,
@@ -191,18 +188,14 @@ async def graph_events(
 ) -> Any:
     """The graph's own events (graph.*, node.*), oldest first; a stream with
     `Accept: text/event-stream`."""
-    if _wants_stream(request):
-        stream = await ctx.events.prepare_stream(
-            actor,
-            run_id=graph_id,
-            types=type,
-            after=_resume_from(last_event_id, after),
-            kind="graph",
-        )
-        return _sse(request, stream)
-    found = await run_in_threadpool(
-        lambda: ctx.events.find(
-            actor, run_id=graph_id, types=type, after=after, limit=limit, kind="graph"
-        )
+    return await list_or_stream(
+        request,
+        ctx,
+        actor,
+        types=type,
+        after=after,
+        limit=limit,
+        last_event_id=last_event_id,
+        run_id=graph_id,
+        kind="graph",
     )
-    return [EventOut.of(e) for e in found]
