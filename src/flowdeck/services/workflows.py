@@ -214,15 +214,19 @@ class Workflows:
 
     # -- reading --------------------------------------------------------------------------
     def _resolve(self, tx: Tx, actor: Actor, ref: WorkflowRef) -> Workflow:
-        owner = tx.get_user_by_name(ref.owner) if ref.owner else tx.get_user(actor.user_id)
+        # The caller's own workflows need no user lookup: the actor is authenticated.
+        owner_id: str | None = actor.user_id
+        if ref.owner:
+            owner = tx.get_user_by_name(ref.owner)
+            owner_id = owner.id if owner is not None else None
         found: Workflow | None = None
-        if owner is not None:
+        if owner_id is not None:
             if ref.version == "latest":
                 viewer = None if actor.is_admin else actor.user_id
-                latest = tx.list_workflows(viewer, name=ref.name, owner_id=owner.id, limit=1)
+                latest = tx.list_workflows(viewer, name=ref.name, owner_id=owner_id, limit=1)
                 found = latest[0] if latest else None
             else:
-                found = tx.find_workflow(owner.id, ref.name, ref.version)
+                found = tx.find_workflow(owner_id, ref.name, ref.version)
         if found is None or not self._can(tx, actor, found, Access.READ):
             raise NotFound(f"no workflow {ref}")
         return found

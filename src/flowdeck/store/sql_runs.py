@@ -176,6 +176,7 @@ def _counter_bump(dialect: str) -> Any:
     ).returning(t.event_counters.c.last_seq)
 
 
+_RUN_INSERT = t.runs.insert()
 _EVENT_INSERT = t.events.insert().returning(t.events.c.id, sort_by_parameter_order=True)
 
 
@@ -214,9 +215,9 @@ class SqlRunsMixin:
 
     # -- runs -----------------------------------------------------------------------------
     def add_run(self, run: Run) -> None:
-        self.conn.execute(
-            t.runs.insert().values(id=run.id, owner_id=run.owner_id, **_run_values(run))
-        )
+        # One prebuilt statement with bound parameters: compiled once, not per run.
+        self.conn.execute(_RUN_INSERT, {"id": run.id, "owner_id": run.owner_id, **_run_values(run)})
+        self.owners.put(("run", run.id), run.owner_id)  # its events need no owner query
         if run.tags:
             self.conn.execute(
                 t.run_tags.insert(),
