@@ -16,6 +16,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +60,8 @@ class SchedulerCore:
         self._events: list[EventRow] = []
         self._tick_planned = False
         self._valid: dict[str, tuple[ValidWorkflow | None, bool]] = {}
+        # Observers of each tick's duration in seconds (metrics).
+        self.tick_observers: list[Callable[[float], None]] = []
 
     def _plan(self) -> None:
         if not self._tick_planned and self.loop is not None:
@@ -187,11 +190,15 @@ class SchedulerCore:
     # -- the tick ------------------------------------------------------------------------
     def _tick(self) -> None:
         self._tick_planned = False
+        started = time.perf_counter()
         try:
             self._tick_body()
         except Exception:
             log.exception("scheduler tick failed")
             self._ops.clear()
+        elapsed = time.perf_counter() - started
+        for observe in self.tick_observers:
+            observe(elapsed)
 
     def _tick_body(self) -> None:
         for ar in list(self.active.values()):

@@ -27,8 +27,8 @@ from flowdeck.store.fake_graphs import FakeGraphsMixin
 from flowdeck.store.fake_leases import FakeLeasesMixin
 from flowdeck.store.fake_ports import FakePortsMixin
 from flowdeck.store.fake_runs import FakeRunsMixin
-from flowdeck.store.fake_webhooks import FakeWebhooksMixin
 from flowdeck.store.fake_stats import FakeStatsMixin
+from flowdeck.store.fake_webhooks import FakeWebhooksMixin
 from flowdeck.store.fake_wes import FakeWesMixin
 
 

@@ -32,8 +32,8 @@ from flowdeck.store.sql_graphs import SqlGraphsMixin
 from flowdeck.store.sql_leases import SqlLeasesMixin
 from flowdeck.store.sql_ports import SqlPortsMixin
 from flowdeck.store.sql_runs import OwnerCache, SqlRunsMixin
-from flowdeck.store.sql_webhooks import SqlWebhooksMixin
 from flowdeck.store.sql_stats import SqlStatsMixin
+from flowdeck.store.sql_webhooks import SqlWebhooksMixin
 from flowdeck.store.sql_wes import SqlWesMixin
 
 _WRITE = "flowdeck_write"
