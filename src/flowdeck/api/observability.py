@@ -29,11 +29,18 @@ def request_id(scope: Scope) -> str:
 
 
 def route_template(scope: Scope) -> str:
-    """The matched route's path template (``/api/v1/runs/{run_id}``), never the raw path:
-    labels must not grow with every id."""
+    """The matched route's full path template (``/api/v1/runs/{run_id}``), never the raw
+    path: labels must not grow with every id.  A route of an included router knows its
+    path below the router's prefix only; the prefix is what precedes it in the request."""
     route: Any = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) and path else UNMATCHED
+    template = getattr(route, "path", None)
+    if not isinstance(template, str) or not template:
+        return UNMATCHED
+    filled = template
+    for name, value in (scope.get("path_params") or {}).items():
+        filled = re.sub(r"\{" + re.escape(name) + r"(:[^}]*)?\}", lambda _m: str(value), filled)
+    path: str = scope["path"]
+    return path[: -len(filled)] + template if path.endswith(filled) else template
 
 
 class Observability:

@@ -62,6 +62,12 @@ class _StoreCollector(Collector):
         self._finished_at = float("-inf")
         self._lock = threading.Lock()
 
+    def finished(self, state: RunState) -> None:
+        """A run of this server just finished: count it before the next refresh."""
+        with self._lock:
+            if self._finished_at != float("-inf"):
+                self._finished[state] = self._finished.get(state, 0) + 1
+
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             refresh = time.monotonic() - self._finished_at > FINISHED_TTL_S
@@ -75,7 +81,7 @@ class _StoreCollector(Collector):
             finished = dict(self._finished)
         runs = GaugeMetricFamily(
             "flowdeck_runs",
-            "Runs in each state (finished states refreshed at most every minute).",
+            "Runs in each state (finished states re-read from the store every minute).",
             labels=["state"],
         )
         for state in RunState:
@@ -99,7 +105,8 @@ class Metrics:
     def __init__(self, store: Store) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.registry.register(_StoreCollector(store))
+        self._store = _StoreCollector(store)
+        self.registry.register(self._store)
         self.queue_wait = Histogram(
             "flowdeck_queue_wait_seconds",
             "From a run's queueing to its start.",
@@ -185,6 +192,7 @@ class Metrics:
         elif kind in RUN_ENDS:
             self._queued.pop(e.subject_id, None)
             self.runs_finished.labels(kind[4:]).inc()
+            self._store.finished(RunState(kind[4:]))
         elif kind == "step.running":
             if len(self._started) >= _PENDING_LIMIT:
                 self._started.clear()
