@@ -5,6 +5,7 @@ template for ``GET /metrics``."""
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import uuid
@@ -28,6 +29,21 @@ def request_id(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+@functools.lru_cache(maxsize=256)
+def _param(name: str) -> re.Pattern[str]:
+    return re.compile(r"\{" + re.escape(name) + r"(:[^}]*)?\}")
+
+
+class _Literal:
+    """A replacement taken as is (no backslash escapes)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __call__(self, _match: re.Match[str]) -> str:
+        return self.text
+
+
 def route_template(scope: Scope) -> str:
     """The matched route's full path template (``/api/v1/runs/{run_id}``), never the raw
     path: labels must not grow with every id.  A route of an included router knows its
@@ -38,7 +54,7 @@ def route_template(scope: Scope) -> str:
         return UNMATCHED
     filled = template
     for name, value in (scope.get("path_params") or {}).items():
-        filled = re.sub(r"\{" + re.escape(name) + r"(:[^}]*)?\}", lambda _m: str(value), filled)
+        filled = _param(name).sub(_Literal(str(value)), filled)
     path: str = scope["path"]
     return path[: -len(filled)] + template if path.endswith(filled) else template
 
