@@ -49,7 +49,7 @@ class GraphDriver:
     def __init__(self, graphs: Graphs) -> None:
         self.graphs = graphs
         self.store = graphs.store
-        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
     # -- thread ------------------------------------------------------------------------------
@@ -68,19 +68,25 @@ class GraphDriver:
         self.graphs.driver = None
 
     def _on_commit(self, events: list[Event]) -> None:
-        for e in events:
-            if e.subject_kind == "run" and e.type in RUN_ENDINGS:
-                self._queue.put(e.subject_id)
+        # One hand-over per commit, not per ended run: commits end many runs at once.
+        ended = [e.subject_id for e in events if e.subject_kind == "run" and e.type in RUN_ENDINGS]
+        if ended:
+            self._queue.put(ended)
 
     def _main(self) -> None:
-        while (run_id := self._queue.get()) is not None:
+        while (run_ids := self._queue.get()) is not None:
             try:
                 with self.store.read() as tx:
-                    node = tx.graph_node_of_run(run_id)
-                if node is not None:
-                    self.advance(node.graph_id)
+                    nodes = [tx.graph_node_of_run(run_id) for run_id in run_ids]
+                graphs = dict.fromkeys(n.graph_id for n in nodes if n is not None)
             except Exception:
-                log.exception("advancing the graph of run %s failed", run_id)
+                log.exception("finding the graphs of runs %s failed", run_ids)
+                continue
+            for graph_id in graphs:
+                try:
+                    self.advance(graph_id)
+                except Exception:
+                    log.exception("advancing graph %s failed", graph_id)
 
     def recover(self) -> None:
         """Advance every active graph (after a restart: catch up with what ended)."""

@@ -66,6 +66,7 @@ class SqlGraphsMixin:
     conn: Connection
 
     _upsert: Callable[[sa.Table, dict[str, Any], list[str]], None]
+    _upsert_many: Callable[[sa.Table, list[dict[str, Any]], list[str]], None]
 
     # -- graphs ---------------------------------------------------------------------------
     def add_graph(self, graph: Graph) -> None:
@@ -167,21 +168,20 @@ class SqlGraphsMixin:
 
     # -- step cache -----------------------------------------------------------------------
     def save_cache_entries(self, entries: list[CacheEntry]) -> None:
-        for e in entries:
-            self._upsert(
-                t.step_cache,
-                {
-                    "run_id": e.run_id,
-                    "step": e.step,
-                    "idx": e.index,
-                    "key": e.key,
-                    "owner_id": e.owner_id,
-                    "workflow_id": e.workflow_id,
-                    "created_at": e.created_at,
-                    "outputs": e.outputs,
-                },
-                ["run_id", "step", "idx"],
-            )
+        rows = [
+            {
+                "run_id": e.run_id,
+                "step": e.step,
+                "idx": e.index,
+                "key": e.key,
+                "owner_id": e.owner_id,
+                "workflow_id": e.workflow_id,
+                "created_at": e.created_at,
+                "outputs": e.outputs,
+            }
+            for e in entries
+        ]
+        self._upsert_many(t.step_cache, rows, ["run_id", "step", "idx"])
 
     def list_cache_entries(self, run_id: str) -> list[CacheEntry]:
         c = t.step_cache.c

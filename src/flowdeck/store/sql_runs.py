@@ -164,6 +164,27 @@ def _step_upsert(dialect: str) -> Any:
     )
 
 
+@functools.lru_cache(maxsize=128)
+def _upsert_stmt(dialect: str, table: str, columns: tuple[str, ...], keys: tuple[str, ...]) -> Any:
+    """An upsert of these columns into a table, built once (compiled once)."""
+    target = t.metadata.tables[table]
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(target)
+    stmt = insert.values({c: sa.bindparam(c) for c in columns})
+    return stmt.on_conflict_do_update(
+        index_elements=list(keys), set_={c: stmt.excluded[c] for c in columns if c not in keys}
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _run_update(columns: tuple[str, ...]) -> Any:
+    """An update of these columns of one run (parameters ``r_id`` and ``v_<column>``)."""
+    return (
+        t.runs.update()
+        .where(t.runs.c.id == sa.bindparam("r_id"))
+        .values({c: sa.bindparam(f"v_{c}") for c in columns})
+    )
+
+
 @functools.cache
 def _counter_bump(dialect: str) -> Any:
     insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(t.event_counters)
@@ -208,10 +229,13 @@ class SqlRunsMixin:
     _events_added: Callable[[list[Event]], None]
 
     def _upsert(self, table: sa.Table, values: dict[str, Any], keys: list[str]) -> None:
-        insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
-        stmt = insert.values(**values)
-        updates = {k: stmt.excluded[k] for k in values if k not in keys}
-        self.conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=updates))
+        self._upsert_many(table, [values], keys)
+
+    def _upsert_many(self, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
+        """Insert or update rows with the same columns: one prebuilt statement, many rows."""
+        if rows:
+            stmt = _upsert_stmt(self.dialect, table.name, tuple(rows[0]), tuple(keys))
+            self.conn.execute(stmt, rows)
 
     # -- runs -----------------------------------------------------------------------------
     def add_run(self, run: Run) -> None:
@@ -243,7 +267,8 @@ class SqlRunsMixin:
                     t.run_tags.insert(),
                     [{"run_id": run_id, "tag": tag} for tag in dict.fromkeys(values["tags"])],
                 )
-        self.conn.execute(t.runs.update().where(t.runs.c.id == run_id).values(**values))
+        stmt = _run_update(tuple(values))
+        self.conn.execute(stmt, {"r_id": run_id, **{f"v_{k}": v for k, v in values.items()}})
 
     def delete_run(self, run_id: str) -> bool:
         self.conn.execute(
