@@ -185,6 +185,7 @@ class SchedulerCore:
                     claimed.append(
                         dataclasses.replace(run, owner_instance=self.instance_id, fence=fence)
                     )
+            self.cache.prefetch(tx, [run.id for run in claimed])
         return claimed
 
     # -- the tick ------------------------------------------------------------------------
