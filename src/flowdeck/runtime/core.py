@@ -30,6 +30,7 @@ from flowdeck.runtime.active import FAILURES, ActiveRun, Instance
 from flowdeck.runtime.cache import StepCache
 from flowdeck.runtime.committer import Batch, Committer
 from flowdeck.runtime.ports import PortRuntime
+from flowdeck.runtime.run_queue import RunQueue
 from flowdeck.runtime.rundir import RunDir
 from flowdeck.runtime.steps import StepError, evaluate_condition, foreach_items, resolver
 from flowdeck.store.base import EventRow, Store, Tx
@@ -47,7 +48,7 @@ class SchedulerCore:
     slots: float
     used: float
     active: dict[str, ActiveRun]
-    queued: dict[str, Run]
+    queued: RunQueue
     loop: asyncio.AbstractEventLoop | None
     committer: Committer
     draining: bool
@@ -224,14 +225,10 @@ class SchedulerCore:
             self._plan()
 
     def _admit(self, starts: list[tuple[ActiveRun, Instance, Any]]) -> None:
-        order = sorted(
-            self.queued.values(), key=lambda r: (-r.priority, r.queued_at or r.created_at, r.id)
-        )
-        # Claim as many as could start now (a run takes at least a fraction of a slot).
+        # Claim as many as could start now (a run takes at least a fraction of a slot),
+        # by priority then age.
         free = max(1, int((self.slots - self.used) * 4))
-        candidates = order[:free]
-        for run in candidates:
-            del self.queued[run.id]
+        candidates = self.queued.take_first(free)
         for run in self._claim(candidates):
             if self.used >= self.slots:
                 self.queued[run.id] = run  # claimed: it stays ours until it runs
