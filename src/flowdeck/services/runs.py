@@ -222,8 +222,10 @@ class Runs:
         transaction (graphs, sub-workflows)."""
         res = self._check_resources(actor, resources or {})
         priority = self._priority(actor, (resources or {}).get("priority"))
-        with self.store.read() as tx:
-            wf = self.workflows.resolve(tx, actor, workflow)
+        wf = self.workflows.cached(actor, workflow)
+        if wf is None:
+            with self.store.read() as tx:
+                wf = self.workflows.resolve(tx, actor, workflow)
         spec = self.spec_of(wf)
         self._check_params(spec, params or {})
         now = clock.now()

@@ -51,9 +51,16 @@ def _decode(data: bytes, what: str) -> str:
         raise InvalidInput(f"{what} is not UTF-8 text: {exc}") from exc
 
 
+RESOLVED_TTL_S = 10.0
+
+
 class Workflows:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
+        # (user id, name, version) -> (a version of the user's own, when read): the run
+        # creation path resolves it without a query.  Versions never change; a deletion here
+        # empties it, one by another server is seen within RESOLVED_TTL_S.
+        self._resolved: dict[tuple[str, str, str], tuple[Workflow, float]] = {}
         self.root = settings.data_dir / "workflows"
         self.tmp = settings.data_dir / "tmp"
         self.limits = ArchiveLimits(
@@ -65,6 +72,7 @@ class Workflows:
         return self.root / workflow.id
 
     def remove_files(self, workflow_ids: list[str]) -> None:
+        self._resolved.clear()  # their owner was deleted
         for workflow_id in workflow_ids:
             shutil.rmtree(self.root / workflow_id, ignore_errors=True)
 
@@ -238,7 +246,22 @@ class Workflows:
 
     def resolve(self, tx: Tx, actor: Actor, ref: str) -> Workflow:
         """:meth:`get` inside the caller's transaction."""
-        return self._resolve(tx, actor, WorkflowRef.parse(ref))
+        parsed = WorkflowRef.parse(ref)
+        wf = self._resolve(tx, actor, parsed)
+        if parsed.owner is None and parsed.version != "latest" and wf.owner_id == actor.user_id:
+            if len(self._resolved) > 10_000:
+                self._resolved.clear()
+            self._resolved[(actor.user_id, parsed.name, parsed.version)] = (wf, clock.monotonic())
+        return wf
+
+    def cached(self, actor: Actor, ref: str) -> Workflow | None:
+        """The caller's own ``name@version`` if resolved recently (None: use :meth:`resolve`).
+        Only one's own versions are kept: they are readable whatever their visibility."""
+        name, at, version = ref.partition("@")
+        found = self._resolved.get((actor.user_id, name, version)) if at else None
+        if found is None or clock.monotonic() - found[1] > RESOLVED_TTL_S:
+            return None
+        return found[0]
 
     def get(self, actor: Actor, ref: str) -> Workflow:
         """A workflow the actor may read; 404 otherwise."""
@@ -313,6 +336,7 @@ class Workflows:
             wf = self._resolve(tx, actor, WorkflowRef.parse(ref))
             updated = tx.update_workflow(wf.id, trusted=trusted)
             self._audit(tx, actor, "workflow.trust", wf, trusted=trusted)
+            self._resolved.clear()
         assert updated is not None
         return updated
 
@@ -325,4 +349,5 @@ class Workflows:
                 raise Conflict(f"{wf.ref} is used by {active} active run(s)", active_runs=active)
             tx.delete_workflow(wf.id)
             self._audit(tx, actor, "workflow.delete", wf)
+            self._resolved.clear()
         shutil.rmtree(self.archive_dir(wf), ignore_errors=True)
