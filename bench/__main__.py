@@ -15,12 +15,14 @@ BENCHMARKS = [
     "auth_overhead",
     "submit",
     "runs",
+    "sqlite_sync",
     "queries",
     "events",
     "webhooks",
     "ports",
     "graphs",
     "faces",
+    "faces_ports",
     "wes",
 ]
 
@@ -28,12 +30,14 @@ QUICK = {
     "auth_overhead": ["--requests", "500"],
     "submit": ["--seconds", "2", "--rounds", "1"],
     "runs": ["--runs", "200", "--fanout", "200", "--chain", "20"],
+    "sqlite_sync": ["--runs", "200"],
     "queries": ["--rows", "20000"],
     "events": ["--runs", "50", "--clients", "200"],
     "webhooks": ["--deliveries", "300", "--events", "1000"],
     "ports": ["--records", "100"],
     "graphs": ["--nodes", "10", "--chain", "10"],
     "faces": ["--runs", "10"],
+    "faces_ports": [],
     "wes": ["--runs", "10", "--clients", "4"],
 }
 

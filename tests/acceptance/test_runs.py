@@ -485,3 +485,45 @@ def test_a_restart_re_adopts_running_steps_and_runs_each_once(tmp_path: Path) ->
         assert c.get(f"{API}/runs/{staged}").json()["state"] == "staged"
         types = [e["type"] for e in c.get(f"{API}/runs/{run_id}/events").json()]
         assert "step.lost" not in types and types[-1] == "run.succeeded"
+
+
+def test_an_in_server_step_cut_by_a_restart_is_lost_and_retried(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data")
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "napper.py").write_text(
+        "import time\n\ndef nap(seconds: float) -> int:\n    time.sleep(seconds)\n    return 1\n"
+    )
+    (code / "flowdeck.yaml").write_text(
+        'name: napper\nversion: "1"\ninputs:\n  seconds: {type: float}\n'
+        "steps:\n  s:\n    python: napper:nap\n    with: {seconds: '${{ inputs.seconds }}'}\n"
+        "    retries: {count: 1, backoff: 0.1}\n"
+    )
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in ("flowdeck.yaml", "napper.py"):
+            zf.write(code / f, f)
+    with live_server(settings) as server, server.client(register_and_login(server, "napper")) as c:
+        r = c.post(
+            f"{API}/workflows", content=buf.getvalue(), headers={"content-type": "application/zip"}
+        )
+        assert r.status_code in (200, 201), r.text
+        server.ctx.accounts.create_user("root-nap", STRONG, admin=True)
+        with server.client(server.ctx.accounts.login("root-nap", STRONG).secret) as admin:
+            admin.put(f"{API}/workflows/{r.json()['ref']}/trusted", json={"trusted": True})
+        run_id = submit(c, "napper@1", params={"seconds": 2}, resources={"executor": "inprocess"})
+        wait(c, run_id, {"running"})
+        deadline = time.monotonic() + 10
+        while steps(c, run_id)["s"]["state"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    with (
+        live_server(settings) as server,
+        server.client(server.ctx.accounts.login("napper", STRONG).secret) as c,
+    ):
+        status = wait(c, run_id)
+        assert status["state"] == "succeeded", status  # the retry ran it again
+        events = c.get(f"{API}/runs/{run_id}/events").json()
+        lost = [e for e in events if e["type"] == "step.lost"]
+        assert len(lost) == 1 and lost[0]["data"]["error"] == "the server restarted"
+        assert steps(c, run_id)["s"]["attempts"] == 2

@@ -166,3 +166,34 @@ def test_sigterm_ends_open_event_streams_and_the_server(tmp_path: Path) -> None:
         with contextlib.suppress(httpx.TransportError):  # cut off: also an end
             for _line in response.iter_lines():
                 pass
+
+
+def test_sigterm_with_drain_lets_running_steps_finish(tmp_path: Path) -> None:
+    pw_file = tmp_path / "admin-password"
+    pw_file.write_text(STRONG + "\n")
+    env = {"FLOWDECK_ADMIN_USERNAME": "root", "FLOWDECK_ADMIN_PASSWORD_FILE": str(pw_file)}
+    spec = (
+        'name: drained\nversion: "1"\nsteps:\n'
+        "  a: {run: [sh, -c, 'sleep 1; echo done > out'], outputs: {o: {path: out}}}\n"
+        "  b: {run: [/bin/true], needs: [a]}\n"
+    )
+    with serve(tmp_path, "--drain", env=env) as (url, _log):
+        c = httpx.Client(base_url=url, timeout=30)
+        token = c.post("/api/v1/auth/login", json={"username": "root", "password": STRONG}).json()[
+            "token"
+        ]
+        c.headers["Authorization"] = f"Bearer {token}"
+        c.post("/api/v1/workflows", content=spec, headers={"content-type": "application/yaml"})
+        run_id = c.post("/api/v1/runs", json={"workflow": "drained@1", "start": True}).json()["id"]
+        deadline = time.monotonic() + 10
+        while not any(
+            s["label"] == "a" and s["state"] == "running"
+            for s in c.get(f"/api/v1/runs/{run_id}/steps").json()
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        c.close()
+    # serve() sent SIGTERM and waited for a clean exit: step a finished first, b never began
+    work = tmp_path / "flowdeck-data" / "runs" / run_id / "work"
+    assert (work / "a" / "out").read_text() == "done\n"
+    assert not (work / "b").exists()

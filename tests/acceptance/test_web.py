@@ -88,7 +88,9 @@ def sign_in_with_keyboard(page: Page, name: str) -> None:
 
 def upload_workflow(page: Page, path: Path) -> None:
     page.goto("/workflows")
-    page.get_by_label("Spec (.yaml, .json) or archive (.zip, .tar.gz)").set_input_files(str(path))
+    page.get_by_label(
+        "Spec (.yaml, .json), CWL document (.cwl) or archive (.zip, .tar.gz)"
+    ).set_input_files(str(path))
     page.get_by_role("button", name="Upload").click()
     page.wait_for_url("**/workflows?pushed=*")
 

@@ -39,11 +39,12 @@ def test_web_page_lists_every_page() -> None:
     from fastapi.routing import APIRoute
 
     from flowdeck.web.pages import router
+    from flowdeck.web.pages_areas import router as areas
 
     text = (DOCS / "web.md").read_text()
     missing = [
         route.path
-        for route in router.routes
+        for route in [*router.routes, *areas.routes]
         if isinstance(route, APIRoute) and f"GET {route.path}`" not in text
     ]
     assert missing == []

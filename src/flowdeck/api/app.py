@@ -35,10 +35,16 @@ API_PREFIX = "/api/v1"
 
 
 def create_app(
-    settings: Settings, context: Context | None = None, *, run_scheduler: bool = True
+    settings: Settings,
+    context: Context | None = None,
+    *,
+    run_scheduler: bool = True,
+    close_on_shutdown: bool = False,
 ) -> FastAPI:
     """The flowdeck server for ``settings`` (or around an already built ``context``);
-    ``run_scheduler=False`` builds the app without starting runs (to read its schema)."""
+    ``run_scheduler=False`` builds the app without starting runs (to read its schema);
+    ``close_on_shutdown``: the lifespan's end closes the context (commits in flight,
+    drains with ``drain``) — before uvicorn re-raises the signal that stopped it."""
     ctx = context or build_context(settings)
     ctx.accounts.bootstrap_admin()
     if run_scheduler:
@@ -50,6 +56,8 @@ def create_app(
         # only queue for the GIL and the database's write lock.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.http_threads
         yield
+        if close_on_shutdown:
+            await anyio.to_thread.run_sync(ctx.close)
 
     app = FastAPI(
         lifespan=lifespan,

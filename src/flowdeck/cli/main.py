@@ -8,8 +8,11 @@ from flowdeck import __version__
 from flowdeck.cli import session
 from flowdeck.cli.admin import admin_app, db_app
 from flowdeck.cli.events import events_app
+from flowdeck.cli.graphs import graph_app
 from flowdeck.cli.runs import run_app
 from flowdeck.cli.serve import build_serve_command
+from flowdeck.cli.streams import push_input, read_output, rerun
+from flowdeck.cli.webhooks import webhook_app
 from flowdeck.cli.workflows import workflow_app
 
 app = typer.Typer(
@@ -44,6 +47,11 @@ app.command("whoami")(session.whoami)
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(run_app, name="run")
 app.add_typer(events_app, name="events")
+app.add_typer(webhook_app, name="webhook")
+app.add_typer(graph_app, name="graph")
+run_app.command("push-input")(push_input)
+run_app.command("read-output")(read_output)
+run_app.command("rerun")(rerun)
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ def run_server(settings: Settings) -> None:
 
     with reported():
         ctx = build_context(settings)
-        app = create_app(settings, ctx)
+        app = create_app(settings, ctx, close_on_shutdown=True)
         with ctx.store.read() as tx:
             has_admin = tx.count_admins() > 0
     scheme = "https" if settings.tls else "http"
@@ -108,19 +108,25 @@ def build_serve_command() -> Any:
             annotation=Path | None,
         )
     ]
-    for name in Settings.model_fields:
+    for name, field in Settings.model_fields.items():
+        if field.annotation is bool:  # a flag: --drain / --no-drain
+            opt = option_name(name)
+            option = typer.Option(
+                None, f"{opt}/--no-{opt.removeprefix('--')}", help=_help(name), show_default=False
+            )
+            annotation: Any = bool | None
+        else:
+            option = typer.Option(
+                None,
+                option_name(name),
+                help=_help(name),
+                show_default=False,
+                metavar=_metavar(name),
+            )
+            annotation = str | None
         params.append(
             inspect.Parameter(
-                name,
-                inspect.Parameter.KEYWORD_ONLY,
-                default=typer.Option(
-                    None,
-                    option_name(name),
-                    help=_help(name),
-                    show_default=False,
-                    metavar=_metavar(name),
-                ),
-                annotation=str | None,
+                name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation
             )
         )
 

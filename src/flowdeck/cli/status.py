@@ -47,7 +47,10 @@ def show(s: Summary) -> None:
     if not s.recent_failures:
         out.print("[bold]recent failures[/]  none")
         return
-    table = Table("run", "owner", "workflow", "state", "finished", "error", title="recent failures")
+    table = Table(title="recent failures")
+    table.add_column("run", no_wrap=True)  # ids are copied from here: never broken
+    for column in ("owner", "workflow", "state", "finished", "error"):
+        table.add_column(column)
     for f in s.recent_failures:
         table.add_row(
             f.run_id,

@@ -20,16 +20,40 @@ SPEC_NAMES = ("flowdeck.yaml", "flowdeck.yml", "flowdeck.json", "workflow.yaml",
 
 @workflow_app.command("push")
 def push(
-    path: Annotated[Path, typer.Argument(help="A spec file, a .zip/.tar.gz, or a directory.")],
+    path: Annotated[
+        Path, typer.Argument(help="A spec or .cwl file, a .zip/.tar.gz, or a directory.")
+    ],
     visibility: Annotated[
         str, typer.Option(help="private, shared or public.", case_sensitive=False)
     ] = "private",
+    workflow_type: Annotated[
+        str,
+        typer.Option("--type", help="auto (CWL recognised by its content), flowdeck or cwl."),
+    ] = "auto",
+    main: Annotated[
+        str | None, typer.Option("--main", help="CWL archive or directory: the file to run.")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="CWL: the workflow name (default: the file's).")
+    ] = None,
+    version: Annotated[
+        str | None,
+        typer.Option("--version", help="CWL: the version (default: from the content hash)."),
+    ] = None,
     server: ServerOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Store a workflow version (a directory is sent as a .tar.gz archive)."""
+    """Store a workflow version: a flowdeck spec, a CWL document, or an archive or
+    directory of either (a directory is sent as a .tar.gz archive)."""
     with reported(), client_for(server) as client:
-        wf = client.push_workflow(path, visibility=visibility)
+        wf = client.push_workflow(
+            path,
+            visibility=visibility,
+            workflow_type=workflow_type,
+            main=main,
+            name=name,
+            version=version,
+        )
     if as_json:
         out.print_json(data=wf)
     else:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from flowdeck.client._shared import TERMINAL_STATES, Event, Reconnect
 from flowdeck.client.aio import AsyncClient, AsyncRun
+from flowdeck.client.aio_areas import AsyncGraph
+from flowdeck.client.aio_ports import AsyncInputPort, AsyncOutputPort
 from flowdeck.client.errors import (
     ApiError,
     AuthenticationError,
@@ -21,6 +23,8 @@ from flowdeck.client.errors import (
     ServerError,
     ThrottledError,
 )
+from flowdeck.client.graphs import Graph
+from flowdeck.client.ports import InputPort, OutputPort, Record
 from flowdeck.client.run import Run
 from flowdeck.client.sync import Client
 
@@ -28,16 +32,23 @@ __all__ = [
     "TERMINAL_STATES",
     "ApiError",
     "AsyncClient",
+    "AsyncGraph",
+    "AsyncInputPort",
+    "AsyncOutputPort",
     "AsyncRun",
     "AuthenticationError",
     "Client",
     "ConflictError",
     "ConnectionFailed",
     "Event",
+    "Graph",
+    "InputPort",
     "InvalidRequest",
     "NotFoundError",
+    "OutputPort",
     "PermissionDeniedError",
     "Reconnect",
+    "Record",
     "Run",
     "ServerError",
     "ThrottledError",

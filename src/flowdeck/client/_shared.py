@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ SPEC_SUFFIXES = {
     ".yaml": "application/yaml",
     ".yml": "application/yaml",
     ".json": "application/json",
+    ".cwl": "application/yaml",
 }
 ARCHIVE_SUFFIXES = {
     ".zip": "application/zip",
@@ -176,10 +178,43 @@ def workflow_body(path: Path) -> tuple[IO[bytes], str]:
         raise InvalidRequest(
             0,
             "invalid_input",
-            f"{path}: expected a .yaml, .yml or .json spec, a .zip, .tar.gz or .tgz archive, "
-            "or a directory",
+            f"{path}: expected a .yaml, .yml, .json or .cwl document, a .zip, .tar.gz or "
+            ".tgz archive, or a directory",
         )
     return path.open("rb"), media
+
+
+WORKFLOW_TYPES = ("auto", "flowdeck", "CWL")
+
+
+def cwl_name(path: Path) -> str:
+    """A workflow name (lower case letters, digits, '.', '_', '-') from a file name."""
+    stem = path.name.rsplit(".", 1)[0].lower()
+    return re.sub(r"[^a-z0-9._-]+", "-", stem).strip("-._")[:60] or "workflow"
+
+
+def push_query(
+    path: Path,
+    visibility: str,
+    workflow_type: str = "auto",
+    main: str | None = None,
+    name: str | None = None,
+    version: str | None = None,
+) -> dict[str, str]:
+    """The query of ``POST /workflows``: a single ``.cwl`` file is named after the file
+    (the server only sees its content) unless ``name`` is given."""
+    kind = {"cwl": "CWL", "flowdeck": "flowdeck", "auto": "auto"}.get(workflow_type.lower())
+    if kind is None:
+        raise InvalidRequest(
+            0, "invalid_input", f"workflow type {workflow_type!r}: expected auto, flowdeck or CWL"
+        )
+    if name is None and path.is_file() and path.suffix.lower() == ".cwl":
+        name = cwl_name(path)
+    query = {"visibility": visibility, "workflow_type": kind}
+    for key, value in (("main", main), ("name", name), ("version", version)):
+        if value:
+            query[key] = value
+    return query
 
 
 def read_chunks(body: IO[bytes]) -> Iterator[bytes]:

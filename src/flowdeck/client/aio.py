@@ -18,6 +18,7 @@ from flowdeck.client._shared import (
     Reconnect,
     download_target,
     event_query,
+    push_query,
     read_chunks,
     retryable,
     run_query,
@@ -25,6 +26,8 @@ from flowdeck.client._shared import (
     stream_headers,
     workflow_body,
 )
+from flowdeck.client.aio_areas import AsyncGraphMethods, AsyncWebhookMethods
+from flowdeck.client.aio_ports import AsyncInputPort, AsyncOutputPort
 from flowdeck.client.errors import ApiError, ConnectionFailed, NotFoundError, raise_for
 
 WAIT_STREAM_FAILURES = 2  # then wait() polls instead
@@ -36,7 +39,7 @@ async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
         yield chunk
 
 
-class AsyncClient:
+class AsyncClient(AsyncWebhookMethods, AsyncGraphMethods):
     def __init__(
         self,
         base_url: str,
@@ -109,13 +112,25 @@ class AsyncClient:
         return result
 
     # -- workflows ------------------------------------------------------------------------
-    async def push_workflow(self, path: str | Path, visibility: str = "private") -> dict[str, Any]:
-        body, media = workflow_body(Path(path))
+    async def push_workflow(
+        self,
+        path: str | Path,
+        visibility: str = "private",
+        *,
+        workflow_type: str = "auto",
+        main: str | None = None,
+        name: str | None = None,
+        version: str | None = None,
+    ) -> dict[str, Any]:
+        """See :meth:`flowdeck.client.Client.push_workflow` (CWL included)."""
+        path = Path(path)
+        query = push_query(path, visibility, workflow_type, main, name, version)
+        body, media = workflow_body(path)
         with body:
             result: dict[str, Any] = await self.request(
                 "POST",
                 f"{API}/workflows",
-                params={"visibility": visibility},
+                params=query,
                 content=_aiter(read_chunks(body)),
                 headers={"Content-Type": media},
             )
@@ -308,6 +323,29 @@ class AsyncRun:
 
     async def delete(self) -> None:
         await self.client.request("DELETE", self.url)
+
+    async def rerun(
+        self, from_step: str | None = None, params: dict[str, Any] | None = None
+    ) -> AsyncRun:
+        """A new queued run of this ended run (unchanged steps reused from the cache)."""
+        body: dict[str, Any] = {}
+        if from_step:
+            body["from_step"] = from_step
+        if params:
+            body["params"] = params
+        return AsyncRun(
+            self.client, await self.client.request("POST", self.url + "/rerun", json=body)
+        )
+
+    async def ports(self) -> list[dict[str, Any]]:
+        ports: list[dict[str, Any]] = (await self.status()).get("ports") or []
+        return ports
+
+    def input(self, port: str) -> AsyncInputPort:
+        return AsyncInputPort(self.client, self.id, port)
+
+    def output(self, port: str) -> AsyncOutputPort:
+        return AsyncOutputPort(self.client, self.id, port)
 
     async def set_resources(self, **resources: Any) -> dict[str, Any]:
         return await self._update("PUT", "/resources", json=resources)

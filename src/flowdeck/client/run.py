@@ -18,6 +18,7 @@ from flowdeck.client._shared import (
     save_atomically,
 )
 from flowdeck.client.errors import ApiError, NotFoundError
+from flowdeck.client.ports import InputPort, OutputPort
 
 if TYPE_CHECKING:
     from flowdeck.client.sync import Client
@@ -198,6 +199,31 @@ class Run:
 
     def delete(self) -> None:
         self._call("DELETE")
+
+    def rerun(self, from_step: str | None = None, params: dict[str, Any] | None = None) -> Run:
+        """A new queued run of this ended run's workflow version, parameters (``params``
+        changes some) and files; unchanged steps are reused from the cache, ``from_step``
+        and what depends on it run again whatever."""
+        body: dict[str, Any] = {}
+        if from_step:
+            body["from_step"] = from_step
+        if params:
+            body["params"] = params
+        return Run(self.client, self._call("POST", "/rerun", json=body))
+
+    # -- stream ports ---------------------------------------------------------------------
+    def ports(self) -> list[dict[str, Any]]:
+        """The stream ports: ``{name, direction, url, records, closed}`` (fetched now)."""
+        ports: list[dict[str, Any]] = self.status().get("ports") or []
+        return ports
+
+    def input(self, port: str) -> InputPort:
+        """The writer of stream input ``port``."""
+        return InputPort(self.client, self.id, port)
+
+    def output(self, port: str) -> OutputPort:
+        """The reader of stream output ``port``."""
+        return OutputPort(self.client, self.id, port)
 
     # -- products -------------------------------------------------------------------------
     def products(self) -> list[dict[str, Any]]:

@@ -20,17 +20,19 @@ from flowdeck.client._shared import (
     Query,
     Reconnect,
     event_query,
+    push_query,
     read_chunks,
     retryable,
     run_query,
     stream_headers,
     workflow_body,
 )
+from flowdeck.client.areas import GraphMethods, WebhookMethods
 from flowdeck.client.errors import ApiError, ConnectionFailed, raise_for
 from flowdeck.client.run import Run
 
 
-class Client:
+class Client(WebhookMethods, GraphMethods):
     """A flowdeck server, over HTTP.  ``token`` is a session or API token; :meth:`login`
     sets one."""
 
@@ -127,15 +129,29 @@ class Client:
         return result
 
     # -- workflows ------------------------------------------------------------------------
-    def push_workflow(self, path: str | Path, visibility: str = "private") -> dict[str, Any]:
-        """Store a workflow: a spec file (.yaml, .yml, .json), an archive (.zip, .tar.gz,
-        .tgz) or a directory (sent as a .tar.gz built on the fly)."""
-        body, media = workflow_body(Path(path))
+    def push_workflow(
+        self,
+        path: str | Path,
+        visibility: str = "private",
+        *,
+        workflow_type: str = "auto",
+        main: str | None = None,
+        name: str | None = None,
+        version: str | None = None,
+    ) -> dict[str, Any]:
+        """Store a workflow: a spec or CWL document (.yaml, .yml, .json, .cwl), an archive
+        (.zip, .tar.gz, .tgz) or a directory (sent as a .tar.gz built on the fly).
+        ``workflow_type`` is ``auto`` (CWL recognised by its content), ``flowdeck`` or
+        ``CWL``; for CWL, ``main`` names the file to run in an archive or directory,
+        ``name`` and ``version`` default to the file's name and the content hash."""
+        path = Path(path)
+        query = push_query(path, visibility, workflow_type, main, name, version)
+        body, media = workflow_body(path)
         with body:
             result: dict[str, Any] = self.request(
                 "POST",
                 f"{API}/workflows",
-                params={"visibility": visibility},
+                params=query,
                 content=read_chunks(body),
                 headers={"Content-Type": media},
             )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+RERUN_TAG = "rerun:"  # a rerun's tag: "rerun:<the run it reruns>"
 CHILD = "child"  # run_id runs the `uses:` step `step` (instance `index`) of parent_id
 RERUN = "rerun"  # run_id reruns parent_id; step is the forced `from_step`, if any
 

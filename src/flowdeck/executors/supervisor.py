@@ -167,25 +167,24 @@ class Supervisor:
     def _plan_reap(self) -> None:
         if not self._reap_planned:
             self._reap_planned = True
-            self.loop.call_later(0.2, self._reap_orphans)
+            self.loop.call_soon(self._reap_orphans)
 
     def _reap_orphans(self) -> None:
-        """Reap processes that were reparented to us (we are their subreaper) and ended;
-        our own steps are reaped by the executor, with their resource usage."""
+        """Reap processes that were reparented to us (we are their subreaper) and ended.
+        Our own steps are reaped by the executor, with their resource usage: peek without
+        reaping (WNOWAIT) and stop at one of them — its exit callback reaps it, then
+        plans this again."""
         self._reap_planned = False
         mine = {info["pid"] for _proc, info in self.procs.values()}
-        me = str(os.getpid())
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit() or int(entry.name) in mine:
-                continue
+        while True:
             try:
-                stat = Path(entry.path, "stat").read_text()
-            except OSError:
-                continue
-            state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-            if ppid == me and state == "Z":
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(int(entry.name), os.WNOHANG)
+                found = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return  # no child at all
+            if found is None or found.si_pid in mine:
+                return
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(found.si_pid, os.WNOHANG)
 
     def _check_idle(self) -> None:
         if self._idle_timer is not None:

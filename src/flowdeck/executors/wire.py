@@ -34,8 +34,11 @@ from flowdeck.executors.base import Launch, Outcome
 _PATHS = ("cwd", "stdout", "stderr", "code_dir", "stdin", "record")
 
 
+_FIELDS = tuple(f.name for f in dataclasses.fields(Launch))
+
+
 def launch_to_wire(launch: Launch) -> dict[str, Any]:
-    data = dataclasses.asdict(launch)
+    data = {name: getattr(launch, name) for name in _FIELDS}  # shallow: JSON copies it
     for name in _PATHS:
         if data.get(name) is not None:
             data[name] = str(data[name])

@@ -29,7 +29,7 @@ from typing import Any
 
 from flowdeck import clock
 from flowdeck.config import Settings
-from flowdeck.domain.composition import RERUN, CacheEntry, RunLink
+from flowdeck.domain.composition import RERUN, RERUN_TAG, CacheEntry
 from flowdeck.domain.expressions import ExpressionError, Ref, parse_template
 from flowdeck.runtime import launch
 from flowdeck.runtime.active import ActiveRun, Instance
@@ -37,7 +37,6 @@ from flowdeck.runtime.rundir import RunDir
 from flowdeck.store.base import Store, Tx
 
 log = logging.getLogger("flowdeck.cache")
-_UNKNOWN: Any = object()  # no prefetched link
 Op = Callable[[Callable[[Tx], None]], None]
 
 
@@ -57,19 +56,17 @@ class StepCache:
         self._keys: dict[tuple[str, str, int], str] = {}
         self._file_hashes: dict[tuple[str, int, int], str] = {}  # (path, inode, mtime)
         self._definitions: dict[tuple[str, str], tuple[str, list[Ref]]] = {}
-        self._links: dict[str, RunLink | None] = {}  # prefetched by prefetch()
 
     # -- plans ---------------------------------------------------------------------------------
     def _plan(self, ar: ActiveRun) -> _Plan:
         plan = self._plans.get(ar.run.id)
         if plan is None:
             plan = _Plan(memoize=bool(getattr(ar.spec, "cache", False)))
-            known = self._links.pop(ar.run.id, _UNKNOWN)
-            if known is None:  # prefetched: not a rerun, nothing to read
-                self._plans[ar.run.id] = plan
+            if not any(t.startswith(RERUN_TAG) for t in ar.run.tags):
+                self._plans[ar.run.id] = plan  # not a rerun: nothing to look up
                 return plan
             with self.store.read() as tx:
-                link = tx.get_run_link(ar.run.id) if known is _UNKNOWN else known
+                link = tx.get_run_link(ar.run.id)
                 if link is not None and link.kind == RERUN:
                     plan.source = link.parent_id
                     plan.entries = {
@@ -80,17 +77,8 @@ class StepCache:
             self._plans[ar.run.id] = plan
         return plan
 
-    def prefetch(self, tx: Tx, run_ids: list[str]) -> None:
-        """Read the links of runs about to start in the caller's transaction, so their
-        plans need no transaction of their own."""
-        if len(self._links) > 10_000:
-            self._links.clear()
-        for run_id in run_ids:
-            self._links[run_id] = tx.get_run_link(run_id)
-
     def forget(self, run_id: str) -> None:
         self._plans.pop(run_id, None)
-        self._links.pop(run_id, None)
         for k in [k for k in self._keys if k[0] == run_id]:
             del self._keys[k]
 

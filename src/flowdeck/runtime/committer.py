@@ -27,6 +27,7 @@ class Batch:
     steps: list[StepRecord]
     events: list[EventRow]
     fences: dict[str, int]  # run id -> the fence its changes expect
+    claims: dict[str, int] = field(default_factory=dict)  # run id -> its fence before the claim
     done: concurrent.futures.Future[set[str]] = field(default_factory=concurrent.futures.Future)
 
 
@@ -74,10 +75,19 @@ class Committer:
     def _commit(self, batches: list[Batch]) -> set[str]:
         with self.store.write() as tx:
             expected: dict[str, int] = {}
+            claims: dict[str, int] = {}
             for b in batches:
                 expected.update(b.fences)
-            found = tx.run_fences(sorted(expected))
+                claims.update(b.claims)
+            # Claims first (compare-and-set on the fence), then every change is checked
+            # against this instance's ownership.
             stale = {
+                run_id
+                for run_id, fence in claims.items()
+                if tx.claim_run(run_id, self.instance_id, fence) is None
+            }
+            found = tx.run_fences(sorted(set(expected) - stale))
+            stale |= {
                 run_id
                 for run_id, fence in expected.items()
                 if run_id in found and found[run_id] != (self.instance_id, fence)

@@ -61,6 +61,7 @@ class SchedulerCore:
         self._events: list[EventRow] = []
         self._tick_planned = False
         self._valid: dict[str, tuple[ValidWorkflow | None, bool]] = {}
+        self._claims: dict[str, int] = {}  # runs admitted since the last flush: old fences
         # Observers of each tick's duration in seconds (metrics).
         self.tick_observers: list[Callable[[float], None]] = []
 
@@ -85,7 +86,8 @@ class SchedulerCore:
         events, self._events = self._events, []
         touched = {r for r, _ in ops} | {s.run_id for s in steps} | {e[1] for e in events}
         fences = {r: self.active[r].fence for r in touched if r in self.active}
-        return self.committer.submit(Batch(ops, steps, events, fences))
+        claims, self._claims = self._claims, {}
+        return self.committer.submit(Batch(ops, steps, events, fences, claims))
 
     def _save(self, record: StepRecord) -> None:
         self._steps[(record.run_id, record.name, record.index)] = record
@@ -176,7 +178,7 @@ class SchedulerCore:
         return ar
 
     def _claim(self, runs: list[Run]) -> list[Run]:
-        """Take ownership of queued runs (one transaction); those someone else changed
+        """Take ownership of runs now (one transaction); those someone else changed
         first are dropped."""
         claimed: list[Run] = []
         with self.store.write() as tx:
@@ -186,7 +188,6 @@ class SchedulerCore:
                     claimed.append(
                         dataclasses.replace(run, owner_instance=self.instance_id, fence=fence)
                     )
-            self.cache.prefetch(tx, [run.id for run in claimed])
         return claimed
 
     # -- the tick ------------------------------------------------------------------------
@@ -211,9 +212,21 @@ class SchedulerCore:
         for ar in self._by_priority(self.active.values()):
             if ar.run.state is RunState.RUNNING and not self._dispatch(ar, starts):
                 break
+        claimed: list[tuple[ActiveRun, Instance, Any]] = []
         if self.queued and self.used < self.slots and not self.draining:
-            self._admit(starts)
-        self._flush()
+            self._admit(claimed)
+        committed = self._flush()
+        self._start(starts)
+        if claimed:  # their steps start once the claims are committed
+            assert self.loop is not None
+            loop = self.loop
+            committed.add_done_callback(
+                lambda f: loop.call_soon_threadsafe(self._start_claimed, claimed, f)
+            )
+        if any(ar.finished() for ar in self.active.values()):
+            self._plan()
+
+    def _start(self, starts: list[tuple[ActiveRun, Instance, Any]]) -> None:
         assert self.loop is not None
         for owner, inst, launch in starts:
             executor = self.executors[inst.executor]
@@ -221,18 +234,46 @@ class SchedulerCore:
                 launch, functools.partial(self._exited, owner, inst), self.loop
             )
             executor.when_started(launch.key, functools.partial(self.ports.started, launch.key))
-        if any(ar.finished() for ar in self.active.values()):
-            self._plan()
+
+    def _start_claimed(
+        self,
+        starts: list[tuple[ActiveRun, Instance, Any]],
+        committed: concurrent.futures.Future[set[str]],
+    ) -> None:
+        """Start the first steps of runs admitted by a tick, now that owning them is
+        committed; runs someone else took first are let go."""
+        lost = committed.exception() is not None
+        stale = set() if lost else committed.result()
+        ok = []
+        for ar, inst, launch in starts:
+            if lost or ar.run.id in stale or self.active.get(ar.run.id) is not ar:
+                self.used -= inst.cpus
+                ar.used -= inst.cpus
+                if lost and self.active.get(ar.run.id) is ar:
+                    del self.active[ar.run.id]  # the next start takes it over
+            elif ar.killing or ar.failure is not None or ar.run.state is RunState.STOPPING:
+                ended_first = Outcome(exit_code=None, error="the run ended before it started")
+                self._exited(ar, inst, ended_first)  # killed or cancelled, never started
+            elif ar.run.state is RunState.PAUSED:
+                self.used -= inst.cpus  # it starts when the run resumes
+                ar.used -= inst.cpus
+                inst.attempts -= 1
+                self._step_state(ar, inst, StepState.PENDING)
+            else:
+                ok.append((ar, inst, launch))
+        self._start(ok)
+        self._flush()
 
     def _admit(self, starts: list[tuple[ActiveRun, Instance, Any]]) -> None:
-        # Claim as many as could start now (a run takes at least a fraction of a slot),
-        # by priority then age.
-        free = max(1, int((self.slots - self.used) * 4))
-        candidates = self.queued.take_first(free)
-        for run in self._claim(candidates):
-            if self.used >= self.slots:
-                self.queued[run.id] = run  # claimed: it stays ours until it runs
-                continue
+        """Start queued runs by priority, then age, while slots are free.  Taking
+        ownership of each is part of the tick's commit (compare-and-set on its fence);
+        their first steps start once that commit succeeded."""
+        while self.used < self.slots and (first := self.queued.take_first(1)):
+            queued = first[0]
+            self._claims[queued.id] = queued.fence
+            run = dataclasses.replace(
+                queued, owner_instance=self.instance_id, fence=queued.fence + 1
+            )
             admitted = self._activate(run)
             if admitted is None:
                 continue

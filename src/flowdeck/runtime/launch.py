@@ -7,6 +7,7 @@ import functools
 import hashlib
 import math
 import mimetypes
+import os
 import shutil
 import signal
 from collections.abc import Callable
@@ -80,6 +81,12 @@ def prepare(ar: ActiveRun, inst: Instance, settings: Settings) -> Launch:
     return Launch(argv=tuple(render_argv(step, resolve)), **common)
 
 
+_LIMIT_SIGNALS: dict[int, str] = {
+    signal.SIGXFSZ: " (it wrote past its file size limit: the disk or max_step_file_bytes)",
+    signal.SIGXCPU: " (it used up its CPU time limit)",
+}
+
+
 def describe(ar: ActiveRun, inst: Instance, outcome: Outcome) -> str:
     """Why an attempt failed, with the end of its standard error."""
     if outcome.timed_out:
@@ -92,7 +99,7 @@ def describe(ar: ActiveRun, inst: Instance, outcome: Outcome) -> str:
             if outcome.signal in signal.Signals._value2member_map_
             else outcome.signal
         )
-        reason = f"killed by signal {name}"
+        reason = f"killed by signal {name}" + _LIMIT_SIGNALS.get(outcome.signal, "")
     else:
         reason = f"exit code {outcome.exit_code}"
     err = tail(ar.rundir.log(inst.step, inst.index, inst.attempts, "stderr"), 500).strip()
@@ -147,6 +154,7 @@ def _product(ar: ActiveRun, name: str, path: Path) -> Product:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)
+        os.fsync(f.fileno())  # on disk before its row refers to it
     media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     rel = path.resolve().relative_to(ar.rundir.root.resolve()).as_posix()
     return Product(

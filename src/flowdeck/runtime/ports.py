@@ -499,7 +499,7 @@ class PortRuntime:
                 tx.add_event(
                     "run",
                     run_id,
-                    "port.closed",
+                    "output.closed",
                     now,
                     None,
                     {"direction": OUTPUT, "port": name, "records": port.length},

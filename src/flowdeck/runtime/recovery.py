@@ -135,6 +135,8 @@ class RecoveryMixin(SchedulerCore):
         if ar is None:
             return
         self.active[run.id] = ar
+        for leftover in ar.rundir.logs.glob(".*.tmp"):  # a record write the crash cut short
+            leftover.unlink(missing_ok=True)
         with self.store.read() as tx:
             records = tx.list_steps(run.id)
         by_name: dict[str, list[StepRecord]] = defaultdict(list)

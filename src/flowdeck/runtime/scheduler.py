@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from flowdeck import clock
 from flowdeck.config import Settings
 from flowdeck.domain.runs import Run
+from flowdeck.errors import Conflict
 from flowdeck.executors.base import Executor
 from flowdeck.ids import new_id
 from flowdeck.runtime.cache import StepCache
@@ -131,6 +132,13 @@ class Scheduler(ControlMixin, RecoveryMixin):
             def done(f: concurrent.futures.Future[set[str]]) -> None:
                 if f.exception() is not None:
                     future.set_exception(f.exception())
+                elif f.result():
+                    future.set_exception(
+                        Conflict(
+                            "another server instance owns this run now: ask it again",
+                            runs=sorted(f.result()),
+                        )
+                    )
                 else:
                     future.set_result(value)
 

@@ -18,6 +18,8 @@ from flowdeck.services.webhooks import Webhooks
 from flowdeck.services.workflows import Workflows
 from flowdeck.store import Store, open_store
 
+SWEEP_AFTER_S = 600.0
+
 
 @dataclass
 class Context:
@@ -38,6 +40,12 @@ class Context:
         """Start running queued runs (the server does; CLI commands do not)."""
         if self.runs.scheduler is not None:
             return
+        from flowdeck import durable
+
+        # what interrupted uploads and unpacking left (younger entries may be in use by
+        # another instance on this data directory)
+        durable.sweep(self.settings.data_dir / "tmp" / "uploads", SWEEP_AFTER_S)
+        durable.sweep(self.settings.data_dir / "tmp", SWEEP_AFTER_S, keep=frozenset({"uploads"}))
         from flowdeck.executors.inprocess import InProcessExecutor
         from flowdeck.executors.supervised import SupervisedExecutor
         from flowdeck.runtime.ports import PortRuntime

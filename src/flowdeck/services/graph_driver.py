@@ -49,8 +49,11 @@ class GraphDriver:
     def __init__(self, graphs: Graphs) -> None:
         self.graphs = graphs
         self.store = graphs.store
-        self._queue: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        # the runs of graph nodes: only their endings concern the driver (the others cost
+        # nothing, not even a query)
+        self._runs: set[str] = set()
 
     # -- thread ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -68,30 +71,27 @@ class GraphDriver:
         self.graphs.driver = None
 
     def _on_commit(self, events: list[Event]) -> None:
-        # One hand-over per commit, not per ended run: commits end many runs at once.
-        ended = [e.subject_id for e in events if e.subject_kind == "run" and e.type in RUN_ENDINGS]
-        if ended:
-            self._queue.put(ended)
+        for e in events:
+            if e.subject_kind == "run" and e.type in RUN_ENDINGS and e.subject_id in self._runs:
+                self._runs.discard(e.subject_id)
+                self._queue.put(e.subject_id)
 
     def _main(self) -> None:
-        while (run_ids := self._queue.get()) is not None:
+        while (run_id := self._queue.get()) is not None:
             try:
                 with self.store.read() as tx:
-                    nodes = [tx.graph_node_of_run(run_id) for run_id in run_ids]
-                graphs = dict.fromkeys(n.graph_id for n in nodes if n is not None)
+                    node = tx.graph_node_of_run(run_id)
+                if node is not None:
+                    self.advance(node.graph_id)
             except Exception:
-                log.exception("finding the graphs of runs %s failed", run_ids)
-                continue
-            for graph_id in graphs:
-                try:
-                    self.advance(graph_id)
-                except Exception:
-                    log.exception("advancing graph %s failed", graph_id)
+                log.exception("advancing the graph of run %s failed", run_id)
 
     def recover(self) -> None:
         """Advance every active graph (after a restart: catch up with what ended)."""
         with self.store.read() as tx:
             active = tx.list_graphs(None, states=ACTIVE, limit=10**6)
+            for graph in active:
+                self._runs.update(n.run_id for n in tx.list_graph_nodes(graph.id) if n.run_id)
         for graph in active:
             try:
                 self.advance(graph.id)
@@ -234,6 +234,7 @@ class GraphDriver:
             now = clock.now()
 
             def link(tx: Tx, run: Run) -> None:
+                self._runs.add(run.id)  # before its commit: its ending cannot come first
                 tx.save_graph_nodes([GraphNode(graph.id, name, STARTED, now, run.id)])
                 self.graphs.event(tx, graph, "node.started", None, node=name, run_id=run.id)
 

@@ -107,7 +107,7 @@ class Ports:
             port = tx.close_port(run.id, INPUT, name, now)
             if not before.closed:
                 data = {"direction": INPUT, "port": name, "records": port.length}
-                tx.add_event("run", run.id, "port.closed", now, actor.username, data)
+                tx.add_event("run", run.id, "input.closed", now, actor.username, data)
         self.hub.changed((port.run_id, INPUT, name))
         return port
 

@@ -9,7 +9,7 @@ import difflib
 from typing import Any
 
 from flowdeck import clock
-from flowdeck.domain.composition import RERUN, RunLink
+from flowdeck.domain.composition import RERUN, RERUN_TAG, RunLink
 from flowdeck.domain.privilege import Access, Actor
 from flowdeck.domain.runs import Run, RunState
 from flowdeck.errors import Conflict, InvalidInput
@@ -62,7 +62,9 @@ def rerun(
         now,
         params=values,
         resources=dict(src.resources),
-        tags=list(src.tags),
+        # the rerun tag says where it comes from (and lets the step cache skip a query
+        # for runs that are not reruns)
+        tags=[t for t in src.tags if not t.startswith(RERUN_TAG)] + [f"{RERUN_TAG}{src.id}"],
         priority=src.priority,
     )
 

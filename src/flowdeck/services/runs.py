@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flowdeck import clock
+from flowdeck import clock, durable
 from flowdeck.config import Settings
 from flowdeck.domain.ports import StreamPort, stream_ports
 from flowdeck.domain.privilege import Access, Actor, allowed
@@ -65,6 +65,12 @@ class Runs:
         self._group = GroupCommit(store)  # concurrent creations share a transaction
 
     # -- helpers --------------------------------------------------------------------------
+    def upload_dir(self) -> Path:
+        """Where uploads are written before they are moved into a run (same file system)."""
+        folder = self.settings.data_dir / "tmp" / "uploads"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return folder
+
     def rundir(self, run_id: str) -> RunDir:
         return RunDir.of(self.settings.data_dir, run_id)
 
@@ -339,7 +345,7 @@ class Runs:
             inp = self._file_input(spec, input)
             target = self.rundir(run.id).input_dir(input) / filename
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(temp, target)
+            durable.replace(temp, target)
             staged = StagedFile(
                 run.id, input, filename, str(target), size, sha256, "upload", clock.now()
             )

@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from flowdeck import clock
+from flowdeck import clock, durable
 from flowdeck.archive import ArchiveLimits, ExtractedMember, extract_archive
 from flowdeck.config import Settings
 from flowdeck.domain.privilege import Access, Actor, allowed
@@ -181,7 +181,9 @@ class Workflows:
         target = self.archive_dir(workflow)
         if unpacked is not None:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            durable.fsync_tree(unpacked.root)
             os.rename(unpacked.root, target)  # atomic: the files appear whole or not at all
+            durable.fsync_dir(self.root)
         try:
             with self.store.write() as tx:
                 tx.add_workflow(workflow)

@@ -3,10 +3,12 @@ cache."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from flowdeck.domain.composition import CacheEntry, RunLink
@@ -62,11 +64,35 @@ def _entry(row: Any) -> CacheEntry:
     )
 
 
+_CACHE_COLUMNS = (
+    "run_id",
+    "step",
+    "idx",
+    "key",
+    "owner_id",
+    "workflow_id",
+    "created_at",
+    "outputs",
+)
+
+
+@functools.cache
+def _cache_upsert(dialect: str) -> Any:
+    """One upsert statement for cache entries, built once and run with many rows."""
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(t.step_cache)
+    stmt = insert.values({c: sa.bindparam(c) for c in _CACHE_COLUMNS})
+    keys = ("run_id", "step", "idx")
+    return stmt.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={c: stmt.excluded[c] for c in _CACHE_COLUMNS if c not in keys},
+    )
+
+
 class SqlGraphsMixin:
     conn: Connection
+    dialect: str
 
     _upsert: Callable[[sa.Table, dict[str, Any], list[str]], None]
-    _upsert_many: Callable[[sa.Table, list[dict[str, Any]], list[str]], None]
 
     # -- graphs ---------------------------------------------------------------------------
     def add_graph(self, graph: Graph) -> None:
@@ -168,6 +194,8 @@ class SqlGraphsMixin:
 
     # -- step cache -----------------------------------------------------------------------
     def save_cache_entries(self, entries: list[CacheEntry]) -> None:
+        if not entries:
+            return
         rows = [
             {
                 "run_id": e.run_id,
@@ -181,7 +209,7 @@ class SqlGraphsMixin:
             }
             for e in entries
         ]
-        self._upsert_many(t.step_cache, rows, ["run_id", "step", "idx"])
+        self.conn.execute(_cache_upsert(self.dialect), rows)
 
     def list_cache_entries(self, run_id: str) -> list[CacheEntry]:
         c = t.step_cache.c

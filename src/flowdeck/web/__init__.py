@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
 from flowdeck.web.pages import router
+from flowdeck.web.pages_areas import router as areas_router
 
 STATIC = Path(__file__).parent / "static"
 
@@ -15,4 +16,5 @@ STATIC = Path(__file__).parent / "static"
 def install(app: FastAPI) -> None:
     """Add the pages and their static files to ``app``."""
     app.include_router(router)
+    app.include_router(areas_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

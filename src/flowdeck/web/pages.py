@@ -169,7 +169,7 @@ def run_page(request: Request, run_id: str, ctx: CtxDep) -> Response:
         return _to_login(request)
     actor = principal.actor
     try:
-        run, counts, current, _ports = ctx.runs.status(actor, run_id)
+        run, counts, current, ports = ctx.runs.status(actor, run_id)
         view = ctx.runs.get(actor, run_id)
         files = ctx.runs.staged_files(actor, run_id)
         products = ctx.runs.products(actor, run_id)
@@ -186,7 +186,7 @@ def run_page(request: Request, run_id: str, ctx: CtxDep) -> Response:
         request,
         "run.html",
         principal,
-        run=RunOut.of(run, counts, current).model_dump(mode="json"),
+        run=RunOut.of(run, counts, current, ports).model_dump(mode="json"),
         graph=graph,
         step_states=steps,
         files=[StagedFileOut.of(f).model_dump(mode="json") for f in files],

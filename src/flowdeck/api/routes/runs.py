@@ -91,8 +91,7 @@ async def upload_file(
     name. 413 past the server's upload limit."""
     await run_in_threadpool(ctx.runs.staged_files, actor, run_id)  # 404 before reading
     limit = ctx.settings.max_upload_bytes
-    folder = ctx.runs.rundir(run_id).inputs
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = ctx.runs.upload_dir()  # swept at start: an interrupted upload leaves nothing
     digest = hashlib.sha256()
     size = 0
     with tempfile.NamedTemporaryFile(dir=folder, prefix=".upload-", delete=False) as out:

@@ -230,6 +230,16 @@ function renderStatus(run) {
   document.querySelectorAll("[data-control]").forEach((b) => {
     b.disabled = !allowed[b.dataset.control];
   });
+  const rerun = document.getElementById("rerun");
+  if (rerun) rerun.disabled = !TERMINAL.includes(run.state);
+  (run.ports || []).forEach(renderPort);
+}
+
+function renderPort(port) {
+  const row = document.querySelector('#ports tr[data-port="' + CSS.escape(port.name) + '"]');
+  if (!row) return;
+  row.querySelector(".port-records").textContent = String(port.records);
+  row.querySelector(".port-closed").textContent = port.closed ? "yes" : "no";
 }
 
 function renderProducts(products) {
@@ -350,6 +360,7 @@ function initNewRun() {
 
 // -- workflows -------------------------------------------------------------------------
 const MEDIA = [[".yaml", "application/yaml"], [".yml", "application/yaml"], [".json", "application/json"],
+  [".cwl", "application/yaml"],
   [".zip", "application/zip"], [".tar.gz", "application/gzip"], [".tgz", "application/gzip"]];
 
 function initWorkflows() {
@@ -358,8 +369,14 @@ function initWorkflows() {
     errors.replaceChildren();
     const file = form.file.files[0];
     const match = MEDIA.find(([suffix]) => file.name.toLowerCase().endsWith(suffix));
-    if (!match) throw new Error(file.name + ": expected .yaml, .yml, .json, .zip, .tar.gz or .tgz");
-    const q = new URLSearchParams({ visibility: form.visibility.value });
+    if (!match) throw new Error(file.name + ": expected .yaml, .yml, .json, .cwl, .zip, .tar.gz or .tgz");
+    const q = new URLSearchParams({ visibility: form.visibility.value, workflow_type: form.workflow_type.value });
+    if (form.main.value.trim()) q.set("main", form.main.value.trim());
+    if (match[0] === ".cwl") {
+      // the server sees only the content: name the workflow after the file
+      const stem = file.name.slice(0, -4).toLowerCase().replace(/[^a-z0-9._-]+/g, "-").replace(/^[-._]+|[-._]+$/g, "");
+      if (stem) q.set("name", stem.slice(0, 60));
+    }
     try {
       const wf = await api("POST", API + "/workflows?" + q, file, { "Content-Type": match[1] });
       flash("");

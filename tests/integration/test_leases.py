@@ -1,0 +1,167 @@
+"""Ownership of active runs: instance leases in the store (one contract for every backend),
+fenced commits that reject a stale owner, and draining on shutdown."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from flowdeck.domain.leases import ServerInstance
+from flowdeck.domain.privilege import Actor
+from flowdeck.domain.runs import Run, RunState
+from flowdeck.domain.workflows import Visibility
+from flowdeck.errors import Conflict
+from flowdeck.services.context import Context, build_context
+from flowdeck.store import Store
+from tests.helpers import STRONG, make_settings
+from tests.integration.test_store_contract import store, user, workflow  # noqa: F401
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def test_instances_heartbeat_and_claims_are_compare_and_set(store: Store) -> None:  # noqa: F811
+    me = ServerInstance("inst_a", "host-1", 4242, 99, T0, T0)
+    with store.write() as tx:
+        tx.add_user(user("alice"))
+        tx.add_workflow(workflow("wf_1", "alice"))
+        tx.add_run(Run("run_a", "u_alice", "wf_1", "alice/wf@1", RunState.RUNNING, T0, T0))
+        tx.add_instance(me)
+    with store.write() as tx:
+        assert tx.heartbeat("inst_a", T0 + timedelta(seconds=5))
+        assert tx.claim_run("run_a", "inst_a", 0) == 1
+        assert tx.claim_run("run_a", "inst_b", 0) is None  # the fence moved on: refused
+        assert tx.run_fences(["run_a", "run_x"]) == {"run_a": ("inst_a", 1)}
+        tx.stop_instance("inst_a", T0 + timedelta(seconds=6))
+        assert not tx.heartbeat("inst_a", T0 + timedelta(seconds=7))  # stopped for good
+    with store.read() as tx:
+        (found,) = tx.list_instances()
+        assert found.heartbeat_at == T0 + timedelta(seconds=5)
+        assert found.stopped_at == T0 + timedelta(seconds=6)
+        assert tx.get_run("run_a").fence == 1  # type: ignore[union-attr]
+
+
+def test_a_lease_ends_when_stopped_expired_or_its_process_is_gone() -> None:
+    import os
+
+    from flowdeck.executors.wire import process_start_time
+
+    alive = ServerInstance("i", "h", os.getpid(), process_start_time(os.getpid()), T0, T0)
+    assert alive.lease_valid(T0 + timedelta(seconds=29), 30, "h")
+    assert not alive.lease_valid(T0 + timedelta(seconds=31), 30, "h")  # no heartbeat
+    stopped = ServerInstance("i", "h", os.getpid(), None, T0, T0, stopped_at=T0)
+    assert not stopped.lease_valid(T0, 30, "h")
+    reused = ServerInstance("i", "h", os.getpid(), 1, T0, T0)  # same pid, another process
+    assert not reused.lease_valid(T0, 30, "h")
+    elsewhere = ServerInstance("i", "other-host", 1, 1, T0, T0)  # cannot be checked: lease
+    assert elsewhere.lease_valid(T0, 30, "h")
+
+
+# -- two servers on one database -----------------------------------------------------------
+def chain(name: str, seconds: str) -> str:
+    return (
+        f'name: {name}\nversion: "1"\nsteps:\n  a: {{run: [sleep, "{seconds}"]}}\n'
+        "  b: {run: [/bin/true], needs: [a]}\n"
+    )
+
+
+SLEEPY = chain("sleepy", "30")
+TWO = chain("two", "0.5")
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[Callable[..., Context]]:
+    made: list[Context] = []
+
+    def make(**overrides: Any) -> Context:
+        ctx = build_context(make_settings(tmp_path / "data", **overrides))
+        made.append(ctx)
+        return ctx
+
+    yield make
+    for ctx in made:
+        ctx.close()
+
+
+def actor_in(ctx: Context) -> Actor:
+    with ctx.store.read() as tx:
+        u = tx.get_user_by_name("owner")
+    if u is None:
+        u = ctx.accounts.create_user("owner", STRONG)
+    return Actor(u.id, u.username, u.role)
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 20) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    return value
+
+
+def step_state(ctx: Context, actor: Actor, run_id: str, name: str) -> str | None:
+    steps = {s.name: s.state.value for s in ctx.runs.get(actor, run_id).steps}
+    return steps.get(name)
+
+
+def state(ctx: Context, actor: Actor, run_id: str) -> str:
+    return ctx.runs.get(actor, run_id).run.state.value
+
+
+def test_a_stale_owner_is_fenced_off_and_the_new_owner_carries_on(
+    setup: Callable[..., Context],
+) -> None:
+    a = setup()
+    a.start_scheduler()
+    actor = actor_in(a)
+    a.workflows.push_spec(actor, SLEEPY.encode(), Visibility.PRIVATE)
+    run_id = a.runs.create(actor, "sleepy@1", start=True).id
+    wait_for(lambda: step_state(a, actor, run_id, "a") == "running")
+    # A stops heartbeating (a pause, a partition): its lease runs out
+    assert a.runs.scheduler is not None
+    with a.store.write() as tx:
+        tx.conn.execute(  # type: ignore[attr-defined]
+            sa.text("UPDATE instances SET heartbeat_at = :t WHERE id = :i"),
+            {"t": datetime.now(UTC) - timedelta(hours=1), "i": a.runs.scheduler.instance_id},
+        )
+    b = setup()
+    b.start_scheduler()  # takes the run over, adopting its running step
+    assert b.runs.scheduler is not None
+    wait_for(lambda: run_id in b.runs.scheduler.active)  # type: ignore[union-attr]
+    with b.store.read() as tx:
+        run = tx.get_run(run_id)
+    assert run is not None and run.owner_instance == b.runs.scheduler.instance_id
+    # the stale owner's change is refused and changes nothing
+    with pytest.raises(Conflict):
+        a.runs.control(actor, run_id, "pause", mode="freeze")
+    assert state(b, actor, run_id) == "running"
+    assert run_id not in a.runs.scheduler.active  # A let go
+    # the new owner acts on the run and its adopted step
+    b.runs.control(actor, run_id, "stop", grace_s=1)
+    wait_for(lambda: state(b, actor, run_id) == "cancelled")
+    events = b.events.find(actor, run_id=run_id, limit=1000)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert not any(e.type == "run.paused" for e in events)
+
+
+def test_drain_lets_running_steps_finish_and_starts_nothing_new(
+    setup: Callable[..., Context],
+) -> None:
+    a = setup(drain=True)
+    a.start_scheduler()
+    actor = actor_in(a)
+    a.workflows.push_spec(actor, TWO.encode(), Visibility.PRIVATE)
+    run_id = a.runs.create(actor, "two@1", start=True).id
+    wait_for(lambda: step_state(a, actor, run_id, "a") == "running")
+    a.close()  # SIGTERM with --drain: waits for step a
+    view = a.runs.get(actor, run_id)
+    steps = {s.name: s.state.value for s in view.steps}
+    assert steps == {"a": "succeeded", "b": "pending"} and view.run.state is RunState.RUNNING
+    b = setup()
+    b.start_scheduler()  # the next start goes on with b
+    wait_for(lambda: state(b, actor, run_id) == "succeeded")

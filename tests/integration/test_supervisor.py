@@ -1,0 +1,153 @@
+"""The step supervisor with a real supervisor process: steps outlive their server's
+connection, are adopted again, run at most once per key, and leave no zombie."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from flowdeck.executors.base import Launch, Outcome
+from flowdeck.executors.supervised import SupervisedExecutor
+from flowdeck.executors.wire import read_record, same_process_alive, write_record
+
+
+def launch(tmp: Path, key: str, *argv: str) -> Launch:
+    tmp.mkdir(parents=True, exist_ok=True)
+    name = key.replace("/", "_")
+    return Launch(
+        key=key,
+        cwd=tmp,
+        env={"PATH": "/usr/bin:/bin"},
+        stdout=tmp / f"{name}.out",
+        stderr=tmp / f"{name}.err",
+        argv=argv,
+        record=tmp / f"{name}.proc.json",
+    )
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    return tmp_path / "data"  # its supervisor exits by itself once idle
+
+
+def supervisor_pid(data: Path) -> int:
+    out = subprocess.run(
+        ["pgrep", "-f", f"supervisor --socket {data}"], capture_output=True, text=True
+    ).stdout.split()
+    return int(out[0])
+
+
+def zombies_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            except OSError:
+                continue
+            if int(ppid) == pid and state == "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_step_survives_its_server_and_is_adopted_again(data: Path) -> None:
+    work = data / "work"
+
+    async def first() -> int:
+        ex = SupervisedExecutor(data, idle_s=5)
+        ex.connect(asyncio.get_running_loop())
+        done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        proc = ex.start(
+            launch(work, "r/s/-1/1", "sh", "-c", "sleep 1; echo ok"),
+            done.set_result,
+            asyncio.get_running_loop(),
+        )
+        for _ in range(200):
+            if proc.pid is not None:  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.01)
+        ex.close()  # the server goes away; the step goes on
+        return int(proc.pid)  # type: ignore[attr-defined]
+
+    pid = asyncio.run(first())
+    record = read_record(work / "r_s_-1_1.proc.json")
+    assert record is not None and record["pid"] == pid and "outcome" not in record
+    assert same_process_alive(pid, record["start_time"])
+
+    async def second() -> Outcome:
+        ex = SupervisedExecutor(data, idle_s=5)
+        state = ex.connect(asyncio.get_running_loop())
+        assert "r/s/-1/1" in state.running
+        done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        ex.adopt("r/s/-1/1", done.set_result, work / "r_s_-1_1.proc.json")
+        outcome = await asyncio.wait_for(done, 10)
+        ex.close()
+        return outcome
+
+    outcome = asyncio.run(second())
+    assert outcome.ok and (work / "r_s_-1_1.out").read_text() == "ok\n"
+    assert read_record(work / "r_s_-1_1.proc.json")["outcome"]["exit_code"] == 0  # type: ignore[index]
+
+
+def test_a_key_runs_at_most_once_and_orphans_are_reaped(data: Path) -> None:
+    work = data / "work"
+    count = work / "count"
+
+    async def main() -> tuple[Outcome, Outcome]:
+        loop = asyncio.get_running_loop()
+        ex = SupervisedExecutor(data, idle_s=5)
+        ex.connect(loop)
+        one = launch(work, "r/t/-1/1", "sh", "-c", f"echo x >> {count}; sleep 100 & sleep 0.3")
+        first: asyncio.Future[Outcome] = loop.create_future()
+        ex.start(one, first.set_result, loop)
+        a = await asyncio.wait_for(first, 10)
+        again: asyncio.Future[Outcome] = loop.create_future()
+        ex.start(one, again.set_result, loop)  # the same attempt asked for twice
+        b = await asyncio.wait_for(again, 10)
+        ex.close()
+        return a, b
+
+    a, b = asyncio.run(main())
+    assert a.ok and b == a  # answered with what is known, not run again
+    assert count.read_text() == "x\n"
+    sup = supervisor_pid(data)
+    deadline = time.monotonic() + 5
+    while zombies_of(sup):  # the killed `sleep 100` was reparented to the supervisor
+        assert time.monotonic() < deadline, zombies_of(sup)
+        time.sleep(0.05)
+
+
+def test_an_attempt_its_supervisor_forgot_is_lost_and_killed(data: Path, tmp_path: Path) -> None:
+    work = data / "work"
+    work.mkdir(parents=True)
+    # an orphan of a supervisor that died: still running, known only by its record
+    orphan = subprocess.Popen(["sleep", "100"], start_new_session=True)
+    from flowdeck.executors.wire import process_start_time
+
+    record = work / "r_u_-1_1.proc.json"
+    write_record(
+        record, {"key": "r/u/-1/1", "pid": orphan.pid, "start_time": process_start_time(orphan.pid)}
+    )
+
+    async def main() -> Outcome:
+        loop = asyncio.get_running_loop()
+        ex = SupervisedExecutor(data, idle_s=5)
+        ex.connect(loop)
+        done: asyncio.Future[Outcome] = loop.create_future()
+        ex.adopt("r/u/-1/1", done.set_result, record)
+        outcome = await asyncio.wait_for(done, 10)
+        ex.close()
+        return outcome
+
+    outcome = asyncio.run(main())
+    assert outcome.lost
+    assert orphan.wait(10) == -signal.SIGKILL  # killed, never left running
+    assert not os.path.exists(f"/proc/{orphan.pid}/stat") or not same_process_alive(
+        orphan.pid, None
+    )
