@@ -10,6 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import STRONG, LiveServer, live_server, make_settings, register_and_login
+from tests.receiver import eventually, receiver
 
 API = "/api/v1"
 SCRAPER = "scraper-token-0123456789abcdef"
@@ -19,7 +20,8 @@ ONE_STEP = 'name: one\nversion: "1"\nsteps:\n  t: {run: [/bin/true]}\n'
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     data: Path = tmp_path_factory.mktemp("metrics")
-    with live_server(make_settings(data, metrics_token=SCRAPER)) as s:
+    settings = make_settings(data, metrics_token=SCRAPER, webhook_allow_networks=["127.0.0.1/32"])
+    with live_server(settings) as s:
         yield s
 
 
@@ -104,3 +106,42 @@ def test_every_response_carries_a_request_id(srv: LiveServer) -> None:
         # a header that could forge log lines is replaced, not echoed
         odd = c.get("/healthz", headers={"X-Request-ID": "a b\tc"})
         assert odd.headers["x-request-id"] not in ("a b\tc", "")
+
+
+def scrape(srv: LiveServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with srv.client(SCRAPER) as c:
+        r = c.get("/metrics")
+    assert r.status_code == 200
+    return samples(r.text)
+
+
+def test_webhook_attempts_and_stream_clients_are_counted(srv: LiveServer) -> None:
+    token = register_and_login(srv, "hooker")
+    success = ("flowdeck_webhook_attempts_total", (("result", "success"),))
+    failure = ("flowdeck_webhook_attempts_total", (("result", "failure"),))
+    before = scrape(srv)
+    with receiver(default=(500, {})) as failing, receiver() as ok, srv.client(token) as c:
+        r = c.post(f"{API}/workflows", content=ONE_STEP, headers={"content-type": "text/yaml"})
+        assert r.status_code == 201, r.text
+        callbacks = [
+            {"url": ok.url, "events": ["run.succeeded"]},
+            {"url": failing.url, "events": ["run.succeeded"]},
+        ]
+        r = c.post(f"{API}/runs", json={"workflow": "one@1", "start": True, "callbacks": callbacks})
+        assert r.status_code == 201, r.text
+        eventually(lambda: ok.received() and failing.received(), what="both deliveries")
+        after = eventually(
+            lambda: (
+                (m := scrape(srv))[success] > before.get(success, 0)
+                and m[failure] > before.get(failure, 0)
+                and m
+            ),
+            what="the attempts in the metrics",
+        )
+        assert after[success] >= before.get(success, 0) + 1
+
+        headers = {"Accept": "text/event-stream"}
+        with c.stream("GET", f"{API}/events", headers=headers) as stream:
+            assert stream.status_code == 200
+            eventually(lambda: scrape(srv)[("flowdeck_sse_clients", ())] >= 1, what="a client")
+        eventually(lambda: scrape(srv)[("flowdeck_sse_clients", ())] == 0, what="no client")
