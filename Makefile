@@ -32,8 +32,8 @@ test: dev lint typecheck          ## lint, type-check and run the whole test sui
 unit: dev
 	$(BIN)/pytest tests/unit
 
-bench: install                    ## run every benchmark; figures go to bench/results/latest.json
-	$(BIN)/python -m bench
+bench: install                    ## run every benchmark (BENCH_ARGS=--quick / --million); figures go to bench/results/latest.json
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,22 +1,60 @@
-"""Run every benchmark: ``python -m bench``."""
+"""Run every benchmark: ``python -m bench [--quick] [--million] [--only NAME ...]``.
+
+``--quick`` runs each with smaller counts (a minute or two in all: a smoke run, not figures
+to quote); ``--million`` adds the 1,000,000-run query figures (minutes of bulk loading;
+never in CI).
+"""
 
 from __future__ import annotations
 
+import argparse
 import runpy
 import sys
 
 BENCHMARKS = [
-    "bench.auth_overhead",
-    "bench.runs",
-    "bench.events",
-    "bench.webhooks",
-    "bench.ports",
-    "bench.graphs",
-    "bench.faces",
-    "bench.faces_ports",
-    "bench.wes",
+    "auth_overhead",
+    "submit",
+    "runs",
+    "sqlite_sync",
+    "queries",
+    "events",
+    "webhooks",
+    "ports",
+    "graphs",
+    "faces",
+    "faces_ports",
+    "wes",
 ]
 
-for module in BENCHMARKS:
-    sys.argv = [module]
-    runpy.run_module(module, run_name="__main__")
+QUICK = {
+    "auth_overhead": ["--requests", "500"],
+    "submit": ["--seconds", "2", "--rounds", "1"],
+    "runs": ["--runs", "200", "--fanout", "200", "--chain", "20"],
+    "sqlite_sync": ["--runs", "200"],
+    "queries": ["--rows", "20000"],
+    "events": ["--runs", "50", "--clients", "200"],
+    "webhooks": ["--deliveries", "300", "--events", "1000"],
+    "ports": ["--records", "100"],
+    "graphs": ["--nodes", "10", "--chain", "10"],
+    "faces": ["--runs", "10"],
+    "faces_ports": [],
+    "wes": ["--runs", "10", "--clients", "4"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="smaller counts: a smoke run")
+    parser.add_argument("--million", action="store_true", help="add 1,000,000-run queries")
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, help="just these benchmarks")
+    args = parser.parse_args()
+    for name in args.only or BENCHMARKS:
+        argv = list(QUICK[name]) if args.quick else []
+        if name == "queries" and args.million:
+            argv.append("--million")
+        sys.argv = [f"bench.{name}", *argv]
+        runpy.run_module(f"bench.{name}", run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()

@@ -41,8 +41,8 @@ def report(bench: str, figures: list[Figure], extra: dict[str, Any] | None = Non
     print(f"\n== {bench}")
     for f in figures:
         print(
-            f"  {f.name:<42} {f.value:>10.1f} {f.unit:<6} | baseline {f.baseline_name}: "
-            f"{f.baseline:.1f} {f.unit} | ratio {f.ratio:.2f}"
+            f"  {f.name:<42} {f.value:>10.2f} {f.unit:<6} | baseline {f.baseline_name}: "
+            f"{f.baseline:.2f} {f.unit} | ratio {f.ratio:.2f}"
             + (f" | goal {f.goal}" if f.goal else "")
         )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

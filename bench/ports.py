@@ -136,7 +136,7 @@ def main() -> None:
     n = args.records
     base = pipe_baseline(n)
     with (
-        server() as (url, token, _data),
+        server() as (url, token, _data, _pid),
         httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c,
     ):
         c.post(

@@ -175,6 +175,16 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level."
     )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines as text, or as JSON objects carrying the request id and the run id.",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token that may read GET /metrics besides admins (for a "
+        "Prometheus scraper; at least 16 characters).",
+        min_length=16,
+    )
     webhook_allow_networks: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Networks (comma list of CIDRs) webhooks may be sent to although they "

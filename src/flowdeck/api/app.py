@@ -11,12 +11,14 @@ from fastapi import FastAPI
 from flowdeck import __version__
 from flowdeck.api import errors
 from flowdeck.api.middleware import BodyLimit, SecurityHeaders
+from flowdeck.api.observability import Observability
 from flowdeck.api.routes import (
     admin,
     auth,
     events,
     graphs,
     health,
+    metrics,
     ports,
     reruns,
     runs,
@@ -67,6 +69,7 @@ def create_app(
     app.state.ctx = ctx
     errors.install(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(auth.router, prefix=API_PREFIX)
     app.include_router(admin.router, prefix=API_PREFIX)
     app.include_router(workflows.router, prefix=API_PREFIX)
@@ -88,4 +91,5 @@ def create_app(
             ("POST", f"{wes.WES_PREFIX}/runs", settings.max_archive_bytes),
         ],
     )
+    app.add_middleware(Observability, metrics=ctx.metrics)  # outermost: times everything
     return app

@@ -39,12 +39,19 @@ def run_server(settings: Settings) -> None:
             "no admin yet: create one with [bold]flowdeck admin create-user --admin NAME[/]"
             " (or set FLOWDECK_ADMIN_USERNAME and FLOWDECK_ADMIN_PASSWORD_FILE)"
         )
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
-    )
+    extra: dict[str, Any] = {}
+    if settings.log_format == "json":
+        from flowdeck.logs import log_config
+
+        extra["log_config"] = log_config(settings.log_level, settings.log_format)
+    else:
+        logging.basicConfig(
+            level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+        )
     try:
         uvicorn.run(
             app,
+            **extra,
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,

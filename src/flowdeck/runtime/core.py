@@ -16,6 +16,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ from flowdeck.runtime.active import FAILURES, ActiveRun, Instance
 from flowdeck.runtime.cache import StepCache
 from flowdeck.runtime.committer import Batch, Committer
 from flowdeck.runtime.ports import PortRuntime
+from flowdeck.runtime.run_queue import RunQueue
 from flowdeck.runtime.rundir import RunDir
 from flowdeck.runtime.steps import StepError, evaluate_condition, foreach_items, resolver
 from flowdeck.store.base import EventRow, Store, Tx
@@ -46,7 +48,7 @@ class SchedulerCore:
     slots: float
     used: float
     active: dict[str, ActiveRun]
-    queued: dict[str, Run]
+    queued: RunQueue
     loop: asyncio.AbstractEventLoop | None
     committer: Committer
     draining: bool
@@ -60,6 +62,8 @@ class SchedulerCore:
         self._tick_planned = False
         self._valid: dict[str, tuple[ValidWorkflow | None, bool]] = {}
         self._claims: dict[str, int] = {}  # runs admitted since the last flush: old fences
+        # Observers of each tick's duration in seconds (metrics).
+        self.tick_observers: list[Callable[[float], None]] = []
 
     def _plan(self) -> None:
         if not self._tick_planned and self.loop is not None:
@@ -189,11 +193,15 @@ class SchedulerCore:
     # -- the tick ------------------------------------------------------------------------
     def _tick(self) -> None:
         self._tick_planned = False
+        started = time.perf_counter()
         try:
             self._tick_body()
         except Exception:
             log.exception("scheduler tick failed")
             self._ops.clear()
+        elapsed = time.perf_counter() - started
+        for observe in self.tick_observers:
+            observe(elapsed)
 
     def _tick_body(self) -> None:
         for ar in list(self.active.values()):
@@ -260,13 +268,8 @@ class SchedulerCore:
         """Start queued runs by priority, then age, while slots are free.  Taking
         ownership of each is part of the tick's commit (compare-and-set on its fence);
         their first steps start once that commit succeeded."""
-        order = sorted(
-            self.queued.values(), key=lambda r: (-r.priority, r.queued_at or r.created_at, r.id)
-        )
-        for queued in order:
-            if self.used >= self.slots:
-                break
-            del self.queued[queued.id]
+        while self.used < self.slots and (first := self.queued.take_first(1)):
+            queued = first[0]
             self._claims[queued.id] = queued.fence
             run = dataclasses.replace(
                 queued, owner_instance=self.instance_id, fence=queued.fence + 1

@@ -25,6 +25,7 @@ from flowdeck.runtime.committer import Committer
 from flowdeck.runtime.control import ControlMixin
 from flowdeck.runtime.ports import PortHub, PortRuntime
 from flowdeck.runtime.recovery import RecoveryMixin
+from flowdeck.runtime.run_queue import RunQueue
 from flowdeck.store.base import Store
 
 log = logging.getLogger("flowdeck.scheduler")
@@ -51,7 +52,7 @@ class Scheduler(ControlMixin, RecoveryMixin):
         self.slots = float(settings.slots)
         self.used = 0.0
         self.active = {}
-        self.queued = {}
+        self.queued = RunQueue()
         self.loop = None
         self.draining = False
         self._supervisor = None

@@ -102,6 +102,8 @@ class Dispatcher:
         self._results: list[Outcome] = []
         self._results_ready: asyncio.Event | None = None
         self._inflight: dict[asyncio.Task[None], Delivery] = {}
+        # Observers of each attempt's outcome (metrics), called in the dispatcher's loop.
+        self.outcome_observers: list[Callable[[Outcome], None]] = []
 
     # -- thread and loop ------------------------------------------------------------------
     def start(self) -> None:
@@ -250,7 +252,10 @@ class Dispatcher:
             log.exception("webhook delivery %s failed unexpectedly", d.id)
             error = f"internal error: {type(exc).__name__}"
         latency = (clock.monotonic() - started) * 1000
-        self._results.append(Outcome(d, at, status, error, round(latency, 3), wait))
+        outcome = Outcome(d, at, status, error, round(latency, 3), wait)
+        self._results.append(outcome)
+        for observe in self.outcome_observers:
+            observe(outcome)
         if self._results_ready is not None:
             self._results_ready.set()
 

@@ -11,6 +11,7 @@ from flowdeck.services.accounts import Accounts
 from flowdeck.services.cwl_workflows import CwlWorkflows
 from flowdeck.services.events import Events
 from flowdeck.services.graphs import Graphs
+from flowdeck.services.metrics import Metrics
 from flowdeck.services.ports import Ports
 from flowdeck.services.runs import Runs
 from flowdeck.services.webhooks import Webhooks
@@ -33,6 +34,7 @@ class Context:
     ports: Ports
     graphs: Graphs
     cwl: CwlWorkflows
+    metrics: Metrics
 
     def start_scheduler(self) -> None:
         """Start running queued runs (the server does; CLI commands do not)."""
@@ -65,6 +67,7 @@ class Context:
             ports=PortRuntime(self.store, self.ports.hub),
         )
         subflow.scheduler = scheduler
+        self.metrics.watch_scheduler(scheduler)
         scheduler.start()
         self.runs.scheduler = scheduler
         from flowdeck.services.graph_driver import GraphDriver
@@ -79,6 +82,7 @@ class Context:
         from flowdeck.runtime.webhooks import Dispatcher
 
         dispatcher = Dispatcher(self.store, self.settings, on_disabled=self.webhooks.changed)
+        self.metrics.watch_dispatcher(dispatcher)
         dispatcher.start()
         self.webhooks.dispatcher = dispatcher
 
@@ -131,6 +135,9 @@ def make_context(settings: Settings, store: Store) -> Context:
     events = Events(store, settings, runs, bus)
     graphs = Graphs(store, settings, runs, workflows)
     events.loaders["graph"] = graphs.load
+    metrics = Metrics(store)
+    metrics.watch_bus(bus)
+    store.add_commit_listener(metrics.on_commit)
     return Context(
         settings=settings,
         store=store,
@@ -143,4 +150,5 @@ def make_context(settings: Settings, store: Store) -> Context:
         ports=Ports(store, settings, runs, hub),
         graphs=graphs,
         cwl=CwlWorkflows(workflows),
+        metrics=metrics,
     )

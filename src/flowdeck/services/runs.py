@@ -35,6 +35,7 @@ from flowdeck.runtime.rundir import RunDir
 from flowdeck.runtime.scheduler import Scheduler
 from flowdeck.services.workflows import Workflows
 from flowdeck.store.base import EventRow, Store, Tx
+from flowdeck.store.group import GroupCommit
 
 if TYPE_CHECKING:
     from flowdeck.domain.webhooks import Subscription
@@ -61,6 +62,7 @@ class Runs:
         self.scheduler: Scheduler | None = None
         self.webhooks: Webhooks | None = None  # run-scoped callbacks made with a run
         self._specs: dict[str, WorkflowSpec] = {}
+        self._group = GroupCommit(store)  # concurrent creations share a transaction
 
     # -- helpers --------------------------------------------------------------------------
     def upload_dir(self) -> Path:
@@ -226,8 +228,10 @@ class Runs:
         transaction (graphs, sub-workflows)."""
         res = self._check_resources(actor, resources or {})
         priority = self._priority(actor, (resources or {}).get("priority"))
-        with self.store.read() as tx:
-            wf = self.workflows.resolve(tx, actor, workflow)
+        wf = self.workflows.cached(actor, workflow)
+        if wf is None:
+            with self.store.read() as tx:
+                wf = self.workflows.resolve(tx, actor, workflow)
         spec = self.spec_of(wf)
         self._check_params(spec, params or {})
         now = clock.now()
@@ -278,17 +282,21 @@ class Runs:
                 run, state=transition(run.state, "start").target, queued_at=now, params=values
             )
             events.append(("run", run.id, "run.queued", now, actor.username, {"from": "staged"}))
-        with self.store.write() as tx:  # one short transaction: all or nothing
-            tx.add_run(run)
-            if callbacks and self.webhooks is not None:
-                self.webhooks.add_to_run(tx, actor, run.id, callbacks)
-            for f in staged:
-                tx.put_staged_file(f)
-            tx.add_events(events)
-            for direction, name in stream_ports(spec):
-                tx.lock_port(run.id, direction, name)
-            if link is not None:
-                link(tx, run)
+        ports = stream_ports(spec)
+        if not (callbacks or staged or ports or link):  # the common case, under load
+            self._group.write(lambda tx: (tx.add_run(run), tx.add_events(events)))
+        else:
+            with self.store.write() as tx:  # one short transaction: all or nothing
+                tx.add_run(run)
+                if callbacks and self.webhooks is not None:
+                    self.webhooks.add_to_run(tx, actor, run.id, callbacks)
+                for f in staged:
+                    tx.put_staged_file(f)
+                tx.add_events(events)
+                for direction, name in ports:
+                    tx.lock_port(run.id, direction, name)
+                if link is not None:
+                    link(tx, run)
         if callbacks and self.webhooks is not None:
             self.webhooks.changed()
         if start and self.scheduler is not None:

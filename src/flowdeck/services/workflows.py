@@ -51,9 +51,16 @@ def _decode(data: bytes, what: str) -> str:
         raise InvalidInput(f"{what} is not UTF-8 text: {exc}") from exc
 
 
+RESOLVED_TTL_S = 10.0
+
+
 class Workflows:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
+        # (user id, name, version) -> (a version of the user's own, when read): the run
+        # creation path resolves it without a query.  Versions never change; a deletion here
+        # empties it, one by another server is seen within RESOLVED_TTL_S.
+        self._resolved: dict[tuple[str, str, str], tuple[Workflow, float]] = {}
         self.root = settings.data_dir / "workflows"
         self.tmp = settings.data_dir / "tmp"
         self.limits = ArchiveLimits(
@@ -65,6 +72,7 @@ class Workflows:
         return self.root / workflow.id
 
     def remove_files(self, workflow_ids: list[str]) -> None:
+        self._resolved.clear()  # their owner was deleted
         for workflow_id in workflow_ids:
             shutil.rmtree(self.root / workflow_id, ignore_errors=True)
 
@@ -216,15 +224,19 @@ class Workflows:
 
     # -- reading --------------------------------------------------------------------------
     def _resolve(self, tx: Tx, actor: Actor, ref: WorkflowRef) -> Workflow:
-        owner = tx.get_user_by_name(ref.owner) if ref.owner else tx.get_user(actor.user_id)
+        # The caller's own workflows need no user lookup: the actor is authenticated.
+        owner_id: str | None = actor.user_id
+        if ref.owner:
+            owner = tx.get_user_by_name(ref.owner)
+            owner_id = owner.id if owner is not None else None
         found: Workflow | None = None
-        if owner is not None:
+        if owner_id is not None:
             if ref.version == "latest":
                 viewer = None if actor.is_admin else actor.user_id
-                latest = tx.list_workflows(viewer, name=ref.name, owner_id=owner.id, limit=1)
+                latest = tx.list_workflows(viewer, name=ref.name, owner_id=owner_id, limit=1)
                 found = latest[0] if latest else None
             else:
-                found = tx.find_workflow(owner.id, ref.name, ref.version)
+                found = tx.find_workflow(owner_id, ref.name, ref.version)
         if found is None or not self._can(tx, actor, found, Access.READ):
             raise NotFound(f"no workflow {ref}")
         return found
@@ -236,7 +248,22 @@ class Workflows:
 
     def resolve(self, tx: Tx, actor: Actor, ref: str) -> Workflow:
         """:meth:`get` inside the caller's transaction."""
-        return self._resolve(tx, actor, WorkflowRef.parse(ref))
+        parsed = WorkflowRef.parse(ref)
+        wf = self._resolve(tx, actor, parsed)
+        if parsed.owner is None and parsed.version != "latest" and wf.owner_id == actor.user_id:
+            if len(self._resolved) > 10_000:
+                self._resolved.clear()
+            self._resolved[(actor.user_id, parsed.name, parsed.version)] = (wf, clock.monotonic())
+        return wf
+
+    def cached(self, actor: Actor, ref: str) -> Workflow | None:
+        """The caller's own ``name@version`` if resolved recently (None: use :meth:`resolve`).
+        Only one's own versions are kept: they are readable whatever their visibility."""
+        name, at, version = ref.partition("@")
+        found = self._resolved.get((actor.user_id, name, version)) if at else None
+        if found is None or clock.monotonic() - found[1] > RESOLVED_TTL_S:
+            return None
+        return found[0]
 
     def get(self, actor: Actor, ref: str) -> Workflow:
         """A workflow the actor may read; 404 otherwise."""
@@ -311,6 +338,7 @@ class Workflows:
             wf = self._resolve(tx, actor, WorkflowRef.parse(ref))
             updated = tx.update_workflow(wf.id, trusted=trusted)
             self._audit(tx, actor, "workflow.trust", wf, trusted=trusted)
+            self._resolved.clear()
         assert updated is not None
         return updated
 
@@ -323,4 +351,5 @@ class Workflows:
                 raise Conflict(f"{wf.ref} is used by {active} active run(s)", active_runs=active)
             tx.delete_workflow(wf.id)
             self._audit(tx, actor, "workflow.delete", wf)
+            self._resolved.clear()
         shutil.rmtree(self.archive_dir(wf), ignore_errors=True)

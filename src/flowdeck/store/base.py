@@ -225,6 +225,19 @@ class Tx(ABC):
     def count_runs_by_state(self, viewer_id: str | None) -> dict[RunState, int]:
         """How many runs ``viewer_id`` owns (None: all) are in each state (absent: 0)."""
 
+    # -- operators' summaries (metrics, admin status) -------------------------------------
+    @abstractmethod
+    def count_runs_in(self, states: list[RunState]) -> dict[RunState, int]:
+        """How many runs (of every owner) are in each of ``states`` (absent: 0)."""
+
+    @abstractmethod
+    def count_running_steps(self) -> int:
+        """Steps now running, of every run."""
+
+    @abstractmethod
+    def oldest_queued_at(self) -> datetime | None:
+        """When the run queued longest ago was queued (None: the queue is empty)."""
+
     @abstractmethod
     def count_active_runs(
         self, *, workflow_id: str | None = None, owner_id: str | None = None

@@ -27,6 +27,7 @@ from flowdeck.store.fake_graphs import FakeGraphsMixin
 from flowdeck.store.fake_leases import FakeLeasesMixin
 from flowdeck.store.fake_ports import FakePortsMixin
 from flowdeck.store.fake_runs import FakeRunsMixin
+from flowdeck.store.fake_stats import FakeStatsMixin
 from flowdeck.store.fake_webhooks import FakeWebhooksMixin
 from flowdeck.store.fake_wes import FakeWesMixin
 
@@ -93,6 +94,7 @@ class FakeTx(
     FakePortsMixin,
     FakeGraphsMixin,
     FakeWesMixin,
+    FakeStatsMixin,
     Tx,
 ):
     def __init__(self, state: _State, event_hooks: list[EventHook] | None = None) -> None:

@@ -173,7 +173,9 @@ runs = Table(
     # ownership and fencing (see flowdeck.domain.leases)
     Column("owner_instance", String(40), nullable=True),
     Column("fence", Integer, nullable=False, server_default="0"),
-    Index("ix_runs_owner_id_state", "owner_id", "state"),
+    # a user's runs by state, or all of them, newest first: read in order, never sorted
+    Index("ix_runs_owner_id_state_id", "owner_id", "state", "id"),
+    Index("ix_runs_owner_id_id", "owner_id", "id"),
     Index("ix_runs_workflow_id_state", "workflow_id", "state"),
     Index("ix_runs_state_id", "state", "id"),
 )

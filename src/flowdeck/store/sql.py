@@ -32,6 +32,7 @@ from flowdeck.store.sql_graphs import SqlGraphsMixin
 from flowdeck.store.sql_leases import SqlLeasesMixin
 from flowdeck.store.sql_ports import SqlPortsMixin
 from flowdeck.store.sql_runs import OwnerCache, SqlRunsMixin
+from flowdeck.store.sql_stats import SqlStatsMixin
 from flowdeck.store.sql_webhooks import SqlWebhooksMixin
 from flowdeck.store.sql_wes import SqlWesMixin
 
@@ -216,6 +217,7 @@ class SqlTx(
     SqlPortsMixin,
     SqlGraphsMixin,
     SqlWesMixin,
+    SqlStatsMixin,
     Tx,
 ):
     def __init__(

@@ -30,6 +30,13 @@ _FENCES = sa.select(t.runs.c.id, t.runs.c.owner_instance, t.runs.c.fence).where(
     t.runs.c.id.in_(sa.bindparam("ids", expanding=True))
 )
 
+# Built once with bound parameters: compiled once, not per claim.
+_CLAIM = (
+    t.runs.update()
+    .where(t.runs.c.id == sa.bindparam("r_id"), t.runs.c.fence == sa.bindparam("r_fence"))
+    .values(owner_instance=sa.bindparam("v_instance"), fence=t.runs.c.fence + 1)
+)
+
 
 class SqlLeasesMixin:
     conn: Connection
@@ -64,13 +71,8 @@ class SqlLeasesMixin:
         return [_instance(r) for r in self.conn.execute(q)]
 
     def claim_run(self, run_id: str, instance_id: str, fence: int) -> int | None:
-        r = t.runs.c
-        q = (
-            t.runs.update()
-            .where(r.id == run_id, r.fence == fence)
-            .values(owner_instance=instance_id, fence=r.fence + 1)
-        )
-        if self.conn.execute(q).rowcount == 0:
+        params = {"r_id": run_id, "r_fence": fence, "v_instance": instance_id}
+        if self.conn.execute(_CLAIM, params).rowcount == 0:
             return None
         return fence + 1
 

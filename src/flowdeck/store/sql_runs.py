@@ -164,6 +164,27 @@ def _step_upsert(dialect: str) -> Any:
     )
 
 
+@functools.lru_cache(maxsize=128)
+def _upsert_stmt(dialect: str, table: str, columns: tuple[str, ...], keys: tuple[str, ...]) -> Any:
+    """An upsert of these columns into a table, built once (compiled once)."""
+    target = t.metadata.tables[table]
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(target)
+    stmt = insert.values({c: sa.bindparam(c) for c in columns})
+    return stmt.on_conflict_do_update(
+        index_elements=list(keys), set_={c: stmt.excluded[c] for c in columns if c not in keys}
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _run_update(columns: tuple[str, ...]) -> Any:
+    """An update of these columns of one run (parameters ``r_id`` and ``v_<column>``)."""
+    return (
+        t.runs.update()
+        .where(t.runs.c.id == sa.bindparam("r_id"))
+        .values({c: sa.bindparam(f"v_{c}") for c in columns})
+    )
+
+
 @functools.cache
 def _counter_bump(dialect: str) -> Any:
     insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(t.event_counters)
@@ -176,6 +197,7 @@ def _counter_bump(dialect: str) -> Any:
     ).returning(t.event_counters.c.last_seq)
 
 
+_RUN_INSERT = t.runs.insert()
 _EVENT_INSERT = t.events.insert().returning(t.events.c.id, sort_by_parameter_order=True)
 
 
@@ -207,16 +229,19 @@ class SqlRunsMixin:
     _events_added: Callable[[list[Event]], None]
 
     def _upsert(self, table: sa.Table, values: dict[str, Any], keys: list[str]) -> None:
-        insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
-        stmt = insert.values(**values)
-        updates = {k: stmt.excluded[k] for k in values if k not in keys}
-        self.conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=updates))
+        self._upsert_many(table, [values], keys)
+
+    def _upsert_many(self, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
+        """Insert or update rows with the same columns: one prebuilt statement, many rows."""
+        if rows:
+            stmt = _upsert_stmt(self.dialect, table.name, tuple(rows[0]), tuple(keys))
+            self.conn.execute(stmt, rows)
 
     # -- runs -----------------------------------------------------------------------------
     def add_run(self, run: Run) -> None:
-        self.conn.execute(
-            t.runs.insert().values(id=run.id, owner_id=run.owner_id, **_run_values(run))
-        )
+        # One prebuilt statement with bound parameters: compiled once, not per run.
+        self.conn.execute(_RUN_INSERT, {"id": run.id, "owner_id": run.owner_id, **_run_values(run)})
+        self.owners.put(("run", run.id), run.owner_id)  # its events need no owner query
         if run.tags:
             self.conn.execute(
                 t.run_tags.insert(),
@@ -242,7 +267,8 @@ class SqlRunsMixin:
                     t.run_tags.insert(),
                     [{"run_id": run_id, "tag": tag} for tag in dict.fromkeys(values["tags"])],
                 )
-        self.conn.execute(t.runs.update().where(t.runs.c.id == run_id).values(**values))
+        stmt = _run_update(tuple(values))
+        self.conn.execute(stmt, {"r_id": run_id, **{f"v_{k}": v for k, v in values.items()}})
 
     def delete_run(self, run_id: str) -> bool:
         self.conn.execute(

@@ -1,0 +1,131 @@
+"""Run submissions per second over HTTP, and the memory of an idle server.
+
+- ``POST /api/v1/runs {"workflow": ..., "start": true}`` (create and queue in one call) by a
+  load generator at concurrency 16, not waiting for the runs to finish (goal >= 1,000/s);
+  the baseline is the same load generator against ``GET /healthz`` (a bare route) on the
+  same server, so the ratio is the cost of a submission over the HTTP floor;
+- resident memory of the idle server after start-up and one request (goal <= 150 MB),
+  beside a bare uvicorn serving a one-line ASGI app.
+
+    python -m bench.submit [--seconds 5] [--concurrency 16] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+
+from bench.common import Figure, median, report
+from bench.loadgen import generator, rate
+from bench.server import _port, rss_mb, server
+
+API = "/api/v1"
+
+BARE_APP = """
+import sys, uvicorn
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+def bare_uvicorn_rss() -> float:
+    port = _port()
+    proc = subprocess.Popen([sys.executable, "-c", BARE_APP, str(port)])
+    try:
+        for _ in range(200):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/")
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        return rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    figures: list[Figure] = []
+    # The scheduler runs the submitted runs meanwhile, as it would in production.
+    db = (
+        {"database_url": os.environ["FLOWDECK_BENCH_DB"]}
+        if "FLOWDECK_BENCH_DB" in os.environ
+        else {}
+    )
+    with (
+        server(**db) as (url, token, _data, pid),
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as c,
+    ):
+        idle = rss_mb(pid)
+        bare = bare_uvicorn_rss()
+        figures.append(
+            Figure("RSS of an idle server", idle, "MiB", "bare uvicorn", bare, goal="<= 150 MB")
+        )
+        r = c.post(
+            f"{API}/workflows",
+            content='name: noop\nversion: "1"\nsteps:\n  t: {run: [/bin/true]}\n',
+            headers={"content-type": "application/yaml"},
+        )
+        r.raise_for_status()
+        body = {"workflow": "noop@1", "start": True}
+        rate(url, token, "POST", f"{API}/runs", body, concurrency=args.concurrency, seconds=1)
+        subs: list[float] = []
+        bases: list[float] = []
+        for _ in range(args.rounds):
+            bases.append(
+                rate(
+                    url,
+                    token,
+                    "GET",
+                    "/healthz",
+                    concurrency=args.concurrency,
+                    seconds=args.seconds,
+                )
+            )
+            subs.append(
+                rate(
+                    url,
+                    token,
+                    "POST",
+                    f"{API}/runs",
+                    body,
+                    concurrency=args.concurrency,
+                    seconds=args.seconds,
+                )
+            )
+        print(f"  load generator: {generator()}")
+        print(f"  submissions/s per round: {', '.join(f'{s:.0f}' for s in subs)}")
+        print(f"  GET /healthz/s per round: {', '.join(f'{b:.0f}' for b in bases)}")
+        figures.append(
+            Figure(
+                f"run submissions over HTTP (c={args.concurrency})",
+                median(subs),
+                "runs/s",
+                "GET /healthz req/s",
+                median(bases),
+                goal=">= 1000/s",
+            )
+        )
+    report(
+        "submit",
+        figures,
+        {"seconds": args.seconds, "concurrency": args.concurrency, "generator": generator()},
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""A one-screen summary of a flowdeck installation for operators (``flowdeck admin
+status``), read from the store: what every server instance shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from flowdeck import clock
+from flowdeck.config import Settings
+from flowdeck.domain.runs import ACTIVE_STATES, RunState
+from flowdeck.store.base import Store
+
+RECENT_FAILURES = 5
+FAILED = [RunState.FAILED, RunState.SYSTEM_ERROR]
+
+
+@dataclass(frozen=True)
+class Failure:
+    run_id: str
+    owner: str
+    workflow: str
+    state: str
+    finished_at: datetime | None
+    message: str
+
+
+@dataclass(frozen=True)
+class Summary:
+    at: datetime
+    instances: int  # server instances with a live lease
+    queue_depth: int
+    oldest_queued_s: float | None
+    running_steps: int
+    slots_total: int
+    active_runs: dict[str, int] = field(default_factory=dict)
+    recent_failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def slots_used(self) -> int:
+        """Running steps, one slot each (a step asking for more cpus holds more)."""
+        return self.running_steps
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "at": self.at.isoformat(),
+            "instances": self.instances,
+            "queue_depth": self.queue_depth,
+            "oldest_queued_s": self.oldest_queued_s,
+            "running_steps": self.running_steps,
+            "slots_used": self.slots_used,
+            "slots_total": self.slots_total,
+            "active_runs": self.active_runs,
+            "recent_failures": [
+                {
+                    "run_id": f.run_id,
+                    "owner": f.owner,
+                    "workflow": f.workflow,
+                    "state": f.state,
+                    "finished_at": f.finished_at.isoformat() if f.finished_at else None,
+                    "message": f.message,
+                }
+                for f in self.recent_failures
+            ],
+        }
+
+
+def summary(store: Store, settings: Settings) -> Summary:
+    now = clock.now()
+    live_after = now - timedelta(seconds=settings.lease_ttl_s)
+    with store.read() as tx:
+        active = tx.count_runs_in(sorted(ACTIVE_STATES))
+        oldest = tx.oldest_queued_at()
+        steps = tx.count_running_steps()
+        instances = [
+            i for i in tx.list_instances() if i.stopped_at is None and i.heartbeat_at >= live_after
+        ]
+        failed = tx.list_runs(None, states=FAILED, limit=RECENT_FAILURES)
+        owners = {r.owner_id: tx.get_user(r.owner_id) for r in failed}
+    failures = [
+        Failure(
+            run_id=r.id,
+            owner=u.username if (u := owners.get(r.owner_id)) else r.owner_id,
+            workflow=r.workflow_ref,
+            state=r.state.value,
+            finished_at=r.finished_at,
+            message=str((r.error or {}).get("message", ""))[:200],
+        )
+        for r in failed
+    ]
+    return Summary(
+        at=now,
+        instances=len(instances),
+        queue_depth=active.get(RunState.QUEUED, 0),
+        oldest_queued_s=(now - oldest).total_seconds() if oldest is not None else None,
+        running_steps=steps,
+        slots_total=settings.slots * max(1, len(instances)),
+        active_runs={s.value: active.get(s, 0) for s in RunState if s in ACTIVE_STATES},
+        recent_failures=failures,
+    )

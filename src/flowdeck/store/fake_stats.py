@@ -1,0 +1,38 @@
+"""The fake store's side of the operators' summaries (as :mod:`sql_stats`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from flowdeck.domain.runs import RunState, StepState
+
+if TYPE_CHECKING:
+    from flowdeck.store.fake import _State
+
+_STEPPING = {RunState.RUNNING, RunState.PAUSED, RunState.STOPPING}
+
+
+class FakeStatsMixin:
+    s: _State
+
+    def count_runs_in(self, states: list[RunState]) -> dict[RunState, int]:
+        return dict(Counter(r.state for r in self.s.runs.values() if r.state in states))
+
+    def count_running_steps(self) -> int:
+        return sum(
+            1
+            for step in self.s.steps.values()
+            if step.state is StepState.RUNNING
+            and (run := self.s.runs.get(step.run_id)) is not None
+            and run.state in _STEPPING
+        )
+
+    def oldest_queued_at(self) -> datetime | None:
+        times = [
+            r.queued_at
+            for r in self.s.runs.values()
+            if r.state is RunState.QUEUED and r.queued_at is not None
+        ]
+        return min(times, default=None)

@@ -1,0 +1,70 @@
+"""The operators' summaries (metrics, ``flowdeck admin status``) on every store backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from flowdeck.domain.runs import Run, RunState, StepRecord, StepState
+from flowdeck.store import Store, open_store
+from flowdeck.store.migrate import upgrade
+from flowdeck.store.schema import metadata
+from flowdeck.store.sql import SqlStore
+from tests.integration.test_store_contract import T0, user, workflow
+
+
+@pytest.fixture(params=["fake", "sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "fake":
+        yield open_store("memory://")
+        return
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'contract.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    s = SqlStore(url)
+    upgrade(s.engine)
+    with s.engine.begin() as conn:  # a clean slate on the shared PostgreSQL database
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
+    yield s
+    s.close()
+
+
+def _run(run_id: str, state: RunState, queued_min: int | None = None) -> Run:
+    queued = T0 + timedelta(minutes=queued_min) if queued_min is not None else None
+    return Run(run_id, "u_alice", "wf_1", "alice/wf@1", state, T0, T0, queued_at=queued)
+
+
+def test_runs_counted_in_states_running_steps_and_the_oldest_queued(store: Store) -> None:
+    with store.read() as tx:
+        assert tx.count_runs_in([RunState.QUEUED]) == {}
+        assert tx.count_running_steps() == 0
+        assert tx.oldest_queued_at() is None
+    with store.write() as tx:
+        tx.add_user(user("alice"))
+        tx.add_workflow(workflow("wf_1", "alice"))
+        tx.add_run(_run("run_q1", RunState.QUEUED, queued_min=5))
+        tx.add_run(_run("run_q2", RunState.QUEUED, queued_min=2))
+        tx.add_run(_run("run_r", RunState.RUNNING, queued_min=0))
+        tx.add_run(_run("run_s", RunState.SUCCEEDED, queued_min=0))
+        tx.save_steps(
+            [
+                StepRecord("run_r", "a", -1, StepState.RUNNING, T0),
+                StepRecord("run_r", "b", 0, StepState.RUNNING, T0),
+                StepRecord("run_r", "b", 1, StepState.SUCCEEDED, T0),
+                # a finished run's stale record does not count
+                StepRecord("run_s", "a", -1, StepState.RUNNING, T0),
+            ]
+        )
+    with store.read() as tx:
+        assert tx.count_runs_in([RunState.QUEUED, RunState.RUNNING, RunState.PAUSED]) == {
+            RunState.QUEUED: 2,
+            RunState.RUNNING: 1,
+        }
+        assert tx.count_runs_in([RunState.SUCCEEDED]) == {RunState.SUCCEEDED: 1}
+        assert tx.count_running_steps() == 2
+        assert tx.oldest_queued_at() == T0 + timedelta(minutes=2)
