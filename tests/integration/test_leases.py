@@ -116,7 +116,7 @@ def state(ctx: Context, actor: Actor, run_id: str) -> str:
 def test_a_stale_owner_is_fenced_off_and_the_new_owner_carries_on(
     setup: Callable[..., Context],
 ) -> None:
-    a = setup()
+    a = setup(lease_ttl_s=3600)  # A's own heartbeat will not come during the test
     a.start_scheduler()
     actor = actor_in(a)
     a.workflows.push_spec(actor, SLEEPY.encode(), Visibility.PRIVATE)

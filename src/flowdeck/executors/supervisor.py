@@ -144,22 +144,25 @@ class Supervisor:
             "started_at": time.time(),
         }
         self.procs[launch.key] = (proc, info)
+        self.send(launch.key, {"op": "started", **info})  # first: the server waits on it
         if launch.record is not None:
             write_record(launch.record, info)
-        self.send(launch.key, {"op": "started", **info})
         self._check_idle()
 
     def _ended(self, launch: Launch, outcome: Outcome) -> None:
         _proc, info = self.procs.pop(launch.key, (None, {"key": launch.key}))
         wire = outcome_to_wire(outcome)
-        if launch.record is not None:
-            with contextlib.suppress(OSError):  # the run directory was removed (kill)
-                write_record(launch.record, {**info, "outcome": wire})
+        # Tell the server first (it waits to start what comes next), then keep the record:
+        # should this process die in between, the server has the exit or finds the
+        # attempt lost, never a wrong outcome.
         if not self.send(launch.key, {"op": "exited", "key": launch.key, "outcome": wire}):
             if len(self.exited) >= MAX_UNTOLD:
                 self.exited.pop(next(iter(self.exited)))  # the record file still has it
             self.exited[launch.key] = wire
         self.owners.pop(launch.key, None)
+        if launch.record is not None:
+            with contextlib.suppress(OSError):  # the run directory was removed (kill)
+                write_record(launch.record, {**info, "outcome": wire})
         self._plan_reap()
         self._check_idle()
 

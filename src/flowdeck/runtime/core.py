@@ -215,8 +215,10 @@ class SchedulerCore:
         claimed: list[tuple[ActiveRun, Instance, Any]] = []
         if self.queued and self.used < self.slots and not self.draining:
             self._admit(claimed)
-        committed = self._flush()
+        # Processes of runs this instance owns start at once (their state changes are
+        # already decided and go to the committer right after); see _start_claimed.
         self._start(starts)
+        committed = self._flush()
         if claimed:  # their steps start once the claims are committed
             assert self.loop is not None
             loop = self.loop
