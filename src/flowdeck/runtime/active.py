@@ -80,6 +80,7 @@ class ActiveRun:
     cpus: float
     extra_env: dict[str, str]
     fence: int = 0  # the run's fence while this instance owns it
+    cursor: dict[str, int] = field(default_factory=dict)  # step -> its first not-done instance
     instances: dict[str, list[Instance]] = field(default_factory=dict)
     resolved: dict[str, StepState] = field(default_factory=dict)  # skipped/cancelled whole
     used: float = 0.0

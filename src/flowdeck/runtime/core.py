@@ -22,7 +22,15 @@ from typing import Any
 
 from flowdeck import clock
 from flowdeck.config import Settings
-from flowdeck.domain.runs import STEP_OK, Run, RunState, StepRecord, StepState, transition
+from flowdeck.domain.runs import (
+    STEP_DONE,
+    STEP_OK,
+    Run,
+    RunState,
+    StepRecord,
+    StepState,
+    transition,
+)
 from flowdeck.domain.validation import ValidWorkflow, validate_data
 from flowdeck.executors.base import Executor, Outcome
 from flowdeck.runtime import launch as launching
@@ -363,7 +371,14 @@ class SchedulerCore:
         if self.draining:
             return False
         for name in ar.order:
-            for inst in ar.instances.get(name, ()):
+            group = ar.instances.get(name, ())
+            # Instances before the cursor are done (a done instance never runs again): a
+            # wide scatter is not rescanned from its start at every tick.
+            start = ar.cursor.get(name, 0)
+            while start < len(group) and group[start].state in STEP_DONE:
+                start += 1
+            ar.cursor[name] = start
+            for inst in group[start:]:
                 if inst.state is not StepState.PENDING or inst.waiting_retry:
                     continue
                 if self.used + inst.cpus > self.slots and self.used > 0:
