@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from standardwebhooks import Webhook
 
-from flowdeck.domain.webhooks import Subscription, matches, new_secret
+from flowdeck.domain.events import matches
+from flowdeck.domain.webhooks import Subscription, new_secret
 from flowdeck.errors import UrlRefused
 from flowdeck.runtime.webhooks import retry_after, signature
 from flowdeck.security import ssrf

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 
 from flowdeck.errors import InvalidInput
 
@@ -29,10 +30,21 @@ def check_patterns(patterns: Iterable[str], field: str = "type") -> list[str]:
     return found
 
 
+@lru_cache(maxsize=4096)
+def _compiled(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(".*".join(map(re.escape, p.split("*"))) for p in patterns))
+
+
 def matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
     """A test of event types against the patterns; no pattern matches everything."""
-    found = list(patterns)
+    found = tuple(patterns)
     if not found:
         return lambda _type: True
-    regex = re.compile("|".join(".*".join(map(re.escape, p.split("*"))) for p in found))
+    regex = _compiled(found)
     return lambda type_: regex.fullmatch(type_) is not None
+
+
+def matches(patterns: Iterable[str], event_type: str) -> bool:
+    """Whether an event type matches one of the patterns (none: no match)."""
+    found = tuple(patterns)
+    return bool(found) and _compiled(found).fullmatch(event_type) is not None

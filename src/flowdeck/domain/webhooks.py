@@ -5,11 +5,9 @@ from __future__ import annotations
 import base64
 import re
 import secrets
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from functools import lru_cache
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 SECRET_BYTES = 32  # Standard Webhooks: between 24 and 64 random bytes
@@ -84,13 +82,3 @@ def new_secret() -> str:
 
 
 PATTERN = re.compile(r"^(\*|[a-z][a-z0-9_]*)(\.(\*|[a-z][a-z0-9_]*))*$")
-
-
-@lru_cache(maxsize=4096)
-def _matcher(pattern: str) -> re.Pattern[str]:
-    return re.compile(".*".join(map(re.escape, pattern.split("*"))))
-
-
-def matches(patterns: Iterable[str], event_type: str) -> bool:
-    """Whether an event type matches one of the patterns (``*`` matches any characters)."""
-    return any(p == "*" or _matcher(p).fullmatch(event_type) for p in patterns)

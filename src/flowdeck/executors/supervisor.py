@@ -3,8 +3,9 @@ steps, is their subreaper and keeps their records, so that steps outlive the ser
 
 The server connects over a Unix socket (see :mod:`flowdeck.executors.wire`).  Steps run
 exactly as :class:`~flowdeck.executors.local.LocalExecutor` runs them — in this process's
-loop instead of the server's.  When no server is connected, exits are kept (in memory and
-in each attempt's record file) until one connects and says hello.  With no server and no
+loop instead of the server's.  An exit goes to the server that started or adopted the
+attempt; while none listens it is kept (in memory and in the attempt's record file) until
+a server adopts the attempt.  With no server and no
 step for ``--idle-s`` seconds, the supervisor exits.
 
     python -m flowdeck.executors.supervisor --socket PATH --lock PATH [--idle-s 300] [--daemon]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowdeck import clock
 from flowdeck.config import Settings
+from flowdeck.domain.events import matches
 from flowdeck.domain.privilege import Access, Actor
 from flowdeck.domain.runs import Event
 from flowdeck.domain.webhooks import (
@@ -23,7 +24,6 @@ from flowdeck.domain.webhooks import (
     Delivery,
     DeliveryState,
     Subscription,
-    matches,
     new_secret,
 )
 from flowdeck.errors import InvalidInput, NotFound
