@@ -133,12 +133,13 @@ class Scheduler(ControlMixin, RecoveryMixin):
                 if f.exception() is not None:
                     future.set_exception(f.exception())
                 elif f.result():
-                    future.set_exception(
-                        Conflict(
-                            "another server instance owns this run now: ask it again",
-                            runs=sorted(f.result()),
-                        )
+                    refused = Conflict(
+                        "another server instance owns this run now: ask it again",
+                        runs=sorted(f.result()),
                     )
+                    # through the loop, after the let-go the committer planned there first
+                    assert self.loop is not None
+                    self.loop.call_soon_threadsafe(future.set_exception, refused)
                 else:
                     future.set_result(value)
 
