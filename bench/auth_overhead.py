@@ -23,7 +23,7 @@ import httpx
 import uvicorn
 from fastapi import Depends, FastAPI
 
-from bench.common import Figure, median, percentile, report
+from bench.common import Figure, median, percentile, report, scratch_dir
 from flowdeck.api import create_app
 from flowdeck.api.deps import current_principal
 from flowdeck.config import load_settings
@@ -106,7 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--requests", type=int, default=3000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=scratch_dir()) as tmp:
         app, token = build(Path(tmp))
         figures = []
         for label, fn in (("in-process ASGI", in_process), ("HTTP to uvicorn", over_http)):

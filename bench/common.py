@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import platform
 import statistics
+import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
+
+
+def scratch_dir() -> Path:
+    """Where benchmark servers keep their data: ``$FLOWDECK_BENCH_DIR``, else
+    ``bench/.scratch`` — the project's disk, as a real data directory would be.  Not /tmp:
+    on some VMs creating a file there costs 0.3-0.9 ms of kernel time against 15 us on the
+    rest of the same disk, and a step creates a few files (see :func:`file_create_us`)."""
+    folder = Path(os.environ.get("FLOWDECK_BENCH_DIR") or Path(__file__).parent / ".scratch")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@functools.cache
+def file_create_us() -> float:
+    """Microseconds to create an empty file in :func:`scratch_dir` (a step's logs and its
+    work directory cost a few of these), reported with every benchmark's machine."""
+    with tempfile.TemporaryDirectory(dir=scratch_dir()) as tmp:
+        t0 = time.perf_counter()
+        for i in range(200):
+            (Path(tmp) / f"f{i}").touch()
+        return (time.perf_counter() - t0) / 200 * 1e6
 
 
 @dataclass
@@ -38,7 +63,7 @@ def median(samples: list[float]) -> float:
 
 def report(bench: str, figures: list[Figure], extra: dict[str, Any] | None = None) -> None:
     """Print the figures and merge them into bench/results/latest.json."""
-    print(f"\n== {bench}")
+    print(f"\n== {bench} (data in {scratch_dir()}: {file_create_us():.0f} us to create a file)")
     for f in figures:
         print(
             f"  {f.name:<42} {f.value:>10.2f} {f.unit:<6} | baseline {f.baseline_name}: "
@@ -50,7 +75,12 @@ def report(bench: str, figures: list[Figure], extra: dict[str, Any] | None = Non
         data = json.loads(RESULTS.read_text())
     except (OSError, ValueError):
         data = {}
-    data["machine"] = {"python": platform.python_version(), "platform": platform.platform()}
+    data["machine"] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "data_dir": str(scratch_dir()),
+        "file_create_us": round(file_create_us(), 1),
+    }
     data.setdefault("benchmarks", {})[bench] = {
         "figures": [asdict(f) | {"ratio": f.ratio} for f in figures],
         **(extra or {}),

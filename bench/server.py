@@ -16,6 +16,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.common import scratch_dir
+
 PASSWORD = "timing passphrase 1234"
 
 
@@ -36,7 +38,7 @@ def rss_mb(pid: int) -> float:
 @contextmanager
 def server(**settings: str) -> Iterator[tuple[str, str, Path, int]]:
     """(url, token of user 'bench', data dir, pid) of a fresh server."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=scratch_dir()) as tmp:
         data = Path(tmp) / "data"
         port = _port()
         env = {

@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
-from bench.common import Figure, report
+from bench.common import Figure, report, scratch_dir
 from flowdeck import clock
 from flowdeck.config import load_settings
 from flowdeck.domain.accounts import AccountStatus, Role, User
@@ -149,7 +149,7 @@ def succeeded(ctx: Context) -> int:
 
 
 def deliveries_per_second(url: str, n: int, database_url: str | None) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=scratch_dir()) as tmp:
         ctx = context(Path(tmp), database_url, send=True)
         try:
             actor, run_id = owner_and_run(ctx)
@@ -165,7 +165,7 @@ def deliveries_per_second(url: str, n: int, database_url: str | None) -> float:
 
 def hook_cost(n: int, database_url: str | None) -> tuple[float, float]:
     """Seconds to write n events with the outbox hook (no subscriptions), and without."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=scratch_dir()) as tmp:
         ctx = context(Path(tmp), database_url, send=False)
         try:
             _actor, run_id = owner_and_run(ctx)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import Figure, report
+from bench.common import Figure, report, scratch_dir
 from bench.server import server
 
 WES = "/ga4gh/wes/v1"
@@ -54,7 +54,7 @@ def process_cpu(pid: int) -> float:
 def cwltool_alone(n: int, parallel: int) -> tuple[float, float]:
     """(wall seconds, CPU seconds) for n runs of bare cwltool, `parallel` at a time."""
     cwltool = str(Path(sys.executable).with_name("cwltool"))
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=scratch_dir()) as tmp:
         job = Path(tmp) / "job.json"
         job.write_text(json.dumps({"text": {"class": "File", "path": str(CWL / "fruit.txt")}}))
         cpu0, t0 = children_cpu(), time.perf_counter()

@@ -101,6 +101,14 @@ class Settings(BaseSettings):
     archive_max_members: int = Field(
         10_000, ge=1, description="Most files and directories in a workflow archive."
     )
+    token_cache_s: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="Seconds a checked token is trusted without reading the database (0: never). "
+        "Revocations through this server apply at once; through another server or the CLI, "
+        "within this time.",
+    )
     http_threads: int = Field(
         8, ge=1, le=1000, description="Threads serving blocking request work (database)."
     )

@@ -205,3 +205,54 @@ def test_bootstrap_admin_from_settings(tmp_path: Path) -> None:
         weak.bootstrap_admin()
     with pytest.raises(ConfigError, match="FLOWDECK_ADMIN_PASSWORD"):
         make(admin_username="root").bootstrap_admin()
+
+
+def test_a_checked_token_is_answered_from_memory_until_a_change(
+    frozen: clock.FrozenClock,
+) -> None:
+    acc = make()
+    acc.register("alice", PW)
+    secret = acc.login("alice", PW).secret
+    assert acc.cached_principal(secret) is None  # not checked yet: the store must be asked
+    assert acc.authenticate(secret).user.username == "alice"
+    cached = acc.cached_principal(secret)
+    assert cached is not None and cached.user.username == "alice"
+    acc.logout(cached)  # a change through this service applies at once
+    assert acc.cached_principal(secret) is None
+    with pytest.raises(InvalidToken):
+        acc.authenticate(secret)
+
+
+def test_a_change_made_elsewhere_applies_within_token_cache_s(
+    frozen: clock.FrozenClock,
+) -> None:
+    acc = make(token_cache_s=2)
+    acc.register("alice", PW)
+    secret = acc.login("alice", PW).secret
+    token = acc.authenticate(secret).token
+    with acc.store.write() as tx:  # another server, or the CLI, revokes it
+        tx.revoke_token(token.id, clock.now())
+    assert acc.authenticate(secret).token.id == token.id  # still trusted for a moment
+    frozen.advance(2.5)
+    with pytest.raises(InvalidToken):
+        acc.authenticate(secret)
+
+
+def test_a_cached_token_still_expires_and_a_zero_ttl_never_caches(
+    frozen: clock.FrozenClock,
+) -> None:
+    acc = make(session_ttl_seconds=120, token_cache_s=60)
+    acc.register("alice", PW)
+    secret = acc.login("alice", PW).secret
+    frozen.advance(100)
+    acc.authenticate(secret)  # checked (and its use recorded) at 100 s
+    frozen.advance(19)
+    assert acc.cached_principal(secret) is not None
+    frozen.advance(2)  # 121 s: expired, though checked 21 s ago
+    with pytest.raises(InvalidToken):
+        acc.cached_principal(secret)
+    uncached = make(token_cache_s=0)
+    uncached.register("bob", PW)
+    other = uncached.login("bob", PW).secret
+    uncached.authenticate(other)
+    assert uncached.cached_principal(other) is None

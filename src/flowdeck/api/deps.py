@@ -1,7 +1,8 @@
 """Request dependencies: the server context, the caller's address and identity.
 
-Dependencies that do no I/O are ``async`` so that FastAPI does not send them to its thread
-pool; the one that reads the store (:func:`current_principal`) runs there.
+Dependencies are ``async`` so that FastAPI does not send them to its thread pool:
+:func:`current_principal` answers from the token cache when it can and reads the store in a
+worker thread only when it must.
 """
 
 from __future__ import annotations
@@ -81,12 +82,16 @@ def _check_csrf(request: Request) -> None:
         raise CsrfFailed()
 
 
-def current_principal(request: Request, ctx: Annotated[Context, Depends(get_ctx)]) -> Principal:
+async def current_principal(
+    request: Request, ctx: Annotated[Context, Depends(get_ctx)]
+) -> Principal:
     found = _credentials(request)
     if found is None:
         raise AuthenticationRequired()
     secret, from_cookie = found
-    principal = ctx.accounts.authenticate(secret)
+    principal = ctx.accounts.cached_principal(secret)
+    if principal is None:
+        principal = await run_in_threadpool(ctx.accounts.authenticate, secret)
     if from_cookie:
         _check_csrf(request)
     return principal

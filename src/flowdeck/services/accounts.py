@@ -5,7 +5,9 @@ Every change is committed together with its audit entry.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,6 +46,7 @@ from flowdeck.security.passwords import Hasher, check_policy
 from flowdeck.store.base import Store, Tx
 
 TOUCH_EVERY = timedelta(seconds=60)  # how stale a token's last_used_at may get
+TOKEN_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,7 @@ class Accounts:
         self.hasher = hasher or Hasher(
             settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism
         )
+        self._tokens: dict[str, tuple[Token, User, datetime]] = {}  # digest -> checked token
         # Called with the ids of the workflows a deleted user owned, to remove their files.
         self.on_workflows_deleted: Callable[[list[str]], None] | None = None
 
@@ -131,7 +135,7 @@ class Accounts:
             raise RegistrationClosed()
         status = AccountStatus.ACTIVE if mode == "open" else AccountStatus.PENDING
         user = self._new_user(username, password, Role.USER, status)
-        with self.store.write() as tx:
+        with self._write() as tx:
             self._add_user(tx, user)
             self._audit(tx, "register", None, user.username, address, status=status.value)
         return user
@@ -146,7 +150,7 @@ class Accounts:
         if wait is not None:
             raise Throttled(wait, f"too many failed logins; try again in {wait} s")
         if not self.hasher.verify(user.password_hash if user else None, password):
-            with self.store.write() as tx:
+            with self._write() as tx:
                 for key in keys:
                     limit = (
                         s.login_max_failures
@@ -174,7 +178,7 @@ class Accounts:
                 else "account is disabled"
             )
             raise AccountNotActive(reason, status=user.status.value)
-        with self.store.write() as tx:
+        with self._write() as tx:
             tx.update_throttle(keys[0], lambda _cur: None)
             if self.hasher.needs_rehash(user.password_hash):
                 user = (
@@ -188,26 +192,78 @@ class Accounts:
 
     def authenticate(self, secret: str) -> Principal:
         """The principal of a bearer token; :class:`InvalidToken` for anything else."""
-        if not secret.startswith(tokens.TOKEN_PREFIX) or len(secret) > 200:
-            raise InvalidToken()
-        digest = tokens.hash_token(secret)
-        with self.store.read() as tx:
-            found = tx.find_token(digest)
-        now = clock.now()
+        digest = self._digest(secret)
+        hit = self._cached(digest)
+        if hit is not None:
+            found: tuple[Token, User] | None = hit
+        else:
+            with self.store.read() as tx:
+                found = tx.find_token(digest)
         if found is None:
             raise InvalidToken()
+        now = clock.now()
+        token, user = self._check(found, digest, now)
+        if token.last_used_at is None or now - token.last_used_at > TOUCH_EVERY:
+            with self.store.write() as tx:
+                tx.touch_token(token.id, now)
+            token = dataclasses.replace(token, last_used_at=now)
+        self._remember(digest, token, user)
+        return Principal(user, token)
+
+    def cached_principal(self, secret: str) -> Principal | None:
+        """:meth:`authenticate` answered from memory (no I/O, for the event loop), or None
+        when the store must be asked.  Raises what :meth:`authenticate` raises."""
+        digest = self._digest(secret)
+        hit = self._cached(digest)
+        if hit is None:
+            return None
+        token, user = self._check(hit, digest, clock.now())
+        if token.last_used_at is None or clock.now() - token.last_used_at > TOUCH_EVERY:
+            return None
+        return Principal(user, token)
+
+    @staticmethod
+    def _digest(secret: str) -> str:
+        if not secret.startswith(tokens.TOKEN_PREFIX) or len(secret) > 200:
+            raise InvalidToken()
+        return tokens.hash_token(secret)
+
+    @staticmethod
+    def _check(found: tuple[Token, User], digest: str, now: datetime) -> tuple[Token, User]:
         token, user = found
         if not tokens.same_hash(token.token_hash, digest) or not token.is_valid(now):
             raise InvalidToken()
         if user.status is not AccountStatus.ACTIVE:
             raise InvalidToken("the account of this token is not active")
-        if token.last_used_at is None or now - token.last_used_at > TOUCH_EVERY:
+        return token, user
+
+    # A checked token is kept for ``token_cache_s``; any change made through this service
+    # forgets them all, so revocations here apply at once.
+    def _cached(self, digest: str) -> tuple[Token, User] | None:
+        hit = self._tokens.get(digest)
+        if hit is None or (clock.now() - hit[2]).total_seconds() > self.settings.token_cache_s:
+            return None
+        return hit[0], hit[1]
+
+    def _remember(self, digest: str, token: Token, user: User) -> None:
+        if self.settings.token_cache_s <= 0:
+            return
+        if len(self._tokens) >= TOKEN_CACHE_SIZE:
+            self._tokens.clear()
+        self._tokens[digest] = (token, user, clock.now())
+
+    @contextmanager
+    def _write(self) -> Iterator[Tx]:
+        """A write transaction that changes accounts or tokens: the token cache is
+        forgotten once it ends (committed or not)."""
+        try:
             with self.store.write() as tx:
-                tx.touch_token(token.id, now)
-        return Principal(user, token)
+                yield tx
+        finally:
+            self._tokens.clear()
 
     def logout(self, principal: Principal, address: str | None = None) -> None:
-        with self.store.write() as tx:
+        with self._write() as tx:
             tx.revoke_token(principal.token.id, clock.now())
             self._audit(tx, "logout", principal.actor, principal.token.id, address)
 
@@ -226,7 +282,7 @@ class Accounts:
             raise InvalidInput("the current password is wrong", field="current_password")
         check_policy(new, user.username)
         new_hash = self.hasher.hash(new)
-        with self.store.write() as tx:
+        with self._write() as tx:
             tx.update_user(user.id, clock.now(), password_hash=new_hash)
             ended = 0
             if end_other_sessions:
@@ -245,7 +301,7 @@ class Accounts:
             raise InvalidInput(
                 f"expires_in_days must be between 1 and {limit}", field="expires_in_days"
             )
-        with self.store.write() as tx:
+        with self._write() as tx:
             if any(t.name == name for t in tx.list_tokens(principal.user.id)):
                 raise AlreadyExists(f"you already have a token named {name!r}", field="name")
             issued = self._issue(
@@ -259,7 +315,7 @@ class Accounts:
             return tx.list_tokens(principal.user.id)
 
     def revoke_token(self, principal: Principal, token_id: str, address: str | None = None) -> None:
-        with self.store.write() as tx:
+        with self._write() as tx:
             token = tx.get_token(token_id)
             if token is None or (
                 token.user_id != principal.user.id and not principal.user.is_admin
@@ -300,7 +356,7 @@ class Accounts:
         self._require_admin(actor)
         role = Role.ADMIN if admin else Role.USER
         user = self._new_user(username, password, role, AccountStatus.ACTIVE)
-        with self.store.write() as tx:
+        with self._write() as tx:
             self._add_user(tx, user)
             self._audit(tx, "admin.create_user", actor, username, address, role=role.value)
         return user
@@ -341,7 +397,7 @@ class Accounts:
     ) -> User:
         """approve, enable or disable an account; disabling ends its sessions at once."""
         self._require_admin(actor)
-        with self.store.write() as tx:
+        with self._write() as tx:
             user = self._target(tx, username)
             status = next_status(action, user.status)
             if status is AccountStatus.DISABLED:
@@ -357,7 +413,7 @@ class Accounts:
     ) -> User:
         self._require_admin(actor)
         action = "promote" if role is Role.ADMIN else "demote"
-        with self.store.write() as tx:
+        with self._write() as tx:
             user = self._target(tx, username)
             if user.role is role:
                 raise Conflict(f"{username!r} already has the {role.value} role")
@@ -377,7 +433,7 @@ class Accounts:
             self._target(tx, username)
         check_policy(password, username)
         new_hash = self.hasher.hash(password)
-        with self.store.write() as tx:
+        with self._write() as tx:
             user = self._target(tx, username)
             updated = tx.update_user(user.id, clock.now(), password_hash=new_hash)
             tx.revoke_user_tokens(user.id, clock.now())
@@ -389,7 +445,7 @@ class Accounts:
         """Delete an account without active runs; its tokens, shares, workflows and finished
         runs go with it, its audit entries stay."""
         self._require_admin(actor)
-        with self.store.write() as tx:
+        with self._write() as tx:
             user = self._target(tx, username)
             if actor is not None and actor.user_id == user.id:
                 raise Conflict("you cannot delete your own account")

@@ -93,6 +93,7 @@ class Context:
         if self.runs.scheduler is not None:
             self.runs.scheduler.close()
             self.runs.scheduler = None
+        self.runs.close()
         if self.webhooks.dispatcher is not None:
             self.webhooks.dispatcher.close()
             self.webhooks.dispatcher = None

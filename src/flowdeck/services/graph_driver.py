@@ -37,7 +37,7 @@ from flowdeck.domain.privilege import Actor
 from flowdeck.domain.runs import TERMINAL_STATES, Event, Run
 from flowdeck.errors import FlowdeckError
 from flowdeck.services.graphs import Graphs
-from flowdeck.services.runs import _is_file
+from flowdeck.services.run_files import is_file_input
 from flowdeck.store.base import Tx
 
 log = logging.getLogger("flowdeck.graphs")
@@ -225,7 +225,7 @@ class GraphDriver:
                     if value is None:
                         continue
                     spec_inp = self.graphs.runs.spec_of(wf).inputs.get(inp)
-                    if spec_inp is not None and _is_file(spec_inp):
+                    if spec_inp is not None and is_file_input(spec_inp):
                         files[inp] = (
                             [str(v) for v in value] if isinstance(value, list) else [str(value)]
                         )

@@ -14,7 +14,8 @@ from flowdeck.domain.privilege import Access, Actor
 from flowdeck.domain.runs import Run, RunState
 from flowdeck.errors import Conflict, InvalidInput
 from flowdeck.ids import new_id
-from flowdeck.services.runs import Runs, _is_file
+from flowdeck.services.run_files import is_file_input
+from flowdeck.services.runs import Runs
 from flowdeck.store.base import Tx
 
 
@@ -45,7 +46,9 @@ def rerun(
         )
     runs._check_params(spec, params or {})
     kept = {
-        k: v for k, v in src.params.items() if k in spec.inputs and not _is_file(spec.inputs[k])
+        k: v
+        for k, v in src.params.items()
+        if k in spec.inputs and not is_file_input(spec.inputs[k])
     }
     values = {k: v for k, v in {**kept, **(params or {})}.items() if v is not None}
     files: dict[str, list[str]] = {}

@@ -4,16 +4,17 @@ it; staged runs are handled here."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import difflib
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flowdeck import clock, durable
+from anyio import to_thread
+
+from flowdeck import clock
 from flowdeck.config import Settings
 from flowdeck.domain.ports import StreamPort, stream_ports
 from flowdeck.domain.privilege import Access, Actor, allowed
@@ -25,7 +26,7 @@ from flowdeck.domain.runs import (
     StepRecord,
     transition,
 )
-from flowdeck.domain.spec import InputSpec, WorkflowSpec, parse_duration, parse_size
+from flowdeck.domain.spec import WorkflowSpec, parse_duration, parse_size
 from flowdeck.domain.values import check_value
 from flowdeck.domain.workflows import Workflow
 from flowdeck.engines.cwl import is_cwl
@@ -33,6 +34,7 @@ from flowdeck.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from flowdeck.ids import new_id
 from flowdeck.runtime.rundir import RunDir
 from flowdeck.runtime.scheduler import Scheduler
+from flowdeck.services.run_files import RunFiles, is_file_input
 from flowdeck.services.workflows import Workflows
 from flowdeck.store.base import EventRow, Store, Tx
 from flowdeck.store.group import GroupCommit
@@ -54,7 +56,7 @@ class RunView:
     steps: list[StepRecord]
 
 
-class Runs:
+class Runs(RunFiles):
     def __init__(self, store: Store, settings: Settings, workflows: Workflows) -> None:
         self.store = store
         self.settings = settings
@@ -118,7 +120,7 @@ class Runs:
                 problems.append({"input": name, "message": f"no input {name!r}{hint}"})
             elif value is None:
                 continue
-            elif _is_file(inp):
+            elif is_file_input(inp):
                 problems.append(
                     {
                         "input": name,
@@ -226,12 +228,53 @@ class Runs:
         made in the run's transaction (so they see its first events); ``files`` are file
         inputs read in place (another run's outputs); ``link(tx, run)`` runs in the creating
         transaction (graphs, sub-workflows)."""
-        res = self._check_resources(actor, resources or {})
-        priority = self._priority(actor, (resources or {}).get("priority"))
         wf = self.workflows.cached(actor, workflow)
         if wf is None:
-            with self.store.read() as tx:
-                wf = self.workflows.resolve(tx, actor, workflow)
+            wf = self._resolve(actor, workflow)
+        run, spec = self._new_run(actor, wf, params, resources, tags)
+        return self.insert(actor, run, wf, spec, start, files or {}, link, callbacks)
+
+    async def create_async(
+        self,
+        actor: Actor,
+        workflow: str,
+        params: dict[str, Any] | None = None,
+        resources: dict[str, Any] | None = None,
+        tags: list[str] | None = None,
+        start: bool = False,
+    ) -> Run:
+        """:meth:`create` (without callbacks, files or links) for the event loop: checked in
+        the loop and written by the group commit, so no worker thread waits for the write
+        lock — the path of a submission under load."""
+        wf = self.workflows.cached(actor, workflow)
+        if wf is None:
+            wf = await to_thread.run_sync(self._resolve, actor, workflow)
+        run, spec = self._new_run(actor, wf, params, resources, tags)
+        if stream_ports(spec):
+            files: dict[str, list[str]] = {}
+            return await to_thread.run_sync(self.insert, actor, run, wf, spec, start, files)
+        run, events = self._first_rows(actor, run, wf, spec, start, {})
+        await asyncio.wrap_future(
+            self._group.submit(lambda tx: (tx.add_run(run), tx.add_events(events)))
+        )
+        self._created(run, start, None)
+        return run
+
+    def _resolve(self, actor: Actor, workflow: str) -> Workflow:
+        with self.store.read() as tx:
+            return self.workflows.resolve(tx, actor, workflow)
+
+    def _new_run(
+        self,
+        actor: Actor,
+        wf: Workflow,
+        params: dict[str, Any] | None,
+        resources: dict[str, Any] | None,
+        tags: list[str] | None,
+    ) -> tuple[Run, WorkflowSpec]:
+        """A checked, not yet stored run of ``wf`` (and the workflow's spec)."""
+        res = self._check_resources(actor, resources or {})
+        priority = self._priority(actor, (resources or {}).get("priority"))
         spec = self.spec_of(wf)
         self._check_params(spec, params or {})
         now = clock.now()
@@ -248,7 +291,40 @@ class Runs:
             tags=list(dict.fromkeys(tags or [])),
             priority=priority,
         )
-        return self.insert(actor, run, wf, spec, start, files or {}, link, callbacks)
+        return run, spec
+
+    def _first_rows(
+        self,
+        actor: Actor,
+        run: Run,
+        wf: Workflow,
+        spec: WorkflowSpec,
+        start: bool,
+        files: dict[str, list[str]],
+    ) -> tuple[Run, list[EventRow]]:
+        """The run as stored (queued when ``start``) and its first events."""
+        now = run.created_at
+        events: list[EventRow] = [
+            ("run", run.id, "run.staged", now, actor.username, {"workflow": wf.ref})
+        ]
+        if start:  # a new run has only these files: decide without reading the store
+            problems, values = self._plan(run, wf, spec, files)
+            if problems:
+                raise InvalidInput(
+                    "the run cannot start: " + "; ".join(p["message"] for p in problems),
+                    errors=problems,
+                )
+            run = dataclasses.replace(
+                run, state=transition(run.state, "start").target, queued_at=now, params=values
+            )
+            events.append(("run", run.id, "run.queued", now, actor.username, {"from": "staged"}))
+        return run, events
+
+    def _created(self, run: Run, start: bool, callbacks: list[Subscription] | None) -> None:
+        if callbacks and self.webhooks is not None:
+            self.webhooks.changed()
+        if start and self.scheduler is not None:
+            self.scheduler.notify(run)
 
     def insert(
         self,
@@ -262,26 +338,12 @@ class Runs:
         callbacks: list[Subscription] | None = None,
     ) -> Run:
         """Store a new (checked) run, staged or queued, in one transaction."""
-        now = run.created_at
-        events: list[EventRow] = [
-            ("run", run.id, "run.staged", now, actor.username, {"workflow": wf.ref})
-        ]
+        run, events = self._first_rows(actor, run, wf, spec, start, files)
         staged = [
-            StagedFile(run.id, name, Path(p).name, p, _size(p), None, "run_output", now)
+            StagedFile(run.id, name, Path(p).name, p, _size(p), None, "run_output", run.created_at)
             for name, paths in files.items()
             for p in paths
         ]
-        if start:  # a new run has only these files: decide without reading the store
-            problems, values = self._plan(run, wf, spec, files)
-            if problems:
-                raise InvalidInput(
-                    "the run cannot start: " + "; ".join(p["message"] for p in problems),
-                    errors=problems,
-                )
-            run = dataclasses.replace(
-                run, state=transition(run.state, "start").target, queued_at=now, params=values
-            )
-            events.append(("run", run.id, "run.queued", now, actor.username, {"from": "staged"}))
         ports = stream_ports(spec)
         if not (callbacks or staged or ports or link):  # the common case, under load
             self._group.write(lambda tx: (tx.add_run(run), tx.add_events(events)))
@@ -297,11 +359,12 @@ class Runs:
                     tx.lock_port(run.id, direction, name)
                 if link is not None:
                     link(tx, run)
-        if callbacks and self.webhooks is not None:
-            self.webhooks.changed()
-        if start and self.scheduler is not None:
-            self.scheduler.notify(run)
+        self._created(run, start, callbacks)
         return run
+
+    def close(self) -> None:
+        """Commit the creations in flight (after the scheduler stopped making runs)."""
+        self._group.close()
 
     def spec_of(self, wf: Workflow) -> WorkflowSpec:
         """The parsed spec of a workflow version (immutable, so kept)."""
@@ -311,157 +374,6 @@ class Runs:
                 self._specs.clear()
             spec = self._specs[wf.id] = WorkflowSpec.model_validate(wf.spec)
         return spec
-
-    # -- files ----------------------------------------------------------------------------
-    def _file_input(self, spec: WorkflowSpec, name: str) -> InputSpec:
-        inp = spec.inputs.get(name)
-        if inp is None:
-            near = difflib.get_close_matches(name, list(spec.inputs), n=1)
-            raise NotFound(
-                f"no input {name!r}" + (f"; did you mean {near[0]!r}?" if near else ""), input=name
-            )
-        if not _is_file(inp):
-            raise InvalidInput(
-                f"input {name!r} is a {inp.type_name}, not a file: set it with "
-                "PATCH /api/v1/runs/{id}/params",
-                input=name,
-            )
-        return inp
-
-    def stage_file(
-        self,
-        actor: Actor,
-        run_id: str,
-        input: str,
-        filename: str,
-        temp: Path,
-        size: int,
-        sha256: str,
-    ) -> StagedFile:
-        """Move an uploaded temporary file into the run's inputs (replacing one with the
-        same name; a single-file input keeps only the newest)."""
-        _check_filename(filename)
-        with self._staging(actor, run_id) as (tx, run, spec):
-            inp = self._file_input(spec, input)
-            target = self.rundir(run.id).input_dir(input) / filename
-            target.parent.mkdir(parents=True, exist_ok=True)
-            durable.replace(temp, target)
-            staged = StagedFile(
-                run.id, input, filename, str(target), size, sha256, "upload", clock.now()
-            )
-            self._replace_staged(tx, run, inp, staged)
-            self._event(
-                tx,
-                run,
-                "staging.file",
-                actor,
-                input=input,
-                filename=filename,
-                size=size,
-                sha256=sha256,
-            )
-        return staged
-
-    def _replace_staged(self, tx: Tx, run: Run, inp: InputSpec, staged: StagedFile) -> None:
-        if inp.type != "array":
-            for old in tx.list_staged_files(run.id):
-                if old.input == staged.input and old.filename != staged.filename:
-                    tx.delete_staged_file(run.id, old.input, old.filename)
-                    if old.source != "data_root":
-                        Path(old.path).unlink(missing_ok=True)
-        tx.put_staged_file(staged)
-
-    def reference(
-        self,
-        actor: Actor,
-        run_id: str,
-        input: str,
-        *,
-        data_path: str | None = None,
-        product_run: str | None = None,
-        product: str | None = None,
-    ) -> StagedFile:
-        """Stage a file under the data root (read in place), or a snapshot of another run's
-        product (a hard link, or a copy across file systems)."""
-        with self.store.read() as tx:
-            self._load(tx, actor, run_id, Access.WRITE)  # 404 first, whatever the body
-            source_path, source = self._reference_source(tx, actor, data_path, product_run, product)
-        with self._staging(actor, run_id) as (tx, run, spec):
-            inp = self._file_input(spec, input)
-            if (inp.type == "directory" and not source_path.is_dir()) or (
-                inp.type != "directory" and not source_path.is_file()
-            ):
-                raise InvalidInput(
-                    f"input {input!r} needs a {inp.type_name}; {source_path.name!r} is not one",
-                    input=input,
-                )
-            path = source_path
-            if source != "data_root":
-                path = self.rundir(run.id).input_dir(input) / source_path.name
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.unlink(missing_ok=True)
-                try:
-                    os.link(source_path, path)
-                except OSError:
-                    shutil.copy2(source_path, path)
-            size = path.stat().st_size if path.is_file() else 0
-            staged = StagedFile(
-                run.id, input, path.name, str(path), size, None, source, clock.now()
-            )
-            self._replace_staged(tx, run, inp, staged)
-            self._event(
-                tx, run, "staging.file", actor, input=input, filename=path.name, source=source
-            )
-        return staged
-
-    def _reference_source(
-        self,
-        tx: Tx,
-        actor: Actor,
-        data_path: str | None,
-        product_run: str | None,
-        product: str | None,
-    ) -> tuple[Path, str]:
-        if data_path is not None:
-            root = self.settings.data_root
-            if root is None:
-                raise InvalidInput(
-                    "this server has no data root to reference files from", field="data_path"
-                )
-            under = (root / data_path).resolve()
-            if not under.is_relative_to(root.resolve()) or not under.exists():
-                raise NotFound(f"no file {data_path!r} under the data root", field="data_path")
-            return under, "data_root"
-        if product_run is None or product is None:
-            raise InvalidInput("give data_path, or run and product", field="data_path")
-        src_run = self._load(tx, actor, product_run)
-        found = next((p for p in tx.list_products(src_run.id) if product in (p.id, p.name)), None)
-        path = self.product_path(found) if found else None
-        if found is None or path is None or not path.is_file():
-            raise NotFound(f"run {product_run} has no product {product!r}", field="product")
-        return path, f"product:{src_run.id}/{found.name}"
-
-    def unstage_file(self, actor: Actor, run_id: str, input: str, filename: str) -> None:
-        with self._staging(actor, run_id) as (tx, run, _spec):
-            staged = next(
-                (
-                    f
-                    for f in tx.list_staged_files(run.id)
-                    if f.input == input and f.filename == filename
-                ),
-                None,
-            )
-            if staged is None:
-                raise NotFound(f"no staged file {filename!r} for input {input!r}")
-            tx.delete_staged_file(run.id, input, filename)
-            if staged.source != "data_root":
-                Path(staged.path).unlink(missing_ok=True)
-            self._event(tx, run, "staging.file_removed", actor, input=input, filename=filename)
-
-    def staged_files(self, actor: Actor, run_id: str) -> list[StagedFile]:
-        with self.store.read() as tx:
-            run = self._load(tx, actor, run_id)
-            return tx.list_staged_files(run.id)
 
     # -- validate and start ---------------------------------------------------------------
     def _problems(
@@ -483,7 +395,7 @@ class Runs:
         values: dict[str, Any] = {}
         problems: list[dict[str, str]] = []
         for name, inp in spec.inputs.items():
-            if _is_file(inp) and name in files:
+            if is_file_input(inp) and name in files:
                 values[name] = files[name] if inp.type == "array" else files[name][-1]
             elif name in run.params:
                 values[name] = run.params[name]
@@ -492,7 +404,7 @@ class Runs:
             elif inp.type == "stream":
                 continue  # records are pushed into it while the run goes on
             elif inp.is_required:
-                how = "stage a file" if _is_file(inp) else "set a value"
+                how = "stage a file" if is_file_input(inp) else "set a value"
                 problems.append(
                     {"input": name, "message": f"required input {name!r} has no value: {how}"}
                 )
@@ -670,28 +582,8 @@ class Runs:
         return found, path
 
 
-def _is_file(inp: InputSpec) -> bool:
-    return inp.type in ("file", "directory") or (
-        inp.type == "array" and inp.items in ("file", "directory")
-    )
-
-
 def _size(path: str) -> int:
     try:
         return Path(path).stat().st_size
     except OSError:
         return 0
-
-
-def _check_filename(name: str) -> None:
-    if (
-        not name
-        or name in (".", "..")
-        or "/" in name
-        or "\\" in name
-        or "\0" in name
-        or len(name.encode()) > 255
-    ):
-        raise InvalidInput(
-            f"invalid file name {name!r}: a plain name, without '/'", field="filename"
-        )

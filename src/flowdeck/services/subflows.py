@@ -12,7 +12,8 @@ from flowdeck.domain.privilege import Actor
 from flowdeck.domain.runs import Run, StepRecord
 from flowdeck.errors import NotFound
 from flowdeck.runtime.subflows import CreateChild
-from flowdeck.services.runs import Runs, _is_file
+from flowdeck.services.run_files import is_file_input
+from flowdeck.services.runs import Runs
 from flowdeck.store.base import Tx
 
 MAX_DEPTH = 8
@@ -34,7 +35,7 @@ def child_creator(runs: Runs) -> CreateChild:
         files: dict[str, list[str]] = {}
         for name, value in values.items():
             inp = spec.inputs.get(name)
-            if inp is not None and _is_file(inp) and value is not None:
+            if inp is not None and is_file_input(inp) and value is not None:
                 files[name] = [str(v) for v in value] if isinstance(value, list) else [str(value)]
             else:
                 params[name] = value

@@ -32,9 +32,11 @@ from flowdeck.api.schemas_runs import (
     ValidateOut,
 )
 from flowdeck.api.schemas_webhooks import CallbackOut
+from flowdeck.domain.privilege import Actor
 from flowdeck.domain.runs import RunState, state_table
 from flowdeck.errors import PayloadTooLarge
 from flowdeck.services import subflows
+from flowdeck.services.context import Context
 
 router = APIRouter(tags=["runs"])
 LOG_CHUNK = 1 << 20
@@ -47,10 +49,21 @@ async def run_states() -> dict[str, Any]:
 
 
 @router.post("/runs", status_code=201, response_model=RunCreated)
-def create_run(body: RunCreate, ctx: CtxDep, actor: ActorDep) -> RunCreated:
+async def create_run(body: RunCreate, ctx: CtxDep, actor: ActorDep) -> RunCreated:
     """A new run of a workflow you can read, `staged` (or `queued` with `start: true`);
     `callbacks` subscribe webhooks to its events (their secrets are in the answer)."""
     resources = body.resources.model_dump(exclude_none=True) if body.resources else None
+    if body.callbacks:  # checking their URLs resolves names: not in the event loop
+        return await run_in_threadpool(_create_with_callbacks, body, ctx, actor, resources)
+    run = await ctx.runs.create_async(
+        actor, body.workflow, body.params, resources, body.tags, body.start
+    )
+    return RunCreated(**RunOut.of(run).model_dump(), callbacks=[])
+
+
+def _create_with_callbacks(
+    body: RunCreate, ctx: Context, actor: Actor, resources: dict[str, Any] | None
+) -> RunCreated:
     subs = ctx.webhooks.callbacks(actor, [(c.url, c.events) for c in body.callbacks or []])
     run = ctx.runs.create(
         actor, body.workflow, body.params, resources, body.tags, body.start, callbacks=subs
