@@ -165,7 +165,9 @@ class StepCache:
         return digest.hexdigest()
 
     # -- the hooks -------------------------------------------------------------------------------
-    def hit(self, ar: ActiveRun, inst: Instance, op: Op) -> str | None:
+    def hit(
+        self, ar: ActiveRun, inst: Instance, op: Op, keep: Callable[[CacheEntry], None]
+    ) -> str | None:
         """When the instance can reuse earlier outputs: set them on ``inst``, schedule its
         products and cache entry, and return the run they come from; else None."""
         step = ar.step(inst.step)
@@ -200,11 +202,12 @@ class StepCache:
                 suffix = f"[{i}]" if spec.glob is not None else ""
                 product = launch._product(ar, f"{inst.label}.{name}{suffix}", Path(path))
                 op(functools.partial(launch._add_product, product, inst.label))
-        self.record(ar, inst, op)
+        self.record(ar, inst, keep)
         return entry.run_id
 
-    def record(self, ar: ActiveRun, inst: Instance, op: Op) -> None:
-        """Remember what a successful (or reused) instance produced under its key."""
+    def record(self, ar: ActiveRun, inst: Instance, keep: Callable[[CacheEntry], None]) -> None:
+        """Remember what a successful (or reused) instance produced under its key: ``keep``
+        gets the entry to save with the tick's changes."""
         key = self._keys.get((ar.run.id, inst.step, inst.index))
         if key is None and ar.step(inst.step).uses is None:
             try:  # started before a restart: its inputs are what they were
@@ -223,7 +226,7 @@ class StepCache:
             clock.now(),
             dict(inst.outputs),
         )
-        op(lambda tx: tx.save_cache_entries([entry]))
+        keep(entry)
 
 
 def _dependents(ar: ActiveRun, start: str) -> frozenset[str]:

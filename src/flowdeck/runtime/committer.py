@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from flowdeck.domain.composition import CacheEntry
 from flowdeck.domain.runs import StepRecord
 from flowdeck.store.base import EventRow, Store, Tx
 
@@ -28,6 +29,7 @@ class Batch:
     events: list[EventRow]
     fences: dict[str, int]  # run id -> the fence its changes expect
     claims: dict[str, int] = field(default_factory=dict)  # run id -> its fence before the claim
+    cache: list[CacheEntry] = field(default_factory=list)  # rerun cache entries
     done: concurrent.futures.Future[set[str]] = field(default_factory=concurrent.futures.Future)
 
 
@@ -92,12 +94,21 @@ class Committer:
                 for run_id, fence in expected.items()
                 if run_id in found and found[run_id] != (self.instance_id, fence)
             }
+            # In batch order, with as few statements as that allows: step records gather
+            # until an op comes (an op may delete one), events and cache entries (which no
+            # op touches) are written once, last.
+            steps: list[StepRecord] = []
             for b in batches:
+                if b.ops and steps:
+                    tx.save_steps(steps)
+                    steps = []
                 for run_id, op in b.ops:
                     if run_id not in stale:
                         op(tx)
-                tx.save_steps([s for s in b.steps if s.run_id not in stale])
-                tx.add_events([e for e in b.events if e[1] not in stale])
+                steps.extend(s for s in b.steps if s.run_id not in stale)
+            tx.save_steps(steps)
+            tx.add_events([e for b in batches for e in b.events if e[1] not in stale])
+            tx.save_cache_entries([c for b in batches for c in b.cache if c.run_id not in stale])
         return stale
 
     def close(self) -> None:

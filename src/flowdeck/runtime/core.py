@@ -22,6 +22,7 @@ from typing import Any
 
 from flowdeck import clock
 from flowdeck.config import Settings
+from flowdeck.domain.composition import CacheEntry
 from flowdeck.domain.runs import (
     STEP_DONE,
     STEP_OK,
@@ -67,6 +68,7 @@ class SchedulerCore:
         self._ops: list[tuple[str, Change]] = []  # run updates and products, in order
         self._steps: dict[tuple[str, str, int], StepRecord] = {}  # the last record of each
         self._events: list[EventRow] = []
+        self._cache_entries: list[CacheEntry] = []  # rerun cache entries to save
         self._tick_planned = False
         self._valid: dict[str, tuple[ValidWorkflow | None, bool]] = {}
         self._claims: dict[str, int] = {}  # runs admitted since the last flush: old fences
@@ -85,17 +87,18 @@ class SchedulerCore:
     def _flush(self) -> concurrent.futures.Future[set[str]]:
         """Hand everything decided since the last flush to the committer: one transaction,
         committed in order, while the loop goes on."""
-        if not (self._ops or self._steps or self._events):
+        if not (self._ops or self._steps or self._events or self._cache_entries):
             done: concurrent.futures.Future[set[str]] = concurrent.futures.Future()
             done.set_result(set())
             return done
         ops, self._ops = self._ops, []
         steps, self._steps = list(self._steps.values()), {}
         events, self._events = self._events, []
+        cached, self._cache_entries = self._cache_entries, []
         touched = {r for r, _ in ops} | {s.run_id for s in steps} | {e[1] for e in events}
         fences = {r: self.active[r].fence for r in touched if r in self.active}
         claims, self._claims = self._claims, {}
-        return self.committer.submit(Batch(ops, steps, events, fences, claims))
+        return self.committer.submit(Batch(ops, steps, events, fences, claims, cached))
 
     def _save(self, record: StepRecord) -> None:
         self._steps[(record.run_id, record.name, record.index)] = record
@@ -386,7 +389,7 @@ class SchedulerCore:
                 if ar.used + inst.cpus > ar.cpus and ar.used > 0:
                     return True
                 op = functools.partial(self._op, ar.run.id)
-                if (source := self.cache.hit(ar, inst, op)) is not None:
+                if (source := self.cache.hit(ar, inst, op, self._cache_entries.append)) is not None:
                     self._step_state(ar, inst, StepState.CACHED, from_run=source)
                     self._plan()  # its dependents may be ready now
                     continue
@@ -430,7 +433,7 @@ class SchedulerCore:
                 )
                 inst.error = None
                 self._step_state(ar, inst, StepState.SUCCEEDED)
-                self.cache.record(ar, inst, functools.partial(self._op, ar.run.id))
+                self.cache.record(ar, inst, self._cache_entries.append)
             except StepError as exc:
                 self._attempt_failed(ar, inst, StepState.FAILED, str(exc))
         else:
