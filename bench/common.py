@@ -27,10 +27,10 @@ def scratch_dir() -> Path:
 
 
 @functools.cache
-def file_create_us() -> float:
-    """Microseconds to create an empty file in :func:`scratch_dir` (a step's logs and its
-    work directory cost a few of these), reported with every benchmark's machine."""
-    with tempfile.TemporaryDirectory(dir=scratch_dir()) as tmp:
+def file_create_us(folder: Path | None = None) -> float:
+    """Microseconds to create an empty file in a new directory under ``folder`` (default
+    :func:`scratch_dir`); a step's logs, record and work directory cost a few of these."""
+    with tempfile.TemporaryDirectory(dir=folder or scratch_dir()) as tmp:
         t0 = time.perf_counter()
         for i in range(200):
             (Path(tmp) / f"f{i}").touch()

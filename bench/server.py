@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import scratch_dir
+from bench.common import file_create_us, scratch_dir
 
 PASSWORD = "timing passphrase 1234"
 
@@ -71,6 +71,8 @@ def server(**settings: str) -> Iterator[tuple[str, str, Path, int]]:
             token = httpx.post(
                 f"{url}/api/v1/auth/login", json={"username": "bench", "password": PASSWORD}
             ).json()["token"]
+            probe = file_create_us(data)
+            print(f"  server data in {data}: {probe:.0f} us to create a file", flush=True)
             yield url, token, data, proc.pid
         finally:
             proc.send_signal(signal.SIGTERM)

@@ -1,9 +1,11 @@
 """Run submissions per second over HTTP, and the memory of an idle server.
 
 - ``POST /api/v1/runs {"workflow": ..., "start": true}`` (create and queue in one call) by a
-  load generator at concurrency 16, not waiting for the runs to finish (goal >= 1,000/s);
-  the baseline is the same load generator against ``GET /healthz`` (a bare route) on the
-  same server, so the ratio is the cost of a submission over the HTTP floor;
+  load generator at concurrency 16, not waiting for the runs to finish (goal >= 1,000/s),
+  twice: while the scheduler runs them at once (it shares the server's interpreter), and
+  into a full queue (a run of long sleeps holds every slot, as in a burst on a busy
+  machine); the baseline is the same load generator against ``GET /healthz`` (a bare route)
+  on the same server, so the ratio is the cost of a submission over the HTTP floor;
 - resident memory of the idle server after start-up and one request (goal <= 150 MB),
   beside a bare uvicorn serving a one-line ASGI app.
 
@@ -53,6 +55,42 @@ def bare_uvicorn_rss() -> float:
         proc.wait(10)
 
 
+NOOP = 'name: noop\nversion: "1"\nsteps:\n  t: {run: [/bin/true]}\n'
+
+
+def _push(c: httpx.Client, text: str) -> None:
+    c.post(
+        f"{API}/workflows", content=text, headers={"content-type": "application/yaml"}
+    ).raise_for_status()
+
+
+def _busy(c: httpx.Client) -> None:
+    """Hold every slot of the server with a run of long sleeps, so that what is submitted
+    next waits in the queue."""
+    slots = os.cpu_count() or 1
+    steps = "".join(f"  s{i}: {{run: [sleep, '600']}}\n" for i in range(slots))
+    _push(c, f'name: busy\nversion: "1"\nsteps:\n{steps}')
+    run_id = c.post(f"{API}/runs", json={"workflow": "busy@1", "start": True}).json()["id"]
+    for _ in range(100):
+        if c.get(f"{API}/runs/{run_id}").json()["steps"].get("running") == slots:
+            return
+        time.sleep(0.05)
+    raise RuntimeError("the busy run did not take every slot")
+
+
+def _rounds(url: str, token: str, args: argparse.Namespace) -> tuple[list[float], list[float]]:
+    """(submissions/s, GET /healthz/s) per round."""
+    body = {"workflow": "noop@1", "start": True}
+    kw = {"concurrency": args.concurrency, "seconds": args.seconds}
+    rate(url, token, "POST", f"{API}/runs", body, concurrency=args.concurrency, seconds=1)
+    subs: list[float] = []
+    bases: list[float] = []
+    for _ in range(args.rounds):
+        bases.append(rate(url, token, "GET", "/healthz", **kw))  # type: ignore[arg-type]
+        subs.append(rate(url, token, "POST", f"{API}/runs", body, **kw))  # type: ignore[arg-type]
+    return subs, bases
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5)
@@ -60,66 +98,43 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     figures: list[Figure] = []
-    # The scheduler runs the submitted runs meanwhile, as it would in production.
     db = (
         {"database_url": os.environ["FLOWDECK_BENCH_DB"]}
         if "FLOWDECK_BENCH_DB" in os.environ
         else {}
     )
-    with (
-        server(**db) as (url, token, _data, pid),
-        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as c,
-    ):
-        idle = rss_mb(pid)
-        bare = bare_uvicorn_rss()
-        figures.append(
-            Figure("RSS of an idle server", idle, "MiB", "bare uvicorn", bare, goal="<= 150 MB")
-        )
-        r = c.post(
-            f"{API}/workflows",
-            content='name: noop\nversion: "1"\nsteps:\n  t: {run: [/bin/true]}\n',
-            headers={"content-type": "application/yaml"},
-        )
-        r.raise_for_status()
-        body = {"workflow": "noop@1", "start": True}
-        rate(url, token, "POST", f"{API}/runs", body, concurrency=args.concurrency, seconds=1)
-        subs: list[float] = []
-        bases: list[float] = []
-        for _ in range(args.rounds):
-            bases.append(
-                rate(
-                    url,
-                    token,
-                    "GET",
-                    "/healthz",
-                    concurrency=args.concurrency,
-                    seconds=args.seconds,
+    cases = (
+        # The scheduler runs the submitted runs meanwhile, in the same process.
+        ("run submissions, run at once (c={c})", False),
+        # Every slot is busy: the runs queue up, as in a burst on a full machine.
+        ("run submissions into a full queue (c={c})", True),
+    )
+    for name, full in cases:
+        with (
+            server(**db) as (url, token, _data, pid),
+            httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as c,
+        ):
+            if not full:
+                idle = rss_mb(pid)
+                bare = bare_uvicorn_rss()
+                figures.append(
+                    Figure(
+                        "RSS of an idle server", idle, "MiB", "bare uvicorn", bare, goal="<= 150 MB"
+                    )
                 )
-            )
-            subs.append(
-                rate(
-                    url,
-                    token,
-                    "POST",
-                    f"{API}/runs",
-                    body,
-                    concurrency=args.concurrency,
-                    seconds=args.seconds,
-                )
-            )
-        print(f"  load generator: {generator()}")
-        print(f"  submissions/s per round: {', '.join(f'{s:.0f}' for s in subs)}")
+            _push(c, NOOP)
+            if full:
+                _busy(c)
+            subs, bases = _rounds(url, token, args)
+        label = name.format(c=args.concurrency)
+        print(f"  {label}: per round {', '.join(f'{s:.0f}' for s in subs)}/s")
         print(f"  GET /healthz/s per round: {', '.join(f'{b:.0f}' for b in bases)}")
         figures.append(
             Figure(
-                f"run submissions over HTTP (c={args.concurrency})",
-                median(subs),
-                "runs/s",
-                "GET /healthz req/s",
-                median(bases),
-                goal=">= 1000/s",
+                label, median(subs), "runs/s", "GET /healthz req/s", median(bases), goal=">= 1000/s"
             )
         )
+    print(f"  load generator: {generator()}")
     report(
         "submit",
         figures,

@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     archive_max_members: int = Field(
         10_000, ge=1, description="Most files and directories in a workflow archive."
     )
+    opentelemetry: bool = Field(
+        False,
+        description="FastAPI's native OpenTelemetry spans, metrics and logs, sent to the "
+        "global providers (run under opentelemetry-instrument, or configure them); off, "
+        "requests skip its checks.",
+    )
     token_cache_s: float = Field(
         2.0,
         ge=0,

@@ -14,7 +14,7 @@ import pytest
 
 from flowdeck.executors.base import Launch, Outcome
 from flowdeck.executors.supervised import SupervisedExecutor
-from flowdeck.executors.wire import read_record, same_process_alive, write_record
+from flowdeck.executors.wire import append_record, read_record, same_process_alive
 
 
 def launch(tmp: Path, key: str, *argv: str) -> Launch:
@@ -27,7 +27,7 @@ def launch(tmp: Path, key: str, *argv: str) -> Launch:
         stdout=tmp / f"{name}.out",
         stderr=tmp / f"{name}.err",
         argv=argv,
-        record=tmp / f"{name}.proc.json",
+        record=tmp / "attempts.jsonl",
     )
 
 
@@ -76,7 +76,7 @@ def test_a_step_survives_its_server_and_is_adopted_again(data: Path) -> None:
         return int(proc.pid)  # type: ignore[attr-defined]
 
     pid = asyncio.run(first())
-    record = read_record(work / "r_s_-1_1.proc.json")
+    record = read_record(work / "attempts.jsonl", "r/s/-1/1")
     assert record is not None and record["pid"] == pid and "outcome" not in record
     assert same_process_alive(pid, record["start_time"])
 
@@ -85,14 +85,18 @@ def test_a_step_survives_its_server_and_is_adopted_again(data: Path) -> None:
         state = ex.connect(asyncio.get_running_loop())
         assert "r/s/-1/1" in state.running
         done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        ex.adopt("r/s/-1/1", done.set_result, work / "r_s_-1_1.proc.json")
+        ex.adopt("r/s/-1/1", done.set_result, work / "attempts.jsonl")
         outcome = await asyncio.wait_for(done, 10)
         ex.close()
         return outcome
 
     outcome = asyncio.run(second())
     assert outcome.ok and (work / "r_s_-1_1.out").read_text() == "ok\n"
-    assert read_record(work / "r_s_-1_1.proc.json")["outcome"]["exit_code"] == 0  # type: ignore[index]
+    deadline = time.monotonic() + 5  # the server is told first, then the record kept
+    while "outcome" not in (read_record(work / "attempts.jsonl", "r/s/-1/1") or {}):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert read_record(work / "attempts.jsonl", "r/s/-1/1")["outcome"]["exit_code"] == 0  # type: ignore[index]
 
 
 def test_a_key_runs_at_most_once_and_orphans_are_reaped(data: Path) -> None:
@@ -130,8 +134,8 @@ def test_an_attempt_its_supervisor_forgot_is_lost_and_killed(data: Path, tmp_pat
     orphan = subprocess.Popen(["sleep", "100"], start_new_session=True)
     from flowdeck.executors.wire import process_start_time
 
-    record = work / "r_u_-1_1.proc.json"
-    write_record(
+    record = work / "attempts.jsonl"
+    append_record(
         record, {"key": "r/u/-1/1", "pid": orphan.pid, "start_time": process_start_time(orphan.pid)}
     )
 
@@ -151,3 +155,22 @@ def test_an_attempt_its_supervisor_forgot_is_lost_and_killed(data: Path, tmp_pat
     assert not os.path.exists(f"/proc/{orphan.pid}/stat") or not same_process_alive(
         orphan.pid, None
     )
+
+
+def test_the_attempt_journal_keeps_the_last_record_and_survives_a_cut_line(
+    tmp_path: Path,
+) -> None:
+    journal = tmp_path / "attempts.jsonl"
+    append_record(journal, {"key": "r/a/-1/1", "pid": 10, "start_time": 5})
+    append_record(journal, {"key": "r/b/-1/1", "pid": 11, "start_time": 6})
+    with journal.open("ab") as f:  # the supervisor died in the middle of a write
+        f.write(b'{"key":"r/a/-1/1","pid":10,"outc')
+    append_record(journal, {"key": "r/a/-1/1", "pid": 10, "outcome": {"exit_code": 0}})
+    assert read_record(journal, "r/a/-1/1") == {
+        "key": "r/a/-1/1",
+        "pid": 10,
+        "outcome": {"exit_code": 0},
+    }
+    assert read_record(journal, "r/b/-1/1") == {"key": "r/b/-1/1", "pid": 11, "start_time": 6}
+    assert read_record(journal, "r/c/-1/1") is None
+    assert read_record(tmp_path / "missing.jsonl", "r/a/-1/1") is None

@@ -65,6 +65,9 @@ def create_app(
         version=__version__,
         description="A workflow job manager: accounts, workflows, runs and their events.",
         responses={"default": {"model": ErrorOut, "description": "Error"}},
+        telemetry=None
+        if settings.opentelemetry
+        else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.ctx = ctx
     errors.install(app)

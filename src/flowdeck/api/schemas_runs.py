@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, Field
 
@@ -82,8 +82,12 @@ class RunSummary(BaseModel):
     priority: int
 
     @classmethod
-    def of(cls, run: Run) -> RunSummary:
-        return cls(
+    def of(cls, run: Run) -> Self:
+        return cls(**cls.fields_of(run))
+
+    @staticmethod
+    def fields_of(run: Run) -> dict[str, Any]:
+        return dict(
             id=run.id,
             workflow=run.workflow_ref,
             owner_id=run.owner_id,
@@ -143,7 +147,8 @@ class RunOut(RunSummary):
         counts: dict[str, int] | None = None,
         current: list[str] | None = None,
         ports: list[StreamPort] | None = None,
-    ) -> RunOut:
+        **extra: Any,
+    ) -> Self:
         counts = counts or {}
         done = sum(n for state, n in counts.items() if StepState(state) in STEP_DONE)
         total = sum(counts.values())
@@ -152,7 +157,7 @@ class RunOut(RunSummary):
             (now - run.paused_at).total_seconds() if run.paused_at and not run.finished_at else 0.0
         )
         return cls(
-            **RunSummary.of(run).model_dump(),
+            **RunSummary.fields_of(run),
             queued_at=run.queued_at,
             running_s=round(run.running_s(now), 3),
             paused_s=round(paused, 3),
@@ -167,6 +172,7 @@ class RunOut(RunSummary):
             error=run.error,
             outputs=run.outputs,
             ports=[PortOut.of(p, run) for p in ports or []],
+            **extra,
         )
 
 

@@ -52,9 +52,9 @@ def socket_path(data_dir: Path) -> Path:
     return private / f"{digest}.sock"
 
 
-def kill_orphan(record: Path) -> None:
+def kill_orphan(journal: Path, key: str) -> None:
     """Kill the process group of an attempt whose supervisor is gone, if it still runs."""
-    info = read_record(record) or {}
+    info = read_record(journal, key) or {}
     pid, start = info.get("pid"), info.get("start_time")
     if isinstance(pid, int) and same_process_alive(pid, start):
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -235,7 +235,7 @@ class SupervisedExecutor(Executor):
                 entry = self._waiting.pop(msg["key"], None)
                 record = self._records.pop(msg["key"], None)
                 if record is not None:
-                    kill_orphan(record)
+                    kill_orphan(record, msg["key"])
                 if entry is not None:
                     entry[0](Outcome(exit_code=None, lost=True, error=LOST))
             elif msg["op"] == "started":

@@ -31,13 +31,13 @@ from typing import Any
 from flowdeck.executors.base import Launch, Outcome, StepProcess
 from flowdeck.executors.local import LocalExecutor
 from flowdeck.executors.wire import (
+    append_record,
     encode,
     launch_from_wire,
     outcome_to_wire,
     process_start_time,
     read_record,
     same_process_alive,
-    write_record,
 )
 
 log = logging.getLogger("flowdeck.supervisor")
@@ -123,7 +123,7 @@ class Supervisor:
         if key in self.exited:
             self.send(key, {"op": "exited", "key": key, "outcome": self.exited.pop(key)})
             return
-        record = read_record(launch.record) if launch.record is not None else None
+        record = read_record(launch.record, key) if launch.record is not None else None
         if record is not None:  # started by an earlier supervisor
             outcome = record.get("outcome")
             if not isinstance(outcome, dict):
@@ -147,7 +147,7 @@ class Supervisor:
         self.procs[launch.key] = (proc, info)
         self.send(launch.key, {"op": "started", **info})  # first: the server waits on it
         if launch.record is not None:
-            write_record(launch.record, info)
+            append_record(launch.record, info)
         self._check_idle()
 
     def _ended(self, launch: Launch, outcome: Outcome) -> None:
@@ -163,7 +163,7 @@ class Supervisor:
         self.owners.pop(launch.key, None)
         if launch.record is not None:
             with contextlib.suppress(OSError):  # the run directory was removed (kill)
-                write_record(launch.record, {**info, "outcome": wire})
+                append_record(launch.record, {**info, "outcome": wire})
         self._plan_reap()
         self._check_idle()
 

@@ -16,9 +16,12 @@ Supervisor → server, to the connection that started or adopted the attempt, wh
 
     {"op": "exited", "key", "outcome": {...}}
 
-A record file per attempt (``Launch.record``) holds ``{key, pid, start_time,
-started_at}`` once started and gains ``outcome`` when the attempt ends; it is replaced
-atomically (written to a temporary name, then renamed).
+Each run has an attempt journal (``Launch.record``: ``logs/attempts.jsonl``): the supervisor
+appends ``{key, pid, start_time, started_at}`` when an attempt starts and the same with
+``outcome`` when it ends, one JSON line per write; an attempt's record is its last line.
+Appending creates no file per attempt (creating files is what costs on slow or network
+file systems); a line cut short by a crash is skipped by readers and ended by the next
+writer.
 """
 
 from __future__ import annotations
@@ -68,19 +71,39 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
-def write_record(path: Path, record: dict[str, Any]) -> None:
-    """Replace the record atomically (a reader sees the old or the new one, whole)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_record(path: Path) -> dict[str, Any] | None:
+def append_record(journal: Path, record: dict[str, Any]) -> None:
+    """Append an attempt's record (it names its ``key``) to a run's journal, in one write."""
+    line = json.dumps(record, separators=(",", ":")).encode() + b"\n"
+    fd = os.open(journal, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":  # a write cut short by a crash
+            line = b"\n" + line
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def read_records(journal: Path) -> dict[str, dict[str, Any]]:
+    """Every attempt's last record in a run's journal, by key."""
+    try:
+        data = journal.read_bytes()
+    except OSError:
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    for line in data.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # cut short by a crash
+        if isinstance(record, dict) and isinstance(record.get("key"), str):
+            found[record["key"]] = record
+    return found
+
+
+def read_record(journal: Path, key: str) -> dict[str, Any] | None:
+    """One attempt's last record, or None."""
+    return read_records(journal).get(key)
 
 
 def process_start_time(pid: int) -> int | None:

@@ -22,6 +22,7 @@ from flowdeck.domain.runs import Product
 from flowdeck.executors.base import Launch, Outcome
 from flowdeck.ids import new_id
 from flowdeck.runtime.active import ActiveRun, Instance
+from flowdeck.runtime.rundir import attempt_key
 from flowdeck.runtime.steps import (
     BASE_PATH,
     StepError,
@@ -58,12 +59,12 @@ def prepare(ar: ActiveRun, inst: Instance, settings: Settings) -> Launch:
     env = render_env(step, resolve, base)
     timeout = step.resources.timeout_s
     common: dict[str, Any] = {
-        "key": f"{ar.run.id}/{inst.step}/{inst.index}/{attempt}",
+        "key": attempt_key(ar.run.id, inst.step, inst.index, attempt),
         "cwd": cwd,
         "env": env,
         "stdout": ar.rundir.log(inst.step, inst.index, attempt, "stdout"),
         "stderr": ar.rundir.log(inst.step, inst.index, attempt, "stderr"),
-        "record": ar.rundir.record(inst.step, inst.index, attempt),
+        "record": ar.rundir.attempts,
         "memory_bytes": step.resources.memory_bytes or ar.run.resources.get("memory_bytes"),
         "walltime_s": timeout,
         "cpu_seconds": math.ceil(timeout * step.resources.cpus) if timeout else None,

@@ -19,15 +19,17 @@ import functools
 import logging
 import os
 from collections import defaultdict
+from typing import Any
 
 from flowdeck import clock
 from flowdeck.domain.leases import ServerInstance
 from flowdeck.domain.runs import STEP_DONE, Run, RunState, StepRecord, StepState
 from flowdeck.executors.base import NoProcess, Outcome
 from flowdeck.executors.supervised import SupervisedExecutor, SupervisorState, kill_orphan
-from flowdeck.executors.wire import outcome_from_wire, process_start_time, read_record
+from flowdeck.executors.wire import outcome_from_wire, process_start_time, read_records
 from flowdeck.runtime.active import FAILURES, ActiveRun, Instance
 from flowdeck.runtime.core import SchedulerCore
+from flowdeck.runtime.rundir import attempt_key
 from flowdeck.runtime.subflows import SubflowExecutor
 
 log = logging.getLogger("flowdeck.scheduler")
@@ -135,8 +137,6 @@ class RecoveryMixin(SchedulerCore):
         if ar is None:
             return
         self.active[run.id] = ar
-        for leftover in ar.rundir.logs.glob(".*.tmp"):  # a record write the crash cut short
-            leftover.unlink(missing_ok=True)
         with self.store.read() as tx:
             records = tx.list_steps(run.id)
         by_name: dict[str, list[StepRecord]] = defaultdict(list)
@@ -144,8 +144,9 @@ class RecoveryMixin(SchedulerCore):
             by_name[rec.name].append(rec)
         for name in ar.order:
             self._restore_step(ar, name, by_name.get(name, []))
+        journal = read_records(ar.rundir.attempts)  # what the supervisor recorded
         for inst in ar.all_instances():
-            self._reattach(ar, inst, same_host)
+            self._reattach(ar, inst, same_host, journal)
         for inst in ar.all_instances():
             if (
                 inst.state in FAILURES
@@ -205,10 +206,13 @@ class RecoveryMixin(SchedulerCore):
             error=rec.error,
         )
 
-    def _reattach(self, ar: ActiveRun, inst: Instance, same_host: bool) -> None:
+    def _reattach(
+        self, ar: ActiveRun, inst: Instance, same_host: bool, journal: dict[str, dict[str, Any]]
+    ) -> None:
         if inst.state is StepState.PENDING:
             # Started, but the server stopped before it committed that?
-            if not ar.rundir.record(inst.step, inst.index, inst.attempts + 1).exists():
+            nxt = attempt_key(ar.run.id, inst.step, inst.index, inst.attempts + 1)
+            if nxt not in journal:
                 return
             inst.attempts += 1
             inst.started_at = clock.now()
@@ -228,17 +232,16 @@ class RecoveryMixin(SchedulerCore):
         if not same_host:
             self._attempt_failed(ar, inst, StepState.LOST, "its server's host is gone")
             return
-        record_path = ar.rundir.record(inst.step, inst.index, inst.attempts)
-        record = read_record(record_path)
+        key = attempt_key(ar.run.id, inst.step, inst.index, inst.attempts)
+        record = journal.get(key)
         local = self.executors["local"]
-        key = f"{ar.run.id}/{inst.step}/{inst.index}/{inst.attempts}"
         if self.ports.streams(ar.spec, inst.step) and not (record and "outcome" in record):
             # Its feeding and tailing died with the server; the attempt starts over
             # (streams are at least once: a retry reads its input from offset 0).
             if isinstance(local, SupervisedExecutor) and local.connected:
                 local.send({"op": "signal", "key": key, "action": "kill"})
             else:
-                kill_orphan(record_path)
+                kill_orphan(ar.rundir.attempts, key)
             self._attempt_failed(ar, inst, StepState.LOST, "the server restarted while it streamed")
             return
         self.used += inst.cpus
@@ -248,7 +251,7 @@ class RecoveryMixin(SchedulerCore):
             assert self.loop is not None
             self.loop.call_soon(on_exit, outcome_from_wire(record["outcome"]))
         elif isinstance(local, SupervisedExecutor) and local.connected:
-            inst.proc = local.adopt(key, on_exit, record_path)
+            inst.proc = local.adopt(key, on_exit, ar.rundir.attempts)
         else:
             inst.proc = NoProcess(inst.label)
             assert self.loop is not None

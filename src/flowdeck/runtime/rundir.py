@@ -5,7 +5,7 @@
     work/<step>[.<i>]/          each step instance's working directory (its outputs)
     tmp/                        scratch ($TMPDIR)
     logs/<step>[.<i>].<attempt>.stdout|stderr
-    logs/<step>[.<i>].<attempt>.proc.json      the supervisor's record: pid, start, outcome
+    logs/attempts.jsonl         the supervisor's journal: pid, start, outcome per attempt
 """
 
 from __future__ import annotations
@@ -52,8 +52,11 @@ class RunDir:
     def log(self, step: str, index: int, attempt: int, stream: str) -> Path:
         return self.logs / f"{label(step, index)}.{attempt}.{stream}"
 
-    def record(self, step: str, index: int, attempt: int) -> Path:
-        return self.logs / f"{label(step, index)}.{attempt}.proc.json"
+    @property
+    def attempts(self) -> Path:
+        """The run's attempt journal, kept by the step supervisor (one line per change of
+        an attempt: ``executors/wire.py``)."""
+        return self.logs / "attempts.jsonl"
 
     def create(self) -> None:
         """What a starting run needs (inputs/ appears with the first staged file, work/
@@ -75,3 +78,8 @@ class RunDir:
         except ValueError:
             return False
         return True
+
+
+def attempt_key(run_id: str, step: str, index: int, attempt: int) -> str:
+    """An attempt's name with the supervisor, and its key in the attempt journal."""
+    return f"{run_id}/{step}/{index}/{attempt}"
