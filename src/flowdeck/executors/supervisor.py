@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +37,14 @@ from flowdeck.executors.wire import (
     launch_from_wire,
     outcome_to_wire,
     process_start_time,
-    read_record,
+    read_records,
     same_process_alive,
 )
 
 log = logging.getLogger("flowdeck.supervisor")
 PR_SET_CHILD_SUBREAPER = 36
 MAX_UNTOLD = 100_000
+MAX_JOURNALS = 256  # runs whose attempt journal is kept in memory
 LOST = "the supervisor that ran it stopped, so how it ended is unknown"
 
 
@@ -55,6 +57,9 @@ class Supervisor:
         # exits not yet told to a server (none was connected), until one adopts the key
         self.exited: dict[str, dict[str, Any]] = {}
         self.owners: dict[str, asyncio.StreamWriter] = {}  # key -> the server that follows it
+        # Attempt journals read (once) or written by this supervisor, the only writer of
+        # them while it lives: run journal -> key -> last record.  Recently used first out.
+        self.journals: OrderedDict[Path, dict[str, dict[str, Any]]] = OrderedDict()
         self.clients = 0
         self.done = asyncio.Event()
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -123,7 +128,7 @@ class Supervisor:
         if key in self.exited:
             self.send(key, {"op": "exited", "key": key, "outcome": self.exited.pop(key)})
             return
-        record = read_record(launch.record, key) if launch.record is not None else None
+        record = self._journal(launch.record).get(key) if launch.record is not None else None
         if record is not None:  # started by an earlier supervisor
             outcome = record.get("outcome")
             if not isinstance(outcome, dict):
@@ -147,7 +152,7 @@ class Supervisor:
         self.procs[launch.key] = (proc, info)
         self.send(launch.key, {"op": "started", **info})  # first: the server waits on it
         if launch.record is not None:
-            append_record(launch.record, info)
+            self._keep(launch.record, info)
         self._check_idle()
 
     def _ended(self, launch: Launch, outcome: Outcome) -> None:
@@ -163,9 +168,25 @@ class Supervisor:
         self.owners.pop(launch.key, None)
         if launch.record is not None:
             with contextlib.suppress(OSError):  # the run directory was removed (kill)
-                append_record(launch.record, {**info, "outcome": wire})
+                self._keep(launch.record, {**info, "outcome": wire})
         self._plan_reap()
         self._check_idle()
+
+    # -- the attempt journals ------------------------------------------------------------
+    def _journal(self, path: Path) -> dict[str, dict[str, Any]]:
+        found = self.journals.get(path)
+        if found is None:
+            found = self.journals[path] = read_records(path)
+            while len(self.journals) > MAX_JOURNALS:
+                self.journals.popitem(last=False)
+        self.journals.move_to_end(path)
+        return found
+
+    def _keep(self, path: Path, record: dict[str, Any]) -> None:
+        """Append an attempt's record to its run's journal (and to what is known of it)."""
+        journal = self._journal(path)
+        append_record(path, record)
+        journal[record["key"]] = record
 
     # -- orphans and idleness ------------------------------------------------------------
     def _plan_reap(self) -> None:
