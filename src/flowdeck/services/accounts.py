@@ -207,7 +207,10 @@ class Accounts:
             with self.store.write() as tx:
                 tx.touch_token(token.id, now)
             token = dataclasses.replace(token, last_used_at=now)
-        self._remember(digest, token, user)
+            if hit is not None:  # the next request reads it again (a hit never renews)
+                self._tokens.pop(digest, None)
+        if hit is None:
+            self._remember(digest, token, user)
         return Principal(user, token)
 
     def cached_principal(self, secret: str) -> Principal | None:
@@ -217,8 +220,9 @@ class Accounts:
         hit = self._cached(digest)
         if hit is None:
             return None
-        token, user = self._check(hit, digest, clock.now())
-        if token.last_used_at is None or clock.now() - token.last_used_at > TOUCH_EVERY:
+        now = clock.now()
+        token, user = self._check(hit, digest, now)
+        if token.last_used_at is None or now - token.last_used_at > TOUCH_EVERY:
             return None
         return Principal(user, token)
 
