@@ -104,7 +104,7 @@ class SupervisedExecutor(Executor):
         self._inbox = b""
         self._outbox = bytearray()
         self._waiting: dict[str, tuple[Callable[[Outcome], None], SupervisedProcess]] = {}
-        self._records: dict[str, Path] = {}  # adopted attempts' record files
+        self._records: dict[str, Path] = {}  # adopted attempts' run journals
         self._on_started: dict[str, Callable[[], None]] = {}
 
     # -- connection ----------------------------------------------------------------------

@@ -4,7 +4,7 @@ steps, is their subreaper and keeps their records, so that steps outlive the ser
 The server connects over a Unix socket (see :mod:`flowdeck.executors.wire`).  Steps run
 exactly as :class:`~flowdeck.executors.local.LocalExecutor` runs them — in this process's
 loop instead of the server's.  An exit goes to the server that started or adopted the
-attempt; while none listens it is kept (in memory and in the attempt's record file) until
+attempt; while none listens it is kept (in memory and in the run's attempt journal) until
 a server adopts the attempt.  With no server and no
 step for ``--idle-s`` seconds, the supervisor exits.
 
@@ -163,7 +163,7 @@ class Supervisor:
         # attempt lost, never a wrong outcome.
         if not self.send(launch.key, {"op": "exited", "key": launch.key, "outcome": wire}):
             if len(self.exited) >= MAX_UNTOLD:
-                self.exited.pop(next(iter(self.exited)))  # the record file still has it
+                self.exited.pop(next(iter(self.exited)))  # its run's journal still has it
             self.exited[launch.key] = wire
         self.owners.pop(launch.key, None)
         if launch.record is not None:

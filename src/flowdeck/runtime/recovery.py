@@ -4,7 +4,7 @@ their steps, and letting go of runs another instance took over.
 At start (and, for runs of instances whose lease ran out, at every heartbeat) the
 scheduler claims each active run it may own (compare-and-set on the run's fence), rebuilds
 its in-memory picture from the step records, and reconciles every attempt that was running
-with what the step supervisor and the attempt's record file say:
+with what the step supervisor and the run's attempt journal say:
 
 - the attempt ended meanwhile: its outcome is taken as if the server had seen it;
 - it is still running under the supervisor: it is adopted (exits come to us again);
