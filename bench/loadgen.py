@@ -1,9 +1,9 @@
 """A load generator for request rates: ``wrk`` when it is installed (``apt-get install wrk``),
-else an httpx client in this process.
+else the raw keep-alive client of :mod:`bench.rawhttp` in this process.
 
 The machine's cores are shared by the server and the load generator, so the generator's own
-cost caps every rate measured: httpx spends ~1 ms of CPU per request, wrk ~0.05 ms.  Each
-figure says which generator produced it.
+cost caps every rate measured: httpx spends 1 to 7 ms of CPU per request here, wrk and
+rawhttp ~0.05 to 0.2 ms.  Each figure says which generator produced it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
+from bench import rawhttp
 
 WRK_SCRIPT = """
 wrk.method = %(method)s
@@ -32,7 +32,7 @@ end
 
 
 def generator() -> str:
-    return "wrk" if shutil.which("wrk") else "httpx"
+    return "wrk" if shutil.which("wrk") else "rawhttp"
 
 
 def _lua(text: str) -> str:
@@ -53,7 +53,7 @@ def rate(
     request failed."""
     if generator() == "wrk":
         return _wrk(url, token, method, path, body, concurrency, seconds)
-    return asyncio.run(_httpx(url, token, method, path, body, concurrency, seconds))
+    return asyncio.run(_raw(url, token, method, path, body, concurrency, seconds))
 
 
 def _wrk(
@@ -98,7 +98,7 @@ def _wrk(
     return requests / (duration_us / 1e6)
 
 
-async def _httpx(
+async def _raw(
     url: str,
     token: str,
     method: str,
@@ -107,20 +107,7 @@ async def _httpx(
     concurrency: int,
     seconds: float,
 ) -> float:
-    headers = {"Authorization": f"Bearer {token}"}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as c:
-        done = 0
-        t0 = time.perf_counter()
-        deadline = t0 + seconds
-
-        async def worker() -> None:
-            nonlocal done
-            while time.perf_counter() < deadline:
-                r = await c.request(method, path, json=body)
-                if r.status_code >= 300:
-                    raise RuntimeError(f"{method} {path}: {r.status_code} {r.text}")
-                done += 1
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return done / (time.perf_counter() - t0)
+    req = rawhttp.request(url, token, method, path, body)
+    t0 = time.perf_counter()
+    done = await rawhttp.for_duration(url, req, seconds, concurrency)
+    return done / (time.perf_counter() - t0)

@@ -4,7 +4,8 @@ measured in the same run:
 - chain of 40 `/bin/true` steps: latency per step (goal <= 5 ms);
 - fan-out of 1,000 `/bin/true` steps: overhead per step above the floor (goal <= 1 ms);
 - 1,000 single-step runs created, started and finished over HTTP by a load generator at
-  concurrency 16: runs per second end to end (goal >= 300/s).
+  concurrency 16: runs per second end to end (goal >= 300/s); again with the step asking
+  0.25 CPU, so that 8 run at once on a 2-CPU machine instead of 2.
 
     python -m bench.runs [--runs 1000] [--fanout 1000] [--chain 40]
 """
@@ -19,6 +20,7 @@ from datetime import datetime
 
 import httpx
 
+from bench import rawhttp
 from bench.common import Figure, report
 from bench.server import server
 
@@ -74,29 +76,27 @@ def duration(status: dict[str, object]) -> float:
     return _ts(str(status["finished_at"])) - _ts(str(status["started_at"]))
 
 
-async def _load(url: str, token: str, n: int, concurrency: int) -> float:
-    headers = {"Authorization": f"Bearer {token}"}
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as c:
-        sem = asyncio.Semaphore(concurrency)
-        ids: list[str] = []
-
-        async def one() -> None:
-            async with sem:
-                r = await c.post(f"{API}/runs", json={"workflow": "one@1", "start": True})
-                ids.append(r.json()["id"])
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(n)))
-        submitted = time.perf_counter() - t0
+async def _load(url: str, token: str, n: int, concurrency: int, workflow: str = "one@1") -> float:
+    """Seconds for ``n`` single-step runs to be created, started and finished; the
+    requests come from a lean raw-HTTP generator (bench/rawhttp.py)."""
+    body = {"workflow": workflow, "start": True}
+    create = rawhttp.request(url, token, "POST", f"{API}/runs", body)
+    active = rawhttp.request(url, token, "GET", f"{API}/runs?state=queued&state=running&limit=1")
+    t0 = time.perf_counter()
+    await rawhttp.fixed_count(url, create, n, concurrency)
+    submitted = time.perf_counter() - t0
+    conn = await rawhttp.Connection.open(url)
+    try:
         while True:
-            page = await c.get(f"{API}/runs", params={"state": ["queued", "running"], "limit": 1})
-            if not page.json()["items"]:
+            page = (await conn.send(active)).json()
+            if not page["items"]:  # type: ignore[index]
                 break
-            await asyncio.sleep(0.05)  # the load generator must not eat the server's CPU
-        done = time.perf_counter() - t0
-        print(f"  submitted {n} runs in {submitted:.2f} s ({n / submitted:.0f}/s)")
-        return done
+            await asyncio.sleep(0.05)
+    finally:
+        conn.close()
+    done = time.perf_counter() - t0
+    print(f"  submitted {n} runs in {submitted:.2f} s ({n / submitted:.0f}/s)")
+    return done
 
 
 def main() -> None:
@@ -173,6 +173,23 @@ def main() -> None:
                 "spawns/s floor",
                 floor_runs,
                 goal=">= 300/s",
+            )
+        )
+        # The same runs with the step asking a quarter of a CPU (a /bin/true needs no
+        # more): 8 steps at a time on 2 slots instead of 2, so commits gather more runs.
+        push(
+            c,
+            'name: quarter\nversion: "1"\nsteps:\n'
+            "  t: {run: [/bin/true], resources: {cpus: 0.25}}\n",
+        )
+        elapsed = asyncio.run(_load(url, token, args.runs, 16, "quarter@1"))
+        figures.append(
+            Figure(
+                f"{args.runs} single-step runs over HTTP (c=16), step cpus: 0.25",
+                args.runs / elapsed,
+                "runs/s",
+                "spawns/s floor",
+                floor_runs,
             )
         )
     report("runs", figures, {"chain": args.chain, "fanout": args.fanout, "runs": args.runs})

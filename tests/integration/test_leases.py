@@ -46,6 +46,53 @@ def test_instances_heartbeat_and_claims_are_compare_and_set(store: Store) -> Non
         assert tx.get_run("run_a").fence == 1  # type: ignore[union-attr]
 
 
+def test_claims_in_one_statement_refuse_only_the_runs_taken_first(store: Store) -> None:  # noqa: F811
+    with store.write() as tx:
+        tx.add_user(user("alice"))
+        tx.add_workflow(workflow("wf_1", "alice"))
+        for name in ("a", "b", "c"):
+            tx.add_run(Run(f"run_{name}", "u_alice", "wf_1", "alice/wf@1", RunState.QUEUED, T0, T0))
+    with store.write() as tx:
+        assert tx.claim_runs("inst_a", {"run_a": 0, "run_b": 0}) == set()  # all held
+    with store.write() as tx:
+        assert tx.claim_run("run_c", "inst_b", 0) == 1  # another instance was first
+    with store.write() as tx:
+        # run_a at fence 1 (ours to move on), run_c no longer at 0: only run_c is refused
+        assert tx.claim_runs("inst_a", {"run_a": 1, "run_c": 0}) == {"run_c"}
+        assert tx.run_fences(["run_a", "run_b", "run_c"]) == {
+            "run_a": ("inst_a", 2),
+            "run_b": ("inst_a", 1),
+            "run_c": ("inst_b", 1),
+        }
+
+
+def test_many_runs_change_in_one_call(store: Store) -> None:  # noqa: F811
+    with store.write() as tx:
+        tx.add_user(user("alice"))
+        tx.add_workflow(workflow("wf_1", "alice"))
+        tx.add_runs(
+            [
+                Run(
+                    f"run_{n}", "u_alice", "wf_1", "alice/wf@1", RunState.QUEUED, T0, T0, tags=["x"]
+                )
+                for n in "ab"
+            ]
+        )
+    later = T0 + timedelta(seconds=3)
+    with store.write() as tx:
+        tx.set_runs(
+            {
+                "run_a": {"state": RunState.RUNNING, "started_at": later},
+                "run_b": {"state": RunState.SUCCEEDED, "finished_at": later, "tags": ["y"]},
+            }
+        )
+    with store.read() as tx:
+        a, b = tx.get_run("run_a"), tx.get_run("run_b")
+    assert a is not None and b is not None
+    assert (a.state, a.started_at, a.tags) == (RunState.RUNNING, later, ["x"])
+    assert (b.state, b.finished_at, b.tags) == (RunState.SUCCEEDED, later, ["y"])
+
+
 def test_a_lease_ends_when_stopped_expired_or_its_process_is_gone() -> None:
     import os
 

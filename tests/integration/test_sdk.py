@@ -161,6 +161,19 @@ def test_pause_resume_stop_kill(fd: Client) -> None:
     assert other.wait(timeout=30)["state"] == "killed"
 
 
+def test_a_run_can_be_stopped_or_killed_right_after_it_was_created(fd: Client) -> None:
+    # The scheduler takes a new run in after the creation answered: an action asked at
+    # once must reach it, never a 409 "not known to the scheduler".
+    for i in range(10):
+        run = fd.create_run("sleepy@1", start=True)
+        if i % 2:
+            run.kill()
+            assert run.wait(timeout=30)["state"] == "killed"
+        else:
+            run.stop(grace_s=0.5)
+            assert run.wait(timeout=30)["state"] == "cancelled"
+
+
 class NoStreams(httpx.HTTPTransport):
     """A proxy in the way that refuses event streams (502) and passes everything else."""
 

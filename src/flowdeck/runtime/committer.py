@@ -13,13 +13,15 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from flowdeck.domain.composition import CacheEntry
 from flowdeck.domain.runs import StepRecord
 from flowdeck.store.base import EventRow, Store, Tx
 
 log = logging.getLogger("flowdeck.committer")
-Op = tuple[str, Callable[[Tx], None]]  # (run id, change)
+# (run id, change): a function of the transaction, or new values of the run's own row
+Op = tuple[str, Callable[[Tx], None] | dict[str, Any]]
 
 
 @dataclass
@@ -83,30 +85,33 @@ class Committer:
                 claims.update(b.claims)
             # Claims first (compare-and-set on the fence), then every change is checked
             # against this instance's ownership.
-            stale = {
-                run_id
-                for run_id, fence in claims.items()
-                if tx.claim_run(run_id, self.instance_id, fence) is None
-            }
+            stale = tx.claim_runs(self.instance_id, claims)
             found = tx.run_fences(sorted(set(expected) - stale))
             stale |= {
                 run_id
                 for run_id, fence in expected.items()
                 if run_id in found and found[run_id] != (self.instance_id, fence)
             }
-            # In batch order, with as few statements as that allows: step records gather
-            # until an op comes (an op may delete one), events and cache entries (which no
-            # op touches) are written once, last.
+            # In batch order, with as few statements as that allows: step records and
+            # changes of runs' own rows (merged per run, later values winning) gather until
+            # an op function comes (it may delete or read one); events and cache entries
+            # (which no op touches) are written once, last.
             steps: list[StepRecord] = []
+            runs: dict[str, dict[str, Any]] = {}
             for b in batches:
-                if b.ops and steps:
-                    tx.save_steps(steps)
-                    steps = []
                 for run_id, op in b.ops:
-                    if run_id not in stale:
-                        op(tx)
+                    if run_id in stale:
+                        continue
+                    if isinstance(op, dict):
+                        runs.setdefault(run_id, {}).update(op)
+                        continue
+                    tx.save_steps(steps)
+                    tx.set_runs(runs)
+                    steps, runs = [], {}
+                    op(tx)
                 steps.extend(s for s in b.steps if s.run_id not in stale)
             tx.save_steps(steps)
+            tx.set_runs(runs)
             tx.add_events([e for b in batches for e in b.events if e[1] not in stale])
             tx.save_cache_entries([c for b in batches for c in b.cache if c.run_id not in stale])
         return stale

@@ -106,6 +106,3 @@ class ControlMixin(SchedulerCore):
             "paused_at": None,
             "paused_s": ar.run.paused_s + (now - ar.run.paused_at).total_seconds(),
         }
-
-    def is_active(self, run_id: str) -> bool:
-        return run_id in self.active or run_id in self.queued

@@ -45,7 +45,9 @@ from flowdeck.runtime.steps import StepError, evaluate_condition, foreach_items,
 from flowdeck.store.base import EventRow, Store, Tx
 
 log = logging.getLogger("flowdeck.scheduler")
-Change = Callable[[Tx], None]
+# A change to commit: a function of the transaction, or (a dict) new values of the run's
+# own row, which the committer merges and writes with other runs' in one statement.
+Change = Callable[[Tx], None] | dict[str, Any]
 
 
 class SchedulerCore:
@@ -119,7 +121,7 @@ class SchedulerCore:
         if isinstance(ar, ActiveRun):
             ar.run = new
         event_data = {"from": run.state.value, **(data or {})}
-        self._op(run.id, lambda tx: tx.set_run(run.id, **changes))
+        self._op(run.id, changes)
         self._events.append(("run", run.id, f"run.{rule.target.value}", now, actor, event_data))
         return new
 

@@ -41,9 +41,13 @@ def prepare(ar: ActiveRun, inst: Instance, settings: Settings) -> Launch:
     resolve = resolver(ar.run.params, ar.all_outputs(), inst.item)
     attempt = inst.attempts + 1
     cwd = ar.rundir.step_dir(inst.step, inst.index)
-    if cwd.exists():
+    try:
+        cwd.mkdir()
+    except FileExistsError:
         shutil.rmtree(cwd)  # a retry starts clean
-    cwd.mkdir(parents=True)
+        cwd.mkdir()
+    except FileNotFoundError:  # the run's first step
+        cwd.mkdir(parents=True)
     base = {
         "PATH": BASE_PATH,
         "HOME": str(cwd),

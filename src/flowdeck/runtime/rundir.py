@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -22,26 +22,19 @@ def label(step: str, index: int) -> str:
 @dataclass(frozen=True, slots=True)
 class RunDir:
     root: Path
+    # the subdirectories, joined once (a step's start asks for them several times)
+    inputs: Path = field(init=False, repr=False, compare=False)
+    work: Path = field(init=False, repr=False, compare=False)
+    tmp: Path = field(init=False, repr=False, compare=False)
+    logs: Path = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("inputs", "work", "tmp", "logs"):
+            object.__setattr__(self, name, self.root / name)
 
     @classmethod
     def of(cls, data_dir: Path, run_id: str) -> RunDir:
         return cls((data_dir / "runs" / run_id).absolute())
-
-    @property
-    def inputs(self) -> Path:
-        return self.root / "inputs"
-
-    @property
-    def work(self) -> Path:
-        return self.root / "work"
-
-    @property
-    def tmp(self) -> Path:
-        return self.root / "tmp"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
 
     def input_dir(self, name: str) -> Path:
         return self.inputs / name

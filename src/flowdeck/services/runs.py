@@ -56,6 +56,16 @@ class RunView:
     steps: list[StepRecord]
 
 
+Created = tuple[Run, list[EventRow]]  # a new run and its first events
+
+
+def _insert_created(tx: Tx, items: list[Created]) -> list[None]:
+    """Write new runs and their first events: one multi-row insert per table."""
+    tx.add_runs([run for run, _ in items])
+    tx.add_events([e for _, events in items for e in events])
+    return [None] * len(items)
+
+
 class Runs(RunFiles):
     def __init__(self, store: Store, settings: Settings, workflows: Workflows) -> None:
         self.store = store
@@ -64,7 +74,8 @@ class Runs(RunFiles):
         self.scheduler: Scheduler | None = None
         self.webhooks: Webhooks | None = None  # run-scoped callbacks made with a run
         self._specs: dict[str, WorkflowSpec] = {}
-        self._group = GroupCommit(store)  # concurrent creations share a transaction
+        # concurrent creations share a transaction and its statements
+        self._group: GroupCommit[Created] = GroupCommit(store, apply=_insert_created)
 
     # -- helpers --------------------------------------------------------------------------
     def upload_dir(self) -> Path:
@@ -254,9 +265,7 @@ class Runs(RunFiles):
             files: dict[str, list[str]] = {}
             return await to_thread.run_sync(self.insert, actor, run, wf, spec, start, files)
         run, events = self._first_rows(actor, run, wf, spec, start, {})
-        await asyncio.wrap_future(
-            self._group.submit(lambda tx: (tx.add_run(run), tx.add_events(events)))
-        )
+        await asyncio.wrap_future(self._group.submit((run, events)))
         self._created(run, start, None)
         return run
 
@@ -346,7 +355,7 @@ class Runs(RunFiles):
         ]
         ports = stream_ports(spec)
         if not (callbacks or staged or ports or link):  # the common case, under load
-            self._group.write(lambda tx: (tx.add_run(run), tx.add_events(events)))
+            self._group.write((run, events))
         else:
             with self.store.write() as tx:  # one short transaction: all or nothing
                 tx.add_run(run)
@@ -515,8 +524,10 @@ class Runs(RunFiles):
         if (
             run.state in (RunState.QUEUED, RunState.RUNNING, RunState.PAUSED, RunState.STOPPING)
             and sched is not None
-            and sched.is_active(run.id)
         ):
+            # Asked in the scheduler's loop, after the hand-over of a run queued just before
+            # (which the loop takes in the order it was handed over): not "is it active?"
+            # from this thread first, which could answer before the loop took it.
             try:
                 return self._ask(sched, action, run.id, actor.username, options)
             except NotFound:  # it ended meanwhile: answer from its final state

@@ -189,6 +189,11 @@ class Tx(ABC):
     @abstractmethod
     def add_run(self, run: Run) -> None: ...
 
+    def add_runs(self, runs: list[Run]) -> None:
+        """:meth:`add_run` for many runs (one statement per table where the backend can)."""
+        for run in runs:
+            self.add_run(run)
+
     @abstractmethod
     def get_run(self, run_id: str) -> Run | None: ...
 
@@ -199,6 +204,12 @@ class Tx(ABC):
     def set_run(self, run_id: str, **changes: Any) -> None:
         """:meth:`update_run` without reading the run back."""
         self.update_run(run_id, **changes)
+
+    def set_runs(self, changes: dict[str, dict[str, Any]]) -> None:
+        """:meth:`set_run` for many runs (run id -> its changes), in as few statements as
+        the backend allows."""
+        for run_id, change in changes.items():
+            self.set_run(run_id, **change)
 
     @abstractmethod
     def delete_run(self, run_id: str) -> bool: ...
@@ -316,6 +327,15 @@ class Tx(ABC):
     def claim_run(self, run_id: str, instance_id: str, fence: int) -> int | None:
         """Make ``instance_id`` the run's owner if its fence is still ``fence``; the new
         fence, or None when someone else changed it first."""
+
+    def claim_runs(self, instance_id: str, fences: dict[str, int]) -> set[str]:
+        """:meth:`claim_run` for many runs (run id -> the fence expected); the runs whose
+        claim failed."""
+        return {
+            run_id
+            for run_id, fence in fences.items()
+            if self.claim_run(run_id, instance_id, fence) is None
+        }
 
     @abstractmethod
     def run_fences(self, run_ids: list[str]) -> dict[str, tuple[str | None, int]]:

@@ -76,6 +76,25 @@ class SqlLeasesMixin:
             return None
         return fence + 1
 
+    def claim_runs(self, instance_id: str, fences: dict[str, int]) -> set[str]:
+        if not fences:
+            return set()
+        rows = [
+            {"r_id": run_id, "r_fence": fence, "v_instance": instance_id}
+            for run_id, fence in fences.items()
+        ]
+        result = self.conn.execute(_CLAIM, rows)
+        if self.conn.dialect.supports_sane_multi_rowcount and result.rowcount == len(rows):
+            return set()  # every claim held (the usual case): one statement
+        # Some did not (or the driver cannot tell): which ones?  The claims that held moved
+        # their run's fence on by one.
+        found = self.run_fences(list(fences))
+        return {
+            run_id
+            for run_id, fence in fences.items()
+            if found.get(run_id) != (instance_id, fence + 1)
+        }
+
     def run_fences(self, run_ids: list[str]) -> dict[str, tuple[str | None, int]]:
         if not run_ids:
             return {}

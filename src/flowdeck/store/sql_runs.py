@@ -185,20 +185,32 @@ def _run_update(columns: tuple[str, ...]) -> Any:
     )
 
 
-@functools.cache
-def _counter_bump(dialect: str) -> Any:
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(t.event_counters)
-    values = insert.values(
-        subject_kind=sa.bindparam("k"), subject_id=sa.bindparam("i"), last_seq=sa.bindparam("n")
+_BUMP_CHUNK = 32  # subjects per counter statement (one statement cached per size)
+
+
+@functools.lru_cache(maxsize=2 * _BUMP_CHUNK)
+def _counter_bump(n: int) -> Any:
+    """Add ``n{j}`` to the counters of subjects (``k{j}``, ``i{j}``), j < n, in one
+    statement; returns (kind, id, new last_seq) of each.  Written as text: SQLAlchemy does
+    not cache a multi-row VALUES construct, and this SQL is the same on SQLite (>= 3.35) and
+    PostgreSQL."""
+    rows = ", ".join(f"(:k{j}, :i{j}, :n{j})" for j in range(n))  # placeholders only
+    return sa.text(
+        "INSERT INTO event_counters (subject_kind, subject_id, last_seq) "  # noqa: S608
+        f"VALUES {rows} ON CONFLICT (subject_kind, subject_id) "
+        "DO UPDATE SET last_seq = event_counters.last_seq + excluded.last_seq "
+        "RETURNING subject_kind, subject_id, last_seq"
     )
-    return values.on_conflict_do_update(
-        index_elements=["subject_kind", "subject_id"],
-        set_={"last_seq": t.event_counters.c.last_seq + values.excluded.last_seq},
-    ).returning(t.event_counters.c.last_seq)
 
 
 _RUN_INSERT = t.runs.insert()
 _EVENT_INSERT = t.events.insert().returning(t.events.c.id, sort_by_parameter_order=True)
+# SQLite: RETURNING in parameter order makes SQLAlchemy send one INSERT per row.  A write
+# transaction there is the only writer (BEGIN IMMEDIATE; a deferred one that read a stale
+# snapshot fails to write), so the ids are taken as max(id) + 1, … — the ids SQLite itself
+# would give a rowid without AUTOINCREMENT — and the rows go in one executemany.
+_EVENT_LAST_ID = sa.select(sa.func.coalesce(sa.func.max(t.events.c.id), 0))
+_EVENT_INSERT_IDS = t.events.insert()
 
 
 def _step_row(step: StepRecord) -> dict[str, Any]:
@@ -239,14 +251,19 @@ class SqlRunsMixin:
 
     # -- runs -----------------------------------------------------------------------------
     def add_run(self, run: Run) -> None:
+        self.add_runs([run])
+
+    def add_runs(self, runs: list[Run]) -> None:
         # One prebuilt statement with bound parameters: compiled once, not per run.
-        self.conn.execute(_RUN_INSERT, {"id": run.id, "owner_id": run.owner_id, **_run_values(run)})
-        self.owners.put(("run", run.id), run.owner_id)  # its events need no owner query
-        if run.tags:
-            self.conn.execute(
-                t.run_tags.insert(),
-                [{"run_id": run.id, "tag": tag} for tag in dict.fromkeys(run.tags)],
-            )
+        self.conn.execute(
+            _RUN_INSERT,
+            [{"id": run.id, "owner_id": run.owner_id, **_run_values(run)} for run in runs],
+        )
+        for run in runs:
+            self.owners.put(("run", run.id), run.owner_id)  # its events need no owner query
+        tags = [{"run_id": run.id, "tag": tag} for run in runs for tag in dict.fromkeys(run.tags)]
+        if tags:
+            self.conn.execute(t.run_tags.insert(), tags)
 
     def get_run(self, run_id: str) -> Run | None:
         row = self.conn.execute(t.runs.select().where(t.runs.c.id == run_id)).first()
@@ -257,6 +274,20 @@ class SqlRunsMixin:
         run = self.get_run(run_id)
         assert run is not None
         return run
+
+    def set_runs(self, changes: dict[str, dict[str, Any]]) -> None:
+        # One executemany per set of columns changed (tags are a table of their own).
+        same: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for run_id, change in changes.items():
+            if "tags" in change:
+                self.set_run(run_id, **change)
+                continue
+            values = {k: (v.value if isinstance(v, RunState) else v) for k, v in change.items()}
+            same.setdefault(tuple(values), []).append(
+                {"r_id": run_id, **{f"v_{k}": v for k, v in values.items()}}
+            )
+        for columns, rows in same.items():
+            self.conn.execute(_run_update(columns), rows)
 
     def set_run(self, run_id: str, **changes: Any) -> None:
         values = {k: (v.value if isinstance(v, RunState) else v) for k, v in changes.items()}
@@ -388,13 +419,14 @@ class SqlRunsMixin:
             counts[(kind, sid)] = counts.get((kind, sid), 0) + 1
         owners = self._subject_owners(list(counts))
         next_seq: dict[tuple[str, str], int] = {}
-        for (kind, sid), n in counts.items():
-            last = int(
-                self.conn.execute(
-                    _counter_bump(self.dialect), {"k": kind, "i": sid, "n": n}
-                ).scalar_one()
-            )
-            next_seq[(kind, sid)] = last - n + 1
+        subjects = list(counts.items())
+        for start in range(0, len(subjects), _BUMP_CHUNK):
+            chunk = subjects[start : start + _BUMP_CHUNK]
+            params: dict[str, Any] = {}
+            for j, ((kind, sid), n) in enumerate(chunk):
+                params.update({f"k{j}": kind, f"i{j}": sid, f"n{j}": n})
+            for kind, sid, last in self.conn.execute(_counter_bump(len(chunk)), params):
+                next_seq[(kind, sid)] = int(last) - counts[(kind, sid)] + 1
         rows: list[dict[str, Any]] = []
         for kind, sid, type_, at, actor, data in events:
             seq = next_seq[(kind, sid)]
@@ -411,7 +443,14 @@ class SqlRunsMixin:
                     "owner_id": owners.get((kind, sid)),
                 }
             )
-        ids = [int(i) for i in self.conn.execute(_EVENT_INSERT, rows).scalars()]
+        if self.dialect == "sqlite":
+            last = int(self.conn.execute(_EVENT_LAST_ID).scalar_one())
+            ids = list(range(last + 1, last + 1 + len(rows)))
+            self.conn.execute(
+                _EVENT_INSERT_IDS, [{"id": i, **r} for i, r in zip(ids, rows, strict=True)]
+            )
+        else:
+            ids = [int(i) for i in self.conn.execute(_EVENT_INSERT, rows).scalars()]
         added = [
             Event(
                 i,
