@@ -106,7 +106,7 @@ class ActiveRun:
             return StepState.PENDING
         if not group:
             return StepState.SUCCEEDED  # foreach over an empty array
-        if not all(i.done for i in group):
+        if not self.all_done(name):
             return StepState.RUNNING
         if all(i.state in STEP_OK for i in group):
             return StepState.SUCCEEDED
@@ -122,11 +122,20 @@ class ActiveRun:
     def all_outputs(self) -> dict[str, dict[str, Any]]:
         return {name: self.outputs_of(name) for name in self.instances}
 
+    def all_done(self, name: str) -> bool:
+        """Whether every instance of a step is done, looking from its cursor on: a done
+        instance never runs again, so a wide scatter is not rescanned at every tick."""
+        group = self.instances[name]
+        start = self.cursor.get(name, 0)
+        while start < len(group) and group[start].done:
+            start += 1
+        self.cursor[name] = start
+        return start == len(group)
+
     def finished(self) -> bool:
         return (
             all(
-                name in self.resolved
-                or (name in self.instances and all(i.done for i in self.instances[name]))
+                name in self.resolved or (name in self.instances and self.all_done(name))
                 for name in self.spec.steps
             )
             and not self.running()

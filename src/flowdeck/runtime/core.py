@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import functools
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -24,7 +25,6 @@ from flowdeck import clock
 from flowdeck.config import Settings
 from flowdeck.domain.composition import CacheEntry
 from flowdeck.domain.runs import (
-    STEP_DONE,
     STEP_OK,
     Run,
     RunState,
@@ -379,11 +379,9 @@ class SchedulerCore:
             group = ar.instances.get(name, ())
             # Instances before the cursor are done (a done instance never runs again): a
             # wide scatter is not rescanned from its start at every tick.
-            start = ar.cursor.get(name, 0)
-            while start < len(group) and group[start].state in STEP_DONE:
-                start += 1
-            ar.cursor[name] = start
-            for inst in group[start:]:
+            if group:
+                ar.all_done(name)
+            for inst in itertools.islice(group, ar.cursor.get(name, 0), None):
                 if inst.state is not StepState.PENDING or inst.waiting_retry:
                     continue
                 if self.used + inst.cpus > self.slots and self.used > 0:
