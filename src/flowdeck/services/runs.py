@@ -90,8 +90,9 @@ class Runs(RunFiles):
     @staticmethod
     def _load(tx: Tx, actor: Actor, run_id: str, access: Access = Access.READ) -> Run:
         run = tx.get_run(run_id)
-        if run is None or not allowed(
-            actor, run.owner_id, access, tx.shared_with(RUN_KIND, run_id)
+        if run is None or not (
+            allowed(actor, run.owner_id, access)  # the owner or an admin: no share lookup
+            or allowed(actor, run.owner_id, access, tx.shared_with(RUN_KIND, run_id))
         ):
             raise NotFound(f"no run {run_id}")
         if access is Access.WRITE and not allowed(actor, run.owner_id, Access.WRITE):
