@@ -24,7 +24,6 @@ from typing import Any, Generic, TypeVar
 
 from flowdeck.store.base import Store, Tx
 
-T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741 - an item
 _Item = tuple[Any, "Future[Any]"]
 Apply = Callable[[Tx, list[I]], list[Any]]

@@ -188,7 +188,7 @@ def _run_update(columns: tuple[str, ...]) -> Any:
 _BUMP_CHUNK = 32  # subjects per counter statement (one statement cached per size)
 
 
-@functools.lru_cache(maxsize=2 * _BUMP_CHUNK)
+@functools.lru_cache(maxsize=_BUMP_CHUNK)
 def _counter_bump(n: int) -> Any:
     """Add ``n{j}`` to the counters of subjects (``k{j}``, ``i{j}``), j < n, in one
     statement; returns (kind, id, new last_seq) of each.  Written as text: SQLAlchemy does
