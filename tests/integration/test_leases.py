@@ -93,6 +93,32 @@ def test_many_runs_change_in_one_call(store: Store) -> None:  # noqa: F811
     assert (b.state, b.finished_at, b.tags) == (RunState.SUCCEEDED, later, ["y"])
 
 
+def test_queued_runs_of_other_instances_are_found_by_owner(store: Store) -> None:  # noqa: F811
+    with store.write() as tx:
+        tx.add_user(user("alice"))
+        tx.add_workflow(workflow("wf_1", "alice"))
+        rows = {
+            "run_1": (RunState.QUEUED, None),  # queued by a server without a scheduler
+            "run_2": (RunState.QUEUED, "inst_live"),
+            "run_3": (RunState.QUEUED, "inst_gone"),
+            "run_4": (RunState.RUNNING, "inst_gone"),  # active runs are taken over apart
+            "run_5": (RunState.STAGED, None),
+        }
+        for run_id, (run_state, owner) in rows.items():
+            tx.add_run(
+                Run(
+                    run_id, "u_alice", "wf_1", "alice/wf@1", run_state, T0, T0, owner_instance=owner
+                )
+            )
+    with store.read() as tx:
+        gone = tx.queued_runs(exclude_owners=["inst_live"], unowned=False)
+        all_free = tx.queued_runs(exclude_owners=["inst_live"], unowned=True)
+        nobody_live = tx.queued_runs(exclude_owners=[], unowned=True)
+    assert [r.id for r in gone] == ["run_3"]
+    assert [r.id for r in all_free] == ["run_1", "run_3"]
+    assert [r.id for r in nobody_live] == ["run_1", "run_2", "run_3"]
+
+
 def test_a_lease_ends_when_stopped_expired_or_its_process_is_gone() -> None:
     import os
 
@@ -212,3 +238,81 @@ def test_drain_lets_running_steps_finish_and_starts_nothing_new(
     b = setup()
     b.start_scheduler()  # the next start goes on with b
     wait_for(lambda: state(b, actor, run_id) == "succeeded")
+
+
+def _expire(ctx: Context) -> None:
+    """The instance of ``ctx`` missed its heartbeats (a pause, a partition) as others see it."""
+    assert ctx.runs.scheduler is not None
+    with ctx.store.write() as tx:
+        tx.conn.execute(  # type: ignore[attr-defined]
+            sa.text("UPDATE instances SET heartbeat_at = :t WHERE id = :i"),
+            {"t": datetime.now(UTC) - timedelta(hours=1), "i": ctx.runs.scheduler.instance_id},
+        )
+
+
+def test_a_run_queued_through_an_instance_stays_its_own_until_its_lease_ends(
+    setup: Callable[..., Context],
+) -> None:
+    a = setup(lease_ttl_s=3600, slots=1)
+    a.start_scheduler()
+    actor = actor_in(a)
+    for spec in (SLEEPY, TWO):
+        a.workflows.push_spec(actor, spec.encode(), Visibility.PRIVATE)
+    busy = a.runs.create(actor, "sleepy@1", start=True).id
+    wait_for(lambda: step_state(a, actor, busy, "a") == "running")  # A's only slot
+    waiting = a.runs.create(actor, "two@1", start=True)
+    assert a.runs.scheduler is not None
+    # queued and A's already: A starts it without first committing a claim
+    assert (waiting.owner_instance, waiting.fence) == (a.runs.scheduler.instance_id, 1)
+    b = setup(lease_ttl_s=3600)
+    b.start_scheduler()
+    sched_b = b.runs.scheduler
+    assert sched_b is not None
+    # A's lease holds: B leaves A's running and queued runs alone
+    assert {busy, waiting.id}.isdisjoint({*sched_b.active, *sched_b.queued})
+    time.sleep(0.3)
+    assert state(a, actor, waiting.id) == "queued"
+    _expire(a)
+    sched_b.call(sched_b._heartbeat)  # B's next heartbeat takes both over
+    wait_for(lambda: state(b, actor, waiting.id) == "succeeded")
+    with b.store.read() as tx:
+        taken = tx.get_run(waiting.id)
+    assert taken is not None
+    assert (taken.owner_instance, taken.fence) == (sched_b.instance_id, 2)  # claimed by B
+    b.runs.control(actor, busy, "kill")
+    wait_for(lambda: state(b, actor, busy) == "killed")
+
+
+def test_an_instance_unsure_of_its_lease_starts_no_step_before_its_commit(
+    setup: Callable[..., Context], tmp_path: Path
+) -> None:
+    marker = tmp_path / "started"
+    a = setup(lease_ttl_s=3600, slots=1)
+    a.start_scheduler()
+    sched = a.runs.scheduler
+    assert sched is not None
+    actor = actor_in(a)
+    a.workflows.push_spec(actor, SLEEPY.encode(), Visibility.PRIVATE)
+    touch = (
+        f'name: touch\nversion: "1"\nsteps:\n  a: {{run: [/bin/sh, -c, "echo x >> {marker}"]}}\n'
+    )
+    a.workflows.push_spec(actor, touch.encode(), Visibility.PRIVATE)
+    busy = a.runs.create(actor, "sleepy@1", start=True).id
+    wait_for(lambda: step_state(a, actor, busy, "a") == "running")
+    waiting = a.runs.create(actor, "touch@1", start=True).id
+    # A's renewals stopped an hour ago (it was paused) and another instance took the
+    # queued run over meanwhile
+    sched.lease_renewed_at = datetime.now(UTC) - timedelta(hours=1)
+    with a.store.write() as tx:
+        assert tx.claim_run(waiting, "inst_other", 1) == 2
+    a.runs.control(actor, busy, "kill")  # A's slot frees: A admits the run it thinks its own
+    wait_for(lambda: state(a, actor, busy) == "killed")
+    wait_for(lambda: waiting not in sched.queued)
+    time.sleep(0.5)
+    # A waited for its commit, which was refused: the step never started, nothing changed
+    assert not marker.exists()
+    assert waiting not in sched.active
+    with a.store.read() as tx:
+        run = tx.get_run(waiting)
+    assert run is not None and run.state is RunState.QUEUED
+    assert (run.owner_instance, run.fence) == ("inst_other", 2)

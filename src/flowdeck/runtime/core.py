@@ -74,8 +74,17 @@ class SchedulerCore:
         self._tick_planned = False
         self._valid: dict[str, tuple[ValidWorkflow | None, bool]] = {}
         self._claims: dict[str, int] = {}  # runs admitted since the last flush: old fences
+        # When the last renewal of this instance's lease began (see lease_fresh).
+        self.lease_renewed_at = clock.now()
         # Observers of each tick's duration in seconds (metrics).
         self.tick_observers: list[Callable[[float], None]] = []
+
+    def lease_fresh(self) -> bool:
+        """Is this instance's lease surely still its own?  Renewed less than half a
+        lease ago (renewals come every third): no other instance can have taken its
+        runs over, so their steps may start before the commit that records them."""
+        age = (clock.now() - self.lease_renewed_at).total_seconds()
+        return age < self.settings.lease_ttl_s / 2
 
     def _plan(self) -> None:
         if not self._tick_planned and self.loop is not None:
@@ -227,9 +236,14 @@ class SchedulerCore:
                 break
         claimed: list[tuple[ActiveRun, Instance, Any]] = []
         if self.queued and self.used < self.slots and not self.draining:
-            self._admit(claimed)
+            self._admit(claimed, starts)
         # Processes of runs this instance owns start at once (their state changes are
-        # already decided and go to the committer right after); see _start_claimed.
+        # already decided and go to the committer right after) while its lease is surely
+        # its own; else, like those of runs it claims, once the tick's commit says that
+        # nobody took them over (see _start_claimed).
+        if not self.lease_fresh():
+            claimed += starts
+            starts = []
         self._start(starts)
         committed = self._flush()
         if claimed:  # their steps start once the claims are committed
@@ -279,16 +293,26 @@ class SchedulerCore:
         self._start(ok)
         self._flush()
 
-    def _admit(self, starts: list[tuple[ActiveRun, Instance, Any]]) -> None:
-        """Start queued runs by priority, then age, while slots are free.  Taking
-        ownership of each is part of the tick's commit (compare-and-set on its fence);
-        their first steps start once that commit succeeded."""
+    def _admit(
+        self,
+        claimed: list[tuple[ActiveRun, Instance, Any]],
+        owned: list[tuple[ActiveRun, Instance, Any]],
+    ) -> None:
+        """Start queued runs by priority, then age, while slots are free.  A run queued
+        through this instance is its own already (ownership was part of queueing it): its
+        first steps go to ``owned`` and start at once.  Taking ownership of any other is
+        part of the tick's commit (compare-and-set on its fence); its first steps go to
+        ``claimed`` and start once that commit succeeded."""
         while self.used < self.slots and (first := self.queued.take_first(1)):
             queued = first[0]
-            self._claims[queued.id] = queued.fence
-            run = dataclasses.replace(
-                queued, owner_instance=self.instance_id, fence=queued.fence + 1
-            )
+            ours = queued.owner_instance == self.instance_id
+            if ours:
+                run = queued
+            else:
+                self._claims[queued.id] = queued.fence
+                run = dataclasses.replace(
+                    queued, owner_instance=self.instance_id, fence=queued.fence + 1
+                )
             admitted = self._activate(run)
             if admitted is None:
                 continue
@@ -301,7 +325,7 @@ class SchedulerCore:
                     self.loop.call_later(float(walltime), self._run_walltime, admitted)
                 )
             self._advance(admitted)
-            self._dispatch(admitted, starts)
+            self._dispatch(admitted, owned if ours else claimed)
             self._maybe_finish(admitted)
 
     @staticmethod

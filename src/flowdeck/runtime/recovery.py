@@ -48,12 +48,17 @@ class RecoveryMixin(SchedulerCore):
         )
         with self.store.write() as tx:
             tx.add_instance(me)
+        self.lease_renewed_at = now
 
     def _heartbeat(self) -> None:
         try:
+            now = clock.now()
             with self.store.write() as tx:
-                if not tx.heartbeat(self.instance_id, clock.now()):
-                    log.error("this instance's lease was ended by someone else")
+                renewed = tx.heartbeat(self.instance_id, now)
+            if renewed:
+                self.lease_renewed_at = now
+            else:
+                log.error("this instance's lease was ended by someone else")
             self._take_over(startup=False)
             self._flush()
         except Exception:
@@ -84,10 +89,6 @@ class RecoveryMixin(SchedulerCore):
             except OSError:
                 log.exception("cannot reach the step supervisor")
         self._take_over(startup=True)
-        with self.store.read() as tx:
-            queued = tx.list_runs(None, states=[RunState.QUEUED], newest_first=False, limit=10**9)
-        for run in queued:
-            self.queued[run.id] = run
         self._flush()
         self._plan()
         assert self.loop is not None
@@ -95,10 +96,23 @@ class RecoveryMixin(SchedulerCore):
 
     def _take_over(self, startup: bool) -> None:
         now = clock.now()
+        ttl = self.settings.lease_ttl_s
         with self.store.read() as tx:
             runs = tx.list_runs(None, states=ACTIVE, limit=10**9)
             instances = {i.id: i for i in tx.list_instances()}
-        ttl = self.settings.lease_ttl_s
+            live = [
+                i.id
+                for i in instances.values()
+                if i.id == self.instance_id or i.lease_valid(now, ttl, self.host)
+            ]
+            # Queued runs: those of instances whose lease ended (at start, also those no
+            # instance owns); they are claimed when admitted.
+            queued = tx.queued_runs(exclude_owners=live, unowned=startup)
+        for run in queued:
+            if run.id not in self.queued and run.id not in self.active:
+                self.queued[run.id] = run
+        if queued:
+            self._plan()
         wanted: list[tuple[Run, ServerInstance | None]] = []
         elsewhere: set[str] = set()
         for run in runs:

@@ -325,10 +325,22 @@ class Runs(RunFiles):
                     errors=problems,
                 )
             run = dataclasses.replace(
-                run, state=transition(run.state, "start").target, queued_at=now, params=values
+                run,
+                state=transition(run.state, "start").target,
+                queued_at=now,
+                params=values,
+                **self._owned(run),
             )
             events.append(("run", run.id, "run.queued", now, actor.username, {"from": "staged"}))
         return run, events
+
+    def _owned(self, run: Run) -> dict[str, Any]:
+        """A run queued through this server is its scheduler's from then on (in the same
+        transaction), so that the scheduler starts it without first committing a claim;
+        other instances leave it alone while this one's lease holds."""
+        if self.scheduler is None:
+            return {}
+        return {"owner_instance": self.scheduler.instance_id, "fence": run.fence + 1}
 
     def _created(self, run: Run, start: bool, callbacks: list[Subscription] | None) -> None:
         if callbacks and self.webhooks is not None:
@@ -463,6 +475,7 @@ class Runs(RunFiles):
             "state_since": now,
             "queued_at": now,
             "params": values,
+            **self._owned(run),
         }
         tx.set_run(run.id, **changes)
         run = dataclasses.replace(run, **changes)

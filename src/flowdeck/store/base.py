@@ -338,6 +338,11 @@ class Tx(ABC):
         }
 
     @abstractmethod
+    def queued_runs(self, *, exclude_owners: list[str], unowned: bool) -> list[Run]:
+        """Queued runs owned by an instance not in ``exclude_owners`` (and, with
+        ``unowned``, those no instance owns), oldest first."""
+
+    @abstractmethod
     def run_fences(self, run_ids: list[str]) -> dict[str, tuple[str | None, int]]:
         """(owner instance, fence) of each run that exists."""
 

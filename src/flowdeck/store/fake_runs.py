@@ -94,6 +94,17 @@ class FakeRunsMixin:
         )
         return rows[:limit]
 
+    def queued_runs(self, *, exclude_owners: list[str], unowned: bool) -> list[Run]:
+        def keep(r: Run) -> bool:
+            if r.owner_instance is None:
+                return unowned
+            return r.owner_instance not in exclude_owners
+
+        return sorted(
+            (r for r in self.s.runs.values() if r.state is RunState.QUEUED and keep(r)),
+            key=lambda r: r.id,
+        )
+
     def count_active_runs(
         self, *, workflow_id: str | None = None, owner_id: str | None = None
     ) -> int:

@@ -350,6 +350,15 @@ class SqlRunsMixin:
         q = q.order_by(r.id.desc() if newest_first else r.id.asc()).limit(limit)
         return [_run(row) for row in self.conn.execute(q)]
 
+    def queued_runs(self, *, exclude_owners: list[str], unowned: bool) -> list[Run]:
+        r = t.runs.c
+        owned_elsewhere = sa.and_(
+            r.owner_instance.is_not(None), r.owner_instance.not_in(exclude_owners)
+        )
+        who = sa.or_(r.owner_instance.is_(None), owned_elsewhere) if unowned else owned_elsewhere
+        q = t.runs.select().where(r.state == RunState.QUEUED.value, who).order_by(r.id)
+        return [_run(row) for row in self.conn.execute(q)]
+
     def count_active_runs(
         self, *, workflow_id: str | None = None, owner_id: str | None = None
     ) -> int:
