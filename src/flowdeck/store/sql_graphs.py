@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 from flowdeck.domain.composition import CacheEntry, RunLink
 from flowdeck.domain.graphs import Graph, GraphNode, GraphState
 from flowdeck.store import schema as t
+from flowdeck.store.sql_many import execute_many
 
 _GRAPH_FIELDS = (
     "owner_id",
@@ -209,7 +210,7 @@ class SqlGraphsMixin:
             }
             for e in entries
         ]
-        self.conn.execute(_cache_upsert(self.dialect), rows)
+        execute_many(self.conn, _cache_upsert(self.dialect), rows)
 
     def list_cache_entries(self, run_id: str) -> list[CacheEntry]:
         c = t.step_cache.c

@@ -24,6 +24,7 @@ from flowdeck.domain.runs import (
 )
 from flowdeck.store import schema as t
 from flowdeck.store.base import EventRow
+from flowdeck.store.sql_many import execute_many
 
 _RUN_FIELDS = (
     "workflow_id",
@@ -247,7 +248,7 @@ class SqlRunsMixin:
         """Insert or update rows with the same columns: one prebuilt statement, many rows."""
         if rows:
             stmt = _upsert_stmt(self.dialect, table.name, tuple(rows[0]), tuple(keys))
-            self.conn.execute(stmt, rows)
+            execute_many(self.conn, stmt, rows)
 
     # -- runs -----------------------------------------------------------------------------
     def add_run(self, run: Run) -> None:
@@ -255,7 +256,8 @@ class SqlRunsMixin:
 
     def add_runs(self, runs: list[Run]) -> None:
         # One prebuilt statement with bound parameters: compiled once, not per run.
-        self.conn.execute(
+        execute_many(
+            self.conn,
             _RUN_INSERT,
             [{"id": run.id, "owner_id": run.owner_id, **_run_values(run)} for run in runs],
         )
@@ -287,7 +289,7 @@ class SqlRunsMixin:
                 {"r_id": run_id, **{f"v_{k}": v for k, v in values.items()}}
             )
         for columns, rows in same.items():
-            self.conn.execute(_run_update(columns), rows)
+            execute_many(self.conn, _run_update(columns), rows)
 
     def set_run(self, run_id: str, **changes: Any) -> None:
         values = {k: (v.value if isinstance(v, RunState) else v) for k, v in changes.items()}
@@ -375,7 +377,7 @@ class SqlRunsMixin:
 
     def save_steps(self, steps: list[StepRecord]) -> None:
         if steps:
-            self.conn.execute(_step_upsert(self.dialect), [_step_row(s) for s in steps])
+            execute_many(self.conn, _step_upsert(self.dialect), [_step_row(s) for s in steps])
 
     def list_steps(self, run_id: str) -> list[StepRecord]:
         q = (
@@ -455,8 +457,10 @@ class SqlRunsMixin:
         if self.dialect == "sqlite":
             last = int(self.conn.execute(_EVENT_LAST_ID).scalar_one())
             ids = list(range(last + 1, last + 1 + len(rows)))
-            self.conn.execute(
-                _EVENT_INSERT_IDS, [{"id": i, **r} for i, r in zip(ids, rows, strict=True)]
+            execute_many(
+                self.conn,
+                _EVENT_INSERT_IDS,
+                [{"id": i, **r} for i, r in zip(ids, rows, strict=True)],
             )
         else:
             ids = [int(i) for i in self.conn.execute(_EVENT_INSERT, rows).scalars()]
