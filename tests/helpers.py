@@ -19,6 +19,9 @@ import uvicorn
 
 from flowdeck.api import create_app
 from flowdeck.config import Settings, load_settings
+from flowdeck.store.migrate import upgrade
+from flowdeck.store.schema import metadata
+from flowdeck.store.sql import SqlStore
 
 STRONG = "correct horse battery staple 42"
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -28,6 +31,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def clean_sql_store(request: pytest.FixtureRequest, tmp_path: Path) -> SqlStore:
+    """A migrated, empty SQL store for a fixture parametrized ``sqlite``/``postgres``: a
+    file under ``tmp_path``, or the shared PostgreSQL test database emptied first."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'contract.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    store = SqlStore(url)
+    upgrade(store.engine)
+    with store.engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
+    return store
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:

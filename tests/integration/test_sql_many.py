@@ -12,8 +12,6 @@ import pytest
 from sqlalchemy import event
 
 from flowdeck.domain.runs import Run, RunState, StepRecord, StepState
-from flowdeck.store.migrate import upgrade
-from flowdeck.store.schema import metadata
 from flowdeck.store.sql import SqlStore
 from flowdeck.store.sql_graphs import _cache_upsert
 from flowdeck.store.sql_many import execute_many
@@ -25,6 +23,7 @@ from flowdeck.store.sql_runs import (
     _step_row,
     _step_upsert,
 )
+from tests.helpers import clean_sql_store
 from tests.integration.test_store_contract import user, workflow
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -59,15 +58,7 @@ def _steps() -> list[dict[str, Any]]:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def sent(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[SqlStore, list[Any]]]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'many.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    store = SqlStore(url)
-    upgrade(store.engine)
-    with store.engine.begin() as conn:  # a clean slate on the shared PostgreSQL database
-        for table in reversed(metadata.sorted_tables):
-            conn.execute(table.delete())
+    store = clean_sql_store(request, tmp_path)
     seen: list[Any] = []
 
     def plain(value: Any) -> Any:  # psycopg's Json wrapper has no equality of its own

@@ -14,9 +14,7 @@ from flowdeck.domain.composition import CHILD, RERUN, CacheEntry, RunLink
 from flowdeck.domain.graphs import Graph, GraphNode, GraphState
 from flowdeck.domain.runs import Run, RunState
 from flowdeck.store import Store, open_store
-from flowdeck.store.migrate import upgrade
-from flowdeck.store.schema import metadata
-from flowdeck.store.sql import SqlStore
+from tests.helpers import clean_sql_store
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -26,15 +24,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "fake":
         yield open_store("memory://")
         return
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'contract.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    s = SqlStore(url)
-    upgrade(s.engine)
-    with s.engine.begin() as conn:  # a clean slate on the shared PostgreSQL database
-        for table in reversed(metadata.sorted_tables):
-            conn.execute(table.delete())
+    s = clean_sql_store(request, tmp_path)
     yield s
     s.close()
 

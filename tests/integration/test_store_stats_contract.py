@@ -10,9 +10,7 @@ import pytest
 
 from flowdeck.domain.runs import Run, RunState, StepRecord, StepState
 from flowdeck.store import Store, open_store
-from flowdeck.store.migrate import upgrade
-from flowdeck.store.schema import metadata
-from flowdeck.store.sql import SqlStore
+from tests.helpers import clean_sql_store
 from tests.integration.test_store_contract import T0, user, workflow
 
 
@@ -21,15 +19,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "fake":
         yield open_store("memory://")
         return
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'contract.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    s = SqlStore(url)
-    upgrade(s.engine)
-    with s.engine.begin() as conn:  # a clean slate on the shared PostgreSQL database
-        for table in reversed(metadata.sorted_tables):
-            conn.execute(table.delete())
+    s = clean_sql_store(request, tmp_path)
     yield s
     s.close()
 
