@@ -15,6 +15,7 @@ import pytest
 
 from flowdeck.executors.base import Launch, Outcome, StepProcess
 from flowdeck.executors.local import LocalExecutor
+from flowdeck.executors.wire import process_start_time, same_process_alive
 
 T = TypeVar("T")
 ENV = {"PATH": os.environ.get("PATH", os.defpath)}
@@ -327,3 +328,23 @@ def test_many_concurrent_launches(tmp_path: Path) -> None:
         return all_started
 
     assert [s.calls for s in run(main)] == [1] * 200
+
+
+def test_each_process_is_named_by_its_pid_and_start_time(tmp_path: Path) -> None:
+    """The start time recorded at spawn (without reading /proc when the spawn fits in one
+    clock tick) is the kernel's: a reused pid is never mistaken for the step."""
+
+    async def main(ex: LocalExecutor) -> list[tuple[int, int | None]]:
+        started = [Started(ex, make(tmp_path, "sleep", "5", key=f"r/s/{i}/1")) for i in range(40)]
+        named = [(s.proc.pid, s.proc.start_time) for s in started]  # type: ignore[attr-defined]
+        for s in started:
+            assert same_process_alive(s.proc.pid, s.proc.start_time)  # type: ignore[attr-defined]
+            assert not same_process_alive(s.proc.pid, s.proc.start_time + 1)  # type: ignore[attr-defined]
+            assert s.proc.start_time == process_start_time(s.proc.pid)  # type: ignore[attr-defined]
+            s.proc.kill()
+        for s in started:
+            await s.outcome()
+        return named
+
+    named = run(main)
+    assert len({pid for pid, _ in named}) == 40

@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import IO, Any
 
 from flowdeck.executors.base import Executor, Launch, NoProcess, Outcome, StepProcess
+from flowdeck.executors.wire import boottime_ticks, spawned_start_time
 
 ARGS_FILE = ".flowdeck-args.json"
 RESULT_FILE = ".flowdeck-result.json"
@@ -87,6 +88,7 @@ class LocalProcess(StepProcess):
     ) -> None:
         self.key = launch.key
         self.pid = popen.pid
+        self.start_time: int | None = None  # in /proc/pid/stat's ticks (see wire.py)
         self._executor = executor
         self._launch = launch
         self._popen = popen
@@ -217,6 +219,7 @@ class LocalExecutor(Executor):
             kwargs["preexec_fn"] = lambda: _apply_limits(limits)  # forces fork over vfork
 
         started = time.monotonic()
+        before = boottime_ticks()
         try:
             with ExitStack() as files:  # the parent's copies close right after spawning
                 stdin: IO[bytes] | int = subprocess.DEVNULL
@@ -245,6 +248,7 @@ class LocalExecutor(Executor):
             popen.wait()
             return self._failed(launch, argv[0], exc, on_exit, loop)
         proc = LocalProcess(self, launch, popen, pidfd, on_exit, loop, started)
+        proc.start_time = spawned_start_time(popen.pid, before, boottime_ticks())
         self._running[launch.key] = proc
         return proc
 

@@ -146,7 +146,7 @@ class Supervisor:
         info = {
             "key": launch.key,
             "pid": pid,
-            "start_time": process_start_time(pid),
+            "start_time": getattr(proc, "start_time", None) or process_start_time(pid),
             "started_at": time.time(),
         }
         self.procs[launch.key] = (proc, info)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,25 @@ def read_records(journal: Path) -> dict[str, dict[str, Any]]:
 def read_record(journal: Path, key: str) -> dict[str, Any] | None:
     """One attempt's last record, or None."""
     return read_records(journal).get(key)
+
+
+_NS_PER_TICK = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def boottime_ticks() -> int:
+    """Now, in the unit of a process's start time in /proc/pid/stat: clock ticks since boot
+    (CLOCK_BOOTTIME, as the kernel counts it there, time namespaces included)."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) // _NS_PER_TICK
+
+
+def spawned_start_time(pid: int, before: int, after: int) -> int | None:
+    """The start time of a child forked between two :func:`boottime_ticks` readings.
+
+    A process's start time is the tick of its fork.  When both readings fall in one tick (a
+    spawn takes well under one: ~99 % of spawns here) that is it, with no read of
+    /proc/pid/stat — which, right after a spawn, waits while the child's exec maps its
+    program (70-230 µs here, in the supervisor's one loop).  Otherwise it is read."""
+    return before if before == after else process_start_time(pid)
 
 
 def process_start_time(pid: int) -> int | None:
