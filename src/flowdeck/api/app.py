@@ -73,10 +73,12 @@ def create_app(
     errors.install(app)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    # FastAPI tries routes in order until one matches: the busiest (run submission and
+    # status) first.  No path of the routers it goes before overlaps with one of its.
+    app.include_router(runs.router, prefix=API_PREFIX)
     app.include_router(auth.router, prefix=API_PREFIX)
     app.include_router(admin.router, prefix=API_PREFIX)
     app.include_router(workflows.router, prefix=API_PREFIX)
-    app.include_router(runs.router, prefix=API_PREFIX)
     app.include_router(events.router, prefix=API_PREFIX)
     app.include_router(webhooks.router, prefix=API_PREFIX)
     app.include_router(ports.router, prefix=API_PREFIX)

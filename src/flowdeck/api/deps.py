@@ -85,6 +85,10 @@ def _check_csrf(request: Request) -> None:
 async def current_principal(
     request: Request, ctx: Annotated[Context, Depends(get_ctx)]
 ) -> Principal:
+    return await _principal(request, ctx)
+
+
+async def _principal(request: Request, ctx: Context) -> Principal:
     found = _credentials(request)
     if found is None:
         raise AuthenticationRequired()
@@ -97,11 +101,14 @@ async def current_principal(
     return principal
 
 
-async def current_actor(principal: Annotated[Principal, Depends(current_principal)]) -> Actor:
-    return principal.actor
+# The caller as an actor in one dependency, not one on top of current_principal: FastAPI
+# solves each level of dependencies anew at every request.
+async def current_actor(request: Request, ctx: Annotated[Context, Depends(get_ctx)]) -> Actor:
+    return (await _principal(request, ctx)).actor
 
 
-async def admin_actor(actor: Annotated[Actor, Depends(current_actor)]) -> Actor:
+async def admin_actor(request: Request, ctx: Annotated[Context, Depends(get_ctx)]) -> Actor:
+    actor = (await _principal(request, ctx)).actor
     if not actor.is_admin:
         raise PermissionDenied("this needs the admin role")
     return actor

@@ -6,6 +6,7 @@ template for ``GET /metrics``."""
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import time
 import uuid
@@ -22,11 +23,17 @@ _RUN_IN_PATH = re.compile(r"/runs/(run_[0-9a-z]{26})(?:/|$)")
 UNMATCHED = "<unmatched>"
 
 
+# New request ids: this process's random prefix and a counter — unique, and no call to the
+# system's random source per request (a request id names a request in logs; it is no secret).
+_PREFIX = uuid.uuid4().hex[:16]
+_COUNTER = itertools.count(1)
+
+
 def request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == HEADER and _SANE_ID.fullmatch(value):
             return str(value.decode())
-    return uuid.uuid4().hex
+    return f"{_PREFIX}{next(_COUNTER):016x}"
 
 
 @functools.lru_cache(maxsize=256)
