@@ -58,6 +58,8 @@ class Scheduler(ControlMixin, RecoveryMixin):
         self._supervisor = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._intake: list[Run] = []  # queued runs handed over, not yet taken in (notify)
+        self._intake_lock = threading.Lock()
         self._init_core()
         self.committer = Committer(store, self.instance_id, self._on_fenced)
 
@@ -149,9 +151,22 @@ class Scheduler(ControlMixin, RecoveryMixin):
         return future.result(timeout=60)
 
     def notify(self, run: Run) -> None:
-        """A run was queued (and committed): take it in."""
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(self._take, run)
+        """A run was queued (and committed): take it in.  Runs queued while the loop has
+        not yet taken the last ones in join them: one wake-up of the loop per burst, not
+        per run (and in order, before any command asked after this call)."""
+        if self.loop is None:
+            return
+        with self._intake_lock:
+            first = not self._intake
+            self._intake.append(run)
+        if first:
+            self.loop.call_soon_threadsafe(self._take_intake)
+
+    def _take_intake(self) -> None:
+        with self._intake_lock:
+            runs, self._intake = self._intake, []
+        for run in runs:
+            self._take(run)
 
     def _on_fenced(self, run_ids: set[str]) -> None:
         """(The committer's thread.)  Changes of these runs were refused: let go of them."""
