@@ -234,6 +234,10 @@ class _Feeder:
                 self.next += len(records)
                 continue
             if port is not None and port.closed and self.next >= port.length:
+                # Every record is in the pipe: say so where a restart looks (a step that
+                # ended while no server ran saw this end, not one cut short by a crash of
+                # the server, whose write end closed with it).
+                fed_marker(self.fifo).touch()
                 self.stop()  # EOF: the step sees the end once it read everything
             return
 
@@ -245,6 +249,11 @@ class _Feeder:
                 self.waiting_writable = False
             os.close(self.fd)
             self.fd = None
+
+
+def fed_marker(fifo: Path) -> Path:
+    """The file that says an attempt's standard input was fed whole, up to EOF."""
+    return fifo.with_name(fifo.name + ".fed")
 
 
 def _line(data: Any) -> bytes:
@@ -264,6 +273,7 @@ class _Tailer:
         self.path = path
         self.file = path.open("rb")
         self.partial = b""
+        self.skip = 0  # records at the start of the file that are stored already
         self.watch: _Inotify | None = None
         self.timer: asyncio.TimerHandle | None = None
 
@@ -293,6 +303,10 @@ class _Tailer:
         lines = data.split(b"\n")
         rest = b"" if final else lines.pop()
         records = [_record(line) for line in lines if line.strip()]
+        if self.skip:
+            skipped = records[: self.skip]
+            records = records[self.skip :]
+            self.skip -= len(skipped)
         if records:
             now = clock.now()
             try:
@@ -466,6 +480,43 @@ class PortRuntime:
 
         self.soon(start)
 
+    def fed_whole(self, ar: ActiveRun, inst: Instance) -> bool:
+        """Did the attempt get its whole stream input (or read none)?  An attempt that
+        ended while the server was down may have seen its input end early: the server's
+        crash closed the pipe's write end, which the step cannot tell from the end."""
+        if self._plan(ar.spec, inst.step)[0] is None:
+            return True
+        stdout = ar.rundir.log(inst.step, inst.index, inst.attempts, "stdout")
+        fifo = stdout.with_name(stdout.name.removesuffix("stdout") + "stdin")
+        return fed_marker(fifo).exists()
+
+    def resume_outputs(self, ar: ActiveRun, inst: Instance) -> None:
+        """An attempt that writes a stream output ended while no server tailed it (the
+        server was down): when its end is taken, the rest of its stdout file — from the
+        first line not stored yet (lines are stored in order, a batch per commit) — is
+        stored as if it had been tailed, and the ports are closed as usual."""
+        outputs = self._plan(ar.spec, inst.step)[1]
+        if not outputs:
+            return
+        path = ar.rundir.log(inst.step, inst.index, inst.attempts, "stdout")
+        try:
+            tailer = _Tailer(self, ar.run.id, outputs, path, inst.attempts)
+        except OSError:
+            log.warning("the stdout of %s is gone: its stream output ends here", inst.label)
+            return
+        tailer.skip = self._stored(ar.run.id, outputs[0], inst.attempts)
+        key = f"{ar.run.id}/{inst.step}/{inst.index}/{inst.attempts}"
+        self._attempts[key] = _Attempt(ar.run.id, inst.step, tailer=tailer)
+
+    def _stored(self, run_id: str, port: str, attempt: int) -> int:
+        """How many records of an output port came from ``attempt``."""
+        count = start = 0
+        with self.store.read() as tx:
+            while batch := tx.read_records(run_id, OUTPUT, port, start, 10_000):
+                count += sum(1 for r in batch if r.attempt == attempt)
+                start = batch[-1].offset + 1
+        return count
+
     def ended(self, ar: ActiveRun, inst: Instance) -> None:
         """An attempt ended: store the rest of its output; close its output ports when the
         step is done for good (not waiting for a retry)."""
@@ -488,6 +539,7 @@ class PortRuntime:
         if job.feeder is not None:
             job.feeder.stop()
             job.feeder.fifo.unlink(missing_ok=True)
+            fed_marker(job.feeder.fifo).unlink(missing_ok=True)
         if job.tailer is not None:
             job.tailer.stop()
 

@@ -249,9 +249,13 @@ class RecoveryMixin(SchedulerCore):
         key = attempt_key(ar.run.id, inst.step, inst.index, inst.attempts)
         record = journal.get(key)
         local = self.executors["local"]
-        if self.ports.streams(ar.spec, inst.step) and not (record and "outcome" in record):
-            # Its feeding and tailing died with the server; the attempt starts over
-            # (streams are at least once: a retry reads its input from offset 0).
+        ended = record is not None and isinstance(record.get("outcome"), dict)
+        if self.ports.streams(ar.spec, inst.step) and not (
+            ended and self.ports.fed_whole(ar, inst)
+        ):
+            # Its feeding and tailing died with the server (or its input was cut short
+            # by that); the attempt starts over (streams are at least once: a retry
+            # reads its input from offset 0).
             if isinstance(local, SupervisedExecutor) and local.connected:
                 local.send({"op": "signal", "key": key, "action": "kill"})
             else:
@@ -260,7 +264,9 @@ class RecoveryMixin(SchedulerCore):
             return
         self.used += inst.cpus
         ar.used += inst.cpus
-        if record is not None and isinstance(record.get("outcome"), dict):
+        if record is not None and ended:
+            if self.ports.streams(ar.spec, inst.step):
+                self.ports.resume_outputs(ar, inst)  # what it wrote while nobody tailed
             inst.proc = NoProcess(inst.label)
             assert self.loop is not None
             self.loop.call_soon(on_exit, outcome_from_wire(record["outcome"]))
