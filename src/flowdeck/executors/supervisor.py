@@ -36,7 +36,6 @@ from flowdeck.executors.wire import (
     encode,
     launch_from_wire,
     outcome_to_wire,
-    process_start_time,
     read_records,
     same_process_alive,
 )
@@ -146,7 +145,7 @@ class Supervisor:
         info = {
             "key": launch.key,
             "pid": pid,
-            "start_time": getattr(proc, "start_time", None) or process_start_time(pid),
+            "start_time": getattr(proc, "start_time", None),  # read at spawn (wire.py)
             "started_at": time.time(),
         }
         self.procs[launch.key] = (proc, info)

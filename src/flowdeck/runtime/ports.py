@@ -36,6 +36,7 @@ from flowdeck.domain.runs import TERMINAL_STATES, Event
 from flowdeck.domain.spec import WorkflowSpec
 from flowdeck.executors.base import Launch
 from flowdeck.runtime.active import ActiveRun, Instance
+from flowdeck.runtime.rundir import attempt_key
 from flowdeck.runtime.steps import StepError
 from flowdeck.store.base import Store
 
@@ -251,6 +252,11 @@ class _Feeder:
             self.fd = None
 
 
+def stdin_fifo(stdout: Path) -> Path:
+    """The FIFO an attempt reads its stream input from, beside its stdout log."""
+    return stdout.with_name(stdout.name.removesuffix("stdout") + "stdin")
+
+
 def fed_marker(fifo: Path) -> Path:
     """The file that says an attempt's standard input was fed whole, up to EOF."""
     return fifo.with_name(fifo.name + ".fed")
@@ -304,9 +310,9 @@ class _Tailer:
         rest = b"" if final else lines.pop()
         records = [_record(line) for line in lines if line.strip()]
         if self.skip:
-            skipped = records[: self.skip]
-            records = records[self.skip :]
-            self.skip -= len(skipped)
+            stored = min(self.skip, len(records))
+            records = records[stored:]
+            self.skip -= stored
         if records:
             now = clock.now()
             try:
@@ -449,7 +455,7 @@ class PortRuntime:
         job = _Attempt(ar.run.id, inst.step)
         try:
             if source is not None:
-                fifo = launch.stdout.with_name(launch.stdout.name.removesuffix("stdout") + "stdin")
+                fifo = stdin_fifo(launch.stdout)
                 fifo.unlink(missing_ok=True)
                 os.mkfifo(fifo, 0o600)
                 # Read-write, so that opening never blocks and the step's open succeeds.
@@ -487,8 +493,7 @@ class PortRuntime:
         if self._plan(ar.spec, inst.step)[0] is None:
             return True
         stdout = ar.rundir.log(inst.step, inst.index, inst.attempts, "stdout")
-        fifo = stdout.with_name(stdout.name.removesuffix("stdout") + "stdin")
-        return fed_marker(fifo).exists()
+        return fed_marker(stdin_fifo(stdout)).exists()
 
     def resume_outputs(self, ar: ActiveRun, inst: Instance) -> None:
         """An attempt that writes a stream output ended while no server tailed it (the
@@ -505,7 +510,7 @@ class PortRuntime:
             log.warning("the stdout of %s is gone: its stream output ends here", inst.label)
             return
         tailer.skip = self._stored(ar.run.id, outputs[0], inst.attempts)
-        key = f"{ar.run.id}/{inst.step}/{inst.index}/{inst.attempts}"
+        key = attempt_key(ar.run.id, inst.step, inst.index, inst.attempts)
         self._attempts[key] = _Attempt(ar.run.id, inst.step, tailer=tailer)
 
     def _stored(self, run_id: str, port: str, attempt: int) -> int:
@@ -520,7 +525,7 @@ class PortRuntime:
     def ended(self, ar: ActiveRun, inst: Instance) -> None:
         """An attempt ended: store the rest of its output; close its output ports when the
         step is done for good (not waiting for a retry)."""
-        job = self._attempts.pop(f"{ar.run.id}/{inst.step}/{inst.index}/{inst.attempts}", None)
+        job = self._attempts.pop(attempt_key(ar.run.id, inst.step, inst.index, inst.attempts), None)
         if job is None:
             return
         done = inst.done
