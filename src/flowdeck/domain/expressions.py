@@ -12,6 +12,7 @@ parentheses; literals: numbers, single- or double-quoted strings, ``true``, ``fa
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -199,8 +200,10 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_template(text: str) -> Template:
-    """Split ``text`` into literal parts and parsed expressions."""
+    """Split ``text`` into literal parts and parsed expressions (immutable: each text is
+    parsed once, not at every start of a step)."""
     parts: list[str | Expr] = []
     pos = 0
     for m in TEMPLATE_RE.finditer(text):

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,8 +56,15 @@ class RunDir:
     def create(self) -> None:
         """What a starting run needs (inputs/ appears with the first staged file, work/
         with the first step)."""
-        for d in (self.tmp, self.logs):
-            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # os.mkdir level by level: a starting run's directory is new, and Path.mkdir with
+        # parents goes through an exception and path comparisons per missing level
+        try:
+            for d in (self.root, self.tmp, self.logs):
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(d, 0o700)
+        except FileNotFoundError:  # the first run of a new data directory
+            for d in (self.tmp, self.logs):
+                d.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def remove_work(self) -> None:
         """What kill removes: work, scratch and staged inputs; logs stay."""
