@@ -152,6 +152,8 @@ class Metrics:
             buckets=HTTP_BUCKETS,
             registry=r,
         )
+        # labelled children by (metric, labels): ``labels()`` validates and locks each call
+        self._children: dict[tuple[Any, ...], Any] = {}
         self._queued: dict[str, datetime] = {}
         self._started: dict[tuple[str, Any, Any, Any], datetime] = {}
         self._lock = threading.Lock()
@@ -169,7 +171,7 @@ class Metrics:
         dispatcher.outcome_observers.append(self._on_outcome)
 
     def _on_outcome(self, outcome: Outcome) -> None:
-        self.webhook_attempts.labels("success" if outcome.ok else "failure").inc()
+        self._child(self.webhook_attempts, "success" if outcome.ok else "failure").inc()
 
     # -- events ---------------------------------------------------------------------------
     def on_commit(self, events: list[Event]) -> None:
@@ -191,7 +193,7 @@ class Metrics:
                 self.queue_wait.observe(max(0.0, (e.at - queued).total_seconds()))
         elif kind in RUN_ENDS:
             self._queued.pop(e.subject_id, None)
-            self.runs_finished.labels(kind[4:]).inc()
+            self._child(self.runs_finished, kind[4:]).inc()
             self._store.finished(RunState(kind[4:]))
         elif kind == "step.running":
             if len(self._started) >= _PENDING_LIMIT:
@@ -201,7 +203,7 @@ class Metrics:
             started = self._started.pop(self._step_key(e), None)
             if started is not None:
                 seconds = max(0.0, (e.at - started).total_seconds())
-                self.step_duration.labels(kind[5:]).observe(seconds)
+                self._child(self.step_duration, kind[5:]).observe(seconds)
 
     @staticmethod
     def _step_key(e: Event) -> tuple[str, Any, Any, Any]:
@@ -212,4 +214,11 @@ class Metrics:
         return generate_latest(self.registry)
 
     def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.http.labels(method, route, str(status)).observe(seconds)
+        self._child(self.http, method, route, str(status)).observe(seconds)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
