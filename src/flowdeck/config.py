@@ -169,6 +169,12 @@ class Settings(BaseSettings):
         description="On SIGTERM, let running steps finish (and start no new ones) before "
         "exiting; by default they keep running for the next start to re-adopt.",
     )
+    scheduler_process: bool = Field(
+        False,
+        description="Run the scheduler in a process of its own beside the one that serves "
+        "HTTP, each with its own interpreter lock: for machines with cores to spare (on two "
+        "cores it takes CPU time from run submissions).",
+    )
     supervisor_idle_s: float = Field(
         300,
         gt=0,

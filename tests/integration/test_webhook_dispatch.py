@@ -4,6 +4,8 @@ restart, and the address rules are applied again at every delivery."""
 from __future__ import annotations
 
 import ssl
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from flowdeck import clock
 from flowdeck.config import Settings
 from flowdeck.domain.accounts import AccountStatus, Role, User
 from flowdeck.domain.privilege import Actor
-from flowdeck.domain.runs import Run, RunState
+from flowdeck.domain.runs import Event, Run, RunState
 from flowdeck.domain.webhooks import Delivery, DeliveryState, Subscription, new_secret
 from flowdeck.ids import new_id
 from flowdeck.runtime.webhooks import Dispatcher
@@ -189,4 +191,30 @@ def test_https_checks_the_certificate_against_the_urls_host(
     else:
         assert (
             got == [] and done.last_error is not None and "certificate" in done.last_error.lower()
+        )
+
+
+def test_a_delivery_goes_out_at_once_when_another_thread_hands_its_event_on(
+    tmp_path: Path, contexts: list[Context]
+) -> None:
+    """With the scheduler in its own process, committed events reach the listeners in id
+    order from whichever thread completes the order: the dispatcher is still woken then,
+    not at its next look at the outbox (a minute later)."""
+    with receiver() as rec:
+        ctx = open_ctx(contexts, settings_for(tmp_path))
+        actor = owner(ctx)
+        sub = ctx.webhooks.create(actor, rec.url, ["run.staged"])
+        held: list[list[Event]] = []
+        ctx.store.order = held.append  # committed, not handed on yet
+        run_event(ctx, actor)
+        assert held and only_delivery(ctx, sub.id).state is DeliveryState.PENDING
+        time.sleep(0.3)
+        assert rec.received() == []
+        hand_on = threading.Thread(target=ctx.store.deliver, args=(held[0],))
+        hand_on.start()
+        hand_on.join()
+        eventually(
+            lambda: only_delivery(ctx, sub.id).state is DeliveryState.SUCCEEDED,
+            timeout=10,
+            what="the delivery",
         )

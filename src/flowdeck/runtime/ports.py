@@ -54,6 +54,9 @@ class PortHub:
         self._waiters: dict[Key, set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
         self._watchers: dict[Key, list[Callable[[], None]]] = {}
         self._delivered: dict[tuple[str, str], int] = {}
+        # the hub of the other process (API and scheduler in two processes): told of each
+        # change and delivery count made here
+        self.forward: Callable[[tuple[Any, ...]], None] | None = None
 
     # -- waiting (in an event loop) -------------------------------------------------------
     def waiter(self, key: Key) -> asyncio.Future[None]:
@@ -90,6 +93,12 @@ class PortHub:
     # -- telling (from any thread) --------------------------------------------------------
     def changed(self, key: Key) -> None:
         """Records were committed to ``key``, or it was closed."""
+        self.changed_here(key)
+        if self.forward is not None:
+            self.forward(("hub.changed", key))
+
+    def changed_here(self, key: Key) -> None:
+        """:meth:`changed`, told by the other process."""
         with self._lock:
             waiters = self._waiters.pop(key, set())
             watchers = list(self._watchers.get(key, ()))
@@ -121,6 +130,11 @@ class PortHub:
             return self._delivered.get((run_id, port), 0)
 
     def set_delivered(self, run_id: str, port: str, count: int) -> None:
+        self.set_delivered_here(run_id, port, count)
+        if self.forward is not None:
+            self.forward(("hub.delivered", run_id, port, count))
+
+    def set_delivered_here(self, run_id: str, port: str, count: int) -> None:
         with self._lock:
             self._delivered[(run_id, port)] = count
 

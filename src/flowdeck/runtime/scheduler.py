@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from flowdeck import clock
 from flowdeck.config import Settings
@@ -30,6 +30,22 @@ from flowdeck.store.base import Store
 
 log = logging.getLogger("flowdeck.scheduler")
 T = TypeVar("T")
+
+
+class SchedulerHandle(Protocol):
+    """What the services use of a scheduler: this one, or the stand-in of one that runs in
+    a process of its own (``services/scheduler_process.py``)."""
+
+    instance_id: str
+    slots: float
+    used: float
+    tick_observers: list[Callable[[float], None]]
+
+    def notify(self, run: Run) -> None: ...
+
+    def command(self, action: str, run_id: str, who: str, options: dict[str, Any]) -> Run: ...
+
+    def close(self) -> None: ...
 
 
 class Scheduler(ControlMixin, RecoveryMixin):
@@ -149,6 +165,17 @@ class Scheduler(ControlMixin, RecoveryMixin):
 
         self.loop.call_soon_threadsafe(run)
         return future.result(timeout=60)
+
+    def command(self, action: str, run_id: str, who: str, options: dict[str, Any]) -> Run:
+        """An API command on an active run (pause, resume, stop, kill), answered once
+        committed; NotFound when the run is not active here."""
+        if action == "pause":
+            return self.call(self.pause, run_id, options.get("mode", "freeze"), who)
+        if action == "resume":
+            return self.call(self.resume, run_id, who)
+        if action == "stop":
+            return self.call(self.stop, run_id, float(options["grace_s"]), who)
+        return self.call(self.kill, run_id, who)
 
     def notify(self, run: Run) -> None:
         """A run was queued (and committed): take it in.  Runs queued while the loop has

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flowdeck.config import Settings
 from flowdeck.events.bus import EventBus, LocalEventBus
@@ -17,6 +18,9 @@ from flowdeck.services.runs import Runs
 from flowdeck.services.webhooks import Webhooks
 from flowdeck.services.workflows import Workflows
 from flowdeck.store import Store, open_store
+
+if TYPE_CHECKING:
+    from flowdeck.runtime.scheduler import Scheduler
 
 SWEEP_AFTER_S = 600.0
 
@@ -46,6 +50,21 @@ class Context:
         # another instance on this data directory)
         durable.sweep(self.settings.data_dir / "tmp" / "uploads", SWEEP_AFTER_S)
         durable.sweep(self.settings.data_dir / "tmp", SWEEP_AFTER_S, keep=frozenset({"uploads"}))
+        if self.settings.scheduler_process:
+            from flowdeck.services.scheduler_process import SchedulerProcess
+
+            handle = SchedulerProcess(self)
+            self.metrics.watch_scheduler(handle)
+            self.runs.scheduler = handle
+        else:
+            self.metrics.watch_scheduler(self.start_local_scheduler())
+        from flowdeck.services.graph_driver import GraphDriver
+
+        GraphDriver(self.graphs).start()
+        self.start_webhooks()
+
+    def start_local_scheduler(self) -> Scheduler:
+        """The scheduler in this process, started."""
         from flowdeck.executors.inprocess import InProcessExecutor
         from flowdeck.executors.supervised import SupervisedExecutor
         from flowdeck.runtime.ports import PortRuntime
@@ -67,13 +86,9 @@ class Context:
             ports=PortRuntime(self.store, self.ports.hub),
         )
         subflow.scheduler = scheduler
-        self.metrics.watch_scheduler(scheduler)
         scheduler.start()
         self.runs.scheduler = scheduler
-        from flowdeck.services.graph_driver import GraphDriver
-
-        GraphDriver(self.graphs).start()
-        self.start_webhooks()
+        return scheduler
 
     def start_webhooks(self) -> None:
         """Start sending webhook deliveries (with the scheduler)."""

@@ -30,7 +30,7 @@ from flowdeck.store.base import Store
 
 if TYPE_CHECKING:
     from flowdeck.events.bus import EventBus
-    from flowdeck.runtime.scheduler import Scheduler
+    from flowdeck.runtime.scheduler import SchedulerHandle
     from flowdeck.runtime.webhooks import Dispatcher, Outcome
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -162,7 +162,7 @@ class Metrics:
     def watch_bus(self, bus: EventBus) -> None:
         self.sse_clients.set_function(lambda: bus.subscribers)
 
-    def watch_scheduler(self, scheduler: Scheduler) -> None:
+    def watch_scheduler(self, scheduler: SchedulerHandle) -> None:
         scheduler.tick_observers.append(self.tick.observe)
         self.slots_total.set_function(lambda: scheduler.slots)
         self.slots_used.set_function(lambda: scheduler.used)

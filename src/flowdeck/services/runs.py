@@ -33,7 +33,7 @@ from flowdeck.engines.cwl import is_cwl
 from flowdeck.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from flowdeck.ids import new_id
 from flowdeck.runtime.rundir import RunDir
-from flowdeck.runtime.scheduler import Scheduler
+from flowdeck.runtime.scheduler import SchedulerHandle
 from flowdeck.services.run_files import RunFiles, is_file_input
 from flowdeck.services.workflows import Workflows
 from flowdeck.store.base import EventRow, Store, Tx
@@ -71,7 +71,7 @@ class Runs(RunFiles):
         self.store = store
         self.settings = settings
         self.workflows = workflows
-        self.scheduler: Scheduler | None = None
+        self.scheduler: SchedulerHandle | None = None
         self.webhooks: Webhooks | None = None  # run-scoped callbacks made with a run
         self._specs: dict[str, WorkflowSpec] = {}
         # concurrent creations share a transaction and its statements
@@ -543,7 +543,7 @@ class Runs(RunFiles):
             # (which the loop takes in the order it was handed over): not "is it active?"
             # from this thread first, which could answer before the loop took it.
             try:
-                return self._ask(sched, action, run.id, actor.username, options)
+                return sched.command(action, run.id, actor.username, options)
             except NotFound:  # it ended meanwhile: answer from its final state
                 with self.store.read() as tx:
                     run = self._load(tx, actor, run_id)
@@ -560,16 +560,6 @@ class Runs(RunFiles):
         if rule.target is RunState.KILLED:
             self.rundir(run.id).remove_work()
         return run
-
-    @staticmethod
-    def _ask(sched: Scheduler, action: str, run_id: str, who: str, options: dict[str, Any]) -> Run:
-        if action == "pause":
-            return sched.call(sched.pause, run_id, options.get("mode", "freeze"), who)
-        if action == "resume":
-            return sched.call(sched.resume, run_id, who)
-        if action == "stop":
-            return sched.call(sched.stop, run_id, float(options["grace_s"]), who)
-        return sched.call(sched.kill, run_id, who)
 
     def delete(self, actor: Actor, run_id: str) -> None:
         with self.store.write() as tx:

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 MAX_PATTERNS = 20
 MAX_SUBSCRIPTIONS = 100  # per user
+WAKE_LIMIT = 10_000
 RELOAD_S = 5.0  # other servers on the same database may change subscriptions
 
 
@@ -100,12 +102,16 @@ class Webhooks:
         self.settings = settings
         self.allow = ssrf.networks(settings.webhook_allow_networks)
         self.dispatcher: Dispatcher | None = None
+        # with the scheduler in a process of its own: its service wakes the API process's
+        # dispatcher, and the API process tells it when subscriptions changed
+        self.wake_elsewhere: Callable[[], None] | None = None
+        self.changed_elsewhere: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._version = 0
         self._index: _Index | None = None
         # subscriptions added by a transaction not yet committed: its own events match them
         self._in_tx: weakref.WeakKeyDictionary[Tx, list[Subscription]] = weakref.WeakKeyDictionary()
-        self._local = threading.local()
+        self._wake_at: set[int] = set()  # the last event id of each outbox-writing transaction
 
     def install(self) -> None:
         """Write the outbox in every event-writing transaction; wake the dispatcher after."""
@@ -115,6 +121,11 @@ class Webhooks:
     # -- the outbox -----------------------------------------------------------------------
     def changed(self) -> None:
         """Subscriptions changed: the next event-writing transaction reloads them."""
+        self.changed_here()
+        if self.changed_elsewhere is not None:
+            self.changed_elsewhere()
+
+    def changed_here(self) -> None:
         with self._lock:
             self._version += 1
 
@@ -167,18 +178,27 @@ class Webhooks:
                 )
         if deliveries:
             tx.add_deliveries(deliveries)
-            self._local.wake = True
+            with self._lock:
+                if len(self._wake_at) >= WAKE_LIMIT:  # ids of rolled-back transactions
+                    self._wake_at.clear()
+                self._wake_at.add(events[-1].id)
 
-    def on_commit(self, _events: list[Event]) -> None:
-        """The commit listener (same thread as the hook): wake the dispatcher when the
-        transaction wrote deliveries."""
-        if getattr(self._local, "wake", False):
-            self._local.wake = False
+    def on_commit(self, events: list[Event]) -> None:
+        """The commit listener: wake the dispatcher once a transaction that wrote
+        deliveries is committed (its last event handed on, in whichever thread)."""
+        if not self._wake_at:
+            return
+        with self._lock:
+            hits = [e.id for e in events if e.id in self._wake_at]
+            self._wake_at.difference_update(hits)
+        if hits:
             self.wake()
 
     def wake(self) -> None:
         if self.dispatcher is not None:
             self.dispatcher.wake()
+        elif self.wake_elsewhere is not None:
+            self.wake_elsewhere()
 
     # -- subscriptions --------------------------------------------------------------------
     def _check(self, url: str, events: list[str]) -> None:

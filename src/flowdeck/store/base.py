@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from flowdeck.domain.accounts import AccountStatus, AuditEntry, Role, Throttle, Token, User
@@ -526,6 +527,9 @@ class Store(ABC):
     def __init__(self) -> None:
         self.event_hooks: list[EventHook] = []
         self.commit_listeners: list[CommitListener] = []
+        # When another process commits events too (the scheduler process), each commit's
+        # events go through this, which hands them on to ``deliver`` in id order.
+        self.order: CommitListener | None = None
 
     def add_event_hook(self, hook: EventHook) -> None:
         """Run ``hook(tx, events)`` in every transaction that adds events."""
@@ -537,7 +541,18 @@ class Store(ABC):
         not raise (an error is logged and dropped)."""
         self.commit_listeners.append(listener)
 
+    def share_writes(self, lock_file: Path) -> None:  # noqa: B027 - optional hook
+        """Other processes of this server write to the database too: writers of every
+        process queue on ``lock_file`` (where the database needs it)."""
+
     def _publish(self, events: list[Event]) -> None:
+        if self.order is not None:
+            self.order(events)
+        else:
+            self.deliver(events)
+
+    def deliver(self, events: list[Event]) -> None:
+        """Hand committed events to the listeners."""
         for listener in self.commit_listeners:
             try:
                 listener(events)

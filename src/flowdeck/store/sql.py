@@ -5,11 +5,14 @@ Third-party errors are translated here, in :meth:`SqlStore._transaction`, and no
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -77,6 +80,38 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
         )
 
 
+class WriterLock:
+    """SQLite's one writer.  Threads of this process queue on a lock; once other processes
+    write too (:meth:`share`), then on an ``flock`` of a file beside the database.  Both
+    wake the next writer at once, where SQLite's busy handler sleeps 1 to 100 ms a try."""
+
+    def __init__(self) -> None:
+        self._threads = threading.Lock()
+        self._fd: int | None = None
+
+    def share(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def __enter__(self) -> None:
+        self._threads.acquire()
+        if self._fd is not None:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except BaseException:
+                self._threads.release()
+                raise
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._threads.release()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class SqlStore(Store):
     def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL") -> None:
         super().__init__()
@@ -85,7 +120,7 @@ class SqlStore(Store):
         self.dialect = self.engine.dialect.name
         # SQLite has one writer at a time.  Threads of this process queue on a lock, woken
         # at once, instead of in SQLite's busy handler, which sleeps up to 100 ms a try.
-        self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
+        self._write_lock = WriterLock() if self.dialect == "sqlite" else None
         # PostgreSQL: transactions that add events take an advisory lock (ids are given
         # in commit order) and commit-and-publish under this lock (published in id order).
         self._publish_lock = threading.Lock()
@@ -145,8 +180,14 @@ class SqlStore(Store):
                 f"database schema is at {current}, not {head_revision()}: run 'flowdeck db upgrade'"
             )
 
+    def share_writes(self, lock_file: Path) -> None:
+        if self._write_lock is not None:
+            self._write_lock.share(lock_file)
+
     def close(self) -> None:
         self.engine.dispose()
+        if self._write_lock is not None:
+            self._write_lock.close()
 
 
 def _user(row: Row[Any]) -> User:
