@@ -59,6 +59,17 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     return load_settings(None, **base)
 
 
+@contextmanager
+def param_server(
+    request: pytest.FixtureRequest, data_dir: Path, **overrides: Any
+) -> Iterator[LiveServer]:
+    """A live server on the database named by the fixture's param ("sqlite", "postgres")."""
+    if request.param == "postgres":
+        overrides["database_url"] = request.getfixturevalue("pg_url")
+    with live_server(make_settings(data_dir, **overrides)) as server:
+        yield server
+
+
 @dataclass
 class LiveServer:
     url: str

@@ -19,12 +19,12 @@ import pytest
 from httpx_sse import connect_sse
 
 from flowdeck.services.scheduler_process import SchedulerProcess
+from tests.acceptance.test_streams import spec as stream_spec
 from tests.helpers import (
     STRONG,
     LiveServer,
     free_port,
-    live_server,
-    make_settings,
+    param_server,
     register_and_login,
 )
 from tests.receiver import eventually, receiver
@@ -43,20 +43,7 @@ inputs:
 steps:
   s: {run: [sleep, "${{ inputs.s }}"]}
 """
-ECHOING = "import sys\\nfor line in sys.stdin: print(line.strip(), flush=True)"
-ECHO = f"""name: echo
-version: "1"
-inputs:
-  records: {{type: stream}}
-outputs:
-  results: {{from: "${{{{ steps.t.outputs.out }}}}"}}
-steps:
-  t:
-    run: [{sys.executable}, -u, -c, "{ECHOING}"]
-    stdin: "${{{{ inputs.records }}}}"
-    outputs:
-      out: {{stdout: stream}}
-"""
+ECHO = stream_spec("echo")  # doubles n, record by record
 
 
 @pytest.fixture(
@@ -66,17 +53,13 @@ steps:
 def srv(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
-    database = (
-        {"database_url": request.getfixturevalue("pg_url")} if request.param == "postgres" else {}
-    )
-    settings = make_settings(
+    with param_server(
+        request,
         tmp_path_factory.mktemp("schedproc"),
         scheduler_process=True,
         login_max_failures_per_address=10**6,
         webhook_allow_networks="127.0.0.0/8",
-        **database,
-    )
-    with live_server(settings) as server:
+    ) as server:
         yield server
 
 
@@ -180,7 +163,7 @@ def test_stream_records_and_webhooks_cross_both_ways(srv: LiveServer, user: http
         assert r.status_code == 200, r.text
         # the step (there) writes its output; the reader (here) is woken, not polling
         first = user.get(f"{API}/runs/{run_id}/outputs/results", params={"from": 0, "wait": 10})
-        assert [x["data"] for x in first.json()["records"]] == records[:1]
+        assert [x["data"] for x in first.json()["records"]] == [{"n": 0}]
         r = user.post(f"{API}/runs/{run_id}/inputs/records", json=records[1:])
         assert r.status_code == 200, r.text
         assert user.post(f"{API}/runs/{run_id}/inputs/records/close").status_code == 200
@@ -194,7 +177,7 @@ def test_stream_records_and_webhooks_cross_both_ways(srv: LiveServer, user: http
             start = page["next"]
             if page["closed"] and not page["records"]:
                 break
-        assert read == records
+        assert read == [{"n": 2 * r["n"]} for r in records]
         assert _wait_state(user, run_id, "succeeded")["state"] == "succeeded"
         # run.succeeded is committed by the scheduler process; its webhook is sent from here
         hits = eventually(

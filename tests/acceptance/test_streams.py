@@ -14,7 +14,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from tests.helpers import LiveServer, live_server, make_settings, register_and_login
+from tests.helpers import LiveServer, param_server, register_and_login
 
 API = "/api/v1"
 TERMINAL = {"succeeded", "failed", "cancelled", "killed", "system_error"}
@@ -52,16 +52,12 @@ steps:
 def srv(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
-    database = (
-        {"database_url": request.getfixturevalue("pg_url")} if request.param == "postgres" else {}
-    )
-    settings = make_settings(
+    with param_server(
+        request,
         tmp_path_factory.mktemp("streams"),
         stream_buffer_records=BUFFER,
         login_max_failures_per_address=10**6,
-        **database,
-    )
-    with live_server(settings) as server:
+    ) as server:
         yield server
 
 
