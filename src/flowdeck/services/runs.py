@@ -500,10 +500,15 @@ class Runs(RunFiles):
     ) -> tuple[Run, dict[str, int], list[str], list[StreamPort]]:
         """A run with its steps counted by state, the ones now running and its ports."""
         with self.store.read() as tx:
-            run = self._load(tx, actor, run_id)
-            counts, current = tx.step_summary(run.id)
-            ports = tx.list_ports(run.id)
-        return run, counts, current, ports
+            return self.status_in(tx, actor, run_id)
+
+    def status_in(
+        self, tx: Tx, actor: Actor, run_id: str
+    ) -> tuple[Run, dict[str, int], list[str], list[StreamPort]]:
+        """:meth:`status` in a transaction of the caller's."""
+        run = self._load(tx, actor, run_id)
+        counts, current = tx.step_summary(run.id)
+        return run, counts, current, tx.list_ports(run.id)
 
     def list_runs(self, actor: Actor, *, owner: str | None = None, **filters: Any) -> list[Run]:
         with self.store.read() as tx:

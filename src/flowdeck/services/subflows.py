@@ -8,6 +8,7 @@ from typing import Any
 
 from flowdeck import clock
 from flowdeck.domain.composition import CHILD, RunLink
+from flowdeck.domain.ports import StreamPort
 from flowdeck.domain.privilege import Actor
 from flowdeck.domain.runs import Run, StepRecord
 from flowdeck.errors import NotFound
@@ -66,6 +67,14 @@ def _depth(tx: Tx, run_id: str) -> int:
         depth += 1
         link = tx.get_run_link(link.parent_id)
     return depth
+
+
+def status_with_children(
+    runs: Runs, actor: Actor, run_id: str
+) -> tuple[Run, dict[str, int], list[str], list[StreamPort], list[dict[str, Any]]]:
+    """:meth:`Runs.status` and the run's :func:`children`, read in one transaction."""
+    with runs.store.read() as tx:
+        return (*runs.status_in(tx, actor, run_id), children(tx, run_id))
 
 
 def children(tx: Tx, run_id: str) -> list[dict[str, Any]]:

@@ -215,9 +215,9 @@ def list_runs(
 def get_run(run_id: str, ctx: CtxDep, actor: ActorDep) -> Response:
     """State, times, running time (paused time excluded), step counts, progress, errors,
     and the child runs of its `uses:` steps, nested."""
-    out = RunOut.of(*ctx.runs.status(actor, run_id))
-    with ctx.store.read() as tx:
-        out.children = subflows.children(tx, run_id)
+    run, counts, current, ports, children = subflows.status_with_children(ctx.runs, actor, run_id)
+    out = RunOut.of(run, counts, current, ports)
+    out.children = children
     return _json(out)
 
 
