@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.acceptance.test_serve import serve
 from tests.helpers import STRONG
@@ -21,8 +22,10 @@ def json_lines(log: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
 
 
-def test_json_log_lines_carry_request_and_run_ids(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scheduler_process", ["false", "true"])
+def test_json_log_lines_carry_request_and_run_ids(tmp_path: Path, scheduler_process: str) -> None:
     env = {
+        "FLOWDECK_SCHEDULER_PROCESS": scheduler_process,  # its lines are JSON too
         "FLOWDECK_LOG_FORMAT": "json",
         "FLOWDECK_LOG_LEVEL": "info",
         "FLOWDECK_REGISTRATION": "open",
@@ -45,6 +48,9 @@ def test_json_log_lines_carry_request_and_run_ids(tmp_path: Path) -> None:
     assert run_id in mine[0]["message"]  # uvicorn's access line of that request
     lines = json_lines(log)
     assert {"time", "level", "logger", "message"} <= set(lines[0])
+    if scheduler_process == "true":
+        started = [x for x in lines if x["message"].startswith("scheduler process ")]
+        assert started and started[0]["logger"] == "flowdeck.scheduler"
     created = [x for x in lines if "POST /api/v1/runs " in x["message"]]
     assert created and created[0]["request_id"]  # generated when the client sent none
     assert created[0]["run_id"] is None  # no run in its path

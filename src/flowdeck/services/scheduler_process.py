@@ -28,6 +28,7 @@ import contextlib
 import ctypes
 import itertools
 import logging
+import logging.config
 import os
 import pickle
 import signal
@@ -44,6 +45,7 @@ from flowdeck.config import Settings
 from flowdeck.domain.runs import Event, Run
 from flowdeck.errors import Conflict, FlowdeckError
 from flowdeck.events.order import EventOrder
+from flowdeck.logs import log_config
 
 if TYPE_CHECKING:
     from flowdeck.runtime.scheduler import Scheduler
@@ -245,9 +247,7 @@ def main(fd: int, parent: int) -> None:
     link = Link(Connection(fd))
     settings = link.recv()[1]
     assert isinstance(settings, Settings)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
-    )
+    logging.config.dictConfig(log_config(settings.log_level, settings.log_format))
     from flowdeck.services.context import build_context
 
     ctx = build_context(settings, migrate=False)
@@ -259,6 +259,12 @@ def main(fd: int, parent: int) -> None:
     ticks: list[float] = []
     scheduler.tick_observers.append(ticks.append)
     link.send(("hello", scheduler.instance_id, scheduler.slots))
+    log.info(
+        "scheduler process %d started: instance %s, %g slots",
+        os.getpid(),
+        scheduler.instance_id,
+        scheduler.slots,
+    )
     threading.Thread(target=_report, args=(link, scheduler, ticks), daemon=True).start()
     commands = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="flowdeck-command")
     while True:
