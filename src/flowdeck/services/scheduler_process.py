@@ -108,6 +108,7 @@ class SchedulerProcess:
         self._thread = threading.Thread(target=self._keep, name="flowdeck-sched-proc", daemon=True)
         self._thread.start()
         if not self._up.wait(60):
+            self._closing = True  # no further attempts
             raise FlowdeckError("the scheduler process did not start within 60 s")
 
     # -- the child -------------------------------------------------------------------------
