@@ -46,13 +46,8 @@ def prepare(ar: ActiveRun, inst: Instance, settings: Settings) -> Launch:
     except FileExistsError:
         shutil.rmtree(cwd)  # a retry starts clean
         cwd.mkdir()
-    except FileNotFoundError:  # the run's first step: work/ first (no walk up the path)
-        try:
-            ar.rundir.work.mkdir()
-        except FileExistsError:  # made since by another step of the run
-            pass
-        except FileNotFoundError:  # the run's directory is gone
-            ar.rundir.work.mkdir(parents=True)
+    except FileNotFoundError:  # the run's first step: work/ first (its parent exists)
+        ar.rundir.work.mkdir(parents=True, exist_ok=True)
         cwd.mkdir()
     base = {
         "PATH": BASE_PATH,
