@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: serve install dev test lint typecheck unit bench clean
+.PHONY: serve install dev test lint typecheck unit bench sdk clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "flowdeck needs Python >= 3.11")'
@@ -20,8 +20,8 @@ serve: install                    ## start flowdeck on the embedded default (SQL
 	$(BIN)/flowdeck serve
 
 lint: dev
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 
 typecheck: dev
 	$(BIN)/mypy
@@ -31,6 +31,9 @@ test: dev lint typecheck          ## lint, type-check and run the whole test sui
 
 unit: dev
 	$(BIN)/pytest tests/unit
+
+sdk: dev                          ## regenerate the synchronous SDK (client/_sync) from client/_async
+	$(BIN)/python scripts/gen_sync_client.py
 
 bench: install                    ## run every benchmark (BENCH_ARGS=--quick / --million); figures go to bench/results/latest.json
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -1,4 +1,5 @@
-"""The Python SDK against the real server: workflows, the run lifecycle, events."""
+"""The Python SDK against the real server: workflows, the run lifecycle, events.  Every
+test runs against both faces, ``Client`` and ``AsyncClient`` (tests/faces.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 
@@ -23,7 +25,8 @@ from flowdeck.client import (
     NotFoundError,
     Reconnect,
 )
-from flowdeck.client._shared import directory_archive
+from flowdeck.client.files import directory_archive
+from tests.faces import FACES, Connect, connect
 from tests.helpers import STRONG, LiveServer, live_server, make_settings, unique
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -45,9 +48,17 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         yield server
 
 
+@pytest.fixture(scope="module", params=FACES)
+def face(request: pytest.FixtureRequest) -> Connect:
+    """How a test makes a client of the face under test (``Client`` or ``AsyncClient``)."""
+    return connect(request.param)
+
+
 @pytest.fixture(scope="module")
-def fd(srv: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    with Client(srv.url) as client:
+def fd(
+    srv: LiveServer, face: Connect, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Client]:
+    with face(srv.url) as client:
         name = unique("sdk")
         client.register(name, STRONG)
         client.login(name, STRONG)
@@ -61,8 +72,8 @@ def fd(srv: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cl
         yield client
 
 
-def test_login_logout_and_typed_errors(srv: LiveServer) -> None:
-    with Client(srv.url) as c:
+def test_login_logout_and_typed_errors(srv: LiveServer, face: Connect) -> None:
+    with face(srv.url) as c:
         name = unique("who")
         c.register(name, STRONG)
         with pytest.raises(AuthenticationError) as wrong:
@@ -76,7 +87,8 @@ def test_login_logout_and_typed_errors(srv: LiveServer) -> None:
         assert c.token is None
         with pytest.raises(AuthenticationError):
             c.me()
-    with Client("http://127.0.0.1:9") as dead, pytest.raises(ConnectionFailed):
+        assert c.health()
+    with face("http://127.0.0.1:9") as dead, pytest.raises(ConnectionFailed):
         dead.health()
 
 
@@ -134,6 +146,13 @@ def test_run_lifecycle_upload_wait_products_download(fd: Client, tmp_path: Path)
     assert fd.run(run.id).state == "succeeded"
     types = [e.type for e in run.list_events()]
     assert types[0] == "run.staged" and types[-1] == "run.succeeded"
+    assert [e.type for e in run.events()] == types  # ends after the run's final event
+    assert [e.type for e in run.list_events(types=["run.*"], after=0, limit=2)] == [
+        "run.staged",
+        "run.queued",
+    ]
+    assert {e.run_id for e in fd.list_events(runs=[run.id], after=0)} == {run.id}
+    assert [s["name"] for s in run.steps()] and run.status()["state"] == "succeeded"
     with pytest.raises(ConflictError) as conflict:
         run.start()
     assert "succeeded" in conflict.value.message
@@ -174,24 +193,37 @@ def test_a_run_can_be_stopped_or_killed_right_after_it_was_created(fd: Client) -
             assert run.wait(timeout=30)["state"] == "cancelled"
 
 
-class NoStreams(httpx.HTTPTransport):
+def refuse_streams(request: httpx.Request) -> httpx.Response | None:
     """A proxy in the way that refuses event streams (502) and passes everything else."""
+    if "text/event-stream" in request.headers.get("accept", ""):
+        body = {"error": {"code": "bad_gateway", "message": "no streams here", "details": {}}}
+        return httpx.Response(502, json=body)
+    return None
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.refused = 0
+
+class NoStreams(httpx.HTTPTransport):
+    refused = 0
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if "text/event-stream" in request.headers.get("accept", ""):
-            self.refused += 1
-            body = {"error": {"code": "bad_gateway", "message": "no streams here", "details": {}}}
-            return httpx.Response(502, json=body)
-        return super().handle_request(request)
+        refused = refuse_streams(request)
+        self.refused += refused is not None
+        return refused or super().handle_request(request)
 
 
-def test_wait_falls_back_to_polling_when_streams_fail(fd: Client, srv: LiveServer) -> None:
-    transport = NoStreams()
-    with Client(srv.url, fd.token, transport=transport) as proxied:
+class AsyncNoStreams(httpx.AsyncHTTPTransport):
+    refused = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        refused = refuse_streams(request)
+        self.refused += refused is not None
+        return refused or await super().handle_async_request(request)
+
+
+def test_wait_falls_back_to_polling_when_streams_fail(
+    fd: Client, face: Connect, srv: LiveServer
+) -> None:
+    transport = NoStreams() if face is Client else AsyncNoStreams()
+    with face(srv.url, fd.token, transport=transport) as proxied:
         run = proxied.create_run("chain@1.0", start=True)
         seen: list[str] = []
         final = run.wait(progress=lambda s: seen.append(s["state"]), timeout=60)
@@ -219,48 +251,45 @@ def test_events_resume_after_the_server_cuts_a_slow_reader(fd: Client) -> None:
     assert fd.run(run.id).state == "succeeded"
 
 
-def test_event_stream_of_another_users_run_is_not_found(fd: Client, srv: LiveServer) -> None:
+def test_event_stream_of_another_users_run_is_not_found(
+    fd: Client, face: Connect, srv: LiveServer
+) -> None:
     run = fd.create_run("chain@1.0")
-    with Client(srv.url) as other:
+    with face(srv.url) as other:
         name = unique("other")
         other.register(name, STRONG)
         other.login(name, STRONG)
         with pytest.raises(NotFoundError):
             other.run(run.id)
         with pytest.raises(NotFoundError):
-            next(iter(other.stream(f"/api/v1/runs/{run.id}/events", [])))
+            next(iter(other.follow(f"/api/v1/runs/{run.id}/events", [])))
 
 
-def test_async_client(srv: LiveServer, fd: Client, tmp_path: Path) -> None:
+def test_async_progress_may_be_a_coroutine_and_waits_are_cancellable(
+    srv: LiveServer, fd: Client, tmp_path: Path
+) -> None:
+    """What only the asynchronous face has: awaited callbacks, cancellation by anyio."""
     text = tmp_path / "in.txt"
     text.write_text("b\na\n")
 
-    async def main() -> dict[str, Any]:
+    async def main() -> list[str]:
         async with AsyncClient(srv.url, fd.token) as ac:
-            assert (await ac.me())["username"] == fd.me()["username"]
             run = await ac.create_run("sort-lines@1.0")
-            await ac.run(run.id)
             await run.upload("text", text)
             await run.start()
             states: list[str] = []
 
             async def progress(status: dict[str, Any]) -> None:
+                await anyio.lowlevel.checkpoint()
                 states.append(status["state"])
 
             with anyio.fail_after(60):
-                final = await run.wait(progress)
-            assert states[-1] == "succeeded"
-            saved = await run.download("sort.sorted", tmp_path / "sorted.txt")
-            assert saved.read_text() == "a\nb\n"
-            types = [e.type async for e in run.events()]
-            assert types[-1] == "run.succeeded"
-            assert [e.type for e in await run.list_events()] == types
-            assert {e.run_id for e in await ac.list_events(runs=[run.id], after=0)} == {run.id}
-            assert (await run.files())[0]["filename"] == "in.txt"
-            _, offset = await run.logs("sort")
-            assert offset == 0  # sort writes its output to a file, not to stdout
-            assert (await ac.validate_workflow(EXAMPLES / "chain"))["valid"] is True
-            assert run.id in {r.id for r in await ac.runs()}
-            return final
+                await run.wait(progress)
+            sleepy = await ac.create_run("sleepy@1", start=True)
+            with anyio.move_on_after(1) as scope:
+                await sleepy.wait()
+            assert scope.cancelled_caught
+            await sleepy.kill()
+            return states
 
-    assert anyio.run(main)["state"] == "succeeded"
+    assert anyio.run(main)[-1] == "succeeded"

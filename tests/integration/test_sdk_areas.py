@@ -1,5 +1,6 @@
 """The SDK's webhooks, stream ports, run graphs, reruns and CWL pushes against the real
-server (real subprocesses, a real webhook receiver on 127.0.0.1)."""
+server (real subprocesses, a real webhook receiver on 127.0.0.1), through both faces of
+the SDK (tests/faces.py)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
-from flowdeck.client import (
-    AsyncClient,
-    Client,
-    ConflictError,
-    InvalidRequest,
-    NotFoundError,
-    Record,
-)
+from flowdeck.client import Client, ConflictError, InvalidRequest, NotFoundError
+from tests.faces import FACES, connect
 from tests.helpers import STRONG, LiveServer, live_server, make_settings, unique
 from tests.receiver import eventually, receiver
 
@@ -57,9 +51,11 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def fd(srv: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    with Client(srv.url) as client:
+@pytest.fixture(scope="module", params=FACES)
+def fd(
+    srv: LiveServer, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Client]:
+    with connect(request.param)(srv.url) as client:
         name = unique("areas")
         client.register(name, STRONG)
         client.login(name, STRONG)
@@ -88,6 +84,9 @@ def test_webhooks_add_list_update_rotate_deliveries_redeliver_delete(fd: Client)
         assert delivered[0]["attempts"][0]["status"] == 204
         fd.redeliver(hook["id"], delivered[0]["id"])
         eventually(lambda: len(rec.received()) == 2, what="the redelivery")
+        # more than the server gives in one page: the SDK asks page after page
+        assert len(fd.deliveries(hook["id"], limit=300)) == 1
+        assert hook["id"] in [h["id"] for h in fd.webhooks(limit=300)]
         first, again = rec.received()
         assert first.headers["webhook-id"] == again.headers["webhook-id"]
         rotated = fd.rotate_webhook_secret(hook["id"])
@@ -112,6 +111,8 @@ def test_records_pushed_into_a_streaming_run_come_out_of_its_output_port(fd: Cli
     first = [next(reader) for _ in range(3)]
     assert [r.data["double"] for r in first] == [2, 4, 6]
     assert [r.offset for r in first] == [0, 1, 2] and first[0].attempt == 1
+    assert [r.data["n"] for r in run.output("results").read(follow=False)] == [1, 2, 3]
+    assert run.output("results").page(from_=2)["records"][0]["offset"] == 2
     assert port.close()["closed"] is True
     assert list(reader) == []  # ends once the port is closed
     assert run.wait(timeout=60)["state"] == "succeeded"
@@ -127,48 +128,18 @@ def test_records_pushed_into_a_streaming_run_come_out_of_its_output_port(fd: Cli
         run.input("nope").write([1])
 
 
-def test_async_ports_webhooks_and_graphs(srv: LiveServer, fd: Client) -> None:
-    async def main() -> None:
-        async with AsyncClient(srv.url, fd.token) as afd:
-            run = await afd.create_run("double@1.0", start=True)
-            await run.input("records").write([{"n": 5}])
-            await run.input("records").close()
-            got: list[Record] = []
-            with anyio.fail_after(60):
-                async for record in run.output("results").read(sse=True):
-                    got.append(record)
-            assert [r.data["double"] for r in got] == [10]
-            with anyio.fail_after(60):
-                polled = [r async for r in run.output("results").read()]
-            assert polled == got
-            hook = await afd.add_webhook("http://127.0.0.1:9/x", ["run.*"])
-            assert hook["id"] in [h["id"] for h in await afd.webhooks()]
-            assert (await afd.update_webhook(hook["id"], enabled=False))["enabled"] is False
-            assert isinstance(await afd.deliveries(hook["id"]), list)
-            await afd.delete_webhook(hook["id"])
-            graph = await afd.submit_graph(
-                {"x": {"workflow": "two@1"}, "y": {"workflow": "two@1"}},
-                edges=[{"from": "x", "to": "y"}],
-            )
-            with anyio.fail_after(90):
-                final = await graph.wait()
-            assert final["state"] == "succeeded"
-            assert {n["state"] for n in final["nodes"]} == {"succeeded"}
-            types = [e.type for e in await graph.list_events()]
-            assert "graph.succeeded" in types
-            rerun = await (await afd.run(final["nodes"][0]["run_id"])).rerun()
-            with anyio.fail_after(60):
-                assert (await rerun.wait())["state"] == "succeeded"
-
-    anyio.run(main)
-
-
 def test_a_graph_is_built_submitted_watched_and_its_events_followed(fd: Client) -> None:
     draft = fd.create_graph("sdk-graph")
     assert draft.state == "draft"
     draft.set_node("first", "two@1", params={"word": "abc"})
     draft.set_node("second", "two@1")
+    draft.set_node("extra", "two@1")
+    draft.add_edge("first", "extra")
+    draft.remove_edge("first", "extra")
+    assert set(draft.remove_node("extra")["nodes"][0]) and "extra" not in draft.nodes
     draft.add_edge("first", "second")
+    assert draft.bind("first.text", "second.word")["bindings"]
+    assert not draft.unbind("second.word")["bindings"]
     assert draft.validate()["ok"] is True
     draft.submit()
     seen: list[str] = []
@@ -178,7 +149,9 @@ def test_a_graph_is_built_submitted_watched_and_its_events_followed(fd: Client) 
     types = [e.type for e in draft.events(timeout=30)]
     assert types[0] == "graph.created" and types[-1] == "graph.succeeded"
     assert "node.started" in types
+    assert "graph.succeeded" in [e.type for e in draft.list_events()]
     assert draft.id in [g["id"] for g in fd.graphs()]
+    assert fd.graph(draft.id).nodes["first"]["state"] == "succeeded"
     with pytest.raises(InvalidRequest) as bad:
         fd.submit_graph({"a": {"workflow": "two@1"}}, edges=[{"from": "a", "to": "nowhere"}])
     assert "nowhere" in bad.value.message or bad.value.details

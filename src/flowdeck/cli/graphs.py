@@ -14,7 +14,7 @@ from flowdeck.cli.common import out, reported
 from flowdeck.cli.runs import styled
 from flowdeck.cli.session import ServerOption, client_for
 from flowdeck.client import Graph
-from flowdeck.client.graphs import load_graph_file
+from flowdeck.client.files import load_graph_file
 
 graph_app = typer.Typer(help="Run graphs: runs of workflows wired together.", no_args_is_help=True)
 

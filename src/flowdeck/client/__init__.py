@@ -4,14 +4,22 @@ from flowdeck.client import Client
 with Client("http://127.0.0.1:8080") as fd:
     fd.login("alice", "a long passphrase")
     print(fd.me())
+
+``AsyncClient`` offers the same with ``await``.  Both faces come from one source:
+``_async`` is written by hand and ``_sync`` generated from it (scripts/gen_sync_client.py).
 """
 
 from __future__ import annotations
 
-from flowdeck.client._shared import TERMINAL_STATES, Event, Reconnect
-from flowdeck.client.aio import AsyncClient, AsyncRun
-from flowdeck.client.aio_areas import AsyncGraph
-from flowdeck.client.aio_ports import AsyncInputPort, AsyncOutputPort
+from flowdeck.client._async.client import AsyncClient
+from flowdeck.client._async.graphs import AsyncGraph
+from flowdeck.client._async.ports import AsyncInputPort, AsyncOutputPort
+from flowdeck.client._async.run import AsyncRun
+from flowdeck.client._shared import TERMINAL_STATES, Event, Reconnect, Record
+from flowdeck.client._sync.client import Client
+from flowdeck.client._sync.graphs import Graph
+from flowdeck.client._sync.ports import InputPort, OutputPort
+from flowdeck.client._sync.run import Run
 from flowdeck.client.errors import (
     ApiError,
     AuthenticationError,
@@ -23,10 +31,6 @@ from flowdeck.client.errors import (
     ServerError,
     ThrottledError,
 )
-from flowdeck.client.graphs import Graph
-from flowdeck.client.ports import InputPort, OutputPort, Record
-from flowdeck.client.run import Run
-from flowdeck.client.sync import Client
 
 __all__ = [
     "TERMINAL_STATES",

@@ -1,38 +1,23 @@
-"""What the synchronous and asynchronous clients share: request shapes, events, archives
-of workflow directories and the reconnect policy of event streams."""
+"""What both faces of the client share and what needs no input/output: request shapes,
+events, records of stream ports and the reconnect policy of streams."""
 
 from __future__ import annotations
 
 import json
-import os
-import re
-import tarfile
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from flowdeck.client.errors import ApiError, InvalidRequest
+from flowdeck.client.errors import ApiError, ThrottledError
 
 API = "/api/v1"
 Query = list[tuple[str, str | int | float | bool | None]]
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "killed", "system_error"})
-SPOOL_BYTES = 8 << 20  # directory archives bigger than this go to a temporary file
-CHUNK = 1 << 16
-SKIPPED_NAMES = frozenset({"__pycache__", ".git", ".hg", ".svn", ".mypy_cache", ".venv"})
-
-SPEC_SUFFIXES = {
-    ".yaml": "application/yaml",
-    ".yml": "application/yaml",
-    ".json": "application/json",
-    ".cwl": "application/yaml",
-}
-ARCHIVE_SUFFIXES = {
-    ".zip": "application/zip",
-    ".tar.gz": "application/gzip",
-    ".tgz": "application/gzip",
-}
+GRAPH_TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "killed"})
+WAIT_STREAM_FAILURES = 2  # attempts in a row that deliver nothing; then wait() polls
+DEFAULT_WAIT_S = 30.0  # one long poll of an output port waits this long for a record
+FULL_RETRY_S = 1.0  # when a full input buffer answers without Retry-After
+PAGE = 200  # items asked for in one request of a listing (the server's cap)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +51,7 @@ class Event:
     @property
     def ends_run(self) -> bool:
         """A ``run.<terminal state>`` event: nothing follows it."""
-        kind, _, state = self.type.partition(".")
-        return kind == "run" and state in TERMINAL_STATES
+        return ends(self, "run", TERMINAL_STATES)
 
 
 @dataclass
@@ -116,132 +100,67 @@ def event_query(
 
 
 def run_query(
-    state: list[str] | str | None,
-    workflow: str | None,
-    tag: str | None,
-    owner: str | None,
-    limit: int,
-    cursor: str | None,
+    state: list[str] | str | None, workflow: str | None, tag: str | None, owner: str | None
 ) -> Query:
     states = [state] if isinstance(state, str) else state or []
     query: Query = [("state", s) for s in states]
     for name, value in (("workflow", workflow), ("tag", tag), ("owner", owner)):
         if value:
             query.append((name, value))
-    if cursor:
-        query.append(("cursor", cursor))
-    query.append(("limit", limit))
     return query
 
 
-def content_type_of(path: Path) -> str | None:
-    name = path.name.lower()
-    for suffix, media in {**ARCHIVE_SUFFIXES, **SPEC_SUFFIXES}.items():
-        if name.endswith(suffix):
-            return media
-    return None
+def ends(event: Event, kind: str, terminal: frozenset[str]) -> bool:
+    """``event`` is the final one of a ``kind`` (run, graph): ``kind.<terminal state>``."""
+    what, _, state = event.type.partition(".")
+    return what == kind and state in terminal
 
 
-def _members(root: Path) -> Iterator[Path]:
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root)
-        if any(part in SKIPPED_NAMES for part in relative.parts):
-            continue
-        if path.is_file() and not path.is_symlink():
-            yield path
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record of a stream output: its offset in the port, the attempt of the step
+    that wrote it (a retried step writes its records again), and the record itself."""
+
+    offset: int
+    attempt: int
+    data: Any
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> Record:
+        return cls(offset=int(body["offset"]), attempt=int(body["attempt"]), data=body["data"])
 
 
-def directory_archive(root: Path) -> IO[bytes]:
-    """A .tar.gz of a workflow directory (regular files only: links would be refused),
-    in memory while small, in a temporary file beyond ``SPOOL_BYTES``; rewound."""
-    buffer: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for path in _members(root):
-            info = tar.gettarinfo(str(path), arcname=path.relative_to(root).as_posix())
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            with path.open("rb") as f:
-                tar.addfile(info, f)
-    buffer.seek(0)
-    return buffer
+def ndjson(records: Iterable[Any]) -> bytes:
+    """Records as NDJSON: one compact JSON document a line."""
+    return b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records)
 
 
-def workflow_body(path: Path) -> tuple[IO[bytes], str]:
-    """The body and Content-Type that push ``path``: a spec, an archive, or a directory
-    (archived on the fly)."""
-    if path.is_dir():
-        return directory_archive(path), "application/gzip"
-    if not path.is_file():
-        raise InvalidRequest(0, "not_found", f"no such file or directory: {path}")
-    media = content_type_of(path)
-    if media is None:
-        raise InvalidRequest(
-            0,
-            "invalid_input",
-            f"{path}: expected a .yaml, .yml, .json or .cwl document, a .zip, .tar.gz or "
-            ".tgz archive, or a directory",
-        )
-    return path.open("rb"), media
+def port_url(run_id: str, direction: str, port: str) -> str:
+    return f"{API}/runs/{run_id}/{direction}/{port}"
 
 
-WORKFLOW_TYPES = ("auto", "flowdeck", "CWL")
+def buffer_delay(exc: ThrottledError) -> float:
+    return float(exc.retry_after_s or FULL_RETRY_S)
 
 
-def cwl_name(path: Path) -> str:
-    """A workflow name (lower case letters, digits, '.', '_', '-') from a file name."""
-    stem = path.name.rsplit(".", 1)[0].lower()
-    return re.sub(r"[^a-z0-9._-]+", "-", stem).strip("-._")[:60] or "workflow"
+def present(**values: Any) -> dict[str, Any]:
+    """The values given (not ``None``, not empty): the optional fields of a body."""
+    return {
+        key: value
+        for key, value in values.items()
+        if value is not None and not (isinstance(value, str | list | dict) and not value)
+    }
 
 
-def push_query(
-    path: Path,
-    visibility: str,
-    workflow_type: str = "auto",
-    main: str | None = None,
-    name: str | None = None,
-    version: str | None = None,
-) -> dict[str, str]:
-    """The query of ``POST /workflows``: a single ``.cwl`` file is named after the file
-    (the server only sees its content) unless ``name`` is given."""
-    kind = {"cwl": "CWL", "flowdeck": "flowdeck", "auto": "auto"}.get(workflow_type.lower())
-    if kind is None:
-        raise InvalidRequest(
-            0, "invalid_input", f"workflow type {workflow_type!r}: expected auto, flowdeck or CWL"
-        )
-    if name is None and path.is_file() and path.suffix.lower() == ".cwl":
-        name = cwl_name(path)
-    query = {"visibility": visibility, "workflow_type": kind}
-    for key, value in (("main", main), ("name", name), ("version", version)):
-        if value:
-            query[key] = value
-    return query
+def graph_body(
+    name: str | None,
+    nodes: dict[str, Any] | None,
+    edges: list[dict[str, Any]] | None,
+    bindings: list[dict[str, Any]] | None,
+    submit: bool,
+) -> dict[str, Any]:
+    return {"submit": submit, **present(name=name, nodes=nodes, edges=edges, bindings=bindings)}
 
 
-def read_chunks(body: IO[bytes]) -> Iterator[bytes]:
-    """The content of an open file, chunk by chunk (the caller closes it)."""
-    while chunk := body.read(CHUNK):
-        yield chunk
-
-
-def file_chunks(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            yield chunk
-
-
-def save_atomically(target: Path, chunks: Iterator[bytes]) -> Path:
-    """Write ``chunks`` to a temporary name beside ``target``, then rename it."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
-
-def download_target(dest: Path, name: str) -> Path:
-    return dest / Path(name).name if dest.is_dir() else dest
+def webhook_body(url: str, events: list[str] | None, run_id: str | None) -> dict[str, Any]:
+    return {"url": url, "events": events or ["*"], **present(run_id=run_id)}

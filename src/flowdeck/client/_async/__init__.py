@@ -1,0 +1,2 @@
+"""One face of the client.  ``_async`` is the source of both faces and ``_sync`` is
+generated from it by ``scripts/gen_sync_client.py``: edit ``_async``, then ``make sdk``."""

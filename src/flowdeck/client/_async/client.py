@@ -1,0 +1,261 @@
+"""The client: accounts, workflows, runs, events, webhooks and graphs of one server."""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any
+
+from flowdeck.client._async.graphs import AsyncGraph
+from flowdeck.client._async.http import AsyncHTTP
+from flowdeck.client._async.run import AsyncRun
+from flowdeck.client._backend import AsyncBackend, AsyncStream
+from flowdeck.client._shared import (
+    API,
+    Event,
+    Query,
+    Reconnect,
+    event_query,
+    graph_body,
+    present,
+    run_query,
+    webhook_body,
+)
+from flowdeck.client.files import push_query, workflow_body
+
+
+class AsyncClient(AsyncHTTP):
+    """A flowdeck server, over HTTP.  ``token`` is a session or API token; :meth:`login`
+    sets one."""
+
+    # -- accounts -------------------------------------------------------------------------
+    async def register(self, username: str, password: str) -> dict[str, Any]:
+        """Create an account (the server's registration setting decides whether it is
+        active at once)."""
+        body = {"username": username, "password": password}
+        result: dict[str, Any] = await self.request("POST", f"{API}/auth/register", json=body)
+        return result
+
+    async def login(self, username: str, password: str) -> dict[str, Any]:
+        """Log in; the client uses the returned token from now on."""
+        body = {"username": username, "password": password}
+        result: dict[str, Any] = await self.request("POST", f"{API}/auth/login", json=body)
+        self.token = result["token"]
+        return result
+
+    async def logout(self) -> None:
+        """End the session of the token; the client forgets it."""
+        await self.request("POST", f"{API}/auth/logout")
+        self.token = None
+
+    async def me(self) -> dict[str, Any]:
+        """The account the token belongs to."""
+        result: dict[str, Any] = await self.request("GET", f"{API}/auth/me")
+        return result
+
+    async def health(self) -> dict[str, Any]:
+        """The server's health (no login needed)."""
+        result: dict[str, Any] = await self.request("GET", "/healthz")
+        return result
+
+    # -- workflows ------------------------------------------------------------------------
+    async def _post_workflow(self, path: str | Path, url: str, query: dict[str, str]) -> Any:
+        body, media = workflow_body(Path(path))
+        with body:
+            return await self.request(
+                "POST",
+                url,
+                params=query,
+                content=AsyncBackend.chunks(body),
+                headers={"Content-Type": media},
+            )
+
+    async def push_workflow(
+        self,
+        path: str | Path,
+        visibility: str = "private",
+        *,
+        workflow_type: str = "auto",
+        main: str | None = None,
+        name: str | None = None,
+        version: str | None = None,
+    ) -> dict[str, Any]:
+        """Store a workflow: a spec or CWL document (.yaml, .yml, .json, .cwl), an archive
+        (.zip, .tar.gz, .tgz) or a directory (sent as a .tar.gz built on the fly).
+        ``workflow_type`` is ``auto`` (CWL recognised by its content), ``flowdeck`` or
+        ``CWL``; for CWL, ``main`` names the file to run in an archive or directory,
+        ``name`` and ``version`` default to the file's name and the content hash."""
+        query = push_query(Path(path), visibility, workflow_type, main, name, version)
+        result: dict[str, Any] = await self._post_workflow(path, f"{API}/workflows", query)
+        return result
+
+    async def validate_workflow(self, path: str | Path) -> dict[str, Any]:
+        """The server's verdict on a spec, archive or directory; nothing is stored."""
+        result: dict[str, Any] = await self._post_workflow(path, f"{API}/workflows/validate", {})
+        return result
+
+    async def workflows(
+        self, name: str | None = None, owner: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Workflows you can see, newest first (at most ``limit``)."""
+        query: Query = list(present(name=name, owner=owner).items())
+        return await self.collect(f"{API}/workflows", query, limit)
+
+    async def workflow(self, ref: str) -> dict[str, Any]:
+        """One version: ``name@version``, ``owner/name@version`` or ``…@latest``."""
+        result: dict[str, Any] = await self.request("GET", f"{API}/workflows/{ref}")
+        return result
+
+    # -- runs -----------------------------------------------------------------------------
+    async def create_run(
+        self,
+        workflow: str,
+        params: dict[str, Any] | None = None,
+        resources: dict[str, Any] | None = None,
+        tags: list[str] | None = None,
+        start: bool = False,
+    ) -> AsyncRun:
+        """A new staged run of ``workflow`` (``name@version``), queued at once with
+        ``start``."""
+        body = {
+            "workflow": workflow,
+            "start": start,
+            **present(params=params, resources=resources, tags=tags),
+        }
+        return AsyncRun(self, await self.request("POST", f"{API}/runs", json=body))
+
+    async def run(self, run_id: str) -> AsyncRun:
+        """A run you may read (its status is fetched now)."""
+        return AsyncRun(self, await self.request("GET", f"{API}/runs/{run_id}"))
+
+    async def runs(
+        self,
+        state: list[str] | str | None = None,
+        workflow: str | None = None,
+        tag: str | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+    ) -> list[AsyncRun]:
+        """Your runs (admins: all), newest first, at most ``limit``."""
+        query = run_query(state, workflow, tag, owner)
+        return [AsyncRun(self, item) for item in await self.collect(f"{API}/runs", query, limit)]
+
+    # -- events ---------------------------------------------------------------------------
+    async def list_events(
+        self,
+        runs: list[str] | None = None,
+        types: list[str] | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[Event]:
+        """Events of your runs so far, oldest first: of ``runs``, matching ``types``,
+        after event id ``after``, at most ``limit``."""
+        query = event_query(runs, types, after, limit)
+        return [Event.of(e) for e in await self.request("GET", f"{API}/events", params=query)]
+
+    async def events(
+        self,
+        runs: list[str] | None = None,
+        types: list[str] | None = None,
+        after: int | None = None,
+        reconnect: Reconnect | None = None,
+    ) -> AsyncStream[Event]:
+        """The live stream of your runs' events (from now, or after event ``after``).  It
+        reconnects by itself and resumes with ``Last-Event-ID``: no event is lost or
+        repeated."""
+        query = event_query(runs, types, None)
+        async with aclosing(self.follow(f"{API}/events", query, after, reconnect)) as sses:
+            async for sse in sses:
+                if sse.data:
+                    yield Event.parse(sse.data)
+
+    # -- webhooks -------------------------------------------------------------------------
+    async def add_webhook(
+        self, url: str, events: list[str] | None = None, run_id: str | None = None
+    ) -> dict[str, Any]:
+        """Subscribe ``url`` to the events matching ``events`` (type patterns, default
+        every event) of all your runs, or of run ``run_id``.  The answer holds the
+        subscription's ``secret``, shown only now."""
+        body = webhook_body(url, events, run_id)
+        result: dict[str, Any] = await self.request("POST", f"{API}/webhooks", json=body)
+        return result
+
+    async def webhooks(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Your subscriptions (admins: all), newest first, without their secrets."""
+        return await self.collect(f"{API}/webhooks", [], limit)
+
+    async def webhook(self, webhook_id: str) -> dict[str, Any]:
+        """One subscription, without its secret."""
+        result: dict[str, Any] = await self.request("GET", f"{API}/webhooks/{webhook_id}")
+        return result
+
+    async def update_webhook(
+        self,
+        webhook_id: str,
+        *,
+        enabled: bool | None = None,
+        events: list[str] | None = None,
+        url: str | None = None,
+    ) -> dict[str, Any]:
+        """Enable or disable it, or change its events or URL."""
+        changes = present(enabled=enabled, events=events, url=url)
+        result: dict[str, Any] = await self.request(
+            "PATCH", f"{API}/webhooks/{webhook_id}", json=changes
+        )
+        return result
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        """Remove the subscription."""
+        await self.request("DELETE", f"{API}/webhooks/{webhook_id}")
+
+    async def rotate_webhook_secret(self, webhook_id: str) -> dict[str, Any]:
+        """A new secret (in the answer); the previous one still signs for a while."""
+        result: dict[str, Any] = await self.request(
+            "POST", f"{API}/webhooks/{webhook_id}/rotate-secret"
+        )
+        return result
+
+    async def deliveries(self, webhook_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The subscription's deliveries, newest first, each with its ``attempts``."""
+        return await self.collect(f"{API}/webhooks/{webhook_id}/deliveries", [], limit)
+
+    async def redeliver(self, webhook_id: str, delivery_id: str) -> dict[str, Any]:
+        """Send a delivery again soon (same ``webhook-id``; its retries start over)."""
+        result: dict[str, Any] | None = await self.request(
+            "POST", f"{API}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"
+        )
+        return result or {}
+
+    # -- graphs ---------------------------------------------------------------------------
+    async def create_graph(
+        self,
+        name: str | None = None,
+        nodes: dict[str, Any] | None = None,
+        edges: list[dict[str, Any]] | None = None,
+        bindings: list[dict[str, Any]] | None = None,
+        *,
+        submit: bool = False,
+    ) -> AsyncGraph:
+        """A new graph: a draft to build further (:meth:`Graph.set_node`, …), or
+        submitted at once with ``submit=True``."""
+        body = graph_body(name, nodes, edges, bindings, submit)
+        return AsyncGraph(self, await self.request("POST", f"{API}/graphs", json=body))
+
+    async def submit_graph(
+        self,
+        nodes: dict[str, Any],
+        edges: list[dict[str, Any]] | None = None,
+        bindings: list[dict[str, Any]] | None = None,
+        name: str | None = None,
+    ) -> AsyncGraph:
+        """Create and submit a graph in one call (422 and nothing stored if invalid)."""
+        return await self.create_graph(name, nodes, edges, bindings, submit=True)
+
+    async def graph(self, graph_id: str) -> AsyncGraph:
+        """A graph you may read (its status is fetched now)."""
+        return AsyncGraph(self, await self.request("GET", f"{API}/graphs/{graph_id}"))
+
+    async def graphs(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Your graphs (admins: all), newest first."""
+        query: Query = list(present(state=state).items())
+        return await self.collect(f"{API}/graphs", query, limit)

@@ -1,0 +1,157 @@
+"""The connection to a flowdeck server: requests, typed errors, downloads, listings and
+server-sent event streams that reconnect."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Self
+
+import httpx
+from httpx_sse import EventSource, ServerSentEvent, SSEError
+
+from flowdeck.client._backend import AsyncBackend, AsyncStream
+from flowdeck.client._shared import PAGE, Query, Reconnect, retryable, stream_headers
+from flowdeck.client.errors import ApiError, ConnectionFailed, raise_for
+
+
+class AsyncHTTP:
+    """A flowdeck server, over HTTP.  ``token`` is a session or API token; :meth:`login`
+    sets one."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout: float = 30.0,
+        *,
+        verify: bool | str = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """``verify``: TLS verification (or a CA bundle's path); ``transport``: a custom
+        httpx transport (proxies, retries)."""
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=timeout, verify=verify, transport=transport
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections (``async with`` / ``with`` does it)."""
+        await self._http.aclose()
+
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        headers = dict(extra or {})
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+    def _unreachable(self, exc: Exception) -> ConnectionFailed:
+        return ConnectionFailed(
+            0, "connection_failed", f"cannot reach flowdeck at {self.base_url}: {exc}"
+        )
+
+    async def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The response to a request (raised as a typed error unless it succeeded)."""
+        headers = self._headers(kwargs.pop("headers", None))
+        try:
+            response = await self._http.request(method, path, headers=headers, **kwargs)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        raise_for(response)
+        return response
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The decoded JSON answer to a request (``None`` for an empty one)."""
+        response = await self.send(method, path, **kwargs)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    async def collect(self, path: str, query: Query, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` items of a listing, page after page (``next_cursor`` or
+        ``next_before`` of each page leads to the next)."""
+        items: list[dict[str, Any]] = []
+        following: Query = []
+        while len(items) < limit:
+            params = [*query, *following, ("limit", min(PAGE, limit - len(items)))]
+            page = await self.request("GET", path, params=params)
+            items += page["items"]
+            if page.get("next_cursor"):
+                following = [("cursor", page["next_cursor"])]
+            elif page.get("next_before"):
+                following = [("before", page["next_before"])]
+            else:
+                break
+        return items
+
+    @asynccontextmanager
+    async def stream_bytes(self, path: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        """The body of a GET, chunk by chunk (for downloads)."""
+        try:
+            async with self._http.stream("GET", path, headers=self._headers()) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise_for(response)
+                yield response.aiter_bytes()
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            raise self._unreachable(exc) from exc
+
+    async def sse(
+        self, path: str, query: Query, last_id: int | None, deadline: float | None
+    ) -> AsyncStream[ServerSentEvent]:
+        """The server-sent events of one connection to ``path`` (``Last-Event-ID`` set to
+        ``last_id``) until it ends, or ``TimeoutError`` at the monotonic ``deadline``."""
+        headers = self._headers(stream_headers(last_id))
+        timeout = httpx.Timeout(self.timeout, read=None)
+        try:
+            async with self._http.stream(
+                "GET", path, params=query, headers=headers, timeout=timeout
+            ) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise_for(response)
+                events = EventSource(response).aiter_sse()
+                async for sse in AsyncBackend.until(events, deadline, response):
+                    yield sse
+        except (httpx.TransportError, httpx.StreamError, SSEError) as exc:
+            raise self._unreachable(exc) from exc
+
+    async def follow(
+        self,
+        path: str,
+        query: Query,
+        after: int | None = None,
+        reconnect: Reconnect | None = None,
+        deadline: float | None = None,
+    ) -> AsyncStream[ServerSentEvent]:
+        """The server-sent events of ``path`` after id ``after``, reconnecting (with
+        ``Last-Event-ID``) whenever the stream ends or breaks; 4xx answers are raised at
+        once, and ``TimeoutError`` at the monotonic ``deadline``."""
+        policy = reconnect or Reconnect()
+        last = after
+        while True:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError("the event stream reached its deadline")
+            try:
+                async for sse in self.sse(path, query, last, deadline):
+                    policy.delivered()
+                    if sse.id:
+                        last = int(sse.id)
+                    yield sse
+                delay = policy.failed(ConnectionFailed(0, "stream_ended", "the stream ended"))
+            except ApiError as exc:
+                if not retryable(exc):
+                    raise
+                delay = policy.failed(exc)
+            if deadline is not None:
+                delay = min(delay, max(0.0, deadline - time.monotonic()))
+            await AsyncBackend.sleep(delay)

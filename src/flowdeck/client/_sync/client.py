@@ -1,0 +1,258 @@
+# Generated from client/_async/client.py by scripts/gen_sync_client.py: do not edit.
+"""The client: accounts, workflows, runs, events, webhooks and graphs of one server."""
+
+from __future__ import annotations
+
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from flowdeck.client._backend import SyncBackend, SyncStream
+from flowdeck.client._shared import (
+    API,
+    Event,
+    Query,
+    Reconnect,
+    event_query,
+    graph_body,
+    present,
+    run_query,
+    webhook_body,
+)
+from flowdeck.client._sync.graphs import Graph
+from flowdeck.client._sync.http import SyncHTTP
+from flowdeck.client._sync.run import Run
+from flowdeck.client.files import push_query, workflow_body
+
+
+class Client(SyncHTTP):
+    """A flowdeck server, over HTTP.  ``token`` is a session or API token; :meth:`login`
+    sets one."""
+
+    # -- accounts -------------------------------------------------------------------------
+    def register(self, username: str, password: str) -> dict[str, Any]:
+        """Create an account (the server's registration setting decides whether it is
+        active at once)."""
+        body = {"username": username, "password": password}
+        result: dict[str, Any] = self.request("POST", f"{API}/auth/register", json=body)
+        return result
+
+    def login(self, username: str, password: str) -> dict[str, Any]:
+        """Log in; the client uses the returned token from now on."""
+        body = {"username": username, "password": password}
+        result: dict[str, Any] = self.request("POST", f"{API}/auth/login", json=body)
+        self.token = result["token"]
+        return result
+
+    def logout(self) -> None:
+        """End the session of the token; the client forgets it."""
+        self.request("POST", f"{API}/auth/logout")
+        self.token = None
+
+    def me(self) -> dict[str, Any]:
+        """The account the token belongs to."""
+        result: dict[str, Any] = self.request("GET", f"{API}/auth/me")
+        return result
+
+    def health(self) -> dict[str, Any]:
+        """The server's health (no login needed)."""
+        result: dict[str, Any] = self.request("GET", "/healthz")
+        return result
+
+    # -- workflows ------------------------------------------------------------------------
+    def _post_workflow(self, path: str | Path, url: str, query: dict[str, str]) -> Any:
+        body, media = workflow_body(Path(path))
+        with body:
+            return self.request(
+                "POST",
+                url,
+                params=query,
+                content=SyncBackend.chunks(body),
+                headers={"Content-Type": media},
+            )
+
+    def push_workflow(
+        self,
+        path: str | Path,
+        visibility: str = "private",
+        *,
+        workflow_type: str = "auto",
+        main: str | None = None,
+        name: str | None = None,
+        version: str | None = None,
+    ) -> dict[str, Any]:
+        """Store a workflow: a spec or CWL document (.yaml, .yml, .json, .cwl), an archive
+        (.zip, .tar.gz, .tgz) or a directory (sent as a .tar.gz built on the fly).
+        ``workflow_type`` is ``auto`` (CWL recognised by its content), ``flowdeck`` or
+        ``CWL``; for CWL, ``main`` names the file to run in an archive or directory,
+        ``name`` and ``version`` default to the file's name and the content hash."""
+        query = push_query(Path(path), visibility, workflow_type, main, name, version)
+        result: dict[str, Any] = self._post_workflow(path, f"{API}/workflows", query)
+        return result
+
+    def validate_workflow(self, path: str | Path) -> dict[str, Any]:
+        """The server's verdict on a spec, archive or directory; nothing is stored."""
+        result: dict[str, Any] = self._post_workflow(path, f"{API}/workflows/validate", {})
+        return result
+
+    def workflows(
+        self, name: str | None = None, owner: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Workflows you can see, newest first (at most ``limit``)."""
+        query: Query = list(present(name=name, owner=owner).items())
+        return self.collect(f"{API}/workflows", query, limit)
+
+    def workflow(self, ref: str) -> dict[str, Any]:
+        """One version: ``name@version``, ``owner/name@version`` or ``…@latest``."""
+        result: dict[str, Any] = self.request("GET", f"{API}/workflows/{ref}")
+        return result
+
+    # -- runs -----------------------------------------------------------------------------
+    def create_run(
+        self,
+        workflow: str,
+        params: dict[str, Any] | None = None,
+        resources: dict[str, Any] | None = None,
+        tags: list[str] | None = None,
+        start: bool = False,
+    ) -> Run:
+        """A new staged run of ``workflow`` (``name@version``), queued at once with
+        ``start``."""
+        body = {
+            "workflow": workflow,
+            "start": start,
+            **present(params=params, resources=resources, tags=tags),
+        }
+        return Run(self, self.request("POST", f"{API}/runs", json=body))
+
+    def run(self, run_id: str) -> Run:
+        """A run you may read (its status is fetched now)."""
+        return Run(self, self.request("GET", f"{API}/runs/{run_id}"))
+
+    def runs(
+        self,
+        state: list[str] | str | None = None,
+        workflow: str | None = None,
+        tag: str | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+    ) -> list[Run]:
+        """Your runs (admins: all), newest first, at most ``limit``."""
+        query = run_query(state, workflow, tag, owner)
+        return [Run(self, item) for item in self.collect(f"{API}/runs", query, limit)]
+
+    # -- events ---------------------------------------------------------------------------
+    def list_events(
+        self,
+        runs: list[str] | None = None,
+        types: list[str] | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[Event]:
+        """Events of your runs so far, oldest first: of ``runs``, matching ``types``,
+        after event id ``after``, at most ``limit``."""
+        query = event_query(runs, types, after, limit)
+        return [Event.of(e) for e in self.request("GET", f"{API}/events", params=query)]
+
+    def events(
+        self,
+        runs: list[str] | None = None,
+        types: list[str] | None = None,
+        after: int | None = None,
+        reconnect: Reconnect | None = None,
+    ) -> SyncStream[Event]:
+        """The live stream of your runs' events (from now, or after event ``after``).  It
+        reconnects by itself and resumes with ``Last-Event-ID``: no event is lost or
+        repeated."""
+        query = event_query(runs, types, None)
+        with closing(self.follow(f"{API}/events", query, after, reconnect)) as sses:
+            for sse in sses:
+                if sse.data:
+                    yield Event.parse(sse.data)
+
+    # -- webhooks -------------------------------------------------------------------------
+    def add_webhook(
+        self, url: str, events: list[str] | None = None, run_id: str | None = None
+    ) -> dict[str, Any]:
+        """Subscribe ``url`` to the events matching ``events`` (type patterns, default
+        every event) of all your runs, or of run ``run_id``.  The answer holds the
+        subscription's ``secret``, shown only now."""
+        body = webhook_body(url, events, run_id)
+        result: dict[str, Any] = self.request("POST", f"{API}/webhooks", json=body)
+        return result
+
+    def webhooks(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Your subscriptions (admins: all), newest first, without their secrets."""
+        return self.collect(f"{API}/webhooks", [], limit)
+
+    def webhook(self, webhook_id: str) -> dict[str, Any]:
+        """One subscription, without its secret."""
+        result: dict[str, Any] = self.request("GET", f"{API}/webhooks/{webhook_id}")
+        return result
+
+    def update_webhook(
+        self,
+        webhook_id: str,
+        *,
+        enabled: bool | None = None,
+        events: list[str] | None = None,
+        url: str | None = None,
+    ) -> dict[str, Any]:
+        """Enable or disable it, or change its events or URL."""
+        changes = present(enabled=enabled, events=events, url=url)
+        result: dict[str, Any] = self.request("PATCH", f"{API}/webhooks/{webhook_id}", json=changes)
+        return result
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        """Remove the subscription."""
+        self.request("DELETE", f"{API}/webhooks/{webhook_id}")
+
+    def rotate_webhook_secret(self, webhook_id: str) -> dict[str, Any]:
+        """A new secret (in the answer); the previous one still signs for a while."""
+        result: dict[str, Any] = self.request("POST", f"{API}/webhooks/{webhook_id}/rotate-secret")
+        return result
+
+    def deliveries(self, webhook_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The subscription's deliveries, newest first, each with its ``attempts``."""
+        return self.collect(f"{API}/webhooks/{webhook_id}/deliveries", [], limit)
+
+    def redeliver(self, webhook_id: str, delivery_id: str) -> dict[str, Any]:
+        """Send a delivery again soon (same ``webhook-id``; its retries start over)."""
+        result: dict[str, Any] | None = self.request(
+            "POST", f"{API}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"
+        )
+        return result or {}
+
+    # -- graphs ---------------------------------------------------------------------------
+    def create_graph(
+        self,
+        name: str | None = None,
+        nodes: dict[str, Any] | None = None,
+        edges: list[dict[str, Any]] | None = None,
+        bindings: list[dict[str, Any]] | None = None,
+        *,
+        submit: bool = False,
+    ) -> Graph:
+        """A new graph: a draft to build further (:meth:`Graph.set_node`, …), or
+        submitted at once with ``submit=True``."""
+        body = graph_body(name, nodes, edges, bindings, submit)
+        return Graph(self, self.request("POST", f"{API}/graphs", json=body))
+
+    def submit_graph(
+        self,
+        nodes: dict[str, Any],
+        edges: list[dict[str, Any]] | None = None,
+        bindings: list[dict[str, Any]] | None = None,
+        name: str | None = None,
+    ) -> Graph:
+        """Create and submit a graph in one call (422 and nothing stored if invalid)."""
+        return self.create_graph(name, nodes, edges, bindings, submit=True)
+
+    def graph(self, graph_id: str) -> Graph:
+        """A graph you may read (its status is fetched now)."""
+        return Graph(self, self.request("GET", f"{API}/graphs/{graph_id}"))
+
+    def graphs(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Your graphs (admins: all), newest first."""
+        query: Query = list(present(state=state).items())
+        return self.collect(f"{API}/graphs", query, limit)

@@ -1,0 +1,141 @@
+# Generated from client/_async/run.py by scripts/gen_sync_client.py: do not edit.
+"""A run, as an object: staging, starting, following, controlling, its products."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from flowdeck.client._backend import SyncBackend
+from flowdeck.client._shared import TERMINAL_STATES
+from flowdeck.client._sync.ports import InputPort, OutputPort
+from flowdeck.client._sync.resource import SyncResource
+from flowdeck.client.errors import NotFoundError
+from flowdeck.client.files import AtomicFile, download_target
+
+
+class Run(SyncResource):
+    """One run.  ``data`` is the last status the server sent; :meth:`status` refreshes it."""
+
+    KIND: ClassVar[str] = "run"
+    TERMINAL: ClassVar[frozenset[str]] = TERMINAL_STATES
+    WAIT_TYPES: ClassVar[list[str] | None] = ["run.*", "step.*"]
+
+    # -- staging --------------------------------------------------------------------------
+    def stage_params(self, values: dict[str, Any] | None = None, **more: Any) -> dict[str, Any]:
+        """Merge parameter values (``None`` removes one)."""
+        return self._update("PATCH", "/params", json={**(values or {}), **more})
+
+    def upload(self, input: str, path: str | Path, filename: str | None = None) -> dict[str, Any]:
+        """Stream a local file to a file input (named ``filename``, or as the file)."""
+        path = Path(path)
+        with path.open("rb") as body:
+            result: dict[str, Any] = self._call(
+                "PUT",
+                f"/files/{input}",
+                params={"filename": filename or path.name},
+                content=SyncBackend.chunks(body),
+                headers={"Content-Type": "application/octet-stream"},
+            )
+        return result
+
+    def files(self) -> list[dict[str, Any]]:
+        """The files staged so far."""
+        result: list[dict[str, Any]] = self._call("GET", "/files")
+        return result
+
+    def set_resources(self, **resources: Any) -> dict[str, Any]:
+        """executor, cpus, memory, walltime, priority, env."""
+        return self._update("PUT", "/resources", json=resources)
+
+    def validate(self) -> dict[str, Any]:
+        """``{ok, problems}``: whether :meth:`start` would be accepted now."""
+        result: dict[str, Any] = self._call("POST", "/validate")
+        return result
+
+    def start(self) -> dict[str, Any]:
+        """Queue the staged run."""
+        return self._update("POST", "/start")
+
+    # -- reading --------------------------------------------------------------------------
+    def steps(self) -> list[dict[str, Any]]:
+        """Its steps with their state, attempts and times."""
+        result: list[dict[str, Any]] = self._call("GET", "/steps")
+        return result
+
+    def logs(
+        self,
+        step: str,
+        stream: str = "stdout",
+        index: int = -1,
+        attempt: int | None = None,
+        offset: int = 0,
+    ) -> tuple[bytes, int]:
+        """A piece of a step's log from ``offset`` and the offset to continue from."""
+        params: dict[str, Any] = {"stream": stream, "index": index, "offset": offset}
+        if attempt is not None:
+            params["attempt"] = attempt
+        response = self.client.send("GET", f"{self.url}/steps/{step}/logs", params=params)
+        return response.content, int(response.headers.get("x-next-offset", offset))
+
+    # -- control --------------------------------------------------------------------------
+    def pause(self, mode: str = "freeze") -> dict[str, Any]:
+        """``freeze`` stops its running steps where they are; ``drain`` lets them end
+        and starts no new one."""
+        return self._update("POST", "/pause", json={"mode": mode})
+
+    def rerun(self, from_step: str | None = None, params: dict[str, Any] | None = None) -> Run:
+        """A new queued run of this ended run's workflow version, parameters (``params``
+        changes some) and files; unchanged steps are reused from the cache, ``from_step``
+        and what depends on it run again whatever."""
+        body: dict[str, Any] = {}
+        if from_step:
+            body["from_step"] = from_step
+        if params:
+            body["params"] = params
+        return Run(self.client, self._call("POST", "/rerun", json=body))
+
+    # -- stream ports ---------------------------------------------------------------------
+    def ports(self) -> list[dict[str, Any]]:
+        """The stream ports: ``{name, direction, url, records, closed}`` (fetched now)."""
+        ports: list[dict[str, Any]] = (self.status()).get("ports") or []
+        return ports
+
+    def input(self, port: str) -> InputPort:
+        """The writer of stream input ``port``."""
+        return InputPort(self.client, self.id, port)
+
+    def output(self, port: str) -> OutputPort:
+        """The reader of stream output ``port``."""
+        return OutputPort(self.client, self.id, port)
+
+    # -- products -------------------------------------------------------------------------
+    def products(self) -> list[dict[str, Any]]:
+        """Its products: ``{id, name, size, sha256, media_type, url}`` each."""
+        result: list[dict[str, Any]] = self._call("GET", "/products")
+        return result
+
+    def _product(self, product: str | dict[str, Any]) -> dict[str, Any]:
+        if isinstance(product, dict):
+            return product
+        for p in self.products():
+            if product in (p["id"], p["name"]):
+                return p
+        raise NotFoundError(404, "not_found", f"run {self.id} has no product {product!r}")
+
+    def download(self, product: str | dict[str, Any], dest: str | Path) -> Path:
+        """Save one product (its id, name or listing entry) to ``dest`` (a file, or a
+        directory to save it in under its name), atomically.  Returns the path."""
+        entry = self._product(product)
+        return self._save(entry["url"], Path(dest), Path(entry["name"]).name)
+
+    def download_all(self, dest: str | Path) -> Path:
+        """Every product in one zip."""
+        return self._save(f"{self.url}/products.zip", Path(dest), f"{self.id}-products.zip")
+
+    def _save(self, url: str, dest: Path, default_name: str) -> Path:
+        target = download_target(dest, default_name)
+        with self.client.stream_bytes(url) as chunks, AtomicFile(target) as out:
+            for chunk in chunks:
+                out.write(chunk)
+        return target
