@@ -25,6 +25,7 @@ BENCHMARKS = [
     "faces",
     "faces_ports",
     "wes",
+    "cli",
 ]
 
 QUICK = {
@@ -41,6 +42,7 @@ QUICK = {
     "faces": ["--runs", "10"],
     "faces_ports": [],
     "wes": ["--runs", "10", "--clients", "4"],
+    "cli": ["--repeat", "5"],
 }
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.faces import FACES, Connect, connect
 from tests.helpers import LiveServer, fresh_pg_database, live_server, make_settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -64,3 +65,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture(scope="module", params=FACES)
+def face(request: pytest.FixtureRequest) -> Connect:
+    """How a test makes a client of the SDK face under test (``Client`` or
+    ``AsyncClient``, tests/faces.py): a test that takes it runs once for each."""
+    return connect(request.param)

@@ -18,12 +18,14 @@ import struct
 import tarfile
 import zipfile
 import zlib
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from flowdeck.domain.text import unsafe_character
 from flowdeck.errors import ArchiveRejected
 
 _CHUNK = 64 * 1024
@@ -34,12 +36,18 @@ _MAX_COMPONENT_BYTES = 255
 _MAX_PATH_BYTES = 1024
 # Tar headers, pax records and padding allowed per member in the decompressed stream.
 _TAR_OVERHEAD_PER_MEMBER = 4096
+# The last decompressed bytes kept to read a member's headers again (tarfile cuts names at
+# a NUL byte); a member's headers must fit, with tarfile's read-ahead.
+_HEADER_WINDOW = 256 * 1024
 # Central-directory bytes allowed per member before zipfile is asked to load it.
 _ZIP_DIRECTORY_BYTES_PER_MEMBER = 2048
 _ZIP_METHODS = frozenset(
     {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
 )
 _DRIVE = re.compile(r"[A-Za-z]:")
+_EXTENDED_HEADERS = frozenset(
+    {tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE}
+)
 _READ_ERRORS = (
     zipfile.BadZipFile,
     tarfile.TarError,
@@ -135,8 +143,9 @@ def _normalise(name: str, *, is_dir: bool) -> str | None:
     """The safe relative POSIX path for `name`, or None for the archive's root directory."""
     if not name:
         raise _reject(name, "unsafe_name", "empty name")
-    if any(ord(ch) < 32 or ch == "\x7f" for ch in name):
-        raise _reject(name, "unsafe_name", "NUL byte or control character in name")
+    unsafe = unsafe_character(name)
+    if unsafe is not None:
+        raise _reject(name, "unsafe_name", f"{unsafe} in name")
     if "\\" in name:
         raise _reject(name, "unsafe_name", "backslash in name")
     if name.startswith("/"):
@@ -240,7 +249,7 @@ class _Sink:
                 _check_sizes(self.limits, member, size, self.total)
                 digest.update(chunk)
                 out.write(chunk)
-            os.fchmod(out.fileno(), 0o755 if executable else 0o644)
+            os.fchmod(out.fileno(), 0o555 if executable else 0o444)  # read-only for steps
         self.members.append(ExtractedMember(path, size, digest.hexdigest()))
 
 
@@ -350,15 +359,40 @@ class _Meter:
         self._cap = limits.max_total_bytes + (limits.max_members + 2) * _TAR_OVERHEAD_PER_MEMBER
         self.produced = 0
         self.member: str | None = None  # the member being read, for error messages
+        self._recent: deque[bytes] = deque()  # the last bytes produced, from _recent_start
+        self._recent_start = 0
 
     def read(self, size: int = -1, /) -> bytes:
         with _reading(self.member):
             data = self._raw.read(min(size, _CHUNK) if size >= 0 else _CHUNK)
+        self._keep(data)
         self.produced += len(data)
         _check_ratio(self._limits, self.member, self.produced, self._packed)
         if self.produced > self._cap:
             raise _reject(self.member, "too_large", f"tar stream expands to over {self._cap} bytes")
         return data
+
+    def _keep(self, data: bytes) -> None:
+        if not data:
+            return
+        self._recent.append(data)
+        while self.produced + len(data) - self._recent_start - len(self._recent[0]) >= (
+            _HEADER_WINDOW
+        ):
+            self._recent_start += len(self._recent.popleft())
+
+    def span(self, start: int, end: int) -> bytes | None:
+        """Bytes ``start:end`` of the decompressed stream, if still kept."""
+        if start < self._recent_start or end > self.produced:
+            return None
+        parts = []
+        at = self._recent_start
+        for chunk in self._recent:
+            low, high = max(start, at), min(end, at + len(chunk))
+            if low < high:
+                parts.append(chunk[low - at : high - at])
+            at += len(chunk)
+        return b"".join(parts)
 
     def write(self, b: bytes, /) -> int:
         raise OSError("read-only stream")
@@ -395,10 +429,41 @@ def _open_tar(meter: _Meter) -> tarfile.TarFile:
         return tarfile.open(fileobj=meter, mode="r|")
 
 
+def _field_cut_at_nul(field: bytes) -> bool:
+    """Whether a NUL-terminated header field holds more after its first NUL byte."""
+    cut = field.find(b"\0")
+    return cut >= 0 and bool(field[cut:].strip(b"\0"))
+
+
+def _stored_name(info: tarfile.TarInfo, meter: _Meter) -> str:
+    """The member's name as its headers hold it: tarfile ends a name at its first NUL byte
+    (``a\\0b`` would become ``a``); such a name is returned whole, to be refused."""
+    raw = meter.span(info.offset, info.offset_data)
+    if raw is None:
+        raise _reject(info.name, "too_large", f"member headers over {_HEADER_WINDOW} bytes")
+    at = 0
+    while at + tarfile.BLOCKSIZE <= len(raw):
+        block = raw[at : at + tarfile.BLOCKSIZE]
+        with _reading(info.name):
+            header = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+        fields = [block[0:100]]
+        if block[257:265] == tarfile.POSIX_MAGIC:
+            fields.insert(0, block[345:500])  # the ustar prefix
+        if header.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
+            fields = [raw[at + tarfile.BLOCKSIZE : at + tarfile.BLOCKSIZE + header.size]]
+        if any(_field_cut_at_nul(f) for f in fields):
+            parts = [f.rstrip(b"\0") for f in fields]
+            return b"/".join(p for p in parts if p).decode("utf-8", "surrogateescape")
+        if header.type not in _EXTENDED_HEADERS:
+            break  # the member's own header: what follows is its data
+        at += tarfile.BLOCKSIZE + -(-header.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    return info.name
+
+
 def _extract_tar_member(
     tf: tarfile.TarFile, info: tarfile.TarInfo, meter: _Meter, sink: _Sink
 ) -> None:
-    name = info.name
+    name = _stored_name(info, meter)
     meter.member = name
     sink.count_member(name)
     is_dir = info.isdir()

@@ -235,6 +235,13 @@ class Settings(BaseSettings):
         "previous secret.",
     )
 
+    @field_validator("data_dir", "data_root")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        """Relative to where flowdeck starts, made absolute once: every path handed to a
+        step, a worker or a child process is absolute, whatever their working directory."""
+        return None if value is None else Path(os.path.abspath(value.expanduser()))
+
     @field_validator("webhook_allow_networks", mode="before")
     @classmethod
     def _split_networks(cls, value: Any) -> Any:

@@ -33,6 +33,12 @@ class InvalidInput(FlowdeckError):
     code = "invalid_input"
 
 
+class JsonTooDeep(InvalidInput):
+    """The JSON value is nested too deeply."""
+
+    code = "json_too_deep"
+
+
 class UrlRefused(InvalidInput):
     """The URL is not allowed as a webhook target."""
 
@@ -55,6 +61,12 @@ class SpecInvalid(InvalidInput):
     """The workflow specification is not valid."""
 
     code = "invalid_workflow"
+
+
+class InvalidCursor(FlowdeckError):
+    """The cursor is not one this list gives: pass the next_cursor of the page before."""
+
+    code = "invalid_cursor"
 
 
 class NotFound(FlowdeckError):
@@ -137,6 +149,16 @@ class BufferFull(Throttled):
     """The stream's buffer is full: its step has not read enough yet; try again later."""
 
     code = "buffer_full"
+
+
+class RangeNotSatisfiable(FlowdeckError):
+    """The requested range is not within the file."""
+
+    code = "range_not_satisfiable"
+
+    def __init__(self, size: int, message: str | None = None) -> None:
+        super().__init__(message, size=size)
+        self.size = size
 
 
 class PayloadTooLarge(FlowdeckError):

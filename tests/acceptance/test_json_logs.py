@@ -58,3 +58,32 @@ def test_json_log_lines_carry_request_and_run_ids(tmp_path: Path, scheduler_proc
     banner = ("flowdeck listening", "database:", "data directory:", "no admin yet", "(or set")
     for line in log.read_text().splitlines():
         assert line.startswith("{") or line.startswith(banner) or not line.strip(), line
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_credentials_in_urls_are_not_written_to_the_log(tmp_path: Path, log_format: str) -> None:
+    env = {
+        "FLOWDECK_LOG_FORMAT": log_format,
+        "FLOWDECK_LOG_LEVEL": "info",
+        "FLOWDECK_REGISTRATION": "open",
+    }
+    with serve(tmp_path, env=env) as (url, log), httpx.Client(base_url=url) as c:
+        c.post(f"{API}/auth/register", json={"username": "leaky", "password": STRONG})
+        token = c.post(f"{API}/auth/login", json={"username": "leaky", "password": STRONG})
+        secret = token.json()["token"]
+        r = c.get(f"{API}/auth/me", params={"access_token": secret})
+        assert r.status_code == 422  # refused, as before
+        r = c.get(
+            f"{API}/runs",
+            params={"limit": 5, "token": secret, "password": "hunter2hunter2"},
+            headers={"X-Request-ID": "req-redact-1"},
+        )
+        assert r.status_code == 422
+        deadline = time.monotonic() + 30
+        while "limit=5" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+    text = log.read_text()
+    assert secret not in text and secret[4:20] not in text and "hunter2hunter2" not in text
+    assert f"{API}/auth/me?access_token=[REDACTED]" in text
+    assert "limit=5&token=[REDACTED]&password=[REDACTED]" in text

@@ -265,6 +265,59 @@ def test_kill_leaves_no_process_and_no_work_directory(srv: LiveServer, user: htt
     assert wait(user, run_id)["state"] == "killed"
 
 
+KILLABLE = """name: killable
+version: "1"
+inputs:
+  text: {type: file}
+steps:
+  a:
+    run: [sleep, "60"]
+  b:
+    run: [sh, -c, 'trap "" TERM; sleep 60']
+  after:
+    needs: [a, b]
+    run: [cat, "${{ inputs.text }}"]
+"""
+
+
+def test_a_killed_run_ends_after_its_steps_and_forgets_deleted_files(
+    user: httpx.Client,
+) -> None:
+    """The run's final event comes after every step event (a follower that stops at the
+    run's final event sees every step end), and the staged files whose bytes the kill
+    deleted are no longer listed."""
+    push(user, KILLABLE)
+    run_id = user.post(f"{API}/runs", json={"workflow": "killable@1"}).json()["id"]
+    r = user.put(f"{API}/runs/{run_id}/files/text", params={"filename": "t.txt"}, content=b"x")
+    assert r.status_code in (200, 201), r.text
+    assert [f["filename"] for f in user.get(f"{API}/runs/{run_id}/files").json()] == ["t.txt"]
+    assert user.post(f"{API}/runs/{run_id}/start").status_code == 200
+    deadline = time.monotonic() + 20
+    while {s["label"]: s["state"] for s in user.get(f"{API}/runs/{run_id}/steps").json()} != {
+        "a": "running",
+        "b": "running",
+        "after": "pending",
+    }:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert user.post(f"{API}/runs/{run_id}/kill").json()["state"] == "killed"
+    events = user.get(f"{API}/runs/{run_id}/events").json()
+    types = [e["type"] for e in events]
+    assert types[-1] == "run.killed"
+    killed = {e["data"]["step"] for e in events if e["type"] == "step.killed"}
+    assert killed == {"a", "b", "after"}
+    assert user.get(f"{API}/runs/{run_id}/files").json() == []
+    time.sleep(0.5)  # the processes are gone by now: nothing more is said of the run
+    assert [e["type"] for e in user.get(f"{API}/runs/{run_id}/events").json()] == types
+    states = {s["label"]: s["state"] for s in user.get(f"{API}/runs/{run_id}/steps").json()}
+    assert states == {"a": "killed", "b": "killed", "after": "killed"}
+    # a staged run killed before it started forgets its files too
+    staged = user.post(f"{API}/runs", json={"workflow": "killable@1"}).json()["id"]
+    user.put(f"{API}/runs/{staged}/files/text", params={"filename": "t.txt"}, content=b"x")
+    assert user.post(f"{API}/runs/{staged}/kill").json()["state"] == "killed"
+    assert user.get(f"{API}/runs/{staged}/files").json() == []
+
+
 def test_illegal_actions_are_409_with_the_state(user: httpx.Client) -> None:
     run_id = submit(user, "chain@1.0")
     wait(user, run_id)
@@ -306,6 +359,32 @@ def test_staging_errors_name_the_input(user: httpx.Client) -> None:
     assert user.get(f"{API}/runs/{run_id}").json()["params"] == {}  # nothing changed
 
 
+def check_ranges(user: httpx.Client, url: str, data: bytes) -> None:
+    """Range requests as RFC 9110 says: a satisfiable range is 206, an unsatisfiable one
+    416 with Content-Range and the JSON error; an invalid Range header is ignored (200)."""
+    size = len(data)
+    for value, part in [
+        ("bytes=0-4", data[0:5]),
+        ("bytes=-5", data[-5:]),
+        (f"bytes={size - 3}-", data[-3:]),
+        (f"bytes=2-{size + 100}", data[2:]),
+        (f"bytes=0-2, {size + 5}-", data[0:3]),  # the satisfiable part of the set
+    ]:
+        r = user.get(url, headers={"Range": value})
+        assert r.status_code == 206 and r.content == part, value
+    for value in ["bytes=5-1", "bytes=abc", "bytes=", "bytes=1-2,5-1", "bytes=--1", "items=0-5"]:
+        r = user.get(url, headers={"Range": value})
+        assert r.status_code == 200 and r.content == data, (value, r.status_code, r.text[:200])
+    for value in [f"bytes={size}-", f"bytes={size + 10}-{size + 20}", "bytes=-0"]:
+        r = user.get(url, headers={"Range": value})
+        assert r.status_code == 416, (value, r.status_code)
+        assert r.headers["content-range"] == f"bytes */{size}"
+        err = r.json()["error"]
+        assert err["code"] == "range_not_satisfiable" and err["details"]["size"] == size
+    r = user.get(url, headers={"Range": f"bytes={size}-", "If-Range": '"another-etag"'})
+    assert r.status_code == 200 and r.content == data  # If-Range does not match: all of it
+
+
 def test_files_in_products_out(srv: LiveServer, user: httpx.Client) -> None:
     run_id = user.post(f"{API}/runs", json={"workflow": "sort-lines@1.0"}).json()["id"]
     data = "".join(f"line {i:05d}\n" for i in range(5000, 0, -1)).encode()
@@ -328,7 +407,9 @@ def test_files_in_products_out(srv: LiveServer, user: httpx.Client) -> None:
     rev = user.get(products["reverse.reversed"]["url"]).content
     assert rev == b"".join(sorted(data.splitlines(keepends=True), reverse=True))
     archive = zipfile.ZipFile(io.BytesIO(user.get(f"{API}/runs/{run_id}/products.zip").content))
-    assert archive.read("sort.sorted") == sorted_bytes
+    assert archive.read("sorted.txt") == sorted_bytes
+
+    check_ranges(user, products["sort.sorted"]["url"], sorted_bytes)
 
     # a later run takes a snapshot of this product: deleting the source cannot break it
     second = user.post(f"{API}/runs", json={"workflow": "sort-lines@1.0"}).json()["id"]

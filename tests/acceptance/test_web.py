@@ -15,7 +15,7 @@ from flowdeck.client import Client
 from tests.helpers import STRONG, LiveServer, live_server, make_settings
 
 pytest.importorskip("playwright")
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 CHROMIUM = os.environ.get("FLOWDECK_TEST_CHROMIUM", "/usr/bin/chromium")
 ROOT = Path(__file__).parents[2]
@@ -58,14 +58,37 @@ def browser() -> Iterator[Browser]:
             b.close()
 
 
+# Each violation of the pages' Content-Security-Policy, reported by the page itself.
+REPORT_CSP = """document.addEventListener("securitypolicyviolation", (e) => console.error(
+  "CSP violation: " + e.violatedDirective + " blocked " + e.blockedURI + " at " +
+  e.sourceFile + ":" + e.lineNumber));"""
+
+
+def watch_csp(context: BrowserContext, page: Page) -> list[str]:
+    """The Content-Security-Policy violations of the context's pages, as they happen."""
+    context.add_init_script(REPORT_CSP)
+    seen: list[str] = []
+    page.on(
+        "console",
+        lambda m: (
+            seen.append(m.text)
+            if "CSP violation" in m.text or "Content Security Policy" in m.text
+            else None
+        ),
+    )
+    return seen
+
+
 @pytest.fixture
 def page(browser: Browser, srv: LiveServer) -> Iterator[Page]:
     context = browser.new_context(base_url=srv.url, viewport={"width": 1280, "height": 900})
     p = context.new_page()
     p.set_default_timeout(WAIT_MS)
     p.on("dialog", lambda dialog: dialog.accept())  # the confirmation of control buttons
+    violations = watch_csp(context, p)
     yield p
     context.close()
+    assert violations == [], violations
 
 
 def register(page: Page, name: str) -> None:
@@ -202,6 +225,7 @@ def test_narrow_screen_has_no_page_wide_scrolling(browser: Browser, srv: LiveSer
     context = browser.new_context(base_url=srv.url, viewport={"width": 390, "height": 844})
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
+    violations = watch_csp(context, page)
     try:
         name = "erin"
         register(page, name)
@@ -220,3 +244,4 @@ def test_narrow_screen_has_no_page_wide_scrolling(browser: Browser, srv: LiveSer
         shot(page, "run-mobile")
     finally:
         context.close()
+    assert violations == [], violations

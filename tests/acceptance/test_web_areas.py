@@ -17,7 +17,7 @@ from tests.receiver import eventually, receiver
 pytest.importorskip("playwright")
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.acceptance.test_web import CHROMIUM, ROOT, WAIT_MS, register, shot
+from tests.acceptance.test_web import CHROMIUM, ROOT, WAIT_MS, register, shot, watch_csp
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"
@@ -52,8 +52,10 @@ def page(browser: Browser, srv: LiveServer) -> Iterator[Page]:
     p = context.new_page()
     p.set_default_timeout(WAIT_MS)
     p.on("dialog", lambda dialog: dialog.accept())
+    violations = watch_csp(context, p)
     yield p
     context.close()
+    assert violations == [], violations
 
 
 def sdk(srv: LiveServer, name: str) -> Client:
@@ -176,6 +178,7 @@ def test_a_graph_submitted_from_its_page_reaches_succeeded_live(
     )
     phone = narrow.new_page()
     phone.set_default_timeout(WAIT_MS)
+    violations = watch_csp(narrow, phone)
     try:
         phone.goto("/login")
         phone.get_by_label("Username").fill("gina")
@@ -194,6 +197,7 @@ def test_a_graph_submitted_from_its_page_reaches_succeeded_live(
         other.close()
     finally:
         narrow.close()
+    assert violations == [], violations
 
 
 def test_a_cwl_document_is_uploaded_from_the_workflows_page(page: Page) -> None:

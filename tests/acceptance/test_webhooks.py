@@ -123,6 +123,12 @@ def test_three_failures_then_success_is_one_signed_delivery(
         "http://[fd00::1]/",
         "http://0.0.0.0/",
         "ftp://example.org/",
+        "http://127.0.0.1./",  # a trailing dot: the same host, fully qualified
+        "http://LOCALHOST./",
+        "http://localhost.:8080/x",
+        "http://api.localhost./",
+        "http://0x7f.1./",
+        "http://10.0.0.1../",
     ],
 )
 def test_internal_targets_are_refused_without_an_allowlist(server: LiveServer, url: str) -> None:

@@ -305,6 +305,94 @@ def test_service_info_and_a_stable_run_listing(srv: LiveServer) -> None:
         assert check(c.get(f"{WES}/runs"))["runs"][0]["run_id"] == late
         tasks = check(c.get(f"{WES}/runs/{made[0]}/tasks"))["task_logs"]
         assert [t["name"] for t in tasks] == ["main"]
+        log = check(c.get(f"{WES}/runs/{made[0]}"))
+        assert fetch(c, log["run_log"]["stdout"]) == fetch(c, tasks[0]["stdout"]) == "hi\n"
         r = c.get(f"{WES}/runs", params={"page_token": "garbage"})
         assert r.status_code == 400
         check(r)
+
+
+def test_log_and_output_urls_are_wes_urls_with_wes_credentials(
+    srv: LiveServer, alice: httpx.Client
+) -> None:
+    """The run log's and the task logs' stdout/stderr and the outputs' locations are under
+    the WES prefix: a bearer token or Basic with the token as the password reads them; another
+    user gets a WES 404, no credentials a WES 401; the /api/v1 URLs still answer."""
+    run_id = start(
+        alice,
+        "sort-count.cwl",
+        ["sort-count.cwl", "sort.cwl", "count.cwl", "fruit.txt"],
+        {"text": {"class": "File", "location": "fruit.txt"}},
+    )
+    assert wait(alice, run_id) == "COMPLETE"
+    log = check(alice.get(f"{WES}/runs/{run_id}"))
+    tasks = check(alice.get(f"{WES}/runs/{run_id}/tasks"))["task_logs"]
+    under = f"{srv.url}{WES}/runs/{run_id}/"
+    sorted_url = log["outputs"]["sorted"]["location"]
+    logs = [log["run_log"]["stdout"], log["run_log"]["stderr"], tasks[0]["stderr"]]
+    urls = [*logs, sorted_url, log["outputs"]["count"]["location"]]
+    assert all(u.startswith(under) for u in urls), urls
+    token = alice.headers["authorization"].removeprefix("Bearer ")
+    with httpx.Client(auth=("wesalice", token), timeout=30) as basic:
+        texts = [fetch(basic, u) for u in urls]
+    assert [fetch(alice, u) for u in urls] == texts
+    assert "completed success" in texts[1] and texts[2] == texts[1]
+    assert texts[3] == "apple\nfig\npear\n" and texts[4].strip() == "3"
+    # the same files through flowdeck's own API
+    api = f"/api/v1/runs/{run_id}"
+    assert fetch(alice, f"{api}/steps/cwl/logs?stream=stderr") == texts[1]
+    product = sorted_url.rpartition("/")[2]
+    assert fetch(alice, f"{api}/products/{product}") == texts[3]
+    r = alice.get(sorted_url, headers={"Range": "bytes=0-4"})
+    assert r.status_code == 206 and r.text == "apple"
+    with srv.client(register_and_login(srv, "wesdave")) as dave, srv.client() as anon:
+        for url in urls:
+            r = dave.get(url)
+            assert r.status_code == 404, r.text
+            assert r.json()["status_code"] == 404 and r.json()["msg"]
+            r = anon.get(url)
+            assert r.status_code == 401, r.text
+            assert r.json()["status_code"] == 401
+    missing = alice.get(f"{WES}/runs/{run_id}/products/nope")
+    assert missing.status_code == 404 and missing.json()["status_code"] == 404
+    bad = alice.get(f"{WES}/runs/{run_id}/steps/cwl/logs", params={"stream": "stdin"})
+    assert bad.status_code == 400 and bad.json()["status_code"] == 400
+
+
+def test_list_tasks_never_answers_400(alice: httpx.Client) -> None:
+    """WES 1.1 declares no 400 for ListTasks: odd page sizes are the default page, a token
+    this server did not give is past the end."""
+    run_id = start(alice, "scatter.cwl", ["scatter.cwl", "greet.cwl"], {"names": ["ada", "bo"]})
+    assert wait(alice, run_id) == "COMPLETE"
+    url = f"{WES}/runs/{run_id}/tasks"
+    every = check(alice.get(url))["task_logs"]
+    assert len(every) == 2
+    for size in ("0", "-5", "many", "1.5", str(10**30)):
+        page = check(alice.get(url, params={"page_size": size}))
+        assert page == {"task_logs": every, "next_page_token": ""}, size
+    for token in ("garbage", "-1", "9" * 100, "2"):
+        page = check(alice.get(url, params={"page_token": token}))
+        assert page == {"task_logs": [], "next_page_token": ""}, token
+
+
+def test_run_log_of_a_foreach_step_names_its_instance(srv: LiveServer) -> None:
+    with srv.client(register_and_login(srv, "weserin")) as c:
+        spec = (
+            'name: each\nversion: "1"\ninputs:\n  names: {type: array, items: string}\n'
+            "steps:\n  greet:\n    foreach: ${{ inputs.names }}\n"
+            "    run: [echo, '${{ item }}']\n"
+        )
+        r = c.post("/api/v1/workflows", content=spec, headers={"content-type": "application/yaml"})
+        assert r.status_code == 201, r.text
+        data = {
+            "workflow_url": "each@1",
+            "workflow_type": "FLOWDECK",
+            "workflow_type_version": "1",
+            "workflow_params": json.dumps({"names": ["ada", "bob"]}),
+        }
+        run_id = check(c.post(f"{WES}/runs", data=data))["run_id"]
+        assert wait(c, run_id) == "COMPLETE"
+        log = check(c.get(f"{WES}/runs/{run_id}"))
+        assert fetch(c, log["run_log"]["stdout"]) == "ada\n"
+        tasks = check(c.get(f"{WES}/runs/{run_id}/tasks"))["task_logs"]
+        assert sorted(fetch(c, t["stdout"]) for t in tasks) == ["ada\n", "bob\n"]

@@ -61,6 +61,8 @@ def test_promote_demote_reset_delete(server: LiveServer, admin_token: str) -> No
             assert c.get(f"{API}/admin/users").status_code == 200
         assert admin.post(f"{API}/admin/users/{name}/demote").json()["role"] == "user"
         new = "reset by the admin today"
+        r = admin.put(f"{API}/admin/users/{name}/password", json={"password": "123123123123"})
+        assert r.status_code == 422 and r.json()["error"]["details"]["rule"] == "too_guessable"
         r = admin.put(f"{API}/admin/users/{name}/password", json={"password": new})
         assert r.status_code == 200
         with server.client(user_token) as c:
@@ -80,6 +82,13 @@ def test_admin_creates_users_and_checks_the_policy(server: LiveServer, admin_tok
     with server.client(admin_token) as admin:
         r = admin.post(f"{API}/admin/users", json={"username": name, "password": "short"})
         assert r.status_code == 422 and r.json()["error"]["details"]["rule"] == "min_length"
+        r = admin.post(f"{API}/admin/users", json={"username": name, "password": "iloveyou1234"})
+        assert r.status_code == 422
+        error = r.json()["error"]
+        assert error["code"] == "password_rejected"
+        assert (
+            error["details"]["rule"] == "too_guessable" and "too easy to guess" in error["message"]
+        )
         r = admin.post(
             f"{API}/admin/users", json={"username": name, "password": STRONG, "admin": True}
         )

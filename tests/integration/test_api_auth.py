@@ -45,6 +45,13 @@ def test_stored_password_hash_is_argon2id(server: LiveServer) -> None:
         ("y" * 129, "max_length", "at most 128"),
         ("Qwerty123456", "common_password", "commonly used"),
         ("{name} is my password", "contains_username", "username"),
+        ("aaaaaaaaaaaa", "too_guessable", "Repeats"),
+        (" " * 12, "too_guessable", "Repeats"),
+        ("123456789012", "too_guessable", "commonly used"),
+        ("abcdefghijkl", "too_guessable", "Sequences"),
+        ("qwertyuiopasdf", "too_guessable", "commonly used"),
+        ("iloveyou1234", "too_guessable", "commonly used"),
+        ("123123123123", "too_guessable", "Repeats"),
     ],
 )
 def test_register_password_policy(server: LiveServer, password: str, rule: str, words: str) -> None:
@@ -127,13 +134,15 @@ def test_registration_modes(tmp_path: Path) -> None:
     assert r.status_code == 403 and r.json()["error"]["code"] == "registration_closed"
 
 
-def test_change_password_and_end_other_sessions(server: LiveServer) -> None:
+def test_changing_the_password_ends_other_sessions_and_tokens(server: LiveServer) -> None:
     name = unique("chg")
     first = register_and_login(server, name)
     with server.client() as c:
         second = c.post(f"{API}/auth/login", json={"username": name, "password": STRONG}).json()[
             "token"
         ]
+    with server.client(first) as c:
+        api_token = c.post(f"{API}/auth/tokens", json={"name": "script"}).json()["token"]
     new = "a different long passphrase"
     with server.client(first) as c:
         r = c.post(
@@ -143,13 +152,16 @@ def test_change_password_and_end_other_sessions(server: LiveServer) -> None:
         r = c.post(f"{API}/auth/password", json={"current_password": STRONG, "new_password": "x"})
         assert r.status_code == 422 and r.json()["error"]["details"]["rule"] == "min_length"
         r = c.post(
-            f"{API}/auth/password",
-            json={"current_password": STRONG, "new_password": new, "end_other_sessions": True},
+            f"{API}/auth/password", json={"current_password": STRONG, "new_password": "1" * 12}
         )
-        assert r.status_code == 200 and r.json() == {"ended_sessions": 1}
+        assert r.status_code == 422 and r.json()["error"]["details"]["rule"] == "too_guessable"
+        r = c.post(f"{API}/auth/password", json={"current_password": STRONG, "new_password": new})
+        assert r.status_code == 200 and r.json() == {"ended_sessions": 2}  # by default
         assert c.get(f"{API}/auth/me").status_code == 200  # this session goes on
     with server.client(second) as c:
         assert c.get(f"{API}/auth/me").status_code == 401
+    with server.client(api_token) as c:
+        assert c.get(f"{API}/auth/me").status_code == 401  # API tokens end too
     with server.client() as c:
         assert (
             c.post(f"{API}/auth/login", json={"username": name, "password": STRONG}).status_code
@@ -158,6 +170,26 @@ def test_change_password_and_end_other_sessions(server: LiveServer) -> None:
         assert (
             c.post(f"{API}/auth/login", json={"username": name, "password": new}).status_code == 200
         )
+
+
+def test_changing_the_password_may_keep_other_sessions(server: LiveServer) -> None:
+    name = unique("keep")
+    first = register_and_login(server, name)
+    with server.client() as c:
+        r = c.post(f"{API}/auth/login", json={"username": name, "password": STRONG})
+        second = r.json()["token"]
+    with server.client(first) as c:
+        r = c.post(
+            f"{API}/auth/password",
+            json={
+                "current_password": STRONG,
+                "new_password": "a different long passphrase",
+                "end_other_sessions": False,
+            },
+        )
+        assert r.status_code == 200 and r.json() == {"ended_sessions": 0}
+    with server.client(second) as c:
+        assert c.get(f"{API}/auth/me").status_code == 200
 
 
 def test_named_api_tokens(server: LiveServer) -> None:

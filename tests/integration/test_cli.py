@@ -63,6 +63,8 @@ def test_admin_commands(tmp_path: Path) -> None:
     assert "created admin 'root'" in r.output
     r = run("admin", "create-user", "alice", input="short\n", env=env)
     assert r.exit_code == 1 and "password too short" in r.output
+    r = run("admin", "create-user", "alice", input="abcdefghijkl\n", env=env)
+    assert r.exit_code == 1 and "too easy to guess" in r.output and "Sequences" in r.output
     r = run("admin", "create-user", "alice", input=STRONG + "\n", env=env)
     assert r.exit_code == 0
     for args, expected in [
@@ -75,6 +77,8 @@ def test_admin_commands(tmp_path: Path) -> None:
         assert r.exit_code == 0 and expected in r.output, r.output
     r = run("admin", "approve", "alice", env=env)
     assert r.exit_code == 1 and "cannot approve an account that is active" in r.output
+    r = run("admin", "reset-password", "alice", input="aaaaaaaaaaaa\n", env=env)
+    assert r.exit_code == 1 and "too easy to guess" in r.output
     r = run("admin", "reset-password", "alice", input="another fine passphrase\n", env=env)
     assert r.exit_code == 0
     r = run("admin", "list-users", "--json", env=env)
@@ -107,6 +111,11 @@ def test_login_whoami_logout(server: LiveServer) -> None:
     assert r.exit_code == 0 and "logged out" in r.output
     r = run("whoami", "--server", server.url)
     assert r.exit_code == 1 and "not logged in" in r.output
+    r = run("whoami")  # the server just logged out of stays the default
+    assert r.exit_code == 1 and f"not logged in to {server.url}:" in r.output
+    assert "8080" not in r.output
+    r = run("login", "-u", name, input=STRONG + "\n")
+    assert r.exit_code == 0 and f"logged in to {server.url}" in r.output
 
 
 def test_login_errors_are_one_line_and_nonzero(server: LiveServer) -> None:

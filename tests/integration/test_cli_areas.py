@@ -156,7 +156,7 @@ def test_graph_commands(user: str, tmp_path: Path) -> None:
     eventually(running, timeout=30, what="the node's run")
     assert as_json(cli("graph", "pause", started["id"], "--json"))["state"] == "paused"
     assert as_json(cli("graph", "resume", started["id"], "--json"))["state"] == "running"
-    assert as_json(cli("graph", "stop", started["id"], "--json"))["state"] in {
+    assert as_json(cli("graph", "stop", started["id"], "--grace", "0", "--json"))["state"] in {
         "stopping",
         "cancelled",
     }

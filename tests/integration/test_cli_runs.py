@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -23,6 +24,18 @@ SLEEPY = 'name: sleepy\nversion: "1"\nsteps:\n  nap:\n    run: [sleep, "30"]\n'
 FAILING = (
     'name: failing\nversion: "1"\nsteps:\n  boom:\n    run: [sh, -c, "echo oops >&2; exit 3"]\n'
 )
+ORDER = """name: order
+version: "1"
+steps:
+  zz:
+    run: [sleep, "2"]
+  mm:
+    needs: [zz]
+    run: [sh, -c, "exit 1"]
+  aa:
+    needs: [mm]
+    run: [echo, never]
+"""
 TYPED = """name: typed
 version: "1"
 inputs:
@@ -63,7 +76,12 @@ def user(srv: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> st
         c.register(name, STRONG)
     result = cli("login", "-u", name, input=STRONG + "\n")
     assert result.exit_code == 0, result.output
-    for text, file in ((SLEEPY, "sleepy.yaml"), (FAILING, "failing.yaml"), (TYPED, "typed.yaml")):
+    for text, file in (
+        (SLEEPY, "sleepy.yaml"),
+        (FAILING, "failing.yaml"),
+        (TYPED, "typed.yaml"),
+        (ORDER, "order.yaml"),
+    ):
         (tmp_path / file).write_text(text)
         assert cli("workflow", "push", str(tmp_path / file)).exit_code == 0
     assert cli("workflow", "push", str(EXAMPLES / "files")).exit_code == 0
@@ -153,6 +171,10 @@ def test_create_stage_resources_start_watch_products_download(user: str, tmp_pat
     assert f"run {run_id} succeeded" in watched.stdout and "sort" in watched.stdout
     status = cli("run", "status", run_id)
     assert "succeeded" in status.stdout and "steps: 3/3 done" in status.stdout
+    # file params and outputs by name, size and link; never the server's paths
+    assert "lines.txt (11 bytes" in status.stdout and "sorted.txt (11 bytes" in status.stdout
+    assert f"/api/v1/runs/{run_id}/products/" in status.stdout
+    assert "/work/" not in status.stdout and "/inputs/" not in status.stdout
     listed = as_json(cli("run", "list", "--tag", "cli", "--json"))
     assert [r["id"] for r in listed] == [run_id]
     assert run_id in cli("run", "list").stdout
@@ -162,7 +184,7 @@ def test_create_stage_resources_start_watch_products_download(user: str, tmp_pat
     got = cli("run", "download", run_id, "sort.sorted", "-o", str(tmp_path / "s.txt"))
     assert got.exit_code == 0 and (tmp_path / "s.txt").read_text() == "apple\npear\n"
     assert cli("run", "download", run_id, "-o", str(tmp_path)).exit_code == 0
-    assert "sort.sorted" in zipfile.ZipFile(tmp_path / f"{run_id}-products.zip").namelist()
+    assert "sorted.txt" in zipfile.ZipFile(tmp_path / f"{run_id}-products.zip").namelist()
     logs = cli("run", "logs", run_id)
     assert logs.exit_code == 0
 
@@ -196,6 +218,43 @@ def test_pause_resume_and_logs_follow(user: str) -> None:
     assert again.exit_code == 1 and "paused" in again.stderr and "\n" not in again.stderr.strip()
     assert "resumed" in cli("run", "resume", run_id).stdout
     assert cli("run", "kill", run_id).exit_code == 0
+
+
+def test_pause_drain_and_stop_with_a_grace_period(user: str) -> None:
+    run_id = as_json(cli("run", "submit", "sleepy@1", "--json"))["id"]
+    wait_state(run_id, {"running"})
+    drained = as_json(cli("run", "pause", run_id, "--mode", "drain", "--json"))
+    assert (drained["state"], drained["pause_mode"]) == ("paused", "drain")
+    assert "resumed" in cli("run", "resume", run_id).stdout
+    bad = cli("run", "pause", run_id, "--mode", "thaw")
+    assert bad.exit_code == 2 and "thaw" in bad.stderr
+    negative = cli("run", "stop", run_id, "--grace", "-1")
+    assert negative.exit_code == 2 and "--grace" in negative.stderr
+    started = time.monotonic()
+    stopping = as_json(cli("run", "stop", run_id, "--grace", "0", "--json"))
+    assert stopping["state"] in ("stopping", "cancelled")
+    watched = cli("run", "watch", run_id)
+    assert watched.exit_code == 4 and time.monotonic() - started < 10  # not sleep's 30 s
+    frozen = as_json(cli("run", "submit", "sleepy@1", "--json"))["id"]
+    wait_state(frozen, {"running"})
+    paused = as_json(cli("run", "pause", frozen, "--json"))
+    assert paused["pause_mode"] == "freeze"  # the default
+    assert cli("run", "kill", frozen).exit_code == 0
+
+
+def test_watch_clock_is_the_runs_and_steps_are_in_start_order(user: str) -> None:
+    run_id = as_json(cli("run", "submit", "order@1", "--json"))["id"]
+    assert cli("run", "watch", run_id, "--json").exit_code == 3
+    time.sleep(1.5)  # a clock counting from the watch would now differ from the run's
+    watched = cli("run", "watch", run_id)
+    assert watched.exit_code == 3
+    # the run lasted about 2 s (zz sleeps 2 s): its clock, not the watch's 0:00:00
+    assert re.search(r"0:00:0[2-4]", watched.stdout), watched.stdout
+    assert f"\nrun {run_id} failed: mm" in watched.stdout  # on a line of its own
+    status = cli("run", "status", run_id)
+    for text in (watched.stdout, status.stdout):
+        rows = [line.split()[1] for line in text.splitlines() if re.match(r"^. (zz|mm|aa) ", line)]
+        assert rows == ["zz", "mm", "aa"], text  # started first first; never started last
 
 
 def test_events_tail(user: str) -> None:

@@ -26,11 +26,26 @@ from flowdeck.client import (
     Reconnect,
 )
 from flowdeck.client.files import directory_archive
-from tests.faces import FACES, Connect, connect
+from tests.faces import Connect
 from tests.helpers import STRONG, LiveServer, live_server, make_settings, unique
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 SLEEPY = 'name: sleepy\nversion: "1"\nsteps:\n  nap:\n    run: [sleep, "30"]\n'
+SCATTER = """name: scatter
+version: "1"
+inputs:
+  letters: {type: array, items: string, default: [a, b]}
+steps:
+  each:
+    foreach: ${{ inputs.letters }}
+    run: [sh, -c, 'echo "$1" > out.txt', each, "${{ item }}"]
+    outputs:
+      out: {path: out.txt}
+  report:
+    run: [sh, -c, "echo done > report.txt"]
+    outputs:
+      report: {path: report.txt}
+"""
 TICKS = 'name: ticks\nversion: "1"\nsteps:\n' + "".join(
     f"  s{i}:\n    run: [true]\n" + (f"    needs: [s{i - 1}]\n" if i else "") for i in range(8)
 )
@@ -48,12 +63,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         yield server
 
 
-@pytest.fixture(scope="module", params=FACES)
-def face(request: pytest.FixtureRequest) -> Connect:
-    """How a test makes a client of the face under test (``Client`` or ``AsyncClient``)."""
-    return connect(request.param)
-
-
 @pytest.fixture(scope="module")
 def fd(
     srv: LiveServer, face: Connect, tmp_path_factory: pytest.TempPathFactory
@@ -67,6 +76,8 @@ def fd(
         spec = tmp_path_factory.mktemp("specs")
         (spec / "sleepy.yaml").write_text(SLEEPY)
         (spec / "ticks.yaml").write_text(TICKS)
+        (spec / "scatter.yaml").write_text(SCATTER)
+        client.push_workflow(spec / "scatter.yaml")
         client.push_workflow(spec / "sleepy.yaml")
         client.push_workflow(spec / "ticks.yaml")
         yield client
@@ -139,7 +150,9 @@ def test_run_lifecycle_upload_wait_products_download(fd: Client, tmp_path: Path)
     saved = run.download("sort.sorted", tmp_path)
     assert saved.read_text() == "apple\nfig\npear\n"
     zipped = run.download_all(tmp_path / "all.zip")
-    assert "sort.sorted" in zipfile.ZipFile(zipped).namelist()
+    with zipfile.ZipFile(zipped) as zf:
+        assert sorted(zf.namelist()) == ["reversed.txt", "sorted.txt"]
+        assert zf.read("sorted.txt") == b"apple\nfig\npear\n"
     out, offset = run.logs("stats", stream="stderr")
     assert offset == len(out)
     assert run.id in {r.id for r in fd.runs(tag="sdk")}
@@ -156,6 +169,52 @@ def test_run_lifecycle_upload_wait_products_download(fd: Client, tmp_path: Path)
     with pytest.raises(ConflictError) as conflict:
         run.start()
     assert "succeeded" in conflict.value.message
+
+
+def test_zip_members_are_named_after_their_files_unique_and_stable(
+    fd: Client, tmp_path: Path
+) -> None:
+    run = fd.create_run("scatter@1", start=True)
+    assert run.wait(timeout=60)["state"] == "succeeded"
+    with zipfile.ZipFile(run.download_all(tmp_path / "one.zip")) as zf:
+        names = zf.namelist()
+        # out.txt twice (one per foreach instance): each in its product's folder
+        assert sorted(names) == ["each[0].out/out.txt", "each[1].out/out.txt", "report.txt"]
+        assert zf.read("each[1].out/out.txt") == b"b\n"
+        assert zf.read("report.txt") == b"done\n"
+    with zipfile.ZipFile(run.download_all(tmp_path / "two.zip")) as zf:
+        assert zf.namelist() == names
+
+
+def test_file_params_and_outputs_are_names_sizes_and_links_never_server_paths(
+    fd: Client, srv: LiveServer, tmp_path: Path
+) -> None:
+    text = tmp_path / "in.txt"
+    text.write_text("pear\napple\n")
+    run = fd.create_run("sort-lines@1.0")
+    run.upload("text", text)
+    run.start()
+    final = run.wait(timeout=60)
+    assert final["state"] == "succeeded"
+    data_dir = str(srv.settings.data_dir.absolute())
+    for shown in (final, run.steps(), fd.run(run.id).data, run.rerun().data):
+        assert data_dir not in str(shown) and str(srv.settings.data_dir.resolve()) not in str(shown)
+    param = final["params"]["text"]
+    assert (param["name"], param["size"]) == ("in.txt", 11)
+    assert run.download(param, tmp_path / "again.txt").read_text() == "pear\napple\n"
+    assert [f["url"] for f in run.files()] == [param["url"]]
+    assert run.download(run.files()[0], tmp_path).name == "in.txt"
+    sorted_ = final["outputs"]["sorted"]
+    products = {p["name"]: p for p in run.products()}
+    assert sorted_ == {
+        "name": "sorted.txt",
+        "size": 11,
+        "url": products["sort.sorted"]["url"],
+    }
+    assert run.download(sorted_, tmp_path).read_text() == "apple\npear\n"
+    steps = {s["name"]: s for s in run.steps()}
+    assert steps["sort"]["outputs"]["sorted"] == sorted_
+    assert final["outputs"]["lines"] == 2  # values stay values
 
 
 def test_bad_param_names_the_input(fd: Client) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from flowdeck.client import Client, ConflictError, InvalidRequest, NotFoundError
-from tests.faces import FACES, connect
+from tests.faces import Connect
 from tests.helpers import STRONG, LiveServer, live_server, make_settings, unique
 from tests.receiver import eventually, receiver
 
@@ -51,11 +51,11 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         yield server
 
 
-@pytest.fixture(scope="module", params=FACES)
+@pytest.fixture(scope="module")
 def fd(
-    srv: LiveServer, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    srv: LiveServer, face: Connect, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Client]:
-    with connect(request.param)(srv.url) as client:
+    with face(srv.url) as client:
         name = unique("areas")
         client.register(name, STRONG)
         client.login(name, STRONG)
@@ -98,6 +98,27 @@ def test_webhooks_add_list_update_rotate_deliveries_redeliver_delete(fd: Client)
             fd.webhook(hook["id"])
     with pytest.raises(InvalidRequest) as refused:
         fd.add_webhook("http://10.1.2.3/hook")
+    assert refused.value.code == "url_refused"
+
+
+def test_callbacks_are_made_with_the_run(fd: Client) -> None:
+    with receiver() as rec:
+        run = fd.create_run(
+            "two@1", start=True, callbacks=[rec.url, {"url": rec.url, "events": ["run.*"]}]
+        )
+        made = run.data["callbacks"]
+        assert [c["events"] for c in made] == [["*"], ["run.*"]]
+        assert all(c["secret"].startswith("whsec_") for c in made)
+        assert run.wait(timeout=60)["state"] == "succeeded"
+        types = eventually(
+            lambda: (
+                (t := [r.json()["type"] for r in rec.received()]).count("run.succeeded") == 2 and t
+            ),
+            what="both callbacks' deliveries",
+        )
+        assert "step.succeeded" in types  # the first callback took every event
+    with pytest.raises(InvalidRequest) as refused:
+        fd.create_run("two@1", callbacks=["http://10.1.2.3/hook"])
     assert refused.value.code == "url_refused"
 
 
@@ -210,5 +231,9 @@ def test_cwl_documents_and_directories_are_pushed(fd: Client, tmp_path: Path) ->
     run = fd.create_run(f"greet@{greet['version']}", params={"name": "sdk"}, start=True)
     status: dict[str, Any] = run.wait(timeout=120)
     assert status["state"] == "succeeded", status
+    # cwltool's File object keeps its shape; its location is the product's link
+    greeting = status["outputs"]["cwl_output"]["greeting"]
+    assert greeting["location"].startswith(f"/api/v1/runs/{run.id}/products/")
+    assert "path" not in greeting and greeting["basename"] == "sdk.txt"
     with pytest.raises(InvalidRequest, match="workflow type"):
         fd.push_workflow(CWL / "greet.cwl", workflow_type="wdl")

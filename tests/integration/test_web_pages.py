@@ -67,3 +67,27 @@ def test_a_run_page_is_its_owners(server: LiveServer) -> None:
         assert page.status_code == 200 and 'data-step="a"' in page.text
         assert other.get(f"/runs/{run['id']}").status_code == 404
         assert run["id"] not in other.get("/").text
+
+
+def test_every_page_has_a_strict_content_security_policy(server: LiveServer) -> None:
+    with browser_session(server, unique("csp")) as c:
+        csrf = {"x-csrf-token": c.cookies["flowdeck_csrf"]}
+        spec = 'name: cspy\nversion: "1"\nsteps:\n  a:\n    run: [echo, hi]\n'
+        c.post("/api/v1/workflows", content=spec, headers={"content-type": "text/yaml", **csrf})
+        run = c.post("/api/v1/runs", json={"workflow": "cspy@1"}, headers=csrf).json()
+        graph = c.post("/api/v1/graphs", json={"name": "g"}, headers=csrf).json()
+        pages = ["/", "/runs/new", "/workflows", "/graphs", "/webhooks", "/admin"]
+        pages += [f"/runs/{run['id']}", f"/graphs/{graph['id']}", "/runs/run_nothing"]
+        for path in pages:
+            r = c.get(path)
+            assert r.headers["content-type"].startswith("text/html"), path
+            policy = r.headers.get("content-security-policy", "")
+            directives = {d.split()[0]: d.split()[1:] for d in policy.split("; ") if d}
+            assert directives.get("default-src") == ["'none'"], (path, policy)
+            assert directives["script-src"] == ["'self'"] and directives["style-src"] == ["'self'"]
+            assert directives["frame-ancestors"] == ["'none'"]
+            assert directives["base-uri"] == ["'none'"] and directives["form-action"] == ["'self'"]
+            assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+    with server.client() as anon:
+        for path in ("/login", "/register"):
+            assert "script-src 'self'" in anon.get(path).headers["content-security-policy"]

@@ -203,6 +203,9 @@ def test_bootstrap_admin_from_settings(tmp_path: Path) -> None:
     weak = make(admin_username="root", admin_password="short")
     with pytest.raises(ConfigError, match="password too short"):
         weak.bootstrap_admin()
+    guessable = make(admin_username="root", admin_password="qwertyuiopasdf")
+    with pytest.raises(ConfigError, match="admin_password: password too easy to guess"):
+        guessable.bootstrap_admin()
     with pytest.raises(ConfigError, match="FLOWDECK_ADMIN_PASSWORD"):
         make(admin_username="root").bootstrap_admin()
 

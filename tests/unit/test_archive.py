@@ -102,9 +102,9 @@ def check_tree(dest: Path) -> None:
     assert (dest / "scripts/split.py").read_bytes() == SCRIPT
     assert (dest / "scripts/lib/helper.py").read_bytes() == HELPER
     assert (dest / "data").is_dir()
-    assert stat.S_IMODE((dest / "scripts/split.py").stat().st_mode) == 0o755
-    assert stat.S_IMODE((dest / "workflow.yaml").stat().st_mode) == 0o644
-    assert stat.S_IMODE((dest / "scripts/lib/helper.py").stat().st_mode) == 0o644
+    assert stat.S_IMODE((dest / "scripts/split.py").stat().st_mode) == 0o555
+    assert stat.S_IMODE((dest / "workflow.yaml").stat().st_mode) == 0o444
+    assert stat.S_IMODE((dest / "scripts/lib/helper.py").stat().st_mode) == 0o444
 
 
 # -- good archives ------------------------------------------------------------------------
@@ -190,6 +190,38 @@ def test_unsafe_names_are_rejected(tmp_path: Path, dest: Path, fmt: str, name: s
         src = make_zip(tmp_path / "wf.zip", [("workflow.yaml", SPEC), (name, b"x")])
     else:
         src = make_tar(tmp_path / "wf.tar.gz", [tar_info("workflow.yaml", SPEC), tar_info(name)])
+    rejected(src, dest, "unsafe_name", name)
+
+
+@pytest.mark.parametrize(
+    "name", ["c1\x85.py", "rlo\u202etxt.py", "lre\u202ax.py", "iso\u2066x.py", "pdi\u2069.py"]
+)
+@pytest.mark.parametrize("fmt", ["zip", "tar.gz"])
+def test_c1_controls_and_bidi_controls_are_rejected(
+    tmp_path: Path, dest: Path, fmt: str, name: str
+) -> None:
+    if fmt == "zip":
+        src = make_zip(tmp_path / "wf.zip", [("workflow.yaml", SPEC), (name, b"x")])
+    else:
+        src = make_tar(tmp_path / "wf.tar.gz", [tar_info("workflow.yaml", SPEC), tar_info(name)])
+    err = rejected(src, dest, "unsafe_name", name)
+    assert "U+" in err.message
+
+
+@pytest.mark.parametrize("fmt", ["zip", "ustar", "gnu", "pax"])
+def test_a_nul_byte_does_not_cut_a_name_short(tmp_path: Path, dest: Path, fmt: str) -> None:
+    name = "a\x00b.py" if fmt != "gnu" else "d/" + "x" * 120 + "\x00b.py"  # gnu: a long name
+    if fmt == "zip":
+        src = make_zip(tmp_path / "wf.zip", [("workflow.yaml", SPEC), ("a_b.py", b"x")])
+        src.write_bytes(src.read_bytes().replace(b"a_b.py", name.encode()))
+    else:
+        src = tmp_path / "wf.tar.gz"
+        formats = {"ustar": tarfile.USTAR_FORMAT, "gnu": tarfile.GNU_FORMAT}
+        with tarfile.open(src, "w:gz", format=formats.get(fmt, tarfile.PAX_FORMAT)) as tf:
+            for member, data in (("workflow.yaml", SPEC), (name, b"x")):
+                info = tarfile.TarInfo(member)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
     rejected(src, dest, "unsafe_name", name)
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,3 +86,10 @@ def test_admin_password_file(tmp_path: Path) -> None:
 
 def test_every_setting_has_a_description() -> None:
     assert all(f.description for f in Settings.model_fields.values())
+
+
+def test_a_relative_data_dir_is_made_absolute_once(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = load_settings(None, data_dir=Path("rel/data"))
+    assert s.data_dir == tmp_path / "rel" / "data" and s.data_dir.is_absolute()
+    assert load_settings(None, data_dir=Path("~/d")).data_dir == Path.home() / "d"

@@ -5,6 +5,7 @@ import pytest
 from flowdeck.errors import PasswordRejected
 from flowdeck.security import tokens
 from flowdeck.security.passwords import Hasher, check_policy
+from tests.helpers import STRONG
 
 
 @pytest.mark.parametrize(
@@ -22,10 +23,44 @@ def test_each_policy_rule_says_which_rule_failed(password: str, rule: str, messa
     assert caught.value.details["rule"] == rule
 
 
+WEAK = [
+    "aaaaaaaaaaaa",
+    " " * 12,
+    "123456789012",
+    "abcdefghijkl",
+    "qwertyuiopasdf",
+    "iloveyou1234",
+    "123123123123",
+    "x" * 128,
+]
+
+
+@pytest.mark.parametrize("password", WEAK)
+def test_easily_guessed_passwords_are_refused_saying_why(password: str) -> None:
+    with pytest.raises(PasswordRejected, match="too easy to guess") as caught:
+        check_policy(password, "alice")
+    details = caught.value.details
+    assert details["rule"] == "too_guessable" and details["min_score"] == 3
+    assert details["score"] < 3 and details["warning"] + " ".join(details["suggestions"])
+    assert details["warning"] in caught.value.message  # zxcvbn's feedback, in the message
+
+
+def test_the_username_and_other_context_count_as_guessable() -> None:
+    check_policy("zorblaxquintrell", "someone")
+    with pytest.raises(PasswordRejected) as caught:  # e.g. an email address, word by word
+        check_policy("zorblaxquintrell", "someone", "zorblax.quintrell@example.org")
+    assert caught.value.details["rule"] == "too_guessable"
+
+
+@pytest.mark.parametrize("username", ["alice", "root", "bench", "bob", "admin", "wendy"])
+def test_the_test_passphrase_is_strong_enough(username: str) -> None:
+    check_policy(STRONG, username)
+
+
 def test_no_composition_rules() -> None:
     check_policy("just lowercase words here", "alice")  # no digits or symbols needed
-    check_policy("x" * 128, "alice")
-    check_policy("ünïcödé pässwörd", "alice")
+    check_policy("ünïcödé pässwörd gëts ïn", "alice")
+    check_policy("tuna " * 3 + "q8Zr!vT2m#Lp9wXe" * 7, "alice")  # past zxcvbn's 72 characters
 
 
 @pytest.fixture(scope="module")

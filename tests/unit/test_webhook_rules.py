@@ -66,6 +66,22 @@ def test_numeric_host_forms_are_recognised(host: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "host", ["127.0.0.1.", "LOCALHOST.", "localhost.", "a.localhost.", "127.1.", "[::1]."]
+)
+def test_a_trailing_dot_does_not_hide_an_internal_host(host: str) -> None:
+    with pytest.raises(UrlRefused) as caught:
+        ssrf.check_at_creation(f"http://{host}/x", [])
+    assert caught.value.code == "url_refused" and "loopback" in caught.value.message
+
+
+def test_a_fully_qualified_name_is_the_same_host() -> None:
+    assert ssrf.parse("https://Hooks.Example.org./a").host == "hooks.example.org"
+    for url in ("http://example.org../", "http://./"):
+        with pytest.raises(UrlRefused, match="not a valid name"):
+            ssrf.parse(url)
+
+
+@pytest.mark.parametrize(
     "url", ["file:///etc/passwd", "gopher://x/", "http:///nohost", "http://u:p@example.org/"]
 )
 def test_only_plain_http_urls(url: str) -> None:

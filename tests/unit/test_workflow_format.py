@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from flowdeck.domain.expressions import ExpressionError, Ref, parse, parse_template
-from flowdeck.domain.spec import json_schema, parse_duration, parse_size
+from flowdeck.domain.spec import (
+    DURATION_PATTERN,
+    SIZE_PATTERN,
+    json_schema,
+    parse_duration,
+    parse_size,
+)
 from flowdeck.domain.validation import validate_file, validate_text
 from flowdeck.errors import SpecInvalid
 
@@ -243,3 +250,19 @@ def test_a_streaming_workflow_is_valid() -> None:
     )
     report = validate_text(text)
     assert report.ok, [str(p) for p in report.problems]
+
+
+def test_sizes_in_bytes_and_the_run_resources_patterns() -> None:
+    """A ``B`` unit is bytes (it was read as MiB); a part of a byte is a byte; the patterns
+    a run's resources accept as text match only positive sizes and durations."""
+    assert parse_size("512B") == 512 and parse_size("0.5b") == 1
+    assert parse_size("1.5KiB") == 1536
+    for good in ("2GiB", "512", " 1 gb ", "0.25T", "999999.9TiB"):
+        assert re.match(SIZE_PATTERN, good), good
+        assert 0 < parse_size(good) <= 2**62
+    for bad in ("0", "0MiB", "0.0G", ".5G", "1000000", "1e3", "\u0663", "2 GiB\n", "-1"):
+        assert not re.fullmatch(SIZE_PATTERN, bad), bad
+    for good in ("90", "0.5s", "10m", "2h", "1d"):
+        assert re.match(DURATION_PATTERN, good) and parse_duration(good) > 0
+    for bad in ("0", "0.0ms", "nan", "inf", "1e999", "-5", "9" * 16):
+        assert not re.fullmatch(DURATION_PATTERN, bad), bad

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from flowdeck import __version__
 from flowdeck.api import errors
-from flowdeck.api.middleware import BodyLimit, SecurityHeaders
+from flowdeck.api.middleware import BodyLimit, JsonDepth, SecurityHeaders
 from flowdeck.api.observability import Observability
 from flowdeck.api.routes import (
     admin,
@@ -28,6 +28,7 @@ from flowdeck.api.routes import (
 )
 from flowdeck.api.schemas import ErrorOut
 from flowdeck.config import Settings
+from flowdeck.logs import install_redaction
 from flowdeck.services.context import Context, build_context
 from flowdeck.web import install as install_web
 
@@ -45,6 +46,7 @@ def create_app(
     ``run_scheduler=False`` builds the app without starting runs (to read its schema);
     ``close_on_shutdown``: the lifespan's end closes the context (commits in flight,
     drains with ``drain``) — before uvicorn re-raises the signal that stopped it."""
+    install_redaction()  # no credential reaches a log line, whatever logging's set-up
     ctx = context or build_context(settings)
     ctx.accounts.bootstrap_admin()
     if run_scheduler:
@@ -86,6 +88,7 @@ def create_app(
     app.include_router(reruns.router, prefix=API_PREFIX)
     install_web(app)
     app.include_router(wes.router)
+    app.add_middleware(JsonDepth)  # inside BodyLimit: it reads bodies that are in bounds
     app.add_middleware(SecurityHeaders, hsts=settings.tls)
     app.add_middleware(
         BodyLimit,

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 from flowdeck import errors as e
 
@@ -22,6 +23,7 @@ STATUS: dict[type[e.FlowdeckError], int] = {
     e.PermissionDenied: 403,
     e.Throttled: 429,
     e.PayloadTooLarge: 413,
+    e.RangeNotSatisfiable: 416,
     e.StoreUnavailable: 503,
     e.ConfigError: 500,
     e.FlowdeckError: 400,
@@ -70,11 +72,18 @@ def error_response(
 
 def _domain(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, e.FlowdeckError)
+    return domain_response(request, exc)
+
+
+def domain_response(request: Request, exc: e.FlowdeckError) -> JSONResponse:
+    """The answer to a domain error (also for middleware, outside the exception handlers)."""
     headers: dict[str, str] = {}
     if isinstance(exc, e.Throttled):
         headers["Retry-After"] = str(exc.retry_after_s)
     if isinstance(exc, e.AuthenticationRequired):
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, e.RangeNotSatisfiable):
+        headers["Content-Range"] = f"bytes */{exc.size}"
     return _respond(request, status_of(exc), exc.code, exc.message, exc.details, headers)
 
 
@@ -94,16 +103,36 @@ def _validation(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method a route of the app takes at this path.  The router answers 405 with
+    the methods of the first route whose path matches, and a path often has several
+    routes (``GET /runs`` and ``POST /runs``).  Each method is asked of the routes (not
+    read from them: included routers keep theirs inside); mounts (static files) take
+    every method to their app, which answers for itself."""
+    routes = [r for r in request.app.router.routes if not isinstance(r, Mount)]
+    return [
+        method
+        for method in METHODS
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    ]
+
+
 def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
     message = exc.detail if isinstance(exc.detail, str) else "request failed"
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+        headers["Allow"] = ", ".join(allowed)
     return _respond(
         request,
         exc.status_code,
         codes.get(exc.status_code, "http_error"),
         message,
-        headers=dict(exc.headers or {}),
+        headers=headers,
     )
 
 

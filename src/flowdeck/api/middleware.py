@@ -1,4 +1,4 @@
-"""ASGI middleware: request body size limit and security headers."""
+"""ASGI middleware: request body size limit, JSON nesting limit and security headers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ import re
 from typing import Any
 
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from flowdeck.api.errors import domain_response
+from flowdeck.errors import JsonTooDeep
+from flowdeck.jsonlimits import check_depth
+
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/json-lines"})
 
 
 class _TooLarge(HTTPException):
@@ -99,6 +106,60 @@ class BodyLimit:
         except _TooLarge:
             if not started:
                 await _reject(send, limit)
+
+
+def _json_media(scope: Scope) -> str | None:
+    """``json`` or ``ndjson`` for a request body in one of those formats, else None."""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            media = value.decode("latin-1").split(";", 1)[0].strip().lower()
+            if media in NDJSON_TYPES:
+                return "ndjson"
+            if media == "application/json" or (
+                media.startswith("application/") and media.endswith("+json")
+            ):
+                return "json"
+    return None
+
+
+class JsonDepth:
+    """Refuse a JSON or NDJSON request body nested deeper than the limit of
+    :mod:`flowdeck.jsonlimits`, before any route parses it, with the usual JSON error (422
+    ``json_too_deep`` saying where).  Such bodies are read whole here (each route reads
+    them whole anyway), within the limit :class:`BodyLimit` (outside this one) sets."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        media = _json_media(scope) if scope["type"] == "http" else None
+        if media is None:
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away before sending its body
+            chunks.append(message.get("body", b""))
+            more = bool(message.get("more_body", False))
+        body = b"".join(chunks)
+        try:
+            check_depth(body, per_line=media == "ndjson")
+        except JsonTooDeep as exc:
+            await domain_response(Request(scope), exc)(scope, receive, send)
+            return
+        given = False
+
+        async def replay() -> Message:
+            nonlocal given
+            if given:
+                return await receive()
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 class SecurityHeaders:

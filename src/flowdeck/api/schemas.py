@@ -5,23 +5,52 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
-from flowdeck.domain.accounts import AuditEntry, Token, User
+from flowdeck.domain.accounts import USERNAME_RE, AuditEntry, Token, User
 from flowdeck.domain.validation import Report
 from flowdeck.domain.workflows import Visibility, Workflow
+from flowdeck.security.passwords import MAX_LENGTH, MIN_LENGTH
 
 
 class Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields are refused, and so are values of another JSON type
+    (strict: ``true`` is not the integer 1, nor ``1`` the boolean true, nor ``"1"`` a
+    number).  A number without a fraction (``5.0``) is an integer, as in JSON Schema."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_floats(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {k: int(v) if _integral(v) else v for k, v in data.items()}
+
+
+def _integral(value: Any) -> bool:
+    return isinstance(value, float) and value.is_integer()
+
+
+# A new password: its length is in the document (and checked by the service, whose error
+# says the rule); how guessable it is (zxcvbn) no schema can say.
+NEW_PASSWORD: JsonDict = {"minLength": MIN_LENGTH, "maxLength": MAX_LENGTH}
 
 
 class Credentials(Request):
-    username: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=1024)
+    # Patterns given as json_schema_extra are in the document and checked by the service,
+    # whose errors name the field and say what is wrong.
+    username: str = Field(
+        description="3 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit.",
+        json_schema_extra={"pattern": USERNAME_RE.pattern},
+    )
+    password: str = Field(min_length=1, max_length=1024, json_schema_extra=NEW_PASSWORD)
 
 
 class LoginRequest(Credentials):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
     cookie: bool = Field(
         False, description="Also set an HttpOnly session cookie (for browsers) and a CSRF cookie."
     )
@@ -29,13 +58,20 @@ class LoginRequest(Credentials):
 
 class PasswordChange(Request):
     current_password: str = Field(min_length=1, max_length=1024)
-    new_password: str = Field(min_length=1, max_length=1024)
-    end_other_sessions: bool = False
+    new_password: str = Field(min_length=1, max_length=1024, json_schema_extra=NEW_PASSWORD)
+    end_other_sessions: bool = Field(
+        True,
+        description="End every other session and API token of yours (default); this one "
+        "goes on.  false keeps them.",
+    )
 
 
 class NewToken(Request):
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[\w.@:-][\w .@:-]*$")
-    expires_in_days: int = Field(90, ge=1)
+    # ASCII classes, not \w: JSON Schema's patterns (ECMA-262) and pydantic's differ on \w.
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@:-][A-Za-z0-9_ .@:-]*$")
+    expires_in_days: int = Field(
+        90, ge=1, description="At most the server's api_token_max_days (365 by default)."
+    )
 
 
 class NewUser(Credentials):
@@ -43,7 +79,7 @@ class NewUser(Credentials):
 
 
 class NewPassword(Request):
-    password: str = Field(min_length=1, max_length=1024)
+    password: str = Field(min_length=1, max_length=1024, json_schema_extra=NEW_PASSWORD)
 
 
 class UserOut(BaseModel):
@@ -195,7 +231,7 @@ class WorkflowPage(BaseModel):
 
 
 class VisibilityChange(Request):
-    visibility: Visibility
+    visibility: Visibility = Field(strict=False)  # strict would want a Visibility object
     users: list[str] | None = Field(
         None, max_length=1000, description="With shared: the usernames (replaces the list)."
     )

@@ -8,16 +8,26 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from flowdeck.api.schemas import Request
-from flowdeck.api.schemas_runs import ResourcesIn
+from flowdeck.api.schemas_runs import ResourcesIn, Tag
 from flowdeck.domain.graphs import Graph
+from flowdeck.domain.spec import PORT_PATTERN, STEP_PATTERN, StepName
+from flowdeck.domain.text import SAFE_TEXT_PATTERN
+from flowdeck.domain.workflows import REF_PATTERN
 from flowdeck.services.graphs import GraphView, NodeView
+
+# node.port: a binding's ends (ports are named as in workflow specs).
+BINDING_PATTERN = f"{STEP_PATTERN[:-1]}\\.{PORT_PATTERN[1:]}"
 
 
 class NodeIn(Request):
-    workflow: str = Field(max_length=200, description="name@version or owner/name@version")
+    workflow: str = Field(
+        max_length=200,
+        description="name@version or owner/name@version",
+        json_schema_extra={"pattern": REF_PATTERN},  # the service checks it
+    )
     params: dict[str, Any] | None = None
     resources: ResourcesIn | None = None
-    tags: list[str] | None = Field(None, max_length=20)
+    tags: list[Tag] | None = Field(None, max_length=20)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -30,8 +40,8 @@ class NodeIn(Request):
 
 class EdgeIn(Request):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    source: str = Field(alias="from", max_length=64, description="The upstream node.")
-    target: str = Field(alias="to", max_length=64, description="The downstream node.")
+    source: str = Field(alias="from", pattern=STEP_PATTERN, description="The upstream node.")
+    target: str = Field(alias="to", pattern=STEP_PATTERN, description="The downstream node.")
     condition: Literal["succeeded", "completed", "failed"] = Field(
         "succeeded", description="When the downstream node may start."
     )
@@ -42,16 +52,20 @@ class EdgeIn(Request):
 
 class BindingIn(Request):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    source: str = Field(alias="from", max_length=130, description="node.output upstream")
-    target: str = Field(alias="to", max_length=130, description="node.input downstream")
+    source: str = Field(alias="from", pattern=BINDING_PATTERN, description="node.output upstream")
+    target: str = Field(alias="to", pattern=BINDING_PATTERN, description="node.input downstream")
 
     def as_dict(self) -> dict[str, Any]:
         return {"from": self.source, "to": self.target}
 
 
 class GraphCreate(Request):
-    name: str = Field("graph", min_length=1, max_length=100)
-    nodes: dict[str, NodeIn] | None = Field(None, max_length=200)
+    name: str = Field(
+        "graph", min_length=1, max_length=100, json_schema_extra={"pattern": SAFE_TEXT_PATTERN}
+    )
+    nodes: dict[StepName, NodeIn] | None = Field(
+        None, max_length=200, json_schema_extra={"propertyNames": {"pattern": STEP_PATTERN}}
+    )
     edges: list[EdgeIn] | None = Field(None, max_length=2000)
     bindings: list[BindingIn] | None = Field(None, max_length=2000)
     submit: bool = Field(False, description="Validate and start it at once.")

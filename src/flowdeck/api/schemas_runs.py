@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import quote
 
 from pydantic import BaseModel, Field
+from pydantic.config import JsonDict
 
 from flowdeck import clock
 from flowdeck.api.schemas import Request
@@ -20,7 +22,19 @@ from flowdeck.domain.runs import (
     StepRecord,
     StepState,
 )
+from flowdeck.domain.spec import DURATION_PATTERN, SIZE_PATTERN
+from flowdeck.domain.text import FILE_NAME_PATTERN, SAFE_TEXT_PATTERN
+from flowdeck.domain.workflows import REF_PATTERN
 from flowdeck.runtime.steps import tail
+
+# A variable name; the FLOWDECK_ ones are the server's (the service refuses them: pydantic's
+# patterns have no look-ahead, the document's has).
+ENV_NAME_PATTERN = "^(?!FLOWDECK_)[A-Za-z_][A-Za-z0-9_]*$"
+EnvName = Annotated[str, Field(pattern="^[A-Za-z_][A-Za-z0-9_]*$")]
+# Names without control or bidirectional characters: the service refuses them with a
+# message that names the character, the document says so too.
+Tag = Annotated[str, Field(json_schema_extra={"pattern": SAFE_TEXT_PATTERN})]
+FILE_NAME: JsonDict = {"pattern": FILE_NAME_PATTERN}
 
 
 class ResourcesIn(Request):
@@ -28,17 +42,33 @@ class ResourcesIn(Request):
     cpus: float | None = Field(
         None, gt=0, le=1e6, description="CPUs the run's steps may use at once."
     )
-    memory: int | str | None = Field(None, description="Per step: MiB, or '2GiB'.")
-    walltime: float | str | None = Field(None, description="The whole run: seconds, or '2h'.")
+    memory: (
+        Annotated[int, Field(gt=0, le=2**42)]
+        | Annotated[str, Field(pattern=SIZE_PATTERN, max_length=64)]
+        | None
+    ) = Field(None, description="Per step: MiB, or '2GiB'.")
+    walltime: (
+        Annotated[float, Field(gt=0, allow_inf_nan=False)]
+        | Annotated[str, Field(pattern=DURATION_PATTERN, max_length=64)]
+        | None
+    ) = Field(None, description="The whole run: seconds, or '2h'.")
     priority: int | None = Field(None, ge=-100, le=100, description="Higher starts first.")
-    env: dict[str, str] | None = Field(None, description="Extra environment for every step.")
+    env: dict[EnvName, str] | None = Field(
+        None,
+        description="Extra environment for every step; no FLOWDECK_ names.",
+        json_schema_extra={"propertyNames": {"pattern": ENV_NAME_PATTERN}},
+    )
 
 
 class RunCreate(Request):
-    workflow: str = Field(max_length=200, description="name@version or owner/name@version")
+    workflow: str = Field(
+        max_length=200,
+        description="name@version or owner/name@version",
+        json_schema_extra={"pattern": REF_PATTERN},  # the service checks it
+    )
     params: dict[str, Any] | None = None
     resources: ResourcesIn | None = None
-    tags: list[str] | None = Field(None, max_length=20)
+    tags: list[Tag] | None = Field(None, max_length=20)
     start: bool = Field(False, description="Queue it at once.")
     callbacks: list[CallbackIn] | None = Field(
         None, max_length=10, description="Webhooks for this run's events, made with it."
@@ -236,6 +266,11 @@ class StepOut(BaseModel):
         )
 
 
+def staged_url(f: StagedFile) -> str:
+    """Where a staged file is downloaded from."""
+    return f"/api/v1/runs/{f.run_id}/files/{quote(f.input)}?filename={quote(f.filename)}"
+
+
 class StagedFileOut(BaseModel):
     input: str
     filename: str
@@ -243,6 +278,7 @@ class StagedFileOut(BaseModel):
     sha256: str | None
     source: str
     created_at: datetime
+    url: str = Field(description="GET it to download the file.")
 
     @classmethod
     def of(cls, f: StagedFile) -> StagedFileOut:
@@ -253,6 +289,7 @@ class StagedFileOut(BaseModel):
             sha256=f.sha256,
             source=f.source,
             created_at=f.created_at,
+            url=staged_url(f),
         )
 
 

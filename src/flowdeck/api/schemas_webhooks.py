@@ -5,13 +5,28 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydantic import BaseModel, Field
+from pydantic.config import JsonDict
 
 from flowdeck.api.schemas import Request
-from flowdeck.domain.webhooks import Attempt, Delivery, Subscription
+from flowdeck.domain.webhooks import PATTERN, Attempt, Delivery, Subscription
 
-_URL = Field(min_length=1, max_length=2048, description="http(s) URL receiving the events.")
+# What a JSON Schema can say of a webhook URL: http(s), no spaces or control characters.
+# The service checks it (422 url_refused, with the reason), and its host, port and
+# addresses too (see docs/webhooks.md).
+URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x20\x7f]+$"
+_URL = Field(
+    min_length=1,
+    max_length=2048,
+    description="http(s) URL receiving the events.",
+    json_schema_extra={"pattern": URL_PATTERN},
+)
+# Checked by the service too, which names the pattern that is wrong.
+_EVENT_ITEM: JsonDict = {"type": "string", "maxLength": 64, "pattern": PATTERN.pattern}
 _EVENTS = Field(
-    min_length=1, max_length=20, description="Event type patterns: run.*, step.failed, *"
+    min_length=1,
+    max_length=20,
+    description="Event type patterns: run.*, step.failed, *",
+    json_schema_extra={"items": _EVENT_ITEM},
 )
 
 
@@ -28,8 +43,12 @@ class WebhookIn(CallbackIn):
 
 class WebhookPatch(Request):
     enabled: bool | None = None
-    events: list[str] | None = Field(None, min_length=1, max_length=20)
-    url: str | None = Field(None, min_length=1, max_length=2048)
+    events: list[str] | None = Field(
+        None, min_length=1, max_length=20, json_schema_extra={"items": _EVENT_ITEM}
+    )
+    url: str | None = Field(
+        None, min_length=1, max_length=2048, json_schema_extra={"pattern": URL_PATTERN}
+    )
 
 
 class CallbackOut(BaseModel):

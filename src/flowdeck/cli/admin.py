@@ -10,14 +10,14 @@ import typer
 from rich.table import Table
 
 from flowdeck.cli.common import ConfigOption, out, read_password, reported, settings_from
+from flowdeck.cli.lazy import help_of
 from flowdeck.cli.status import status as status_command
 from flowdeck.domain.accounts import Role
 from flowdeck.services.context import Context, build_context
 
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-admin_app = typer.Typer(
-    help="Administer accounts and see the status (on the server's machine).", no_args_is_help=True
-)
+# loaded by flowdeck.cli.lazy when `db` or `admin` is used
+db_app = typer.Typer(help=help_of("db"), no_args_is_help=True)
+admin_app = typer.Typer(help=help_of("admin"), no_args_is_help=True)
 
 UserArg = Annotated[str, typer.Argument(help="Username.")]
 

@@ -7,14 +7,15 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 
-from flowdeck.client.errors import ApiError
-from flowdeck.config import Settings, load_settings
 from flowdeck.errors import ConfigError, FlowdeckError
+
+if TYPE_CHECKING:
+    from flowdeck.config import Settings
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2  # also: invalid configuration
@@ -46,11 +47,18 @@ def reported() -> Iterator[None]:
         fail(exc.message, EXIT_USAGE)
     except FlowdeckError as exc:
         fail(exc.message)
-    except ApiError as exc:
-        fail(exc.message)
+    except Exception as exc:
+        # the SDK's errors, if it was imported (only then can they be raised): the
+        # CLI's start-up imports no SDK
+        sdk_errors = sys.modules.get("flowdeck.client.errors")
+        if sdk_errors is not None and isinstance(exc, sdk_errors.ApiError):
+            fail(exc.message)
+        raise
 
 
 def settings_from(config: Path | None, **overrides: object) -> Settings:
+    from flowdeck.config import load_settings  # the server's commands only
+
     with reported():
         return load_settings(config, **overrides)
     raise AssertionError("unreachable")  # pragma: no cover

@@ -1,4 +1,5 @@
-"""The CLI's saved tokens: one per server, in the user's config directory, mode 0600."""
+"""The CLI's saved tokens: one per server, and the last server logged in to or out of (the
+default one), in the user's config directory, mode 0600."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def _save(data: dict[str, Any]) -> None:
 
 
 def resolve_server(server: str | None) -> str:
-    """``--server``, else ``FLOWDECK_URL``, else the last server logged in to, else local."""
+    """``--server``, else ``FLOWDECK_URL``, else the last server logged in to or out of,
+    else local."""
     chosen = server or os.environ.get("FLOWDECK_URL") or _load().get("default") or DEFAULT_SERVER
     return str(chosen).rstrip("/")
 
@@ -60,10 +62,11 @@ def save_token(server: str, username: str, token: str, expires_at: str) -> None:
 
 
 def forget(server: str) -> bool:
+    """Drop the token of ``server``; it stays the default server (the last one used), so
+    that ``whoami`` or ``login`` next speak of it."""
     data = _load()
-    if data["servers"].pop(server, None) is None:
-        return False
-    if data.get("default") == server:
-        data.pop("default")
-    _save(data)
-    return True
+    found = data["servers"].pop(server, None) is not None
+    if found or data.get("default") != server:
+        data["default"] = server
+        _save(data)
+    return found

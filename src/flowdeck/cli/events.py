@@ -8,9 +8,10 @@ from typing import Annotated
 import typer
 
 from flowdeck.cli.common import out, reported
+from flowdeck.cli.lazy import help_of
 from flowdeck.cli.session import ServerOption, client_for
 
-events_app = typer.Typer(help="Events of your runs.", no_args_is_help=True)
+events_app = typer.Typer(help=help_of("events"), no_args_is_help=True)
 
 
 @events_app.command("tail")

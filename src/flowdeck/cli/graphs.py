@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Group
@@ -11,12 +11,14 @@ from rich.live import Live
 from rich.table import Table
 
 from flowdeck.cli.common import out, reported
-from flowdeck.cli.runs import styled
+from flowdeck.cli.lazy import help_of
+from flowdeck.cli.runs import GraceOption, styled
 from flowdeck.cli.session import ServerOption, client_for
-from flowdeck.client import Graph
-from flowdeck.client.files import load_graph_file
 
-graph_app = typer.Typer(help="Run graphs: runs of workflows wired together.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from flowdeck.client import Graph
+
+graph_app = typer.Typer(help=help_of("graph"), no_args_is_help=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 GraphArg = Annotated[str, typer.Argument(help="The graph's id.")]
@@ -49,6 +51,8 @@ def watch_graph(graph: Graph, as_json: bool) -> None:
     else:
         with Live(_node_table(graph.data), console=out, refresh_per_second=8) as live:
             final = graph.wait(progress=lambda g: live.update(Group(_node_table(g))))
+        if not out.is_terminal:
+            out.line()  # rich ends a live display with a new line only on a terminal
         line = f"graph {graph.id} {final['state']}"
         if final.get("error"):
             line += f": {final['error'].get('message', final['error'])}"
@@ -66,6 +70,8 @@ def submit(
     as_json: JsonOption = False,
 ) -> None:
     """Create and submit a graph (every problem is reported and nothing is stored)."""
+    from flowdeck.client.files import load_graph_file
+
     with reported(), client_for(server) as client:
         spec = load_graph_file(file)
         graph = client.create_graph(
@@ -121,17 +127,21 @@ def watch(
         watch_graph(client.graph(graph_id), as_json)
 
 
+def _act(server: str | None, graph_id: str, as_json: bool, action: str, **kw: Any) -> None:
+    with reported(), client_for(server) as client:
+        graph = client.graph(graph_id)
+        getattr(graph, action)(**kw)
+    if as_json:
+        out.print_json(data=graph.data)
+    else:
+        out.print(f"graph [bold]{graph.id}[/]: {styled(graph.state)}")
+
+
 def _control(action: str, help_text: str) -> None:
     def command(
         graph_id: GraphArg, server: ServerOption = None, as_json: JsonOption = False
     ) -> None:
-        with reported(), client_for(server) as client:
-            graph = client.graph(graph_id)
-            getattr(graph, action)()
-        if as_json:
-            out.print_json(data=graph.data)
-        else:
-            out.print(f"graph [bold]{graph.id}[/]: {styled(graph.state)}")
+        _act(server, graph_id, as_json, action)
 
     command.__doc__ = help_text
     graph_app.command(action)(command)
@@ -139,5 +149,15 @@ def _control(action: str, help_text: str) -> None:
 
 _control("pause", "Pause every running run of the graph; no node starts while paused.")
 _control("resume", "Resume the graph's runs; waiting nodes may start again.")
-_control("stop", "Stop the graph: waiting nodes cancelled, runs stopped.")
 _control("kill", "Kill the graph now: waiting nodes cancelled, runs killed.")
+
+
+@graph_app.command("stop")
+def stop(
+    graph_id: GraphArg,
+    grace: GraceOption = None,
+    server: ServerOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Stop the graph: waiting nodes cancelled, runs stopped."""
+    _act(server, graph_id, as_json, "stop", grace_s=grace)

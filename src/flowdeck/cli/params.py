@@ -8,8 +8,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from flowdeck.cli.common import fail
 
 TRUE = {"true", "yes", "on", "1"}
@@ -78,6 +76,8 @@ def _unknown(name: str, inputs: dict[str, Any]) -> None:
 
 
 def read_params_file(path: Path) -> dict[str, Any]:
+    import yaml  # only for a params file: not at every start-up
+
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:

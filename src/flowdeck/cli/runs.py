@@ -3,22 +3,37 @@ products and download.  ``watch`` and ``logs`` are in :mod:`flowdeck.cli.watch`.
 
 from __future__ import annotations
 
+import json
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from flowdeck.cli.common import fail, out, reported
+from flowdeck.cli.lazy import help_of
 from flowdeck.cli.params import collect_files, collect_params, split_pair
 from flowdeck.cli.session import ServerOption, client_for
-from flowdeck.cli.watch import logs, watch, watch_run
-from flowdeck.client import Client, Run
+from flowdeck.cli.watch import logs, step_table, watch, watch_run
 
-run_app = typer.Typer(help="Runs: create, stage, start, watch, control.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from flowdeck.client import Client, Run
+
+run_app = typer.Typer(help=help_of("run"), no_args_is_help=True)
 
 RunArg = Annotated[str, typer.Argument(help="The run's id.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+GraceOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0,
+        max=3600,
+        help="Seconds running steps get after SIGTERM before SIGKILL "
+        "(default: the server's stop_grace_s).",
+    ),
+]
 ParamOption = Annotated[
     list[str] | None,
     typer.Option("--param", "-p", help="NAME=VALUE, typed by the workflow's input (repeatable)."),
@@ -63,6 +78,13 @@ def _stage(
         run.upload(name, path)
     if params:
         run.stage_params(params)
+
+
+def _run(client: Client, run_id: str) -> Run:
+    """A run by its id, without asking the server for its status."""
+    from flowdeck.client import Run
+
+    return Run(client, {"id": run_id, "state": "?"})
 
 
 def _print_run(run: Run, as_json: bool, verb: str) -> None:
@@ -193,11 +215,24 @@ def submit(
         watch_run(run, as_json)
 
 
+def shown_value(value: Any, base_url: str) -> str:
+    """A parameter or output value; a file as its name, size and download link."""
+    if isinstance(value, dict) and set(value) == {"name", "size", "url"}:
+        size = "" if value["size"] is None else f" ({value['size']} bytes)"
+        link = f" {base_url}{value['url']}" if value["url"] else ""
+        return f"{value['name']}{size}{link}"
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return "; ".join(shown_value(v, base_url) for v in value)
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
 @run_app.command("status")
 def status(run_id: RunArg, server: ServerOption = None, as_json: JsonOption = False) -> None:
-    """A run's state, times, progress and step counts."""
+    """A run's state, times, progress, outputs and steps (in start order)."""
     with reported(), client_for(server) as client:
-        data = client.run(run_id).data
+        run = client.run(run_id)
+        steps = [] if as_json else run.steps()
+    data = run.data
     if as_json:
         out.print_json(data=data)
         return
@@ -209,9 +244,14 @@ def status(run_id: RunArg, server: ServerOption = None, as_json: JsonOption = Fa
     )
     out.print(f"running time: {data['running_s']:.1f}s (paused {data['paused_s']:.1f}s)")
     if data["error"]:
-        out.print(f"[red]error[/]: {data['error']}")
-    if data["outputs"]:
-        out.print(f"outputs: {data['outputs']}")
+        out.print(f"[red]error[/]: {escape(str(data['error']))}")
+    for title, values in (("params", data["params"]), ("outputs", data["outputs"])):
+        if values:
+            out.print(f"{title}:")
+            for name, value in values.items():
+                out.print(f"  {name}: {shown_value(value, run.client.base_url)}", markup=False)
+    if steps:
+        out.print(step_table(steps))
 
 
 @run_app.command("list")
@@ -239,21 +279,56 @@ def list_runs(
     out.print(table)
 
 
-def _control(action: str, help_text: str) -> None:
-    def command(run_id: RunArg, server: ServerOption = None, as_json: JsonOption = False) -> None:
-        with reported(), client_for(server) as client:
-            run = Run(client, {"id": run_id, "state": "?"})
-            getattr(run, action)()
-        _print_run(run, as_json, {"stop": "stopping", "kill": "killed"}.get(action, action + "d"))
-
-    command.__doc__ = help_text
-    run_app.command(action)(command)
+def _act(server: str | None, run_id: str, as_json: bool, verb: str, action: str, **kw: Any) -> None:
+    with reported(), client_for(server) as client:
+        run = _run(client, run_id)
+        getattr(run, action)(**kw)
+    _print_run(run, as_json, verb)
 
 
-_control("pause", "Pause a running run (running steps are frozen).")
-_control("resume", "Resume a paused run.")
-_control("stop", "Stop a run gracefully (SIGTERM, then SIGKILL after the grace period).")
-_control("kill", "Kill a run now (SIGKILL); its work files are deleted.")
+class PauseMode(StrEnum):
+    freeze = "freeze"
+    drain = "drain"
+
+
+@run_app.command("pause")
+def pause(
+    run_id: RunArg,
+    mode: Annotated[
+        PauseMode,
+        typer.Option(
+            help="freeze: running steps are stopped where they are (SIGSTOP); "
+            "drain: they run to their end and no new step starts."
+        ),
+    ] = PauseMode.freeze,
+    server: ServerOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Pause a running run: its steps frozen (default) or drained."""
+    _act(server, run_id, as_json, "paused", "pause", mode=mode.value)
+
+
+@run_app.command("stop")
+def stop(
+    run_id: RunArg,
+    grace: GraceOption = None,
+    server: ServerOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Stop a run gracefully (SIGTERM, then SIGKILL after the grace period)."""
+    _act(server, run_id, as_json, "stopping", "stop", grace_s=grace)
+
+
+@run_app.command("resume")
+def resume(run_id: RunArg, server: ServerOption = None, as_json: JsonOption = False) -> None:
+    """Resume a paused run."""
+    _act(server, run_id, as_json, "resumed", "resume")
+
+
+@run_app.command("kill")
+def kill(run_id: RunArg, server: ServerOption = None, as_json: JsonOption = False) -> None:
+    """Kill a run now (SIGKILL); its work files are deleted."""
+    _act(server, run_id, as_json, "killed", "kill")
 
 
 @run_app.command("products")
@@ -285,7 +360,7 @@ def download(
     if not output.parent.exists():
         fail(f"no such directory: {output.parent}")
     with reported(), client_for(server) as client:
-        run = Run(client, {"id": run_id, "state": "?"})
+        run = _run(client, run_id)
         saved = run.download(product, output) if product else run.download_all(output)
     out.print(f"saved {saved}")
 

@@ -10,7 +10,13 @@ from typing import Any
 import typer
 
 from flowdeck.cli.common import EXIT_USAGE, err, fail, out, reported
+from flowdeck.cli.lazy import help_of
 from flowdeck.config import Settings, env_var, load_settings, option_name
+
+_SERVE_MORE = """
+
+Each option can also be set by its FLOWDECK_* environment variable or in the TOML file; an
+invalid value stops start-up with exit code 2."""
 
 
 def _serve(config: Path | None = None, **options: Any) -> None:
@@ -131,14 +137,15 @@ def build_serve_command() -> Any:
         )
 
     def serve(**kwargs: Any) -> None:
-        """Start the flowdeck server.
-
-        Each option can also be set by its FLOWDECK_* environment variable or in the TOML
-        file; an invalid value stops start-up with exit code 2."""
         _serve(**kwargs)
+
+    serve.__doc__ = help_of("serve") + _SERVE_MORE
 
     serve.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     return serve
 
 
-__all__ = ["EXIT_USAGE", "build_serve_command", "err", "fail", "run_server"]
+serve_app = typer.Typer()  # loaded by flowdeck.cli.lazy when `serve` is used
+serve_app.command("serve", help=help_of("serve") + _SERVE_MORE)(build_serve_command())
+
+__all__ = ["EXIT_USAGE", "build_serve_command", "err", "fail", "run_server", "serve_app"]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from flowdeck.cli import credentials
 from flowdeck.cli.common import fail, out, read_password, reported
-from flowdeck.client import AuthenticationError, Client
+
+if TYPE_CHECKING:
+    from flowdeck.client import Client
 
 ServerOption = Annotated[
     str | None,
@@ -21,6 +23,8 @@ def client_for(server: str | None, *, need_token: bool = True) -> Client:
     token = credentials.saved_token(url)
     if need_token and token is None:
         fail(f"not logged in to {url}: run 'flowdeck login --server {url}'")
+    from flowdeck.client import Client  # when a command runs: `--help` needs no SDK
+
     return Client(url, token)
 
 
@@ -44,6 +48,8 @@ def login(
 
 def logout(server: ServerOption = None) -> None:
     """End the session on the server and forget the saved token."""
+    from flowdeck.client import AuthenticationError
+
     client = client_for(server)
     with client:
         try:

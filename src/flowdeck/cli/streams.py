@@ -1,5 +1,5 @@
 """``flowdeck run push-input|read-output|rerun``: stream ports and reruns (added to the
-``run`` sub-app in :mod:`flowdeck.cli.main`)."""
+``run`` sub-app of :mod:`flowdeck.cli.runs` at the end)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from flowdeck.cli.common import fail, out, reported
-from flowdeck.cli.runs import styled
+from flowdeck.cli.runs import run_app, styled
 from flowdeck.cli.session import ServerOption, client_for
 from flowdeck.cli.watch import watch_run
 
@@ -127,3 +127,9 @@ def rerun(
         out.print_json(data=run.data)
     else:
         out.print(f"rerun of {run_id}: run [bold]{run.id}[/] {styled(run.state)}")
+
+
+# the `run` command group: cli.runs' commands and these (flowdeck.cli.lazy loads it here)
+run_app.command("push-input")(push_input)
+run_app.command("read-output")(read_output)
+run_app.command("rerun")(rerun)

@@ -6,17 +6,28 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Annotated, Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from flowdeck.cli.common import out, reported
 from flowdeck.cli.session import ServerOption, client_for
-from flowdeck.client import Run
+
+if TYPE_CHECKING:
+    from flowdeck.client import Run
 
 # The exit code of `run watch` (and `run submit --watch`) for each final state.
 EXIT_CODES = {"succeeded": 0, "failed": 3, "cancelled": 4, "killed": 5, "system_error": 6}
@@ -24,13 +35,49 @@ EXIT_CODES = {"succeeded": 0, "failed": 3, "cancelled": 4, "killed": 5, "system_
 RunArg = Annotated[str, typer.Argument(help="The run's id.")]
 
 
-def _step_table(steps: list[dict[str, Any]]) -> Table:
+def in_start_order(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Steps by start time, then name and index; those not started yet last."""
+
+    def key(step: dict[str, Any]) -> tuple[bool, datetime, str, int]:
+        started = step.get("started_at")
+        at = datetime.fromisoformat(started) if started else datetime.min.replace(tzinfo=UTC)
+        index = step.get("index")
+        return started is None, at, str(step["name"]), -1 if index is None else int(index)
+
+    return sorted(steps, key=key)
+
+
+def step_table(steps: list[dict[str, Any]]) -> Table:
     table = Table("step", "state", "attempts", "duration", "exit", title="steps", expand=False)
-    for s in steps:
+    for s in in_start_order(steps):
         duration = f"{s['duration_s']:.1f}s" if s["duration_s"] is not None else ""
         code = "" if s["exit_code"] is None else str(s["exit_code"])
         table.add_row(s["label"], s["state"], str(s["attempts"]), duration, code)
     return table
+
+
+class RunClock(ProgressColumn):
+    """The run's running time as its status gives it (from its start, paused time
+    excluded), ticking on between two statuses while it runs: the run's clock, not the
+    watch's."""
+
+    def render(self, task: Task) -> Text:
+        seconds: float | None = task.fields.get("running_s")
+        if seconds is None:
+            return Text("-:--:--", style="progress.elapsed")
+        if task.fields.get("ticking"):
+            seconds += time.monotonic() - task.fields["at"]
+        return Text(str(timedelta(seconds=int(seconds))), style="progress.elapsed")
+
+
+def clock_fields(status: dict[str, Any]) -> dict[str, Any]:
+    """What :class:`RunClock` needs of a status."""
+    started = status.get("started_at") is not None
+    return {
+        "running_s": float(status.get("running_s") or 0.0) if started else None,
+        "ticking": started and not status.get("finished_at") and status["state"] != "paused",
+        "at": time.monotonic(),
+    }
 
 
 def watch_run(run: Run, as_json: bool) -> None:
@@ -39,7 +86,7 @@ def watch_run(run: Run, as_json: bool) -> None:
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TimeElapsedColumn(),
+        RunClock(),
         console=out,
     )
     task = bar.add_task(run.id, total=None)
@@ -51,14 +98,17 @@ def watch_run(run: Run, as_json: bool) -> None:
             total=progress["total"] or None,
             completed=progress["done"],
             description=f"{run.id} {status['state']}",
+            **clock_fields(status),
         )
-        return Group(bar, _step_table(run.steps()))
+        return Group(bar, step_table(run.steps()))
 
     if as_json:
         final = run.wait()
     else:
         with Live(render(run.data), console=out, refresh_per_second=8, transient=False) as live:
             final = run.wait(progress=lambda s: live.update(render(s)))
+        if not out.is_terminal:
+            out.line()  # rich ends a live display with a new line only on a terminal
     if as_json:
         out.print_json(data=final)
     else:

@@ -17,7 +17,9 @@ GRAPH_TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "killed"}
 WAIT_STREAM_FAILURES = 2  # attempts in a row that deliver nothing; then wait() polls
 DEFAULT_WAIT_S = 30.0  # one long poll of an output port waits this long for a record
 FULL_RETRY_S = 1.0  # when a full input buffer answers without Retry-After
-PAGE = 200  # items asked for in one request of a listing (the server's cap)
+USER_ACTIONS = ("approve", "enable", "disable", "promote", "demote")  # of change_user
+PAGE = 200  # items asked for in one request of a listing (the server's smallest cap)
+EVENT_PAGE = 1000  # events asked for in one request of an event listing (the server's cap)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +110,34 @@ def run_query(
         if value:
             query.append((name, value))
     return query
+
+
+def checked_limit(limit: int | None) -> int | None:
+    """A listing's ``limit``: ``None`` (everything) or a count of items."""
+    if limit is None:
+        return None
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        raise TypeError(f"limit must be an int or None, not {limit!r}")
+    if limit < 0:
+        raise ValueError(f"limit must be 0 or more (None: everything), not {limit}")
+    return limit
+
+
+def page_size(wanted: int | None, cap: int) -> int:
+    """Items asked for per request: ``wanted`` (a client's ``page_size``), at most the
+    server's ``cap``, which is also the default."""
+    if wanted is None:
+        return cap
+    if not isinstance(wanted, int) or isinstance(wanted, bool) or wanted < 1:
+        raise ValueError(f"page_size must be a positive int or None, not {wanted!r}")
+    return min(wanted, cap)
+
+
+def callback_bodies(callbacks: list[str | dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """``create_run``'s callbacks: a URL (every event) or ``{url, events}`` each."""
+    if callbacks is None:
+        return None
+    return [{"url": c, "events": ["*"]} if isinstance(c, str) else dict(c) for c in callbacks]
 
 
 def ends(event: Event, kind: str, terminal: frozenset[str]) -> bool:

@@ -13,8 +13,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-import yaml
-
 from flowdeck.client.errors import InvalidRequest
 
 SPOOL_BYTES = 8 << 20  # directory archives bigger than this go to a temporary file
@@ -153,6 +151,8 @@ class AtomicFile:
 
 def load_graph_file(path: str | Path) -> dict[str, Any]:
     """A graph description from a YAML or JSON file: ``{name, nodes, edges, bindings}``."""
+    import yaml  # here only: importing the SDK (and starting the CLI) needs no YAML
+
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -25,8 +25,14 @@ PortType = Literal["string", "int", "float", "bool", "file", "directory", "enum"
 PortName = Annotated[str, Field(pattern=PORT_PATTERN)]
 StepName = Annotated[str, Field(pattern=STEP_PATTERN)]
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE | re.ASCII)
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.ASCII)
+# What a run's resources accept as text (the API's document says the same): a positive
+# number of at most 6 (sizes) or 15 (durations) integer digits, ASCII only, so that every
+# text that matches is a positive, finite size (at most 2^62 bytes) or duration.
+_POSITIVE = r"(0*[1-9][0-9]{0,%d}(\.[0-9]+)?|0+\.[0-9]*[1-9][0-9]*)"
+SIZE_PATTERN = r"^ *%s *([KMGTkmgt][Ii]?[Bb]?|[Bb])? *$" % (_POSITIVE % 5)
+DURATION_PATTERN = r"^ *%s *(ms|s|m|h|d)? *$" % (_POSITIVE % 14)
 _SIZE_UNITS = {"": 2**20, "B": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
 _DURATIONS = {"ms": 0.001, "s": 1, "": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -38,9 +44,10 @@ def parse_size(value: int | str) -> int:
     m = _SIZE_RE.match(value)
     if m is None:
         raise ValueError(f"not a size: {value!r} (use e.g. 512, '512MiB' or '2GiB')")
-    number, unit = float(m.group(1)), (m.group(2) or "").upper().removesuffix("B")
+    number, given = float(m.group(1)), (m.group(2) or "").upper()
+    unit = given if given == "B" else given.removesuffix("B")  # "512B" is bytes, "512" MiB
     factor = 1024 ** "KMGT".index(unit[0]) * 1024 if unit.endswith("I") else _SIZE_UNITS[unit]
-    return int(number * factor)
+    return math.ceil(number * factor)  # a part of a byte is a byte
 
 
 def parse_duration(value: float | str) -> float:

@@ -35,7 +35,8 @@ from flowdeck.domain.expressions import (
 )
 from flowdeck.domain.spec import InputSpec, WorkflowSpec
 from flowdeck.domain.values import check_value
-from flowdeck.errors import SpecInvalid
+from flowdeck.errors import JsonTooDeep, SpecInvalid
+from flowdeck.jsonlimits import check_yaml_depth
 
 Path_ = tuple[str | int, ...]
 SPEC_FILENAMES = (
@@ -162,6 +163,12 @@ def load_document(text: str) -> tuple[Any, _Positions, list[Problem]]:
     """Parse YAML or JSON; refuse aliases (no "billion laughs") and duplicate keys."""
     pos = _Positions()
     problems: list[Problem] = []
+    try:
+        check_yaml_depth(text)
+    except JsonTooDeep as exc:
+        return None, pos, [Problem("", exc.message, exc.details["line"], exc.details["column"])]
+    except yaml.YAMLError:
+        pass  # reported below, with its position
     try:
         for event in yaml.parse(text, Loader=_Loader):
             if isinstance(event, yaml.AliasEvent):

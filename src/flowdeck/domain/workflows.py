@@ -11,10 +11,11 @@ from typing import Any
 from flowdeck.errors import InvalidInput
 
 WORKFLOW_KIND = "workflow"  # object kind in the shares table
-_REF_RE = re.compile(
-    r"^(?:(?P<owner>[A-Za-z0-9][A-Za-z0-9._-]{2,63})/)?"
-    r"(?P<name>[a-z0-9][a-z0-9._-]{0,63})@(?P<version>[A-Za-z0-9][A-Za-z0-9._+-]{0,63})$"
-)
+_OWNER, _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{2,63}", r"[a-z0-9][a-z0-9._-]{0,63}"
+_VERSION = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}"
+_REF_RE = re.compile(rf"(?:(?P<owner>{_OWNER})/)?(?P<name>{_NAME})@(?P<version>{_VERSION})")
+# The same, as a JSON Schema pattern (the OpenAPI document's).
+REF_PATTERN = f"^(?:{_OWNER}/)?{_NAME}@{_VERSION}$"
 
 
 class Visibility(StrEnum):
@@ -34,7 +35,7 @@ class WorkflowRef:
 
     @classmethod
     def parse(cls, text: str) -> WorkflowRef:
-        m = _REF_RE.match(text)
+        m = _REF_RE.fullmatch(text)
         if m is None:
             raise InvalidInput(
                 f"{text!r} is not a workflow reference: use name@version or owner/name@version",

@@ -34,6 +34,7 @@ from flowdeck.engines.cwl_names import (
     engine_option_symbols,
 )
 from flowdeck.errors import CwlUnsupported, InvalidInput
+from flowdeck.jsonlimits import check_yaml_depth
 
 __all__ = [
     "CWL_STEP",
@@ -72,6 +73,7 @@ def looks_like_cwl(data: Any) -> bool:
 
 def load_yaml(text: str, where: str) -> Any:
     try:
+        check_yaml_depth(text, where=where, field="workflow")
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise InvalidInput(f"{where} is not YAML or JSON: {exc}", field="workflow") from exc

@@ -11,7 +11,7 @@ from flowdeck.domain.runs import Run, StepState, transition
 from flowdeck.errors import Conflict, NotFound
 from flowdeck.runtime.active import ActiveRun
 from flowdeck.runtime.core import SchedulerCore
-from flowdeck.runtime.rundir import RunDir
+from flowdeck.runtime.rundir import RunDir, forget_removed_files
 
 
 class ControlMixin(SchedulerCore):
@@ -80,21 +80,31 @@ class ControlMixin(SchedulerCore):
         return run
 
     def kill(self, run_id: str, actor: str) -> Run:
+        """SIGKILL now.  Every step is ``killed`` at once, before the run's own final
+        event (``run.killed`` comes last, as for any ending); a process that takes a moment
+        to go only updates its step's record when it does."""
         ar = self._find(run_id)
         now = clock.now()
         if not isinstance(ar, ActiveRun):
+            transition(ar.state, "kill")
             del self.queued[run_id]
             RunDir.of(self.settings.data_dir, run_id).remove_work()
+            self._op(run_id, lambda tx: forget_removed_files(tx, run_id))
             return self._run_state(ar, "kill", actor, finished_at=now)
+        transition(ar.run.state, "kill")
         extra = self._pause_end(ar, now)
-        run = self._run_state(ar, "kill", actor, finished_at=now, **extra)
         ar.killing = True
         self._cancel_pending(ar, StepState.KILLED)
-        for inst in ar.running():
-            assert inst.proc is not None
-            inst.proc.kill()
+        for inst in ar.all_instances():
+            if inst.proc is not None:
+                inst.proc.kill()
+            if inst.state in (StepState.RUNNING, StepState.PAUSED):  # or about to start
+                inst.ended_at = now
+                self._step_state(ar, inst, StepState.KILLED, actor)
         if not ar.running():
             ar.rundir.remove_work()
+        self._op(run_id, lambda tx: forget_removed_files(tx, run_id))
+        run = self._run_state(ar, "kill", actor, finished_at=now, **extra)
         self._plan()
         return run
 

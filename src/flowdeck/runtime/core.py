@@ -445,7 +445,10 @@ class SchedulerCore:
         inst.exit_code, inst.signal = outcome.exit_code, outcome.signal
         inst.max_rss_kb, inst.cpu_time_s = outcome.max_rss_kb, outcome.cpu_time_s
         if ar.killing:
-            self._step_state(ar, inst, StepState.KILLED)
+            if inst.state is StepState.KILLED:  # said at the kill: the record only
+                self._save(inst.record(ar.run.id, now))
+            else:
+                self._step_state(ar, inst, StepState.KILLED)
         elif ar.run.state is RunState.STOPPING or (ar.failure is not None and not outcome.ok):
             self._step_state(ar, inst, StepState.CANCELLED)
         elif outcome.lost:

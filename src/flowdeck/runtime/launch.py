@@ -27,6 +27,7 @@ from flowdeck.runtime.steps import (
     BASE_PATH,
     StepError,
     collect_output,
+    from_archive,
     render_argv,
     render_env,
     render_value,
@@ -61,6 +62,10 @@ def prepare(ar: ActiveRun, inst: Instance, settings: Settings) -> Launch:
     }
     if inst.index >= 0:
         base["FLOWDECK_INDEX"] = str(inst.index)
+    code = ar.code_dir
+    if code is not None:  # the workflow's archive: its files, read-only, for every step
+        base["FLOWDECK_CODE"] = str(code)
+        base["PATH"] = f"{code}:{BASE_PATH}"
     env = render_env(step, resolve, base)
     timeout = step.resources.timeout_s
     common: dict[str, Any] = {
@@ -84,7 +89,8 @@ def prepare(ar: ActiveRun, inst: Instance, settings: Settings) -> Launch:
     if step.uses is not None:  # a child run (runtime/subflows.py) with these inputs
         kwargs = render_value(dict(step.with_), resolve)
         return Launch(argv=("uses", step.uses), kwargs=kwargs, **common)
-    return Launch(argv=tuple(render_argv(step, resolve)), **common)
+    argv = render_argv(step, resolve)
+    return Launch(argv=tuple(argv if code is None else from_archive(argv, code)), **common)
 
 
 _LIMIT_SIGNALS: dict[int, str] = {

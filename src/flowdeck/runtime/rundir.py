@@ -16,6 +16,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flowdeck.store.base import Tx
+
 
 def label(step: str, index: int) -> str:
     return step if index < 0 else f"{step}.{index}"
@@ -85,3 +87,11 @@ class RunDir:
 def attempt_key(run_id: str, step: str, index: int, attempt: int) -> str:
     """An attempt's name with the supervisor, and its key in the attempt journal."""
     return f"{run_id}/{step}/{index}/{attempt}"
+
+
+def forget_removed_files(tx: Tx, run_id: str) -> None:
+    """Unlist the staged files whose bytes :meth:`RunDir.remove_work` deletes (uploads and
+    snapshots under ``inputs/``); references to files under ``data_root`` stay."""
+    for staged in tx.list_staged_files(run_id):
+        if staged.source != "data_root":
+            tx.delete_staged_file(run_id, staged.input, staged.filename)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import glob
 import json
+import os
+import re
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +18,11 @@ from flowdeck.executors.base import Outcome
 
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
 TAIL_BYTES = 2000
+# Programs whose first argument that is not an option is a script they run; the options
+# after which code (or a module), not a script, follows.
+INTERPRETER = re.compile(r"(python|pypy)[0-9.]*|sh|bash|dash|zsh|perl|ruby|node|Rscript")
+CODE_OPTIONS = {"-c", "-m", "-e", "-E", "--eval", "-r"}
+VALUE_OPTIONS = {"-X", "-W", "-o", "-O", "-I"}  # their value is the next word
 
 
 class StepError(Exception):
@@ -84,6 +91,44 @@ def render_argv(step: StepSpec, resolve: Resolve) -> list[str]:
     if not argv:
         raise StepError("the command is empty")
     return argv
+
+
+def from_archive(argv: list[str], code_dir: Path) -> list[str]:
+    """``argv`` with the workflow's archive files made absolute: a relative program that
+    names a file of the archive (``[tool.sh, x]``), or the script given to an interpreter
+    (``[python3, -u, tool.py, x]``), runs from ``code_dir``."""
+
+    def archived(word: str) -> str | None:
+        if not word or word.startswith("-") or os.path.isabs(word):
+            return None
+        path = Path(os.path.normpath(code_dir / word))
+        if not path.is_relative_to(code_dir) or not path.is_file():
+            return None
+        return str(path)
+
+    out = list(argv)
+    program = archived(out[0])
+    if program is not None:
+        out[0] = program
+        return out
+    name = Path(out[0]).name
+    if not INTERPRETER.fullmatch(name):
+        return out
+    skip = False
+    for i, word in enumerate(out[1:], 1):
+        if skip:
+            skip = False
+            continue
+        if word in CODE_OPTIONS and not (word == "-e" and name.endswith("sh")):
+            break
+        if word.startswith("-"):
+            skip = word in VALUE_OPTIONS
+            continue
+        script = archived(word)
+        if script is not None:
+            out[i] = script
+        break
+    return out
 
 
 def render_value(value: Any, resolve: Resolve) -> Any:

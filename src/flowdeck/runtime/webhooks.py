@@ -35,6 +35,9 @@ from flowdeck.security import ssrf
 from flowdeck.store.base import Store
 
 log = logging.getLogger("flowdeck.webhooks")
+# Retry jitter from a generator of its own: the module's shared one is the test
+# frameworks' too (Hypothesis checks that nothing else moves it while it draws).
+_JITTER = random.Random()  # noqa: S311 - jitter, not a secret
 
 IDLE_S = 60.0  # look at the outbox at least this often
 LEASE_MARGIN_S = 60.0
@@ -294,7 +297,7 @@ class Dispatcher:
             return o.at + timedelta(seconds=o.retry_after_s)
         s = self.settings
         cap = min(s.webhook_retry_max_s, s.webhook_retry_base_s * 2 ** min(number - 1, 60))
-        return o.at + timedelta(seconds=random.uniform(0, cap))  # noqa: S311 - jitter
+        return o.at + timedelta(seconds=_JITTER.uniform(0, cap))
 
     def _record(self, batch: list[Outcome]) -> bool:
         """Store the attempts and each delivery's new state; True if a subscription was

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 
 from argon2 import PasswordHasher
@@ -11,6 +12,11 @@ from flowdeck.errors import PasswordRejected
 
 MIN_LENGTH = 12
 MAX_LENGTH = 128
+MIN_SCORE = 3  # zxcvbn's scale: 0 (too guessable) to 4 (very unguessable)
+# zxcvbn's own limit: its matching grows fast with the length; a longer password is judged
+# by its first ZXCVBN_LENGTH characters.
+ZXCVBN_LENGTH = 72
+_WORDS = re.compile(r"[^\W_]{3,}")
 
 
 @cache
@@ -21,11 +27,12 @@ def _common_passwords() -> frozenset[str]:
     return frozenset(p.lower() for p in FREQUENCY_LISTS["passwords"])
 
 
-def check_policy(password: str, username: str) -> None:
+def check_policy(password: str, username: str, *context: str) -> None:
     """Raise :class:`PasswordRejected` naming the first rule ``password`` breaks.
 
-    Rules: 12 to 128 characters; not a common password; does not contain the username.
-    No composition rules.
+    Rules: 12 to 128 characters; not a common password; does not contain the username;
+    a zxcvbn score of at least :data:`MIN_SCORE`, with the username and ``context`` (such as
+    an email address) counted as easy to guess.  No composition rules.
     """
     if len(password) < MIN_LENGTH:
         raise PasswordRejected(
@@ -41,6 +48,30 @@ def check_policy(password: str, username: str) -> None:
         )
     if username and username.lower() in password.lower():
         raise PasswordRejected("password must not contain the username", rule="contains_username")
+    _check_strength(password, [username, *context])
+
+
+def _check_strength(password: str, context: list[str]) -> None:
+    from zxcvbn import zxcvbn
+
+    inputs = [c for c in context if c]
+    inputs += [w for c in inputs for w in _WORDS.findall(c)]  # an email's words, too
+    result = zxcvbn(password[:ZXCVBN_LENGTH], user_inputs=inputs, max_length=ZXCVBN_LENGTH)
+    score = int(result["score"])
+    if score >= MIN_SCORE:
+        return
+    feedback = result.get("feedback") or {}
+    warning = str(feedback.get("warning") or "")
+    suggestions = [str(s) for s in feedback.get("suggestions") or []]
+    why = " ".join([warning, *suggestions]).strip() or "Add another word or two."
+    raise PasswordRejected(
+        f"password too easy to guess (strength {score} of 4, at least {MIN_SCORE} needed): {why}",
+        rule="too_guessable",
+        score=score,
+        min_score=MIN_SCORE,
+        warning=warning,
+        suggestions=suggestions,
+    )
 
 
 class Hasher:

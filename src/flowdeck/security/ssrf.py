@@ -69,6 +69,10 @@ def parse(url: str) -> Target:
     if parts.query:
         path += "?" + parts.query
     host = parts.hostname.lower().split("%")[0]
+    if host.endswith("."):  # a fully qualified name is the same host: 127.0.0.1., localhost.
+        host = host[:-1]
+        if not host or host.endswith("."):
+            raise _refused(url, "the host is not a valid name")
     try:
         host = host if host.isascii() else host.encode("idna").decode("ascii")
     except UnicodeError as exc:

@@ -277,10 +277,12 @@ class Accounts:
         current: str,
         new: str,
         *,
-        end_other_sessions: bool = False,
+        end_other_sessions: bool = True,
         address: str | None = None,
     ) -> int:
-        """Change the caller's password; return how many other tokens were revoked."""
+        """Change the caller's password; return how many other tokens were revoked: by
+        default every other session and API token of the account ends (whoever knew the
+        old password may hold one); the calling session goes on."""
         user = principal.user
         if not self.hasher.verify(user.password_hash, current):
             raise InvalidInput("the current password is wrong", field="current_password")

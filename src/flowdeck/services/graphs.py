@@ -30,7 +30,9 @@ from flowdeck.domain.graphs import (
 )
 from flowdeck.domain.privilege import Access, Actor, allowed
 from flowdeck.domain.runs import Run, RunState
-from flowdeck.domain.spec import NAME_PATTERN, STEP_PATTERN, WorkflowSpec
+from flowdeck.domain.spec import STEP_PATTERN, WorkflowSpec
+from flowdeck.domain.text import check_name
+from flowdeck.domain.workflows import REF_PATTERN
 from flowdeck.errors import FlowdeckError, InvalidInput, NotFound
 from flowdeck.ids import new_id
 from flowdeck.services.runs import Runs
@@ -119,6 +121,7 @@ class Graphs:
     ) -> Graph:
         """A new draft with what is given; ``submit`` validates and starts it at once (a
         refusal stores nothing)."""
+        check_name(name, field="name", what="graph name")
         definition = empty_definition()
         for node_name, node in (nodes or {}).items():
             _put_node(definition, node_name, node)
@@ -376,17 +379,19 @@ def _copy(definition: dict[str, Any]) -> dict[str, Any]:
 def _put_node(definition: dict[str, Any], name: str, node: dict[str, Any]) -> None:
     _check_name("node", name, STEP_PATTERN)
     workflow = node.get("workflow")
-    if not isinstance(workflow, str) or "@" not in workflow:
+    if not isinstance(workflow, str) or re.fullmatch(REF_PATTERN, workflow) is None:
         raise InvalidInput(
             f"node {name!r}: workflow must be name@version or owner/name@version",
             field="workflow",
         )
-    _check_name("workflow", workflow.rsplit("/", 1)[-1].split("@")[0], NAME_PATTERN)
+    tags = [str(t) for t in node.get("tags") or []]
+    for tag in tags:
+        check_name(tag, field="tags", what=f"node {name!r}: tag")
     definition["nodes"][name] = {
         "workflow": workflow,
         "params": dict(node.get("params") or {}),
         "resources": dict(node.get("resources") or {}),
-        "tags": [str(t) for t in node.get("tags") or []],
+        "tags": tags,
     }
 
 

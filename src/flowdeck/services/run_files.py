@@ -15,6 +15,7 @@ from flowdeck.config import Settings
 from flowdeck.domain.privilege import Access, Actor
 from flowdeck.domain.runs import Product, Run, StagedFile
 from flowdeck.domain.spec import InputSpec, WorkflowSpec
+from flowdeck.domain.text import check_name
 from flowdeck.errors import InvalidInput, NotFound
 from flowdeck.runtime.rundir import RunDir
 from flowdeck.store.base import Store, Tx
@@ -201,6 +202,7 @@ class RunFiles:
 
 
 def _check_filename(name: str) -> None:
+    check_name(name, field="filename", what="file name")
     if (
         not name
         or name in (".", "..")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import difflib
+import math
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,13 +28,20 @@ from flowdeck.domain.runs import (
     StepRecord,
     transition,
 )
-from flowdeck.domain.spec import WorkflowSpec, parse_duration, parse_size
+from flowdeck.domain.spec import (
+    DURATION_PATTERN,
+    SIZE_PATTERN,
+    WorkflowSpec,
+    parse_duration,
+    parse_size,
+)
+from flowdeck.domain.text import check_name
 from flowdeck.domain.values import check_value
 from flowdeck.domain.workflows import Workflow
 from flowdeck.engines.cwl import is_cwl
 from flowdeck.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from flowdeck.ids import new_id
-from flowdeck.runtime.rundir import RunDir
+from flowdeck.runtime.rundir import RunDir, forget_removed_files
 from flowdeck.runtime.scheduler import SchedulerHandle
 from flowdeck.services.run_files import RunFiles, is_file_input
 from flowdeck.services.workflows import Workflows
@@ -46,6 +55,7 @@ if TYPE_CHECKING:
 RUN_KIND = "run"
 EXECUTORS = ("local", "inprocess")
 MAX_PRIORITY = 100
+MAX_MEMORY_BYTES = 2**62  # what a process limit (RLIMIT_AS) can hold
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -169,12 +179,21 @@ class Runs(RunFiles):
         out["executor"] = executor
         if body.get("cpus") is not None:
             cpus = float(body["cpus"])
-            if not 0 < cpus <= s.slots:
+            if not (math.isfinite(cpus) and 0 < cpus <= s.slots):
                 raise InvalidInput(
                     f"cpus must be more than 0 and at most {s.slots} (the server's slots)",
                     field="cpus",
                 )
             out["cpus"] = cpus
+        for name, pattern, example in (
+            ("memory", SIZE_PATTERN, "512 (MiB), '2GiB' or '500M'"),
+            ("walltime", DURATION_PATTERN, "3600 (seconds), '90m' or '2h'"),
+        ):
+            text = body.get(name)
+            if isinstance(text, str) and not re.fullmatch(pattern, text):
+                raise InvalidInput(
+                    f"{name} {text!r}: expected a positive amount such as {example}", field=name
+                )
         try:
             if body.get("memory") is not None:
                 out["memory_bytes"] = parse_size(body["memory"])
@@ -184,12 +203,23 @@ class Runs(RunFiles):
             raise InvalidInput(
                 str(exc), field="memory" if "size" in str(exc) else "walltime"
             ) from exc
+        memory = out.get("memory_bytes")
+        if memory is not None and not 0 < memory <= MAX_MEMORY_BYTES:
+            raise InvalidInput(
+                f"memory must be positive (and at most {MAX_MEMORY_BYTES} bytes), not "
+                f"{body['memory']!r}",
+                field="memory",
+            )
         if s.max_memory_bytes and out.get("memory_bytes", 0) > s.max_memory_bytes:
             raise InvalidInput(
                 f"memory above the server's limit of {s.max_memory_bytes} bytes", field="memory"
             )
-        if out.get("walltime_s") is not None and out["walltime_s"] <= 0:
-            raise InvalidInput("walltime must be positive", field="walltime")
+        walltime = out.get("walltime_s")
+        if walltime is not None and not (math.isfinite(walltime) and walltime > 0):
+            raise InvalidInput(
+                f"walltime must be a positive, finite number of seconds, not {body['walltime']!r}",
+                field="walltime",
+            )
         if s.max_run_walltime_s and out.get("walltime_s", 0) > s.max_run_walltime_s:
             raise InvalidInput(
                 f"walltime above the server's limit of {s.max_run_walltime_s:g} s", field="walltime"
@@ -283,6 +313,8 @@ class Runs(RunFiles):
         tags: list[str] | None,
     ) -> tuple[Run, WorkflowSpec]:
         """A checked, not yet stored run of ``wf`` (and the workflow's spec)."""
+        for tag in tags or []:
+            check_name(tag, field="tags", what="tag")
         res = self._check_resources(actor, resources or {})
         priority = self._priority(actor, (resources or {}).get("priority"))
         spec = self.spec_of(wf)
@@ -561,6 +593,8 @@ class Runs(RunFiles):
         with self.store.write() as tx:
             now = clock.now()
             run = tx.update_run(run.id, state=rule.target, state_since=now, finished_at=now)
+            if rule.target is RunState.KILLED:
+                forget_removed_files(tx, run.id)
             self._event(tx, run, f"run.{rule.target.value}", actor, **{"from": "staged"})
         if rule.target is RunState.KILLED:
             self.rundir(run.id).remove_work()

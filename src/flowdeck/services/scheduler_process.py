@@ -45,7 +45,7 @@ from flowdeck.config import Settings
 from flowdeck.domain.runs import Event, Run
 from flowdeck.errors import Conflict, FlowdeckError
 from flowdeck.events.order import EventOrder
-from flowdeck.logs import log_config
+from flowdeck.logs import install_redaction, log_config
 
 if TYPE_CHECKING:
     from flowdeck.runtime.scheduler import Scheduler
@@ -249,6 +249,7 @@ def main(fd: int, parent: int) -> None:
     settings = link.recv()[1]
     assert isinstance(settings, Settings)
     logging.config.dictConfig(log_config(settings.log_level, settings.log_format))
+    install_redaction()
     from flowdeck.services.context import build_context
 
     ctx = build_context(settings, migrate=False)

@@ -35,12 +35,15 @@ from flowdeck.engines.cwl import (
     main_file,
 )
 from flowdeck.errors import FlowdeckError, InvalidInput, NotFound
+from flowdeck.jsonlimits import check_depth
 from flowdeck.services.context import Context
 
 WES_VERSION = "1.1.0"
+WES_PATH = "ga4gh/wes/v1"  # under the server's base URL
 FLOWDECK_TYPE = "FLOWDECK"
 MAX_PAGE = 500
 _PORT_REF = re.compile(r"^\$\{\{ inputs\.([A-Za-z_][A-Za-z0-9_]*) \}\}$")
+_TASK_TOKEN = re.compile(r"^[0-9]{1,18}$")  # ListTasks' page_token: the next index
 _REF = re.compile(r"^([a-z0-9][a-z0-9._-]*/)?[a-z0-9][a-z0-9._-]*@[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -81,6 +84,7 @@ class Submission:
 def _json_object(text: str | None, name: str) -> dict[str, Any]:
     if not text:
         return {}
+    check_depth(text, where=name)  # hook: JSON read from a request nests boundedly
     try:
         value = json.loads(text)
     except ValueError as exc:
@@ -393,7 +397,7 @@ class Wes:
             products = tx.list_products(run.id)
         spec = self.ctx.runs.spec_of(wf) if wf else None
         cwl = spec is not None and is_cwl(spec)
-        api = f"{base_url}api/v1/runs/{run.id}"
+        wes = f"{base_url}{WES_PATH}/runs/{run.id}"
         request: dict[str, Any] = {
             "workflow_type": "CWL" if cwl else FLOWDECK_TYPE,
             "workflow_type_version": "1",
@@ -416,8 +420,9 @@ class Wes:
             log["system_logs"].append(str(run.error.get("message", run.error)))
         first = next((s for s in steps if s.name == CWL_STEP), steps[0] if steps else None)
         if first is not None:
-            log["stdout"] = f"{api}/steps/{first.name}/logs?stream=stdout"
-            log["stderr"] = f"{api}/steps/{first.name}/logs?stream=stderr"
+            q = f"&index={first.index}" if first.index >= 0 else ""
+            log["stdout"] = f"{wes}/steps/{first.name}/logs?stream=stdout{q}"
+            log["stderr"] = f"{wes}/steps/{first.name}/logs?stream=stderr{q}"
             if first.exit_code is not None and len(steps) == 1:
                 log["exit_code"] = first.exit_code
         by_path = {p.path: p for p in products}
@@ -430,7 +435,7 @@ class Wes:
             "request": request,
             "state": wes_state(run.state),
             "run_log": log,
-            "task_logs_url": f"{base_url}ga4gh/wes/v1/runs/{run.id}/tasks",
+            "task_logs_url": f"{wes}/tasks",
             "outputs": outputs if isinstance(outputs, dict) else {"value": outputs},
         }
 
@@ -458,7 +463,7 @@ class Wes:
             run = self.ctx.runs.load(tx, actor, run_id)
             wf = tx.get_workflow(run.workflow_id) if run.workflow_id else None
             steps = tx.list_steps(run.id)
-        api = f"{base_url}api/v1/runs/{run.id}/steps"
+        steps_url = f"{base_url}{WES_PATH}/runs/{run.id}/steps"
         if wf is not None and is_cwl(self.ctx.runs.spec_of(wf)):
             path = self.ctx.runs.rundir(run.id).step_dir(CWL_STEP, -1) / TASKS_FILE
             try:
@@ -480,8 +485,8 @@ class Wes:
                     )
                     if k in t
                 }
-                entry["stderr"] = f"{api}/{CWL_STEP}/logs?stream=stderr"
-                entry["stdout"] = f"{api}/{CWL_STEP}/logs?stream=stdout"
+                entry["stderr"] = f"{steps_url}/{CWL_STEP}/logs?stream=stderr"
+                entry["stdout"] = f"{steps_url}/{CWL_STEP}/logs?stream=stdout"
                 tasks.append(entry)
             return tasks
         out = []
@@ -496,24 +501,22 @@ class Wes:
             if s.error:
                 task["system_logs"].append(s.error)
             q = f"index={s.index}"
-            task["stdout"] = f"{api}/{s.name}/logs?stream=stdout&{q}"
-            task["stderr"] = f"{api}/{s.name}/logs?stream=stderr&{q}"
+            task["stdout"] = f"{steps_url}/{s.name}/logs?stream=stdout&{q}"
+            task["stderr"] = f"{steps_url}/{s.name}/logs?stream=stderr&{q}"
             out.append(task)
         return out
 
     def tasks(
         self, actor: Actor, run_id: str, page_size: int | None, token: str | None, base_url: str
     ) -> dict[str, Any]:
+        """ListTasks answers no 400 (WES 1.1 declares none): a page_size that is not a
+        positive number is the default; a page_token this server did not give is past the
+        end (an empty last page)."""
         tasks = self._tasks(actor, run_id, base_url)
-        try:
-            start = int(token) if token else 0
-            if start < 0:
-                raise ValueError(token)
-        except ValueError as exc:
-            raise InvalidInput(
-                "page_token is not one this server gave", field="page_token"
-            ) from exc
-        size = min(page_size or 100, MAX_PAGE)
+        start = 0
+        if token:
+            start = int(token) if _TASK_TOKEN.match(token) else len(tasks)
+        size = min(page_size if page_size and page_size > 0 else 100, MAX_PAGE)
         page = tasks[start : start + size]
         nxt = str(start + size) if start + size < len(tasks) else ""
         return {"task_logs": page, "next_page_token": nxt}
@@ -535,7 +538,8 @@ class Wes:
 
 
 def _rewrite(value: Any, products: dict[str, Any], rundir: Path, base_url: str) -> Any:
-    """cwltool's output object with file locations turned into product download URLs."""
+    """cwltool's output object with file locations turned into product download URLs
+    (under the WES prefix, where WES clients' credentials are accepted)."""
     if isinstance(value, list):
         return [_rewrite(v, products, rundir, base_url) for v in value]
     if not isinstance(value, dict):
@@ -549,7 +553,7 @@ def _rewrite(value: Any, products: dict[str, Any], rundir: Path, base_url: str) 
         product = products.get(rel)
         out.pop("path", None)
         if product is not None:
-            out["location"] = f"{base_url}api/v1/runs/{product.run_id}/products/{product.id}"
+            out["location"] = f"{base_url}{WES_PATH}/runs/{product.run_id}/products/{product.id}"
         else:
             out.pop("location", None)
     elif value.get("class") == "Directory":

@@ -13,6 +13,7 @@ from fastapi.templating import Jinja2Templates
 
 from flowdeck import __version__
 from flowdeck.api.deps import SESSION_COOKIE, CtxDep
+from flowdeck.api.files_view import shown
 from flowdeck.api.schemas_runs import ProductOut, RunOut, RunSummary, StagedFileOut
 from flowdeck.domain.runs import TERMINAL_STATES, RunState
 from flowdeck.domain.validation import validate_data
@@ -25,6 +26,21 @@ HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(include_in_schema=False)
 
+# The pages load their script and style from /static only: no inline script, style or event
+# handler (the JSON data blocks of run.html and graph.html are not run), no other origin;
+# fetch, EventSource and WebSocket go to this server only.
+CSP = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self'",
+        "connect-src 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+    ]
+)
 STATES = [s.value for s in RunState]
 TERMINAL = sorted(s.value for s in TERMINAL_STATES)
 
@@ -87,7 +103,11 @@ def _render(
         "states": STATES,
         "terminal": TERMINAL,
     }
-    return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
+    response = templates.TemplateResponse(
+        request, name, {**base, **context}, status_code=status_code
+    )
+    response.headers["Content-Security-Policy"] = CSP
+    return response
 
 
 def _not_found(request: Request, principal: Principal | None, message: str) -> HTMLResponse:
@@ -186,7 +206,7 @@ def run_page(request: Request, run_id: str, ctx: CtxDep) -> Response:
         request,
         "run.html",
         principal,
-        run=RunOut.of(run, counts, current, ports).model_dump(mode="json"),
+        run=shown(ctx, RunOut.of(run, counts, current, ports)).model_dump(mode="json"),
         graph=graph,
         step_states=steps,
         files=[StagedFileOut.of(f).model_dump(mode="json") for f in files],

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from flowdeck.api.deps import CtxDep
+from flowdeck.api.files_view import shown_graph
 from flowdeck.api.schemas_graphs import GraphOut, GraphSummary
 from flowdeck.api.schemas_webhooks import WebhookOut
 from flowdeck.errors import NotFound
@@ -76,5 +77,5 @@ def graph_page(request: Request, graph_id: str, ctx: CtxDep) -> Response:
         view = ctx.graphs.get(principal.actor, graph_id)
     except NotFound:
         return _not_found(request, principal, f"no graph {graph_id}")
-    graph = GraphOut.of_view(view).model_dump(mode="json")
+    graph = shown_graph(ctx, GraphOut.of_view(view)).model_dump(mode="json")
     return _render(request, "graph.html", principal, graph=graph, drawing=graph_layout(graph))

@@ -5,12 +5,31 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
+from starlette.convertors import Convertor, register_url_convertor
 
 from flowdeck.api.deps import AddressDep, AdminDep, CtxDep
 from flowdeck.api.schemas import AuditOut, AuditPage, NewPassword, NewUser, UserOut
 from flowdeck.domain.accounts import Role
 
 router = APIRouter(prefix="/admin", tags=["admin"])
+UserAction = Literal["approve", "enable", "disable", "promote", "demote"]
+
+
+class _ActionConvertor(Convertor[str]):
+    """Any segment but ``password`` matches ``/users/{username}/{action}`` (an unknown action
+    is a 422 naming the ones there are): ``POST …/password`` is the method
+    ``/users/{username}/password`` does not take (405), not an unknown action."""
+
+    regex = "(?!password$)[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("user_action", _ActionConvertor())
 
 
 @router.get("/users", response_model=list[UserOut])
@@ -27,10 +46,10 @@ def create_user(body: NewUser, actor: AdminDep, ctx: CtxDep, address: AddressDep
     return UserOut.of(user)
 
 
-@router.post("/users/{username}/{action}", response_model=UserOut)
+@router.post("/users/{username}/{action:user_action}", response_model=UserOut)
 def change_user(
     username: str,
-    action: Literal["approve", "enable", "disable", "promote", "demote"],
+    action: UserAction,
     actor: AdminDep,
     ctx: CtxDep,
     address: AddressDep,

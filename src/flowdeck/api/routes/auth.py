@@ -96,7 +96,8 @@ def me(principal: PrincipalDep) -> UserOut:
 def change_password(
     body: PasswordChange, principal: PrincipalDep, ctx: CtxDep, address: AddressDep
 ) -> PasswordChanged:
-    """Change your password; `end_other_sessions` revokes every other token of yours."""
+    """Change your password.  Every other session and API token of yours ends, unless
+    `end_other_sessions` is false; the session making the change goes on."""
     ended = ctx.accounts.change_password(
         principal,
         body.current_password,

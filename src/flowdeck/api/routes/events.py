@@ -11,7 +11,9 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from flowdeck.api.deps import ActorDep, CtxDep
+from flowdeck.api.params import EVENT_TYPE_ITEM
 from flowdeck.api.schemas_runs import EventOut
+from flowdeck.domain.events import MAX_PATTERNS
 from flowdeck.domain.privilege import Actor
 from flowdeck.domain.runs import Event
 from flowdeck.errors import InvalidInput
@@ -35,7 +37,11 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
 }
 Types = Annotated[
     list[str] | None,
-    Query(description="Event type patterns (`*` matches any characters): `run.*`, `step.failed`."),
+    Query(
+        description="Event type patterns (`*` matches any characters): `run.*`, `step.failed`.",
+        # in the document; the service checks them and names the one that is wrong
+        json_schema_extra={"maxItems": MAX_PATTERNS, "items": EVENT_TYPE_ITEM},
+    ),
 ]
 After = Annotated[int | None, Query(ge=0, le=2**62, description="Only events with a greater id.")]
 Limit = Annotated[int, Query(ge=1, le=1000)]

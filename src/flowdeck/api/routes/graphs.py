@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Body, Path, Query, Request, Response
 
 from flowdeck.api.deps import ActorDep, CtxDep
+from flowdeck.api.files_view import shown_graph
+from flowdeck.api.params import check_cursor, cursor_query
 from flowdeck.api.routes.events import (
     _STREAM_DOC,
     After,
@@ -17,6 +19,7 @@ from flowdeck.api.routes.events import (
     list_or_stream,
 )
 from flowdeck.api.schemas_graphs import (
+    BINDING_PATTERN,
     BindingIn,
     EdgeIn,
     GraphCreate,
@@ -30,13 +33,15 @@ from flowdeck.api.schemas_graphs import (
 from flowdeck.api.schemas_runs import EventOut
 from flowdeck.domain.graphs import GraphState
 from flowdeck.domain.privilege import Actor
+from flowdeck.domain.spec import STEP_PATTERN
 from flowdeck.services.context import Context
 
 router = APIRouter(tags=["graphs"])
+NodeName = Annotated[str, Path(pattern=STEP_PATTERN)]
 
 
 def _out(ctx: Context, actor: Actor, graph_id: str) -> GraphOut:
-    return GraphOut.of_view(ctx.graphs.get(actor, graph_id))
+    return shown_graph(ctx, GraphOut.of_view(ctx.graphs.get(actor, graph_id)))
 
 
 @router.post("/graphs", status_code=201, response_model=GraphOut)
@@ -59,10 +64,13 @@ def list_graphs(
     ctx: CtxDep,
     actor: ActorDep,
     state: Annotated[list[GraphState] | None, Query()] = None,
-    cursor: Annotated[str | None, Query(max_length=40)] = None,
+    cursor: Annotated[
+        str | None, cursor_query("graph", "Cursor: next_cursor of the previous page.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> GraphPage:
     """Your graphs (admins: all), newest first."""
+    check_cursor(cursor, "graph", "cursor")
     items = ctx.graphs.list_graphs(actor, states=state, after_id=cursor, limit=limit)
     nxt = items[-1].id if len(items) == limit else None
     return GraphPage(items=[GraphSummary.of(g) for g in items], next_cursor=nxt)
@@ -75,14 +83,14 @@ def get_graph(graph_id: str, ctx: CtxDep, actor: ActorDep) -> GraphOut:
 
 
 @router.put("/graphs/{graph_id}/nodes/{node}", response_model=GraphOut)
-def put_node(graph_id: str, node: str, body: NodeIn, ctx: CtxDep, actor: ActorDep) -> GraphOut:
+def put_node(graph_id: str, node: NodeName, body: NodeIn, ctx: CtxDep, actor: ActorDep) -> GraphOut:
     """Add or replace a node of a draft."""
     ctx.graphs.put_node(actor, graph_id, node, body.as_dict())
     return _out(ctx, actor, graph_id)
 
 
 @router.delete("/graphs/{graph_id}/nodes/{node}", response_model=GraphOut)
-def delete_node(graph_id: str, node: str, ctx: CtxDep, actor: ActorDep) -> GraphOut:
+def delete_node(graph_id: str, node: NodeName, ctx: CtxDep, actor: ActorDep) -> GraphOut:
     """Remove a node of a draft, with its edges and bindings."""
     ctx.graphs.delete_node(actor, graph_id, node)
     return _out(ctx, actor, graph_id)
@@ -100,8 +108,8 @@ def delete_edge(
     graph_id: str,
     ctx: CtxDep,
     actor: ActorDep,
-    source: Annotated[str, Query(alias="from", max_length=64)],
-    target: Annotated[str, Query(alias="to", max_length=64)],
+    source: Annotated[str, Query(alias="from", pattern=STEP_PATTERN)],
+    target: Annotated[str, Query(alias="to", pattern=STEP_PATTERN)],
 ) -> GraphOut:
     ctx.graphs.delete_edge(actor, graph_id, source, target)
     return _out(ctx, actor, graph_id)
@@ -119,7 +127,7 @@ def delete_binding(
     graph_id: str,
     ctx: CtxDep,
     actor: ActorDep,
-    target: Annotated[str, Query(alias="to", max_length=130)],
+    target: Annotated[str, Query(alias="to", pattern=BINDING_PATTERN)],
 ) -> GraphOut:
     ctx.graphs.delete_binding(actor, graph_id, target)
     return _out(ctx, actor, graph_id)
@@ -142,12 +150,14 @@ def submit_graph(graph_id: str, ctx: CtxDep, actor: ActorDep) -> GraphOut:
 @router.post("/graphs/{graph_id}/pause", response_model=GraphOut)
 def pause_graph(graph_id: str, ctx: CtxDep, actor: ActorDep) -> GraphOut:
     """Freeze its running runs; no node starts until it is resumed."""
-    return GraphOut.of_view(ctx.graphs.control(actor, graph_id, "pause", mode="freeze"))
+    return shown_graph(
+        ctx, GraphOut.of_view(ctx.graphs.control(actor, graph_id, "pause", mode="freeze"))
+    )
 
 
 @router.post("/graphs/{graph_id}/resume", response_model=GraphOut)
 def resume_graph(graph_id: str, ctx: CtxDep, actor: ActorDep) -> GraphOut:
-    return GraphOut.of_view(ctx.graphs.control(actor, graph_id, "resume"))
+    return shown_graph(ctx, GraphOut.of_view(ctx.graphs.control(actor, graph_id, "resume")))
 
 
 @router.post("/graphs/{graph_id}/stop", response_model=GraphOut)
@@ -159,13 +169,15 @@ def stop_graph(
 ) -> GraphOut:
     """Stop its runs gracefully; waiting nodes are cancelled."""
     grace = body.grace_s if body and body.grace_s is not None else ctx.settings.stop_grace_s
-    return GraphOut.of_view(ctx.graphs.control(actor, graph_id, "stop", grace_s=grace))
+    return shown_graph(
+        ctx, GraphOut.of_view(ctx.graphs.control(actor, graph_id, "stop", grace_s=grace))
+    )
 
 
 @router.post("/graphs/{graph_id}/kill", response_model=GraphOut)
 def kill_graph(graph_id: str, ctx: CtxDep, actor: ActorDep) -> GraphOut:
     """Kill its runs now; waiting nodes are cancelled."""
-    return GraphOut.of_view(ctx.graphs.control(actor, graph_id, "kill"))
+    return shown_graph(ctx, GraphOut.of_view(ctx.graphs.control(actor, graph_id, "kill")))
 
 
 @router.delete("/graphs/{graph_id}", status_code=204)

@@ -18,6 +18,7 @@ from flowdeck.api.schemas_runs import PortStateOut, PushOut, RecordOut, RecordPa
 from flowdeck.domain.ports import StreamRecord
 from flowdeck.domain.privilege import Actor
 from flowdeck.errors import FlowdeckError, InvalidInput
+from flowdeck.jsonlimits import check_depth, reject_constant
 from flowdeck.services.context import Context
 from flowdeck.services.ports import Page
 
@@ -31,19 +32,21 @@ _PUSH_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"type": "array", "items": {}}},
-            "application/x-ndjson": {"schema": {"type": "string"}},
+            "application/json": {"schema": {"type": "array", "items": {}, "minItems": 1}},
+            "application/x-ndjson": {
+                "schema": {
+                    "type": "string",
+                    "pattern": r"\S",
+                    "description": "One JSON value (a record) a line; blank lines are skipped.",
+                }
+            },
         },
     }
 }
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _loads(text: str) -> Any:
-    return json.loads(text, parse_constant=_no_constant)
+    return json.loads(text, parse_constant=reject_constant)
 
 
 def parse_records(body: bytes, content_type: str) -> list[Any]:
@@ -53,6 +56,7 @@ def parse_records(body: bytes, content_type: str) -> list[Any]:
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"the body is not UTF-8 (at byte {exc.start})") from exc
     media = content_type.split(";", 1)[0].strip().lower()
+    check_depth(body, per_line=media in NDJSON)
     if media in NDJSON:
         records = []
         for number, line in enumerate(text.splitlines(), 1):
@@ -219,6 +223,7 @@ async def push_socket(websocket: WebSocket, run_id: str, port: str) -> None:
         while True:
             text = await websocket.receive_text()
             try:
+                check_depth(text, where="message")
                 try:
                     value = _loads(text)
                 except ValueError as exc:

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 
 from flowdeck.api.deps import ActorDep, CtxDep
+from flowdeck.api.files_view import shown
 from flowdeck.api.schemas_graphs import RerunIn
 from flowdeck.api.schemas_runs import RunOut
 from flowdeck.services.reruns import rerun
@@ -23,4 +24,4 @@ def rerun_run(
     reused), `from_step` and its dependents run again."""
     body = body or RerunIn()
     run = rerun(ctx.runs, actor, run_id, body.from_step, body.params)
-    return RunOut.of(run)
+    return shown(ctx, RunOut.of(run))

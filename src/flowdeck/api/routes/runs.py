@@ -4,10 +4,10 @@ steps and logs, list, pause/resume/stop/kill, products, delete."""
 from __future__ import annotations
 
 import hashlib
+import mimetypes
 import tempfile
 import zipfile
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import IO, Annotated, Any, cast
 
@@ -17,7 +17,11 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from flowdeck.api.deps import ActorDep, CtxDep
+from flowdeck.api.downloads import download
+from flowdeck.api.files_view import shown, shown_steps, zip_members
+from flowdeck.api.params import DateTime, check_cursor, cursor_query
 from flowdeck.api.schemas_runs import (
+    FILE_NAME,
     PauseIn,
     ProductOut,
     ReferenceIn,
@@ -35,7 +39,7 @@ from flowdeck.api.schemas_runs import (
 from flowdeck.api.schemas_webhooks import CallbackOut
 from flowdeck.domain.privilege import Actor
 from flowdeck.domain.runs import RunState, state_table
-from flowdeck.errors import PayloadTooLarge
+from flowdeck.errors import NotFound, PayloadTooLarge
 from flowdeck.services import subflows
 from flowdeck.services.context import Context
 
@@ -60,7 +64,7 @@ async def create_run(body: RunCreate, ctx: CtxDep, actor: ActorDep) -> Response:
         run = await ctx.runs.create_async(
             actor, body.workflow, body.params, resources, body.tags, body.start
         )
-        out = RunCreated.of(run)
+        out = shown(ctx, RunCreated.of(run))
     # Built and checked once (the hot path of a submission), not re-validated by FastAPI.
     return Response(out.model_dump_json(), 201, media_type="application/json")
 
@@ -72,7 +76,7 @@ def _create_with_callbacks(
     run = ctx.runs.create(
         actor, body.workflow, body.params, resources, body.tags, body.start, callbacks=subs
     )
-    return RunCreated.of(run, callbacks=[CallbackOut.of(s) for s in subs])
+    return shown(ctx, RunCreated.of(run, callbacks=[CallbackOut.of(s) for s in subs]))
 
 
 @router.patch("/runs/{run_id}/params", response_model=RunOut)
@@ -80,7 +84,7 @@ def stage_params(
     run_id: str, ctx: CtxDep, actor: ActorDep, values: Annotated[dict[str, Any], Body()]
 ) -> RunOut:
     """Merge parameter values (null removes one); each is checked against its input."""
-    return RunOut.of(ctx.runs.stage_params(actor, run_id, values))
+    return shown(ctx, RunOut.of(ctx.runs.stage_params(actor, run_id, values)))
 
 
 @router.put(
@@ -102,7 +106,7 @@ async def upload_file(
     request: Request,
     ctx: CtxDep,
     actor: ActorDep,
-    filename: Annotated[str, Query(min_length=1, max_length=255)],
+    filename: Annotated[str, Query(min_length=1, max_length=255, json_schema_extra=FILE_NAME)],
 ) -> StagedFileOut:
     """Stream a file for a file input (the body is the file); replaces one of the same
     name. 413 past the server's upload limit."""
@@ -151,7 +155,7 @@ def delete_file(
     input: str,
     ctx: CtxDep,
     actor: ActorDep,
-    filename: Annotated[str, Query(min_length=1, max_length=255)],
+    filename: Annotated[str, Query(min_length=1, max_length=255, json_schema_extra=FILE_NAME)],
 ) -> Response:
     ctx.runs.unstage_file(actor, run_id, input, filename)
     return Response(status_code=204)
@@ -162,10 +166,29 @@ def list_files(run_id: str, ctx: CtxDep, actor: ActorDep) -> list[StagedFileOut]
     return [StagedFileOut.of(f) for f in ctx.runs.staged_files(actor, run_id)]
 
 
+@router.get("/runs/{run_id}/files/{input}", response_class=FileResponse)
+def download_file(
+    run_id: str,
+    input: str,
+    ctx: CtxDep,
+    actor: ActorDep,
+    filename: Annotated[str, Query(min_length=1, max_length=255, json_schema_extra=FILE_NAME)],
+) -> FileResponse:
+    """A staged file, as an attachment (the `url` of its listing entry, and of the file
+    parameters of the run's status)."""
+    for f in ctx.runs.staged_files(actor, run_id):
+        if (f.input, f.filename) == (input, filename) and Path(f.path).is_file():
+            media = mimetypes.guess_type(f.filename)[0] or "application/octet-stream"
+            return download(Path(f.path), media_type=media, filename=f.filename)
+    raise NotFound(f"run {run_id} has no file {filename!r} staged for {input!r}")
+
+
 @router.put("/runs/{run_id}/resources", response_model=RunOut)
 def set_resources(run_id: str, body: ResourcesIn, ctx: CtxDep, actor: ActorDep) -> RunOut:
     """Executor (`local` or `inprocess`), cpus, memory, walltime, priority, extra env."""
-    return RunOut.of(ctx.runs.set_resources(actor, run_id, body.model_dump(exclude_none=True)))
+    return shown(
+        ctx, RunOut.of(ctx.runs.set_resources(actor, run_id, body.model_dump(exclude_none=True)))
+    )
 
 
 @router.post("/runs/{run_id}/validate", response_model=ValidateOut)
@@ -177,7 +200,7 @@ def validate_run(run_id: str, ctx: CtxDep, actor: ActorDep) -> ValidateOut:
 
 @router.post("/runs/{run_id}/start", response_model=RunOut)
 def start_run(run_id: str, ctx: CtxDep, actor: ActorDep) -> RunOut:
-    return RunOut.of(ctx.runs.start(actor, run_id))
+    return shown(ctx, RunOut.of(ctx.runs.start(actor, run_id)))
 
 
 @router.get("/runs", response_model=RunPage)
@@ -188,13 +211,16 @@ def list_runs(
     workflow: Annotated[str | None, Query(max_length=200)] = None,
     tag: Annotated[str | None, Query(max_length=100)] = None,
     owner: Annotated[str | None, Query(max_length=64, description="Admins only.")] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
-    cursor: Annotated[str | None, Query(max_length=40)] = None,
+    created_after: DateTime | None = None,
+    created_before: DateTime | None = None,
+    cursor: Annotated[
+        str | None, cursor_query("run", "Cursor: next_cursor of the previous page.")
+    ] = None,
     sort: Annotated[str, Query(pattern="^-?created$")] = "-created",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Response:
     """Runs you may see (admins: all), filtered, a page at a time."""
+    check_cursor(cursor, "run", "cursor")
     items = ctx.runs.list_runs(
         actor,
         owner=owner,
@@ -216,7 +242,7 @@ def get_run(run_id: str, ctx: CtxDep, actor: ActorDep) -> Response:
     """State, times, running time (paused time excluded), step counts, progress, errors,
     and the child runs of its `uses:` steps, nested."""
     run, counts, current, ports, children = subflows.status_with_children(ctx.runs, actor, run_id)
-    out = RunOut.of(run, counts, current, ports)
+    out = shown(ctx, RunOut.of(run, counts, current, ports))
     out.children = children
     return _json(out)
 
@@ -244,7 +270,7 @@ def get_steps(run_id: str, ctx: CtxDep, actor: ActorDep) -> list[StepOut]:
         if prefix:
             step.label, step.run_id = prefix + step.label, s.run_id
         out.append(step)
-    return out
+    return shown_steps(ctx, out, run_id)
 
 
 @router.get("/runs/{run_id}/steps/{step}/logs")
@@ -278,12 +304,12 @@ def pause_run(
 ) -> RunOut:
     """`freeze` (SIGSTOP running steps) or `drain` (let them finish); no new step starts."""
     mode = body.mode if body else "freeze"
-    return RunOut.of(ctx.runs.control(actor, run_id, "pause", mode=mode))
+    return shown(ctx, RunOut.of(ctx.runs.control(actor, run_id, "pause", mode=mode)))
 
 
 @router.post("/runs/{run_id}/resume", response_model=RunOut)
 def resume_run(run_id: str, ctx: CtxDep, actor: ActorDep) -> RunOut:
-    return RunOut.of(ctx.runs.control(actor, run_id, "resume"))
+    return shown(ctx, RunOut.of(ctx.runs.control(actor, run_id, "resume")))
 
 
 @router.post("/runs/{run_id}/stop", response_model=RunOut)
@@ -292,13 +318,13 @@ def stop_run(
 ) -> RunOut:
     """Graceful: SIGTERM, then SIGKILL after `grace_s`; products are kept."""
     grace = body.grace_s if body and body.grace_s is not None else ctx.settings.stop_grace_s
-    return RunOut.of(ctx.runs.control(actor, run_id, "stop", grace_s=grace))
+    return shown(ctx, RunOut.of(ctx.runs.control(actor, run_id, "stop", grace_s=grace)))
 
 
 @router.post("/runs/{run_id}/kill", response_model=RunOut)
 def kill_run(run_id: str, ctx: CtxDep, actor: ActorDep) -> RunOut:
     """SIGKILL everything now and delete the run's work files (record, events, logs stay)."""
-    return RunOut.of(ctx.runs.control(actor, run_id, "kill"))
+    return shown(ctx, RunOut.of(ctx.runs.control(actor, run_id, "kill")))
 
 
 @router.delete("/runs/{run_id}", status_code=204)
@@ -315,9 +341,10 @@ def list_products(run_id: str, ctx: CtxDep, actor: ActorDep) -> list[ProductOut]
 
 @router.get("/runs/{run_id}/products.zip")
 def download_all(run_id: str, ctx: CtxDep, actor: ActorDep) -> StreamingResponse:
-    """Every product in one zip, streamed."""
+    """Every product in one zip, streamed; members are named after the products' files
+    (in a folder named after the product where several share a name)."""
     items = [(p, ctx.runs.product_path(p)) for p in ctx.runs.products(actor, run_id)]
-    files = [(p.name, path) for p, path in items if path is not None]
+    files = zip_members([(p, path) for p, path in items if path is not None])
     return StreamingResponse(
         _zip_stream(files),
         media_type="application/zip",
@@ -327,14 +354,10 @@ def download_all(run_id: str, ctx: CtxDep, actor: ActorDep) -> StreamingResponse
 
 @router.get("/runs/{run_id}/products/{product_id}")
 def download_product(run_id: str, product_id: str, ctx: CtxDep, actor: ActorDep) -> FileResponse:
-    """The file, as an attachment; Range requests are honoured."""
+    """The file, as an attachment; Range requests are answered as RFC 9110 says (206, 416
+    when no byte is in the file, an invalid Range ignored)."""
     product, path = ctx.runs.product(actor, run_id, product_id)
-    return FileResponse(
-        path,
-        media_type=product.media_type,
-        filename=path.name,
-        content_disposition_type="attachment",
-    )
+    return download(path, media_type=product.media_type, filename=path.name)
 
 
 class _Pipe:

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from flowdeck.api.deps import ActorDep, CtxDep
+from flowdeck.api.params import check_cursor, cursor_query
 from flowdeck.api.schemas_webhooks import (
     DeliveryOut,
     DeliveryPage,
@@ -19,7 +20,10 @@ from flowdeck.api.schemas_webhooks import (
 
 router = APIRouter(tags=["webhooks"])
 Limit = Annotated[int, Query(ge=1, le=200)]
-Before = Annotated[str | None, Query(max_length=40)]
+Before = Annotated[str | None, cursor_query("wh", "Cursor: next_before of the previous page.")]
+DeliveriesBefore = Annotated[
+    str | None, cursor_query("msg", "Cursor: next_before of the previous page.")
+]
 
 
 @router.post("/webhooks", status_code=201, response_model=WebhookCreated)
@@ -35,6 +39,7 @@ def list_webhooks(
     ctx: CtxDep, actor: ActorDep, limit: Limit = 50, before: Before = None
 ) -> WebhookPage:
     """Your webhooks (an admin's: everyone's), newest first."""
+    check_cursor(before, "wh", "before")
     subs = ctx.webhooks.subscriptions(actor, before=before, limit=limit)
     return WebhookPage(
         items=[WebhookOut.of(s) for s in subs],
@@ -71,9 +76,14 @@ def rotate_secret(webhook_id: str, ctx: CtxDep, actor: ActorDep) -> WebhookCreat
 
 @router.get("/webhooks/{webhook_id}/deliveries", response_model=DeliveryPage)
 def list_deliveries(
-    webhook_id: str, ctx: CtxDep, actor: ActorDep, limit: Limit = 50, before: Before = None
+    webhook_id: str,
+    ctx: CtxDep,
+    actor: ActorDep,
+    limit: Limit = 50,
+    before: DeliveriesBefore = None,
 ) -> DeliveryPage:
     """Deliveries, newest first, each with its attempts."""
+    check_cursor(before, "msg", "before")
     found = ctx.webhooks.deliveries(actor, webhook_id, before=before, limit=limit)
     return DeliveryPage(
         items=[DeliveryOut.of(d, attempts) for d, attempts in found],

@@ -1,5 +1,8 @@
 """GA4GH WES 1.1 at /ga4gh/wes/v1 (see docs/wes.md): the same bearer tokens and privilege
-rule as /api/v1; errors here are WES ErrorResponse bodies ``{msg, status_code}``."""
+rule as /api/v1; errors here are WES ErrorResponse bodies ``{msg, status_code}``.
+
+The step logs and products that a RunLog points to are served here too (the same answers
+as under /api/v1), so that a WES client reads them with the credentials it sends to WES."""
 
 from __future__ import annotations
 
@@ -7,11 +10,14 @@ import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse
+from pydantic import BeforeValidator
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from flowdeck.api.deps import ActorDep, CtxDep
+from flowdeck.api.routes import runs as runs_routes
 from flowdeck.api.schemas_wes import (
     WES_ERRORS,
     RunId,
@@ -23,9 +29,9 @@ from flowdeck.api.schemas_wes import (
 )
 from flowdeck.errors import InvalidInput, PayloadTooLarge
 from flowdeck.services.context import Context
-from flowdeck.services.wes import Wes, safe_relative, submission
+from flowdeck.services.wes import WES_PATH, Wes, safe_relative, submission
 
-WES_PREFIX = "/ga4gh/wes/v1"
+WES_PREFIX = f"/{WES_PATH}"
 router = APIRouter(prefix=WES_PREFIX, tags=["wes"], responses=WES_ERRORS)
 CHUNK = 1 << 20
 FIELDS = (
@@ -38,6 +44,15 @@ FIELDS = (
     "workflow_engine_parameters",
     "workflow_url",
 )
+
+
+def _lenient_int(value: Any) -> int | None:
+    """A query number that never fails validation (WES ListTasks declares no 400):
+    anything but an integer is as if not given."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _base(request: Request) -> str:
@@ -114,6 +129,7 @@ async def _read_form(request: Request, ctx: Context) -> tuple[dict[str, str], Pa
     return fields, folder, names
 
 
+REQUIRED = ("workflow_url", "workflow_type", "workflow_type_version")  # services.wes.submission
 RUN_REQUEST_OPENAPI: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -123,11 +139,14 @@ RUN_REQUEST_OPENAPI: dict[str, Any] = {
                     "type": "object",
                     "properties": {
                         **{name: {"type": "string"} for name in FIELDS},
+                        **{name: {"type": "string", "minLength": 1} for name in REQUIRED},
                         "workflow_attachment": {
                             "type": "array",
                             "items": {"type": "string", "format": "binary"},
                         },
                     },
+                    "required": list(REQUIRED),
+                    "additionalProperties": False,
                 }
             }
         },
@@ -172,10 +191,12 @@ def list_tasks(
     run_id: str,
     ctx: CtxDep,
     actor: ActorDep,
-    page_size: Annotated[int | None, Query(ge=1, le=10**6)] = None,
-    page_token: Annotated[str | None, Query(max_length=40)] = None,
+    page_size: Annotated[int | None, BeforeValidator(_lenient_int), Query()] = None,
+    page_token: Annotated[str | None, Query()] = None,
 ) -> dict[str, Any]:
-    """ListTasks: CWL steps as cwltool reported them (flowdeck workflows: their steps)."""
+    """ListTasks: CWL steps as cwltool reported them (flowdeck workflows: their steps).
+    Never 400: a page_size that is not a positive integer is the default (100), a
+    page_token this server did not give is past the end (an empty page)."""
     return _wes(ctx).tasks(actor, run_id, page_size, page_token, _base(request))
 
 
@@ -194,3 +215,45 @@ def cancel_run(run_id: str, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
     """CancelRun: stops the run (its process group gets SIGTERM, then SIGKILL after the
     server's stop grace)."""
     return _wes(ctx).cancel(actor, run_id)
+
+
+# -- the files a RunLog points to (not WES operations: flowdeck's, under the WES prefix) --
+
+
+LOG_OK: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "A piece of the log",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+        "headers": {"X-Next-Offset": {"schema": {"type": "integer"}}},
+    }
+}
+FILE_OK: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The file",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+@router.get("/runs/{run_id}/steps/{step}/logs", response_class=Response, responses=LOG_OK)
+def step_logs(
+    run_id: str,
+    step: str,
+    ctx: CtxDep,
+    actor: ActorDep,
+    stream: Annotated[str, Query(pattern="^(stdout|stderr)$")] = "stdout",
+    index: Annotated[int, Query(ge=-1, le=10**9)] = -1,
+    attempt: Annotated[int | None, Query(ge=1, le=10**6)] = None,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+) -> Response:
+    """A step's log, as `GET /api/v1/runs/{run_id}/steps/{step}/logs` (the run log's and
+    the task logs' stdout/stderr URLs): up to 1 MiB from `offset`, `X-Next-Offset` says
+    where to go on."""
+    return runs_routes.step_logs(run_id, step, ctx, actor, stream, index, attempt, offset)
+
+
+@router.get("/runs/{run_id}/products/{product_id}", response_class=FileResponse, responses=FILE_OK)
+def download_product(run_id: str, product_id: str, ctx: CtxDep, actor: ActorDep) -> FileResponse:
+    """A product's file, as `GET /api/v1/runs/{run_id}/products/{product_id}` (the
+    `location` of an output file in the RunLog); Range requests are honoured."""
+    return runs_routes.download_product(run_id, product_id, ctx, actor)

@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 
 from flowdeck.api.deps import ActorDep, AdminDep, CtxDep
+from flowdeck.api.params import check_cursor, cursor_query
 from flowdeck.api.schemas import (
     TrustChange,
     ValidationOut,
@@ -22,12 +25,37 @@ from flowdeck.api.schemas import (
     WorkflowSummary,
 )
 from flowdeck.domain.spec import json_schema
-from flowdeck.domain.workflows import Visibility
+from flowdeck.domain.workflows import REF_PATTERN, Visibility
 from flowdeck.engines.cwl import load_yaml, looks_like_cwl
 from flowdeck.errors import ArchiveRejected, InvalidInput, PayloadTooLarge
 from flowdeck.services.context import Context
 
 router = APIRouter(tags=["workflows"])
+
+
+class _RefConvertor(Convertor[str]):
+    """A workflow reference in a path: ``name@version`` or ``owner/name@version``.  Loose
+    (the service checks it and names what is wrong), but not the other paths under
+    /workflows: ``GET …@1/visibility`` or ``GET /workflows/validate`` is a method that path
+    does not take (405), not a workflow named ``…@1/visibility`` or ``validate``."""
+
+    regex = r"(?!validate$)[^/]+(?:/(?!(?:visibility|trusted)$)[^/]+)?"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("workflow_ref", _RefConvertor())
+Ref = Annotated[
+    str,
+    PathParam(
+        description="name@version (yours), owner/name@version, or …@latest",
+        json_schema_extra={"pattern": REF_PATTERN},
+    ),
+]
 
 SPEC_TYPES = {
     "application/json",
@@ -187,7 +215,22 @@ async def push_workflow(
     return WorkflowOut.of(pushed.workflow)
 
 
-@router.post("/workflows/validate", response_model=ValidationOut, openapi_extra=BODY_OPENAPI)
+# Validation reports on any document: a JSON body that is not an object is a workflow with
+# a problem (200, valid: false), not a refused request.
+VALIDATE_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            **BODY_OPENAPI["requestBody"]["content"],
+            "application/json": {
+                "schema": {"description": "A workflow spec (see /api/v1/schema/workflow.json)"}
+            },
+        },
+    }
+}
+
+
+@router.post("/workflows/validate", response_model=ValidationOut, openapi_extra=VALIDATE_OPENAPI)
 async def validate_workflow(request: Request, ctx: CtxDep, _actor: ActorDep) -> ValidationOut:
     """Check a spec or an archive without storing it: every problem at once, each with
     its path and line:column."""
@@ -219,10 +262,11 @@ def list_workflows(
     owner: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     before: Annotated[
-        str | None, Query(max_length=40, description="Cursor: next_before of the previous page.")
+        str | None, cursor_query("wf", "Cursor: next_before of the previous page.")
     ] = None,
 ) -> WorkflowPage:
     """Workflows you can see (yours, shared with you, public; admins: all), newest first."""
+    check_cursor(before, "wf", "before")
     items = ctx.workflows.list_workflows(
         actor, name=name, owner=owner, before_id=before, limit=limit
     )
@@ -230,21 +274,21 @@ def list_workflows(
     return WorkflowPage(items=[WorkflowSummary.of(w) for w in items], next_before=nxt)
 
 
-@router.put("/workflows/{ref:path}/visibility", response_model=WorkflowOut)
-def set_visibility(ref: str, body: VisibilityChange, ctx: CtxDep, actor: ActorDep) -> WorkflowOut:
+@router.put("/workflows/{ref:workflow_ref}/visibility", response_model=WorkflowOut)
+def set_visibility(ref: Ref, body: VisibilityChange, ctx: CtxDep, actor: ActorDep) -> WorkflowOut:
     """private, shared (read-only, with `users`), or public; owner or admin."""
     wf = ctx.workflows.set_visibility(actor, ref, body.visibility, body.users)
     return WorkflowOut.of(wf, ctx.workflows.shared_with(actor, ref))
 
 
-@router.put("/workflows/{ref:path}/trusted", response_model=WorkflowOut)
-def set_trusted(ref: str, body: TrustChange, ctx: CtxDep, actor: AdminDep) -> WorkflowOut:
+@router.put("/workflows/{ref:workflow_ref}/trusted", response_model=WorkflowOut)
+def set_trusted(ref: Ref, body: TrustChange, ctx: CtxDep, actor: AdminDep) -> WorkflowOut:
     """Admins mark a workflow trusted: the in-server executor runs only trusted workflows."""
     return WorkflowOut.of(ctx.workflows.set_trusted(actor, ref, body.trusted))
 
 
-@router.get("/workflows/{ref:path}", response_model=WorkflowOut)
-def get_workflow(ref: str, ctx: CtxDep, actor: ActorDep) -> WorkflowOut:
+@router.get("/workflows/{ref:workflow_ref}", response_model=WorkflowOut)
+def get_workflow(ref: Ref, ctx: CtxDep, actor: ActorDep) -> WorkflowOut:
     """`name@version` (yours), `owner/name@version`, or `…@latest`."""
     wf = ctx.workflows.get(actor, ref)
     shared = (
@@ -255,8 +299,8 @@ def get_workflow(ref: str, ctx: CtxDep, actor: ActorDep) -> WorkflowOut:
     return WorkflowOut.of(wf, shared)
 
 
-@router.delete("/workflows/{ref:path}", status_code=204)
-def delete_workflow(ref: str, ctx: CtxDep, actor: ActorDep) -> Response:
+@router.delete("/workflows/{ref:workflow_ref}", status_code=204)
+def delete_workflow(ref: Ref, ctx: CtxDep, actor: ActorDep) -> Response:
     """Delete a version and its files; 409 while an active run uses it."""
     ctx.workflows.delete(actor, ref)
     return Response(status_code=204)

@@ -1,4 +1,5 @@
-"""The client: accounts, workflows, runs, events, webhooks and graphs of one server."""
+"""The client: workflows, runs, events, webhooks and graphs of one server (accounts are
+in :mod:`.accounts`)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
+from flowdeck.client._async.accounts import AsyncAccounts
 from flowdeck.client._async.graphs import AsyncGraph
-from flowdeck.client._async.http import AsyncHTTP
 from flowdeck.client._async.run import AsyncRun
 from flowdeck.client._backend import AsyncBackend, AsyncStream
 from flowdeck.client._shared import (
@@ -15,6 +16,7 @@ from flowdeck.client._shared import (
     Event,
     Query,
     Reconnect,
+    callback_bodies,
     event_query,
     graph_body,
     present,
@@ -24,39 +26,9 @@ from flowdeck.client._shared import (
 from flowdeck.client.files import push_query, workflow_body
 
 
-class AsyncClient(AsyncHTTP):
+class AsyncClient(AsyncAccounts):
     """A flowdeck server, over HTTP.  ``token`` is a session or API token; :meth:`login`
     sets one."""
-
-    # -- accounts -------------------------------------------------------------------------
-    async def register(self, username: str, password: str) -> dict[str, Any]:
-        """Create an account (the server's registration setting decides whether it is
-        active at once)."""
-        body = {"username": username, "password": password}
-        result: dict[str, Any] = await self.request("POST", f"{API}/auth/register", json=body)
-        return result
-
-    async def login(self, username: str, password: str) -> dict[str, Any]:
-        """Log in; the client uses the returned token from now on."""
-        body = {"username": username, "password": password}
-        result: dict[str, Any] = await self.request("POST", f"{API}/auth/login", json=body)
-        self.token = result["token"]
-        return result
-
-    async def logout(self) -> None:
-        """End the session of the token; the client forgets it."""
-        await self.request("POST", f"{API}/auth/logout")
-        self.token = None
-
-    async def me(self) -> dict[str, Any]:
-        """The account the token belongs to."""
-        result: dict[str, Any] = await self.request("GET", f"{API}/auth/me")
-        return result
-
-    async def health(self) -> dict[str, Any]:
-        """The server's health (no login needed)."""
-        result: dict[str, Any] = await self.request("GET", "/healthz")
-        return result
 
     # -- workflows ------------------------------------------------------------------------
     async def _post_workflow(self, path: str | Path, url: str, query: dict[str, str]) -> Any:
@@ -94,10 +66,20 @@ class AsyncClient(AsyncHTTP):
         result: dict[str, Any] = await self._post_workflow(path, f"{API}/workflows/validate", {})
         return result
 
+    async def iter_workflows(
+        self, name: str | None = None, owner: str | None = None, limit: int | None = None
+    ) -> AsyncStream[dict[str, Any]]:
+        """Workflows you can see, newest first, fetched a page at a time as they are
+        iterated."""
+        query: Query = list(present(name=name, owner=owner).items())
+        async with aclosing(self.pages(f"{API}/workflows", query, limit)) as items:
+            async for item in items:
+                yield item
+
     async def workflows(
-        self, name: str | None = None, owner: str | None = None, limit: int = 100
+        self, name: str | None = None, owner: str | None = None, limit: int | None = 100
     ) -> list[dict[str, Any]]:
-        """Workflows you can see, newest first (at most ``limit``)."""
+        """Workflows you can see, newest first (at most ``limit``; ``None``: all)."""
         query: Query = list(present(name=name, owner=owner).items())
         return await self.collect(f"{API}/workflows", query, limit)
 
@@ -105,6 +87,30 @@ class AsyncClient(AsyncHTTP):
         """One version: ``name@version``, ``owner/name@version`` or ``…@latest``."""
         result: dict[str, Any] = await self.request("GET", f"{API}/workflows/{ref}")
         return result
+
+    async def set_visibility(
+        self, ref: str, visibility: str, users: list[str] | None = None
+    ) -> dict[str, Any]:
+        """``private``, ``shared`` (read-only, with the usernames ``users``, which replace
+        the list) or ``public`` (its owner or an admin)."""
+        body = {"visibility": visibility, **present(users=users)}
+        result: dict[str, Any] = await self.request(
+            "PUT", f"{API}/workflows/{ref}/visibility", json=body
+        )
+        return result
+
+    async def set_trusted(self, ref: str, trusted: bool = True) -> dict[str, Any]:
+        """Mark a version trusted (or not): the in-server executor runs only trusted
+        workflows (admins; ``owner/name@version``)."""
+        result: dict[str, Any] = await self.request(
+            "PUT", f"{API}/workflows/{ref}/trusted", json={"trusted": trusted}
+        )
+        return result
+
+    async def delete_workflow(self, ref: str) -> None:
+        """Delete a version and its files (``ConflictError`` while an active run uses
+        it)."""
+        await self.request("DELETE", f"{API}/workflows/{ref}")
 
     # -- runs -----------------------------------------------------------------------------
     async def create_run(
@@ -114,13 +120,18 @@ class AsyncClient(AsyncHTTP):
         resources: dict[str, Any] | None = None,
         tags: list[str] | None = None,
         start: bool = False,
+        callbacks: list[str | dict[str, Any]] | None = None,
     ) -> AsyncRun:
         """A new staged run of ``workflow`` (``name@version``), queued at once with
-        ``start``."""
+        ``start``.  ``callbacks`` subscribe webhooks to its events in the same step: a URL
+        (every event) or ``{"url": …, "events": [patterns]}`` each; their secrets are in
+        ``run.data["callbacks"]``, shown only now."""
         body = {
             "workflow": workflow,
             "start": start,
-            **present(params=params, resources=resources, tags=tags),
+            **present(
+                params=params, resources=resources, tags=tags, callbacks=callback_bodies(callbacks)
+            ),
         }
         return AsyncRun(self, await self.request("POST", f"{API}/runs", json=body))
 
@@ -128,15 +139,30 @@ class AsyncClient(AsyncHTTP):
         """A run you may read (its status is fetched now)."""
         return AsyncRun(self, await self.request("GET", f"{API}/runs/{run_id}"))
 
+    async def iter_runs(
+        self,
+        state: list[str] | str | None = None,
+        workflow: str | None = None,
+        tag: str | None = None,
+        owner: str | None = None,
+        limit: int | None = None,
+    ) -> AsyncStream[AsyncRun]:
+        """Your runs (admins: all), newest first, fetched a page at a time as they are
+        iterated."""
+        query = run_query(state, workflow, tag, owner)
+        async with aclosing(self.pages(f"{API}/runs", query, limit)) as items:
+            async for item in items:
+                yield AsyncRun(self, item)
+
     async def runs(
         self,
         state: list[str] | str | None = None,
         workflow: str | None = None,
         tag: str | None = None,
         owner: str | None = None,
-        limit: int = 50,
+        limit: int | None = 50,
     ) -> list[AsyncRun]:
-        """Your runs (admins: all), newest first, at most ``limit``."""
+        """Your runs (admins: all), newest first, at most ``limit`` (``None``: all)."""
         query = run_query(state, workflow, tag, owner)
         return [AsyncRun(self, item) for item in await self.collect(f"{API}/runs", query, limit)]
 
@@ -146,12 +172,13 @@ class AsyncClient(AsyncHTTP):
         runs: list[str] | None = None,
         types: list[str] | None = None,
         after: int | None = None,
-        limit: int = 100,
+        limit: int | None = 100,
     ) -> list[Event]:
         """Events of your runs so far, oldest first: of ``runs``, matching ``types``,
-        after event id ``after``, at most ``limit``."""
-        query = event_query(runs, types, after, limit)
-        return [Event.of(e) for e in await self.request("GET", f"{API}/events", params=query)]
+        after event id ``after``, at most ``limit`` (``None``: all), page after page."""
+        pages = self.event_pages(f"{API}/events", event_query(runs, types, None), after, limit)
+        async with aclosing(pages) as events:
+            return [event async for event in events]
 
     async def events(
         self,
@@ -180,8 +207,16 @@ class AsyncClient(AsyncHTTP):
         result: dict[str, Any] = await self.request("POST", f"{API}/webhooks", json=body)
         return result
 
-    async def webhooks(self, limit: int = 100) -> list[dict[str, Any]]:
-        """Your subscriptions (admins: all), newest first, without their secrets."""
+    async def iter_webhooks(self, limit: int | None = None) -> AsyncStream[dict[str, Any]]:
+        """Your subscriptions (admins: all), newest first, fetched a page at a time as
+        they are iterated."""
+        async with aclosing(self.pages(f"{API}/webhooks", [], limit)) as items:
+            async for item in items:
+                yield item
+
+    async def webhooks(self, limit: int | None = 100) -> list[dict[str, Any]]:
+        """Your subscriptions (admins: all), newest first, without their secrets (at most
+        ``limit``; ``None``: all)."""
         return await self.collect(f"{API}/webhooks", [], limit)
 
     async def webhook(self, webhook_id: str) -> dict[str, Any]:
@@ -215,8 +250,19 @@ class AsyncClient(AsyncHTTP):
         )
         return result
 
-    async def deliveries(self, webhook_id: str, limit: int = 100) -> list[dict[str, Any]]:
-        """The subscription's deliveries, newest first, each with its ``attempts``."""
+    async def iter_deliveries(
+        self, webhook_id: str, limit: int | None = None
+    ) -> AsyncStream[dict[str, Any]]:
+        """The subscription's deliveries, newest first, fetched a page at a time as they
+        are iterated."""
+        url = f"{API}/webhooks/{webhook_id}/deliveries"
+        async with aclosing(self.pages(url, [], limit)) as items:
+            async for item in items:
+                yield item
+
+    async def deliveries(self, webhook_id: str, limit: int | None = 100) -> list[dict[str, Any]]:
+        """The subscription's deliveries, newest first, each with its ``attempts`` (at
+        most ``limit``; ``None``: all)."""
         return await self.collect(f"{API}/webhooks/{webhook_id}/deliveries", [], limit)
 
     async def redeliver(self, webhook_id: str, delivery_id: str) -> dict[str, Any]:
@@ -255,7 +301,19 @@ class AsyncClient(AsyncHTTP):
         """A graph you may read (its status is fetched now)."""
         return AsyncGraph(self, await self.request("GET", f"{API}/graphs/{graph_id}"))
 
-    async def graphs(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Your graphs (admins: all), newest first."""
+    async def iter_graphs(
+        self, state: str | None = None, limit: int | None = None
+    ) -> AsyncStream[dict[str, Any]]:
+        """Your graphs (admins: all), newest first, fetched a page at a time as they are
+        iterated."""
+        query: Query = list(present(state=state).items())
+        async with aclosing(self.pages(f"{API}/graphs", query, limit)) as items:
+            async for item in items:
+                yield item
+
+    async def graphs(
+        self, state: str | None = None, limit: int | None = 100
+    ) -> list[dict[str, Any]]:
+        """Your graphs (admins: all), newest first (at most ``limit``; ``None``: all)."""
         query: Query = list(present(state=state).items())
         return await self.collect(f"{API}/graphs", query, limit)

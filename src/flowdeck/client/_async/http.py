@@ -5,14 +5,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any, Self
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from flowdeck.client._backend import AsyncBackend, AsyncStream
-from flowdeck.client._shared import PAGE, Query, Reconnect, retryable, stream_headers
+from flowdeck.client._shared import (
+    EVENT_PAGE,
+    PAGE,
+    Event,
+    Query,
+    Reconnect,
+    checked_limit,
+    page_size,
+    retryable,
+    stream_headers,
+)
 from flowdeck.client.errors import ApiError, ConnectionFailed, raise_for
 
 
@@ -30,10 +40,12 @@ class AsyncHTTP:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         """``verify``: TLS verification (or a CA bundle's path); ``transport``: a custom
-        httpx transport (proxies, retries)."""
+        httpx transport (proxies, retries).  ``page_size`` (an attribute) is the number of
+        items a listing asks for per request: ``None``, the most the server gives."""
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.page_size: int | None = None
         self._http = httpx.AsyncClient(
             base_url=self.base_url, timeout=timeout, verify=verify, transport=transport
         )
@@ -76,22 +88,55 @@ class AsyncHTTP:
             return None
         return response.json()
 
-    async def collect(self, path: str, query: Query, limit: int) -> list[dict[str, Any]]:
-        """Up to ``limit`` items of a listing, page after page (``next_cursor`` or
-        ``next_before`` of each page leads to the next)."""
-        items: list[dict[str, Any]] = []
+    async def pages(
+        self, path: str, query: Query, limit: int | None = None, key: str = "items"
+    ) -> AsyncStream[dict[str, Any]]:
+        """The items of a listing, up to ``limit`` (``None``: all), fetched a page at a
+        time as they are taken (``next_cursor`` or ``next_before`` of each page leads to
+        the next); ``key`` names the page's list."""
+        limit = checked_limit(limit)
+        size = page_size(self.page_size, PAGE)
         following: Query = []
-        while len(items) < limit:
-            params = [*query, *following, ("limit", min(PAGE, limit - len(items)))]
-            page = await self.request("GET", path, params=params)
-            items += page["items"]
+        taken = 0
+        while limit is None or taken < limit:
+            ask = size if limit is None else min(size, limit - taken)
+            page = await self.request("GET", path, params=[*query, *following, ("limit", ask)])
+            for item in page[key]:
+                yield item
+                taken += 1
             if page.get("next_cursor"):
                 following = [("cursor", page["next_cursor"])]
             elif page.get("next_before"):
                 following = [("before", page["next_before"])]
             else:
-                break
-        return items
+                return
+
+    async def collect(
+        self, path: str, query: Query, limit: int | None, key: str = "items"
+    ) -> list[dict[str, Any]]:
+        """Up to ``limit`` items of a listing (``None``: all), page after page."""
+        async with aclosing(self.pages(path, query, limit, key)) as items:
+            return [item async for item in items]
+
+    async def event_pages(
+        self, path: str, query: Query, after: int | None, limit: int | None
+    ) -> AsyncStream[Event]:
+        """The events of an event listing after id ``after``, oldest first, up to
+        ``limit`` (``None``: all there are now), a page at a time."""
+        limit = checked_limit(limit)
+        size = page_size(self.page_size, EVENT_PAGE)
+        taken = 0
+        while limit is None or taken < limit:
+            ask = size if limit is None else min(size, limit - taken)
+            since: Query = [] if after is None else [("after", after)]
+            found = await self.request("GET", path, params=[*query, *since, ("limit", ask)])
+            for body in found:
+                event = Event.of(body)
+                after = event.id
+                yield event
+                taken += 1
+            if len(found) < ask:
+                return
 
     @asynccontextmanager
     async def stream_bytes(self, path: str) -> AsyncIterator[AsyncIterator[bytes]]:

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from flowdeck.client._async.ports import AsyncInputPort, AsyncOutputPort
 from flowdeck.client._async.resource import AsyncResource
 from flowdeck.client._backend import AsyncBackend
-from flowdeck.client._shared import TERMINAL_STATES
+from flowdeck.client._shared import TERMINAL_STATES, present
 from flowdeck.client.errors import NotFoundError
 from flowdeck.client.files import AtomicFile, download_target
 
@@ -41,6 +41,24 @@ class AsyncRun(AsyncResource):
                 headers={"Content-Type": "application/octet-stream"},
             )
         return result
+
+    async def reference(
+        self,
+        input: str,
+        *,
+        data_path: str | None = None,
+        run: str | None = None,
+        product: str | None = None,
+    ) -> dict[str, Any]:
+        """Stage a file without sending it: ``data_path``, a file under the server's data
+        root (read in place), or a snapshot of ``product`` (id or name) of your ``run``."""
+        body = present(data_path=data_path, run=run, product=product)
+        result: dict[str, Any] = await self._call("POST", f"/files/{input}/reference", json=body)
+        return result
+
+    async def remove_file(self, input: str, filename: str) -> None:
+        """Unstage the file ``filename`` of ``input``."""
+        await self._call("DELETE", f"/files/{input}", params={"filename": filename})
 
     async def files(self) -> list[dict[str, Any]]:
         """The files staged so far."""
@@ -129,10 +147,15 @@ class AsyncRun(AsyncResource):
         raise NotFoundError(404, "not_found", f"run {self.id} has no product {product!r}")
 
     async def download(self, product: str | dict[str, Any], dest: str | Path) -> Path:
-        """Save one product (its id, name or listing entry) to ``dest`` (a file, or a
-        directory to save it in under its name), atomically.  Returns the path."""
+        """Save one product (its id, name or listing entry), a file of the status
+        (``{name, size, url}``: a file parameter or output) or a staged file (an entry of
+        :meth:`files`) to ``dest`` (a file, or a directory to save it in under its name),
+        atomically.  Returns the path."""
         entry = await self._product(product)
-        return await self._save(entry["url"], Path(dest), Path(entry["name"]).name)
+        name = str(entry.get("name") or entry.get("filename"))
+        if not entry.get("url"):
+            raise NotFoundError(404, "not_found", f"{name!r} has no download link")
+        return await self._save(entry["url"], Path(dest), Path(name).name)
 
     async def download_all(self, dest: str | Path) -> Path:
         """Every product in one zip."""

@@ -1,5 +1,6 @@
 # Generated from client/_async/client.py by scripts/gen_sync_client.py: do not edit.
-"""The client: accounts, workflows, runs, events, webhooks and graphs of one server."""
+"""The client: workflows, runs, events, webhooks and graphs of one server (accounts are
+in :mod:`.accounts`)."""
 
 from __future__ import annotations
 
@@ -13,51 +14,22 @@ from flowdeck.client._shared import (
     Event,
     Query,
     Reconnect,
+    callback_bodies,
     event_query,
     graph_body,
     present,
     run_query,
     webhook_body,
 )
+from flowdeck.client._sync.accounts import SyncAccounts
 from flowdeck.client._sync.graphs import Graph
-from flowdeck.client._sync.http import SyncHTTP
 from flowdeck.client._sync.run import Run
 from flowdeck.client.files import push_query, workflow_body
 
 
-class Client(SyncHTTP):
+class Client(SyncAccounts):
     """A flowdeck server, over HTTP.  ``token`` is a session or API token; :meth:`login`
     sets one."""
-
-    # -- accounts -------------------------------------------------------------------------
-    def register(self, username: str, password: str) -> dict[str, Any]:
-        """Create an account (the server's registration setting decides whether it is
-        active at once)."""
-        body = {"username": username, "password": password}
-        result: dict[str, Any] = self.request("POST", f"{API}/auth/register", json=body)
-        return result
-
-    def login(self, username: str, password: str) -> dict[str, Any]:
-        """Log in; the client uses the returned token from now on."""
-        body = {"username": username, "password": password}
-        result: dict[str, Any] = self.request("POST", f"{API}/auth/login", json=body)
-        self.token = result["token"]
-        return result
-
-    def logout(self) -> None:
-        """End the session of the token; the client forgets it."""
-        self.request("POST", f"{API}/auth/logout")
-        self.token = None
-
-    def me(self) -> dict[str, Any]:
-        """The account the token belongs to."""
-        result: dict[str, Any] = self.request("GET", f"{API}/auth/me")
-        return result
-
-    def health(self) -> dict[str, Any]:
-        """The server's health (no login needed)."""
-        result: dict[str, Any] = self.request("GET", "/healthz")
-        return result
 
     # -- workflows ------------------------------------------------------------------------
     def _post_workflow(self, path: str | Path, url: str, query: dict[str, str]) -> Any:
@@ -95,10 +67,20 @@ class Client(SyncHTTP):
         result: dict[str, Any] = self._post_workflow(path, f"{API}/workflows/validate", {})
         return result
 
+    def iter_workflows(
+        self, name: str | None = None, owner: str | None = None, limit: int | None = None
+    ) -> SyncStream[dict[str, Any]]:
+        """Workflows you can see, newest first, fetched a page at a time as they are
+        iterated."""
+        query: Query = list(present(name=name, owner=owner).items())
+        with closing(self.pages(f"{API}/workflows", query, limit)) as items:
+            for item in items:
+                yield item
+
     def workflows(
-        self, name: str | None = None, owner: str | None = None, limit: int = 100
+        self, name: str | None = None, owner: str | None = None, limit: int | None = 100
     ) -> list[dict[str, Any]]:
-        """Workflows you can see, newest first (at most ``limit``)."""
+        """Workflows you can see, newest first (at most ``limit``; ``None``: all)."""
         query: Query = list(present(name=name, owner=owner).items())
         return self.collect(f"{API}/workflows", query, limit)
 
@@ -106,6 +88,28 @@ class Client(SyncHTTP):
         """One version: ``name@version``, ``owner/name@version`` or ``…@latest``."""
         result: dict[str, Any] = self.request("GET", f"{API}/workflows/{ref}")
         return result
+
+    def set_visibility(
+        self, ref: str, visibility: str, users: list[str] | None = None
+    ) -> dict[str, Any]:
+        """``private``, ``shared`` (read-only, with the usernames ``users``, which replace
+        the list) or ``public`` (its owner or an admin)."""
+        body = {"visibility": visibility, **present(users=users)}
+        result: dict[str, Any] = self.request("PUT", f"{API}/workflows/{ref}/visibility", json=body)
+        return result
+
+    def set_trusted(self, ref: str, trusted: bool = True) -> dict[str, Any]:
+        """Mark a version trusted (or not): the in-server executor runs only trusted
+        workflows (admins; ``owner/name@version``)."""
+        result: dict[str, Any] = self.request(
+            "PUT", f"{API}/workflows/{ref}/trusted", json={"trusted": trusted}
+        )
+        return result
+
+    def delete_workflow(self, ref: str) -> None:
+        """Delete a version and its files (``ConflictError`` while an active run uses
+        it)."""
+        self.request("DELETE", f"{API}/workflows/{ref}")
 
     # -- runs -----------------------------------------------------------------------------
     def create_run(
@@ -115,13 +119,18 @@ class Client(SyncHTTP):
         resources: dict[str, Any] | None = None,
         tags: list[str] | None = None,
         start: bool = False,
+        callbacks: list[str | dict[str, Any]] | None = None,
     ) -> Run:
         """A new staged run of ``workflow`` (``name@version``), queued at once with
-        ``start``."""
+        ``start``.  ``callbacks`` subscribe webhooks to its events in the same step: a URL
+        (every event) or ``{"url": …, "events": [patterns]}`` each; their secrets are in
+        ``run.data["callbacks"]``, shown only now."""
         body = {
             "workflow": workflow,
             "start": start,
-            **present(params=params, resources=resources, tags=tags),
+            **present(
+                params=params, resources=resources, tags=tags, callbacks=callback_bodies(callbacks)
+            ),
         }
         return Run(self, self.request("POST", f"{API}/runs", json=body))
 
@@ -129,15 +138,30 @@ class Client(SyncHTTP):
         """A run you may read (its status is fetched now)."""
         return Run(self, self.request("GET", f"{API}/runs/{run_id}"))
 
+    def iter_runs(
+        self,
+        state: list[str] | str | None = None,
+        workflow: str | None = None,
+        tag: str | None = None,
+        owner: str | None = None,
+        limit: int | None = None,
+    ) -> SyncStream[Run]:
+        """Your runs (admins: all), newest first, fetched a page at a time as they are
+        iterated."""
+        query = run_query(state, workflow, tag, owner)
+        with closing(self.pages(f"{API}/runs", query, limit)) as items:
+            for item in items:
+                yield Run(self, item)
+
     def runs(
         self,
         state: list[str] | str | None = None,
         workflow: str | None = None,
         tag: str | None = None,
         owner: str | None = None,
-        limit: int = 50,
+        limit: int | None = 50,
     ) -> list[Run]:
-        """Your runs (admins: all), newest first, at most ``limit``."""
+        """Your runs (admins: all), newest first, at most ``limit`` (``None``: all)."""
         query = run_query(state, workflow, tag, owner)
         return [Run(self, item) for item in self.collect(f"{API}/runs", query, limit)]
 
@@ -147,12 +171,13 @@ class Client(SyncHTTP):
         runs: list[str] | None = None,
         types: list[str] | None = None,
         after: int | None = None,
-        limit: int = 100,
+        limit: int | None = 100,
     ) -> list[Event]:
         """Events of your runs so far, oldest first: of ``runs``, matching ``types``,
-        after event id ``after``, at most ``limit``."""
-        query = event_query(runs, types, after, limit)
-        return [Event.of(e) for e in self.request("GET", f"{API}/events", params=query)]
+        after event id ``after``, at most ``limit`` (``None``: all), page after page."""
+        pages = self.event_pages(f"{API}/events", event_query(runs, types, None), after, limit)
+        with closing(pages) as events:
+            return [event for event in events]
 
     def events(
         self,
@@ -181,8 +206,16 @@ class Client(SyncHTTP):
         result: dict[str, Any] = self.request("POST", f"{API}/webhooks", json=body)
         return result
 
-    def webhooks(self, limit: int = 100) -> list[dict[str, Any]]:
-        """Your subscriptions (admins: all), newest first, without their secrets."""
+    def iter_webhooks(self, limit: int | None = None) -> SyncStream[dict[str, Any]]:
+        """Your subscriptions (admins: all), newest first, fetched a page at a time as
+        they are iterated."""
+        with closing(self.pages(f"{API}/webhooks", [], limit)) as items:
+            for item in items:
+                yield item
+
+    def webhooks(self, limit: int | None = 100) -> list[dict[str, Any]]:
+        """Your subscriptions (admins: all), newest first, without their secrets (at most
+        ``limit``; ``None``: all)."""
         return self.collect(f"{API}/webhooks", [], limit)
 
     def webhook(self, webhook_id: str) -> dict[str, Any]:
@@ -212,8 +245,19 @@ class Client(SyncHTTP):
         result: dict[str, Any] = self.request("POST", f"{API}/webhooks/{webhook_id}/rotate-secret")
         return result
 
-    def deliveries(self, webhook_id: str, limit: int = 100) -> list[dict[str, Any]]:
-        """The subscription's deliveries, newest first, each with its ``attempts``."""
+    def iter_deliveries(
+        self, webhook_id: str, limit: int | None = None
+    ) -> SyncStream[dict[str, Any]]:
+        """The subscription's deliveries, newest first, fetched a page at a time as they
+        are iterated."""
+        url = f"{API}/webhooks/{webhook_id}/deliveries"
+        with closing(self.pages(url, [], limit)) as items:
+            for item in items:
+                yield item
+
+    def deliveries(self, webhook_id: str, limit: int | None = 100) -> list[dict[str, Any]]:
+        """The subscription's deliveries, newest first, each with its ``attempts`` (at
+        most ``limit``; ``None``: all)."""
         return self.collect(f"{API}/webhooks/{webhook_id}/deliveries", [], limit)
 
     def redeliver(self, webhook_id: str, delivery_id: str) -> dict[str, Any]:
@@ -252,7 +296,17 @@ class Client(SyncHTTP):
         """A graph you may read (its status is fetched now)."""
         return Graph(self, self.request("GET", f"{API}/graphs/{graph_id}"))
 
-    def graphs(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Your graphs (admins: all), newest first."""
+    def iter_graphs(
+        self, state: str | None = None, limit: int | None = None
+    ) -> SyncStream[dict[str, Any]]:
+        """Your graphs (admins: all), newest first, fetched a page at a time as they are
+        iterated."""
+        query: Query = list(present(state=state).items())
+        with closing(self.pages(f"{API}/graphs", query, limit)) as items:
+            for item in items:
+                yield item
+
+    def graphs(self, state: str | None = None, limit: int | None = 100) -> list[dict[str, Any]]:
+        """Your graphs (admins: all), newest first (at most ``limit``; ``None``: all)."""
         query: Query = list(present(state=state).items())
         return self.collect(f"{API}/graphs", query, limit)

@@ -6,14 +6,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from typing import Any, Self
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from flowdeck.client._backend import SyncBackend, SyncStream
-from flowdeck.client._shared import PAGE, Query, Reconnect, retryable, stream_headers
+from flowdeck.client._shared import (
+    EVENT_PAGE,
+    PAGE,
+    Event,
+    Query,
+    Reconnect,
+    checked_limit,
+    page_size,
+    retryable,
+    stream_headers,
+)
 from flowdeck.client.errors import ApiError, ConnectionFailed, raise_for
 
 
@@ -31,10 +41,12 @@ class SyncHTTP:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         """``verify``: TLS verification (or a CA bundle's path); ``transport``: a custom
-        httpx transport (proxies, retries)."""
+        httpx transport (proxies, retries).  ``page_size`` (an attribute) is the number of
+        items a listing asks for per request: ``None``, the most the server gives."""
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.page_size: int | None = None
         self._http = httpx.Client(
             base_url=self.base_url, timeout=timeout, verify=verify, transport=transport
         )
@@ -77,22 +89,55 @@ class SyncHTTP:
             return None
         return response.json()
 
-    def collect(self, path: str, query: Query, limit: int) -> list[dict[str, Any]]:
-        """Up to ``limit`` items of a listing, page after page (``next_cursor`` or
-        ``next_before`` of each page leads to the next)."""
-        items: list[dict[str, Any]] = []
+    def pages(
+        self, path: str, query: Query, limit: int | None = None, key: str = "items"
+    ) -> SyncStream[dict[str, Any]]:
+        """The items of a listing, up to ``limit`` (``None``: all), fetched a page at a
+        time as they are taken (``next_cursor`` or ``next_before`` of each page leads to
+        the next); ``key`` names the page's list."""
+        limit = checked_limit(limit)
+        size = page_size(self.page_size, PAGE)
         following: Query = []
-        while len(items) < limit:
-            params = [*query, *following, ("limit", min(PAGE, limit - len(items)))]
-            page = self.request("GET", path, params=params)
-            items += page["items"]
+        taken = 0
+        while limit is None or taken < limit:
+            ask = size if limit is None else min(size, limit - taken)
+            page = self.request("GET", path, params=[*query, *following, ("limit", ask)])
+            for item in page[key]:
+                yield item
+                taken += 1
             if page.get("next_cursor"):
                 following = [("cursor", page["next_cursor"])]
             elif page.get("next_before"):
                 following = [("before", page["next_before"])]
             else:
-                break
-        return items
+                return
+
+    def collect(
+        self, path: str, query: Query, limit: int | None, key: str = "items"
+    ) -> list[dict[str, Any]]:
+        """Up to ``limit`` items of a listing (``None``: all), page after page."""
+        with closing(self.pages(path, query, limit, key)) as items:
+            return [item for item in items]
+
+    def event_pages(
+        self, path: str, query: Query, after: int | None, limit: int | None
+    ) -> SyncStream[Event]:
+        """The events of an event listing after id ``after``, oldest first, up to
+        ``limit`` (``None``: all there are now), a page at a time."""
+        limit = checked_limit(limit)
+        size = page_size(self.page_size, EVENT_PAGE)
+        taken = 0
+        while limit is None or taken < limit:
+            ask = size if limit is None else min(size, limit - taken)
+            since: Query = [] if after is None else [("after", after)]
+            found = self.request("GET", path, params=[*query, *since, ("limit", ask)])
+            for body in found:
+                event = Event.of(body)
+                after = event.id
+                yield event
+                taken += 1
+            if len(found) < ask:
+                return
 
     @contextmanager
     def stream_bytes(self, path: str) -> Iterator[Iterator[bytes]]:

@@ -71,12 +71,15 @@ class SyncResource:
         return self._update("GET")
 
     def list_events(
-        self, types: list[str] | None = None, after: int | None = None, limit: int = 100
+        self, types: list[str] | None = None, after: int | None = None, limit: int | None = 100
     ) -> list[Event]:
         """Its events so far, oldest first: those matching ``types`` (patterns such as
-        ``step.*``), after event id ``after``, at most ``limit``."""
-        found = self._call("GET", "/events", params=event_query(None, types, after, limit))
-        return [Event.of(e) for e in found]
+        ``step.*``), after event id ``after``, at most ``limit`` (``None``: all), page
+        after page."""
+        query = event_query(None, types, None)
+        pages = self.client.event_pages(self.url + "/events", query, after, limit)
+        with closing(pages) as events:
+            return [event for event in events]
 
     def events(
         self,

@@ -1,0 +1,91 @@
+"""The command line's start-up: the wall time of ``flowdeck --help`` and of ``flowdeck run
+list`` (against a live server, as a logged-in user with 20 runs), each beside ``python -c
+pass`` measured in the same run (the interpreter's own start-up).  Goal: within 150 ms of
+it.  Each command is a fresh process, run ``--repeat`` times; the median is reported.
+
+    python -m bench.cli [--repeat 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import Figure, median, report
+from bench.server import PASSWORD, server
+from flowdeck.client import Client
+
+GOAL_MS = 150.0
+QUICK = 'name: quick\nversion: "1"\nsteps:\n  t: {run: [/bin/true]}\n'
+
+
+def _flowdeck() -> list[str]:
+    """The installed ``flowdeck`` script, as a user runs it (else ``python -m flowdeck``)."""
+    script = Path(sys.executable).parent / "flowdeck"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "flowdeck"]
+
+
+def _wall_ms(command: list[str], env: dict[str, str], repeat: int) -> float:
+    """The median wall time of ``command``, in ms (one warm-up first: the file cache)."""
+    times = []
+    for i in range(repeat + 1):
+        t0 = time.perf_counter()
+        done = subprocess.run(command, env=env, capture_output=True, check=False)
+        elapsed = (time.perf_counter() - t0) * 1000
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(command)} failed: {done.stderr.decode()[-500:]}")
+        if i:
+            times.append(elapsed)
+    return median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=20)
+    args = parser.parse_args()
+    with server() as (url, token, _data, _pid), tempfile.TemporaryDirectory() as home:
+        with Client(url, token) as fd:
+            fd.request(
+                "POST", "/api/v1/workflows", content=QUICK, headers={"content-type": "text/yaml"}
+            )
+            for _ in range(20):
+                fd.create_run("quick@1")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWDECK_")}
+        env |= {"XDG_CONFIG_HOME": home, "COLUMNS": "120"}
+        login = [*_flowdeck(), "login", "--server", url, "-u", "bench"]
+        subprocess.run(login, env=env, input=PASSWORD.encode(), capture_output=True, check=True)
+        python = _wall_ms([sys.executable, "-c", "pass"], env, args.repeat)
+        imports = _wall_ms([sys.executable, "-c", "import flowdeck.cli.main"], env, args.repeat)
+        helped = _wall_ms([*_flowdeck(), "--help"], env, args.repeat)
+        listed = _wall_ms([*_flowdeck(), "run", "list"], env, args.repeat)
+    goal = f"<= {GOAL_MS:.0f} ms over the baseline"
+    baseline = "python -c pass"
+    report(
+        "cli",
+        [
+            Figure("flowdeck --help, median", helped, "ms", baseline, python, goal),
+            Figure("flowdeck run list (live server), median", listed, "ms", baseline, python, goal),
+            Figure("import flowdeck.cli.main, median", imports, "ms", baseline, python),
+        ],
+        {
+            "repeat": args.repeat,
+            "over_baseline_ms": {
+                "help": round(helped - python, 1),
+                "run_list": round(listed - python, 1),
+                "import": round(imports - python, 1),
+            },
+        },
+    )
+    print(
+        f"  over the baseline: --help {helped - python:.0f} ms, run list {listed - python:.0f} ms,"
+        f" import {imports - python:.0f} ms (goal {GOAL_MS:.0f} ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()
