@@ -12,7 +12,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
+import pytest
 
+from flowdeck.client import Client, ConnectionFailed
 from tests.helpers import STRONG
 from tests.serving import FLOWDECK, serve
 
@@ -95,6 +97,14 @@ def test_tls_with_hsts_and_secure_cookies(tmp_path: Path) -> None:
             )
             cookies = r.headers.get_list("set-cookie")
             assert cookies and all("Secure" in h for h in cookies)
+        # the SDK verifies by default (the server's CA is unknown to the system's bundle),
+        # and takes a CA bundle's path or a context
+        with Client(url) as sdk, pytest.raises(ConnectionFailed, match="CERTIFICATE_VERIFY"):
+            sdk.health()
+        ca_file = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        with Client(url, verify=str(ca_file)) as sdk:
+            assert sdk.health()
     assert "listening on https://" in log.read_text()
 
 

@@ -4,6 +4,8 @@ commands only: every other command is imported and built when it is used
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from flowdeck import __version__
@@ -40,4 +42,7 @@ app.command("whoami")(session.whoami)
 
 
 def main() -> None:
+    # httpx imports its own command line (click, pygments: ~20 ms) unless that fails, when
+    # it keeps a stub; flowdeck's command line never runs httpx's.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     app()

@@ -11,10 +11,9 @@ with Client("http://127.0.0.1:8080") as fd:
 
 from __future__ import annotations
 
-from flowdeck.client._async.client import AsyncClient
-from flowdeck.client._async.graphs import AsyncGraph
-from flowdeck.client._async.ports import AsyncInputPort, AsyncOutputPort
-from flowdeck.client._async.run import AsyncRun
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from flowdeck.client._shared import TERMINAL_STATES, Event, Reconnect, Record
 from flowdeck.client._sync.client import Client
 from flowdeck.client._sync.graphs import Graph
@@ -31,6 +30,31 @@ from flowdeck.client.errors import (
     ServerError,
     ThrottledError,
 )
+
+if TYPE_CHECKING:
+    from flowdeck.client._async.client import AsyncClient
+    from flowdeck.client._async.graphs import AsyncGraph
+    from flowdeck.client._async.ports import AsyncInputPort, AsyncOutputPort
+    from flowdeck.client._async.run import AsyncRun
+
+# The asynchronous face is imported when first asked for: a synchronous program (the
+# command line) does not pay for it.
+_ASYNC = {
+    "AsyncClient": "flowdeck.client._async.client",
+    "AsyncGraph": "flowdeck.client._async.graphs",
+    "AsyncInputPort": "flowdeck.client._async.ports",
+    "AsyncOutputPort": "flowdeck.client._async.ports",
+    "AsyncRun": "flowdeck.client._async.run",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ASYNC:
+        value = getattr(import_module(_ASYNC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'flowdeck.client' has no attribute {name!r}")
+
 
 __all__ = [
     "TERMINAL_STATES",

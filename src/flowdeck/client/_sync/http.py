@@ -4,9 +4,11 @@ server-sent event streams that reconnect."""
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
+from pathlib import Path
 from typing import Any, Self
 
 import httpx
@@ -37,16 +39,26 @@ class SyncHTTP:
         token: str | None = None,
         timeout: float = 30.0,
         *,
-        verify: bool | str = True,
+        verify: bool | str | ssl.SSLContext = True,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        """``verify``: TLS verification (or a CA bundle's path); ``transport``: a custom
-        httpx transport (proxies, retries).  ``page_size`` (an attribute) is the number of
-        items a listing asks for per request: ``None``, the most the server gives."""
+        """``verify``: TLS verification (or a CA bundle's path, or an SSL context);
+        ``transport``: a custom httpx transport (proxies, retries).  ``page_size`` (an
+        attribute) is the number of items a listing asks for per request: ``None``, the
+        most the server gives."""
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
         self.page_size: int | None = None
+        if isinstance(verify, str):  # a CA bundle (file or directory), as httpx wants it
+            if Path(verify).is_dir():
+                verify = ssl.create_default_context(capath=verify)
+            else:
+                verify = ssl.create_default_context(cafile=verify)
+        elif verify is True and self.base_url.startswith("http://"):
+            # A plain-HTTP server needs no CA bundle (loading it costs ~35 ms a client): a
+            # context without CAs, that would refuse any TLS peer, never verifies less.
+            verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         self._http = httpx.Client(
             base_url=self.base_url, timeout=timeout, verify=verify, transport=transport
         )
