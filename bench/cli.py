@@ -21,6 +21,37 @@ from bench.server import PASSWORD, server
 from flowdeck.client import Client
 
 GOAL_MS = 150.0
+# The floor of the stack the command line is built on: a typer program with the options of
+# `run list` that imports httpx, makes a client and prints a rich table of 20 rows, and
+# nothing of flowdeck.  What `run list` takes above it is flowdeck's own.
+FLOOR = """
+import ssl, sys
+from typing import Annotated
+sys.modules["httpx._main"] = None
+import typer
+from rich.console import Console
+from rich.table import Table
+app = typer.Typer()
+@app.command()
+def ls(
+    state: Annotated[list[str] | None, typer.Option("--state")] = None,
+    workflow: str | None = None,
+    tag: str | None = None,
+    owner: str | None = None,
+    limit: Annotated[int, typer.Option(min=1, max=10000)] = 50,
+    server: str | None = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    import httpx
+    httpx.Client(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)).close()
+    table = Table("id", "workflow", "state", "created", "tags")
+    for i in range(20):
+        table.add_row(f"run_{i:026d}", "quick@1", "staged", "2026-12-05T00:00:00", "")
+    Console().print(table)
+@app.command()
+def other() -> None: ...
+app()
+"""
 QUICK = 'name: quick\nversion: "1"\nsteps:\n  t: {run: [/bin/true]}\n'
 
 
@@ -63,6 +94,7 @@ def main() -> None:
         imports = _wall_ms([sys.executable, "-c", "import flowdeck.cli.main"], env, args.repeat)
         helped = _wall_ms([*_flowdeck(), "--help"], env, args.repeat)
         listed = _wall_ms([*_flowdeck(), "run", "list"], env, args.repeat)
+        floor = _wall_ms([sys.executable, "-c", FLOOR, "ls"], env, args.repeat)
     goal = f"<= {GOAL_MS:.0f} ms over the baseline"
     baseline = "python -c pass"
     report(
@@ -71,6 +103,8 @@ def main() -> None:
             Figure("flowdeck --help, median", helped, "ms", baseline, python, goal),
             Figure("flowdeck run list (live server), median", listed, "ms", baseline, python, goal),
             Figure("import flowdeck.cli.main, median", imports, "ms", baseline, python),
+            Figure("typer + httpx + rich alone (the floor)", floor, "ms", baseline, python),
+            Figure("flowdeck run list, beside the floor", listed, "ms", "the floor", floor),
         ],
         {
             "repeat": args.repeat,
@@ -78,12 +112,14 @@ def main() -> None:
                 "help": round(helped - python, 1),
                 "run_list": round(listed - python, 1),
                 "import": round(imports - python, 1),
+                "floor": round(floor - python, 1),
             },
         },
     )
     print(
         f"  over the baseline: --help {helped - python:.0f} ms, run list {listed - python:.0f} ms,"
-        f" import {imports - python:.0f} ms (goal {GOAL_MS:.0f} ms)"
+        f" import {imports - python:.0f} ms (goal {GOAL_MS:.0f} ms); the stack's floor"
+        f" {floor - python:.0f} ms, run list above it {listed - floor:.0f} ms"
     )
 
 
