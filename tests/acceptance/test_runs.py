@@ -116,6 +116,24 @@ def test_failure_names_the_step_and_exit_code(user: httpx.Client) -> None:
     assert r.text == "broken\n" and r.headers["x-next-offset"] == "7"
 
 
+def test_a_failed_steps_error_carries_the_end_of_its_stderr(user: httpx.Client) -> None:
+    """The last 20 lines of standard error, not only the last one: the line that says why
+    (here, a full disk) is seldom the very last."""
+    script = (
+        "for i in $(seq 1 30); do echo line $i >&2; done; "
+        "echo 'write error: No space left on device' >&2; "
+        "for i in 1 2 3; do echo cleanup $i >&2; done; exit 1"
+    )
+    push(user, one_step("noisy", f'[sh, -c, "{script}"]'))
+    status = wait(user, submit(user, "noisy@1"))
+    message = status["error"]["message"]
+    assert message.startswith("exit code 1")
+    lines = message.splitlines()[1:]
+    assert len(lines) == 20 and lines[-1] == "cleanup 3" and lines[0] == "line 15"
+    assert "No space left on device" in message
+    assert steps(user, status["id"])["main"]["error"] == message
+
+
 def test_timeout(user: httpx.Client) -> None:
     push(user, one_step("slow", "[sleep, '30']", "    resources: {timeout: 0.5}\n"))
     status = wait(user, submit(user, "slow@1"))

@@ -99,8 +99,13 @@ _LIMIT_SIGNALS: dict[int, str] = {
 }
 
 
+ERROR_LINES = 20  # of standard error, in a failed step's error
+ERROR_TAIL_BYTES = 16 * 1024  # read to find them (lines are cut to keep it bounded)
+
+
 def describe(ar: ActiveRun, inst: Instance, outcome: Outcome) -> str:
-    """Why an attempt failed, with the end of its standard error."""
+    """Why an attempt failed, then the last :data:`ERROR_LINES` lines of its standard
+    error (what says why is seldom the very last line)."""
     if outcome.timed_out:
         reason = f"timed out after {ar.step(inst.step).resources.timeout_s:g} s"
     elif outcome.error:
@@ -114,8 +119,9 @@ def describe(ar: ActiveRun, inst: Instance, outcome: Outcome) -> str:
         reason = f"killed by signal {name}" + _LIMIT_SIGNALS.get(outcome.signal, "")
     else:
         reason = f"exit code {outcome.exit_code}"
-    err = tail(ar.rundir.log(inst.step, inst.index, inst.attempts, "stderr"), 500).strip()
-    return f"{reason}: {err.splitlines()[-1]}" if err else reason
+    err = tail(ar.rundir.log(inst.step, inst.index, inst.attempts, "stderr"), ERROR_TAIL_BYTES)
+    lines = [line[:500] for line in err.strip().splitlines()[-ERROR_LINES:]]
+    return "\n".join([reason, *lines])
 
 
 def collect(
