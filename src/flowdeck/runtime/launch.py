@@ -20,6 +20,7 @@ from flowdeck.domain.expressions import parse_template
 from flowdeck.domain.ports import stream_outputs
 from flowdeck.domain.runs import Product
 from flowdeck.executors.base import Launch, Outcome
+from flowdeck.executors.wire import read_records
 from flowdeck.ids import new_id
 from flowdeck.runtime.active import ActiveRun, Instance
 from flowdeck.runtime.rundir import attempt_key
@@ -42,14 +43,8 @@ def prepare(ar: ActiveRun, inst: Instance, settings: Settings) -> Launch:
     resolve = resolver(ar.run.params, ar.all_outputs(), inst.item)
     attempt = inst.attempts + 1
     cwd = ar.rundir.step_dir(inst.step, inst.index)
-    try:
-        cwd.mkdir()
-    except FileExistsError:
-        shutil.rmtree(cwd)  # a retry starts clean
-        cwd.mkdir()
-    except FileNotFoundError:  # the run's first step: work/ first (its parent exists)
-        ar.rundir.work.mkdir(parents=True, exist_ok=True)
-        cwd.mkdir()
+    key = attempt_key(ar.run.id, inst.step, inst.index, attempt)
+    work_dir_for(cwd, ar.rundir.attempts, key)
     base = {
         "PATH": BASE_PATH,
         "HOME": str(cwd),
@@ -69,7 +64,7 @@ def prepare(ar: ActiveRun, inst: Instance, settings: Settings) -> Launch:
     env = render_env(step, resolve, base)
     timeout = step.resources.timeout_s
     common: dict[str, Any] = {
-        "key": attempt_key(ar.run.id, inst.step, inst.index, attempt),
+        "key": key,
         "cwd": cwd,
         "env": env,
         "stdout": ar.rundir.log(inst.step, inst.index, attempt, "stdout"),
@@ -91,6 +86,24 @@ def prepare(ar: ActiveRun, inst: Instance, settings: Settings) -> Launch:
         return Launch(argv=("uses", step.uses), kwargs=kwargs, **common)
     argv = render_argv(step, resolve)
     return Launch(argv=tuple(argv if code is None else from_archive(argv, code)), **common)
+
+
+def work_dir_for(cwd: Path, journal: Path, key: str) -> None:
+    """Make the step instance's work folder for attempt ``key``.  A retry starts clean
+    (the folder of an earlier attempt is emptied), but not a folder this very attempt
+    already runs in: after a crash the server may ask again for an attempt the supervisor
+    started (its journal has it) before the server could record it; the supervisor starts
+    a key once and answers for the process it has, which writes in that folder."""
+    try:
+        cwd.mkdir()
+    except FileExistsError:
+        if key in read_records(journal):
+            return
+        shutil.rmtree(cwd)
+        cwd.mkdir()
+    except FileNotFoundError:  # the run's first step: work/ first (its parent exists)
+        cwd.parent.mkdir(parents=True, exist_ok=True)
+        cwd.mkdir()
 
 
 _LIMIT_SIGNALS: dict[int, str] = {
