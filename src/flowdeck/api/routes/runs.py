@@ -273,16 +273,23 @@ def get_steps(run_id: str, ctx: CtxDep, actor: ActorDep) -> list[StepOut]:
     return shown_steps(ctx, out, run_id)
 
 
+# The parameters of a step's log (here and under the WES prefix).
+LogStream = Annotated[str, Query(pattern="^(stdout|stderr)$")]
+LogIndex = Annotated[int, Query(ge=-1, le=10**9)]
+LogAttempt = Annotated[int | None, Query(ge=1, le=10**6)]
+LogOffset = Annotated[int, Query(ge=0, le=2**62)]
+
+
 @router.get("/runs/{run_id}/steps/{step}/logs")
 def step_logs(
     run_id: str,
     step: str,
     ctx: CtxDep,
     actor: ActorDep,
-    stream: Annotated[str, Query(pattern="^(stdout|stderr)$")] = "stdout",
-    index: Annotated[int, Query(ge=-1, le=10**9)] = -1,
-    attempt: Annotated[int | None, Query(ge=1, le=10**6)] = None,
-    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    stream: LogStream = "stdout",
+    index: LogIndex = -1,
+    attempt: LogAttempt = None,
+    offset: LogOffset = 0,
 ) -> Response:
     """A piece of a step's log from `offset`; `X-Next-Offset` says where to go on."""
     path = ctx.runs.log(actor, run_id, step, index, attempt, stream)

@@ -241,10 +241,10 @@ def step_logs(
     step: str,
     ctx: CtxDep,
     actor: ActorDep,
-    stream: Annotated[str, Query(pattern="^(stdout|stderr)$")] = "stdout",
-    index: Annotated[int, Query(ge=-1, le=10**9)] = -1,
-    attempt: Annotated[int | None, Query(ge=1, le=10**6)] = None,
-    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    stream: runs_routes.LogStream = "stdout",
+    index: runs_routes.LogIndex = -1,
+    attempt: runs_routes.LogAttempt = None,
+    offset: runs_routes.LogOffset = 0,
 ) -> Response:
     """A step's log, as `GET /api/v1/runs/{run_id}/steps/{step}/logs` (the run log's and
     the task logs' stdout/stderr URLs): up to 1 MiB from `offset`, `X-Next-Offset` says
