@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
+import signal
+import subprocess
 import time
 import zipfile
 from collections.abc import Iterator
@@ -132,6 +135,38 @@ def test_a_failed_steps_error_carries_the_end_of_its_stderr(user: httpx.Client) 
     assert len(lines) == 20 and lines[-1] == "cleanup 3" and lines[0] == "line 15"
     assert "No space left on device" in message
     assert steps(user, status["id"])["main"]["error"] == message
+
+
+def test_a_dead_supervisors_attempt_is_killed_before_its_retry(
+    srv: LiveServer, user: httpx.Client, tmp_path: Path
+) -> None:
+    """kill -9 of the step supervisor (not the server) while a step runs: the attempt is
+    lost and retried, and the retry never runs beside it (a lock each attempt holds while
+    it runs would see the overlap)."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    body = (
+        f"exec 9>>{marks}/lock; flock -n 9 || echo overlap >> {marks}/overlaps; "
+        f"echo $FLOWDECK_ATTEMPT >> {marks}/attempts; "
+        f"if [ $FLOWDECK_ATTEMPT = 1 ]; then sleep 30; else echo done > {marks}/retried; fi"
+    )
+    push(user, one_step("sup", json.dumps(["sh", "-c", body]), "    retries: 1\n"))
+    run_id = submit(user, "sup@1")
+    deadline = time.monotonic() + 20
+    while not (marks / "attempts").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    data = srv.settings.data_dir
+    found = subprocess.run(
+        ["pgrep", "-f", f"supervisor --socket {data}"], capture_output=True, text=True
+    ).stdout.split()
+    os.kill(int(found[0]), signal.SIGKILL)
+    status = wait(user, run_id)
+    assert status["state"] == "succeeded", status
+    assert (marks / "attempts").read_text().split() == ["1", "2"]
+    assert not (marks / "overlaps").exists()
+    main = steps(user, run_id)["main"]
+    assert main["attempts"] == 2
 
 
 def test_timeout(user: httpx.Client) -> None:

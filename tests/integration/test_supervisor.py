@@ -174,3 +174,42 @@ def test_the_attempt_journal_keeps_the_last_record_and_survives_a_cut_line(
     assert read_record(journal, "r/b/-1/1") == {"key": "r/b/-1/1", "pid": 11, "start_time": 6}
     assert read_record(journal, "r/c/-1/1") is None
     assert read_record(tmp_path / "missing.jsonl", "r/a/-1/1") is None
+
+
+def test_when_the_supervisor_dies_its_attempts_are_lost_and_their_processes_killed(
+    data: Path,
+) -> None:
+    """kill -9 of the supervisor (not the server): the running attempt is lost, and before
+    the server hears so, every process of it is gone — a retry never runs beside it."""
+    work = data / "work"
+
+    async def scenario() -> tuple[Outcome, int, int]:
+        loop = asyncio.get_running_loop()
+        ex = SupervisedExecutor(data, idle_s=5)
+        ex.connect(loop)
+        done: asyncio.Future[Outcome] = loop.create_future()
+        seen: list[bool] = []
+
+        def exited(outcome: Outcome) -> None:
+            seen.append(same_process_alive(leader, start) or same_process_alive(child, None))
+            done.set_result(outcome)
+
+        step = "sleep 100 & echo $! > child; exec sleep 100"
+        proc = ex.start(launch(work, "r/s/-1/1", "sh", "-c", step), exited, loop)
+        for _ in range(300):
+            if proc.pid is not None and (work / "child").exists():  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.01)
+        leader = int(proc.pid)  # type: ignore[attr-defined]
+        record = read_record(work / "attempts.jsonl", "r/s/-1/1") or {}
+        start = record.get("start_time")
+        child = int((work / "child").read_text())
+        os.kill(supervisor_pid(data), signal.SIGKILL)
+        outcome = await asyncio.wait_for(done, 10)
+        ex.close()
+        assert seen == [False]  # gone before the server was told
+        return outcome, leader, child
+
+    outcome, leader, child = asyncio.run(scenario())
+    assert outcome.lost
+    assert not same_process_alive(leader, None) and not same_process_alive(child, None)

@@ -52,13 +52,28 @@ def socket_path(data_dir: Path) -> Path:
     return private / f"{digest}.sock"
 
 
-def kill_orphan(journal: Path, key: str) -> None:
-    """Kill the process group of an attempt whose supervisor is gone, if it still runs."""
+def kill_orphan(journal: Path, key: str) -> bool:
+    """Kill the process group of an attempt whose supervisor is gone, if it still runs;
+    whether the journal named its process."""
     info = read_record(journal, key) or {}
     pid, start = info.get("pid"), info.get("start_time")
-    if isinstance(pid, int) and same_process_alive(pid, start):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+    if not isinstance(pid, int):
+        return False
+    kill_group(pid, start if isinstance(start, int) else None)
+    return True
+
+
+def kill_group(pid: int, start_time: int | None, wait_s: float = 2.0) -> None:
+    """SIGKILL the process group led by ``pid`` if that is still the process that started
+    at ``start_time`` (a pid can be reused), and wait (``wait_s`` at most) until its
+    leader is gone: what comes next may rely on it."""
+    if not same_process_alive(pid, start_time):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + wait_s
+    while same_process_alive(pid, start_time) and time.monotonic() < deadline:
+        time.sleep(0.002)
 
 
 @dataclass
@@ -70,10 +85,20 @@ class SupervisorState:
 
 
 class SupervisedProcess(StepProcess):
-    def __init__(self, executor: SupervisedExecutor, key: str) -> None:
+    def __init__(self, executor: SupervisedExecutor, key: str, journal: Path | None = None) -> None:
         self.key = key
         self._executor = executor
+        self.journal = journal  # the run's attempt journal, where the supervisor records it
         self.pid: int | None = None
+        self.start_time: int | None = None
+
+    def kill_orphan(self) -> None:
+        """Its supervisor is gone: kill what is left of the attempt (its process group, the
+        process checked by its start time), as the journal or the supervisor's word has it."""
+        if self.journal is not None and kill_orphan(self.journal, self.key):
+            return
+        if self.pid is not None and self.start_time is not None:
+            kill_group(self.pid, self.start_time)
 
     def _signal(self, action: str) -> None:
         self._executor.send({"op": "signal", "key": self.key, "action": action})
@@ -242,12 +267,15 @@ class SupervisedExecutor(Executor):
                 entry = self._waiting.get(msg["key"])
                 if entry is not None:
                     entry[1].pid = msg["pid"]
+                    entry[1].start_time = msg.get("start_time")
                 started = self._on_started.pop(msg["key"], None)
                 if started is not None:
                     started()
 
     def _disconnected(self) -> None:
-        """The supervisor is gone: its attempts are lost (the scheduler decides what then)."""
+        """The supervisor is gone: its attempts are lost (the scheduler decides what then),
+        and what is left of their processes is killed first: a retry never runs beside
+        the attempt it replaces."""
         if self._sock is not None and self._loop is not None:
             self._loop.remove_reader(self._sock.fileno())
             self._loop.remove_writer(self._sock.fileno())
@@ -255,7 +283,8 @@ class SupervisedExecutor(Executor):
         self._sock = None
         self._outbox.clear()
         waiting, self._waiting = self._waiting, {}
-        for on_exit, _proc in waiting.values():
+        for on_exit, proc in waiting.values():
+            proc.kill_orphan()
             on_exit(Outcome(exit_code=None, lost=True, error=LOST))
 
     # -- the executor --------------------------------------------------------------------
@@ -272,7 +301,7 @@ class SupervisedExecutor(Executor):
                 error = f"cannot reach the step supervisor: {exc}"
                 loop.call_soon(on_exit, Outcome(exit_code=None, error=error))
                 return SupervisedProcess(self, launch.key)
-        proc = SupervisedProcess(self, launch.key)
+        proc = SupervisedProcess(self, launch.key, launch.record)
         self._waiting[launch.key] = (on_exit, proc)
         self.send({"op": "start", "launch": launch_to_wire(launch)})
         return proc
@@ -291,7 +320,7 @@ class SupervisedExecutor(Executor):
         """Follow an attempt started before a restart: its exit comes to us, or at once
         if it ended meanwhile; if the supervisor does not know it (it restarted), the
         attempt is lost — and a process of it still alive is killed first."""
-        proc = SupervisedProcess(self, key)
+        proc = SupervisedProcess(self, key, record)
         self._waiting[key] = (on_exit, proc)
         if record is not None:
             self._records[key] = record
