@@ -588,6 +588,56 @@ def test_in_server_executor_runs_trusted_python(srv: LiveServer, user: httpx.Cli
     assert wait(user, local)["outputs"] == status["outputs"]
 
 
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.parametrize("recorded", ["paused", "running"])
+def test_after_a_crash_processes_match_the_recorded_pause_state(
+    tmp_path: Path, recorded: str
+) -> None:
+    """The signals of a pause (SIGSTOP) or a resume (SIGCONT) go out before the change is
+    committed; a crash in between leaves processes and record apart.  A restart makes the
+    processes what the record says: stopped for a run recorded paused, running else."""
+    settings = make_settings(tmp_path / "data")
+    pid_file = tmp_path / "pid"
+    spec = (
+        'name: pausable\nversion: "1"\nsteps:\n'
+        f"  s: {{run: [sh, -c, 'echo $$ > {pid_file}; exec sleep 8']}}\n"
+    )
+    with (
+        live_server(settings) as server,
+        server.client(register_and_login(server, f"pz{recorded}")) as c,
+    ):
+        push(c, spec)
+        run_id = submit(c, "pausable@1")
+        deadline = time.monotonic() + 10
+        while not pid_file.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        pid = int(pid_file.read_text())
+        if recorded == "paused":
+            assert c.post(f"{API}/runs/{run_id}/pause", json={"mode": "freeze"}).status_code == 200
+            assert _state(pid) == "T"
+            os.killpg(pid, signal.SIGCONT)  # a resume's signal, its commit lost to a crash
+        else:
+            os.killpg(pid, signal.SIGSTOP)  # a pause's signal, its commit lost to a crash
+    with (
+        live_server(settings) as server,
+        server.client(server.ctx.accounts.login(f"pz{recorded}", STRONG).secret) as c,
+    ):
+        deadline = time.monotonic() + 10
+        want = "T" if recorded == "paused" else "S"
+        while _state(pid) != want:
+            assert time.monotonic() < deadline, _state(pid)
+            time.sleep(0.02)
+        assert c.get(f"{API}/runs/{run_id}").json()["state"] == recorded
+        if recorded == "paused":
+            assert steps(c, run_id)["s"]["state"] == "paused"
+            c.post(f"{API}/runs/{run_id}/resume")
+        assert wait(c, run_id)["state"] == "succeeded"
+
+
 def test_a_restart_re_adopts_running_steps_and_runs_each_once(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "data")
     count = tmp_path / "starts"

@@ -161,6 +161,7 @@ class RecoveryMixin(SchedulerCore):
         journal = read_records(ar.rundir.attempts)  # what the supervisor recorded
         for inst in ar.all_instances():
             self._reattach(ar, inst, same_host, journal)
+        self._match_pause(ar)
         for inst in ar.all_instances():
             if (
                 inst.state in FAILURES
@@ -185,6 +186,24 @@ class RecoveryMixin(SchedulerCore):
             ar.timers.append(self.loop.call_later(max(0.0, left), self._run_walltime, ar))
         log.info("took over run %s (%d steps running)", run.id, len(ar.running()))
         self._plan()
+
+    def _match_pause(self, ar: ActiveRun) -> None:
+        """Make the adopted processes what the run's record says, whatever a crash cut
+        short (the signals of a pause or a resume go out before its commit): frozen for a
+        run paused with ``freeze``, running otherwise."""
+        frozen = ar.run.state is RunState.PAUSED and ar.run.pause_mode == "freeze"
+        for inst in ar.running():
+            assert inst.proc is not None
+            if inst.executor != "local":  # child runs follow their own record
+                continue
+            if frozen:
+                inst.proc.pause()
+                if inst.state is StepState.RUNNING:
+                    self._step_state(ar, inst, StepState.PAUSED, recovered=True)
+            else:
+                inst.proc.resume()
+                if inst.state is StepState.PAUSED:
+                    self._step_state(ar, inst, StepState.RUNNING, recovered=True)
 
     def _restore_step(self, ar: ActiveRun, name: str, recs: list[StepRecord]) -> None:
         if ar.step(name).foreach is not None:
