@@ -24,7 +24,7 @@ def test_embedded_default_start_and_first_admin_from_environment(tmp_path: Path)
     pw_file.write_text(STRONG + "\n")
     env = {"FLOWDECK_ADMIN_USERNAME": "root", "FLOWDECK_ADMIN_PASSWORD_FILE": str(pw_file)}
     with serve(tmp_path, env=env) as (url, log):
-        assert httpx.get(f"{url}/readyz").json() == {"status": "ready"}
+        assert httpx.get(f"{url}/readyz").json() == {"status": "ready", "ready": True}
         r = httpx.post(f"{url}/api/v1/auth/login", json={"username": "root", "password": STRONG})
         assert r.status_code == 200 and r.json()["user"]["role"] == "admin"
     assert (tmp_path / "flowdeck-data" / "flowdeck.db").is_file()

@@ -300,6 +300,6 @@ def test_health_probes_and_headers(server: LiveServer) -> None:
         assert r.json()["status"] == "ok"
         assert r.headers["x-content-type-options"] == "nosniff"
         assert "strict-transport-security" not in r.headers  # plain HTTP: no HSTS
-        assert c.get("/readyz").json() == {"status": "ready"}
+        assert c.get("/readyz").json() == {"status": "ready", "ready": True}
         assert c.get("/openapi.json").json()["info"]["title"] == "flowdeck"
         assert c.get("/docs").status_code == 200

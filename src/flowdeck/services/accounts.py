@@ -6,6 +6,7 @@ Every change is committed together with its audit entry.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from flowdeck.errors import (
     NotFound,
     PermissionDenied,
     RegistrationClosed,
+    StoreUnavailable,
     Throttled,
 )
 from flowdeck.ids import new_id
@@ -45,6 +47,7 @@ from flowdeck.security import tokens
 from flowdeck.security.passwords import Hasher, check_policy
 from flowdeck.store.base import Store, Tx
 
+log = logging.getLogger("flowdeck.accounts")
 TOUCH_EVERY = timedelta(seconds=60)  # how stale a token's last_used_at may get
 TOKEN_CACHE_SIZE = 10_000
 
@@ -204,8 +207,11 @@ class Accounts:
         now = clock.now()
         token, user = self._check(found, digest, now)
         if token.last_used_at is None or now - token.last_used_at > TOUCH_EVERY:
-            with self.store.write() as tx:
-                tx.touch_token(token.id, now)
+            try:
+                with self.store.write() as tx:
+                    tx.touch_token(token.id, now)
+            except StoreUnavailable:  # best effort: a full disk must not fail reads
+                log.warning("could not record the use of token %s", token.id)
             token = dataclasses.replace(token, last_used_at=now)
             if hit is not None:  # the next request reads it again (a hit never renews)
                 self._tokens.pop(digest, None)

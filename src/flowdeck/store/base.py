@@ -530,6 +530,9 @@ class Store(ABC):
         # When another process commits events too (the scheduler process), each commit's
         # events go through this, which hands them on to ``deliver`` in id order.
         self.order: CommitListener | None = None
+        # Why the last write failed (the database down, its disk full), until one succeeds:
+        # /readyz says not ready meanwhile (reads may still answer).
+        self.write_failure: str | None = None
 
     def add_event_hook(self, hook: EventHook) -> None:
         """Run ``hook(tx, events)`` in every transaction that adds events."""

@@ -129,8 +129,15 @@ class SqlStore(Store):
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[Tx]:
         lock = self._write_lock if write else None
-        with lock if lock is not None else nullcontext(), self._connected(write) as tx:
-            yield tx
+        try:
+            with lock if lock is not None else nullcontext(), self._connected(write) as tx:
+                yield tx
+        except StoreUnavailable as e:
+            if write:
+                self.write_failure = str(e)
+            raise
+        if write:
+            self.write_failure = None
 
     @contextmanager
     def _connected(self, write: bool) -> Iterator[Tx]:
