@@ -9,10 +9,19 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from flowdeck.cli.common import ConfigOption, out, read_password, reported, settings_from
+from flowdeck.cli.common import (
+    EXIT_ERROR,
+    ConfigOption,
+    err,
+    out,
+    read_password,
+    reported,
+    settings_from,
+)
 from flowdeck.cli.lazy import help_of
 from flowdeck.cli.status import status as status_command
 from flowdeck.domain.accounts import Role
+from flowdeck.errors import FlowdeckError
 from flowdeck.services.context import Context, build_context
 
 # loaded by flowdeck.cli.lazy when `db` or `admin` is used
@@ -145,6 +154,31 @@ def delete_user(
     with reported():
         ctx.accounts.delete_user(None, username)
     out.print(f"deleted {username}")
+
+
+@admin_app.command("purge")
+def purge(
+    run_ids: Annotated[list[str], typer.Argument(help="Ended runs to delete.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Delete ended runs of any user, their files first: it frees space on a full disk
+    (the database then has room to forget them).  Exit code 1 if any could not be."""
+    if not yes:
+        typer.confirm(f"Delete {len(run_ids)} run(s) and their files?", abort=True)
+    ctx = _ctx(config)
+    failed = 0
+    for run_id in run_ids:
+        try:
+            ctx.runs.delete(None, run_id)
+        except FlowdeckError as exc:
+            failed += 1
+            err.print(f"[bold red]error:[/] {run_id}: {exc.message}", highlight=False)
+        else:
+            out.print(f"purged {run_id}")
+    ctx.close()
+    if failed:
+        raise typer.Exit(EXIT_ERROR)
 
 
 @admin_app.command("audit")

@@ -18,6 +18,7 @@ from anyio import to_thread
 
 from flowdeck import clock
 from flowdeck.config import Settings
+from flowdeck.domain.accounts import Role
 from flowdeck.domain.ports import StreamPort, stream_ports
 from flowdeck.domain.privilege import Access, Actor, allowed
 from flowdeck.domain.runs import (
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 RUN_KIND = "run"
 EXECUTORS = ("local", "inprocess")
 MAX_PRIORITY = 100
+OPERATOR = Actor("", "flowdeck admin", Role.ADMIN)  # the command line on the server
 MAX_MEMORY_BYTES = 2**62  # what a process limit (RLIMIT_AS) can hold
 
 
@@ -600,19 +602,27 @@ class Runs(RunFiles):
             self.rundir(run.id).remove_work()
         return run
 
-    def delete(self, actor: Actor, run_id: str) -> None:
+    def delete(self, actor: Actor | None, run_id: str) -> None:
+        """Delete an ended run: its files first, then its record (``actor`` None: the
+        operator, ``flowdeck admin purge``).  Freeing the files first frees the space the
+        record's deletion needs on a full disk; should that fail, the run stays listed
+        without its files, and deleting it again finishes."""
+        who = actor or OPERATOR
+        with self.store.read() as tx:
+            run = self._load(tx, who, run_id, Access.WRITE)
+        transition(run.state, "delete")  # an ended run: nothing writes its files any more
+        self.rundir(run.id).remove()
         with self.store.write() as tx:
-            run = self._load(tx, actor, run_id, Access.WRITE)
+            run = self._load(tx, who, run_id, Access.WRITE)
             transition(run.state, "delete")
             tx.delete_run(run.id)
             tx.add_audit(
                 clock.now(),
                 "run.delete",
-                actor_id=actor.user_id,
-                actor_name=actor.username,
+                actor_id=actor.user_id if actor else None,
+                actor_name=actor.username if actor else None,
                 target=run.id,
             )
-        self.rundir(run.id).remove()
 
     # -- products -------------------------------------------------------------------------
     def products(self, actor: Actor, run_id: str) -> list[Product]:
