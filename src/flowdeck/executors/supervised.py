@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -30,10 +29,10 @@ from typing import Any
 from flowdeck.executors.base import Executor, Launch, Outcome, StepProcess
 from flowdeck.executors.wire import (
     encode,
+    kill_group,
     launch_to_wire,
     outcome_from_wire,
     read_record,
-    same_process_alive,
 )
 
 log = logging.getLogger("flowdeck.executors")
@@ -61,19 +60,6 @@ def kill_orphan(journal: Path, key: str) -> bool:
         return False
     kill_group(pid, start if isinstance(start, int) else None)
     return True
-
-
-def kill_group(pid: int, start_time: int | None, wait_s: float = 2.0) -> None:
-    """SIGKILL the process group led by ``pid`` if that is still the process that started
-    at ``start_time`` (a pid can be reused), and wait (``wait_s`` at most) until its
-    leader is gone: what comes next may rely on it."""
-    if not same_process_alive(pid, start_time):
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    deadline = time.monotonic() + wait_s
-    while same_process_alive(pid, start_time) and time.monotonic() < deadline:
-        time.sleep(0.002)
 
 
 @dataclass

@@ -34,10 +34,10 @@ from flowdeck.executors.local import LocalExecutor
 from flowdeck.executors.wire import (
     append_record,
     encode,
+    kill_group,
     launch_from_wire,
     outcome_to_wire,
     read_records,
-    same_process_alive,
 )
 
 log = logging.getLogger("flowdeck.supervisor")
@@ -132,9 +132,8 @@ class Supervisor:
             outcome = record.get("outcome")
             if not isinstance(outcome, dict):
                 pid, start = record.get("pid"), record.get("start_time")
-                if isinstance(pid, int) and same_process_alive(pid, start):
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(pid, signal.SIGKILL)
+                if isinstance(pid, int):
+                    kill_group(pid, start if isinstance(start, int) else None)
                 outcome = outcome_to_wire(Outcome(exit_code=None, lost=True, error=LOST))
             self.send(key, {"op": "exited", "key": key, "outcome": outcome})
             return

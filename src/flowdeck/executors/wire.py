@@ -26,9 +26,11 @@ writer.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -145,3 +147,16 @@ def same_process_alive(pid: int, start_time: int | None) -> bool:
         return False
     fields = stat.rsplit(")", 1)[1].split()
     return fields[0] != "Z" and (start_time is None or int(fields[19]) == start_time)
+
+
+def kill_group(pid: int, start_time: int | None, wait_s: float = 2.0) -> None:
+    """SIGKILL the process group led by ``pid`` if that is still the process that started
+    at ``start_time`` (a pid can be reused), and wait (``wait_s`` at most) until its
+    leader is gone: what comes next may rely on it."""
+    if not same_process_alive(pid, start_time):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + wait_s
+    while same_process_alive(pid, start_time) and time.monotonic() < deadline:
+        time.sleep(0.002)
