@@ -48,6 +48,14 @@ class Settings(BaseSettings):
         "directory. PostgreSQL: postgresql+psycopg://user@host/db.",
     )
     auto_migrate: bool = Field(True, description="Upgrade the database schema at start.")
+    db_timeout_s: float = Field(
+        30,
+        ge=1,
+        le=3600,
+        description="PostgreSQL: a connection attempt, or a connection held by one "
+        "transaction, that takes longer is cut off (the call answers 503 "
+        "store_unavailable): a hung database server cannot hold requests or the scheduler.",
+    )
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL"] = Field(
         "NORMAL",
         description="SQLite synchronous level (WAL mode): NORMAL survives a crash of "

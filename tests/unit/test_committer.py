@@ -4,10 +4,18 @@ owned elsewhere is fenced off."""
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from flowdeck.domain.accounts import AccountStatus, Role, User
+from flowdeck.domain.leases import ServerInstance
 from flowdeck.domain.runs import Run, RunState
+from flowdeck.errors import StoreUnavailable
 from flowdeck.runtime.committer import Batch, Committer
 from flowdeck.store.base import Tx
 from flowdeck.store.fake import FakeStore
@@ -68,7 +76,7 @@ def test_run_changes_merge_per_run_and_ops_see_what_came_before() -> None:
         claims={"run_x": 0},
     )
     committer._pending = [first, second, third]  # one commit of three batches
-    stale = committer._commit(committer._pending)
+    stale = committer._commit(committer._pending, 1)
     assert stale == {"run_x"}
     assert seen == [RunState.RUNNING]  # the op ran after the change before it
     with store.read() as tx:
@@ -82,4 +90,116 @@ def test_run_changes_merge_per_run_and_ops_see_what_came_before() -> None:
         ("run_a", "run.running"),
         ("run_a", "run.succeeded"),
     ]
+    committer.close()
+
+
+class FlakyStore(FakeStore):
+    """A fake store whose database goes away: writes (and, while ``down``, reads) raise
+    StoreUnavailable; with ``cut_after_commit`` a write commits and then raises, as a
+    connection cut during its COMMIT does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.cut_after_commit = 0
+        self.writes = 0
+
+    def read(self) -> AbstractContextManager[Tx]:
+        if self.down:
+            raise StoreUnavailable("the database is unavailable: stopped")
+        return super().read()
+
+    @contextmanager
+    def _flaky_write(self) -> Iterator[Tx]:
+        if self.down:
+            raise StoreUnavailable("the database is unavailable: stopped")
+        with super().write() as tx:
+            yield tx
+        self.writes += 1
+        if self.cut_after_commit:
+            self.cut_after_commit -= 1
+            raise StoreUnavailable("the database is unavailable: connection cut")
+
+    def write(self) -> AbstractContextManager[Tx]:
+        return self._flaky_write()
+
+
+def _flaky() -> FlakyStore:
+    store = FlakyStore()
+    with store.write() as tx:
+        tx.add_user(User("u_a", "alice", Role.USER, AccountStatus.ACTIVE, "x", T0, T0))
+        for name in ("run_a", "run_b"):
+            run = Run(name, "u_a", None, "inline", RunState.QUEUED, T0, T0)
+            tx.add_run(dataclasses.replace(run, owner_instance="inst_1", fence=1))
+    return store
+
+
+def _change(run_id: str, state: RunState, at: datetime) -> Batch:
+    return Batch(
+        ops=[(run_id, {"state": state})],
+        steps=[],
+        events=[("run", run_id, f"run.{state.value}", at, None, {})],
+        fences={run_id: 1},
+    )
+
+
+def test_batches_an_outage_kept_out_are_committed_in_order_once_it_ends() -> None:
+    store = _flaky()
+    committer = Committer(store, "inst_1", lambda _: None)
+    store.down = True
+    first = committer.submit(_change("run_a", RunState.RUNNING, T0))
+    time.sleep(0.3)  # tried and held, more than once
+    assert committer.held == 1 and not first.done() and not committer.idle
+    second = committer.submit(_change("run_a", RunState.SUCCEEDED, T0 + timedelta(seconds=1)))
+    third = committer.submit(_change("run_b", RunState.RUNNING, T0 + timedelta(seconds=2)))
+    store.down = False
+    assert first.result(5) == second.result(5) == third.result(5) == set()
+    assert committer.idle
+    with store.read() as tx:
+        a, b = tx.get_run("run_a"), tx.get_run("run_b")
+        events = tx.list_events(subject_kind="run", limit=10)
+    assert a is not None and a.state is RunState.SUCCEEDED  # applied in order
+    assert b is not None and b.state is RunState.RUNNING
+    assert [(e.subject_id, e.type) for e in events] == [
+        ("run_a", "run.running"),
+        ("run_a", "run.succeeded"),
+        ("run_b", "run.running"),
+    ]
+    committer.close()
+
+
+def test_a_commit_whose_outcome_was_lost_is_not_applied_twice() -> None:
+    store = _flaky()
+    with store.write() as tx:  # the instance's row holds the commit mark
+        tx.add_instance(ServerInstance("inst_1", "h", 1, None, T0, T0))
+    committer = Committer(store, "inst_1", lambda _: None)
+    before = store.writes
+    store.cut_after_commit = 1
+    done = committer.submit(_change("run_a", RunState.RUNNING, T0))
+    assert done.result(5) == set()
+    with store.read() as tx:
+        events = tx.list_events(subject_kind="run", limit=10)
+    assert [(e.subject_id, e.type) for e in events] == [("run_a", "run.running")]
+    assert store.writes == before + 1  # committed once, then found by its mark
+    committer.close()
+
+
+def test_a_batch_that_cannot_be_committed_costs_only_itself() -> None:
+    store = _flaky()
+    committer = Committer(store, "inst_1", lambda _: None)
+
+    def broken(tx: Tx) -> None:
+        raise ValueError("a bug")
+
+    store.down = True  # both gather, then go in one transaction
+    good = committer.submit(_change("run_a", RunState.RUNNING, T0))
+    bad = committer.submit(Batch(ops=[("run_b", broken)], steps=[], events=[], fences={}))
+    time.sleep(0.2)
+    store.down = False
+    assert good.result(5) == set()
+    with pytest.raises(ValueError, match="a bug"):
+        bad.result(5)
+    with store.read() as tx:
+        a = tx.get_run("run_a")
+    assert a is not None and a.state is RunState.RUNNING
     committer.close()

@@ -98,6 +98,10 @@ class NoProcess(StepProcess):
 class Executor(ABC):
     name: str
     can_freeze: bool = True  # False: pause can only drain
+    # True: it starts an attempt key at most once, and a start asked again after a crash
+    # finds the attempt (running or ended) instead of starting a second; so the scheduler
+    # may start a step before the commit that records it (runtime/core.py).
+    starts_once: bool = False
 
     @abstractmethod
     def start(

@@ -39,6 +39,7 @@ class FakeProcess(StepProcess):
 
 class FakeExecutor(Executor):
     name = "fake"
+    starts_once = True
 
     def __init__(self, auto: Callable[[Launch], Outcome | None] | None = None) -> None:
         """``auto(launch)``: an outcome to end each attempt with at once (None: wait)."""
@@ -48,6 +49,8 @@ class FakeExecutor(Executor):
     def start(
         self, launch: Launch, on_exit: Callable[[Outcome], None], loop: asyncio.AbstractEventLoop
     ) -> StepProcess:
+        if launch.key in self.started:  # as the supervisor: a key starts once
+            return self.started[launch.key]
         proc = FakeProcess(launch.key, launch, on_exit, loop)
         self.started[launch.key] = proc
         outcome = self.auto(launch) if self.auto else None

@@ -105,6 +105,7 @@ class SupervisedProcess(StepProcess):
 class SupervisedExecutor(Executor):
     name = "local"
     can_freeze = True
+    starts_once = True  # the supervisor's rule, kept in each run's attempt journal
 
     def __init__(self, data_dir: Path, idle_s: float = 300.0) -> None:
         self.data_dir = data_dir

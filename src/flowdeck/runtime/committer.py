@@ -4,6 +4,12 @@ commits whatever has gathered in ONE transaction, batches applied in order.
 Every change is fenced: a batch says which (instance, fence) it expects each of its runs to
 have; the changes of a run whose owner or fence differ in the store (another instance took
 it over) are dropped, and the scheduler is told to let go of that run.
+
+A decision is never dropped for want of the database: batches that could not be committed
+because the store is unavailable (stopped, hung, its disk full) are held and tried again,
+in order and ahead of newer ones, until they commit.  Each commit writes its number on the
+instance's row (``Tx.mark_commit``) in the same transaction, so a commit whose outcome a
+cut connection hid is looked up, not applied twice.
 """
 
 from __future__ import annotations
@@ -17,11 +23,14 @@ from typing import Any
 
 from flowdeck.domain.composition import CacheEntry
 from flowdeck.domain.runs import StepRecord
+from flowdeck.errors import StoreUnavailable
 from flowdeck.store.base import EventRow, Store, Tx
 
 log = logging.getLogger("flowdeck.committer")
 # (run id, change): a function of the transaction, or new values of the run's own row
 Op = tuple[str, Callable[[Tx], None] | dict[str, Any]]
+RETRY_FIRST_S = 0.1  # held batches are tried again after this, doubling up to RETRY_MAX_S
+RETRY_MAX_S = 2.0
 
 
 @dataclass
@@ -43,6 +52,12 @@ class Committer:
         self.instance_id = instance_id
         self.on_fenced = on_fenced
         self._pending: list[Batch] = []
+        self._held: list[Batch] = []  # kept out by an outage: committed before any other
+        # A failed commit that may have gone in: its number and batches.
+        self._unsure: tuple[int, list[Batch]] | None = None
+        self._seq = 0
+        self._busy = False
+        self._warned = False
         self._cond = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._main, name="flowdeck-committer", daemon=True)
@@ -55,29 +70,126 @@ class Committer:
             self._cond.notify()
         return batch.done
 
+    @property
+    def idle(self) -> bool:
+        """Nothing handed over is waiting for its commit: the store holds every decision."""
+        with self._cond:
+            return not (self._pending or self._held or self._busy)
+
+    @property
+    def held(self) -> int:
+        """How many batches an outage keeps waiting."""
+        return len(self._held)
+
     def _main(self) -> None:
+        wait = RETRY_FIRST_S
         while True:
             with self._cond:
-                while not self._pending and not self._closing:
+                if self._held and not self._closing:
+                    self._cond.wait_for(lambda: self._closing, timeout=wait)
+                while not self._pending and not self._held and not self._closing:
                     self._cond.wait()
-                if not self._pending and self._closing:
+                if not self._pending and not self._held and self._closing:
                     return
-                batches, self._pending = self._pending, []
+                giving_up = self._closing and bool(self._held)
+                batches, self._held, self._pending = self._held + self._pending, [], []
+                self._busy = True
             try:
-                stale = self._commit(batches)
-            except Exception as exc:
-                log.exception("could not commit %d scheduler batches", len(batches))
-                for b in batches:
-                    b.done.set_exception(exc)
-            else:
-                if stale:
-                    log.warning("changes of runs owned elsewhere were dropped: %s", stale)
-                    self.on_fenced(stale)
-                for b in batches:
-                    b.done.set_result(stale)
+                if self._commit_held(batches):
+                    wait = RETRY_FIRST_S
+                elif giving_up:
+                    log.error(
+                        "stopping with %d scheduler batches not committed (the database is "
+                        "unavailable): the next start recovers from the attempt journals",
+                        len(batches),
+                    )
+                    for b in batches:
+                        b.done.set_exception(StoreUnavailable("the server stopped first"))
+                    return
+                else:
+                    wait = min(wait * 2, RETRY_MAX_S)
+            finally:
+                with self._cond:
+                    self._busy = False
 
-    def _commit(self, batches: list[Batch]) -> set[str]:
+    def _commit_held(self, batches: list[Batch]) -> bool:
+        """Commit ``batches`` (held ones first); False when the store is unavailable (they
+        are held again)."""
+        try:
+            if self._unsure is not None:
+                seq, tried = self._unsure
+                with self.store.read() as tx:
+                    went_in = tx.commit_mark(self.instance_id) >= seq
+                self._unsure = None
+                if went_in:  # the last try is in after all: settle it; commit the rest
+                    self._settle(tried, self._fenced_off(tried))
+                    batches = [b for b in batches if not b.done.done()]
+            self._try(batches)
+        except StoreUnavailable as exc:
+            left = [b for b in batches if not b.done.done()]
+            if not self._warned:
+                log.warning(
+                    "cannot commit %d scheduler batches (%s): held, and tried again until "
+                    "the database takes them",
+                    len(left),
+                    exc,
+                )
+                self._warned = True
+            with self._cond:
+                self._held = left + self._held
+            return False
+        if self._warned:
+            log.warning("the database takes the scheduler's commits again")
+            self._warned = False
+        return True
+
+    def _try(self, batches: list[Batch]) -> None:
+        """One transaction for all; when it fails for another reason than the store's
+        availability, each batch alone, so that a bad one costs only itself."""
+        if not batches:
+            return
+        self._seq += 1
+        self._unsure = (self._seq, batches)
+        try:
+            stale = self._commit(batches, self._seq)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            self._unsure = None
+            if len(batches) == 1:
+                log.exception("could not commit a scheduler batch: its changes are dropped")
+                batches[0].done.set_exception(exc)
+                return
+            for b in batches:
+                self._try([b])
+            return
+        self._unsure = None
+        self._settle(batches, stale)
+
+    def _settle(self, batches: list[Batch], stale: set[str]) -> None:
+        if stale:
+            log.warning("changes of runs owned elsewhere were dropped: %s", stale)
+            self.on_fenced(stale)
+        for b in batches:
+            b.done.set_result(stale)
+
+    def _fenced_off(self, batches: list[Batch]) -> set[str]:
+        """The runs of committed ``batches`` that the store says are not ours (as
+        :meth:`_commit` would have found)."""
+        expected: dict[str, int] = {}
+        for b in batches:
+            expected.update(b.fences)
+        with self.store.read() as tx:
+            found = tx.run_fences(sorted(expected))
+        return {
+            run_id
+            for run_id, fence in expected.items()
+            if run_id in found and found[run_id] != (self.instance_id, fence)
+        }
+
+    def _commit(self, batches: list[Batch], seq: int) -> set[str]:
         with self.store.write() as tx:
+            tx.mark_commit(self.instance_id, seq)
             expected: dict[str, int] = {}
             claims: dict[str, int] = {}
             for b in batches:

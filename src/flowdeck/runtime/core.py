@@ -33,6 +33,7 @@ from flowdeck.domain.runs import (
     transition,
 )
 from flowdeck.domain.validation import ValidWorkflow, validate_data
+from flowdeck.errors import StoreUnavailable
 from flowdeck.executors.base import Executor, Outcome
 from flowdeck.runtime import launch as launching
 from flowdeck.runtime.active import FAILURES, ActiveRun, Instance
@@ -45,6 +46,7 @@ from flowdeck.runtime.steps import StepError, evaluate_condition, foreach_items,
 from flowdeck.store.base import EventRow, Store, Tx
 
 log = logging.getLogger("flowdeck.scheduler")
+STORE_RETRY_S = 1.0  # a tick cut short by the database tries again after this
 # A change to commit: a function of the transaction, or (a dict) new values of the run's
 # own row, which the committer merges and writes with other runs' in one statement.
 Change = Callable[[Tx], None] | dict[str, Any]
@@ -218,6 +220,12 @@ class SchedulerCore:
         started = time.perf_counter()
         try:
             self._tick_body()
+        except StoreUnavailable as exc:
+            # A read the tick needed failed: what it decided so far stands (and is
+            # committed once the database answers); the rest waits for the next try.
+            log.warning("scheduler tick cut short: %s", exc)
+            self._flush()
+            self._retry_soon()
         except Exception:
             log.exception("scheduler tick failed")
             self._ops.clear()
@@ -225,35 +233,61 @@ class SchedulerCore:
         for observe in self.tick_observers:
             observe(elapsed)
 
+    def _retry_soon(self) -> None:
+        """Tick again in a second (a read failed for want of the database)."""
+        assert self.loop is not None
+        self.loop.call_later(STORE_RETRY_S, self._plan)
+
     def _tick_body(self) -> None:
-        for ar in list(self.active.values()):
-            if ar.run.state is RunState.RUNNING:
-                self._advance(ar)
-            self._maybe_finish(ar)
-        starts: list[tuple[ActiveRun, Instance, Any]] = []
-        for ar in self._by_priority(self.active.values()):
-            if ar.run.state is RunState.RUNNING and not self._dispatch(ar, starts):
-                break
-        claimed: list[tuple[ActiveRun, Instance, Any]] = []
-        if self.queued and self.used < self.slots and not self.draining:
-            self._admit(claimed, starts)
-        # Processes of runs this instance owns start at once (their state changes are
-        # already decided and go to the committer right after) while its lease is surely
-        # its own; else, like those of runs it claims, once the tick's commit says that
-        # nobody took them over (see _start_claimed).
-        if not self.lease_fresh():
-            claimed += starts
-            starts = []
-        self._start(starts)
+        starts: list[tuple[ActiveRun, Instance, Any]] = []  # of runs this instance owns
+        claimed: list[tuple[ActiveRun, Instance, Any]] = []  # of runs this tick claims
+        try:
+            for ar in list(self.active.values()):
+                if ar.run.state is RunState.RUNNING:
+                    self._advance(ar)
+                self._maybe_finish(ar)
+            for ar in self._by_priority(self.active.values()):
+                if ar.run.state is RunState.RUNNING and not self._dispatch(ar, starts):
+                    break
+            if self.queued and self.used < self.slots and not self.draining:
+                try:
+                    self._admit(claimed, starts)
+                except StoreUnavailable as exc:  # those admitted so far start; others wait
+                    log.warning("cannot admit queued runs yet: %s", exc)
+                    self._retry_soon()
+        finally:  # whatever cut the tick short, what it dispatched starts
+            self._launch(starts, claimed)
+        if any(ar.finished() for ar in self.active.values()):
+            self._plan()
+
+    def _launch(
+        self,
+        starts: list[tuple[ActiveRun, Instance, Any]],
+        claimed: list[tuple[ActiveRun, Instance, Any]],
+    ) -> None:
+        """Start what a tick dispatched and hand its changes to the committer.
+
+        Steps of runs this instance owns start at once, before the commit that records
+        them, when both hold: its lease is surely its own, and their executor starts a key
+        once (the supervisor: after a crash before that commit, the restarted server asks
+        again for the same attempt and is answered with the process that runs, or its
+        outcome, from the run's attempt journal, so the store still gets every attempt
+        that ran).  The rest, and the steps of runs this tick claims, start once the
+        commit is in (see _start_claimed)."""
+        early: list[tuple[ActiveRun, Instance, Any]] = []
+        claimed = list(claimed)
+        fresh = self.lease_fresh()
+        for start in starts:
+            once = fresh and self.executors[start[1].executor].starts_once
+            (early if once else claimed).append(start)
+        self._start(early)
         committed = self._flush()
-        if claimed:  # their steps start once the claims are committed
+        if claimed:
             assert self.loop is not None
             loop = self.loop
             committed.add_done_callback(
                 lambda f: loop.call_soon_threadsafe(self._start_claimed, claimed, f)
             )
-        if any(ar.finished() for ar in self.active.values()):
-            self._plan()
 
     def _start(self, starts: list[tuple[ActiveRun, Instance, Any]]) -> None:
         assert self.loop is not None
@@ -306,14 +340,20 @@ class SchedulerCore:
         while self.used < self.slots and (first := self.queued.take_first(1)):
             queued = first[0]
             ours = queued.owner_instance == self.instance_id
-            if ours:
-                run = queued
-            else:
-                self._claims[queued.id] = queued.fence
-                run = dataclasses.replace(
+            run = (
+                queued
+                if ours
+                else dataclasses.replace(
                     queued, owner_instance=self.instance_id, fence=queued.fence + 1
                 )
-            admitted = self._activate(run)
+            )
+            try:
+                admitted = self._activate(run)
+            except StoreUnavailable:
+                self.queued[queued.id] = queued  # admitted at the next try
+                raise
+            if not ours:
+                self._claims[queued.id] = queued.fence
             if admitted is None:
                 continue
             self.active[run.id] = admitted
@@ -413,12 +453,18 @@ class SchedulerCore:
                 if ar.used + inst.cpus > ar.cpus and ar.used > 0:
                     return True
                 op = functools.partial(self._op, ar.run.id)
-                if (source := self.cache.hit(ar, inst, op, self._cache_entries.append)) is not None:
-                    self._step_state(ar, inst, StepState.CACHED, from_run=source)
-                    self._plan()  # its dependents may be ready now
-                    continue
                 try:
+                    source = self.cache.hit(ar, inst, op, self._cache_entries.append)
+                    if source is not None:
+                        self._step_state(ar, inst, StepState.CACHED, from_run=source)
+                        self._plan()  # its dependents may be ready now
+                        continue
                     launch = self.ports.attach(ar, inst, launching.prepare(ar, inst, self.settings))
+                except StoreUnavailable as exc:
+                    # the instance stays pending; the steps dispatched before it start
+                    log.warning("cannot start %s yet: %s", inst.label, exc)
+                    self._retry_soon()
+                    return False
                 except StepError as exc:
                     inst.error = str(exc)
                     self._step_state(ar, inst, StepState.FAILED, error=str(exc))

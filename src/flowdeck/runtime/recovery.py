@@ -118,6 +118,10 @@ class RecoveryMixin(SchedulerCore):
         for run in runs:
             if run.id in self.active:
                 continue
+            if not startup and run.owner_instance == self.instance_id:
+                # Ours, and not active here: it ended in memory and the commit saying so
+                # is not in yet (held through a database outage); never taken up again.
+                continue
             owner = instances.get(run.owner_instance or "")
             if (
                 owner is not None

@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 from flowdeck import clock
 from flowdeck.config import Settings
 from flowdeck.domain.runs import Run
-from flowdeck.errors import Conflict
+from flowdeck.errors import Conflict, StoreUnavailable
 from flowdeck.executors.base import Executor
 from flowdeck.ids import new_id
 from flowdeck.runtime.cache import StepCache
@@ -164,7 +164,13 @@ class Scheduler(ControlMixin, RecoveryMixin):
             committed.add_done_callback(done)
 
         self.loop.call_soon_threadsafe(run)
-        return future.result(timeout=60)
+        try:
+            return future.result(timeout=60)
+        except concurrent.futures.TimeoutError:
+            raise StoreUnavailable(
+                "the database has not taken the change within 60 s: it is recorded once "
+                "the database answers"
+            ) from None
 
     def command(self, action: str, run_id: str, who: str, options: dict[str, Any]) -> Run:
         """An API command on an active run (pause, resume, stop, kill), answered once

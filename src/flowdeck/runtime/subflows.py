@@ -20,6 +20,7 @@ from typing import Any, cast
 
 from flowdeck.domain.composition import CHILD
 from flowdeck.domain.runs import TERMINAL_STATES, Event, Run, RunState
+from flowdeck.errors import StoreUnavailable
 from flowdeck.executors.base import Executor, Launch, Outcome, StepProcess
 from flowdeck.store.base import Store
 
@@ -83,7 +84,12 @@ class SubflowExecutor(Executor):
             child = self.create_child(parent, step, index, launch.argv[1], dict(launch.kwargs))
         except Exception as exc:
             message = getattr(exc, "message", None) or str(exc)
-            outcome = Outcome(exit_code=None, error=f"the sub-workflow cannot start: {message}")
+            outcome = Outcome(
+                exit_code=None,
+                # lost, as an attempt that never ran (retried per the step's policy)
+                lost=isinstance(exc, StoreUnavailable),
+                error=f"the sub-workflow cannot start: {message}",
+            )
             loop.call_soon(on_exit, outcome)
             return ChildRun(self, "", self.grace_s)
         with self._lock:
@@ -129,8 +135,12 @@ class SubflowExecutor(Executor):
                     loop.call_soon_threadsafe(self._ended, e.subject_id, on_exit)
 
     def _ended(self, child_id: str, on_exit: Callable[[Outcome], None]) -> None:
-        with self.store.read() as tx:
-            child = tx.get_run(child_id)
+        try:
+            with self.store.read() as tx:
+                child = tx.get_run(child_id)
+        except StoreUnavailable:  # read again in a second: the parent waits meanwhile
+            asyncio.get_running_loop().call_later(1.0, self._ended, child_id, on_exit)
+            return
         if child is not None and child.state is RunState.SUCCEEDED:
             on_exit(Outcome(exit_code=0, result=dict(child.outputs)))
             return

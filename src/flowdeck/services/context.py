@@ -123,7 +123,9 @@ def build_context(settings: Settings, *, migrate: bool | None = None) -> Context
     """Open the store (upgrading its schema when asked) and build the services."""
     prepare_data_dir(settings)
     store = open_store(
-        settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
+        settings.resolved_database_url,
+        sqlite_synchronous=settings.sqlite_synchronous,
+        timeout_s=settings.db_timeout_s,
     )
     if settings.auto_migrate if migrate is None else migrate:
         from flowdeck.store.sql import SqlStore

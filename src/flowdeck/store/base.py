@@ -322,6 +322,16 @@ class Tx(ABC):
     def stop_instance(self, instance_id: str, now: datetime) -> None: ...
 
     @abstractmethod
+    def mark_commit(self, instance_id: str, seq: int) -> None:
+        """Record, in the transaction of a scheduler commit, that commit number ``seq`` of
+        the instance is in: after a failure whose outcome is unknown (the connection cut
+        during COMMIT), :meth:`commit_mark` says whether it went in."""
+
+    @abstractmethod
+    def commit_mark(self, instance_id: str) -> int:
+        """The number of the instance's last scheduler commit that went in (0: none)."""
+
+    @abstractmethod
     def list_instances(self) -> list[ServerInstance]: ...
 
     @abstractmethod

@@ -50,6 +50,7 @@ class _State:
     deliveries: dict[str, Delivery] = field(default_factory=dict)
     attempts: dict[tuple[str, int], Attempt] = field(default_factory=dict)
     instances: dict[str, ServerInstance] = field(default_factory=dict)
+    commit_marks: dict[str, int] = field(default_factory=dict)
     ports: dict[tuple[str, str, str], StreamPort] = field(default_factory=dict)
     records: dict[tuple[str, str, str], list[StreamRecord]] = field(default_factory=dict)
     graphs: dict[str, Graph] = field(default_factory=dict)

@@ -30,6 +30,12 @@ class FakeLeasesMixin:
         if inst is not None:
             self.s.instances[instance_id] = dataclasses.replace(inst, stopped_at=now)
 
+    def mark_commit(self, instance_id: str, seq: int) -> None:
+        self.s.commit_marks[instance_id] = seq
+
+    def commit_mark(self, instance_id: str) -> int:
+        return self.s.commit_marks.get(instance_id, 0)
+
     def list_instances(self) -> list[ServerInstance]:
         return sorted(self.s.instances.values(), key=lambda i: i.started_at)
 

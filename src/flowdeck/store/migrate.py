@@ -31,7 +31,10 @@ def current_revision(conn: Connection) -> str | None:
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
     """Upgrade the schema; return the revisions before and after."""
+    from flowdeck.store.deadline import lift
+
     with engine.begin() as conn:
+        lift(conn)  # a migration may rightly outlast db_timeout_s
         before = current_revision(conn)
         command.upgrade(alembic_config(conn), revision)
         after = current_revision(conn)

@@ -238,6 +238,8 @@ instances = Table(
     Column("started_at", UTCDateTime, nullable=False),
     Column("heartbeat_at", UTCDateTime, nullable=False),
     Column("stopped_at", UTCDateTime, nullable=True),
+    # The number of the instance's last scheduler commit that went in (see mark_commit).
+    Column("commit_seq", BigInteger, nullable=False, server_default="0"),
 )
 
 # Every state change and what else happens to a subject (a run; a graph later), written in

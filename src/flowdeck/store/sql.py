@@ -6,6 +6,7 @@ Third-party errors are translated here, in :meth:`SqlStore._transaction`, and no
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import sqlite3
 import threading
@@ -32,6 +33,7 @@ from flowdeck.domain.workflows import WORKFLOW_KIND, Visibility, Workflow
 from flowdeck.errors import AlreadyExists, InvalidInput, StoreUnavailable
 from flowdeck.store import schema as t
 from flowdeck.store.base import EventHook, Store, Tx
+from flowdeck.store.deadline import install
 from flowdeck.store.sql_graphs import SqlGraphsMixin
 from flowdeck.store.sql_leases import SqlLeasesMixin
 from flowdeck.store.sql_ports import SqlPortsMixin
@@ -43,8 +45,9 @@ from flowdeck.store.sql_wes import SqlWesMixin
 _WRITE = "flowdeck_write"
 
 
-def make_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> Engine:
-    """An engine with flowdeck's connection settings for the URL's backend."""
+def make_engine(url: str, *, sqlite_synchronous: str = "NORMAL", timeout_s: float = 30) -> Engine:
+    """An engine with flowdeck's connection settings for the URL's backend; PostgreSQL's
+    connections and transactions are bounded by ``timeout_s`` (see :mod:`deadline`)."""
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = sa.create_engine(
@@ -55,7 +58,13 @@ def make_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> Engine:
         )
         _configure_sqlite(engine, sqlite_synchronous)
         return engine
-    return sa.create_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return sa.create_engine(
+        parsed,
+        pool_size=10,
+        max_overflow=20,
+        pool_timeout=timeout_s,
+        connect_args={"connect_timeout": max(2, math.ceil(timeout_s))},
+    )
 
 
 def _configure_sqlite(engine: Engine, synchronous: str) -> None:
@@ -113,11 +122,14 @@ class WriterLock:
 
 
 class SqlStore(Store):
-    def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self, url: str, *, sqlite_synchronous: str = "NORMAL", timeout_s: float = 30
+    ) -> None:
         super().__init__()
         self.url = url
-        self.engine = make_engine(url, sqlite_synchronous=sqlite_synchronous)
+        self.engine = make_engine(url, sqlite_synchronous=sqlite_synchronous, timeout_s=timeout_s)
         self.dialect = self.engine.dialect.name
+        self._deadline = install(self.engine, timeout_s) if self.dialect != "sqlite" else None
         # SQLite has one writer at a time.  Threads of this process queue on a lock, woken
         # at once, instead of in SQLite's busy handler, which sleeps up to 100 ms a try.
         self._write_lock = WriterLock() if self.dialect == "sqlite" else None
@@ -165,6 +177,8 @@ class SqlStore(Store):
             ) from e
         except (exc.OperationalError, exc.InterfaceError) as e:
             raise StoreUnavailable(f"the database is unavailable: {e.orig}") from e
+        except exc.TimeoutError as e:  # every pooled connection stuck in a call
+            raise StoreUnavailable(f"the database is unavailable: {e}") from e
         except sqlite3.OperationalError as e:  # BEGIN, sent straight to the driver
             raise StoreUnavailable(f"the database is unavailable: {e}") from e
         except (OverflowError, exc.DataError) as e:
@@ -192,6 +206,8 @@ class SqlStore(Store):
             self._write_lock.share(lock_file)
 
     def close(self) -> None:
+        if self._deadline is not None:
+            self._deadline.close()
         self.engine.dispose()
         if self._write_lock is not None:
             self._write_lock.close()

@@ -37,6 +37,12 @@ _CLAIM = (
     .values(owner_instance=sa.bindparam("v_instance"), fence=t.runs.c.fence + 1)
 )
 
+_MARK = (
+    t.instances.update()
+    .where(t.instances.c.id == sa.bindparam("m_id"))
+    .values(commit_seq=sa.bindparam("m_seq"))
+)
+
 
 class SqlLeasesMixin:
     conn: Connection
@@ -65,6 +71,13 @@ class SqlLeasesMixin:
     def stop_instance(self, instance_id: str, now: datetime) -> None:
         q = t.instances.update().where(t.instances.c.id == instance_id).values(stopped_at=now)
         self.conn.execute(q)
+
+    def mark_commit(self, instance_id: str, seq: int) -> None:
+        self.conn.execute(_MARK, {"m_id": instance_id, "m_seq": seq})
+
+    def commit_mark(self, instance_id: str) -> int:
+        q = sa.select(t.instances.c.commit_seq).where(t.instances.c.id == instance_id)
+        return int(self.conn.execute(q).scalar() or 0)
 
     def list_instances(self) -> list[ServerInstance]:
         q = t.instances.select().order_by(t.instances.c.started_at)
