@@ -24,6 +24,7 @@ from typing import Any
 from flowdeck import clock
 from flowdeck.domain.leases import ServerInstance
 from flowdeck.domain.runs import STEP_DONE, Run, RunState, StepRecord, StepState
+from flowdeck.errors import StoreUnavailable
 from flowdeck.executors.base import NoProcess, Outcome
 from flowdeck.executors.supervised import SupervisedExecutor, SupervisorState, kill_orphan
 from flowdeck.executors.wire import outcome_from_wire, process_start_time, read_records
@@ -61,6 +62,8 @@ class RecoveryMixin(SchedulerCore):
                 log.error("this instance's lease was ended by someone else")
             self._take_over(startup=False)
             self._flush()
+        except StoreUnavailable as exc:  # an outage: one line per beat, not a traceback
+            log.warning("heartbeat failed: %s", exc)
         except Exception:
             log.exception("heartbeat failed")
         assert self.loop is not None
