@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from tests.helpers import STRONG, free_port
-from tests.receiver import Receiver, receiver
+from tests.receiver import Receiver, eventually, receiver
 
 API = "/api/v1"
 TERMINAL = {"succeeded", "failed", "cancelled", "killed", "system_error"}
@@ -280,14 +280,8 @@ def states_of(server: Server, token: str, run_ids: Collection[str]) -> dict[str,
 
 def wait_until(what: str, check: Any, timeout: float, interval: float = 0.1) -> Any:
     """Poll ``check()`` until it gives a true value (returned); fail after ``timeout``
-    saying ``what`` was awaited and what ``check`` gave last."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(interval)
+    saying ``what`` was awaited."""
+    return eventually(check, timeout, what, interval)
 
 
 def wait_ended(

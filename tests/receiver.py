@@ -92,12 +92,15 @@ def receiver(
         thread.join(10)
 
 
-def eventually(check: Callable[[], Any], timeout: float = 20, what: str = "condition") -> Any:
-    """Poll until ``check()`` is truthy (returning it); fail after ``timeout`` seconds."""
+def eventually(
+    check: Callable[[], Any], timeout: float = 20, what: str = "condition", interval: float = 0.02
+) -> Any:
+    """Poll until ``check()`` is truthy (returning it); fail after ``timeout`` seconds
+    saying ``what`` was awaited."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(interval)

@@ -43,6 +43,7 @@ from tests.crashkit import (
     wait_ended,
     wait_until,
 )
+from tests.helpers import fill, small_tmpfs
 from tests.pgcluster import PgCluster, pg_cluster
 
 seeded = pytest.mark.parametrize("seed", seeds(), ids=lambda s: f"seed{s}")
@@ -53,6 +54,15 @@ DEADLINE_S = 60
 
 def replay(seed: int) -> str:
     return f"seed {seed} (FLOWDECK_TEST_CRASH_SEED={seed} replays it)"
+
+
+def begin(tmp: Path, seed: int) -> tuple[random.Random, Path]:
+    """A scenario's start: its seed said, its random source, its markers' folder (outside
+    the data directory)."""
+    print(replay(seed))
+    counters = tmp / "counters"
+    counters.mkdir()
+    return random.Random(seed), counters
 
 
 def settings(data_dir: Path, **more: str) -> dict[str, str]:
@@ -168,14 +178,13 @@ def database_outage(
     fault: Callable[[], None],
     repair: Callable[[], None],
     seconds: tuple[float, float],
+    crash: bool = False,
     **more: str,
 ) -> None:
-    """Runs going and queued; the database fails for a seeded time; then every run must
-    end as expected (within a generous deadline) and the audit pass."""
-    print(replay(seed))
-    rng = random.Random(seed)
-    counters = tmp / "counters"
-    counters.mkdir()
+    """Runs going and queued; the database fails for a seeded time (with ``crash``, the
+    server is killed at its end and started again once the database is back); then every
+    run must end as expected (within a generous deadline) and the audit pass."""
+    rng, counters = begin(tmp, seed)
     shapes = workflows(counters)
     names = list(MIX)
     rng.shuffle(names)
@@ -194,9 +203,13 @@ def database_outage(
         t0 = time.monotonic()
         fault()
         try:
-            time.sleep(down)
+            time.sleep(down)  # steps end and start meanwhile; nothing is committed
+            if crash:
+                server.crash()
         finally:
             repair()
+        if crash:
+            server.start()
         ready_again(server)
         wait_ended(server, token, expected, timeout=DEADLINE_S, context=replay(seed))
         audit(server, token, counters, expected, kinds=kinds, context=replay(seed))
@@ -207,88 +220,38 @@ def database_outage(
         )
 
 
-@seeded
-def test_postgres_stopped_briefly(
-    tmp_path: Path, cluster: PgCluster, database: str, seed: int
-) -> None:
-    database_outage(tmp_path, database, seed, cluster.stop, cluster.start, (1.5, 3.0))
+HUNG = {"FLOWDECK_DB_TIMEOUT_S": "2"}
+# name -> (fault, repair, how long in s, the server killed at its end, more settings).
+# Killed meanwhile: steps the supervisor runs may start before the commit that records
+# them (while the lease is fresh), so the next start must find each such attempt (the
+# supervisor answers for it from its journal) and record it.
+OUTAGES: dict[str, tuple[str, str, tuple[float, float], bool, dict[str, str]]] = {
+    "stopped_briefly": ("stop", "start", (1.5, 3.0), False, {}),
+    "stopped_longer_than_the_lease": ("stop", "start", (5.0, 7.0), False, {}),
+    "hung_briefly": ("hang", "resume", (1.5, 3.0), False, HUNG),
+    "hung_longer_than_the_lease": ("hang", "resume", (5.0, 7.0), False, HUNG),
+    "stopped_and_the_server_killed_meanwhile": ("stop", "start", (0.3, 1.2), True, {}),
+}
 
 
 @seeded
-def test_postgres_stopped_longer_than_the_lease(
-    tmp_path: Path, cluster: PgCluster, database: str, seed: int
+@pytest.mark.parametrize("outage", list(OUTAGES))
+def test_postgres(
+    tmp_path: Path, cluster: PgCluster, database: str, outage: str, seed: int
 ) -> None:
-    database_outage(tmp_path, database, seed, cluster.stop, cluster.start, (5.0, 7.0))
-
-
-@seeded
-def test_postgres_hung_briefly(
-    tmp_path: Path, cluster: PgCluster, database: str, seed: int
-) -> None:
+    """PostgreSQL stopped cleanly (connections refused) or hung (SIGSTOP: connections
+    time out), for less and for more than the lease."""
+    fault, repair, seconds, crash, more = OUTAGES[outage]
     database_outage(
         tmp_path,
         database,
         seed,
-        cluster.hang,
-        cluster.resume,
-        (1.5, 3.0),
-        FLOWDECK_DB_TIMEOUT_S="2",
+        getattr(cluster, fault),
+        getattr(cluster, repair),
+        seconds,
+        crash,
+        **more,
     )
-
-
-@seeded
-def test_postgres_hung_longer_than_the_lease(
-    tmp_path: Path, cluster: PgCluster, database: str, seed: int
-) -> None:
-    database_outage(
-        tmp_path,
-        database,
-        seed,
-        cluster.hang,
-        cluster.resume,
-        (5.0, 7.0),
-        FLOWDECK_DB_TIMEOUT_S="2",
-    )
-
-
-@seeded
-def test_postgres_stopped_and_the_server_killed_meanwhile(
-    tmp_path: Path, cluster: PgCluster, database: str, seed: int
-) -> None:
-    """Steps the supervisor runs may start before the commit that records them (while the
-    lease is fresh); the server dies with those commits held: the next start must find
-    every such attempt (the supervisor answers for it from its journal) and record it."""
-    print(replay(seed))
-    rng = random.Random(seed)
-    counters = tmp_path / "counters"
-    counters.mkdir()
-    shapes = workflows(counters)
-    names = list(MIX)
-    rng.shuffle(names)
-    env = settings(tmp_path / "data", FLOWDECK_DATABASE_URL=database)
-    with serving(tmp_path, env) as server:
-        token = sign_up(server)
-        expected, kinds = launch(server, token, shapes, names)
-        wait_until(
-            "runs running while others queue",
-            lambda: running_and_queued(server, token, list(expected)),
-            30,
-            0.05,
-        )
-        time.sleep(rng.uniform(0.0, 0.5))
-        cluster.stop()
-        try:
-            time.sleep(rng.uniform(0.3, 1.2))  # steps end and start, nothing is committed
-            server.crash()
-        finally:
-            cluster.start()
-        server.start()
-        wait_ended(server, token, expected, timeout=DEADLINE_S, context=replay(seed))
-        audit(server, token, counters, expected, kinds=kinds, context=replay(seed))
-        print(
-            f"{replay(seed)}: {len(expected)} runs, server killed during the outage; "
-            f"{tally(counters)}; 0 violations"
-        )
 
 
 # -- the step supervisor killed -----------------------------------------------------------
@@ -306,10 +269,7 @@ def supervisors(data_dir: Path) -> list[int]:
 
 @seeded
 def test_step_supervisor_killed(tmp_path: Path, seed: int) -> None:
-    print(replay(seed))
-    rng = random.Random(seed)
-    counters = tmp_path / "counters"
-    counters.mkdir()
+    rng, counters = begin(tmp_path, seed)
     shapes = workflows(counters, seconds=0.4, retries=4)
     names = list(MIX)
     rng.shuffle(names)
@@ -339,31 +299,13 @@ def test_step_supervisor_killed(tmp_path: Path, seed: int) -> None:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 24 MiB tmpfs for the data directory."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], check=True)
-    try:
+    with small_tmpfs(tmp_path, "24m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(path: Path) -> None:
-    """Write until the disk is full."""
-    with contextlib.suppress(OSError), path.open("wb") as f:
-        while True:
-            f.write(b"\0" * (1 << 16))
-            f.flush()
 
 
 @seeded
 def test_disk_full_for_a_while(tmp_path: Path, small_disk: Path, seed: int) -> None:
-    print(replay(seed))
-    rng = random.Random(seed)
-    counters = tmp_path / "counters"  # the markers are not on the full disk
-    counters.mkdir()
+    rng, counters = begin(tmp_path, seed)  # the markers are not on the full disk
     # odd seeds: no retries, a step that hits the full disk fails its run; even: two
     retries = 0 if seed % 2 else 2
     shapes = workflows(counters, retries=retries)
@@ -501,10 +443,7 @@ def resume_paused(server: Server, token: str, run_ids: list[str]) -> None:
 
 @seeded
 def test_server_killed_during_pause_and_resume(tmp_path: Path, seed: int) -> None:
-    print(replay(seed))
-    rng = random.Random(seed)
-    counters = tmp_path / "counters"
-    counters.mkdir()
+    rng, counters = begin(tmp_path, seed)
     shapes = workflows(counters, seconds=1.0)
     expected: dict[str, str | None] = {}
     kinds: dict[str, str] = {}

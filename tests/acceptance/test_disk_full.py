@@ -5,7 +5,6 @@ since their files go first, and all comes back."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import live_server, make_settings, register_and_login
+from tests.helpers import fill, live_server, make_settings, register_and_login, small_tmpfs
 from tests.serving import FLOWDECK
 
 API = "/api/v1"
@@ -30,23 +29,9 @@ BIG = (
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount)], check=True)
-    try:
+    """A 12 MiB tmpfs for the data directory."""
+    with small_tmpfs(tmp_path, "12m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(path: Path) -> None:
-    """Write until the disk is full."""
-    with contextlib.suppress(OSError), path.open("wb") as f:
-        while True:
-            f.write(b"\0" * (1 << 16))
-            f.flush()
 
 
 def test_a_full_disk_refuses_writes_keeps_reads_and_says_not_ready(small_disk: Path) -> None:

@@ -47,6 +47,7 @@ from flowdeck.store.base import EventRow, Store, Tx
 
 log = logging.getLogger("flowdeck.scheduler")
 STORE_RETRY_S = 1.0  # a tick cut short by the database tries again after this
+Start = tuple[ActiveRun, Instance, Any]  # a dispatched instance: its run, itself, its launch
 # A change to commit: a function of the transaction, or (a dict) new values of the run's
 # own row, which the committer merges and writes with other runs' in one statement.
 Change = Callable[[Tx], None] | dict[str, Any]
@@ -239,8 +240,8 @@ class SchedulerCore:
         self.loop.call_later(STORE_RETRY_S, self._plan)
 
     def _tick_body(self) -> None:
-        starts: list[tuple[ActiveRun, Instance, Any]] = []  # of runs this instance owns
-        claimed: list[tuple[ActiveRun, Instance, Any]] = []  # of runs this tick claims
+        starts: list[Start] = []  # of runs this instance owns
+        claimed: list[Start] = []  # of runs this tick claims
         try:
             for ar in list(self.active.values()):
                 if ar.run.state is RunState.RUNNING:
@@ -262,8 +263,8 @@ class SchedulerCore:
 
     def _launch(
         self,
-        starts: list[tuple[ActiveRun, Instance, Any]],
-        claimed: list[tuple[ActiveRun, Instance, Any]],
+        starts: list[Start],
+        claimed: list[Start],
     ) -> None:
         """Start what a tick dispatched and hand its changes to the committer.
 
@@ -274,7 +275,7 @@ class SchedulerCore:
         outcome, from the run's attempt journal, so the store still gets every attempt
         that ran).  The rest, and the steps of runs this tick claims, start once the
         commit is in (see _start_claimed)."""
-        early: list[tuple[ActiveRun, Instance, Any]] = []
+        early: list[Start] = []
         claimed = list(claimed)
         fresh = self.lease_fresh()
         for start in starts:
@@ -289,7 +290,7 @@ class SchedulerCore:
                 lambda f: loop.call_soon_threadsafe(self._start_claimed, claimed, f)
             )
 
-    def _start(self, starts: list[tuple[ActiveRun, Instance, Any]]) -> None:
+    def _start(self, starts: list[Start]) -> None:
         assert self.loop is not None
         for owner, inst, launch in starts:
             executor = self.executors[inst.executor]
@@ -300,7 +301,7 @@ class SchedulerCore:
 
     def _start_claimed(
         self,
-        starts: list[tuple[ActiveRun, Instance, Any]],
+        starts: list[Start],
         committed: concurrent.futures.Future[set[str]],
     ) -> None:
         """Start the first steps of runs admitted by a tick, now that owning them is
@@ -329,8 +330,8 @@ class SchedulerCore:
 
     def _admit(
         self,
-        claimed: list[tuple[ActiveRun, Instance, Any]],
-        owned: list[tuple[ActiveRun, Instance, Any]],
+        claimed: list[Start],
+        owned: list[Start],
     ) -> None:
         """Start queued runs by priority, then age, while slots are free.  A run queued
         through this instance is its own already (ownership was part of queueing it): its
@@ -435,7 +436,7 @@ class SchedulerCore:
         inst = Instance(name, -1, None, 0, error=reason)
         self._step_state(ar, inst, state, reason=reason)
 
-    def _dispatch(self, ar: ActiveRun, starts: list[tuple[ActiveRun, Instance, Any]]) -> bool:
+    def _dispatch(self, ar: ActiveRun, starts: list[Start]) -> bool:
         """Start ready instances of ``ar``; False when the machine's slots are full."""
         if self.draining:
             return False
