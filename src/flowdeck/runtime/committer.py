@@ -120,9 +120,10 @@ class Committer:
                 seq, tried = self._unsure
                 with self.store.read() as tx:
                     went_in = tx.commit_mark(self.instance_id) >= seq
+                    stale = self._fenced_off(tx, tried) if went_in else set()
                 self._unsure = None
                 if went_in:  # the last try is in after all: settle it; commit the rest
-                    self._settle(tried, self._fenced_off(tried))
+                    self._settle(tried, stale)
                     batches = [b for b in batches if not b.done.done()]
             self._try(batches)
         except StoreUnavailable as exc:
@@ -173,14 +174,13 @@ class Committer:
         for b in batches:
             b.done.set_result(stale)
 
-    def _fenced_off(self, batches: list[Batch]) -> set[str]:
+    def _fenced_off(self, tx: Tx, batches: list[Batch]) -> set[str]:
         """The runs of committed ``batches`` that the store says are not ours (as
         :meth:`_commit` would have found)."""
         expected: dict[str, int] = {}
         for b in batches:
             expected.update(b.fences)
-        with self.store.read() as tx:
-            found = tx.run_fences(sorted(expected))
+        found = tx.run_fences(sorted(expected))
         return {
             run_id
             for run_id, fence in expected.items()
