@@ -15,6 +15,7 @@ from flowdeck.services.graphs import Graphs
 from flowdeck.services.metrics import Metrics
 from flowdeck.services.ports import Ports
 from flowdeck.services.runs import Runs
+from flowdeck.services.secrets import Secrets
 from flowdeck.services.webhooks import Webhooks
 from flowdeck.services.workflows import Workflows
 from flowdeck.store import Store, open_store
@@ -39,6 +40,7 @@ class Context:
     graphs: Graphs
     cwl: CwlWorkflows
     metrics: Metrics
+    secrets: Secrets
 
     def start_scheduler(self) -> None:
         """Start running queued runs (the server does; CLI commands do not)."""
@@ -117,6 +119,9 @@ class Context:
 
 def prepare_data_dir(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    from flowdeck.security.vault import create_key_file
+
+    create_key_file(settings.resolved_secret_key_file)  # at the first start
 
 
 def build_context(settings: Settings, *, migrate: bool | None = None) -> Context:
@@ -169,4 +174,5 @@ def make_context(settings: Settings, store: Store) -> Context:
         graphs=graphs,
         cwl=CwlWorkflows(workflows),
         metrics=metrics,
+        secrets=Secrets(store, settings),
     )

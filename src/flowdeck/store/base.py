@@ -21,6 +21,7 @@ from flowdeck.domain.graphs import Graph, GraphNode, GraphState
 from flowdeck.domain.leases import ServerInstance
 from flowdeck.domain.ports import Direction, StreamPort, StreamRecord
 from flowdeck.domain.runs import Event, Product, Run, RunState, StagedFile, StepRecord
+from flowdeck.domain.secrets import Secret
 from flowdeck.domain.webhooks import Attempt, Delivery, Subscription
 from flowdeck.domain.workflows import Visibility, Workflow
 
@@ -80,6 +81,26 @@ class Tx(ABC):
 
     @abstractmethod
     def delete_user(self, user_id: str) -> bool: ...
+
+    # -- secrets (values encrypted by the services; the store sees ciphertext) -------------
+    @abstractmethod
+    def put_secret(self, secret: Secret) -> bool:
+        """Create or replace ``(owner_id, name)``'s secret (a replacement keeps its
+        ``created_at``); True when it was created."""
+
+    @abstractmethod
+    def get_secret(self, owner_id: str, name: str) -> Secret | None: ...
+
+    @abstractmethod
+    def get_secrets(self, owner_id: str, names: list[str]) -> list[Secret]:
+        """The owner's secrets among ``names`` (those that exist)."""
+
+    @abstractmethod
+    def list_secrets(self, owner_id: str | None) -> list[Secret]:
+        """An owner's secrets by name (None: everyone's, by owner then name)."""
+
+    @abstractmethod
+    def delete_secret(self, owner_id: str, name: str) -> bool: ...
 
     # -- tokens ---------------------------------------------------------------------------
     @abstractmethod

@@ -38,6 +38,7 @@ from flowdeck.store.sql_graphs import SqlGraphsMixin
 from flowdeck.store.sql_leases import SqlLeasesMixin
 from flowdeck.store.sql_ports import SqlPortsMixin
 from flowdeck.store.sql_runs import OwnerCache, SqlRunsMixin
+from flowdeck.store.sql_secrets import SqlSecretsMixin
 from flowdeck.store.sql_stats import SqlStatsMixin
 from flowdeck.store.sql_webhooks import SqlWebhooksMixin
 from flowdeck.store.sql_wes import SqlWesMixin
@@ -284,6 +285,7 @@ _FIND_TOKEN = (
 class SqlTx(
     SqlRunsMixin,
     SqlWebhooksMixin,
+    SqlSecretsMixin,
     SqlLeasesMixin,
     SqlPortsMixin,
     SqlGraphsMixin,
