@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from standardwebhooks import Webhook
 from typer.testing import CliRunner
 
 from flowdeck.cli.main import app
@@ -193,7 +194,10 @@ def test_a_secret_reaches_its_step_and_nothing_else(
         assert value not in said
         assert all(value.encode() not in p.body for p in payloads)
     assert any(b"the token is ***" in p.body for p in payloads)
-    assert_nowhere_in_clear(srv.settings.data_dir, token, cert.splitlines()[1])
+    # the webhook's signing secret is kept encrypted too (and its deliveries were signed)
+    secret = hook["secret"]
+    assert all(Webhook(secret).verify(p.body, p.headers) for p in payloads)
+    assert_nowhere_in_clear(srv.settings.data_dir, token, cert.splitlines()[1], secret)
 
 
 def test_another_user_cannot_see_use_or_delete_it_and_an_admin_cannot_read_it(

@@ -56,3 +56,55 @@ def test_rotation_re_encrypts_with_the_new_first_key(tmp_path: Path) -> None:
         Vault([r.output.strip().encode()]).decrypt(Vault([r.output.strip().encode()]).encrypt("x"))
         == "x"
     )
+
+
+def test_webhook_secrets_kept_in_clear_are_sealed_at_start_and_still_sign(
+    tmp_path: Path,
+) -> None:
+    from datetime import UTC, datetime
+
+    from flowdeck.domain.webhooks import Subscription, new_secret
+    from flowdeck.store.sql import SqlStore
+
+    settings = make_settings(tmp_path)
+    ctx = build_context(settings)
+    user = ctx.accounts.create_user("hooker", STRONG)
+    ctx.close()
+    # a subscription as an earlier version stored it: its secrets in clear
+    legacy = SqlStore(settings.resolved_database_url)
+    now = datetime.now(UTC)
+    secret, previous = new_secret(), new_secret()
+    sub = Subscription(
+        "wh_legacy",
+        user.id,
+        "https://example.org/",
+        ["*"],
+        None,
+        True,
+        secret,
+        now,
+        now,
+        previous_secret=previous,
+        previous_secret_until=now,
+    )
+    with legacy.write() as tx:
+        tx.add_subscription(sub)
+    legacy.close()
+    db = Path(settings.resolved_database_url.removeprefix("sqlite:///"))
+
+    ctx = build_context(settings)  # a start seals them
+    with ctx.store.read() as tx:
+        got = tx.get_subscription("wh_legacy")
+    ctx.close()
+    assert got is not None and (got.secret, got.previous_secret) == (secret, previous)
+    raw = SqlStore(settings.resolved_database_url)
+    with raw.engine.connect() as conn:
+        row = conn.exec_driver_sql(
+            "SELECT secret, previous_secret FROM webhooks WHERE id = 'wh_legacy'"
+        ).one()
+    raw.close()
+    assert row[0].startswith("fernet:") and row[1].startswith("fernet:")
+    assert secret not in row[0] + row[1] and previous not in row[0] + row[1]
+    for path in db.parent.glob(db.name + "*"):  # the file, its WAL: nothing in clear left
+        data = path.read_bytes()
+        assert secret.encode() not in data and previous.encode() not in data, path

@@ -231,7 +231,10 @@ def rotate_secrets(config: ConfigOption = None) -> None:
     with reported():
         count = ctx.secrets.rotate()
         ctx.close()
-    out.print(f"re-encrypted {count} secret(s) with the first key of the secret key file")
+    out.print(
+        f"re-encrypted {count} secret(s) (webhook signing secrets included) "
+        "with the first key of the secret key file"
+    )
 
 
 @admin_app.command("new-secret-key")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,9 @@ from flowdeck.store import Store, open_store
 
 if TYPE_CHECKING:
     from flowdeck.runtime.scheduler import Scheduler
+    from flowdeck.store.sql import SqlStore
 
+log = logging.getLogger("flowdeck")
 SWEEP_AFTER_S = 600.0
 
 
@@ -132,14 +135,39 @@ def build_context(settings: Settings, *, migrate: bool | None = None) -> Context
         sqlite_synchronous=settings.sqlite_synchronous,
         timeout_s=settings.db_timeout_s,
     )
-    if settings.auto_migrate if migrate is None else migrate:
-        from flowdeck.store.sql import SqlStore
+    from flowdeck.store.sql import SqlStore
 
-        if isinstance(store, SqlStore):
+    if isinstance(store, SqlStore):
+        if settings.auto_migrate if migrate is None else migrate:
             from flowdeck.store.migrate import upgrade
 
             upgrade(store.engine)
+        seal_webhook_secrets(settings, store)
     return make_context(settings, store)
+
+
+def seal_webhook_secrets(settings: Settings, store: SqlStore) -> None:
+    """Webhook signing secrets are kept encrypted with the key of secret_key_file; those
+    an earlier version stored in clear are sealed now (deliveries go on: they are signed
+    with the same secrets)."""
+    from flowdeck.security.vault import Vault
+    from flowdeck.store.migrate import current_revision, head_revision
+
+    store.sealer = Vault.load(settings.resolved_secret_key_file)
+    with store.engine.connect() as conn:
+        if current_revision(conn) != head_revision():
+            return  # not upgraded (yet): the server answers 503 until it is
+    with store.write() as tx:
+        sealed = tx.seal_subscriptions()
+    if sealed:
+        log.info("encrypted the signing secrets of %d webhook(s) kept in clear", sealed)
+        if store.dialect == "sqlite":  # no copy in clear left in free pages or the WAL
+            raw = store.engine.raw_connection()  # no BEGIN: the driver's own connection
+            try:
+                raw.driver_connection.execute("VACUUM")  # type: ignore[union-attr]
+                raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
+            finally:
+                raw.close()
 
 
 def make_context(settings: Settings, store: Store) -> Context:

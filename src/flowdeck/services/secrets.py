@@ -134,8 +134,10 @@ class Secrets:
 
     # -- for the runtime and the operator -------------------------------------------------
     def rotate(self) -> int:
-        """Re-encrypt every stored value with the key file's first key; the count."""
+        """Re-encrypt every stored value — users' secrets and webhook signing secrets —
+        with the key file's first key; the count."""
         with self.store.write() as tx:
+            hooks = tx.seal_subscriptions(again=True)
             found = tx.list_secrets(None)
             for s in found:
                 tx.put_secret(
@@ -147,4 +149,4 @@ class Secrets:
                         s.updated_at,
                     )
                 )
-        return len(found)
+        return len(found) + hooks

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from flowdeck.domain.accounts import AccountStatus, AuditEntry, Role, Throttle, Token, User
 from flowdeck.domain.composition import CacheEntry, RunLink
@@ -33,6 +33,15 @@ EventRow = tuple[str, str, str, datetime, str | None, dict[str, Any]]
 EventHook = Callable[["Tx", list[Event]], None]
 # Called after a commit with the events it made durable, in id order.
 CommitListener = Callable[[list[Event]], None]
+
+
+class Sealer(Protocol):
+    """Encrypts what a store keeps of other systems' secrets (webhook signing secrets);
+    :class:`flowdeck.security.vault.Vault` is one."""
+
+    def encrypt(self, value: str) -> str: ...
+
+    def decrypt(self, token: str) -> str: ...
 
 
 class Tx(ABC):
@@ -101,6 +110,12 @@ class Tx(ABC):
 
     @abstractmethod
     def delete_secret(self, owner_id: str, name: str) -> bool: ...
+
+    def seal_subscriptions(self, *, again: bool = False) -> int:
+        """Encrypt the webhook signing secrets still kept in clear (``again``: every one,
+        again, with the sealer's first key); how many subscriptions were written.  A store
+        that keeps nothing on disk has nothing to seal."""
+        return 0
 
     # -- tokens ---------------------------------------------------------------------------
     @abstractmethod

@@ -32,7 +32,7 @@ from flowdeck.domain.accounts import (
 from flowdeck.domain.workflows import WORKFLOW_KIND, Visibility, Workflow
 from flowdeck.errors import AlreadyExists, InvalidInput, StoreUnavailable
 from flowdeck.store import schema as t
-from flowdeck.store.base import EventHook, Store, Tx
+from flowdeck.store.base import EventHook, Sealer, Store, Tx
 from flowdeck.store.deadline import install
 from flowdeck.store.sql_graphs import SqlGraphsMixin
 from flowdeck.store.sql_leases import SqlLeasesMixin
@@ -138,6 +138,8 @@ class SqlStore(Store):
         # in commit order) and commit-and-publish under this lock (published in id order).
         self._publish_lock = threading.Lock()
         self.owners = OwnerCache()
+        # encrypts webhook signing secrets at rest (set by services.context.build_context)
+        self.sealer: Sealer | None = None
 
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[Tx]:
@@ -159,7 +161,7 @@ class SqlStore(Store):
                 if write:
                     conn = conn.execution_options(**{_WRITE: True})
                 trans = conn.begin()
-                tx = SqlTx(conn, self.dialect, self.event_hooks, self.owners)
+                tx = SqlTx(conn, self.dialect, self.event_hooks, self.owners, self.sealer)
                 try:
                     yield tx
                 except BaseException:
@@ -299,7 +301,9 @@ class SqlTx(
         dialect: str,
         event_hooks: list[EventHook] | None = None,
         owners: OwnerCache | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
+        self.sealer = sealer
         self.conn = conn
         self.dialect = dialect
         self.added = []
