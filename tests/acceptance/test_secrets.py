@@ -294,3 +294,50 @@ def test_set_through_the_cli_and_the_sdk_reach_the_step(
         assert sdk.secrets() == []
     r = cli("secret", "delete", "grid_token")
     assert r.exit_code == 1 and "no secret grid_token" in r.output
+
+
+PUBLIC = """name: pubsec
+version: "1"
+outputs:
+  sha: {from: "${{ steps.s.outputs.sha }}"}
+steps:
+  s:
+    shell: bash
+    run: printf %s "$TOKEN" | sha256sum | cut -c1-64
+    secrets:
+      - {name: grid_token, env: TOKEN}
+    outputs:
+      sha: {stdout: text}
+"""
+
+
+def test_secrets_come_from_the_run_owner_also_for_anothers_workflow_and_child_runs(
+    srv: LiveServer, opened: list[httpx.Client]
+) -> None:
+    alice_name, alice = new_user(srv, opened, "pub")
+    _, bob = new_user(srv, opened, "use")
+    r = alice.post(
+        f"{API}/workflows",
+        params={"visibility": "public"},
+        content=PUBLIC,
+        headers={"content-type": "application/yaml"},
+    )
+    assert r.status_code == 201, r.text
+    alices, bobs = unique("alice-"), unique("bob-")
+    assert alice.put(f"{API}/secrets/grid_token", json={"value": alices}).status_code == 201
+    assert bob.put(f"{API}/secrets/grid_token", json={"value": bobs}).status_code == 201
+    parent = (
+        'name: parent\nversion: "1"\noutputs:\n  sha: {from: "${{ steps.child.outputs.sha }}"}\n'
+        f"steps:\n  child:\n    uses: {alice_name}/pubsec@1\n"
+    )
+    r = bob.post(f"{API}/workflows", content=parent, headers={"content-type": "application/yaml"})
+    assert r.status_code == 201, r.text
+
+    direct = run_to_end(bob, f"{alice_name}/pubsec@1")
+    assert direct["state"] == "succeeded", direct
+    assert direct["outputs"]["sha"].strip() == sha(bobs)  # bob's run: bob's secret
+    nested = run_to_end(bob, "parent@1")
+    assert nested["state"] == "succeeded", nested
+    assert nested["outputs"]["sha"].strip() == sha(bobs)  # the child run is bob's too
+    mine = run_to_end(alice, "pubsec@1")
+    assert mine["outputs"]["sha"].strip() == sha(alices)
