@@ -341,3 +341,43 @@ def test_secrets_come_from_the_run_owner_also_for_anothers_workflow_and_child_ru
     assert nested["outputs"]["sha"].strip() == sha(bobs)  # the child run is bob's too
     mine = run_to_end(alice, "pubsec@1")
     assert mine["outputs"]["sha"].strip() == sha(alices)
+
+
+SLOW = """name: slowsec
+version: "1"
+steps:
+  s:
+    shell: bash
+    run: |
+      echo "live:$T"
+      sleep 3
+    secrets:
+      - {name: grid_token, env: T}
+"""
+
+
+def test_a_running_steps_log_is_served_only_once_masked(
+    srv: LiveServer, opened: list[httpx.Client]
+) -> None:
+    _, c = new_user(srv, opened, "slow")
+    value = unique("live-")
+    assert c.put(f"{API}/secrets/grid_token", json={"value": value}).status_code == 201
+    r = c.post(f"{API}/workflows", content=SLOW, headers={"content-type": "application/yaml"})
+    assert r.status_code == 201
+    run = c.post(f"{API}/runs", json={"workflow": "slowsec@1", "start": True}).json()
+    logs = f"{API}/runs/{run['id']}/steps/s/logs"
+
+    def running() -> bool:
+        steps = c.get(f"{API}/runs/{run['id']}/steps").json()
+        return bool(steps) and steps[0]["state"] == "running"
+
+    eventually(running, what="the step running")
+    r = c.get(logs)
+    assert r.status_code == 409 and value not in r.text
+    assert "has secrets" in r.json()["error"]["message"]
+    eventually(
+        lambda: c.get(f"{API}/runs/{run['id']}").json()["state"] == "succeeded",
+        what="the run's end",
+    )
+    r = c.get(logs)
+    assert r.status_code == 200 and r.text == "live:***\n"
