@@ -40,7 +40,7 @@ def test_rotation_re_encrypts_with_the_new_first_key(tmp_path: Path) -> None:
 
     new_key = Fernet.generate_key().decode()
     key_file.write_text(f"{new_key}\n{old_key}\n")
-    env = {"FLOWDECK_DATA_DIR": str(tmp_path)}
+    env = {"FLOWDECK_DATA_DIR": str(tmp_path), "COLUMNS": "200"}
     r = runner.invoke(app, ["admin", "rotate-secrets"], env=env)
     assert r.exit_code == 0, r.output
     assert "re-encrypted 2 secret(s)" in r.output
