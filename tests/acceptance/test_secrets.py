@@ -381,3 +381,39 @@ def test_a_running_steps_log_is_served_only_once_masked(
     )
     r = c.get(logs)
     assert r.status_code == 200 and r.text == "live:***\n"
+
+
+def test_on_postgresql_values_and_webhook_secrets_are_stored_encrypted(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    import sqlalchemy as sa
+
+    url = request.getfixturevalue("pg_url")
+    settings = make_settings(tmp_path / "data", database_url=url)
+    value = unique("pg-value-")
+    with live_server(settings) as pg, pg.client(register_and_login(pg, unique("pg"))) as c:
+        for text in (USES, FAILS):
+            c.post(f"{API}/workflows", content=text, headers={"content-type": "application/yaml"})
+        assert c.put(f"{API}/secrets/grid_token", json={"value": value}).status_code == 201
+        c.put(f"{API}/secrets/grid_cert", json={"value": "cert"})
+        hook = c.post(f"{API}/webhooks", json={"url": "https://example.org/", "events": ["x"]})
+        run = run_to_end(c, "secretive@1")
+        assert run["state"] == "succeeded", run
+        [use] = [s for s in c.get(f"{API}/runs/{run['id']}/steps").json() if s["name"] == "use"]
+        assert use["outputs"]["checks"]["env"] == sha(value)
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            stored = conn.exec_driver_sql("SELECT ciphertext FROM secrets").scalars().all()
+            signing = (
+                conn.execute(
+                    sa.text("SELECT secret FROM webhooks WHERE id = :id"), {"id": hook.json()["id"]}
+                )
+                .scalars()
+                .all()
+            )
+    finally:
+        engine.dispose()
+    assert stored and all(value not in s for s in stored)
+    assert len(signing) == 1 and signing[0].startswith("fernet:")
+    assert hook.json()["secret"] not in signing[0]
