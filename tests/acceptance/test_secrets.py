@@ -417,3 +417,41 @@ def test_on_postgresql_values_and_webhook_secrets_are_stored_encrypted(
     assert stored and all(value not in s for s in stored)
     assert len(signing) == 1 and signing[0].startswith("fernet:")
     assert hook.json()["secret"] not in signing[0]
+
+
+def test_a_step_re_adopted_after_a_restart_is_still_masked_and_its_file_removed(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path / "data")
+    started = tmp_path / "started"
+    spec = (
+        'name: survivor\nversion: "1"\nsteps:\n  s:\n    shell: bash\n    run: |\n'
+        '      echo "before:$T"\n'
+        f"      touch {started}\n"
+        "      sleep 2\n"
+        '      echo "after:$(cat key.txt)" >&2\n'
+        "      exit 1\n"
+        "    secrets:\n      - {name: tok, env: T}\n      - {name: tok, file: key.txt}\n"
+    )
+    value = unique("survives-")
+    with live_server(settings) as server, server.client(register_and_login(server, "keeper")) as c:
+        r = c.post(f"{API}/workflows", content=spec, headers={"content-type": "application/yaml"})
+        assert r.status_code == 201, r.text
+        assert c.put(f"{API}/secrets/tok", json={"value": value}).status_code == 201
+        run = c.post(f"{API}/runs", json={"workflow": "survivor@1", "start": True}).json()
+        eventually(started.exists, what="the step's start")
+    # the server is gone; its step goes on under the supervisor, and the next server
+    # (which never held the value) masks what it wrote
+    with (
+        live_server(settings) as server,
+        server.client(server.ctx.accounts.login("keeper", STRONG).secret) as c,
+    ):
+        ended = eventually(
+            lambda: (r := c.get(f"{API}/runs/{run['id']}").json())["state"] in TERMINAL and r,
+            what="the run's end",
+        )
+        assert ended["state"] == "failed"
+        said = everything_said(c, run["id"])
+        assert "before:***" in said and "after:***" in said and value not in said
+    assert list(settings.data_dir.rglob("key.txt")) == []  # the secret's file went
+    assert_nowhere_in_clear(settings.data_dir, value)
