@@ -150,15 +150,22 @@ def seal_webhook_secrets(settings: Settings, store: SqlStore) -> None:
     """Webhook signing secrets are kept encrypted with the key of secret_key_file; those
     an earlier version stored in clear are sealed now (deliveries go on: they are signed
     with the same secrets)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from flowdeck.errors import StoreUnavailable
     from flowdeck.security.vault import Vault
     from flowdeck.store.migrate import current_revision, head_revision
 
     store.sealer = Vault.load(settings.resolved_secret_key_file)
-    with store.engine.connect() as conn:
-        if current_revision(conn) != head_revision():
-            return  # not upgraded (yet): the server answers 503 until it is
-    with store.write() as tx:
-        sealed = tx.seal_subscriptions()
+    try:
+        with store.engine.connect() as conn:
+            if current_revision(conn) != head_revision():
+                return  # not upgraded (yet): the server answers 503 until it is
+        with store.write() as tx:
+            sealed = tx.seal_subscriptions()
+    except (StoreUnavailable, SQLAlchemyError) as exc:  # e.g. started during an outage
+        log.warning("webhook secrets kept in clear not sealed yet (at the next start): %s", exc)
+        return
     if sealed:
         log.info("encrypted the signing secrets of %d webhook(s) kept in clear", sealed)
         if store.dialect == "sqlite":  # no copy in clear left in free pages or the WAL
