@@ -236,6 +236,13 @@ class Settings(BaseSettings):
     webhook_concurrency: int = Field(
         16, ge=1, le=1000, description="Webhook deliveries in flight at once."
     )
+    secret_key_file: Path | None = Field(
+        None,
+        description="File of the keys encrypting users' secrets and webhook signing secrets "
+        "at rest, one Fernet key per line (the first encrypts, all decrypt); default: "
+        "secret.key in the data directory, created with mode 0600 at the first start. Back "
+        "it up apart from the database.",
+    )
     webhook_secret_overlap_s: float = Field(
         86400.0,
         ge=0,
@@ -243,7 +250,7 @@ class Settings(BaseSettings):
         "previous secret.",
     )
 
-    @field_validator("data_dir", "data_root")
+    @field_validator("data_dir", "data_root", "secret_key_file")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         """Relative to where flowdeck starts, made absolute once: every path handed to a
@@ -303,6 +310,12 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'flowdeck.db').absolute()}"
+
+    @property
+    def resolved_secret_key_file(self) -> Path:
+        if self.secret_key_file is not None:
+            return self.secret_key_file
+        return self.data_dir / "secret.key"
 
     @property
     def tls(self) -> bool:

@@ -105,6 +105,31 @@ def test_a_webhook_shows_its_secret_once_then_its_deliveries(page: Page, srv: Li
         assert fd.webhooks() == []
 
 
+def test_a_secret_is_set_listed_and_deleted_never_shown(page: Page, srv: LiveServer) -> None:
+    register(page, "sally")
+    value = "s3cret-from-the-form-" + "x" * 8
+    with sdk(srv, "sally") as fd:
+        page.get_by_role("link", name="Secrets").click()
+        page.get_by_label("Name").fill("grid_token")
+        page.get_by_label("Value").fill(value)
+        page.get_by_role("button", name="Save secret").click()
+        expect(page.locator("#secret-status")).to_contain_text("grid_token saved")
+        expect(page.locator("#secrets")).to_contain_text("grid_token")
+        expect(page.get_by_label("Value")).to_have_value("")  # the form forgets it
+        assert [s["name"] for s in fd.secrets()] == ["grid_token"]
+        shot(page, "secrets")
+        page.reload()
+        expect(page.locator("#secrets")).to_contain_text("grid_token")
+        assert value not in page.content()
+        page.get_by_label("Name").fill("bad-name")
+        page.get_by_label("Value").fill("x")
+        page.get_by_role("button", name="Save secret").click()  # the browser refuses it
+        assert [s["name"] for s in fd.secrets()] == ["grid_token"]
+        page.get_by_role("button", name="Delete grid_token").click()
+        expect(page.locator("#secrets")).not_to_contain_text("grid_token")
+        assert fd.secrets() == []
+
+
 def test_records_pushed_from_the_run_page_come_out_live_and_rerun(
     page: Page, srv: LiveServer
 ) -> None:

@@ -124,6 +124,12 @@ EXCUSED = (
         field="filename",
     ),
     Excuse(
+        ("PUT /api/v1/secrets/{name}",),
+        422,
+        "a secret's value is at most 65,536 UTF-8 bytes: the document can only count characters",
+        field="value",
+    ),
+    Excuse(
         ("*",),
         422,
         "a webhook URL's host, port and addresses are checked (DNS, the "

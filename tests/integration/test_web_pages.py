@@ -27,7 +27,7 @@ def browser_session(server: LiveServer, name: str) -> Iterator[httpx.Client]:
 
 def test_pages_need_a_session_and_send_back_after_sign_in(server: LiveServer) -> None:
     with server.client() as anon:
-        for path in ("/", "/runs/new", "/workflows", "/admin", "/runs/run_x"):
+        for path in ("/", "/runs/new", "/workflows", "/secrets", "/admin", "/runs/run_x"):
             r = anon.get(path, follow_redirects=False)
             assert r.status_code == 303
             assert r.headers["location"].startswith("/login?next=")
@@ -76,7 +76,7 @@ def test_every_page_has_a_strict_content_security_policy(server: LiveServer) -> 
         c.post("/api/v1/workflows", content=spec, headers={"content-type": "text/yaml", **csrf})
         run = c.post("/api/v1/runs", json={"workflow": "cspy@1"}, headers=csrf).json()
         graph = c.post("/api/v1/graphs", json={"name": "g"}, headers=csrf).json()
-        pages = ["/", "/runs/new", "/workflows", "/graphs", "/webhooks", "/admin"]
+        pages = ["/", "/runs/new", "/workflows", "/graphs", "/webhooks", "/secrets", "/admin"]
         pages += [f"/runs/{run['id']}", f"/graphs/{graph['id']}", "/runs/run_nothing"]
         for path in pages:
             r = c.get(path)
@@ -91,3 +91,19 @@ def test_every_page_has_a_strict_content_security_policy(server: LiveServer) -> 
     with server.client() as anon:
         for path in ("/login", "/register"):
             assert "script-src 'self'" in anon.get(path).headers["content-security-policy"]
+
+
+def test_the_secrets_page_lists_names_never_values(server: LiveServer) -> None:
+    with (
+        browser_session(server, unique("sec")) as owner,
+        browser_session(server, unique("oth")) as other,
+    ):
+        csrf = {"x-csrf-token": owner.cookies["flowdeck_csrf"]}
+        value = unique("never-shown-")
+        r = owner.put("/api/v1/secrets/grid_token", json={"value": value})
+        assert r.status_code == 403  # a cookie session changes nothing without its CSRF token
+        r = owner.put("/api/v1/secrets/grid_token", json={"value": value}, headers=csrf)
+        assert r.status_code == 201
+        page = owner.get("/secrets").text
+        assert 'data-secret="grid_token"' in page and value not in page
+        assert "grid_token" not in other.get("/secrets").text

@@ -159,6 +159,36 @@ def spec(steps: str, inputs: str = "", head: str = 'name: t\nversion: "1"\n') ->
             "steps.a.outputs.o",
             "one source",
         ),
+        (
+            spec("  a: {run: [true], secrets: [{name: t, env: T, file: t.pem}]}\n"),
+            "steps.a.secrets[0]",
+            "exactly one of env or file",
+        ),
+        (
+            spec("  a: {run: [true], secrets: [{name: t, env: FLOWDECK_T}]}\n"),
+            "steps.a.secrets[0]",
+            "flowdeck's own",
+        ),
+        (
+            spec("  a: {run: [true], secrets: [{name: 9t, env: T}]}\n"),
+            "steps.a.secrets[0].name",
+            "",
+        ),
+        (
+            spec("  a: {run: [true], secrets: [{name: t, file: ../etc/x}]}\n"),
+            "steps.a.secrets[0].file",
+            "",
+        ),
+        (
+            spec("  a: {run: [true], env: {T: x}, secrets: [{name: t, env: T}]}\n"),
+            "steps.a",
+            "also set in env",
+        ),
+        (
+            spec("  a: {uses: w@1, secrets: [{name: t, env: T}]}\n"),
+            "steps.a",
+            "a uses step has no secrets",
+        ),
         (spec("  a: {run: [true]}\n  a: {run: [false]}\n"), "steps.a", "duplicate key"),
         ("name: t\nversion: '1'\nsteps:\n  a: &x {run: [true]}\n  b: *x\n", "", "aliases"),
         ("name: [unclosed\n", "", "not valid YAML"),

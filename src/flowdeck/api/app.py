@@ -22,6 +22,7 @@ from flowdeck.api.routes import (
     ports,
     reruns,
     runs,
+    secrets,
     webhooks,
     wes,
     workflows,
@@ -83,6 +84,7 @@ def create_app(
     app.include_router(workflows.router, prefix=API_PREFIX)
     app.include_router(events.router, prefix=API_PREFIX)
     app.include_router(webhooks.router, prefix=API_PREFIX)
+    app.include_router(secrets.router, prefix=API_PREFIX)
     app.include_router(ports.router, prefix=API_PREFIX)
     app.include_router(graphs.router, prefix=API_PREFIX)
     app.include_router(reruns.router, prefix=API_PREFIX)

@@ -221,3 +221,25 @@ def audit(
 
 
 admin_app.command("status")(status_command)
+
+
+@admin_app.command("rotate-secrets")
+def rotate_secrets(config: ConfigOption = None) -> None:
+    """Re-encrypt every stored secret with the first key of secret_key_file.  To rotate
+    the key: add a new first line to the file, run this, then drop the old line."""
+    ctx = _ctx(config)
+    with reported():
+        count = ctx.secrets.rotate()
+        ctx.close()
+    out.print(
+        f"re-encrypted {count} secret(s) (webhook signing secrets included) "
+        "with the first key of the secret key file"
+    )
+
+
+@admin_app.command("new-secret-key")
+def new_secret_key() -> None:
+    """Print a new key for secret_key_file (add it as the file's first line to rotate)."""
+    from flowdeck.security.vault import new_key
+
+    out.print(new_key())

@@ -39,6 +39,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Webhooks: POST your runs' events to a URL (docs/webhooks.md).",
     ),
     "graph": ("flowdeck.cli.graphs", "graph_app", "Run graphs: runs of workflows wired together."),
+    "secret": (
+        "flowdeck.cli.secrets",
+        "secret_app",
+        "Your secrets, which your runs' steps get (values from stdin, write-only).",
+    ),
 }
 # where the commands defined in cli.main (login, logout, whoami) go among them
 ORDER = ["serve", "db", "admin", "login", "logout", "whoami", *list(COMMANDS)[3:]]

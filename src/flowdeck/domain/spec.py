@@ -191,6 +191,34 @@ class Resources(_Model):
         return parse_duration(self.timeout) if self.timeout is not None else None
 
 
+SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"  # noqa: S105 - as domain/secrets.py's
+SECRET_FILE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"  # noqa: S105 - a pattern
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class SecretUse(_Model):
+    """One of the run owner's secrets, given to the step as an environment variable or as
+    a file (mode 0600) in its work folder, removed after the attempt."""
+
+    name: str = Field(pattern=SECRET_NAME_PATTERN, description="The secret's name.")
+    env: str | None = Field(
+        None, pattern=ENV_NAME_PATTERN, description="The environment variable it goes in."
+    )
+    file: str | None = Field(
+        None,
+        pattern=SECRET_FILE_PATTERN,
+        description="The file it goes in, in the step's work folder.",
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> SecretUse:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("a secret goes in exactly one of env or file")
+        if self.env is not None and self.env.upper().startswith("FLOWDECK_"):
+            raise ValueError("FLOWDECK_* variables are flowdeck's own")
+        return self
+
+
 class Retries(_Model):
     count: int = Field(0, ge=0, le=100)
     backoff: float = Field(1.0, ge=0, description="Seconds before the first retry.")
@@ -232,6 +260,11 @@ class StepSpec(_Model):
     foreach: str | None = Field(None, description="Scatter over this array: ${{ item }}.")
     allow_failure: bool = False
     stdin: str | None = Field(None, description="A stream port fed to standard input.")
+    secrets: list[SecretUse] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Secrets of the run's owner this step gets (env or file).",
+    )
 
     @field_validator("run", mode="before")
     @classmethod
@@ -254,6 +287,14 @@ class StepSpec(_Model):
             raise ValueError("shell: bash needs run to be a script (a string)")
         if self.with_ and self.run is not None:
             raise ValueError("'with' is for python and uses steps; run steps use templates")
+        if self.secrets and self.uses is not None:
+            raise ValueError("a uses step has no secrets: its workflow's steps ask for theirs")
+        envs = [s.env for s in self.secrets if s.env is not None]
+        files = [s.file for s in self.secrets if s.file is not None]
+        if len(set(envs)) < len(envs) or len(set(files)) < len(files):
+            raise ValueError("two secrets go in the same variable or file")
+        if set(envs) & set(self.env):
+            raise ValueError("a secret's variable is also set in env")
         return self
 
     @property

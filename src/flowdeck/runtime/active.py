@@ -39,6 +39,10 @@ class Instance:
     max_rss_kb: int | None = None
     cpu_time_s: float | None = None
     error: str | None = None
+    # the values of the secrets the running attempt got, and the files they went in (to
+    # mask and remove when it ends); never shown
+    secret_values: list[str] = field(default_factory=list, repr=False)
+    secret_files: list[Path] = field(default_factory=list, repr=False)
 
     @property
     def label(self) -> str:

@@ -42,6 +42,7 @@ from flowdeck.runtime.committer import Batch, Committer
 from flowdeck.runtime.ports import PortRuntime
 from flowdeck.runtime.run_queue import RunQueue
 from flowdeck.runtime.rundir import RunDir
+from flowdeck.runtime.step_secrets import SecretSource, mask_file, mask_text, remove
 from flowdeck.runtime.steps import StepError, evaluate_condition, foreach_items, resolver
 from flowdeck.store.base import EventRow, Store, Tx
 
@@ -68,6 +69,7 @@ class SchedulerCore:
     draining: bool
     ports: PortRuntime
     cache: StepCache
+    secrets: SecretSource
 
     def _init_core(self) -> None:
         self._ops: list[tuple[str, Change]] = []  # run updates and products, in order
@@ -460,7 +462,8 @@ class SchedulerCore:
                         self._step_state(ar, inst, StepState.CACHED, from_run=source)
                         self._plan()  # its dependents may be ready now
                         continue
-                    launch = self.ports.attach(ar, inst, launching.prepare(ar, inst, self.settings))
+                    prepared = launching.prepare(ar, inst, self.settings, self.secrets)
+                    launch = self.ports.attach(ar, inst, prepared)
                 except StoreUnavailable as exc:
                     # the instance stays pending; the steps dispatched before it start
                     log.warning("cannot start %s yet: %s", inst.label, exc)
@@ -491,6 +494,8 @@ class SchedulerCore:
         inst.ended_at = now
         inst.exit_code, inst.signal = outcome.exit_code, outcome.signal
         inst.max_rss_kb, inst.cpu_time_s = outcome.max_rss_kb, outcome.cpu_time_s
+        if ar.step(inst.step).secrets:
+            self._end_secrets(ar, inst)
         if ar.killing:
             if inst.state is StepState.KILLED:  # said at the kill: the record only
                 self._save(inst.record(ar.run.id, now))
@@ -514,13 +519,34 @@ class SchedulerCore:
             state = StepState.TIMED_OUT if outcome.timed_out else StepState.FAILED
             self._attempt_failed(ar, inst, state, launching.describe(ar, inst, outcome))
         self.ports.ended(ar, inst)
+        inst.secret_values = []
         if ar.killing and not ar.running():
             ar.rundir.remove_work()
         self._plan()
 
+    def _end_secrets(self, ar: ActiveRun, inst: Instance) -> None:
+        """The attempt's secret files go; its stored logs are masked before its end is
+        told (and before its error, which quotes standard error, is made)."""
+        step = ar.step(inst.step)
+        if not inst.secret_values:  # started before a restart: the values were not kept
+            names = [use.name for use in step.secrets]
+            inst.secret_values = self.secrets.quiet_values(ar.run.owner_id, names)
+        cwd = ar.rundir.step_dir(inst.step, inst.index)
+        files = inst.secret_files or [cwd / u.file for u in step.secrets if u.file is not None]
+        remove(files)
+        inst.secret_files = []
+        for stream in ("stdout", "stderr"):
+            path = ar.rundir.log(inst.step, inst.index, inst.attempts, stream)
+            try:
+                mask_file(path, inst.secret_values)
+            except OSError as exc:
+                log.error("cannot mask the %s of %s: %s", stream, inst.label, exc.strerror)
+
     def _attempt_failed(
         self, ar: ActiveRun, inst: Instance, state: StepState, message: str
     ) -> None:
+        if inst.secret_values:
+            message = mask_text(message, inst.secret_values)
         inst.error = message
         retry = ar.step(inst.step).retry
         if (

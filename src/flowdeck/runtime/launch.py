@@ -24,6 +24,7 @@ from flowdeck.executors.wire import read_records
 from flowdeck.ids import new_id
 from flowdeck.runtime.active import ActiveRun, Instance
 from flowdeck.runtime.rundir import attempt_key
+from flowdeck.runtime.step_secrets import SecretSource, give
 from flowdeck.runtime.steps import (
     BASE_PATH,
     StepError,
@@ -38,7 +39,9 @@ from flowdeck.runtime.steps import (
 from flowdeck.store.base import Tx
 
 
-def prepare(ar: ActiveRun, inst: Instance, settings: Settings) -> Launch:
+def prepare(
+    ar: ActiveRun, inst: Instance, settings: Settings, secrets: SecretSource | None = None
+) -> Launch:
     step = ar.step(inst.step)
     resolve = resolver(ar.run.params, ar.all_outputs(), inst.item)
     attempt = inst.attempts + 1
@@ -62,6 +65,11 @@ def prepare(ar: ActiveRun, inst: Instance, settings: Settings) -> Launch:
         base["FLOWDECK_CODE"] = str(code)
         base["PATH"] = f"{code}:{BASE_PATH}"
     env = render_env(step, resolve, base)
+    if step.secrets:  # always the run owner's (also for a shared workflow or a child run)
+        if secrets is None:
+            raise StepError("secrets cannot be given to steps here")
+        values = secrets.values(ar.run.owner_id, [use.name for use in step.secrets])
+        inst.secret_values, inst.secret_files = give(step, values, env, cwd)
     timeout = step.resources.timeout_s
     common: dict[str, Any] = {
         "key": key,

@@ -26,6 +26,7 @@ from flowdeck.runtime.control import ControlMixin
 from flowdeck.runtime.ports import PortHub, PortRuntime
 from flowdeck.runtime.recovery import RecoveryMixin
 from flowdeck.runtime.run_queue import RunQueue
+from flowdeck.runtime.step_secrets import SecretSource
 from flowdeck.store.base import Store
 
 log = logging.getLogger("flowdeck.scheduler")
@@ -63,6 +64,7 @@ class Scheduler(ControlMixin, RecoveryMixin):
         self.code_dir_of = code_dir_of  # workflow id -> its archive directory, or None
         self.ports = ports or PortRuntime(store, PortHub())
         self.cache = StepCache(store, settings)  # reruns and memoization (runtime/cache.py)
+        self.secrets = SecretSource(store, settings.resolved_secret_key_file)
         self.instance_id = new_id("inst")
         self.host = socket.gethostname()
         self.slots = float(settings.slots)

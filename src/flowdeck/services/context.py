@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -15,13 +16,16 @@ from flowdeck.services.graphs import Graphs
 from flowdeck.services.metrics import Metrics
 from flowdeck.services.ports import Ports
 from flowdeck.services.runs import Runs
+from flowdeck.services.secrets import Secrets
 from flowdeck.services.webhooks import Webhooks
 from flowdeck.services.workflows import Workflows
 from flowdeck.store import Store, open_store
 
 if TYPE_CHECKING:
     from flowdeck.runtime.scheduler import Scheduler
+    from flowdeck.store.sql import SqlStore
 
+log = logging.getLogger("flowdeck")
 SWEEP_AFTER_S = 600.0
 
 
@@ -39,6 +43,7 @@ class Context:
     graphs: Graphs
     cwl: CwlWorkflows
     metrics: Metrics
+    secrets: Secrets
 
     def start_scheduler(self) -> None:
         """Start running queued runs (the server does; CLI commands do not)."""
@@ -117,6 +122,9 @@ class Context:
 
 def prepare_data_dir(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    from flowdeck.security.vault import create_key_file
+
+    create_key_file(settings.resolved_secret_key_file)  # at the first start
 
 
 def build_context(settings: Settings, *, migrate: bool | None = None) -> Context:
@@ -127,14 +135,46 @@ def build_context(settings: Settings, *, migrate: bool | None = None) -> Context
         sqlite_synchronous=settings.sqlite_synchronous,
         timeout_s=settings.db_timeout_s,
     )
-    if settings.auto_migrate if migrate is None else migrate:
-        from flowdeck.store.sql import SqlStore
+    from flowdeck.store.sql import SqlStore
 
-        if isinstance(store, SqlStore):
+    if isinstance(store, SqlStore):
+        if settings.auto_migrate if migrate is None else migrate:
             from flowdeck.store.migrate import upgrade
 
             upgrade(store.engine)
+        seal_webhook_secrets(settings, store)
     return make_context(settings, store)
+
+
+def seal_webhook_secrets(settings: Settings, store: SqlStore) -> None:
+    """Webhook signing secrets are kept encrypted with the key of secret_key_file; those
+    an earlier version stored in clear are sealed now (deliveries go on: they are signed
+    with the same secrets)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from flowdeck.errors import StoreUnavailable
+    from flowdeck.security.vault import Vault
+    from flowdeck.store.migrate import current_revision, head_revision
+
+    store.sealer = Vault.load(settings.resolved_secret_key_file)
+    try:
+        with store.engine.connect() as conn:
+            if current_revision(conn) != head_revision():
+                return  # not upgraded (yet): the server answers 503 until it is
+        with store.write() as tx:
+            sealed = tx.seal_subscriptions()
+    except (StoreUnavailable, SQLAlchemyError) as exc:  # e.g. started during an outage
+        log.warning("webhook secrets kept in clear not sealed yet (at the next start): %s", exc)
+        return
+    if sealed:
+        log.info("encrypted the signing secrets of %d webhook(s) kept in clear", sealed)
+        if store.dialect == "sqlite":  # no copy in clear left in free pages or the WAL
+            raw = store.engine.raw_connection()  # no BEGIN: the driver's own connection
+            try:
+                raw.driver_connection.execute("VACUUM")  # type: ignore[union-attr]
+                raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
+            finally:
+                raw.close()
 
 
 def make_context(settings: Settings, store: Store) -> Context:
@@ -169,4 +209,5 @@ def make_context(settings: Settings, store: Store) -> Context:
         graphs=graphs,
         cwl=CwlWorkflows(workflows),
         metrics=metrics,
+        secrets=Secrets(store, settings),
     )

@@ -27,6 +27,7 @@ from flowdeck.domain.runs import (
     RunState,
     StagedFile,
     StepRecord,
+    StepState,
     transition,
 )
 from flowdeck.domain.spec import (
@@ -567,6 +568,16 @@ class Runs(RunFiles):
         attempt = attempt or rec.attempts
         if not 1 <= attempt <= max(rec.attempts, 1):
             raise NotFound(f"step {step!r} has no attempt {attempt}")
+        if attempt == rec.attempts and rec.state is StepState.RUNNING:
+            with self.store.read() as tx:
+                wf = tx.get_workflow(view.run.workflow_id) if view.run.workflow_id else None
+            steps = (wf.spec.get("steps") or {}) if wf is not None else {}
+            if isinstance(steps.get(step), dict) and steps[step].get("secrets"):
+                raise Conflict(
+                    f"step {step!r} has secrets: its log is served once the attempt has "
+                    "ended, with their values masked",
+                    state=rec.state.value,
+                )
         return self.rundir(run_id).log(step, index, attempt, stream)
 
     # -- control --------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from flowdeck.domain.accounts import AccountStatus, AuditEntry, Role, Throttle, Token, User
 from flowdeck.domain.composition import CacheEntry, RunLink
@@ -21,6 +21,7 @@ from flowdeck.domain.graphs import Graph, GraphNode, GraphState
 from flowdeck.domain.leases import ServerInstance
 from flowdeck.domain.ports import Direction, StreamPort, StreamRecord
 from flowdeck.domain.runs import Event, Product, Run, RunState, StagedFile, StepRecord
+from flowdeck.domain.secrets import Secret
 from flowdeck.domain.webhooks import Attempt, Delivery, Subscription
 from flowdeck.domain.workflows import Visibility, Workflow
 
@@ -32,6 +33,15 @@ EventRow = tuple[str, str, str, datetime, str | None, dict[str, Any]]
 EventHook = Callable[["Tx", list[Event]], None]
 # Called after a commit with the events it made durable, in id order.
 CommitListener = Callable[[list[Event]], None]
+
+
+class Sealer(Protocol):
+    """Encrypts what a store keeps of other systems' secrets (webhook signing secrets);
+    :class:`flowdeck.security.vault.Vault` is one."""
+
+    def encrypt(self, value: str) -> str: ...
+
+    def decrypt(self, token: str) -> str: ...
 
 
 class Tx(ABC):
@@ -80,6 +90,32 @@ class Tx(ABC):
 
     @abstractmethod
     def delete_user(self, user_id: str) -> bool: ...
+
+    # -- secrets (values encrypted by the services; the store sees ciphertext) -------------
+    @abstractmethod
+    def put_secret(self, secret: Secret) -> bool:
+        """Create or replace ``(owner_id, name)``'s secret (a replacement keeps its
+        ``created_at``); True when it was created."""
+
+    @abstractmethod
+    def get_secret(self, owner_id: str, name: str) -> Secret | None: ...
+
+    @abstractmethod
+    def get_secrets(self, owner_id: str, names: list[str]) -> list[Secret]:
+        """The owner's secrets among ``names`` (those that exist)."""
+
+    @abstractmethod
+    def list_secrets(self, owner_id: str | None) -> list[Secret]:
+        """An owner's secrets by name (None: everyone's, by owner then name)."""
+
+    @abstractmethod
+    def delete_secret(self, owner_id: str, name: str) -> bool: ...
+
+    def seal_subscriptions(self, *, again: bool = False) -> int:
+        """Encrypt the webhook signing secrets still kept in clear (``again``: every one,
+        again, with the sealer's first key); how many subscriptions were written.  A store
+        that keeps nothing on disk has nothing to seal."""
+        return 0
 
     # -- tokens ---------------------------------------------------------------------------
     @abstractmethod

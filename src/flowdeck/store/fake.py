@@ -19,6 +19,7 @@ from flowdeck.domain.graphs import Graph, GraphNode
 from flowdeck.domain.leases import ServerInstance
 from flowdeck.domain.ports import StreamPort, StreamRecord
 from flowdeck.domain.runs import Event, Product, Run, StagedFile, StepRecord
+from flowdeck.domain.secrets import Secret
 from flowdeck.domain.webhooks import Attempt, Delivery, Subscription
 from flowdeck.domain.workflows import WORKFLOW_KIND, Visibility, Workflow
 from flowdeck.errors import AlreadyExists
@@ -27,6 +28,7 @@ from flowdeck.store.fake_graphs import FakeGraphsMixin
 from flowdeck.store.fake_leases import FakeLeasesMixin
 from flowdeck.store.fake_ports import FakePortsMixin
 from flowdeck.store.fake_runs import FakeRunsMixin
+from flowdeck.store.fake_secrets import FakeSecretsMixin
 from flowdeck.store.fake_stats import FakeStatsMixin
 from flowdeck.store.fake_webhooks import FakeWebhooksMixin
 from flowdeck.store.fake_wes import FakeWesMixin
@@ -57,6 +59,7 @@ class _State:
     graph_nodes: dict[tuple[str, str], GraphNode] = field(default_factory=dict)
     run_links: dict[str, RunLink] = field(default_factory=dict)
     cache: dict[tuple[str, str, int], CacheEntry] = field(default_factory=dict)
+    secrets: dict[tuple[str, str], Secret] = field(default_factory=dict)
 
 
 class FakeStore(Store):
@@ -91,6 +94,7 @@ class FakeStore(Store):
 class FakeTx(
     FakeRunsMixin,
     FakeWebhooksMixin,
+    FakeSecretsMixin,
     FakeLeasesMixin,
     FakePortsMixin,
     FakeGraphsMixin,
@@ -157,6 +161,7 @@ class FakeTx(
             self.delete_subscription(sub_id)
         for graph_id in [k for k, g in self.s.graphs.items() if g.owner_id == user_id]:
             self.delete_graph(graph_id)
+        self.s.secrets = {k: v for k, v in self.s.secrets.items() if k[0] != user_id}
         return True
 
     # -- tokens ---------------------------------------------------------------------------

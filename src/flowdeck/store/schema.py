@@ -441,3 +441,14 @@ step_cache = Table(
     Column("outputs", JSON, nullable=False),
     Index("ix_step_cache_owner_id_key", "owner_id", "key"),
 )
+
+# A user's secrets, by name; the value is encrypted (security/vault.py), never kept in clear.
+secrets = Table(
+    "secrets",
+    metadata,
+    Column("owner_id", String(40), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("ciphertext", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)

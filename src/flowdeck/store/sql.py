@@ -32,12 +32,13 @@ from flowdeck.domain.accounts import (
 from flowdeck.domain.workflows import WORKFLOW_KIND, Visibility, Workflow
 from flowdeck.errors import AlreadyExists, InvalidInput, StoreUnavailable
 from flowdeck.store import schema as t
-from flowdeck.store.base import EventHook, Store, Tx
+from flowdeck.store.base import EventHook, Sealer, Store, Tx
 from flowdeck.store.deadline import install
 from flowdeck.store.sql_graphs import SqlGraphsMixin
 from flowdeck.store.sql_leases import SqlLeasesMixin
 from flowdeck.store.sql_ports import SqlPortsMixin
 from flowdeck.store.sql_runs import OwnerCache, SqlRunsMixin
+from flowdeck.store.sql_secrets import SqlSecretsMixin
 from flowdeck.store.sql_stats import SqlStatsMixin
 from flowdeck.store.sql_webhooks import SqlWebhooksMixin
 from flowdeck.store.sql_wes import SqlWesMixin
@@ -137,6 +138,8 @@ class SqlStore(Store):
         # in commit order) and commit-and-publish under this lock (published in id order).
         self._publish_lock = threading.Lock()
         self.owners = OwnerCache()
+        # encrypts webhook signing secrets at rest (set by services.context.build_context)
+        self.sealer: Sealer | None = None
 
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[Tx]:
@@ -158,7 +161,7 @@ class SqlStore(Store):
                 if write:
                     conn = conn.execution_options(**{_WRITE: True})
                 trans = conn.begin()
-                tx = SqlTx(conn, self.dialect, self.event_hooks, self.owners)
+                tx = SqlTx(conn, self.dialect, self.event_hooks, self.owners, self.sealer)
                 try:
                     yield tx
                 except BaseException:
@@ -284,6 +287,7 @@ _FIND_TOKEN = (
 class SqlTx(
     SqlRunsMixin,
     SqlWebhooksMixin,
+    SqlSecretsMixin,
     SqlLeasesMixin,
     SqlPortsMixin,
     SqlGraphsMixin,
@@ -297,7 +301,9 @@ class SqlTx(
         dialect: str,
         event_hooks: list[EventHook] | None = None,
         owners: OwnerCache | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
+        self.sealer = sealer
         self.conn = conn
         self.dialect = dialect
         self.added = []

@@ -10,14 +10,37 @@ from sqlalchemy.engine import Connection
 
 from flowdeck.domain.webhooks import Attempt, Delivery, DeliveryState, Subscription
 from flowdeck.store import schema as t
+from flowdeck.store.base import Sealer
 
 _SUB_FIELDS = [c.name for c in t.webhooks.c]
 _DELIVERY_FIELDS = [c.name for c in t.webhook_deliveries.c]
 _ENABLED = sa.select(t.webhooks.c.id).where(t.webhooks.c.enabled.is_(True))
 
 
-def _sub(row: Any) -> Subscription:
-    m = row._mapping
+# Signing secrets are kept encrypted (with the key of secret_key_file): SEALED + a Fernet
+# token.  Rows written before that hold them in clear until the next start seals them.
+SEALED = "fernet:"
+_SECRETS = ("secret", "previous_secret")
+
+
+def _open(value: str | None, sealer: Sealer | None) -> str | None:
+    if value is None or not value.startswith(SEALED):
+        return value
+    if sealer is None:
+        raise RuntimeError("a sealed webhook secret, and no key to open it")
+    return sealer.decrypt(value.removeprefix(SEALED))
+
+
+def _seal(value: str | None, sealer: Sealer | None) -> str | None:
+    if value is None or sealer is None or value.startswith(SEALED):
+        return value
+    return SEALED + sealer.encrypt(value)
+
+
+def _sub(row: Any, sealer: Sealer | None = None) -> Subscription:
+    m = dict(row._mapping)
+    for name in _SECRETS:
+        m[name] = _open(m[name], sealer)
     return Subscription(**{f: m[f] for f in _SUB_FIELDS})
 
 
@@ -40,15 +63,39 @@ def _changes(changes: dict[str, Any]) -> dict[str, Any]:
 class SqlWebhooksMixin:
     conn: Connection
     dialect: str
+    sealer: Sealer | None
 
     # -- subscriptions --------------------------------------------------------------------
     def add_subscription(self, sub: Subscription) -> None:
         # Subscription's fields are the table's columns.
-        self.conn.execute(t.webhooks.insert().values({f: getattr(sub, f) for f in _SUB_FIELDS}))
+        values = {f: getattr(sub, f) for f in _SUB_FIELDS}
+        for name in _SECRETS:
+            values[name] = _seal(values[name], self.sealer)
+        self.conn.execute(t.webhooks.insert().values(values))
 
     def get_subscription(self, sub_id: str) -> Subscription | None:
         row = self.conn.execute(t.webhooks.select().where(t.webhooks.c.id == sub_id)).first()
-        return _sub(row) if row else None
+        return _sub(row, self.sealer) if row else None
+
+    def seal_subscriptions(self, *, again: bool = False) -> int:
+        w = t.webhooks.c
+        q = sa.select(w.id, w.secret, w.previous_secret)
+        if not again:
+            q = q.where(
+                sa.or_(
+                    ~w.secret.startswith(SEALED),
+                    sa.and_(w.previous_secret.is_not(None), ~w.previous_secret.startswith(SEALED)),
+                )
+            )
+        rows = self.conn.execute(q).all()
+        for row in rows:
+            values = {name: _open(getattr(row, name), self.sealer) for name in _SECRETS}
+            self.conn.execute(
+                t.webhooks.update()
+                .where(w.id == row.id)
+                .values({k: _seal(v, self.sealer) for k, v in values.items()})
+            )
+        return len(rows)
 
     def list_subscriptions(
         self,
@@ -68,9 +115,12 @@ class SqlWebhooksMixin:
             q = q.where(w.id < before_id)
         if limit is not None:
             q = q.limit(limit)
-        return [_sub(row) for row in self.conn.execute(q)]
+        return [_sub(row, self.sealer) for row in self.conn.execute(q)]
 
     def update_subscription(self, sub_id: str, **changes: Any) -> Subscription | None:
+        for name in _SECRETS:
+            if name in changes:
+                changes[name] = _seal(changes[name], self.sealer)
         if changes:
             self.conn.execute(t.webhooks.update().where(t.webhooks.c.id == sub_id).values(changes))
         return self.get_subscription(sub_id)

@@ -1,4 +1,4 @@
-"""The dashboard's webhooks and run-graph pages (server-rendered; live updates and every
+"""The dashboard's webhooks, secrets and run-graph pages (server-rendered; live updates and every
 change through the HTTP API from ``static/areas.js``)."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from flowdeck.api.deps import CtxDep
 from flowdeck.api.files_view import shown_graph
 from flowdeck.api.schemas_graphs import GraphOut, GraphSummary
+from flowdeck.api.schemas_secrets import SecretOut
 from flowdeck.api.schemas_webhooks import WebhookOut
 from flowdeck.errors import NotFound
 from flowdeck.web.dag import Layout, layout
@@ -54,6 +55,16 @@ def webhooks_page(request: Request, ctx: CtxDep) -> Response:
     subs = ctx.webhooks.subscriptions(principal.actor, before=None, limit=200)
     hooks = [WebhookOut.of(s).model_dump(mode="json") for s in subs]
     return _render(request, "webhooks.html", principal, hooks=hooks)
+
+
+@router.get("/secrets")
+def secrets_page(request: Request, ctx: CtxDep) -> Response:
+    """Your secrets: names and dates (never values), set one through a form, delete."""
+    principal = _principal(request, ctx)
+    if principal is None:
+        return _to_login(request)
+    items = [SecretOut.of(i).model_dump(mode="json") for i in ctx.secrets.list(principal.actor)]
+    return _render(request, "secrets.html", principal, secrets=items)
 
 
 @router.get("/graphs")

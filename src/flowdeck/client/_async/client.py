@@ -6,6 +6,7 @@ from __future__ import annotations
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from flowdeck.client._async.accounts import AsyncAccounts
 from flowdeck.client._async.graphs import AsyncGraph
@@ -242,6 +243,28 @@ class AsyncClient(AsyncAccounts):
     async def delete_webhook(self, webhook_id: str) -> None:
         """Remove the subscription."""
         await self.request("DELETE", f"{API}/webhooks/{webhook_id}")
+
+    # -- secrets --------------------------------------------------------------------------
+    async def set_secret(self, name: str, value: str) -> dict[str, Any]:
+        """Create or replace your secret ``name``; the answer has its name and dates (a
+        value never comes back)."""
+        result: dict[str, Any] = await self.request(
+            "PUT", f"{API}/secrets/{quote(name, safe='')}", json={"value": value}
+        )
+        return result
+
+    async def secrets(self, owner: str | None = None) -> list[dict[str, Any]]:
+        """Your secrets' names and dates (admins: ``owner``'s), by name."""
+        params = present(owner=owner)
+        result: dict[str, Any] = await self.request("GET", f"{API}/secrets", params=params)
+        items: list[dict[str, Any]] = result["items"]
+        return items
+
+    async def delete_secret(self, name: str, owner: str | None = None) -> None:
+        """Delete your secret ``name`` (admins: ``owner``'s)."""
+        await self.request(
+            "DELETE", f"{API}/secrets/{quote(name, safe='')}", params=present(owner=owner)
+        )
 
     async def rotate_webhook_secret(self, webhook_id: str) -> dict[str, Any]:
         """A new secret (in the answer); the previous one still signs for a while."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 from contextlib import closing
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from flowdeck.client._backend import SyncBackend, SyncStream
 from flowdeck.client._shared import (
@@ -239,6 +240,26 @@ class Client(SyncAccounts):
     def delete_webhook(self, webhook_id: str) -> None:
         """Remove the subscription."""
         self.request("DELETE", f"{API}/webhooks/{webhook_id}")
+
+    # -- secrets --------------------------------------------------------------------------
+    def set_secret(self, name: str, value: str) -> dict[str, Any]:
+        """Create or replace your secret ``name``; the answer has its name and dates (a
+        value never comes back)."""
+        result: dict[str, Any] = self.request(
+            "PUT", f"{API}/secrets/{quote(name, safe='')}", json={"value": value}
+        )
+        return result
+
+    def secrets(self, owner: str | None = None) -> list[dict[str, Any]]:
+        """Your secrets' names and dates (admins: ``owner``'s), by name."""
+        params = present(owner=owner)
+        result: dict[str, Any] = self.request("GET", f"{API}/secrets", params=params)
+        items: list[dict[str, Any]] = result["items"]
+        return items
+
+    def delete_secret(self, name: str, owner: str | None = None) -> None:
+        """Delete your secret ``name`` (admins: ``owner``'s)."""
+        self.request("DELETE", f"{API}/secrets/{quote(name, safe='')}", params=present(owner=owner))
 
     def rotate_webhook_secret(self, webhook_id: str) -> dict[str, Any]:
         """A new secret (in the answer); the previous one still signs for a while."""

@@ -125,6 +125,47 @@ function initWebhooks() {
   });
 }
 
+// -- secrets ---------------------------------------------------------------------------
+// A value goes from the form to the API and nowhere else: never shown, kept or logged.
+function secretRow(secret) {
+  return el("tr", { "data-secret": secret.name },
+    el("td", {}, el("code", {}, secret.name)),
+    el("td", {}, el("time", { datetime: secret.created_at }, when(secret.created_at))),
+    el("td", {}, el("time", { datetime: secret.updated_at }, when(secret.updated_at))),
+    el("td", { class: "buttons" },
+      el("button", { type: "button", class: "danger", "data-secret-action": "delete",
+        "data-confirm": "Delete the secret " + secret.name + "? Steps asking for it will fail." },
+      "Delete", el("span", { class: "sr-only" }, " " + secret.name))));
+}
+
+function initSecrets() {
+  const table = document.getElementById("secrets");
+  onSubmit("secret-form", async (form) => {
+    const name = form.name.value.trim();
+    const secret = await api("PUT", API + "/secrets/" + encodeURIComponent(name), { value: form.value.value });
+    form.reset();
+    const old = table.querySelector('tr[data-secret="' + CSS.escape(name) + '"]');
+    const empty = table.querySelector("tr.empty");
+    if (empty) empty.remove();
+    if (old) old.replaceWith(secretRow(secret)); else table.tBodies[0].append(secretRow(secret));
+    document.getElementById("secret-status").textContent = "Secret " + name + " saved.";
+  });
+  table.addEventListener("click", async (event) => {
+    const button = event.target.closest("button[data-secret-action]");
+    if (!button || !confirmed(button)) return;
+    const row = button.closest("tr[data-secret]");
+    flash("");
+    try {
+      await api("DELETE", API + "/secrets/" + encodeURIComponent(row.dataset.secret));
+      row.remove();
+      document.getElementById("secret-name").focus();
+      document.getElementById("secret-status").textContent = "Secret " + row.dataset.secret + " deleted.";
+    } catch (err) {
+      flash(err.message);
+    }
+  });
+}
+
 // -- graphs ----------------------------------------------------------------------------
 function initGraphs() {
   const errors = document.getElementById("graph-errors");
@@ -282,7 +323,8 @@ function initRunAreas() {
 
 document.addEventListener("DOMContentLoaded", () => {
   const init = {
-    webhooks: initWebhooks, graphs: initGraphs, graph: initGraph, run: initRunAreas,
+    webhooks: initWebhooks, secrets: initSecrets, graphs: initGraphs, graph: initGraph,
+    run: initRunAreas,
   }[document.body.dataset.page];
   if (init) init();
 });
