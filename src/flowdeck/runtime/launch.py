@@ -20,6 +20,7 @@ from flowdeck.domain.expressions import parse_template
 from flowdeck.domain.ports import stream_outputs
 from flowdeck.domain.runs import Product
 from flowdeck.executors.base import Launch, Outcome
+from flowdeck.executors.sandbox import parse_uids, plan
 from flowdeck.executors.wire import read_records
 from flowdeck.ids import new_id
 from flowdeck.runtime.active import ActiveRun, Instance
@@ -45,8 +46,18 @@ def prepare(ar: ActiveRun, inst: Instance, settings: Settings) -> Launch:
     cwd = ar.rundir.step_dir(inst.step, inst.index)
     key = attempt_key(ar.run.id, inst.step, inst.index, attempt)
     work_dir_for(cwd, ar.rundir.attempts, key)
+    if step.resources.network and settings.step_network != "allowed":
+        raise StepError(
+            "this step asks for network (resources.network) but the server does not allow "
+            'it: an admin must set step_network = "allowed"'
+        )
+    path = BASE_PATH
+    for name in settings.step_env_passthrough:
+        if name == "PATH":
+            path = os.environ.get("PATH", BASE_PATH)
     base = {
-        "PATH": BASE_PATH,
+        **{n: os.environ[n] for n in settings.step_env_passthrough if n in os.environ},
+        "PATH": path,
         "HOME": str(cwd),
         "LANG": "C.UTF-8",
         "TMPDIR": str(ar.rundir.tmp),
@@ -60,7 +71,7 @@ def prepare(ar: ActiveRun, inst: Instance, settings: Settings) -> Launch:
     code = ar.code_dir
     if code is not None:  # the workflow's archive: its files, read-only, for every step
         base["FLOWDECK_CODE"] = str(code)
-        base["PATH"] = f"{code}:{BASE_PATH}"
+        base["PATH"] = f"{code}:{path}"
     env = render_env(step, resolve, base)
     timeout = step.resources.timeout_s
     common: dict[str, Any] = {
@@ -74,6 +85,8 @@ def prepare(ar: ActiveRun, inst: Instance, settings: Settings) -> Launch:
         "walltime_s": timeout,
         "cpu_seconds": math.ceil(timeout * step.resources.cpus) if timeout else None,
         "file_size_bytes": settings.max_step_file_bytes,
+        "max_processes": settings.step_max_processes,
+        "sandbox": sandbox_plan(ar, cwd, settings, step.resources.network),
     }
     if step.python is not None:
         # An optional input left unset is None for a python step (not an error).
@@ -86,6 +99,22 @@ def prepare(ar: ActiveRun, inst: Instance, settings: Settings) -> Launch:
         return Launch(argv=("uses", step.uses), kwargs=kwargs, **common)
     argv = render_argv(step, resolve)
     return Launch(argv=tuple(argv if code is None else from_archive(argv, code)), **common)
+
+
+def sandbox_plan(ar: ActiveRun, cwd: Path, settings: Settings, network: bool) -> Any:
+    """What the step may see in its sandbox (none when the sandbox is off)."""
+    if settings.sandbox == "off":
+        return None
+    rd = ar.rundir
+    return plan(
+        ro=[rd.work, rd.inputs, ar.code_dir, settings.data_root],
+        rw=[cwd, rd.tmp, *settings.sandbox_extra_rw],
+        deny=[settings.data_dir],
+        network=network,
+        step_user=settings.step_user,
+        step_uids=parse_uids(settings.step_uids),
+        max_processes=settings.step_max_processes,
+    )
 
 
 def work_dir_for(cwd: Path, journal: Path, key: str) -> None:

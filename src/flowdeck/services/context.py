@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -73,6 +74,7 @@ class Context:
         from flowdeck.services.subflows import child_creator
 
         subflow = SubflowExecutor(self.store, child_creator(self.runs), self.settings.stop_grace_s)
+        warn_if_unsandboxed(self.settings)
         executors = {
             "local": SupervisedExecutor(self.settings.data_dir, self.settings.supervisor_idle_s),
             "inprocess": InProcessExecutor(workers=self.settings.inprocess_workers),
@@ -170,3 +172,12 @@ def make_context(settings: Settings, store: Store) -> Context:
         cwl=CwlWorkflows(workflows),
         metrics=metrics,
     )
+
+
+def warn_if_unsandboxed(settings: Settings) -> None:
+    """sandbox = "off" is said at every start (docs/operations.md, threat model)."""
+    if settings.sandbox == "off":
+        logging.getLogger("flowdeck").warning(
+            'sandbox = "off": steps run unsandboxed, with the server\'s rights; anyone who '
+            "may start a run can read the database and act as an admin"
+        )
