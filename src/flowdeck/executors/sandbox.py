@@ -30,6 +30,7 @@ import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -61,16 +62,20 @@ def plan(
     *,
     ro: list[Path | None],
     rw: list[Path],
+    grant: list[Path | None],
     deny: list[Path],
     network: bool,
     step_user: str,
     step_uids: tuple[int, int] | None,
     max_processes: int | None,
 ) -> dict[str, Any]:
-    """What one step may see, as sent to the supervisor (JSON)."""
+    """What one step may see, as sent to the supervisor (JSON): ``ro`` read-only, ``rw``
+    writable (the first is its own folder, given to its uid; the others are made 1777),
+    ``grant`` server files made readable to its uid, ``deny`` never mounted."""
     return {
         "ro": [str(p) for p in ro if p is not None],
         "rw": [str(p) for p in rw],
+        "grant": [str(p) for p in grant if p is not None],
         "deny": [str(p) for p in deny],
         "network": network,
         "user": step_user,
@@ -182,6 +187,13 @@ class Box:
         if self.uid is None or self.gid is None:
             return
         _chown_tree(self.cwd, self.uid, self.gid)
+        # what it reads of the server's files (uploads are private on the host: the run's
+        # folder is 0700) must be readable by its uid inside
+        for ro in self.spec.get("grant", []):  # the run's inputs, the workflow's code
+            if ro not in _readable:
+                _grant_read(ro)
+                if "/runs/" not in ro:  # a workflow's code does not change
+                    _readable.add(ro)
         for rw in self.spec.get("rw", [])[1:]:  # the run's scratch folder is shared
             with contextlib.suppress(OSError):
                 if os.stat(rw).st_mode & 0o7777 != 0o1777:
@@ -297,7 +309,7 @@ class Box:
             self.pasta_pid = None
         if self.uid is not None:
             with contextlib.suppress(OSError):
-                _chown_tree(self.cwd, os.getuid(), os.getgid())
+                _chown_tree(self.cwd, os.getuid(), os.getgid(), readable=True)
 
 
 def _attach_pasta(child: int) -> int | None:
@@ -343,12 +355,42 @@ def _attach_pasta(child: int) -> int | None:
     return int(pid_text) if pid_text.isdigit() else None
 
 
-def _chown_tree(root: Path, uid: int, gid: int) -> None:
+_readable: set[str] = set()
+
+
+def _chown_tree(root: Path, uid: int, gid: int, readable: bool = False) -> None:
+    """Give a folder and all in it to ``uid``; ``readable``: for the run's later steps
+    (other uids) too, as they were before the sandbox."""
     os.chown(root, uid, gid)
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
             with contextlib.suppress(OSError):
-                os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+                os.chown(path, uid, gid, follow_symlinks=False)
+                if readable:
+                    _add_read(path)
+
+
+def _add_read(path: str) -> None:
+    mode = os.lstat(path).st_mode
+    if stat.S_ISLNK(mode):
+        return
+    want = mode | 0o044 | (0o011 if stat.S_ISDIR(mode) or mode & 0o100 else 0)
+    if want != mode:
+        os.chmod(path, stat.S_IMODE(want))
+
+
+def _grant_read(root: str) -> None:
+    """Readable (and searchable) by every uid: files the server keeps private on the host
+    (their run's folder is 0700) that a step reads in its sandbox."""
+    if not os.path.isdir(root):
+        return
+    with contextlib.suppress(OSError):
+        _add_read(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            with contextlib.suppress(OSError):
+                _add_read(os.path.join(dirpath, name))
 
 
 def exit_signal(code: int) -> int | None:

@@ -109,6 +109,7 @@ def sandbox_plan(ar: ActiveRun, cwd: Path, settings: Settings, network: bool) ->
     return plan(
         ro=[rd.work, rd.inputs, ar.code_dir, settings.data_root],
         rw=[cwd, rd.tmp, *settings.sandbox_extra_rw],
+        grant=[rd.inputs, ar.code_dir],
         deny=[settings.data_dir],
         network=network,
         step_user=settings.step_user,
