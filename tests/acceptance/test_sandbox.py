@@ -28,7 +28,7 @@ UIDS = (910000, 910099)
 def workflow(name: str, script: str, extra: str = "") -> str:
     return (
         f'name: {name}\nversion: "1"\nsteps:\n  main:\n    run: '
-        f"{json.dumps(['bash', '-c', script])}\n{extra}"
+        f"{json.dumps(['/bin/bash', '-c', script])}\n{extra}"
     )
 
 
@@ -236,3 +236,23 @@ def test_pause_resume_and_stop_reach_the_sandboxed_step(user: httpx.Client) -> N
     assert len(stdout(user, run_id)) > len(frozen)
     assert user.post(f"{API}/runs/{run_id}/stop").status_code in (200, 202)
     assert wait(user, run_id)["state"] in ("cancelled", "killed", "failed")
+
+
+@pytest.mark.parametrize("mode", ["bwrap", "off"])
+def test_without_bwrap_steps_fail_unless_the_sandbox_is_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """No bwrap on the PATH the supervisor inherits: a step fails saying why, unless the
+    admin set sandbox = "off"."""
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    settings = make_settings(tmp_path / "data", sandbox=mode)
+    with live_server(settings) as srv, srv.client(register_and_login(srv, "nobwrap")) as c:
+        push(c, workflow("plain", "echo ran"))
+        run_id = submit(c, "plain@1")
+        status = wait(c, run_id)
+        if mode == "off":
+            assert status["state"] == "succeeded" and stdout(c, run_id) == "ran\n"
+        else:
+            assert status["state"] == "failed"
+            message = status["error"]["message"]
+            assert "bubblewrap (bwrap)" in message and 'sandbox = "off"' in message

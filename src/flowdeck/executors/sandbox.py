@@ -125,6 +125,25 @@ def _python_paths(cwd: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+@functools.cache
+def _system_args() -> tuple[str, ...]:
+    """The system, read-only, without the secrets of /etc; fresh /proc, /dev, /tmp, /run."""
+    out = ["--ro-bind", "/usr", "/usr"]
+    for d in SYSTEM_DIRS:
+        if os.path.islink(d):
+            out += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            out += ["--ro-bind", d, d]
+    out += ["--ro-bind", "/etc", "/etc"]
+    for hidden in HIDDEN_ETC:
+        if os.path.isdir(hidden) and not os.path.islink(hidden):
+            out += ["--tmpfs", hidden]
+        elif os.path.lexists(hidden):
+            out += ["--ro-bind", "/dev/null", hidden]
+    out += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run"]  # noqa: S108
+    return tuple(out)
+
+
 def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
@@ -213,19 +232,7 @@ class Box:
         ]
         if self.uid is None:  # not root: an unprivileged user namespace
             out.append("--unshare-user")
-        out += ["--ro-bind", "/usr", "/usr"]
-        for d in SYSTEM_DIRS:
-            if os.path.islink(d):
-                out += ["--symlink", os.readlink(d), d]
-            elif os.path.isdir(d):
-                out += ["--ro-bind", d, d]
-        out += ["--ro-bind", "/etc", "/etc"]
-        for hidden in HIDDEN_ETC:
-            if os.path.isdir(hidden) and not os.path.islink(hidden):
-                out += ["--tmpfs", hidden]
-            elif os.path.lexists(hidden):
-                out += ["--ro-bind", "/dev/null", hidden]
-        out += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run"]  # noqa: S108
+        out += _system_args()
         deny = [str(d) for d in spec.get("deny", [])]
         mounts: list[tuple[str, str]] = []
         for path in _python_paths(os.getcwd()):
