@@ -327,6 +327,14 @@ class Settings(BaseSettings):
             raise ValueError("tls_cert and tls_key must be given together")
         if self.data_root is not None and not self.data_root.is_dir():
             raise ValueError(f"data_root: no such directory: {self.data_root}")
+        if self.sandbox != "off":  # steps would see the database
+            for name, paths in (
+                ("data_root", [self.data_root]),
+                ("sandbox_extra_rw", self.sandbox_extra_rw),
+            ):
+                for path in paths:
+                    if path is not None and self.data_dir.is_relative_to(path):
+                        raise ValueError(f"{name} must not hold data_dir: {path}")
         for name in ("tls_cert", "tls_key", "admin_password_file"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():

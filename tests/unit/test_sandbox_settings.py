@@ -31,6 +31,13 @@ def test_the_sandbox_settings_and_their_defaults(tmp_path: Path) -> None:
         make_settings(tmp_path, sandbox="maybe")
 
 
+def test_no_setting_may_show_the_data_dir_to_steps(tmp_path: Path) -> None:
+    for name, value in (("data_root", tmp_path), ("sandbox_extra_rw", [tmp_path])):
+        with pytest.raises(ConfigError, match=f"{name} must not hold data_dir"):
+            make_settings(tmp_path / "data", **{name: value})
+    assert make_settings(tmp_path / "data", data_root=tmp_path, sandbox="off").data_root
+
+
 def test_bwraps_exit_code_for_a_signal_is_read_back() -> None:
     assert exit_signal(128 + signal.SIGXCPU) == signal.SIGXCPU
     assert exit_signal(128 + signal.SIGKILL) == signal.SIGKILL

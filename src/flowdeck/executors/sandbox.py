@@ -144,6 +144,16 @@ def _system_args() -> tuple[str, ...]:
     return tuple(out)
 
 
+@functools.cache
+def _resolver_dirs() -> tuple[str, ...]:
+    """Where /etc/resolv.conf points when it is a link (systemd-resolved: /run/...): the
+    sandbox's /run is empty, and a networked step needs its name server."""
+    if not os.path.islink("/etc/resolv.conf"):
+        return ()
+    target = os.path.dirname(os.path.realpath("/etc/resolv.conf"))
+    return () if target.startswith(("/etc", "/usr")) else (target,)
+
+
 def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
@@ -239,6 +249,8 @@ class Box:
             if not any(_under(d, path) for d in deny):
                 mounts.append(("--ro-bind-try", path))
         mounts += [("--ro-bind-try", p) for p in spec.get("ro", [])]
+        if spec.get("network"):
+            mounts += [("--ro-bind-try", p) for p in _resolver_dirs()]
         mounts += [("--bind-try", p) for p in spec.get("rw", [])]
         mounts = [(k, p) for k, p in mounts if not p.startswith(("/usr/", "/etc/"))]
         targets = {p for _k, p in mounts}
