@@ -107,7 +107,7 @@ def sandbox_plan(ar: ActiveRun, cwd: Path, settings: Settings, network: bool) ->
         return None
     rd = ar.rundir
     return plan(
-        ro=[rd.work, rd.inputs, ar.code_dir, settings.data_root],
+        ro=[rd.work, rd.inputs, ar.code_dir, settings.data_root, *_other_runs_files(ar, settings)],
         rw=[cwd, rd.tmp, *settings.sandbox_extra_rw],
         grant=[rd.inputs, ar.code_dir],
         deny=[settings.data_dir],
@@ -116,6 +116,23 @@ def sandbox_plan(ar: ActiveRun, cwd: Path, settings: Settings, network: bool) ->
         step_uids=parse_uids(settings.step_uids),
         max_processes=settings.step_max_processes,
     )
+
+
+def _other_runs_files(ar: ActiveRun, settings: Settings) -> list[Path]:
+    """The files of other runs its file inputs name in place (a graph node's inputs are
+    its upstream runs' outputs): each, and nothing else of those runs, read-only."""
+    runs = settings.data_dir / "runs"
+    found: list[Path] = []
+    for name, inp in ar.spec.inputs.items():
+        if inp.type not in ("file", "directory") and inp.items not in ("file", "directory"):
+            continue
+        value = ar.run.params.get(name)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and item.startswith(f"{runs}/"):
+                path = Path(item)
+                if not ar.rundir.contains(path):
+                    found.append(path)
+    return found
 
 
 def work_dir_for(cwd: Path, journal: Path, key: str) -> None:
