@@ -219,6 +219,36 @@ def test_with_the_policy_outside_but_not_host_loopback(tmp_path: Path, loopback_
         assert out.count("refused") == 3
 
 
+def test_a_dead_supervisors_networked_step_leaves_no_pasta(tmp_path: Path) -> None:
+    """pasta runs outside the step's process group; the attempt's record names it, so
+    that the server kills it with the orphaned step when the supervisor dies."""
+    settings = make_settings(tmp_path / "data", step_network="allowed", step_uids="910200-910299")
+    with live_server(settings) as srv, srv.client(register_and_login(srv, "netdead")) as c:
+        push(c, workflow("netsleep", "sleep 30", "    resources: {network: true}\n"))
+        run_id = submit(c, "netsleep@1")
+        wait(c, run_id, {"running"})
+        journal = srv.settings.data_dir / "runs" / run_id / "logs" / "attempts.jsonl"
+        deadline = time.monotonic() + 10
+        while '"helpers"' not in (journal.read_text() if journal.exists() else ""):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        pasta = json.loads(journal.read_text().splitlines()[0])["helpers"][0][0]
+        assert Path(f"/proc/{pasta}/comm").read_text().startswith("pass")  # pasta, passt.avx2
+        os.kill(supervisor_pid(srv.settings.data_dir), 9)
+        assert wait(c, run_id)["state"] == "failed"
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{pasta}") and "Z" not in _stat(pasta):
+            assert time.monotonic() < deadline, "pasta outlived its step"
+            time.sleep(0.05)
+
+
+def _stat(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
 def test_pause_resume_and_stop_reach_the_sandboxed_step(user: httpx.Client) -> None:
     script = "for i in $(seq 1 400); do echo $i; sleep 0.05; done"
     push(user, workflow("pausing", script))

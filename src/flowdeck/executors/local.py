@@ -92,6 +92,8 @@ class LocalProcess(StepProcess):
     ) -> None:
         self.key = launch.key
         self.box = box
+        # [pid, start time] of processes of the attempt outside its group (its pasta)
+        self.helpers: list[list[int | None]] = box.helpers() if box is not None else []
         self.pid = popen.pid
         self.start_time: int | None = None  # in /proc/pid/stat's ticks (see wire.py)
         self._executor = executor

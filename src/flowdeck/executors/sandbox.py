@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowdeck.executors.wire import process_start_time
+
 # Files of /etc no step reads: replaced by an empty file (directories by an empty tmpfs).
 HIDDEN_ETC = (
     "/etc/shadow",
@@ -313,6 +315,12 @@ class Box:
                 os.write(block_w, b"1")
             os.close(block_w)
             self._fds = []
+
+    def helpers(self) -> list[list[int | None]]:
+        """The attempt's processes outside its process group, as [pid, start time]."""
+        if self.pasta_pid is None:
+            return []
+        return [[self.pasta_pid, process_start_time(self.pasta_pid)]]
 
     def abandon(self) -> None:
         for fd in self._fds:
