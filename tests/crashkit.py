@@ -44,17 +44,20 @@ def seeds(regression: Sequence[int] = (), count: int = 3) -> list[int]:
 
 
 def guarded(counters: Path, seconds: float, then: str = "true") -> str:
-    """A step body that records each execution (its attempt, its pid, and how it ended)
+    """A step body that records each execution (its attempt, an id, and how it ended)
     and any overlap with another execution of the same step (a lock held while it runs;
     SIGKILL releases it). ``then`` runs in a subshell, so an ``exit`` in it still lets the
     end be recorded; the step exits with its status."""
     key = "$FLOWDECK_RUN_ID.$FLOWDECK_STEP.${FLOWDECK_INDEX:-x}"
     runs = f"{counters}/{key}.runs"
     return (
+        "umask 0; "  # each attempt has a uid of its own (step_uids): all share the markers
         f"exec 9>>{counters}/{key}.lock; "
         f"flock -n 9 || echo {key} >> {counters}/overlaps; "
-        f'echo "$FLOWDECK_ATTEMPT $$" >> {runs}; sleep {seconds}; ({then}); rc=$?; '
-        f'echo "$FLOWDECK_ATTEMPT $$ exit=$rc" >> {runs}; exit $rc'
+        # an id of this execution: $$ would not do, each sandbox has its own pids
+        "x=$(od -An -N6 -tu8 /dev/urandom | tr -d ' '); "
+        f'echo "$FLOWDECK_ATTEMPT $x" >> {runs}; sleep {seconds}; ({then}); rc=$?; '
+        f'echo "$FLOWDECK_ATTEMPT $x exit=$rc" >> {runs}; exit $rc'
     )
 
 
@@ -202,7 +205,9 @@ def base_env(data_dir: Path) -> dict[str, str]:
 
 @contextmanager
 def serving(tmp: Path, env: dict[str, str]) -> Iterator[Server]:
-    """A started server; stopped (SIGTERM) at the end, whatever happened."""
+    """A started server; stopped (SIGTERM) at the end, whatever happened.  Its steps may
+    write the markers in ``tmp/counters`` (outside their sandbox: ``sandbox_extra_rw``)."""
+    env = {"FLOWDECK_SANDBOX_EXTRA_RW": str(tmp / "counters"), **env}
     server = Server(tmp, env)
     server.start()
     try:
@@ -329,7 +334,7 @@ def leftover_processes(run_ids: set[str]) -> list[int]:
 
 @dataclass(frozen=True)
 class Execution:
-    """One real execution of a guarded step: its attempt number, its shell's pid, and its
+    """One real execution of a guarded step: its attempt number, an id of its own, and its
     exit status (None: it never reported an end — killed, or still running)."""
 
     attempt: int

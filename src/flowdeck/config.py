@@ -250,7 +250,61 @@ class Settings(BaseSettings):
         "previous secret.",
     )
 
-    @field_validator("data_dir", "data_root", "secret_key_file")
+    sandbox: Literal["bwrap", "off"] = Field(
+        "bwrap",
+        description="How local steps are isolated: bwrap (bubblewrap namespaces, see the "
+        "threat model in docs/operations.md) or off (unsafe: a step sees and may do what the "
+        "server may; logged as a warning at every start).",
+    )
+    step_network: Literal["off", "allowed"] = Field(
+        "off",
+        description="off: no step has network (loopback only); allowed: steps asking for "
+        "resources.network get outbound access through pasta (never the host's loopback).",
+    )
+    step_env_passthrough: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["PATH"],
+        description="Variables (comma list) of the server's environment that steps get; "
+        "nothing else of it reaches a step.",
+    )
+    step_user: str = Field(
+        "flowdeck-step",
+        description="Server running as root: the user whose group steps run with (and whose "
+        "uid they get when step_uids is empty); create it as docs/install.md shows.",
+    )
+    step_uids: str = Field(
+        "900000-900999",
+        description="Server running as root: the uids (a range first-last) given to running "
+        "attempts, one each, so that the process limit and signals stay within one attempt; "
+        "empty: every step runs as step_user.",
+    )
+    step_max_processes: int | None = Field(
+        1024,
+        ge=1,
+        description="RLIMIT_NPROC of a step: processes (threads count) its uid may have "
+        "(per attempt as root with step_uids; else shared by all of the user's processes).",
+    )
+    sandbox_extra_rw: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Admin and tests only: more directories (comma list) every sandboxed "
+        "step may write to. Weakens the sandbox.",
+    )
+
+    @field_validator("step_env_passthrough", "sandbox_extra_rw", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("step_uids")
+    @classmethod
+    def _check_uids(cls, value: str) -> str:
+        from flowdeck.executors.sandbox import parse_uids
+
+        parse_uids(value)
+        return value
+
+        @field_validator("data_dir", "data_root", "secret_key_file")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         """Relative to where flowdeck starts, made absolute once: every path handed to a
@@ -280,6 +334,14 @@ class Settings(BaseSettings):
             raise ValueError("tls_cert and tls_key must be given together")
         if self.data_root is not None and not self.data_root.is_dir():
             raise ValueError(f"data_root: no such directory: {self.data_root}")
+        if self.sandbox != "off":  # steps would see the database
+            for name, paths in (
+                ("data_root", [self.data_root]),
+                ("sandbox_extra_rw", self.sandbox_extra_rw),
+            ):
+                for path in paths:
+                    if path is not None and self.data_dir.is_relative_to(path):
+                        raise ValueError(f"{name} must not hold data_dir: {path}")
         for name in ("tls_cert", "tls_key", "admin_password_file"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():

@@ -21,7 +21,8 @@ TERMINAL = {"succeeded", "failed", "cancelled", "killed", "system_error"}
 def five_steps(counters: Path, name: str = "five", extra: str = "") -> str:
     def step(n: int, script: str, needs: str = "") -> str:
         return (
-            f"  s{n}:\n    shell: bash\n    run: |\n      echo x >> {counters}/{name}-s{n}\n"
+            f"  s{n}:\n    shell: bash\n    run: |\n"
+            f"      umask 0; echo x >> {counters}/{name}-s{n}\n"
             f"      {script}\n    outputs:\n      out: {{path: out{n}.txt}}\n{needs}"
         )
 
@@ -43,9 +44,11 @@ def counters(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def srv(tmp_path_factory: pytest.TempPathFactory, counters: Path) -> Iterator[LiveServer]:
     settings = make_settings(
-        tmp_path_factory.mktemp("rerun") / "data", login_max_failures_per_address=10**6
+        tmp_path_factory.mktemp("rerun") / "data",
+        login_max_failures_per_address=10**6,
+        sandbox_extra_rw=[counters],  # the steps count their executions there
     )
     with live_server(settings) as server:
         yield server

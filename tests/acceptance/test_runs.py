@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.crashkit import run_processes
 from tests.helpers import STRONG, LiveServer, live_server, make_settings, register_and_login
 
 API = "/api/v1"
@@ -29,8 +31,10 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     root = tmp_path_factory.mktemp("runs")
     (root / "shared").mkdir()
     (root / "shared" / "genome.txt").write_text("c\na\nb\n")
+    (root / "marks").mkdir()  # written by a step outside its folder (sandbox_extra_rw)
     settings = make_settings(
         root / "data",
+        sandbox_extra_rw=[root / "marks"],
         stop_grace_s=1,
         data_root=root / "shared",
         login_max_failures_per_address=10**6,
@@ -138,15 +142,14 @@ def test_a_failed_steps_error_carries_the_end_of_its_stderr(user: httpx.Client) 
 
 
 def test_a_dead_supervisors_attempt_is_killed_before_its_retry(
-    srv: LiveServer, user: httpx.Client, tmp_path: Path
+    srv: LiveServer, user: httpx.Client
 ) -> None:
     """kill -9 of the step supervisor (not the server) while a step runs: the attempt is
     lost and retried, and the retry never runs beside it (a lock each attempt holds while
     it runs would see the overlap)."""
-    marks = tmp_path / "marks"
-    marks.mkdir()
+    marks = srv.settings.sandbox_extra_rw[0]
     body = (
-        f"exec 9>>{marks}/lock; flock -n 9 || echo overlap >> {marks}/overlaps; "
+        f"umask 0; exec 9>>{marks}/lock; flock -n 9 || echo overlap >> {marks}/overlaps; "
         f"echo $FLOWDECK_ATTEMPT >> {marks}/attempts; "
         f"if [ $FLOWDECK_ATTEMPT = 1 ]; then sleep 30; else echo done > {marks}/retried; fi"
     )
@@ -272,13 +275,16 @@ GRANDCHILD = (
 
 
 def _pids(srv: LiveServer, run_id: str) -> list[int]:
+    """The run's processes, as the host sees them (a sandboxed step has pids of its own)."""
     tmp = srv.settings.data_dir / "runs" / run_id / "tmp"
     deadline = time.monotonic() + 10
     while not ((tmp / "child").exists() and (tmp / "leader").exists()):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     time.sleep(0.05)
-    return [int((tmp / n).read_text()) for n in ("leader", "child")]
+    found = sorted(run_processes({run_id}))
+    assert len(found) >= 2, found  # the step's shell and its sleep (bwrap's too)
+    return found
 
 
 def _all_gone(pids: list[int]) -> bool:
@@ -592,6 +598,14 @@ def _state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
+def _sleeper(run_id: str) -> int | None:
+    for pid in run_processes({run_id}):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "sleep":
+                return pid
+    return None
+
+
 @pytest.mark.parametrize("recorded", ["paused", "running"])
 def test_after_a_crash_processes_match_the_recorded_pause_state(
     tmp_path: Path, recorded: str
@@ -600,11 +614,8 @@ def test_after_a_crash_processes_match_the_recorded_pause_state(
     committed; a crash in between leaves processes and record apart.  A restart makes the
     processes what the record says: stopped for a run recorded paused, running else."""
     settings = make_settings(tmp_path / "data")
-    pid_file = tmp_path / "pid"
-    spec = (
-        'name: pausable\nversion: "1"\nsteps:\n'
-        f"  s: {{run: [sh, -c, 'echo $$ > {pid_file}; exec sleep 8']}}\n"
-    )
+    spec = 'name: pausable\nversion: "1"\nsteps:\n  s: {run: [sh, -c, "exec sleep 8"]}\n'
+
     with (
         live_server(settings) as server,
         server.client(register_and_login(server, f"pz{recorded}")) as c,
@@ -612,16 +623,16 @@ def test_after_a_crash_processes_match_the_recorded_pause_state(
         push(c, spec)
         run_id = submit(c, "pausable@1")
         deadline = time.monotonic() + 10
-        while not pid_file.exists():
+        while not (pid := _sleeper(run_id)):  # as the host sees it (the sandbox has its pids)
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        pid = int(pid_file.read_text())
+        group = os.getpgid(pid)
         if recorded == "paused":
             assert c.post(f"{API}/runs/{run_id}/pause", json={"mode": "freeze"}).status_code == 200
             assert _state(pid) == "T"
-            os.killpg(pid, signal.SIGCONT)  # a resume's signal, its commit lost to a crash
+            os.killpg(group, signal.SIGCONT)  # a resume's signal, its commit lost to a crash
         else:
-            os.killpg(pid, signal.SIGSTOP)  # a pause's signal, its commit lost to a crash
+            os.killpg(group, signal.SIGSTOP)  # a pause's signal, its commit lost to a crash
     with (
         live_server(settings) as server,
         server.client(server.ctx.accounts.login(f"pz{recorded}", STRONG).secret) as c,
@@ -639,13 +650,15 @@ def test_after_a_crash_processes_match_the_recorded_pause_state(
 
 
 def test_a_restart_re_adopts_running_steps_and_runs_each_once(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "data")
-    count = tmp_path / "starts"
+    (tmp_path / "marks").mkdir()
+    settings = make_settings(tmp_path / "data", sandbox_extra_rw=[tmp_path / "marks"])
+    count = tmp_path / "marks" / "starts"
     spec = (
         'name: survivor\nversion: "1"\nsteps:\n'
-        f"  first: {{run: [sh, -c, 'echo first >> {count}; sleep 1.5; echo one > out'],"
+        f"  first: {{run: [sh, -c, 'umask 0; echo first >> {count}; sleep 1.5; echo one > out'],"
         " outputs: {o: {path: out}}}\n"
-        f"  second: {{run: [sh, -c, 'echo second >> {count}; cat ../first/out'], needs: [first],"
+        f"  second: {{run: [sh, -c, 'umask 0; echo second >> {count}; cat ../first/out'],"
+        " needs: [first],"
         " outputs: {text: {stdout: text}}}\n"
     )
     with live_server(settings) as server, server.client(register_and_login(server, "restart")) as c:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
 from flowdeck.cli.main import app
@@ -61,6 +62,7 @@ def test_admin_status_shows_queue_steps_slots_and_failures(tmp_path: Path) -> No
                 assert "queued 1 running 1" in text
                 assert "recent failures" in text
                 assert failed in text
+                assert "step sandbox bwrap" in text
 
                 result = runner.invoke(app, ["admin", "status", "--json"], env=env)
                 assert result.exit_code == 0, result.output
@@ -69,6 +71,7 @@ def test_admin_status_shows_queue_steps_slots_and_failures(tmp_path: Path) -> No
                 assert data["running_steps"] == 1
                 assert (data["slots_used"], data["slots_total"]) == (1, 1)
                 assert data["active_runs"]["running"] == 1
+                assert data["sandbox"] == "bwrap"
                 assert [f["run_id"] for f in data["recent_failures"]] == [failed]
                 assert data["recent_failures"][0]["owner"] == "alice"
                 assert data["recent_failures"][0]["workflow"] == "alice/fails@1"
@@ -76,3 +79,17 @@ def test_admin_status_shows_queue_steps_slots_and_failures(tmp_path: Path) -> No
                 for run_id in (waiting, sleeping):
                     c.post(f"{API}/runs/{run_id}/kill")
                 wait_state(c, sleeping, "killed")
+
+
+def test_status_and_every_start_warn_of_an_unsandboxed_server(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """sandbox = "off" is said at every start and by ``flowdeck admin status``."""
+    settings = make_settings(tmp_path, sandbox="off")
+    env = {"FLOWDECK_DATA_DIR": str(tmp_path), "FLOWDECK_SANDBOX": "off", "COLUMNS": "200"}
+    with caplog.at_level("WARNING", logger="flowdeck"), live_server(settings):
+        pass
+    assert any('sandbox = "off"' in r.getMessage() for r in caplog.records)
+    result = CliRunner().invoke(app, ["admin", "status"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "step sandbox off: steps run with the server's rights" in " ".join(result.output.split())

@@ -101,3 +101,17 @@ def test_the_server_does_not_import_cwltool() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_network_access_makes_the_step_ask_for_network() -> None:
+    """CWL's NetworkAccess maps to resources.network (allowed by step_network)."""
+    plain = translate(tool({}), "tool.cwl", "t", "1")
+    assert "resources" not in plain["steps"]["cwl"]
+    wants = {**tool({}), "requirements": [{"class": "NetworkAccess", "networkAccess": True}]}
+    spec = translate(wants, "tool.cwl", "t", "1")
+    assert spec["steps"]["cwl"]["resources"] == {"network": True}
+    validate_text(json.dumps(spec))
+    hinted_off = {**tool({}), "hints": {"NetworkAccess": {"networkAccess": False}}}
+    assert "resources" not in translate(hinted_off, "tool.cwl", "t", "1")["steps"]["cwl"]
+    hinted_on = {**tool({}), "hints": {"NetworkAccess": {"networkAccess": True}}}
+    assert translate(hinted_on, "tool.cwl", "t", "1")["steps"]["cwl"]["resources"]["network"]

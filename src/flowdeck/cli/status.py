@@ -42,6 +42,10 @@ def show(s: Summary) -> None:
     grid.add_row(
         "[bold]active runs[/]", "  ".join(f"{state} {n}" for state, n in s.active_runs.items())
     )
+    if s.sandbox == "off":
+        grid.add_row("[bold]step sandbox[/]", "[red]off: steps run with the server's rights[/]")
+    else:
+        grid.add_row("[bold]step sandbox[/]", s.sandbox)
     out.print(f"flowdeck status at {s.at:%Y-%m-%d %H:%M:%S} UTC")
     out.print(grid)
     if not s.recent_failures:

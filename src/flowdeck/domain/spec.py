@@ -167,6 +167,11 @@ class Resources(_Model):
     cpus: float = Field(1, gt=0, le=1024)
     memory: int | str | None = Field(None, description="MiB as a number, or '2GiB', '500MB'.")
     timeout: float | str | None = Field(None, description="Seconds, or '90s', '10m', '2h'.")
+    network: bool = Field(
+        False,
+        description="The step needs the network (outbound only); the server's step_network "
+        "setting must allow it.",
+    )
 
     @field_validator("memory")
     @classmethod

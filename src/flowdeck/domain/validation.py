@@ -246,7 +246,8 @@ def _suggest_field(path: Path_) -> str:
             str(path[0])
         )
     elif len(path) == 4 and path[0] == "steps":
-        model = {"resources": s.Resources, "retries": s.Retries}.get(str(path[2]))
+        nested: dict[str, Any] = {"resources": s.Resources, "retries": s.Retries}
+        model = nested.get(str(path[2]))
     elif len(path) == 5 and path[0] == "steps" and path[2] == "outputs":
         model = s.OutputSpec
     if model is None:

@@ -243,6 +243,7 @@ def translate(process: Mapping[str, Any], main: str, name: str, version: str) ->
         }
         outputs[port] = {"from": f"${{{{ steps.{CWL_STEP}.outputs.{port} }}}}"}
     label = process.get("label") or process.get("doc") or ""
+    resources = {"resources": {"network": True}} if _asks_network(process) else {}
     return {
         "flowdeck": 1,
         "name": name,
@@ -262,9 +263,25 @@ def translate(process: Mapping[str, Any], main: str, name: str, version: str) ->
                     ENGINE_INPUT: f"${{{{ inputs.{ENGINE_INPUT} }}}}",
                 },
                 "outputs": step_outputs,
+                **resources,
             }
         },
     }
+
+
+def _asks_network(node: Any) -> bool:
+    """Whether a CWL document (inline steps included) requires or hints ``NetworkAccess``
+    with ``networkAccess: true``: the CWL step then asks for network (``step_network``)."""
+    if isinstance(node, Mapping):
+        if node.get("class") == "NetworkAccess" and node.get("networkAccess") is True:
+            return True
+        keyed = node.get("NetworkAccess")  # requirements written as a map
+        if isinstance(keyed, Mapping) and keyed.get("networkAccess") is True:
+            return True
+        return any(_asks_network(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_asks_network(v) for v in node)
+    return False
 
 
 def is_cwl(spec: WorkflowSpec) -> bool:

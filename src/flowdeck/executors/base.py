@@ -32,8 +32,10 @@ class Launch:
     cpu_seconds: float | None = None  # RLIMIT_CPU
     memory_bytes: int | None = None  # RLIMIT_AS
     file_size_bytes: int | None = None  # RLIMIT_FSIZE
+    max_processes: int | None = None  # RLIMIT_NPROC (counted per uid)
     walltime_s: float | None = None  # killed (and timed_out) after this long
     record: Path | None = None  # where the supervisor keeps pid, start time and outcome
+    sandbox: dict[str, Any] | None = None  # what the step may see (executors/sandbox.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import IO, Any
 
 from flowdeck.executors.base import Executor, Launch, NoProcess, Outcome, StepProcess
+from flowdeck.executors.sandbox import Box, SandboxError, exit_signal
 from flowdeck.executors.wire import boottime_ticks, spawned_start_time
 
 ARGS_FILE = ".flowdeck-args.json"
@@ -53,6 +54,8 @@ def _limits(launch: Launch) -> Limits:
     if launch.file_size_bytes is not None:
         size = launch.file_size_bytes
         wanted.append((resource.RLIMIT_FSIZE, size, size))
+    if launch.max_processes is not None:  # counted per uid (see executors/sandbox.py)
+        wanted.append((resource.RLIMIT_NPROC, launch.max_processes, launch.max_processes))
     limits: Limits = []
     for res, soft, hard in wanted:
         _, current = resource.getrlimit(res)
@@ -85,8 +88,12 @@ class LocalProcess(StepProcess):
         on_exit: Callable[[Outcome], None],
         loop: asyncio.AbstractEventLoop,
         started: float,
+        box: Box | None = None,
     ) -> None:
         self.key = launch.key
+        self.box = box
+        # [pid, start time] of processes of the attempt outside its group (its pasta)
+        self.helpers: list[list[int | None]] = box.helpers() if box is not None else []
         self.pid = popen.pid
         self.start_time: int | None = None  # in /proc/pid/stat's ticks (see wire.py)
         self._executor = executor
@@ -157,6 +164,8 @@ class LocalProcess(StepProcess):
         else:
             code = os.waitstatus_to_exitcode(status)
             self._popen.returncode = code
+            if self.box is not None and (sig := exit_signal(code)) is not None:
+                code = -sig  # bwrap says 128 + N for a step ended by signal N
             outcome = Outcome(
                 exit_code=code if code >= 0 else None,
                 signal=-code if code < 0 else None,
@@ -168,6 +177,8 @@ class LocalProcess(StepProcess):
             if self._launch.python:
                 outcome = _with_result(outcome, self._launch)
         self._executor._running.pop(self.key, None)
+        if self.box is not None:
+            self.box.ended()
         self._on_exit(outcome)
 
 
@@ -213,10 +224,22 @@ class LocalExecutor(Executor):
         else:
             error = ValueError("neither argv nor python is set")
             return self._failed(launch, "", error, on_exit, loop)
+        box: Box | None = None
+        if launch.sandbox is not None:
+            busy = {p.box.uid for p in self._running.values() if p.box and p.box.uid is not None}
+            try:
+                box = Box.make(launch.sandbox, launch.cwd, busy)
+                box.hand_over()
+            except (SandboxError, OSError) as exc:
+                loop.call_soon(on_exit, Outcome(exit_code=126, error=str(exc)))
+                return NoProcess(launch.key)
+            argv = box.argv(argv)
         limits = _limits(launch)
         kwargs: dict[str, Any] = {}
         if limits:
             kwargs["preexec_fn"] = lambda: _apply_limits(limits)  # forces fork over vfork
+        if box is not None and box.pass_fds:
+            kwargs["pass_fds"] = box.pass_fds
 
         started = time.monotonic()
         before = boottime_ticks()
@@ -239,7 +262,19 @@ class LocalExecutor(Executor):
                     **kwargs,
                 )
         except (OSError, subprocess.SubprocessError) as exc:
+            if box is not None:
+                box.abandon()
+                box.ended()
             return self._failed(launch, argv[0], exc, on_exit, loop)
+        if box is not None:
+            try:
+                box.started(popen.pid)
+            except (SandboxError, OSError, ValueError, subprocess.SubprocessError) as exc:
+                _send(popen.pid, signal.SIGKILL)
+                popen.wait()
+                box.ended()
+                loop.call_soon(on_exit, Outcome(exit_code=126, error=str(exc)))
+                return NoProcess(launch.key)
 
         try:
             pidfd = os.pidfd_open(popen.pid)
@@ -247,7 +282,7 @@ class LocalExecutor(Executor):
             _send(popen.pid, signal.SIGKILL)
             popen.wait()
             return self._failed(launch, argv[0], exc, on_exit, loop)
-        proc = LocalProcess(self, launch, popen, pidfd, on_exit, loop, started)
+        proc = LocalProcess(self, launch, popen, pidfd, on_exit, loop, started, box)
         proc.start_time = spawned_start_time(popen.pid, before, boottime_ticks())
         self._running[launch.key] = proc
         return proc

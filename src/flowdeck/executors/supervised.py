@@ -30,6 +30,7 @@ from flowdeck.executors.base import Executor, Launch, Outcome, StepProcess
 from flowdeck.executors.wire import (
     encode,
     kill_group,
+    kill_helpers,
     launch_to_wire,
     outcome_from_wire,
     read_record,
@@ -59,6 +60,7 @@ def kill_orphan(journal: Path, key: str) -> bool:
     if not isinstance(pid, int):
         return False
     kill_group(pid, start if isinstance(start, int) else None)
+    kill_helpers(info)
     return True
 
 

@@ -35,6 +35,7 @@ from flowdeck.executors.wire import (
     append_record,
     encode,
     kill_group,
+    kill_helpers,
     launch_from_wire,
     outcome_to_wire,
     read_records,
@@ -134,6 +135,7 @@ class Supervisor:
                 pid, start = record.get("pid"), record.get("start_time")
                 if isinstance(pid, int):
                     kill_group(pid, start if isinstance(start, int) else None)
+                kill_helpers(record)
                 outcome = outcome_to_wire(Outcome(exit_code=None, lost=True, error=LOST))
             self.send(key, {"op": "exited", "key": key, "outcome": outcome})
             return
@@ -147,6 +149,9 @@ class Supervisor:
             "start_time": getattr(proc, "start_time", None),  # read at spawn (wire.py)
             "started_at": time.time(),
         }
+        helpers = getattr(proc, "helpers", None)
+        if helpers:
+            info["helpers"] = helpers  # killed with the attempt should this process die
         self.procs[launch.key] = (proc, info)
         self.send(launch.key, {"op": "started", **info})  # first: the server waits on it
         if launch.record is not None:

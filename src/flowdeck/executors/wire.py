@@ -160,3 +160,16 @@ def kill_group(pid: int, start_time: int | None, wait_s: float = 2.0) -> None:
     deadline = time.monotonic() + wait_s
     while same_process_alive(pid, start_time) and time.monotonic() < deadline:
         time.sleep(0.002)
+
+
+def kill_helpers(record: dict[str, Any]) -> None:
+    """SIGKILL the processes an attempt's record names besides its group (``helpers``:
+    [pid, start time] pairs, such as the ``pasta`` of a networked sandbox, which runs in a
+    session of its own), each if it is still the process that started then."""
+    helpers = record.get("helpers")
+    for pair in helpers if isinstance(helpers, list) else []:
+        if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], int):
+            start = pair[1] if isinstance(pair[1], int) else None
+            if same_process_alive(pair[0], start):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pair[0], signal.SIGKILL)

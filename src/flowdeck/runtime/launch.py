@@ -20,6 +20,7 @@ from flowdeck.domain.expressions import parse_template
 from flowdeck.domain.ports import stream_outputs
 from flowdeck.domain.runs import Product
 from flowdeck.executors.base import Launch, Outcome
+from flowdeck.executors.sandbox import parse_uids, plan
 from flowdeck.executors.wire import read_records
 from flowdeck.ids import new_id
 from flowdeck.runtime.active import ActiveRun, Instance
@@ -48,8 +49,18 @@ def prepare(
     cwd = ar.rundir.step_dir(inst.step, inst.index)
     key = attempt_key(ar.run.id, inst.step, inst.index, attempt)
     work_dir_for(cwd, ar.rundir.attempts, key)
+    if step.resources.network and settings.step_network != "allowed":
+        raise StepError(
+            "this step asks for network (resources.network) but the server does not allow "
+            'it: an admin must set step_network = "allowed"'
+        )
+    path = BASE_PATH
+    for name in settings.step_env_passthrough:
+        if name == "PATH":
+            path = os.environ.get("PATH", BASE_PATH)
     base = {
-        "PATH": BASE_PATH,
+        **{n: os.environ[n] for n in settings.step_env_passthrough if n in os.environ},
+        "PATH": path,
         "HOME": str(cwd),
         "LANG": "C.UTF-8",
         "TMPDIR": str(ar.rundir.tmp),
@@ -63,7 +74,7 @@ def prepare(
     code = ar.code_dir
     if code is not None:  # the workflow's archive: its files, read-only, for every step
         base["FLOWDECK_CODE"] = str(code)
-        base["PATH"] = f"{code}:{BASE_PATH}"
+        base["PATH"] = f"{code}:{path}"
     env = render_env(step, resolve, base)
     if step.secrets:  # always the run owner's (also for a shared workflow or a child run)
         if secrets is None:
@@ -82,6 +93,8 @@ def prepare(
         "walltime_s": timeout,
         "cpu_seconds": math.ceil(timeout * step.resources.cpus) if timeout else None,
         "file_size_bytes": settings.max_step_file_bytes,
+        "max_processes": settings.step_max_processes,
+        "sandbox": sandbox_plan(ar, cwd, settings, step.resources.network),
     }
     if step.python is not None:
         # An optional input left unset is None for a python step (not an error).
@@ -94,6 +107,40 @@ def prepare(
         return Launch(argv=("uses", step.uses), kwargs=kwargs, **common)
     argv = render_argv(step, resolve)
     return Launch(argv=tuple(argv if code is None else from_archive(argv, code)), **common)
+
+
+def sandbox_plan(ar: ActiveRun, cwd: Path, settings: Settings, network: bool) -> Any:
+    """What the step may see in its sandbox (none when the sandbox is off)."""
+    if settings.sandbox == "off":
+        return None
+    rd = ar.rundir
+    return plan(
+        ro=[rd.work, rd.inputs, ar.code_dir, settings.data_root, *_other_runs_files(ar, settings)],
+        rw=[cwd, rd.tmp, *settings.sandbox_extra_rw],
+        grant=[rd.inputs, ar.code_dir],
+        deny=[settings.data_dir],
+        network=network,
+        step_user=settings.step_user,
+        step_uids=parse_uids(settings.step_uids),
+        max_processes=settings.step_max_processes,
+    )
+
+
+def _other_runs_files(ar: ActiveRun, settings: Settings) -> list[Path]:
+    """The files of other runs its file inputs name in place (a graph node's inputs are
+    its upstream runs' outputs): each, and nothing else of those runs, read-only."""
+    runs = settings.data_dir / "runs"
+    found: list[Path] = []
+    for name, inp in ar.spec.inputs.items():
+        if inp.type not in ("file", "directory") and inp.items not in ("file", "directory"):
+            continue
+        value = ar.run.params.get(name)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and item.startswith(f"{runs}/"):
+                path = Path(item)
+                if not ar.rundir.contains(path):
+                    found.append(path)
+    return found
 
 
 def work_dir_for(cwd: Path, journal: Path, key: str) -> None:

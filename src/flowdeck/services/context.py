@@ -78,6 +78,7 @@ class Context:
         from flowdeck.services.subflows import child_creator
 
         subflow = SubflowExecutor(self.store, child_creator(self.runs), self.settings.stop_grace_s)
+        warn_if_unsandboxed(self.settings)
         executors = {
             "local": SupervisedExecutor(self.settings.data_dir, self.settings.supervisor_idle_s),
             "inprocess": InProcessExecutor(workers=self.settings.inprocess_workers),
@@ -211,3 +212,12 @@ def make_context(settings: Settings, store: Store) -> Context:
         metrics=metrics,
         secrets=Secrets(store, settings),
     )
+
+
+def warn_if_unsandboxed(settings: Settings) -> None:
+    """sandbox = "off" is said at every start (docs/operations.md, threat model)."""
+    if settings.sandbox == "off":
+        logging.getLogger("flowdeck").warning(
+            'sandbox = "off": steps run unsandboxed, with the server\'s rights; anyone who '
+            "may start a run can read the database and act as an admin"
+        )

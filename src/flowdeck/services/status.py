@@ -35,6 +35,7 @@ class Summary:
     slots_total: int
     active_runs: dict[str, int] = field(default_factory=dict)
     recent_failures: list[Failure] = field(default_factory=list)
+    sandbox: str = "bwrap"  # the step sandbox (setting sandbox): "off" is unsafe
 
     @property
     def slots_used(self) -> int:
@@ -50,6 +51,7 @@ class Summary:
             "running_steps": self.running_steps,
             "slots_used": self.slots_used,
             "slots_total": self.slots_total,
+            "sandbox": self.sandbox,
             "active_runs": self.active_runs,
             "recent_failures": [
                 {
@@ -97,4 +99,5 @@ def summary(store: Store, settings: Settings) -> Summary:
         slots_total=settings.slots * max(1, len(instances)),
         active_runs={s.value: active.get(s, 0) for s in RunState if s in ACTIVE_STATES},
         recent_failures=failures,
+        sandbox=settings.sandbox,
     )

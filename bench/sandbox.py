@@ -1,0 +1,103 @@
+"""What the step sandbox costs: the chain and fan-out of bench/runs.py with ``sandbox =
+"off"`` and ``sandbox = "bwrap"`` side by side, each on a fresh server, beside the cost of
+one bare ``bwrap`` start measured here.
+
+- chain of N `/bin/true` steps: latency per step (goal: the sandbox adds <= 1 ms);
+- fan-out of M `/bin/true` steps: wall time per step.
+
+    python -m bench.sandbox [--chain 40] [--fanout 300] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import time
+
+import httpx
+
+from bench.common import Figure, median, report
+from bench.runs import FANOUT, chain_spec, duration, push, run_and_wait, wait_for_end
+from bench.server import server
+
+API = "/api/v1"
+
+
+def bare_bwrap_ms(n: int = 100) -> tuple[float, float]:
+    """(ms per plain /bin/true, ms per /bin/true in a bwrap with the step namespaces)."""
+    bwrap = shutil.which("bwrap")
+    assert bwrap is not None, "bench.sandbox needs bubblewrap"
+    box = [bwrap, "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net"]
+    box += ["--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib"]
+    box += ["--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin"]
+    box += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--", "/bin/true"]
+    if os.geteuid() != 0:
+        box.insert(1, "--unshare-user")
+    out = []
+    for argv in (["/bin/true"], box):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            subprocess.run(argv, check=True, start_new_session=True)
+        out.append((time.perf_counter() - t0) / n * 1000)
+    return out[0], out[1]
+
+
+def measure(mode: str, chain: int, fanout: int, repeat: int) -> tuple[float, float]:
+    """(chain ms per step, fan-out ms per step), medians of ``repeat`` runs."""
+    chains: list[float] = []
+    fans: list[float] = []
+    with (
+        server(sandbox=mode) as (url, token, _data, _pid),
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c,
+    ):
+        push(c, chain_spec(chain))
+        push(c, FANOUT)
+        run_and_wait(c, "chain-bench@1")  # warm-up
+        for _ in range(repeat):
+            status = run_and_wait(c, "chain-bench@1")
+            assert status["state"] == "succeeded", status
+            chains.append(duration(status) / chain * 1000)
+            body = {"workflow": "fanout-bench@1", "params": {"n": list(range(fanout))}}
+            run_id = c.post(f"{API}/runs", json={**body, "start": True}).json()["id"]
+            status = wait_for_end(c, run_id)
+            assert status["state"] == "succeeded", status
+            fans.append(duration(status) / fanout * 1000)
+    print(f"  sandbox={mode}: chain {chains} ms/step, fan-out {fans} ms/step")
+    return median(chains), median(fans)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--chain", type=int, default=40)
+    parser.add_argument("--fanout", type=int, default=300)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    plain, boxed = bare_bwrap_ms()
+    off = measure("off", args.chain, args.fanout, args.repeat)
+    on = measure("bwrap", args.chain, args.fanout, args.repeat)
+    figures = [
+        Figure("bare start: bwrap /bin/true", boxed, "ms", "/bin/true", plain),
+        Figure(
+            f"chain-{args.chain}: latency per step, sandboxed",
+            on[0],
+            "ms",
+            "sandbox=off",
+            off[0],
+            goal="<= 1 ms added",
+        ),
+        Figure(f"chain-{args.chain}: added per step by the sandbox", on[0] - off[0], "ms", "", 0),
+        Figure(
+            f"fan-out-{args.fanout}: wall per step, sandboxed",
+            on[1],
+            "ms",
+            "sandbox=off",
+            off[1],
+        ),
+    ]
+    report("sandbox", figures)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,288 @@
+"""Escapes out of the step sandbox, each tried by a real step through a real server (bwrap,
+the step supervisor, pasta) and refused.  CI runs these as root, as the issue asks: the
+step user exists (``.ci/run``) and each attempt gets a uid of its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.acceptance.test_runs import push, submit, wait
+from tests.helpers import LiveServer, live_server, make_settings, register_and_login
+
+API = "/api/v1"
+CANARY = "FLOWDECK_TEST_CANARY_6c1f"
+UIDS = (910000, 910099)
+
+
+def workflow(name: str, script: str, extra: str = "") -> str:
+    return (
+        f'name: {name}\nversion: "1"\nsteps:\n  main:\n    run: '
+        f"{json.dumps(['/bin/bash', '-c', script])}\n{extra}"
+    )
+
+
+def stdout(c: httpx.Client, run_id: str) -> str:
+    r = c.get(f"{API}/runs/{run_id}/steps/main/logs", params={"stream": "stdout"})
+    assert r.status_code == 200, r.text
+    return r.text
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    root = tmp_path_factory.mktemp("sandbox")
+    (root / "shared").mkdir()
+    (root / "shared" / "ref.txt").write_text("reference\n")
+    os.environ[CANARY] = "server-only"
+    settings = make_settings(
+        root / "data",
+        data_root=root / "shared",
+        step_uids=f"{UIDS[0]}-{UIDS[1]}",
+        step_max_processes=64,
+        stop_grace_s=1,
+    )
+    try:
+        with live_server(settings) as server:
+            yield server
+    finally:
+        del os.environ[CANARY]
+
+
+@pytest.fixture(scope="module")
+def user(srv: LiveServer) -> Iterator[httpx.Client]:
+    with srv.client(register_and_login(srv, "sandboxed")) as client:
+        yield client
+
+
+def supervisor_pid(data_dir: Path) -> int:
+    out = subprocess.run(
+        ["pgrep", "-f", f"flowdeck.executors.supervisor --socket {data_dir}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    return int(out[0])
+
+
+def test_escapes_are_refused(srv: LiveServer, user: httpx.Client, tmp_path: Path) -> None:
+    data = srv.settings.data_dir
+    # another run (another user's) leaves a file in its work folder
+    with srv.client(register_and_login(srv, "victim")) as victim:
+        push(victim, workflow("victim", "echo private > secret.txt"))
+        other = submit(victim, "victim@1")
+        assert wait(victim, other)["state"] == "succeeded"
+    other_file = data / "runs" / other / "work" / "main" / "secret.txt"
+    assert other_file.read_text() == "private\n"
+    outside = tmp_path / "outside"
+    port = srv.url.rsplit(":", 1)[1]
+    server_pid, sup_pid = os.getpid(), supervisor_pid(data)
+    tries = {
+        "database": f"cat {data}/flowdeck.db",
+        "data_dir": f"ls -A {data} | grep -v '^runs$'",  # the path to its folder, no more
+        "other_runs": f"ls {data}/runs | grep -v $run",
+        "other_run": f"cat {other_file}",
+        "server_environ": f"cat /proc/{server_pid}/environ",
+        "supervisor_environ": f"cat /proc/{sup_pid}/environ",
+        "write_outside": f"touch {outside}",
+        "write_data_dir": f"touch {data}/planted",
+        "write_usr": "touch /usr/planted",
+        "server_port": f"exec 3<>/dev/tcp/127.0.0.1/{port}",
+        "postgres": "exec 3<>/dev/tcp/127.0.0.1/5432",
+        "signal_server": f"kill -0 {server_pid}",
+        "signal_supervisor": f"kill -0 {sup_pid}",
+        "shadow": "cat /etc/shadow",
+        "ssh_keys": "ls /etc/ssh | grep -q .",
+    }
+    script = "run=$FLOWDECK_RUN_ID\n" + "".join(
+        f"if ( {cmd} ) >/dev/null 2>&1; then echo ESCAPED {name}; else echo refused {name}; fi\n"
+        for name, cmd in tries.items()
+    )
+    script += f"cat {srv.settings.data_root}/ref.txt; echo uid=$(id -u); env | sort\n"
+    push(user, workflow("escape", script))
+    run_id = submit(user, "escape@1")
+    assert wait(user, run_id)["state"] == "succeeded"
+    out = stdout(user, run_id)
+    assert "ESCAPED" not in out, out
+    for name in tries:
+        assert f"refused {name}" in out
+    assert "reference" in out  # data_root: readable
+    uid = int(out.split("uid=")[1].split()[0])
+    assert UIDS[0] <= uid <= UIDS[1]
+    assert CANARY not in out and "server-only" not in out  # the server's environment
+    assert "FLOWDECK_RUN_ID=" in out
+    assert not outside.exists() and not (data / "planted").exists()
+    # flowdeck owns the work folder again once the attempt is over
+    assert (data / "runs" / run_id / "work" / "main").stat().st_uid == os.getuid()
+
+
+def test_a_fork_bomb_stays_inside_its_step(srv: LiveServer, user: httpx.Client) -> None:
+    """RLIMIT_NPROC per attempt uid: the bomb holds its own 64 processes, a step beside it
+    runs, the server answers, and nothing of the bomb is left after its walltime."""
+    bomb = "bomb() { bomb | bomb & }; bomb; sleep 30"
+    push(user, workflow("bomb", bomb, "    resources: {timeout: 6}\n"))
+    push(user, workflow("beside", "sleep 2; for i in $(seq 1 20); do sh -c true; done; echo ok"))
+    bomb_id = submit(user, "bomb@1")
+    time.sleep(1.5)
+    beside_id = submit(user, "beside@1")
+    t0 = time.monotonic()
+    assert user.get("/healthz").status_code == 200
+    assert time.monotonic() - t0 < 5
+    assert wait(user, beside_id)["state"] == "succeeded"
+    assert stdout(user, beside_id) == "ok\n"
+    status = wait(user, bomb_id, timeout=60)
+    assert status["state"] == "failed" and "timed out" in status["error"]["message"]
+    left = subprocess.run(["ps", "-eo", "uid="], capture_output=True, text=True, check=True)
+    assert not [u for u in left.stdout.split() if UIDS[0] <= int(u) <= UIDS[1]]
+
+
+def test_a_step_asking_for_network_needs_the_policy(user: httpx.Client) -> None:
+    push(user, workflow("wantsnet", "echo hi", "    resources: {network: true}\n"))
+    status = wait(user, submit(user, "wantsnet@1"))
+    assert status["state"] == "failed"
+    assert "step_network" in status["error"]["message"]
+
+
+def test_without_network_only_loopback(user: httpx.Client) -> None:
+    script = "tail -n +3 /proc/net/dev | cut -d: -f1; getent hosts deb.debian.org || echo no-dns"
+    push(user, workflow("nonet", script))
+    run_id = submit(user, "nonet@1")
+    assert wait(user, run_id)["state"] == "succeeded"
+    assert stdout(user, run_id).split() == ["lo", "no-dns"]
+
+
+@pytest.fixture
+def loopback_only() -> Iterator[int]:
+    """A TCP service bound to the host's 127.0.0.1 only."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    stop = threading.Event()
+
+    def serve() -> None:
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            conn.sendall(b"host loopback\n")
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        sock.close()
+
+
+def test_with_the_policy_outside_but_not_host_loopback(tmp_path: Path, loopback_only: int) -> None:
+    probe = (
+        "import socket, urllib.request\n"
+        "print('outside', urllib.request.urlopen('https://deb.debian.org/', timeout=20).status)\n"
+        "for host, port in (('127.0.0.1', PORT), ('127.0.0.1', 5432), ('10.0.2.2', PORT)):\n"
+        "    try:\n"
+        "        socket.create_connection((host, port), timeout=3).close()\n"
+        "        print('ESCAPED', host, port)\n"
+        "    except OSError:\n"
+        "        print('refused', host, port)\n"
+    ).replace("PORT", str(loopback_only))
+    settings = make_settings(tmp_path / "data", step_network="allowed", step_uids="910100-910199")
+    with live_server(settings) as srv, srv.client(register_and_login(srv, "net")) as c:
+        # the host side works
+        with socket.create_connection(("127.0.0.1", loopback_only), timeout=3) as s:
+            assert s.recv(100) == b"host loopback\n"
+        spec: dict[str, Any] = {
+            "name": "net",
+            "version": "1",
+            "steps": {"main": {"run": ["python3", "-c", probe], "resources": {"network": True}}},
+        }
+        r = c.post(f"{API}/workflows", json=spec)
+        assert r.status_code in (200, 201), r.text
+        run_id = submit(c, "net@1")
+        status = wait(c, run_id, timeout=60)
+        out = stdout(c, run_id)
+        assert status["state"] == "succeeded", (status, out)
+        assert "outside 200" in out and "ESCAPED" not in out, out
+        assert out.count("refused") == 3
+
+
+def test_a_dead_supervisors_networked_step_leaves_no_pasta(tmp_path: Path) -> None:
+    """pasta runs outside the step's process group; the attempt's record names it, so
+    that the server kills it with the orphaned step when the supervisor dies."""
+    settings = make_settings(tmp_path / "data", step_network="allowed", step_uids="910200-910299")
+    with live_server(settings) as srv, srv.client(register_and_login(srv, "netdead")) as c:
+        push(c, workflow("netsleep", "sleep 30", "    resources: {network: true}\n"))
+        run_id = submit(c, "netsleep@1")
+        wait(c, run_id, {"running"})
+        journal = srv.settings.data_dir / "runs" / run_id / "logs" / "attempts.jsonl"
+        deadline = time.monotonic() + 10
+        while '"helpers"' not in (journal.read_text() if journal.exists() else ""):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        pasta = json.loads(journal.read_text().splitlines()[0])["helpers"][0][0]
+        assert Path(f"/proc/{pasta}/comm").read_text().startswith("pass")  # pasta, passt.avx2
+        os.kill(supervisor_pid(srv.settings.data_dir), 9)
+        assert wait(c, run_id)["state"] == "failed"
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{pasta}") and "Z" not in _stat(pasta):
+            assert time.monotonic() < deadline, "pasta outlived its step"
+            time.sleep(0.05)
+
+
+def _stat(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+def test_pause_resume_and_stop_reach_the_sandboxed_step(user: httpx.Client) -> None:
+    script = "for i in $(seq 1 400); do echo $i; sleep 0.05; done"
+    push(user, workflow("pausing", script))
+    run_id = submit(user, "pausing@1")
+    wait(user, run_id, {"running"})
+    time.sleep(0.5)
+    r = user.post(f"{API}/runs/{run_id}/pause", json={"mode": "freeze"})
+    assert r.status_code == 200, r.text
+    time.sleep(0.3)
+    frozen = stdout(user, run_id)
+    time.sleep(0.6)
+    assert stdout(user, run_id) == frozen  # SIGSTOP reached the group inside the sandbox
+    assert user.post(f"{API}/runs/{run_id}/resume").status_code == 200
+    time.sleep(0.6)
+    assert len(stdout(user, run_id)) > len(frozen)
+    assert user.post(f"{API}/runs/{run_id}/stop").status_code in (200, 202)
+    assert wait(user, run_id)["state"] in ("cancelled", "killed", "failed")
+
+
+@pytest.mark.parametrize("mode", ["bwrap", "off"])
+def test_without_bwrap_steps_fail_unless_the_sandbox_is_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """No bwrap on the PATH the supervisor inherits: a step fails saying why, unless the
+    admin set sandbox = "off"."""
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    settings = make_settings(tmp_path / "data", sandbox=mode)
+    with live_server(settings) as srv, srv.client(register_and_login(srv, "nobwrap")) as c:
+        push(c, workflow("plain", "echo ran"))
+        run_id = submit(c, "plain@1")
+        status = wait(c, run_id)
+        if mode == "off":
+            assert status["state"] == "succeeded" and stdout(c, run_id) == "ran\n"
+        else:
+            assert status["state"] == "failed"
+            message = status["error"]["message"]
+            assert "bubblewrap (bwrap)" in message and 'sandbox = "off"' in message
