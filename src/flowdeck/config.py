@@ -304,7 +304,7 @@ class Settings(BaseSettings):
         parse_uids(value)
         return value
 
-        @field_validator("data_dir", "data_root", "secret_key_file")
+    @field_validator("data_dir", "data_root", "secret_key_file")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         """Relative to where flowdeck starts, made absolute once: every path handed to a

@@ -422,12 +422,14 @@ def test_on_postgresql_values_and_webhook_secrets_are_stored_encrypted(
 def test_a_step_re_adopted_after_a_restart_is_still_masked_and_its_file_removed(
     tmp_path: Path,
 ) -> None:
-    settings = make_settings(tmp_path / "data")
-    started = tmp_path / "started"
+    marks = tmp_path / "marks"  # outside the step's folder: open to it (sandbox_extra_rw)
+    marks.mkdir()
+    settings = make_settings(tmp_path / "data", sandbox_extra_rw=[marks])
+    started = marks / "started"
     spec = (
         'name: survivor\nversion: "1"\nsteps:\n  s:\n    shell: bash\n    run: |\n'
         '      echo "before:$T"\n'
-        f"      touch {started}\n"
+        f"      umask 0; touch {started}\n"
         "      sleep 2\n"
         '      echo "after:$(cat key.txt)" >&2\n'
         "      exit 1\n"
