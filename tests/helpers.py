@@ -180,3 +180,17 @@ def fill(path: Path) -> None:
         while True:
             f.write(b"\0" * (1 << 16))
             f.flush()
+
+
+TERMINAL = {"succeeded", "failed", "cancelled", "killed", "system_error"}
+
+
+def wait_ended(c: httpx.Client, run_id: str, timeout: float = 60) -> dict[str, Any]:
+    """Poll a run's status until it ended (returned); fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status: dict[str, Any] = c.get(f"/api/v1/runs/{run_id}").json()
+        if status["state"] in TERMINAL:
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)

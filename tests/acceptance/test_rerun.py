@@ -4,18 +4,15 @@ memoization across runs when a workflow asks for it."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.helpers import LiveServer, live_server, make_settings, register_and_login
+from tests.helpers import LiveServer, live_server, make_settings, register_and_login, wait_ended
 
 API = "/api/v1"
-TERMINAL = {"succeeded", "failed", "cancelled", "killed", "system_error"}
 
 
 def five_steps(counters: Path, name: str = "five", extra: str = "") -> str:
@@ -65,16 +62,6 @@ def user(srv: LiveServer, counters: Path) -> Iterator[httpx.Client]:
         yield client
 
 
-def wait(c: httpx.Client, run_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    while True:
-        status: dict[str, Any] = c.get(f"{API}/runs/{run_id}").json()
-        if status["state"] in TERMINAL:
-            return status
-        assert time.monotonic() < deadline, status
-        time.sleep(0.05)
-
-
 def counts(counters: Path, name: str = "five") -> list[int]:
     out = []
     for n in range(1, 6):
@@ -99,14 +86,14 @@ def test_rerun_after_a_fix_executes_only_the_failed_step_and_what_follows(
         json={"workflow": "five@1", "params": {"text": "abc", "ok": False}, "start": True},
     )
     first = r.json()["id"]
-    status = wait(user, first)
+    status = wait_ended(user, first)
     assert status["state"] == "failed" and status["error"]["step"] == "s3"
     assert counts(counters) == [1, 1, 1, 0, 0]
 
     r = user.post(f"{API}/runs/{first}/rerun", json={"params": {"ok": True}})
     assert r.status_code == 201, r.text
     second = r.json()["id"]
-    status = wait(user, second)
+    status = wait_ended(user, second)
     assert status["state"] == "succeeded", status
     assert counts(counters) == [1, 1, 2, 1, 1]  # steps 3 to 5 only
     assert states(user, second) == {
@@ -128,7 +115,7 @@ def test_rerun_after_a_fix_executes_only_the_failed_step_and_what_follows(
         f"{API}/runs", json={"workflow": "five@1", "params": {"text": "abc"}, "start": True}
     )
     clean = r.json()["id"]
-    assert wait(user, clean)["state"] == "succeeded"
+    assert wait_ended(user, clean)["state"] == "succeeded"
     assert products(user, second) == products(user, clean)
     assert len(products(user, clean)) == 5
     r = user.get(f"{API}/runs/{second}/products")
@@ -139,7 +126,7 @@ def test_rerun_after_a_fix_executes_only_the_failed_step_and_what_follows(
     # from_step: that step and its dependents run again, the rest is reused
     r = user.post(f"{API}/runs/{second}/rerun", json={"from_step": "s4"})
     third = r.json()["id"]
-    assert wait(user, third)["state"] == "succeeded"
+    assert wait_ended(user, third)["state"] == "succeeded"
     after = counts(counters)
     assert [a - b for a, b in zip(after, before, strict=True)] == [0, 0, 0, 1, 1]
     assert states(user, third)["s3"] == "cached" and states(user, third)["s4"] == "succeeded"
@@ -150,7 +137,7 @@ def test_rerun_refuses_unknown_steps_and_active_runs(user: httpx.Client) -> None
         f"{API}/runs", json={"workflow": "five@1", "params": {"text": "q"}, "start": True}
     )
     run_id = r.json()["id"]
-    wait(user, run_id)
+    wait_ended(user, run_id)
     r = user.post(f"{API}/runs/{run_id}/rerun", json={"from_step": "s9"})
     assert r.status_code == 422 and "s9" in r.json()["error"]["message"]
     r = user.post(f"{API}/runs/{run_id}/rerun", json={"params": {"nope": 1}})
@@ -166,12 +153,12 @@ def test_memoization_across_runs_only_when_the_workflow_asks(
         r = user.post(
             f"{API}/runs", json={"workflow": "memo@1", "params": {"text": "m"}, "start": True}
         )
-        assert wait(user, r.json()["id"])["state"] == "succeeded"
+        assert wait_ended(user, r.json()["id"])["state"] == "succeeded"
     assert counts(counters, "memo") == [1, 1, 1, 1, 1]
     r = user.post(
         f"{API}/runs", json={"workflow": "memo@1", "params": {"text": "other"}, "start": True}
     )
-    assert wait(user, r.json()["id"])["state"] == "succeeded"
+    assert wait_ended(user, r.json()["id"])["state"] == "succeeded"
     assert counts(counters, "memo") == [2, 2, 2, 2, 2]
     # five@1 does not memoize: a second identical run executes everything again
     before = counts(counters)
@@ -179,9 +166,9 @@ def test_memoization_across_runs_only_when_the_workflow_asks(
         r = user.post(
             f"{API}/runs", json={"workflow": "five@1", "params": {"text": "zz"}, "start": True}
         )
-        wait(user, r.json()["id"])
+        wait_ended(user, r.json()["id"])
     r = user.post(
         f"{API}/runs", json={"workflow": "five@1", "params": {"text": "zz"}, "start": True}
     )
-    wait(user, r.json()["id"])
+    wait_ended(user, r.json()["id"])
     assert [a - b for a, b in zip(counts(counters), before, strict=True)] == [2] * 5

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,19 @@ from typer.testing import CliRunner
 from flowdeck.cli.main import app
 from flowdeck.client import Client
 from flowdeck.domain.accounts import Role
-from tests.helpers import STRONG, LiveServer, live_server, make_settings, register_and_login, unique
+from tests.helpers import (
+    STRONG,
+    TERMINAL,
+    LiveServer,
+    live_server,
+    make_settings,
+    register_and_login,
+    unique,
+    wait_ended,
+)
 from tests.receiver import eventually, receiver
 
 API = "/api/v1"
-TERMINAL = {"succeeded", "failed", "cancelled", "killed", "system_error"}
 USES = """name: secretive
 version: "1"
 steps:
@@ -103,14 +110,7 @@ def new_user(
 def run_to_end(c: httpx.Client, workflow: str) -> dict[str, Any]:
     r = c.post(f"{API}/runs", json={"workflow": workflow, "start": True})
     assert r.status_code == 201, r.text
-    run_id = r.json()["id"]
-    deadline = time.monotonic() + 30
-    while True:
-        status: dict[str, Any] = c.get(f"{API}/runs/{run_id}").json()
-        if status["state"] in TERMINAL:
-            return status
-        assert time.monotonic() < deadline, status
-        time.sleep(0.05)
+    return wait_ended(c, r.json()["id"], timeout=30)
 
 
 def everything_said(c: httpx.Client, run_id: str) -> str:

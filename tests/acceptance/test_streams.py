@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,10 +13,9 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from tests.helpers import LiveServer, param_server, register_and_login
+from tests.helpers import LiveServer, param_server, register_and_login, wait_ended
 
 API = "/api/v1"
-TERMINAL = {"succeeded", "failed", "cancelled", "killed", "system_error"}
 BUFFER = 1000
 
 # Doubles n; on attempt 1 of the flaky variant, fails after writing everything.
@@ -91,16 +89,6 @@ def submit(c: httpx.Client, workflow: str = "double@1", start: bool = True) -> s
     return str(r.json()["id"])
 
 
-def wait(c: httpx.Client, run_id: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        status: dict[str, Any] = c.get(f"{API}/runs/{run_id}").json()
-        if status["state"] in TERMINAL:
-            return status
-        assert time.monotonic() < deadline, status
-        time.sleep(0.05)
-
-
 def read_all(c: httpx.Client, run_id: str, start: int = 0) -> list[dict[str, Any]]:
     """Long-poll an output until it is closed and read to its end."""
     records: list[dict[str, Any]] = []
@@ -143,7 +131,7 @@ def test_thousand_records_in_batches_read_live_and_late(user: httpx.Client) -> N
     assert [r["offset"] for r in live] == list(range(1000))
     assert {r["attempt"] for r in live} == {1}
 
-    status = wait(user, run_id)
+    status = wait_ended(user, run_id)
     assert status["state"] == "succeeded"
     ports = {p["name"]: p for p in status["ports"]}
     assert ports["records"] == {
@@ -168,7 +156,7 @@ def test_records_pushed_while_staged_are_buffered(user: httpx.Client) -> None:
     assert user.post(f"{API}/runs/{run_id}/inputs/records/close").status_code == 200
     assert user.post(f"{API}/runs/{run_id}/start").status_code == 200
     assert [r["data"]["n"] for r in read_all(user, run_id)] == [2, 4]
-    assert wait(user, run_id)["state"] == "succeeded"
+    assert wait_ended(user, run_id)["state"] == "succeeded"
 
 
 def test_records_pushed_while_paused_wait_for_the_resume(user: httpx.Client) -> None:
@@ -182,7 +170,7 @@ def test_records_pushed_while_paused_wait_for_the_resume(user: httpx.Client) -> 
     assert user.post(f"{API}/runs/{run_id}/inputs/records/close").status_code == 200
     assert user.post(f"{API}/runs/{run_id}/resume").json()["state"] == "running"
     assert [r["data"]["n"] for r in read_all(user, run_id)] == [2, 4, 6]
-    assert wait(user, run_id)["state"] == "succeeded"
+    assert wait_ended(user, run_id)["state"] == "succeeded"
 
 
 def test_websocket_push_and_websocket_and_sse_reads(
@@ -215,7 +203,7 @@ def test_websocket_push_and_websocket_and_sse_reads(
     assert events[-1]["event"] == "closed"
     resumed = sse(user, run_id, {"Last-Event-ID": "1"})
     assert [e["id"] for e in resumed if e["event"] == "record"] == ["2"]
-    assert wait(user, run_id)["state"] == "succeeded"
+    assert wait_ended(user, run_id)["state"] == "succeeded"
 
 
 def sse(c: httpx.Client, run_id: str, headers: dict[str, str]) -> list[dict[str, str]]:
@@ -338,7 +326,7 @@ def test_a_retried_step_reads_its_input_again_and_outputs_carry_attempts(
     assert r.status_code == 200
     assert user.post(f"{API}/runs/{run_id}/inputs/records/close").status_code == 200
     records = read_all(user, run_id)
-    status = wait(user, run_id)
+    status = wait_ended(user, run_id)
     assert status["state"] == "succeeded"
     assert [(r["attempt"], r["data"]["n"]) for r in records] == [
         (1, 0),
