@@ -9,11 +9,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 from flowdeck.domain.accounts import AccountStatus, Role, User
 from flowdeck.domain.runs import Run, RunState
-from flowdeck.domain.webhooks import Attempt, Delivery, DeliveryState, Subscription
+from flowdeck.domain.webhooks import SEALED, Attempt, Delivery, DeliveryState, Subscription
+from flowdeck.runtime.webhooks import SecretSealed, signature
+from flowdeck.security.vault import Vault
 from flowdeck.store import Store, open_store
+from flowdeck.store.sql import SqlStore
 from tests.helpers import clean_sql_store, make_settings
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -145,3 +149,26 @@ def test_the_outbox_is_written_in_the_events_transaction(store: Store, tmp_path:
     assert [d.event_type for d in all_runs] == ["run.queued"]  # the rolled-back one is gone
     assert [d.event_type for d in one_run] == ["step.failed"]
     assert '"run_id":"run_bob"' in one_run[0].payload
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def sql_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
+    s = clean_sql_store(request, tmp_path)
+    yield s
+    s.close()
+
+
+def test_a_secret_sealed_with_another_key_fails_only_its_deliveries(sql_store: SqlStore) -> None:
+    """Another key file than the one the database was written with (a second server set
+    up without the shared key): subscriptions still load, so runs and their events go on;
+    signing a delivery of that subscription fails, saying why."""
+    seed(sql_store)
+    sql_store.sealer = Vault([Fernet.generate_key()])
+    with sql_store.write() as tx:
+        tx.add_subscription(sub())
+    sql_store.sealer = Vault([Fernet.generate_key()])  # not the key it was sealed with
+    with sql_store.read() as tx:
+        (found,) = tx.list_subscriptions(owner_id="u_alice")
+    assert found.secret.startswith(SEALED)
+    with pytest.raises(SecretSealed, match="cannot be decrypted with the keys of"):
+        signature(found, "msg_1", T0, "{}")

@@ -10,6 +10,8 @@ from datetime import datetime
 from enum import StrEnum
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
+# A signing secret kept encrypted (store/sql_webhooks.py): this prefix + a Fernet token.
+SEALED = "fernet:"
 SECRET_BYTES = 32  # Standard Webhooks: between 24 and 64 random bytes
 
 

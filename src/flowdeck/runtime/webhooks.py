@@ -29,8 +29,8 @@ from standardwebhooks import Webhook
 
 from flowdeck import __version__, clock
 from flowdeck.config import Settings
-from flowdeck.domain.webhooks import Attempt, Delivery, DeliveryState, Subscription
-from flowdeck.errors import UrlRefused
+from flowdeck.domain.webhooks import SEALED, Attempt, Delivery, DeliveryState, Subscription
+from flowdeck.errors import FlowdeckError, UrlRefused
 from flowdeck.security import ssrf
 from flowdeck.store.base import Store
 
@@ -62,9 +62,16 @@ class Outcome:
         return self.status == 410
 
 
+class SecretSealed(FlowdeckError):
+    """The subscription's signing secret cannot be decrypted with the keys of secret_key_file (restore the key file this database was written with)."""  # noqa: E501
+
+
 def signature(sub: Subscription, msg_id: str, at: datetime, body: str) -> str:
     """The ``webhook-signature`` header: one ``v1,<base64>`` per signing secret."""
-    return " ".join(Webhook(secret).sign(msg_id, at, body) for secret in sub.signing_secrets(at))
+    secrets = sub.signing_secrets(at)
+    if any(secret.startswith(SEALED) for secret in secrets):
+        raise SecretSealed
+    return " ".join(Webhook(secret).sign(msg_id, at, body) for secret in secrets)
 
 
 def retry_after(value: str | None, now: datetime) -> float | None:
@@ -145,10 +152,10 @@ class Dispatcher:
             verify=self.verify,
         )
         recorder = asyncio.create_task(self._recorder())
-        self._ready.set()
         try:
             await self._dispatch(client, limit)
         finally:
+            self._ready.set()
             abandoned = list(self._inflight.values())
             for task in self._inflight:
                 task.cancel()
@@ -171,6 +178,9 @@ class Dispatcher:
                 except Exception:
                     log.exception("could not read the webhook outbox")
                     claimed, next_due = [], None
+                # Started once the outbox was looked at: what is queued after start()
+                # returns goes out when its event is handed on (wake), not by chance.
+                self._ready.set()
                 for delivery, sub in claimed:
                     task = asyncio.create_task(self._attempt(client, delivery, sub))
                     self._inflight[task] = delivery
@@ -247,6 +257,8 @@ class Dispatcher:
                     wait = retry_after(response.headers.get("retry-after"), at)
         except UrlRefused as exc:
             error = str(exc.details.get("reason", exc.message))
+        except SecretSealed as exc:
+            error = exc.message
         except httpx.TimeoutException:
             error = f"no answer within {self.settings.webhook_timeout_s:g} s"
         except httpx.HTTPError as exc:
