@@ -185,12 +185,15 @@ def fill(path: Path) -> None:
 TERMINAL = {"succeeded", "failed", "cancelled", "killed", "system_error"}
 
 
-def wait_ended(c: httpx.Client, run_id: str, timeout: float = 60) -> dict[str, Any]:
-    """Poll a run's status until it ended (returned); fail after ``timeout`` seconds."""
+def wait_ended(
+    c: httpx.Client, run_id: str, states: set[str] = TERMINAL, timeout: float = 60
+) -> dict[str, Any]:
+    """Poll a run's status until it is in one of ``states`` (by default: it ended), and
+    return it; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         status: dict[str, Any] = c.get(f"/api/v1/runs/{run_id}").json()
-        if status["state"] in TERMINAL:
+        if status["state"] in states:
             return status
         assert time.monotonic() < deadline, status
         time.sleep(0.05)

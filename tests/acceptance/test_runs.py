@@ -19,11 +19,18 @@ import httpx
 import pytest
 
 from tests.crashkit import run_processes
-from tests.helpers import STRONG, LiveServer, live_server, make_settings, register_and_login
+from tests.helpers import (
+    STRONG,
+    TERMINAL,
+    LiveServer,
+    live_server,
+    make_settings,
+    register_and_login,
+    wait_ended,
+)
 
 API = "/api/v1"
 EXAMPLES = Path(__file__).parents[2] / "examples"
-TERMINAL = {"succeeded", "failed", "cancelled", "killed", "system_error"}
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +74,7 @@ def one_step(name: str, run: str, extra: str = "") -> str:
 def wait(
     c: httpx.Client, run_id: str, states: set[str] = TERMINAL, timeout: float = 30
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        status: dict[str, Any] = c.get(f"{API}/runs/{run_id}").json()
-        if status["state"] in states:
-            return status
-        assert time.monotonic() < deadline, status
-        time.sleep(0.05)
+    return wait_ended(c, run_id, states, timeout)
 
 
 def submit(c: httpx.Client, workflow: str, **body: Any) -> str:

@@ -10,10 +10,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import LiveServer, live_server, make_settings, register_and_login
+from tests.helpers import (
+    TERMINAL,
+    LiveServer,
+    live_server,
+    make_settings,
+    register_and_login,
+    wait_ended,
+)
 
 API = "/api/v1"
-TERMINAL = {"succeeded", "failed", "cancelled", "killed", "system_error"}
 WORKFLOWS = [
     """
 name: inner
@@ -102,13 +108,7 @@ def user(srv: LiveServer) -> Iterator[httpx.Client]:
 def wait(
     c: httpx.Client, run_id: str, states: set[str] = TERMINAL, timeout: float = 60
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        status: dict[str, Any] = c.get(f"{API}/runs/{run_id}").json()
-        if status["state"] in states:
-            return status
-        assert time.monotonic() < deadline, status
-        time.sleep(0.05)
+    return wait_ended(c, run_id, states, timeout)
 
 
 def start(c: httpx.Client, workflow: str, **params: Any) -> str:

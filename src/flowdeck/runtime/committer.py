@@ -56,7 +56,6 @@ class Committer:
         # A failed commit that may have gone in: its number and batches.
         self._unsure: tuple[int, list[Batch]] | None = None
         self._seq = 0
-        self._busy = False
         self._warned = False
         self._cond = threading.Condition()
         self._closing = False
@@ -70,17 +69,6 @@ class Committer:
             self._cond.notify()
         return batch.done
 
-    @property
-    def idle(self) -> bool:
-        """Nothing handed over is waiting for its commit: the store holds every decision."""
-        with self._cond:
-            return not (self._pending or self._held or self._busy)
-
-    @property
-    def held(self) -> int:
-        """How many batches an outage keeps waiting."""
-        return len(self._held)
-
     def _main(self) -> None:
         wait = RETRY_FIRST_S
         while True:
@@ -93,24 +81,19 @@ class Committer:
                     return
                 giving_up = self._closing and bool(self._held)
                 batches, self._held, self._pending = self._held + self._pending, [], []
-                self._busy = True
-            try:
-                if self._commit_held(batches):
-                    wait = RETRY_FIRST_S
-                elif giving_up:
-                    log.error(
-                        "stopping with %d scheduler batches not committed (the database is "
-                        "unavailable): the next start recovers from the attempt journals",
-                        len(batches),
-                    )
-                    for b in batches:
-                        b.done.set_exception(StoreUnavailable("the server stopped first"))
-                    return
-                else:
-                    wait = min(wait * 2, RETRY_MAX_S)
-            finally:
-                with self._cond:
-                    self._busy = False
+            if self._commit_held(batches):
+                wait = RETRY_FIRST_S
+            elif giving_up:
+                log.error(
+                    "stopping with %d scheduler batches not committed (the database is "
+                    "unavailable): the next start recovers from the attempt journals",
+                    len(batches),
+                )
+                for b in batches:
+                    b.done.set_exception(StoreUnavailable("the server stopped first"))
+                return
+            else:
+                wait = min(wait * 2, RETRY_MAX_S)
 
     def _commit_held(self, batches: list[Batch]) -> bool:
         """Commit ``batches`` (held ones first); False when the store is unavailable (they
