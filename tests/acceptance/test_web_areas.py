@@ -210,7 +210,7 @@ def test_a_graph_submitted_from_its_page_reaches_succeeded_live(
         phone.get_by_label("Password").fill(STRONG)
         phone.get_by_role("button", name="Sign in").click()
         phone.wait_for_url("**/")
-        for path in ("/webhooks", "/graphs", f"/graphs/{graph_id}"):
+        for path in ("/webhooks", "/secrets", "/graphs", f"/graphs/{graph_id}"):
             phone.goto(path)
             width = phone.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, (path, width)
