@@ -1,6 +1,7 @@
 """What the step sandbox costs: the chain and fan-out of bench/runs.py with ``sandbox =
-"off"`` and ``sandbox = "bwrap"`` side by side, each on a fresh server, beside the cost of
-one bare ``bwrap`` start measured here.
+"off"``, a sandbox per run (``sandbox_scope = "run"``, the default) and a bwrap per step
+(``sandbox_scope = "step"``) side by side, each on a fresh server, beside the cost of one
+bare ``bwrap`` start measured here.
 
 - chain of N `/bin/true` steps: latency per step (goal: the sandbox adds <= 1 ms);
 - fan-out of M `/bin/true` steps: wall time per step.
@@ -45,11 +46,13 @@ def bare_bwrap_ms(n: int = 100) -> tuple[float, float]:
 
 
 def measure(mode: str, chain: int, fanout: int, repeat: int) -> tuple[float, float]:
-    """(chain ms per step, fan-out ms per step), medians of ``repeat`` runs."""
+    """(chain ms per step, fan-out ms per step), medians of ``repeat`` runs; ``mode``: off,
+    run or step."""
     chains: list[float] = []
     fans: list[float] = []
+    settings = {"sandbox": "off"} if mode == "off" else {"sandbox_scope": mode}
     with (
-        server(sandbox=mode) as (url, token, _data, _pid),
+        server(**settings) as (url, token, _data, _pid),
         httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c,
     ):
         push(c, chain_spec(chain))
@@ -76,26 +79,28 @@ def main() -> None:
     args = parser.parse_args()
     plain, boxed = bare_bwrap_ms()
     off = measure("off", args.chain, args.fanout, args.repeat)
-    on = measure("bwrap", args.chain, args.fanout, args.repeat)
-    figures = [
-        Figure("bare start: bwrap /bin/true", boxed, "ms", "/bin/true", plain),
-        Figure(
-            f"chain-{args.chain}: latency per step, sandboxed",
-            on[0],
-            "ms",
-            "sandbox=off",
-            off[0],
-            goal="<= 1 ms added",
-        ),
-        Figure(f"chain-{args.chain}: added per step by the sandbox", on[0] - off[0], "ms", "", 0),
-        Figure(
-            f"fan-out-{args.fanout}: wall per step, sandboxed",
-            on[1],
-            "ms",
-            "sandbox=off",
-            off[1],
-        ),
-    ]
+    per_run = measure("run", args.chain, args.fanout, args.repeat)
+    per_step = measure("step", args.chain, args.fanout, args.repeat)
+    figures = [Figure("bare start: bwrap /bin/true", boxed, "ms", "/bin/true", plain)]
+    for name, on in (("a sandbox per run", per_run), ("a bwrap per step", per_step)):
+        figures += [
+            Figure(
+                f"chain-{args.chain}: latency per step, {name}",
+                on[0],
+                "ms",
+                "sandbox=off",
+                off[0],
+                goal="<= 1 ms added" if on is per_run else "",
+            ),
+            Figure(f"chain-{args.chain}: added per step, {name}", on[0] - off[0], "ms", "", 0),
+            Figure(
+                f"fan-out-{args.fanout}: wall per step, {name}",
+                on[1],
+                "ms",
+                "sandbox=off",
+                off[1],
+            ),
+        ]
     report("sandbox", figures)
 
 

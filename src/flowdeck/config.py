@@ -256,6 +256,13 @@ class Settings(BaseSettings):
         "threat model in docs/operations.md) or off (unsafe: a step sees and may do what the "
         "server may; logged as a warning at every start).",
     )
+    sandbox_scope: Literal["run", "step"] = Field(
+        "run",
+        description="run: a run of more than one step gets one sandbox that its steps start "
+        "in (each with its own uid, its own process group and limits; ~0 ms per step); step: "
+        "every step gets a bwrap of its own (its run's other steps invisible to it; 3-9 ms "
+        "more per step).",
+    )
     step_network: Literal["off", "allowed"] = Field(
         "off",
         description="off: no step has network (loopback only); allowed: steps asking for "

@@ -17,8 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.acceptance.test_runs import push, submit, wait
+from tests.acceptance.test_runs import push, steps, submit, wait
 from tests.helpers import LiveServer, live_server, make_settings, register_and_login
+from tests.receiver import eventually
 
 API = "/api/v1"
 CANARY = "FLOWDECK_TEST_CANARY_6c1f"
@@ -74,12 +75,28 @@ def supervisor_pid(data_dir: Path) -> int:
     return int(out[0])
 
 
-def test_escapes_are_refused(srv: LiveServer, user: httpx.Client, tmp_path: Path) -> None:
+def in_run_sandbox(script: str, sibling: str = "sleep 8") -> str:
+    """A run whose step ``main`` starts in the run's sandbox (``sandbox_scope = "run"``):
+    its first step ``warm`` starts that sandbox; ``main`` and ``sib`` start in it."""
+    spec = {
+        "warm": {"run": ["sleep", "1"]},
+        "sib": {"run": ["/bin/bash", "-c", sibling], "needs": ["warm"]},
+        "main": {"run": ["/bin/bash", "-c", script], "needs": ["warm"]},
+    }
+    return json.dumps({"name": "escape-run", "version": "1", "steps": spec})
+
+
+@pytest.mark.parametrize("scope", ["step", "run"])
+def test_escapes_are_refused(
+    srv: LiveServer, user: httpx.Client, tmp_path: Path, scope: str
+) -> None:
+    """Each escape, from a step in a bwrap of its own (a one-step run) and from a step in
+    its run's sandbox (where its run's sibling step runs beside it, as another uid)."""
     data = srv.settings.data_dir
     # another run (another user's) leaves a file in its work folder
-    with srv.client(register_and_login(srv, "victim")) as victim:
-        push(victim, workflow("victim", "echo private > secret.txt"))
-        other = submit(victim, "victim@1")
+    with srv.client(register_and_login(srv, f"victim-{scope}")) as victim:
+        push(victim, workflow(f"victim-{scope}", "echo private > secret.txt"))
+        other = submit(victim, f"victim-{scope}@1")
         assert wait(victim, other)["state"] == "succeeded"
     other_file = data / "runs" / other / "work" / "main" / "secret.txt"
     assert other_file.read_text() == "private\n"
@@ -103,15 +120,29 @@ def test_escapes_are_refused(srv: LiveServer, user: httpx.Client, tmp_path: Path
         "shadow": "cat /etc/shadow",
         "ssh_keys": "ls /etc/ssh | grep -q .",
     }
+    if scope == "run":  # the run's own other step: seen, but neither signalled nor written
+        tries["signal_sibling"] = "kill -0 $(pgrep -x -f 'sleep 8' | head -1)"
+        tries["write_sibling"] = f"touch {data}/runs/$run/work/sib/planted"
+        tries["write_work"] = f"touch {data}/runs/$run/work/planted"
     script = "run=$FLOWDECK_RUN_ID\n" + "".join(
         f"if ( {cmd} ) >/dev/null 2>&1; then echo ESCAPED {name}; else echo refused {name}; fi\n"
         for name, cmd in tries.items()
     )
     script += f"cat {srv.settings.data_root}/ref.txt; echo uid=$(id -u); env | sort\n"
-    push(user, workflow("escape", script))
-    run_id = submit(user, "escape@1")
-    assert wait(user, run_id)["state"] == "succeeded"
+    # in a run's sandbox, pid 2 is its launcher (python); in a step's own, the step (bash)
+    script += "grep -q '^python' /proc/2/comm && echo IN-RUN-SANDBOX\n"
+    script += "pgrep -x -f 'sleep 8' >/dev/null && echo SEES-SIBLING; true\n"
+    if scope == "run":
+        push(user, in_run_sandbox("sleep 0.5; " + script))
+        run_id = submit(user, "escape-run@1")
+    else:
+        push(user, workflow("escape", script))
+        run_id = submit(user, "escape@1")
+    status = wait(user, run_id)
+    assert status["state"] == "succeeded", status
     out = stdout(user, run_id)
+    assert ("IN-RUN-SANDBOX" in out) == (scope == "run")
+    assert ("SEES-SIBLING" in out) == (scope == "run")
     assert "ESCAPED" not in out, out
     for name in tries:
         assert f"refused {name}" in out
@@ -141,8 +172,43 @@ def test_a_fork_bomb_stays_inside_its_step(srv: LiveServer, user: httpx.Client) 
     assert stdout(user, beside_id) == "ok\n"
     status = wait(user, bomb_id, timeout=60)
     assert status["state"] == "failed" and "timed out" in status["error"]["message"]
+    eventually(no_step_uid_left, timeout=10, what="the bomb's processes to be gone")
+
+
+def no_step_uid_left() -> bool:
     left = subprocess.run(["ps", "-eo", "uid="], capture_output=True, text=True, check=True)
-    assert not [u for u in left.stdout.split() if UIDS[0] <= int(u) <= UIDS[1]]
+    return not [u for u in left.stdout.split() if UIDS[0] <= int(u) <= UIDS[1]]
+
+
+def test_a_fork_bomb_stays_inside_its_step_in_the_runs_sandbox(user: httpx.Client) -> None:
+    """In a run's sandbox the bomb shares the run's pid namespace with a sibling step: the
+    sibling (another uid, another process limit) still runs to its end."""
+    spec = {
+        "warm": {"run": ["sleep", "1"]},
+        "bomb": {
+            "run": ["/bin/bash", "-c", "bomb() { bomb | bomb & }; bomb; sleep 30"],
+            "needs": ["warm"],
+            "resources": {"timeout": 6},
+            "allow_failure": True,
+        },
+        "beside": {
+            "run": [
+                "/bin/bash",
+                "-c",
+                "sleep 2; for i in $(seq 1 20); do sh -c true; done; echo ok",
+            ],
+            "needs": ["warm"],
+        },
+    }
+    push(user, json.dumps({"name": "bomb-run", "version": "1", "steps": spec}))
+    run_id = submit(user, "bomb-run@1")
+    status = wait(user, run_id, timeout=60)
+    assert status["state"] == "succeeded", status
+    r = user.get(f"{API}/runs/{run_id}/steps/beside/logs", params={"stream": "stdout"})
+    assert r.text == "ok\n"
+    bomb = steps(user, run_id)["bomb"]
+    assert bomb["state"] == "timed_out", bomb
+    eventually(no_step_uid_left, timeout=10, what="the bomb's processes to be gone")
 
 
 def test_a_step_asking_for_network_needs_the_policy(user: httpx.Client) -> None:

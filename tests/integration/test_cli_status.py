@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flowdeck.cli.main import app
+from flowdeck.executors.sandbox import host_cgroups
 from tests.helpers import live_server, make_settings, register_and_login
 
 API = "/api/v1"
@@ -62,7 +63,8 @@ def test_admin_status_shows_queue_steps_slots_and_failures(tmp_path: Path) -> No
                 assert "queued 1 running 1" in text
                 assert "recent failures" in text
                 assert failed in text
-                assert "step sandbox bwrap" in text
+                assert "step sandbox bwrap, one per run" in text
+                assert f"cgroups ({host_cgroups()} here): not used" in text
 
                 result = runner.invoke(app, ["admin", "status", "--json"], env=env)
                 assert result.exit_code == 0, result.output
@@ -72,6 +74,7 @@ def test_admin_status_shows_queue_steps_slots_and_failures(tmp_path: Path) -> No
                 assert (data["slots_used"], data["slots_total"]) == (1, 1)
                 assert data["active_runs"]["running"] == 1
                 assert data["sandbox"] == "bwrap"
+                assert data["step_limits"].startswith("rlimits: CPU time, address space")
                 assert [f["run_id"] for f in data["recent_failures"]] == [failed]
                 assert data["recent_failures"][0]["owner"] == "alice"
                 assert data["recent_failures"][0]["workflow"] == "alice/fails@1"

@@ -45,7 +45,8 @@ def show(s: Summary) -> None:
     if s.sandbox == "off":
         grid.add_row("[bold]step sandbox[/]", "[red]off: steps run with the server's rights[/]")
     else:
-        grid.add_row("[bold]step sandbox[/]", s.sandbox)
+        grid.add_row("[bold]step sandbox[/]", f"{s.sandbox}, one per {s.sandbox_scope}")
+    grid.add_row("[bold]step limits[/]", s.step_limits)
     out.print(f"flowdeck status at {s.at:%Y-%m-%d %H:%M:%S} UTC")
     out.print(grid)
     if not s.recent_failures:

@@ -70,11 +70,17 @@ def plan(
     step_user: str,
     step_uids: tuple[int, int] | None,
     max_processes: int | None,
+    work: Path | None = None,
+    box: bool = False,
 ) -> dict[str, Any]:
     """What one step may see, as sent to the supervisor (JSON): ``ro`` read-only, ``rw``
     writable (the first is its own folder, given to its uid; the others are made 1777),
-    ``grant`` server files made readable to its uid, ``deny`` never mounted."""
+    ``grant`` server files made readable to its uid, ``deny`` never mounted; ``work`` its
+    run's work folder and ``box``: whether the run should get a sandbox of its own that its
+    steps start in (executors/runbox.py)."""
     return {
+        "work": str(work) if work is not None else None,
+        "box": box,
         "ro": [str(p) for p in ro if p is not None],
         "rw": [str(p) for p in rw],
         "grant": [str(p) for p in grant if p is not None],
@@ -231,44 +237,8 @@ class Box:
                     os.chmod(rw, 0o1777)  # noqa: S103 - shared by the run's uids, sticky
 
     def argv(self, argv: list[str]) -> list[str]:
-        spec = self.spec
-        out = [
-            str(_tool("bwrap")),
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--unshare-uts",
-            "--unshare-net",
-            "--unshare-cgroup-try",
-            "--hostname",
-            "flowdeck-step",
-        ]
-        if self.uid is None:  # not root: an unprivileged user namespace
-            out.append("--unshare-user")
-        out += _system_args()
-        deny = [str(d) for d in spec.get("deny", [])]
-        mounts: list[tuple[str, str]] = []
-        for path in _python_paths(os.getcwd()):
-            if not any(_under(d, path) for d in deny):
-                mounts.append(("--ro-bind-try", path))
-        mounts += [("--ro-bind-try", p) for p in spec.get("ro", [])]
-        if spec.get("network"):
-            mounts += [("--ro-bind-try", p) for p in _resolver_dirs()]
-        mounts += [("--bind-try", p) for p in spec.get("rw", [])]
-        mounts = [(k, p) for k, p in mounts if not p.startswith(("/usr/", "/etc/"))]
-        targets = {p for _k, p in mounts}
-        parents: set[str] = set()
-        for p in targets:
-            for parent in Path(p).parents:
-                q = str(parent)
-                skip = q in ("/", "/tmp")  # noqa: S108 - the sandbox's own
-                if not skip and not any(_under(q, t) for t in targets):
-                    parents.add(q)
-        for q in sorted(parents, key=lambda s: s.count("/")):
-            out += ["--dir", q]
-        for kind, p in sorted(mounts, key=lambda m: (m[1].count("/"), m[0] != "--ro-bind-try")):
-            out += [kind, p, p]
-        out += ["--chdir", str(self.cwd)]
-        if spec.get("network"):
+        out = bwrap_args(self.spec, self.cwd, user_ns=self.uid is None)
+        if self.spec.get("network"):
             info_r, info_w = os.pipe()
             block_r, block_w = os.pipe()
             self._fds = [info_r, info_w, block_r, block_w]
@@ -337,6 +307,50 @@ class Box:
         if self.uid is not None:
             with contextlib.suppress(OSError):
                 _chown_tree(self.cwd, os.getuid(), os.getgid(), readable=True)
+
+
+def bwrap_args(
+    spec: dict[str, Any], cwd: Path, *, user_ns: bool, extra: tuple[str, ...] = ()
+) -> list[str]:
+    """bwrap and its options for a sandbox showing what ``spec`` says, started in ``cwd``
+    (the command and its ``--`` follow)."""
+    out = [
+        str(_tool("bwrap")),
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-net",
+        "--unshare-cgroup-try",
+        "--hostname",
+        "flowdeck-step",
+        *extra,
+    ]
+    if user_ns:  # not root: an unprivileged user namespace
+        out.append("--unshare-user")
+    out += _system_args()
+    deny = [str(d) for d in spec.get("deny", [])]
+    mounts: list[tuple[str, str]] = []
+    for path in _python_paths(os.getcwd()):
+        if not any(_under(d, path) for d in deny):
+            mounts.append(("--ro-bind-try", path))
+    mounts += [("--ro-bind-try", p) for p in spec.get("ro", [])]
+    if spec.get("network"):
+        mounts += [("--ro-bind-try", p) for p in _resolver_dirs()]
+    mounts += [("--bind-try", p) for p in spec.get("rw", [])]
+    mounts = [(k, p) for k, p in mounts if not p.startswith(("/usr/", "/etc/"))]
+    targets = {p for _k, p in mounts}
+    parents: set[str] = set()
+    for p in targets:
+        for parent in Path(p).parents:
+            q = str(parent)
+            skip = q in ("/", "/tmp")  # noqa: S108 - the sandbox's own
+            if not skip and not any(_under(q, t) for t in targets):
+                parents.add(q)
+    for q in sorted(parents, key=lambda s: s.count("/")):
+        out += ["--dir", q]
+    for kind, p in sorted(mounts, key=lambda m: (m[1].count("/"), m[0] != "--ro-bind-try")):
+        out += [kind, p, p]
+    return [*out, "--chdir", str(cwd)]
 
 
 def _attach_pasta(child: int) -> int | None:
@@ -418,6 +432,29 @@ def _grant_read(root: str) -> None:
         for name in dirnames + filenames:
             with contextlib.suppress(OSError):
                 _add_read(os.path.join(dirpath, name))
+
+
+def host_cgroups(mounts: str = "/proc/self/mounts") -> str:
+    """Which cgroup hierarchies this host mounts: "v2", "v1" (v1 controllers, perhaps
+    beside an empty unified hierarchy) or "none"."""
+    try:
+        with open(mounts, encoding="utf-8") as f:
+            kinds = {line.split()[2] for line in f if len(line.split()) > 2}
+    except OSError:
+        return "none"
+    if "cgroup" in kinds:
+        return "v1"
+    return "v2" if "cgroup2" in kinds else "none"
+
+
+def limits_applied(step_uids: str) -> str:
+    """What bounds a step's CPU, memory, processes and file size on this host, in words
+    (``flowdeck admin status``)."""
+    per = "each attempt's uid" if os.geteuid() == 0 and step_uids.strip() else "the server's user"
+    return (
+        "rlimits: CPU time, address space, file size, processes (counted per "
+        f"{per}); cgroups ({host_cgroups()} here): not used"
+    )
 
 
 def exit_signal(code: int) -> int | None:

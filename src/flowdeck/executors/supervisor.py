@@ -31,6 +31,7 @@ from typing import Any
 
 from flowdeck.executors.base import Launch, Outcome, StepProcess
 from flowdeck.executors.local import LocalExecutor
+from flowdeck.executors.runbox import BoxedProcess
 from flowdeck.executors.wire import (
     append_record,
     encode,
@@ -54,6 +55,7 @@ class Supervisor:
         self.idle_s = idle_s
         self.executor = LocalExecutor()
         self.procs: dict[str, tuple[StepProcess, dict[str, Any]]] = {}
+        self.pending: dict[str, StepProcess] = {}  # asked of a run's sandbox, not yet started
         # exits not yet told to a server (none was connected), until one adopts the key
         self.exited: dict[str, dict[str, Any]] = {}
         self.owners: dict[str, asyncio.StreamWriter] = {}  # key -> the server that follows it
@@ -97,7 +99,7 @@ class Supervisor:
             self.start(launch)
         elif op == "adopt":
             # Exits of key go to this connection from now on; one it missed comes now.
-            if key in self.procs:
+            if key in self.procs or key in self.pending:
                 self.owners[key] = writer
             elif key in self.exited:
                 writer.write(encode({"op": "exited", "key": key, "outcome": self.exited[key]}))
@@ -107,9 +109,10 @@ class Supervisor:
             self.exited.pop(key, None)
         elif op == "signal":
             entry = self.procs.get(key)
+            proc = entry[0] if entry is not None else self.pending.get(key)
             action = msg.get("action")
-            if entry is not None and action in ("pause", "resume", "terminate", "kill"):
-                getattr(entry[0], str(action))()
+            if proc is not None and action in ("pause", "resume", "terminate", "kill"):
+                getattr(proc, str(action))()
 
     def send(self, key: str, msg: dict[str, Any]) -> bool:
         writer = self.owners.get(key)
@@ -123,7 +126,7 @@ class Supervisor:
         """Start an attempt — at most once per key, whatever the server asks: a key that
         runs or ran is answered with what is known of it."""
         key = launch.key
-        if key in self.procs:
+        if key in self.procs or key in self.pending:
             return  # running: its exit goes to the server that asked last
         if key in self.exited:
             self.send(key, {"op": "exited", "key": key, "outcome": self.exited.pop(key)})
@@ -140,12 +143,18 @@ class Supervisor:
             self.send(key, {"op": "exited", "key": key, "outcome": outcome})
             return
         proc = self.executor.start(launch, functools.partial(self._ended, launch), self.loop)
-        pid = getattr(proc, "pid", None)
-        if pid is None:
-            return  # could not start: _ended reports it
+        if getattr(proc, "pid", None) is not None:
+            self._running(launch, proc)
+        elif isinstance(proc, BoxedProcess):  # its run's sandbox starts it: soon
+            self.pending[key] = proc
+            proc.on_started = functools.partial(self._running, launch, proc)
+        # else it could not start: _ended reports it
+
+    def _running(self, launch: Launch, proc: StepProcess) -> None:
+        self.pending.pop(launch.key, None)
         info = {
             "key": launch.key,
-            "pid": pid,
+            "pid": getattr(proc, "pid", None),
             "start_time": getattr(proc, "start_time", None),  # read at spawn (wire.py)
             "started_at": time.time(),
         }
@@ -159,6 +168,7 @@ class Supervisor:
         self._check_idle()
 
     def _ended(self, launch: Launch, outcome: Outcome) -> None:
+        self.pending.pop(launch.key, None)
         _proc, info = self.procs.pop(launch.key, (None, {"key": launch.key}))
         wire = outcome_to_wire(outcome)
         # Tell the server first (it waits to start what comes next), then keep the record:
@@ -218,7 +228,7 @@ class Supervisor:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
-        if self.clients == 0 and not self.procs:
+        if self.clients == 0 and not self.procs and not self.pending:
             self._idle_timer = self.loop.call_later(self.idle_s, self.done.set)
 
 

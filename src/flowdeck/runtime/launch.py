@@ -123,7 +123,14 @@ def sandbox_plan(ar: ActiveRun, cwd: Path, settings: Settings, network: bool) ->
         step_user=settings.step_user,
         step_uids=parse_uids(settings.step_uids),
         max_processes=settings.step_max_processes,
+        work=rd.work,
+        box=settings.sandbox_scope == "run" and _several_steps(ar),
     )
+
+
+def _several_steps(ar: ActiveRun) -> bool:
+    """Will the run start more than one step (worth a sandbox of its own)?"""
+    return len(ar.spec.steps) > 1 or any(s.foreach for s in ar.spec.steps.values())
 
 
 def _other_runs_files(ar: ActiveRun, settings: Settings) -> list[Path]:

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from flowdeck import clock
 from flowdeck.config import Settings
 from flowdeck.domain.runs import ACTIVE_STATES, RunState
+from flowdeck.executors.sandbox import limits_applied
 from flowdeck.store.base import Store
 
 RECENT_FAILURES = 5
@@ -36,6 +37,8 @@ class Summary:
     active_runs: dict[str, int] = field(default_factory=dict)
     recent_failures: list[Failure] = field(default_factory=list)
     sandbox: str = "bwrap"  # the step sandbox (setting sandbox): "off" is unsafe
+    sandbox_scope: str = "run"  # a sandbox per run (of several steps) or per step
+    step_limits: str = ""  # what bounds a step's resources on this host
 
     @property
     def slots_used(self) -> int:
@@ -52,6 +55,8 @@ class Summary:
             "slots_used": self.slots_used,
             "slots_total": self.slots_total,
             "sandbox": self.sandbox,
+            "sandbox_scope": self.sandbox_scope,
+            "step_limits": self.step_limits,
             "active_runs": self.active_runs,
             "recent_failures": [
                 {
@@ -100,4 +105,6 @@ def summary(store: Store, settings: Settings) -> Summary:
         active_runs={s.value: active.get(s, 0) for s in RunState if s in ACTIVE_STATES},
         recent_failures=failures,
         sandbox=settings.sandbox,
+        sandbox_scope=settings.sandbox_scope,
+        step_limits=limits_applied(settings.step_uids),
     )

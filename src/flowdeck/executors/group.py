@@ -1,0 +1,184 @@
+"""What every local step attempt is: a process group, led by the step's first process,
+signalled as a whole; its limits; how its end becomes an :class:`Outcome`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import resource
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from flowdeck.executors.base import Launch, Outcome, StepProcess
+
+if TYPE_CHECKING:
+    from flowdeck.executors.sandbox import Box
+
+ARGS_FILE = ".flowdeck-args.json"
+RESULT_FILE = ".flowdeck-result.json"
+
+Limits = list[tuple[int, tuple[int, int]]]
+
+
+def send_group(pgid: int, sig: int) -> bool:
+    """Signal a process group; False when it no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def limits_for(launch: Launch) -> Limits:
+    """The (resource, (soft, hard)) pairs to set in the child, computed in the parent.
+
+    The step cannot raise them again; past the CPU soft limit it gets SIGXCPU, a second
+    later SIGKILL."""
+    wanted: list[tuple[int, int, int]] = []
+    if launch.cpu_seconds is not None:
+        seconds = max(1, math.ceil(launch.cpu_seconds))
+        wanted.append((resource.RLIMIT_CPU, seconds, seconds + 1))
+    if launch.memory_bytes is not None:
+        wanted.append((resource.RLIMIT_AS, launch.memory_bytes, launch.memory_bytes))
+    if launch.file_size_bytes is not None:
+        size = launch.file_size_bytes
+        wanted.append((resource.RLIMIT_FSIZE, size, size))
+    if launch.max_processes is not None:  # counted per uid (see executors/sandbox.py)
+        wanted.append((resource.RLIMIT_NPROC, launch.max_processes, launch.max_processes))
+    limits: Limits = []
+    for res, soft, hard in wanted:
+        _, current = resource.getrlimit(res)
+        if current != resource.RLIM_INFINITY:
+            soft, hard = min(soft, current), min(hard, current)
+        limits.append((res, (soft, hard)))
+    return limits
+
+
+def start_error(prog: str, exc: BaseException) -> Outcome:
+    code = 127 if isinstance(exc, FileNotFoundError | NotADirectoryError) else 126
+    if isinstance(exc, OSError) and exc.strerror:
+        reason = exc.strerror
+        if exc.filename is not None and str(exc.filename) != prog:
+            reason += f": {exc.filename}"
+    else:
+        reason = str(exc) or type(exc).__name__
+    return Outcome(exit_code=code, error=f"cannot start {prog!r}: {reason}")
+
+
+class GroupProcess(StepProcess):
+    """A running attempt: a process group, led by the step's first process, whose leader's
+    (host) pid is the group id.  How it is started and how its end is seen differ:
+    :class:`LocalProcess` (a child of ours) and ``runbox.BoxedProcess`` (a child of its
+    run's sandbox)."""
+
+    def __init__(
+        self,
+        running: dict[str, Any],
+        launch: Launch,
+        on_exit: Callable[[Outcome], None],
+        loop: asyncio.AbstractEventLoop,
+        started: float,
+        box: Box | None = None,
+    ) -> None:
+        self.key = launch.key
+        self.box = box
+        # [pid, start time] of processes of the attempt outside its group (its pasta)
+        self.helpers: list[list[int | None]] = box.helpers() if box is not None else []
+        self.pid: int | None = None
+        self.start_time: int | None = None  # in /proc/pid/stat's ticks (see wire.py)
+        self._running = running  # the executor's attempts, this one until it ends
+        self._launch = launch
+        self._on_exit = on_exit
+        self._loop = loop
+        self._started = started
+        self._timed_out = False
+        self._exited = False
+        self._group_gone = False
+        self._timer: asyncio.TimerHandle | None = None
+        if launch.walltime_s is not None:
+            self._timer = loop.call_later(launch.walltime_s, self._walltime_passed)
+
+    def _signal(self, sig: int) -> None:
+        # Keep sending to the group after the leader is reaped: members may remain.  Once
+        # the group is seen empty after that, its id could be reused, so stop.
+        if self._group_gone or self.pid is None:
+            return
+        if not send_group(self.pid, sig) and self._exited:
+            self._group_gone = True
+
+    def pause(self) -> None:
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+        self._signal(signal.SIGCONT)  # a frozen group must wake up to act on it
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def reap(self, timeout: float = 5.0) -> None:
+        """Wait for the killed leader when nobody else will (the loop has stopped)."""
+
+    def _walltime_passed(self) -> None:
+        self._timer = None
+        if not self._exited:
+            self._timed_out = True
+            self.kill()
+
+    def _ending(self) -> bool:
+        """The leader ended: whether this is news (else it was handled)."""
+        if self._exited:
+            return False
+        self._exited = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        return True
+
+    def _finish(self, outcome: Outcome) -> None:
+        if self._launch.python and outcome.exit_code is not None:
+            outcome = _with_result(outcome, self._launch)
+        self._running.pop(self.key, None)
+        if self.box is not None:
+            self.box.ended()
+        self._on_exit(outcome)
+
+    def _ended_with(self, code: int, utime: float, stime: float, maxrss: int) -> Outcome:
+        return Outcome(
+            exit_code=code if code >= 0 else None,
+            signal=-code if code < 0 else None,
+            timed_out=self._timed_out,
+            max_rss_kb=maxrss,
+            cpu_time_s=utime + stime,
+            wall_s=time.monotonic() - self._started,
+        )
+
+
+def _with_result(outcome: Outcome, launch: Launch) -> Outcome:
+    """Add a python step's result (or its traceback) from the runner's result file."""
+    if outcome.exit_code is None:  # ended by a signal: no result to look for
+        return outcome
+    try:
+        data: Any = json.loads((launch.cwd / RESULT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = None
+    if not isinstance(data, dict):
+        what = f"exited with code {outcome.exit_code} and wrote" if outcome.exit_code else "wrote"
+        error = f"python step {launch.python} {what} no result (see its stderr)"
+        return replace(outcome, error=error)
+    if data.get("ok") is True:
+        return replace(outcome, result=data.get("result"))
+    return replace(outcome, error=str(data.get("error") or "python step failed"))
+
+
+def apply_limits(limits: Limits) -> None:
+    for res, pair in limits:
+        resource.setrlimit(res, pair)
