@@ -263,6 +263,13 @@ class Settings(BaseSettings):
         "every step gets a bwrap of its own (its run's other steps invisible to it; 3-9 ms "
         "more per step).",
     )
+    step_cgroups: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: where a cgroup v2 hierarchy is writable to the server (root, or a "
+        "delegated subtree), each attempt gets a cgroup: its processes are killed together "
+        "when it ends, and memory.max/pids.max bound it where those controllers are "
+        "available; off: rlimits only.",
+    )
     step_network: Literal["off", "allowed"] = Field(
         "off",
         description="off: no step has network (loopback only); allowed: steps asking for "

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flowdeck.cli.main import app
-from flowdeck.executors.sandbox import host_cgroups
+from flowdeck.executors.cgroups import describe
 from tests.helpers import live_server, make_settings, register_and_login
 
 API = "/api/v1"
@@ -64,7 +64,7 @@ def test_admin_status_shows_queue_steps_slots_and_failures(tmp_path: Path) -> No
                 assert "recent failures" in text
                 assert failed in text
                 assert "step sandbox bwrap, one per run" in text
-                assert f"cgroups ({host_cgroups()} here): not used" in text
+                assert " ".join(describe(settings.step_uids).split()) in text
 
                 result = runner.invoke(app, ["admin", "status", "--json"], env=env)
                 assert result.exit_code == 0, result.output

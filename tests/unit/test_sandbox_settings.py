@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from flowdeck.errors import ConfigError
+from flowdeck.executors.cgroups import Cgroups, describe
 from flowdeck.executors.runbox import box_spec
-from flowdeck.executors.sandbox import exit_signal, host_cgroups, parse_uids, plan
+from flowdeck.executors.sandbox import exit_signal, parse_uids, plan
 from tests.helpers import make_settings
 
 
@@ -45,18 +46,33 @@ def test_bwraps_exit_code_for_a_signal_is_read_back() -> None:
     assert exit_signal(1) is None and exit_signal(128) is None and exit_signal(255) is None
 
 
-@pytest.mark.parametrize(
-    ("lines", "kind"),
-    [
-        (["cgroup2 /sys/fs/cgroup cgroup2 rw 0 0"], "v2"),
-        (["cgroup /sys/fs/cgroup/memory cgroup rw,memory 0 0", "cgroup2 /u cgroup2 rw 0 0"], "v1"),
-        (["proc /proc proc rw 0 0"], "none"),
-    ],
-)
-def test_which_cgroups_the_host_has(tmp_path: Path, lines: list[str], kind: str) -> None:
+def test_what_bounds_a_step_is_said_for_the_host(tmp_path: Path) -> None:
     mounts = tmp_path / "mounts"
-    mounts.write_text("\n".join(lines) + "\n")
-    assert host_cgroups(str(mounts)) == kind
+    mounts.write_text("cgroup /sys/fs/cgroup/memory cgroup rw,memory 0 0\n")
+    text = describe("900000-900999", mounts=str(mounts))
+    assert text.startswith("rlimits: CPU time, address space, file size, processes (per ")
+    assert text.endswith("; no cgroup v2 here")
+    assert describe("", enabled=False).endswith("; no cgroups (step_cgroups = off)")
+
+
+def test_an_attempts_cgroup_gets_the_limits_its_controllers_allow(tmp_path: Path) -> None:
+    """memory.max and pids.max where the subtree has those controllers (a directory laid
+    out as cgroupfs: this host has no cgroup v2 controllers to try them on)."""
+    both = Cgroups(tmp_path / "both", frozenset({"memory", "pids"}))
+    both.base.mkdir()
+    group = both.attempt("run/s/0/1", memory_bytes=1 << 20, max_processes=7)
+    assert group is not None and group.path.parent == both.base
+    assert (group.path / "memory.max").read_text() == str(1 << 20)
+    assert (group.path / "pids.max").read_text() == "7"
+    assert group.memory_max == 1 << 20
+    (group.path / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+    assert group.oom_killed()
+    none = Cgroups(tmp_path / "none", frozenset())
+    none.base.mkdir()
+    bare = none.attempt("run/s/0/1", memory_bytes=1 << 20, max_processes=7)
+    assert bare is not None and bare.memory_max is None
+    assert sorted(p.name for p in bare.path.iterdir()) == []
+    assert not bare.oom_killed()
 
 
 def test_a_run_sandbox_serves_only_steps_like_its_own(tmp_path: Path) -> None:

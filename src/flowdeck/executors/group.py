@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from flowdeck.executors.base import Launch, Outcome, StepProcess
 
 if TYPE_CHECKING:
+    from flowdeck.executors.cgroups import AttemptGroup
     from flowdeck.executors.sandbox import Box
 
 ARGS_FILE = ".flowdeck-args.json"
@@ -100,6 +101,7 @@ class GroupProcess(StepProcess):
         self._exited = False
         self._group_gone = False
         self._timer: asyncio.TimerHandle | None = None
+        self.cgroup: AttemptGroup | None = None  # its cgroup v2, where it has one
         if launch.walltime_s is not None:
             self._timer = loop.call_later(launch.walltime_s, self._walltime_passed)
 
@@ -123,6 +125,8 @@ class GroupProcess(StepProcess):
 
     def kill(self) -> None:
         self._signal(signal.SIGKILL)
+        if self.cgroup is not None and self.pid is not None:
+            self.cgroup.kill()  # also what left its process group
 
     def reap(self, timeout: float = 5.0) -> None:
         """Wait for the killed leader when nobody else will (the loop has stopped)."""
@@ -144,12 +148,31 @@ class GroupProcess(StepProcess):
         return True
 
     def _finish(self, outcome: Outcome) -> None:
+        if self.cgroup is not None:
+            outcome = self._cgroup_ended(self.cgroup, outcome)
         if self._launch.python and outcome.exit_code is not None:
             outcome = _with_result(outcome, self._launch)
         self._running.pop(self.key, None)
         if self.box is not None:
             self.box.ended()
         self._on_exit(outcome)
+
+    def _cgroup_ended(self, group: AttemptGroup, outcome: Outcome) -> Outcome:
+        """What is left of the attempt is killed; its cgroup counts all its CPU time and
+        says whether its memory.max was hit."""
+        group.kill()
+        cpu = group.cpu_s()
+        if cpu is not None and cpu > outcome.cpu_time_s:
+            outcome = replace(outcome, cpu_time_s=cpu)
+        if group.memory_max is not None and group.oom_killed() and outcome.error is None:
+            error = f"out of memory: the step used more than its {group.memory_max} bytes"
+            outcome = replace(outcome, error=error)
+        self._remove_cgroup(group, 50)
+        return outcome
+
+    def _remove_cgroup(self, group: AttemptGroup, tries: int) -> None:
+        if not group.remove() and tries > 0:  # its processes are still going
+            self._loop.call_later(0.1, self._remove_cgroup, group, tries - 1)
 
     def _ended_with(self, code: int, utime: float, stime: float, maxrss: int) -> Outcome:
         return Outcome(

@@ -80,7 +80,7 @@ class Launcher:
             if pid == 0:  # the step
                 os.close(err_r)
                 try:
-                    _become(msg, [*fds[:3], err_w])
+                    _become(msg, fds, err_w)
                 except BaseException as exc:
                     code = getattr(exc, "errno", None) or 0
                     text = f"{code}\0{getattr(exc, 'strerror', None) or exc}\0"
@@ -182,20 +182,19 @@ class Launcher:
             self.kill_all()
 
 
-def _become(msg: dict[str, Any], fds: list[int]) -> None:
-    """In the forked child: become the step, then exec it."""
+def _become(msg: dict[str, Any], fds: list[int], err_w: int) -> None:
+    """In the forked child: become the step (in its cgroup, when it has one: the fourth
+    descriptor), then exec it; ``err_w`` is kept open to report a failure."""
+    if msg.get("cgroup") and len(fds) > 3:
+        os.write(fds[3], b"0")
     for sig in DEFAULT_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
     os.setsid()
     for target, fd in enumerate(fds[:3]):
         os.dup2(fd, target)
-    keep = fds[3] if len(fds) > 3 else None  # where an exec error is reported
-    if keep is None:
-        os.closerange(3, 1 << 20)
-    else:
-        os.closerange(3, keep)
-        os.closerange(keep + 1, 1 << 20)
+    os.closerange(3, err_w)  # all but where an exec error is reported
+    os.closerange(err_w + 1, 1 << 20)
     os.chdir(msg["cwd"])
     for res, soft, hard in msg.get("limits") or []:
         resource.setrlimit(res, (soft, hard))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -19,10 +20,12 @@ from contextlib import ExitStack
 from typing import IO, Any
 
 from flowdeck.executors.base import Executor, Launch, NoProcess, Outcome, StepProcess
+from flowdeck.executors.cgroups import AttemptGroup, Cgroups
 from flowdeck.executors.group import (
     ARGS_FILE,
     RESULT_FILE,
     GroupProcess,
+    Limits,
     apply_limits,
     limits_for,
     send_group,
@@ -87,7 +90,8 @@ class LocalExecutor(Executor):
     name = "local"
     can_freeze = True
 
-    def __init__(self) -> None:
+    def __init__(self, cgroups: Cgroups | None = None) -> None:
+        self._cgroups = cgroups  # a cgroup v2 per attempt (executors/cgroups.py), or none
         self._running: dict[str, GroupProcess] = {}
         self._boxes = RunBoxes()
 
@@ -96,6 +100,32 @@ class LocalExecutor(Executor):
         launch: Launch,
         on_exit: Callable[[Outcome], None],
         loop: asyncio.AbstractEventLoop,
+    ) -> StepProcess:
+        group: AttemptGroup | None = None
+        join: int | None = None  # the step writes 0 to it: it joins its cgroup
+        if self._cgroups is not None:
+            group = self._cgroups.attempt(launch.key, launch.memory_bytes, launch.max_processes)
+            try:
+                join = group.procs_fd() if group is not None else None
+            except OSError:
+                group = None
+        try:
+            proc = self._start(launch, on_exit, loop, join)
+        finally:
+            if join is not None:
+                os.close(join)
+        if group is not None and isinstance(proc, GroupProcess):
+            proc.cgroup = group
+        elif group is not None:
+            group.remove()
+        return proc
+
+    def _start(
+        self,
+        launch: Launch,
+        on_exit: Callable[[Outcome], None],
+        loop: asyncio.AbstractEventLoop,
+        join: int | None,
     ) -> StepProcess:
         if launch.argv:
             argv = list(launch.argv)
@@ -119,7 +149,9 @@ class LocalExecutor(Executor):
         limits = limits_for(launch)
         if box is not None:
             try:
-                boxed = self._boxes.start(launch, argv, limits, box, on_exit, loop, self._running)
+                boxed = self._boxes.start(
+                    launch, argv, limits, box, on_exit, loop, self._running, join
+                )
             except OSError as exc:  # its stdin, stdout or stderr
                 box.ended()
                 return self._failed(launch, argv[0], exc, on_exit, loop)
@@ -128,8 +160,8 @@ class LocalExecutor(Executor):
                 return boxed
             argv = box.argv(argv)
         kwargs: dict[str, Any] = {}
-        if limits:
-            kwargs["preexec_fn"] = lambda: apply_limits(limits)  # forces fork over vfork
+        if limits or join is not None:  # forces fork over vfork
+            kwargs["preexec_fn"] = functools.partial(_in_child, join, limits)
         if box is not None and box.pass_fds:
             kwargs["pass_fds"] = box.pass_fds
 
@@ -209,3 +241,10 @@ class LocalExecutor(Executor):
         for proc in list(self._running.values()):
             proc.reap()
         self._boxes.close()
+
+
+def _in_child(join: int | None, limits: Limits) -> None:
+    """In the forked child, before the exec: join the attempt's cgroup, set its limits."""
+    if join is not None:
+        os.write(join, b"0")
+    apply_limits(limits)

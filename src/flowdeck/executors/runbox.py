@@ -177,9 +177,10 @@ class RunBox:
         box: Box,
         on_exit: Callable[[Outcome], None],
         running: dict[str, Any],
+        join: int | None = None,
     ) -> BoxedProcess | None:
-        """Ask the launcher to start the step; None when it cannot take it now (the
-        caller starts it in a sandbox of its own)."""
+        """Ask the launcher to start the step (``join``: its cgroup's ``cgroup.procs``);
+        None when it cannot take it now (the caller starts it in a sandbox of its own)."""
         if not self.ready or self.closed:
             return None
         self._next += 1
@@ -193,6 +194,7 @@ class RunBox:
             "uid": box.uid,
             "gid": box.gid,
             "limits": [[res, soft, hard] for res, (soft, hard) in limits],
+            "cgroup": join is not None,
         }
         data = json.dumps(msg).encode()
         if len(data) > MAX_MESSAGE:
@@ -207,6 +209,8 @@ class RunBox:
             stdout = files.enter_context(open(launch.stdout, "wb"))
             stderr = files.enter_context(open(launch.stderr, "wb"))
             fds = [stdin.fileno(), stdout.fileno(), stderr.fileno()]
+            if join is not None:
+                fds.append(join)
             try:
                 socket.send_fds(self.sock, [data], fds)
             except OSError:  # full (a slow launcher) or gone: a sandbox of its own
@@ -331,6 +335,7 @@ class RunBoxes:
         on_exit: Callable[[Outcome], None],
         loop: asyncio.AbstractEventLoop,
         running: dict[str, Any],
+        join: int | None = None,
     ) -> BoxedProcess | None:
         """Start the step in its run's sandbox if that is ready; start the sandbox (for the
         run's later steps) if the run should have one.  None: start it on its own."""
@@ -343,7 +348,7 @@ class RunBoxes:
             if len(self._boxes) < MAX_BOXES:
                 self._create(key, spec, loop)
             return None
-        return found.start(launch, argv, limits, box, on_exit, running)
+        return found.start(launch, argv, limits, box, on_exit, running, join)
 
     def _create(self, key: str, spec: dict[str, Any], loop: asyncio.AbstractEventLoop) -> None:
         def gone() -> None:

@@ -434,29 +434,6 @@ def _grant_read(root: str) -> None:
                 _add_read(os.path.join(dirpath, name))
 
 
-def host_cgroups(mounts: str = "/proc/self/mounts") -> str:
-    """Which cgroup hierarchies this host mounts: "v2", "v1" (v1 controllers, perhaps
-    beside an empty unified hierarchy) or "none"."""
-    try:
-        with open(mounts, encoding="utf-8") as f:
-            kinds = {line.split()[2] for line in f if len(line.split()) > 2}
-    except OSError:
-        return "none"
-    if "cgroup" in kinds:
-        return "v1"
-    return "v2" if "cgroup2" in kinds else "none"
-
-
-def limits_applied(step_uids: str) -> str:
-    """What bounds a step's CPU, memory, processes and file size on this host, in words
-    (``flowdeck admin status``)."""
-    per = "each attempt's uid" if os.geteuid() == 0 and step_uids.strip() else "the server's user"
-    return (
-        "rlimits: CPU time, address space, file size, processes (counted per "
-        f"{per}); cgroups ({host_cgroups()} here): not used"
-    )
-
-
 def exit_signal(code: int) -> int | None:
     """bwrap reports a step ended by signal N as exit code 128 + N."""
     sig = code - 128

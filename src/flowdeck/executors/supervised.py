@@ -109,9 +109,10 @@ class SupervisedExecutor(Executor):
     can_freeze = True
     starts_once = True  # the supervisor's rule, kept in each run's attempt journal
 
-    def __init__(self, data_dir: Path, idle_s: float = 300.0) -> None:
+    def __init__(self, data_dir: Path, idle_s: float = 300.0, cgroups: str = "off") -> None:
         self.data_dir = data_dir
         self.idle_s = idle_s
+        self.cgroups = cgroups  # "auto": the supervisor gives each attempt a cgroup v2
         self.sock_path = socket_path(data_dir)
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -183,6 +184,8 @@ class SupervisedExecutor(Executor):
                     str(self.data_dir / "supervisor.lock"),
                     "--idle-s",
                     str(self.idle_s),
+                    "--cgroups",
+                    self.cgroups,
                     "--daemon",
                 ],
                 stdin=subprocess.DEVNULL,

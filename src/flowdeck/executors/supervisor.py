@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import fcntl
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from flowdeck.executors.base import Launch, Outcome, StepProcess
+from flowdeck.executors.cgroups import Cgroups
 from flowdeck.executors.local import LocalExecutor
 from flowdeck.executors.runbox import BoxedProcess
 from flowdeck.executors.wire import (
@@ -50,10 +52,12 @@ LOST = "the supervisor that ran it stopped, so how it ended is unknown"
 
 
 class Supervisor:
-    def __init__(self, loop: asyncio.AbstractEventLoop, idle_s: float) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, idle_s: float, cgroups: Cgroups | None = None
+    ) -> None:
         self.loop = loop
         self.idle_s = idle_s
-        self.executor = LocalExecutor()
+        self.executor = LocalExecutor(cgroups)
         self.procs: dict[str, tuple[StepProcess, dict[str, Any]]] = {}
         self.pending: dict[str, StepProcess] = {}  # asked of a run's sandbox, not yet started
         # exits not yet told to a server (none was connected), until one adopts the key
@@ -232,9 +236,9 @@ class Supervisor:
             self._idle_timer = self.loop.call_later(self.idle_s, self.done.set)
 
 
-async def _main(socket_path: Path, idle_s: float) -> None:
+async def _main(socket_path: Path, idle_s: float, cgroups: Cgroups | None) -> None:
     loop = asyncio.get_running_loop()
-    sup = Supervisor(loop, idle_s)
+    sup = Supervisor(loop, idle_s, cgroups)
     loop.add_signal_handler(signal.SIGCHLD, sup._plan_reap)
     loop.add_signal_handler(signal.SIGTERM, sup.done.set)
     old_umask = os.umask(0o077)
@@ -251,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--socket", type=Path, required=True)
     parser.add_argument("--lock", type=Path, required=True)
     parser.add_argument("--idle-s", type=float, default=300.0)
+    parser.add_argument("--cgroups", choices=("auto", "off"), default="off")
     parser.add_argument("--daemon", action="store_true", help="detach (double fork)")
     args = parser.parse_args(argv)
     if args.daemon and os.fork() > 0:
@@ -265,7 +270,16 @@ def main(argv: list[str] | None = None) -> int:
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     log.info("pid %d serving %s", os.getpid(), args.socket)
     args.socket.unlink(missing_ok=True)  # we hold the lock: a leftover of a dead supervisor
-    asyncio.run(_main(args.socket, args.idle_s))
+    cgroups = None
+    if args.cgroups == "auto":  # a cgroup v2 per attempt where we may (executors/cgroups.py)
+        tag = hashlib.sha256(str(args.socket.absolute()).encode()).hexdigest()[:12]
+        cgroups = Cgroups.find(tag)
+        log.info("attempt cgroups: %s", cgroups.base if cgroups else "none (no cgroup v2 here)")
+    try:
+        asyncio.run(_main(args.socket, args.idle_s, cgroups))
+    finally:
+        if cgroups is not None:
+            cgroups.close()
     args.socket.unlink(missing_ok=True)
     log.info("idle: exiting")
     return 0

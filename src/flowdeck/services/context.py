@@ -80,7 +80,11 @@ class Context:
         subflow = SubflowExecutor(self.store, child_creator(self.runs), self.settings.stop_grace_s)
         warn_if_unsandboxed(self.settings)
         executors = {
-            "local": SupervisedExecutor(self.settings.data_dir, self.settings.supervisor_idle_s),
+            "local": SupervisedExecutor(
+                self.settings.data_dir,
+                self.settings.supervisor_idle_s,
+                self.settings.step_cgroups,
+            ),
             "inprocess": InProcessExecutor(workers=self.settings.inprocess_workers),
             "subflow": subflow,
         }

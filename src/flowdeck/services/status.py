@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from flowdeck import clock
 from flowdeck.config import Settings
 from flowdeck.domain.runs import ACTIVE_STATES, RunState
-from flowdeck.executors.sandbox import limits_applied
+from flowdeck.executors.cgroups import describe
 from flowdeck.store.base import Store
 
 RECENT_FAILURES = 5
@@ -106,5 +106,5 @@ def summary(store: Store, settings: Settings) -> Summary:
         recent_failures=failures,
         sandbox=settings.sandbox,
         sandbox_scope=settings.sandbox_scope,
-        step_limits=limits_applied(settings.step_uids),
+        step_limits=describe(settings.step_uids, settings.step_cgroups == "auto"),
     )
