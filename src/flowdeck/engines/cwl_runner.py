@@ -15,13 +15,20 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flowdeck.engines.cwl_names import OUTPUTS_DIR, SHIM_MODULE, TASKS_FILE, engine_option_symbols
+from flowdeck.engines.cwl_names import (
+    OUTPUTS_DIR,
+    SHIM_MODULE,
+    STATUS_FILE,
+    TASKS_FILE,
+    engine_option_symbols,
+)
 
 JOB_FILE = "cwl-job.json"
 RAW_OUTDIR = "cwl-out"
@@ -131,27 +138,99 @@ def _collect(result: dict[str, Any], file_outputs: dict[str, str], cwd: Path) ->
             f["location"] = dest.as_uri()
 
 
+def _located(value: Any, code_dir: Path) -> Any:
+    """A job as sent with relative File and Directory locations made absolute in the code
+    folder (where a WES run's attachments are, under their names as sent)."""
+    if isinstance(value, list):
+        return [_located(v, code_dir) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: _located(v, code_dir) for k, v in value.items()}
+    if value.get("class") in ("File", "Directory"):
+        ref = value.get("location") or value.get("path")
+        if isinstance(ref, str) and ":" not in ref.split("/", 1)[0] and not ref.startswith("/"):
+            target = (code_dir / ref).resolve()
+            if not target.is_relative_to(code_dir):
+                raise ValueError(f"{ref!r} leaves the run's files")
+            out["location"] = target.as_uri()
+            out.pop("path", None)
+    return out
+
+
+def _relocate_all(value: Any, folder: Path, counter: list[int]) -> None:
+    """Move every File of an output value (in Directory listings and secondary files too)
+    to ``folder/<n>/<its name>``, where flowdeck collects products, in place."""
+    if isinstance(value, list):
+        for v in value:
+            _relocate_all(v, folder, counter)
+        return
+    if not isinstance(value, dict):
+        return
+    kind = value.get("class")
+    if kind == "Directory":
+        where = Path(str(value.get("path") or "")) if value.get("path") else None
+        if "listing" not in value and where is not None and where.is_dir():
+            value["listing"] = [_entry(p) for p in sorted(where.iterdir())]
+        for v in value.get("listing") or []:
+            _relocate_all(v, folder, counter)
+        value.pop("path", None)
+        value.pop("location", None)
+        return
+    if kind != "File":
+        for v in value.values():
+            _relocate_all(v, folder, counter)
+        return
+    for sec in value.get("secondaryFiles") or []:
+        _relocate_all(sec, folder, counter)
+    src = Path(str(value.get("path") or str(value.get("location", "")).removeprefix("file://")))
+    if not src.is_file():
+        return
+    counter[0] += 1
+    dest = folder / str(counter[0]) / src.name
+    dest.parent.mkdir(parents=True)
+    try:
+        os.replace(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+    value["path"] = str(dest)
+    value["location"] = dest.as_uri()
+
+
+def _entry(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        return {"class": "Directory", "basename": path.name, "path": str(path)}
+    return {"class": "File", "basename": path.name, "path": str(path)}
+
+
 def run(
     workflow: str,
-    inputs: dict[str, Any],
     file_outputs: dict[str, str],
+    inputs: dict[str, Any] | None = None,
     file_inputs: dict[str, str] | None = None,
     cwltool_options: list[str] | None = None,
+    job: str | None = None,
 ) -> dict[str, Any]:
-    """Run the CWL workflow; returns ``{"object": <cwltool's output object>}``."""
+    """Run the CWL workflow; returns ``{"object": <cwltool's output object>}``.  ``job``
+    (JSON text): the CWL job document as sent, else the job is made of ``inputs``."""
     import cwltool.main  # here only: the step's own process pays for it
 
     code_dir = Path(str(sys.modules[SHIM_MODULE].__file__)).resolve().parent
-    main = (code_dir / workflow).resolve()
+    path, _, fragment = workflow.partition("#")
+    main = (code_dir / path).resolve()
     if not main.is_relative_to(code_dir) or not main.is_file():
         raise FileNotFoundError(f"the workflow has no CWL file {workflow!r}")
     cwd = Path.cwd()
-    kinds = file_inputs or {}
-    job = {k: _cwl_value(v, kinds.get(k)) for k, v in inputs.items() if v is not None}
-    _write_json(cwd / JOB_FILE, job)
+    if job is not None:
+        document = _located(json.loads(job), code_dir)
+    else:
+        kinds = file_inputs or {}
+        values = (inputs or {}).items()
+        document = {k: _cwl_value(v, kinds.get(k)) for k, v in values if v is not None}
+    _write_json(cwd / JOB_FILE, document)
     tmp = Path(os.environ.get("TMPDIR") or cwd)
     argv = [
         *DEFAULT_ARGS,
+        *(["--relax-path-checks"] if job is not None else []),
         *_options(cwltool_options or []),
         "--outdir",
         str(cwd / RAW_OUTDIR),
@@ -159,7 +238,7 @@ def run(
         f"{tmp}/cwl-tmp-",
         "--tmp-outdir-prefix",
         f"{tmp}/cwl-out-",
-        str(main),
+        str(main) + (f"#{fragment}" if fragment else ""),
         str(cwd / JOB_FILE),
     ]
     print("cwltool " + shlex.join(argv), file=sys.stderr, flush=True)
@@ -171,12 +250,16 @@ def run(
         status = cwltool.main.main(argsl=argv, stdout=out)
     finally:
         logger.removeHandler(recorder)
+    _write_json(cwd / STATUS_FILE, {"exit_code": status})
     if status != 0:
         raise RuntimeError(f"cwltool ended with status {status} (see the step's stderr)")
     result = json.loads(out.getvalue() or "{}")
     if not isinstance(result, dict):
         raise RuntimeError("cwltool wrote no output object")
-    _collect(result, file_outputs, cwd)
+    if job is not None:
+        _relocate_all(result, cwd / OUTPUTS_DIR, [0])
+    else:
+        _collect(result, file_outputs, cwd)
     return {"object": result}
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from flowdeck import __version__, clock
 from flowdeck.domain.privilege import Actor
@@ -32,8 +32,11 @@ from flowdeck.engines.cwl import (
     TASKS_FILE,
     cwl_version,
     is_cwl,
+    is_job_document,
     main_file,
+    main_file_path,
 )
+from flowdeck.engines.cwl_names import JOB_INPUT, STATUS_FILE
 from flowdeck.errors import FlowdeckError, InvalidInput, NotFound
 from flowdeck.jsonlimits import check_depth
 from flowdeck.services.context import Context
@@ -230,11 +233,14 @@ class Wes:
                 f"workflow_type {sub.workflow_type!r} is not supported (CWL, FLOWDECK)",
                 field="workflow_type",
             )
-        if url in sub.attachments and sub.files is not None and sub.workflow_type == "CWL":
+        attached = main_file_path(url) in sub.attachments
+        if attached and sub.files is not None and sub.workflow_type == "CWL":
             copy = self.ctx.workflows.new_temp_dir("wes-wf-")
             try:
                 shutil.copytree(sub.files, copy, dirs_exist_ok=True, copy_function=os.link)
-                pushed = self.ctx.cwl.push_dir(actor, copy, url, Visibility.PRIVATE, name=None)
+                pushed = self.ctx.cwl.push_dir(
+                    actor, copy, url, Visibility.PRIVATE, name=None, job_document=True
+                )
             finally:
                 shutil.rmtree(copy, ignore_errors=True)
             return pushed.workflow
@@ -281,6 +287,19 @@ class Wes:
     def submit(self, actor: Actor, sub: Submission) -> str:
         wf = self._workflow(actor, sub)
         spec = self.ctx.runs.spec_of(wf)
+        if is_job_document(spec):
+            sent = located_job(sub.params, set(sub.attachments), self.ctx.settings.data_root)
+            job: dict[str, Any] = {JOB_INPUT: json.dumps(sent)}
+            words = engine_words(sub.engine_parameters)
+            tags = [f"{k}={v}" if v else k for k, v in sub.tags.items()]
+            job |= {ENGINE_INPUT: words} if words else {}
+            run = self.ctx.runs.create(actor, wf.ref, params=job, tags=tags)
+            try:
+                self.ctx.runs.start(actor, run.id)
+            except BaseException:
+                self._discard(actor, run.id)
+                raise
+            return run.id
         ports = _ports(spec)
         params: dict[str, Any] = {}
         files: list[tuple[str, str, Path]] = []
@@ -398,11 +417,13 @@ class Wes:
         spec = self.ctx.runs.spec_of(wf) if wf else None
         cwl = spec is not None and is_cwl(spec)
         wes = f"{base_url}{WES_PATH}/runs/{run.id}"
+        as_sent = spec is not None and is_job_document(spec)
+        params = json.loads(str(run.params.get(JOB_INPUT) or "{}")) if as_sent else None
         request: dict[str, Any] = {
             "workflow_type": "CWL" if cwl else FLOWDECK_TYPE,
             "workflow_type_version": "1",
             "workflow_url": run.workflow_ref,
-            "workflow_params": self._params(run, spec),
+            "workflow_params": self._params(run, spec) if params is None else params,
             "tags": self._summary(run)["tags"],
         }
         if cwl and spec is not None and wf is not None:
@@ -425,6 +446,10 @@ class Wes:
             log["stderr"] = f"{wes}/steps/{first.name}/logs?stream=stderr{q}"
             if first.exit_code is not None and len(steps) == 1:
                 log["exit_code"] = first.exit_code
+            if cwl:  # cwltool's own status (33: an unsupported requirement), when it ran
+                status = rundir_status(self.ctx.runs.rundir(run.id).step_dir(CWL_STEP, -1))
+                if status is not None:
+                    log["exit_code"] = status
         by_path = {p.path: p for p in products}
         rundir = self.ctx.runs.rundir(run.id).root
         outputs: Any = dict(run.outputs)
@@ -537,9 +562,80 @@ class Wes:
         return {"run_id": run.id}
 
 
+def rundir_status(step_dir: Path) -> int | None:
+    """cwltool's exit status as the CWL step recorded it, if it did."""
+    try:
+        data = json.loads((step_dir / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    code = data.get("exit_code") if isinstance(data, dict) else None
+    return code if isinstance(code, int) else None
+
+
+def located_job(
+    job: Any, attachments: set[str], data_root: Path | None, where: str = "workflow_params"
+) -> Any:
+    """A CWL job as sent, with only the locations of its local Files and Directories
+    rewritten: each names an attachment (a folder of attachments for a Directory) by its
+    relative path as sent; a path elsewhere (a client's own, as wes-client sends) names
+    the one attachment of that file name; a path under the server's data root stays.
+    Literals (no location) and other URLs are cwltool's to read.  Anything else is
+    refused."""
+    if isinstance(job, list):
+        return [located_job(v, attachments, data_root, f"{where}[{i}]") for i, v in enumerate(job)]
+    if not isinstance(job, dict):
+        return job
+    out = {k: located_job(v, attachments, data_root, f"{where}.{k}") for k, v in job.items()}
+    ref = job.get("location") or job.get("path")
+    if job.get("class") not in ("File", "Directory") or not isinstance(ref, str):
+        return out
+    scheme = ref.split(":", 1)[0] if ":" in ref.split("/", 1)[0] else ""
+    if scheme and scheme != "file":
+        return out
+    path = unquote(ref.removeprefix("file://"))
+    while path.startswith("./"):
+        path = path[2:]
+    path = path.rstrip("/") or path
+    if data_root is not None and path.startswith("/"):
+        real, root = Path(path).resolve(), data_root.resolve()
+        if real.is_relative_to(root) and real.exists():  # the server's shared data
+            out["location"] = real.as_uri()
+            out.pop("path", None)
+            return out
+    if not path.startswith("/"):
+        try:
+            name = safe_relative(path)
+        except InvalidInput:
+            raise InvalidInput(
+                f"{where}: {ref!r} is not a safe relative path (no '..', no control characters)",
+                field="workflow_params",
+            ) from None
+        if name not in attachments and not any(a.startswith(f"{name}/") for a in attachments):
+            raise InvalidInput(
+                f"{where}: {ref!r} is not an attachment (nor a folder of attachments)",
+                field="workflow_params",
+            )
+    else:
+        base = PurePosixPath(path).name
+        same = [a for a in attachments if PurePosixPath(a).name == base]
+        if len(same) != 1 or job.get("class") != "File":
+            raise InvalidInput(
+                f"{where}: {ref!r} is not an attachment"
+                + (" (several attachments have that name)" if len(same) > 1 else "")
+                + ": attach it and name it by its attachment's relative path",
+                field="workflow_params",
+            )
+        name = same[0]
+    out["location"] = name
+    out.pop("path", None)
+    return out
+
+
 def _rewrite(value: Any, products: dict[str, Any], rundir: Path, base_url: str) -> Any:
     """cwltool's output object with file locations turned into product download URLs
-    (under the WES prefix, where WES clients' credentials are accepted)."""
+    ending in the file's name (under the WES prefix, where WES clients' credentials are
+    accepted); a Directory's location is its name under the run's URL, its listing's
+    files are products."""
     if isinstance(value, list):
         return [_rewrite(v, products, rundir, base_url) for v in value]
     if not isinstance(value, dict):
@@ -553,7 +649,9 @@ def _rewrite(value: Any, products: dict[str, Any], rundir: Path, base_url: str) 
         product = products.get(rel)
         out.pop("path", None)
         if product is not None:
-            out["location"] = f"{base_url}{WES_PATH}/runs/{product.run_id}/products/{product.id}"
+            name = quote(Path(str(value["path"])).name)
+            run_url = f"{base_url}{WES_PATH}/runs/{product.run_id}"
+            out["location"] = f"{run_url}/products/{product.id}/{name}"
         else:
             out.pop("location", None)
     elif value.get("class") == "Directory":

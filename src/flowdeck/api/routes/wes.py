@@ -257,3 +257,16 @@ def download_product(run_id: str, product_id: str, ctx: CtxDep, actor: ActorDep)
     """A product's file, as `GET /api/v1/runs/{run_id}/products/{product_id}` (the
     `location` of an output file in the RunLog); Range requests are honoured."""
     return runs_routes.download_product(run_id, product_id, ctx, actor)
+
+
+@router.get(
+    "/runs/{run_id}/products/{product_id}/{filename}",
+    response_class=FileResponse,
+    responses=FILE_OK,
+)
+def download_named_product(
+    run_id: str, product_id: str, filename: str, ctx: CtxDep, actor: ActorDep
+) -> FileResponse:
+    """The same file, by a URL ending in its name (the `location` of an output File of a
+    CWL run); the name is not checked."""
+    return runs_routes.download_product(run_id, product_id, ctx, actor)
