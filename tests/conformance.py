@@ -132,10 +132,14 @@ class Outcome:
         }
 
 
-def read_junit(path: Path) -> Outcome:
+def read_junit(path: Path, ids: list[str]) -> Outcome:
+    """cwltest's results of ``ids``: its report has one test case per test run, in the
+    order of ``-n``, but names them after the first tests of the whole index."""
     out = Outcome(set(), set(), set())
-    for case in ET.parse(path).getroot().iter("testcase"):
-        name = str(case.get("file") or case.get("name"))  # cwltest: file = the test's id
+    cases = list(ET.parse(path).getroot().iter("testcase"))
+    if len(cases) != len(ids):
+        raise RuntimeError(f"{path}: {len(cases)} results for {len(ids)} tests")
+    for name, case in zip(ids, cases, strict=True):
         if case.find("failure") is not None or case.find("error") is not None:
             out.failed.add(name)
         elif case.find("skipped") is not None:
@@ -164,7 +168,7 @@ def cwltest(tool: str, ids: list[str], jobs: int, xml: Path, cwd: Path, *args: s
     if args:
         cmd += ["--", *args]
     subprocess.run(cmd, cwd=cwd, check=False, stdout=subprocess.DEVNULL)
-    return read_junit(xml)
+    return read_junit(xml, ids)
 
 
 def baseline(ids: list[str], jobs: int, fresh: bool, work: Path) -> Outcome:
@@ -177,7 +181,7 @@ def baseline(ids: list[str], jobs: int, fresh: bool, work: Path) -> Outcome:
         cwltest(cwltool, ids, jobs, xml, work, *CWLTOOL_ARGS)
         CACHE.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(xml, cached)
-    return read_junit(cached)
+    return read_junit(cached, ids)
 
 
 def runner_script(work: Path, url: str, token: str) -> Path:

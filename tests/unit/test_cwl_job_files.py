@@ -133,6 +133,20 @@ def test_a_location_outside_the_attachments_is_refused(location: str, message: s
     assert "workflow_params.in[0]" in caught.value.message
 
 
+def test_locations_are_uri_references_and_secondary_files_go_along(tmp_path: Path) -> None:
+    for name in ("A:Gln2Cys.txt", "A:Gln2Cys.txt.idx", "A:Gln2Cys.bai", "other.txt"):
+        (tmp_path / name).write_text(name)
+    bundle = Bundle()
+    sent = job_for_server(
+        {"f": {"class": "File", "location": "A%3AGln2Cys.txt"}}, tmp_path, bundle, bundle.root
+    )
+    names = sorted(attachment_names(bundle, bundle.root()))
+    assert names == ["A:Gln2Cys.bai", "A:Gln2Cys.txt", "A:Gln2Cys.txt.idx"]
+    job = relocate(sent, bundle.root())
+    assert job == {"f": {"class": "File", "location": "A%3AGln2Cys.txt"}}
+    assert located_job(job, set(names), None) == job
+
+
 def test_a_workflow_url_names_its_file_without_fragment_or_dot() -> None:
     assert main_file_path("./sub/packed.cwl#main") == "sub/packed.cwl"
     assert main_file_path("tool.cwl") == "tool.cwl"

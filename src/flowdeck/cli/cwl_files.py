@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import yaml
 
@@ -41,6 +41,8 @@ class Bundle:
     documents: set[Path] = field(default_factory=set)
 
     def add_tree(self, path: Path) -> None:
+        if path.is_file():
+            self.add_siblings(path)
         if path.is_dir():
             self.folders.add(path)
             for child in path.rglob("*"):
@@ -50,6 +52,14 @@ class Bundle:
                     self.folders.add(child.resolve())
         elif path.is_file():
             self.files.add(path.resolve())
+
+    def add_siblings(self, path: Path) -> None:
+        """The files next to a job's File whose names start as its name without its
+        extension: its secondary files, which cwltool finds by the tool's patterns."""
+        stem = path.name.rsplit(".", 1)[0] if "." in path.name[1:] else path.name
+        for sibling in path.parent.iterdir():
+            if sibling.name.startswith(stem) and sibling.is_file():
+                self.files.add(sibling.resolve())
 
     def add_document(self, path: Path) -> None:
         """A CWL or YAML document and, recursively, the local files it names."""
@@ -72,7 +82,12 @@ class Bundle:
         if not isinstance(node, dict):
             return
         for key, value in node.items():
-            if key in _DOC_REFS and isinstance(value, str):
+            if key == "$schemas" and isinstance(value, list):  # ontologies for `format`
+                for ref in value:
+                    target = local_path(str(ref), base) if isinstance(ref, str) else None
+                    if target is not None and target.is_file():
+                        self.files.add(target.resolve())
+            elif key in _DOC_REFS and isinstance(value, str):
                 target = local_path(value, base)
                 if target is None or not target.exists():
                     continue
@@ -118,8 +133,8 @@ def relocate(job: Any, root: Path) -> Any:
     loc = out.get("location")
     if job.get("class") in ("File", "Directory") and isinstance(loc, str):
         path = local_path(loc, root)
-        if path is not None and path.is_relative_to(root):
-            out["location"] = path.relative_to(root).as_posix()
+        if path is not None and path.is_relative_to(root):  # a relative URI reference
+            out["location"] = quote(path.relative_to(root).as_posix())
     return out
 
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from flowdeck.engines.cwl_names import (
     OUTPUTS_DIR,
@@ -149,7 +150,7 @@ def _located(value: Any, code_dir: Path) -> Any:
     if value.get("class") in ("File", "Directory"):
         ref = value.get("location") or value.get("path")
         if isinstance(ref, str) and ":" not in ref.split("/", 1)[0] and not ref.startswith("/"):
-            target = (code_dir / ref).resolve()
+            target = (code_dir / unquote(ref)).resolve()
             if not target.is_relative_to(code_dir):
                 raise ValueError(f"{ref!r} leaves the run's files")
             out["location"] = target.as_uri()

@@ -626,7 +626,7 @@ def located_job(
                 field="workflow_params",
             )
         name = same[0]
-    out["location"] = name
+    out["location"] = quote(name)  # a relative URI reference, as cwltool reads it
     out.pop("path", None)
     return out
 
