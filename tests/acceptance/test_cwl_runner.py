@@ -111,7 +111,11 @@ def submit(c: httpx.Client, url: str, names: list[str], params: dict[str, Any]) 
 
 
 def test_the_run_log_request_is_the_job_as_sent(srv: LiveServer, token: str) -> None:
-    params = {"word": "as sent", "extra": {"kept": [1.5, None]}}
+    params = {
+        "word": "as sent",
+        "extra": {"kept": [1.5, None]},
+        "file": {"class": "File", "path": "/home/me/./packed.cwl", "format": "x:y"},
+    }
     with srv.client(token) as c:
         r = submit(c, "./packed.cwl#main", ["packed.cwl"], params)
         assert r.status_code == 200, r.text

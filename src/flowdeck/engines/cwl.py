@@ -25,6 +25,7 @@ from flowdeck.engines.cwl_names import (
     JOB_INPUT,
     OUTPUT_OBJECT,
     OUTPUTS_DIR,
+    REQUEST_INPUT,
     SHIM_FILE,
     SHIM_MODULE,
     SHIM_SOURCE,
@@ -295,7 +296,13 @@ def translate_job_document(
             JOB_INPUT: {
                 "type": "string",
                 "required": False,
-                "description": "The CWL job document (JSON), as sent.",
+                "description": "The CWL job document (JSON) cwltool runs: as sent, but for "
+                "the locations of its files (attachments by their relative paths).",
+            },
+            REQUEST_INPUT: {
+                "type": "string",
+                "required": False,
+                "description": "The CWL job document (JSON) exactly as sent.",
             },
             ENGINE_INPUT: {
                 "type": "array",

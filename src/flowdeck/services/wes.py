@@ -36,7 +36,7 @@ from flowdeck.engines.cwl import (
     main_file,
     main_file_path,
 )
-from flowdeck.engines.cwl_names import JOB_INPUT, STATUS_FILE
+from flowdeck.engines.cwl_names import JOB_INPUT, REQUEST_INPUT, STATUS_FILE
 from flowdeck.errors import FlowdeckError, InvalidInput, NotFound
 from flowdeck.jsonlimits import check_depth
 from flowdeck.services.context import Context
@@ -289,7 +289,10 @@ class Wes:
         spec = self.ctx.runs.spec_of(wf)
         if is_job_document(spec):
             sent = located_job(sub.params, set(sub.attachments), self.ctx.settings.data_root)
-            job: dict[str, Any] = {JOB_INPUT: json.dumps(sent)}
+            job: dict[str, Any] = {
+                JOB_INPUT: json.dumps(sent),
+                REQUEST_INPUT: json.dumps(sub.params),
+            }
             words = engine_words(sub.engine_parameters)
             tags = [f"{k}={v}" if v else k for k, v in sub.tags.items()]
             job |= {ENGINE_INPUT: words} if words else {}
@@ -418,7 +421,8 @@ class Wes:
         cwl = spec is not None and is_cwl(spec)
         wes = f"{base_url}{WES_PATH}/runs/{run.id}"
         as_sent = spec is not None and is_job_document(spec)
-        params = json.loads(str(run.params.get(JOB_INPUT) or "{}")) if as_sent else None
+        sent = run.params.get(REQUEST_INPUT) or run.params.get(JOB_INPUT) or "{}"
+        params = json.loads(str(sent)) if as_sent else None
         request: dict[str, Any] = {
             "workflow_type": "CWL" if cwl else FLOWDECK_TYPE,
             "workflow_type_version": "1",
