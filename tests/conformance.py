@@ -198,8 +198,11 @@ def runner_script(work: Path, url: str, token: str) -> Path:
     return script
 
 
-def flowdeck_run(ids: list[str], jobs: int, work: Path) -> Outcome:
+def flowdeck_run(
+    ids: list[str], jobs: int, work: Path, settings: dict[str, str] | None = None
+) -> Outcome:
     env = {
+        **{f"FLOWDECK_{k.upper()}": v for k, v in (settings or {}).items()},
         "FLOWDECK_DATA_DIR": str(work / "data"),
         "FLOWDECK_REGISTRATION": "open",
         "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
@@ -226,15 +229,21 @@ def compare(ids: list[str], mine: Outcome, theirs: Outcome) -> dict[str, Any]:
     }
 
 
-def run(tags: str | None, only: str | None, jobs: int, fresh: bool) -> dict[str, Any]:
-    """Both runs of the selected tests, compared."""
+def run(
+    tags: str | None,
+    only: str | None,
+    jobs: int,
+    fresh: bool,
+    settings: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Both runs of the selected tests, compared (``settings``: the server's, by name)."""
     ids = selected(tags)
     if only:
         ids = [i for i in ids if i in set(only.split(","))]
     with tempfile.TemporaryDirectory(prefix="flowdeck-conformance-") as tmp:
         work = Path(tmp)
         theirs = baseline(ids, jobs, fresh, work)
-        mine = flowdeck_run(ids, jobs, work)
+        mine = flowdeck_run(ids, jobs, work, settings)
     return compare(ids, mine, theirs)
 
 
@@ -245,12 +254,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-j", dest="jobs", type=int, default=2)
     parser.add_argument("--fresh-baseline", action="store_true")
     parser.add_argument("--report", type=Path, help="write the comparison here (JSON)")
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of the server (docs/configuration.md), e.g. sandbox=off",
+    )
     args = parser.parse_args(argv)
     reason = missing_reason()
     if reason:
         print(f"conformance: skipped: {reason}", file=sys.stderr)
         return 2
-    report = run(args.tags, args.only, args.jobs, args.fresh_baseline)
+    settings = dict(item.split("=", 1) for item in args.setting)
+    report = run(args.tags, args.only, args.jobs, args.fresh_baseline, settings)
     text = json.dumps(report, indent=2)
     if args.report:
         args.report.write_text(text + "\n", encoding="utf-8")

@@ -84,6 +84,16 @@ def test_directory_outputs_and_their_files_come_back(
         assert "path" not in top
 
 
+def test_two_outputs_of_one_file_both_come_back(
+    srv: LiveServer, token: str, tmp_path: Path
+) -> None:
+    code, out, err = runner(srv, token, tmp_path, "twice.cwl")
+    assert code == 0, err
+    assert Path(out["a"]["path"]).read_text() == "once\n"
+    assert Path(out["b"]["path"]).read_text() == "once\n"
+    assert out["a"]["path"] != out["b"]["path"]
+
+
 def test_one_process_of_a_packed_document(srv: LiveServer, token: str, tmp_path: Path) -> None:
     code, out, err = runner(srv, token, tmp_path, "packed.cwl#main", "packed-job.yml")
     assert code == 0, err

@@ -158,12 +158,35 @@ def _located(value: Any, code_dir: Path) -> Any:
     return out
 
 
-def _relocate_all(value: Any, folder: Path, counter: list[int]) -> None:
+class _Moves:
+    """Where the output files went: one place per file, however often the output object
+    names it (an in-place update makes two outputs of one file)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.done: dict[Path, Path] = {}
+
+    def move(self, src: Path) -> Path | None:
+        if src in self.done:
+            return self.done[src]
+        if not src.is_file():
+            return None
+        dest = self.folder / str(len(self.done) + 1) / src.name
+        dest.parent.mkdir(parents=True)
+        try:
+            os.replace(src, dest)
+        except OSError:
+            shutil.copyfile(src, dest)
+        self.done[src] = dest
+        return dest
+
+
+def _relocate_all(value: Any, moves: _Moves) -> None:
     """Move every File of an output value (in Directory listings and secondary files too)
-    to ``folder/<n>/<its name>``, where flowdeck collects products, in place."""
+    to ``outputs/<n>/<its name>``, where flowdeck collects products, in place."""
     if isinstance(value, list):
         for v in value:
-            _relocate_all(v, folder, counter)
+            _relocate_all(v, moves)
         return
     if not isinstance(value, dict):
         return
@@ -173,28 +196,21 @@ def _relocate_all(value: Any, folder: Path, counter: list[int]) -> None:
         if "listing" not in value and where is not None and where.is_dir():
             value["listing"] = [_entry(p) for p in sorted(where.iterdir())]
         for v in value.get("listing") or []:
-            _relocate_all(v, folder, counter)
+            _relocate_all(v, moves)
         value.pop("path", None)
         value.pop("location", None)
         return
     if kind != "File":
         for v in value.values():
-            _relocate_all(v, folder, counter)
+            _relocate_all(v, moves)
         return
     for sec in value.get("secondaryFiles") or []:
-        _relocate_all(sec, folder, counter)
+        _relocate_all(sec, moves)
     src = Path(str(value.get("path") or str(value.get("location", "")).removeprefix("file://")))
-    if not src.is_file():
-        return
-    counter[0] += 1
-    dest = folder / str(counter[0]) / src.name
-    dest.parent.mkdir(parents=True)
-    try:
-        os.replace(src, dest)
-    except OSError:
-        shutil.copyfile(src, dest)
-    value["path"] = str(dest)
-    value["location"] = dest.as_uri()
+    dest = moves.move(src)
+    if dest is not None:
+        value["path"] = str(dest)
+        value["location"] = dest.as_uri()
 
 
 def _entry(path: Path) -> dict[str, Any]:
@@ -258,7 +274,7 @@ def run(
     if not isinstance(result, dict):
         raise RuntimeError("cwltool wrote no output object")
     if job is not None:
-        _relocate_all(result, cwd / OUTPUTS_DIR, [0])
+        _relocate_all(result, _Moves(cwd / OUTPUTS_DIR))
     else:
         _collect(result, file_outputs, cwd)
     return {"object": result}

@@ -289,10 +289,9 @@ class Wes:
         spec = self.ctx.runs.spec_of(wf)
         if is_job_document(spec):
             sent = located_job(sub.params, set(sub.attachments), self.ctx.settings.data_root)
-            job: dict[str, Any] = {
-                JOB_INPUT: json.dumps(sent),
-                REQUEST_INPUT: json.dumps(sub.params),
-            }
+            job: dict[str, Any] = {JOB_INPUT: json.dumps(sent)}
+            if REQUEST_INPUT in spec.inputs:
+                job[REQUEST_INPUT] = json.dumps(sub.params)
             words = engine_words(sub.engine_parameters)
             tags = [f"{k}={v}" if v else k for k, v in sub.tags.items()]
             job |= {ENGINE_INPUT: words} if words else {}
