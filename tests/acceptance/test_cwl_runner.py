@@ -33,10 +33,16 @@ def token(srv: LiveServer) -> str:
     return register_and_login(srv, "cwlrunner")
 
 
-def runner(srv: LiveServer, token: str, outdir: Path, *args: str) -> tuple[int, Any, str]:
+RUNNER_COMMAND = [sys.executable, "-m", "flowdeck.cli.cwl_runner"]  # flowdeck-cwl-runner
+FLOWDECK_COMMAND = [sys.executable, "-m", "flowdeck", "cwl-runner"]
+
+
+def runner(
+    srv: LiveServer, token: str, outdir: Path, *args: str, command: list[str] = RUNNER_COMMAND
+) -> tuple[int, Any, str]:
     env = {**os.environ, "FLOWDECK_URL": srv.url, "FLOWDECK_TOKEN": token}
     done = subprocess.run(
-        [sys.executable, "-m", "flowdeck.cli.cwl_runner", f"--outdir={outdir}", *args],
+        [*command, f"--outdir={outdir}", *args],
         cwd=RUNNER,
         env=env,
         capture_output=True,
@@ -94,8 +100,13 @@ def test_two_outputs_of_one_file_both_come_back(
     assert out["a"]["path"] != out["b"]["path"]
 
 
-def test_one_process_of_a_packed_document(srv: LiveServer, token: str, tmp_path: Path) -> None:
-    code, out, err = runner(srv, token, tmp_path, "packed.cwl#main", "packed-job.yml")
+@pytest.mark.parametrize("command", [RUNNER_COMMAND, FLOWDECK_COMMAND])
+def test_one_process_of_a_packed_document(
+    srv: LiveServer, token: str, tmp_path: Path, command: list[str]
+) -> None:
+    code, out, err = runner(
+        srv, token, tmp_path, "packed.cwl#main", "packed-job.yml", command=command
+    )
     assert code == 0, err
     assert (tmp_path / "said.txt").read_text() == "hi\n"
     assert out["said"]["basename"] == "said.txt"

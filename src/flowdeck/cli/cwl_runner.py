@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from flowdeck.cli.common import err
+from flowdeck.cli.lazy import help_of
 
 if TYPE_CHECKING:
     import httpx
@@ -27,7 +28,7 @@ EXIT_FAILED = 1
 EXIT_UNSUPPORTED = 33  # cwltool's "unsupported requirement"
 WES = "/ga4gh/wes/v1"
 ENDED = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"}
-HELP = "Run a CWL document on a flowdeck server as cwltool would (outputs into --outdir)."
+HELP = help_of("cwl-runner")
 
 cwl_runner_app = typer.Typer(
     name="cwl-runner", help=HELP, pretty_exceptions_enable=False, add_completion=False
