@@ -196,6 +196,12 @@ def _default(fields: dict[str, Any], value: Any) -> dict[str, Any]:
         fields["items"] in ("file", "directory") or not isinstance(value, list)
     ):
         return {"required": False}
+    if fields["type"] == "float" and isinstance(value, str):
+        # YAML 1.1 (PyYAML) reads 1.23e5 or 1e-5 as text; CWL (YAML 1.2) as a number
+        try:
+            return {"default": float(value)}
+        except ValueError:
+            return {"required": False}
     return {"default": value}
 
 
