@@ -70,7 +70,10 @@ def test_outputs_are_written_back_under_outdir_with_their_listings(tmp_path: Pat
         got.append(url)
         target.write_text(url.rsplit("/", 1)[-1])
 
+    a = {"class": "File", "basename": "a.txt", "location": "http://s/1/a.txt"}
     value = {
+        "first": a,
+        "again": [a],
         "d": {
             "class": "Directory",
             "basename": "d",
@@ -84,6 +87,10 @@ def test_outputs_are_written_back_under_outdir_with_their_listings(tmp_path: Pat
     assert out["d"]["location"] == (tmp_path / "d").as_uri()
     assert out["d"]["listing"][0]["path"] == str(tmp_path / "d" / "a.txt")
     assert out["n"] == 3
+    # one file downloaded once: the same place for each mention in one folder, a copy
+    # where a Directory holds it
+    assert out["first"]["path"] == out["again"][0]["path"] == str(tmp_path / "a.txt")
+    assert (tmp_path / "a.txt").read_text() == "a.txt"
 
 
 ATTACHED = {"wf.cwl", "a/same.txt", "b/same.txt", "d/one.txt"}

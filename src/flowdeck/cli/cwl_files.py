@@ -5,6 +5,7 @@ files brought back into ``--outdir``.  Plain YAML and paths: no cwltool on the c
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,33 +152,49 @@ def _unique(folder: Path, name: str) -> Path:
     return target
 
 
-def bring_back(value: Any, folder: Path, download: Callable[[str, Path], None]) -> Any:
+def bring_back(
+    value: Any,
+    folder: Path,
+    download: Callable[[str, Path], None],
+    seen: dict[str, Path] | None = None,
+) -> Any:
     """The output object with every File and Directory written under ``folder`` (files
-    downloaded from their ``location``), located there as cwltool locates its outputs."""
+    downloaded from their ``location``, once each however often they are named), located
+    there as cwltool locates its outputs."""
+    seen = {} if seen is None else seen
     if isinstance(value, list):
-        return [bring_back(v, folder, download) for v in value]
+        return [bring_back(v, folder, download, seen) for v in value]
     if not isinstance(value, dict):
         return value
     kind = value.get("class")
     if kind not in ("File", "Directory"):
-        return {k: bring_back(v, folder, download) for k, v in value.items()}
+        return {k: bring_back(v, folder, download, seen) for k, v in value.items()}
     out = dict(value)
-    name = str(value.get("basename") or _url_name(value.get("location")) or kind.lower())
-    target = _unique(folder, name)
-    if kind == "Directory":
-        target.mkdir(parents=True)
-        out["listing"] = [bring_back(v, target, download) for v in value.get("listing") or []]
-    else:
-        loc = value.get("location")
-        if isinstance(loc, str) and loc.startswith(("http://", "https://")):
+    loc = value.get("location")
+    remote = isinstance(loc, str) and loc.startswith(("http://", "https://"))
+    name = str(value.get("basename") or _url_name(loc) or kind.lower())
+    target = seen.get(str(loc)) if remote else None
+    if target is not None and target.parent != folder:  # elsewhere: in a Directory
+        copy = _unique(folder, name)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(target, copy)
+        target = copy
+    elif target is None:
+        target = _unique(folder, name)
+        if kind == "Directory":
+            target.mkdir(parents=True)
+        elif remote:
             target.parent.mkdir(parents=True, exist_ok=True)
-            download(loc, target)
+            download(str(loc), target)
+            seen[str(loc)] = target
         elif "contents" in value:
             target.write_text(str(value["contents"]), encoding="utf-8")
-        if "secondaryFiles" in value:
-            out["secondaryFiles"] = [
-                bring_back(v, folder, download) for v in value["secondaryFiles"]
-            ]
+    if kind == "Directory":
+        out["listing"] = [bring_back(v, target, download, seen) for v in value.get("listing") or []]
+    elif "secondaryFiles" in value:
+        out["secondaryFiles"] = [
+            bring_back(v, folder, download, seen) for v in value["secondaryFiles"]
+        ]
     out["location"] = target.as_uri()
     out["path"] = str(target)
     out.setdefault("basename", target.name)
