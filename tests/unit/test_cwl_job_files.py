@@ -11,7 +11,7 @@ import pytest
 from flowdeck.cli.cwl_files import Bundle, attachment_names, bring_back, job_for_server, relocate
 from flowdeck.engines.cwl import main_file_path
 from flowdeck.errors import InvalidInput
-from flowdeck.services.wes import located_job
+from flowdeck.services.wes_cwl import located_job
 
 
 def test_a_bundle_holds_the_documents_and_files_a_tool_and_its_job_name(tmp_path: Path) -> None:

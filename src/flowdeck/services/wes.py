@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from flowdeck import __version__, clock
 from flowdeck.domain.privilege import Actor
@@ -36,13 +36,21 @@ from flowdeck.engines.cwl import (
     main_file,
     main_file_path,
 )
-from flowdeck.engines.cwl_names import JOB_INPUT, REQUEST_INPUT, STATUS_FILE
+from flowdeck.engines.cwl_names import JOB_INPUT, REQUEST_INPUT
 from flowdeck.errors import FlowdeckError, InvalidInput, NotFound
 from flowdeck.jsonlimits import check_depth
 from flowdeck.services.context import Context
+from flowdeck.services.wes_cwl import (
+    WES_PATH,
+    located_job,
+    rewrite_outputs,
+    rundir_status,
+    safe_relative,
+)
+
+__all__ = ["WES_PATH", "Submission", "Wes", "located_job", "safe_relative", "submission"]
 
 WES_VERSION = "1.1.0"
-WES_PATH = "ga4gh/wes/v1"  # under the server's base URL
 FLOWDECK_TYPE = "FLOWDECK"
 MAX_PAGE = 500
 _PORT_REF = re.compile(r"^\$\{\{ inputs\.([A-Za-z_][A-Za-z0-9_]*) \}\}$")
@@ -52,24 +60,6 @@ _REF = re.compile(r"^([a-z0-9][a-z0-9._-]*/)?[a-z0-9][a-z0-9._-]*@[A-Za-z0-9][A-
 
 def iso(when: datetime | None) -> str | None:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
-
-
-def safe_relative(name: str) -> str:
-    """An attachment's name as a safe relative path, else 400."""
-    path = PurePosixPath(name)
-    if (
-        not name
-        or path.is_absolute()
-        or "\\" in name
-        or any(ord(c) < 32 for c in name)
-        or any(p in ("", ".", "..") for p in name.split("/"))
-        or len(name.encode()) > 1024
-    ):
-        raise InvalidInput(
-            f"workflow_attachment {name!r}: only safe relative paths are accepted",
-            field="workflow_attachment",
-        )
-    return path.as_posix()
 
 
 @dataclass
@@ -457,7 +447,9 @@ class Wes:
         rundir = self.ctx.runs.rundir(run.id).root
         outputs: Any = dict(run.outputs)
         if cwl:
-            outputs = _rewrite(run.outputs.get(OUTPUT_OBJECT) or {}, by_path, rundir, base_url)
+            outputs = rewrite_outputs(
+                run.outputs.get(OUTPUT_OBJECT) or {}, by_path, rundir, base_url
+            )
         return {
             "run_id": run.id,
             "request": request,
@@ -563,101 +555,3 @@ class Wes:
         elif run.active:
             self.ctx.runs.control(actor, run_id, "stop", grace_s=self.ctx.settings.stop_grace_s)
         return {"run_id": run.id}
-
-
-def rundir_status(step_dir: Path) -> int | None:
-    """cwltool's exit status as the CWL step recorded it, if it did."""
-    try:
-        data = json.loads((step_dir / STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    code = data.get("exit_code") if isinstance(data, dict) else None
-    return code if isinstance(code, int) else None
-
-
-def located_job(
-    job: Any, attachments: set[str], data_root: Path | None, where: str = "workflow_params"
-) -> Any:
-    """A CWL job as sent, with only the locations of its local Files and Directories
-    rewritten: each names an attachment (a folder of attachments for a Directory) by its
-    relative path as sent; a path elsewhere (a client's own, as wes-client sends) names
-    the one attachment of that file name; a path under the server's data root stays.
-    Literals (no location) and other URLs are cwltool's to read.  Anything else is
-    refused."""
-    if isinstance(job, list):
-        return [located_job(v, attachments, data_root, f"{where}[{i}]") for i, v in enumerate(job)]
-    if not isinstance(job, dict):
-        return job
-    out = {k: located_job(v, attachments, data_root, f"{where}.{k}") for k, v in job.items()}
-    ref = job.get("location") or job.get("path")
-    if job.get("class") not in ("File", "Directory") or not isinstance(ref, str):
-        return out
-    scheme = ref.split(":", 1)[0] if ":" in ref.split("/", 1)[0] else ""
-    if scheme and scheme != "file":
-        return out
-    path = unquote(ref.removeprefix("file://"))
-    while path.startswith("./"):
-        path = path[2:]
-    path = path.rstrip("/") or path
-    if data_root is not None and path.startswith("/"):
-        real, root = Path(path).resolve(), data_root.resolve()
-        if real.is_relative_to(root) and real.exists():  # the server's shared data
-            out["location"] = real.as_uri()
-            out.pop("path", None)
-            return out
-    if not path.startswith("/"):
-        try:
-            name = safe_relative(path)
-        except InvalidInput:
-            raise InvalidInput(
-                f"{where}: {ref!r} is not a safe relative path (no '..', no control characters)",
-                field="workflow_params",
-            ) from None
-        if name not in attachments and not any(a.startswith(f"{name}/") for a in attachments):
-            raise InvalidInput(
-                f"{where}: {ref!r} is not an attachment (nor a folder of attachments)",
-                field="workflow_params",
-            )
-    else:
-        base = PurePosixPath(path).name
-        same = [a for a in attachments if PurePosixPath(a).name == base]
-        if len(same) != 1 or job.get("class") != "File":
-            raise InvalidInput(
-                f"{where}: {ref!r} is not an attachment"
-                + (" (several attachments have that name)" if len(same) > 1 else "")
-                + ": attach it and name it by its attachment's relative path",
-                field="workflow_params",
-            )
-        name = same[0]
-    out["location"] = quote(name)  # a relative URI reference, as cwltool reads it
-    out.pop("path", None)
-    return out
-
-
-def _rewrite(value: Any, products: dict[str, Any], rundir: Path, base_url: str) -> Any:
-    """cwltool's output object with file locations turned into product download URLs
-    ending in the file's name (under the WES prefix, where WES clients' credentials are
-    accepted); a Directory's location is its name under the run's URL, its listing's
-    files are products."""
-    if isinstance(value, list):
-        return [_rewrite(v, products, rundir, base_url) for v in value]
-    if not isinstance(value, dict):
-        return value
-    out = {k: _rewrite(v, products, rundir, base_url) for k, v in value.items()}
-    if value.get("class") == "File" and value.get("path"):
-        try:
-            rel = Path(str(value["path"])).relative_to(rundir).as_posix()
-        except ValueError:
-            rel = ""
-        product = products.get(rel)
-        out.pop("path", None)
-        if product is not None:
-            name = quote(Path(str(value["path"])).name)
-            run_url = f"{base_url}{WES_PATH}/runs/{product.run_id}"
-            out["location"] = f"{run_url}/products/{product.id}/{name}"
-        else:
-            out.pop("location", None)
-    elif value.get("class") == "Directory":
-        out.pop("path", None)
-        out.pop("location", None)
-    return out
