@@ -1,11 +1,13 @@
 """The step that runs a CWL workflow: called by flowdeck's python-step runner in the step's
 own process (and process group), never imported by the server.
 
-It writes the CWL job object from the run's inputs, runs cwltool in this process (no
-containers unless the workflow's engine options ask otherwise: ``--no-container``), keeps
-per-CWL-step task logs (``cwl-tasks.json``) from cwltool's log records while it runs, and
-moves the files of the output object under ``outputs/<port>/`` where flowdeck collects
-them as the run's products.
+It writes the CWL job object — the job document as sent (WES runs: its relative
+locations resolved in the workflow's files), else made of the run's typed inputs — runs
+cwltool in this process (``--no-container``), keeps per-CWL-step task logs
+(``cwl-tasks.json``) from cwltool's log records while it runs and cwltool's exit status
+(``cwl-status.json``), and moves the files of the output object where flowdeck collects
+them as the run's products: ``outputs/<n>/<file name>`` for every File of a job document's
+output object (listings and secondary files included), ``outputs/<port>/`` otherwise.
 """
 
 from __future__ import annotations
