@@ -205,6 +205,7 @@ def flowdeck_run(
         **{f"FLOWDECK_{k.upper()}": v for k, v in (settings or {}).items()},
         "FLOWDECK_DATA_DIR": str(work / "data"),
         "FLOWDECK_REGISTRATION": "open",
+        "FLOWDECK_SUPERVISOR_IDLE_S": "3",  # the step supervisor ends soon after the server
         "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
         # the CWL step imports flowdeck too: this checkout's, not an installed one
         "FLOWDECK_STEP_ENV_PASSTHROUGH": "PATH,PYTHONPATH",
