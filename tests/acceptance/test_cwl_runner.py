@@ -4,10 +4,12 @@ cwltool's exit codes come back too."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -88,6 +90,18 @@ def test_directory_outputs_and_their_files_come_back(
         assert c.get(inner["listing"][0]["location"]).text == "in\n"
         assert outputs["hashed"]["location"].endswith("/with%23hash.txt")
         assert "path" not in top
+        # a Directory's location: a zip of its files, at a URL ending in its name
+        assert outputs["out"]["location"].endswith("/directories/out/out")
+        got = c.get(outputs["out"]["location"])
+        assert got.status_code == 200, got.text
+        with zipfile.ZipFile(io.BytesIO(got.content)) as z:
+            assert sorted(z.namelist()) == ["inner/deep.txt", "top.txt"]
+            assert z.read("inner/deep.txt") == b"in\n"
+        assert inner["location"].endswith("/directories/out/listing/1/inner")
+        with zipfile.ZipFile(io.BytesIO(c.get(inner["location"]).content)) as z:
+            assert z.namelist() == ["deep.txt"]
+        missing = c.get(f"{WES}/runs/{run_id}/directories/hashed/with%23hash.txt")
+        assert missing.status_code == 404
 
 
 def test_two_outputs_of_one_file_both_come_back(

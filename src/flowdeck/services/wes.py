@@ -42,6 +42,7 @@ from flowdeck.jsonlimits import check_depth
 from flowdeck.services.context import Context
 from flowdeck.services.wes_cwl import (
     WES_PATH,
+    directory_files,
     located_job,
     rewrite_outputs,
     rundir_status,
@@ -447,9 +448,7 @@ class Wes:
         rundir = self.ctx.runs.rundir(run.id).root
         outputs: Any = dict(run.outputs)
         if cwl:
-            outputs = rewrite_outputs(
-                run.outputs.get(OUTPUT_OBJECT) or {}, by_path, rundir, base_url
-            )
+            outputs = rewrite_outputs(run.outputs.get(OUTPUT_OBJECT) or {}, by_path, rundir, wes)
         return {
             "run_id": run.id,
             "request": request,
@@ -476,6 +475,15 @@ class Wes:
                 value = files if isinstance(value, list) else files[0]
             out[back[port]] = value
         return out
+
+    def directory(self, actor: Actor, run_id: str, where: str) -> tuple[str, list[Any]]:
+        """An output Directory of a CWL run (its ``location``): its name and its files
+        (zip member name, file)."""
+        with self.ctx.store.read() as tx:
+            run = self.ctx.runs.load(tx, actor, run_id)
+            products = {p.path: p for p in tx.list_products(run.id)}
+        rundir = self.ctx.runs.rundir(run.id).root
+        return directory_files(run.outputs.get(OUTPUT_OBJECT), where, products, rundir)
 
     # -- tasks ----------------------------------------------------------------------------
     def _tasks(self, actor: Actor, run_id: str, base_url: str) -> list[dict[str, Any]]:

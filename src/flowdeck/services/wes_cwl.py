@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from flowdeck.engines.cwl_names import STATUS_FILE
-from flowdeck.errors import InvalidInput
+from flowdeck.errors import InvalidInput, NotFound
 
 WES_PATH = "ga4gh/wes/v1"  # under the server's base URL
 
@@ -102,30 +102,81 @@ def located_job(
     return out
 
 
-def rewrite_outputs(value: Any, products: dict[str, Any], rundir: Path, base_url: str) -> Any:
+def rewrite_outputs(
+    value: Any,
+    products: dict[str, Any],
+    rundir: Path,
+    run_url: str,
+    keys: tuple[str, ...] = (),
+) -> Any:
     """cwltool's output object with file locations turned into product download URLs
     ending in the file's name (under the WES prefix, where WES clients' credentials are
-    accepted); a Directory's location is its name under the run's URL, its listing's
-    files are products."""
+    accepted); a Directory's location is the URL of a zip of its files, ending in its name
+    (``directories/<where it is in the object>/<name>``)."""
     if isinstance(value, list):
-        return [rewrite_outputs(v, products, rundir, base_url) for v in value]
+        return [
+            rewrite_outputs(v, products, rundir, run_url, (*keys, str(i)))
+            for i, v in enumerate(value)
+        ]
     if not isinstance(value, dict):
         return value
-    out = {k: rewrite_outputs(v, products, rundir, base_url) for k, v in value.items()}
+    out = {
+        k: rewrite_outputs(v, products, rundir, run_url, (*keys, str(k))) for k, v in value.items()
+    }
     if value.get("class") == "File" and value.get("path"):
-        try:
-            rel = Path(str(value["path"])).relative_to(rundir).as_posix()
-        except ValueError:
-            rel = ""
-        product = products.get(rel)
+        product = products.get(_relative(value["path"], rundir))
         out.pop("path", None)
         if product is not None:
             name = quote(Path(str(value["path"])).name)
-            run_url = f"{base_url}{WES_PATH}/runs/{product.run_id}"
             out["location"] = f"{run_url}/products/{product.id}/{name}"
         else:
             out.pop("location", None)
     elif value.get("class") == "Directory":
         out.pop("path", None)
-        out.pop("location", None)
+        where = "/".join(quote(k, safe="") for k in keys)
+        name = quote(str(value.get("basename") or "directory"), safe="")
+        out["location"] = f"{run_url}/directories/{where}/{name}"
     return out
+
+
+def _relative(path: Any, rundir: Path) -> str:
+    try:
+        return Path(str(path)).relative_to(rundir).as_posix()
+    except ValueError:
+        return ""
+
+
+def directory_files(
+    cwl_object: Any, where: str, products: dict[str, Any], rundir: Path
+) -> tuple[str, list[tuple[str, Path]]]:
+    """The Directory at ``where`` (``<keys…>/<name>`` as :func:`rewrite_outputs` wrote it) of
+    an output object: its name and its files (products only), each under its path inside
+    the Directory."""
+    *keys, _name = [unquote(k) for k in where.split("/")]
+    node = cwl_object
+    for key in keys:
+        if isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        elif isinstance(node, dict) and key in node:
+            node = node[key]
+        else:
+            node = None
+            break
+    if not keys or not isinstance(node, dict) or node.get("class") != "Directory":
+        raise NotFound(f"the run's outputs have no Directory {where!r}")
+    members: list[tuple[str, Path]] = []
+
+    def walk(listing: Any, prefix: str) -> None:
+        for entry in listing if isinstance(listing, list) else []:
+            if not isinstance(entry, dict):
+                continue
+            name = f"{prefix}{entry.get('basename') or ''}"
+            if entry.get("class") == "Directory":
+                walk(entry.get("listing"), f"{name}/")
+            elif entry.get("class") == "File" and entry.get("path"):
+                product = products.get(_relative(entry["path"], rundir))
+                if product is not None:
+                    members.append((name, Path(str(entry["path"]))))
+
+    walk(node.get("listing"), "")
+    return str(node.get("basename") or "directory"), members
