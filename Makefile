@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: serve install dev test lint typecheck unit soak bench sdk clean
+.PHONY: serve install dev test lint typecheck unit soak bench sdk clean conformance
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "flowdeck needs Python >= 3.11")'
@@ -36,6 +36,9 @@ SOAK_SEEDS ?= 20
 soak: dev                         ## the crash and fault harnesses with many seeds (SOAK_SEEDS=20)
 	FLOWDECK_TEST_FAULT_SEEDS=$(SOAK_SEEDS) $(BIN)/pytest \
 		tests/acceptance/test_crash.py tests/acceptance/test_crash_faults.py
+
+conformance: dev                  ## CWL v1.2 conformance (no Docker) through flowdeck vs bare cwltool (CONFORMANCE_ARGS=--tags required)
+	$(BIN)/python -m tests.conformance $(CONFORMANCE_ARGS)
 
 sdk: dev                          ## regenerate the synchronous SDK (client/_sync) from client/_async
 	$(BIN)/python scripts/gen_sync_client.py

@@ -50,6 +50,11 @@ def clean_sql_store(request: pytest.FixtureRequest, tmp_path: Path) -> SqlStore:
     return store
 
 
+# Steps that import flowdeck (the CWL step) import this checkout's code when the tests run
+# with PYTHONPATH pointing at it, not another copy installed in the interpreter.
+FLOWDECK_CODE: dict[str, Any] = {"step_env_passthrough": ["PATH", "PYTHONPATH"]}
+
+
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     # the step supervisor of a test's data directory should not outlive the test for long
     base: dict[str, Any] = {

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.acceptance.test_wes import _group_alive, _pgid_of_run
-from tests.helpers import LiveServer, live_server, make_settings, register_and_login
+from tests.helpers import FLOWDECK_CODE, LiveServer, live_server, make_settings, register_and_login
 
 API = "/api/v1"
 CWL = Path(__file__).parents[1] / "data" / "cwl"
@@ -23,7 +23,7 @@ TERMINAL = {"succeeded", "failed", "cancelled", "killed", "system_error"}
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     root = tmp_path_factory.mktemp("cwlruns")
-    with live_server(make_settings(root / "data", stop_grace_s=1)) as server:
+    with live_server(make_settings(root / "data", stop_grace_s=1, **FLOWDECK_CODE)) as server:
         yield server
 
 

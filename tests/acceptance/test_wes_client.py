@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import live_server, make_settings, register_and_login
+from tests.helpers import FLOWDECK_CODE, live_server, make_settings, register_and_login
 
 CWL = Path(__file__).parents[1] / "data" / "cwl"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flowdeck-tests"
@@ -72,7 +72,7 @@ def test_wes_client_runs_a_cwl_workflow_with_an_attachment(tmp_path: Path) -> No
     for name in ("sort-count.cwl", "sort.cwl", "count.cwl", "fruit.txt"):
         shutil.copy(CWL / name, work / name)
     (work / "job.json").write_text(json.dumps({"text": {"class": "File", "path": "fruit.txt"}}))
-    with live_server(make_settings(tmp_path / "data")) as srv:
+    with live_server(make_settings(tmp_path / "data", **FLOWDECK_CODE)) as srv:
         token = register_and_login(srv, "wesclient")
         netrc = tmp_path / "netrc"
         netrc.write_text(f"machine 127.0.0.1 login wesclient password {token}\n")

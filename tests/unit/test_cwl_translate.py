@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import pytest
+import yaml
 
 from flowdeck.domain.validation import validate_text
 from flowdeck.engines.cwl import ENGINE_INPUT, SHIM_FILE, is_cwl, main_process, translate
@@ -115,3 +116,18 @@ def test_network_access_makes_the_step_ask_for_network() -> None:
     assert "resources" not in translate(hinted_off, "tool.cwl", "t", "1")["steps"]["cwl"]
     hinted_on = {**tool({}), "hints": {"NetworkAccess": {"networkAccess": True}}}
     assert translate(hinted_on, "tool.cwl", "t", "1")["steps"]["cwl"]["resources"]["network"]
+
+
+def test_float_defaults_in_exponent_notation_are_numbers() -> None:
+    document = main_process(
+        yaml.safe_load(
+            "cwlVersion: v1.2\nclass: CommandLineTool\nbaseCommand: 'true'\noutputs: []\n"
+            "inputs:\n  small: {type: float, default: 0.00001}\n"
+            "  big: {type: double, default: 1.23e5}\n  tiny: {type: float, default: 1e-5}\n"
+        ),
+        "t.cwl",
+    )
+    inputs = translate(document, "t.cwl", "t", "1")["inputs"]
+    assert [inputs[n]["default"] for n in ("small", "big", "tiny")] == [1e-05, 123000.0, 1e-05]
+    report = validate_text(json.dumps(translate(document, "t.cwl", "t", "1")), ["t.cwl", SHIM_FILE])
+    assert report.ok, report.problems

@@ -44,7 +44,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "secret_app",
         "Your secrets, which your runs' steps get (values from stdin, write-only).",
     ),
+    "cwl-runner": (
+        "flowdeck.cli.cwl_runner",
+        "cwl_runner_app",
+        "Run a CWL document on a flowdeck server as cwltool would (outputs into --outdir).",
+    ),
 }
+SINGLE = ("serve", "cwl-runner")  # commands, not groups of commands
 # where the commands defined in cli.main (login, logout, whoami) go among them
 ORDER = ["serve", "db", "admin", "login", "logout", "whoami", *list(COMMANDS)[3:]]
 
@@ -68,8 +74,8 @@ class LazyCommand(TyperCommand):
             module, attribute = self.target
             app = getattr(import_module(module), attribute)
             # a sub-app is a group even with one command (`db upgrade`, `events tail`), as
-            # add_typer makes it; `serve` is a single command
-            build = typer.main.get_command if self.name == "serve" else typer.main.get_group
+            # add_typer makes it; `serve` and `cwl-runner` are single commands
+            build = typer.main.get_command if self.name in SINGLE else typer.main.get_group
             self.loaded = build(app)
             self.loaded.name = self.name
         return self.loaded

@@ -12,6 +12,7 @@ Library use, offline::
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import graphlib
 import hashlib
@@ -183,6 +184,10 @@ def load_document(text: str) -> tuple[Any, _Positions, list[Problem]]:
         return None, pos, [Problem("", f"not valid YAML or JSON: {exc}")]
     if node is not None:
         _walk(node, (), pos, problems)
+    if text.lstrip().startswith("{"):
+        # JSON: read as JSON, whose numbers YAML 1.1 may take for text (1e-05, 1.23e5)
+        with contextlib.suppress(ValueError):
+            data = json.loads(text)
     return data, pos, problems
 
 

@@ -22,8 +22,10 @@ from flowdeck.engines.cwl_names import (
     CWL_VERSIONS,
     ENGINE_INPUT,
     ENGINE_OPTIONS,
+    JOB_INPUT,
     OUTPUT_OBJECT,
     OUTPUTS_DIR,
+    REQUEST_INPUT,
     SHIM_FILE,
     SHIM_MODULE,
     SHIM_SOURCE,
@@ -41,6 +43,7 @@ __all__ = [
     "CWL_VERSIONS",
     "ENGINE_INPUT",
     "ENGINE_OPTIONS",
+    "JOB_INPUT",
     "OUTPUTS_DIR",
     "OUTPUT_OBJECT",
     "SHIM_FILE",
@@ -79,8 +82,9 @@ def load_yaml(text: str, where: str) -> Any:
         raise InvalidInput(f"{where} is not YAML or JSON: {exc}", field="workflow") from exc
 
 
-def main_process(data: Any, where: str) -> dict[str, Any]:
-    """The process a CWL file runs: the document, or ``#main`` of a packed ``$graph``."""
+def main_process(data: Any, where: str, fragment: str = "") -> dict[str, Any]:
+    """The process a CWL file runs: the document, or ``#main`` (else ``#fragment``) of a
+    packed ``$graph``."""
     if not looks_like_cwl(data):
         raise InvalidInput(f"{where} is not a CWL document (no cwlVersion)", field="workflow")
     version = str(data["cwlVersion"])
@@ -92,11 +96,14 @@ def main_process(data: Any, where: str) -> dict[str, Any]:
         )
     if "$graph" in data:
         graph = data["$graph"]
+        wanted = fragment or "main"
         found = [
-            p for p in graph if isinstance(p, dict) and str(p.get("id", "")) in ("main", "#main")
+            p
+            for p in graph
+            if isinstance(p, dict) and str(p.get("id", "")).rsplit("#", 1)[-1] == wanted
         ]
         if not found:
-            raise CwlUnsupported(f"{where}: a packed document ($graph) needs a process '#main'")
+            raise CwlUnsupported(f"{where}: a packed document ($graph) needs a process '#{wanted}'")
         return {**found[0], "cwlVersion": version}
     return dict(data)
 
@@ -189,6 +196,12 @@ def _default(fields: dict[str, Any], value: Any) -> dict[str, Any]:
         fields["items"] in ("file", "directory") or not isinstance(value, list)
     ):
         return {"required": False}
+    if fields["type"] == "float" and isinstance(value, str):
+        # YAML 1.1 (PyYAML) reads 1.23e5 or 1e-5 as text; CWL (YAML 1.2) as a number
+        try:
+            return {"default": float(value)}
+        except ValueError:
+            return {"required": False}
     return {"default": value}
 
 
@@ -269,6 +282,72 @@ def translate(process: Mapping[str, Any], main: str, name: str, version: str) ->
     }
 
 
+def translate_job_document(
+    process: Mapping[str, Any], main: str, name: str, version: str
+) -> dict[str, Any]:
+    """The generated spec of a CWL workflow run with its job document as sent (WES): one
+    input holds the job (JSON text, every CWL type and field kept for cwltool), and every
+    File of the output object is a product under ``outputs/<n>/<its name>``."""
+    label = process.get("label") or process.get("doc") or ""
+    resources = {"resources": {"network": True}} if _asks_network(process) else {}
+    outputs = {OUTPUT_OBJECT: {"from": f"${{{{ steps.{CWL_STEP}.outputs.object }}}}"}}
+    for port in ("files", "hidden_files"):
+        outputs[port] = {"from": f"${{{{ steps.{CWL_STEP}.outputs.{port} }}}}"}
+    return {
+        "flowdeck": 1,
+        "name": name,
+        "version": version,
+        "description": str(label if isinstance(label, str) else " ".join(map(str, label)))[:2000],
+        "inputs": {
+            JOB_INPUT: {
+                "type": "string",
+                "required": False,
+                "description": "The CWL job document (JSON) cwltool runs: as sent, but for "
+                "the locations of its files (attachments by their relative paths).",
+            },
+            REQUEST_INPUT: {
+                "type": "string",
+                "required": False,
+                "description": "The CWL job document (JSON) exactly as sent.",
+            },
+            ENGINE_INPUT: {
+                "type": "array",
+                "items": "enum",
+                "symbols": engine_option_symbols(),
+                "required": False,
+                "description": "Options for cwltool (flowdeck runs CWL without containers).",
+            },
+        },
+        "outputs": outputs,
+        "steps": {
+            CWL_STEP: {
+                "description": f"cwltool {main}",
+                "python": SHIM_TARGET,
+                "with": {
+                    "workflow": main,
+                    "job": f"${{{{ inputs.{JOB_INPUT} }}}}",
+                    "file_outputs": {},
+                    ENGINE_INPUT: f"${{{{ inputs.{ENGINE_INPUT} }}}}",
+                },
+                "outputs": {
+                    "object": {"return": "object", "description": "cwltool's output object"},
+                    "files": {"glob": f"{OUTPUTS_DIR}/*/*", "description": "output files"},
+                    "hidden_files": {
+                        "glob": f"{OUTPUTS_DIR}/*/.*",
+                        "description": "output files whose names start with a dot",
+                    },
+                },
+                **resources,
+            }
+        },
+    }
+
+
+def is_job_document(spec: WorkflowSpec) -> bool:
+    """Whether a CWL workflow takes its job document as sent (:func:`translate_job_document`)."""
+    return is_cwl(spec) and JOB_INPUT in spec.inputs and "job" in spec.steps[CWL_STEP].with_
+
+
 def _asks_network(node: Any) -> bool:
     """Whether a CWL document (inline steps included) requires or hints ``NetworkAccess``
     with ``networkAccess: true``: the CWL step then asks for network (``step_network``)."""
@@ -299,10 +378,18 @@ def cwl_version(archive_dir: Path, spec: WorkflowSpec) -> str | None:
     if main is None:
         return None
     try:
-        data = yaml.safe_load((archive_dir / main).read_text(encoding="utf-8"))
+        data = yaml.safe_load((archive_dir / main_file_path(main)).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return None
     return str(data.get("cwlVersion")) if isinstance(data, Mapping) else None
+
+
+def main_file_path(main: str) -> str:
+    """The file of a ``workflow_url``: without its ``#fragment`` nor a leading ``./``."""
+    path = main.split("#", 1)[0]
+    while path.startswith("./"):
+        path = path[2:]
+    return path
 
 
 def default_name(hint: str) -> str:

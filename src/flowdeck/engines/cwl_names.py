@@ -19,6 +19,9 @@ TASKS_FILE = "cwl-tasks.json"  # per-CWL-step task logs, written while cwltool r
 CWL_VERSIONS = ("v1.0", "v1.1", "v1.2")
 WORKFLOW_TYPES = ("CWL", "FLOWDECK")
 
+JOB_INPUT = "cwl_job"  # a WES run's CWL job document (JSON text), locations resolved
+REQUEST_INPUT = "cwl_request"  # the same job exactly as sent (the WES run log's request)
+STATUS_FILE = "cwl-status.json"  # {"exit_code": cwltool's status}, in the step's folder
 ENGINE_INPUT = "cwltool_options"  # the generated input carrying allowed cwltool options
 # Options a run may pass to cwltool (flowdeck's API: the cwltool_options input; WES:
 # workflow_engine_parameters).  Anything else is refused before the run is created.

@@ -1,11 +1,13 @@
 """The step that runs a CWL workflow: called by flowdeck's python-step runner in the step's
 own process (and process group), never imported by the server.
 
-It writes the CWL job object from the run's inputs, runs cwltool in this process (no
-containers unless the workflow's engine options ask otherwise: ``--no-container``), keeps
-per-CWL-step task logs (``cwl-tasks.json``) from cwltool's log records while it runs, and
-moves the files of the output object under ``outputs/<port>/`` where flowdeck collects
-them as the run's products.
+It writes the CWL job object — the job document as sent (WES runs: its relative
+locations resolved in the workflow's files), else made of the run's typed inputs — runs
+cwltool in this process (``--no-container``), keeps per-CWL-step task logs
+(``cwl-tasks.json``) from cwltool's log records while it runs and cwltool's exit status
+(``cwl-status.json``), and moves the files of the output object where flowdeck collects
+them as the run's products: ``outputs/<n>/<file name>`` for every File of a job document's
+output object (listings and secondary files included), ``outputs/<port>/`` otherwise.
 """
 
 from __future__ import annotations
@@ -15,13 +17,21 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
-from flowdeck.engines.cwl_names import OUTPUTS_DIR, SHIM_MODULE, TASKS_FILE, engine_option_symbols
+from flowdeck.engines.cwl_names import (
+    OUTPUTS_DIR,
+    SHIM_MODULE,
+    STATUS_FILE,
+    TASKS_FILE,
+    engine_option_symbols,
+)
 
 JOB_FILE = "cwl-job.json"
 RAW_OUTDIR = "cwl-out"
@@ -131,27 +141,115 @@ def _collect(result: dict[str, Any], file_outputs: dict[str, str], cwd: Path) ->
             f["location"] = dest.as_uri()
 
 
+def _located(value: Any, code_dir: Path) -> Any:
+    """A job as sent with relative File and Directory locations made absolute in the code
+    folder (where a WES run's attachments are, under their names as sent)."""
+    if isinstance(value, list):
+        return [_located(v, code_dir) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: _located(v, code_dir) for k, v in value.items()}
+    if value.get("class") in ("File", "Directory"):
+        ref = value.get("location") or value.get("path")
+        if isinstance(ref, str) and ":" not in ref.split("/", 1)[0] and not ref.startswith("/"):
+            target = (code_dir / unquote(ref)).resolve()
+            if not target.is_relative_to(code_dir):
+                raise ValueError(f"{ref!r} leaves the run's files")
+            out["location"] = target.as_uri()
+            out.pop("path", None)
+    return out
+
+
+class _Moves:
+    """Where the output files went: one place per file, however often the output object
+    names it (an in-place update makes two outputs of one file)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.done: dict[Path, Path] = {}
+
+    def move(self, src: Path) -> Path | None:
+        if src in self.done:
+            return self.done[src]
+        if not src.is_file():
+            return None
+        dest = self.folder / str(len(self.done) + 1) / src.name
+        dest.parent.mkdir(parents=True)
+        try:
+            os.replace(src, dest)
+        except OSError:
+            shutil.copyfile(src, dest)
+        self.done[src] = dest
+        return dest
+
+
+def _relocate_all(value: Any, moves: _Moves) -> None:
+    """Move every File of an output value (in Directory listings and secondary files too)
+    to ``outputs/<n>/<its name>``, where flowdeck collects products, in place."""
+    if isinstance(value, list):
+        for v in value:
+            _relocate_all(v, moves)
+        return
+    if not isinstance(value, dict):
+        return
+    kind = value.get("class")
+    if kind == "Directory":
+        where = Path(str(value.get("path") or "")) if value.get("path") else None
+        if "listing" not in value and where is not None and where.is_dir():
+            value["listing"] = [_entry(p) for p in sorted(where.iterdir())]
+        for v in value.get("listing") or []:
+            _relocate_all(v, moves)
+        value.pop("path", None)
+        value.pop("location", None)
+        return
+    if kind != "File":
+        for v in value.values():
+            _relocate_all(v, moves)
+        return
+    for sec in value.get("secondaryFiles") or []:
+        _relocate_all(sec, moves)
+    src = Path(str(value.get("path") or str(value.get("location", "")).removeprefix("file://")))
+    dest = moves.move(src)
+    if dest is not None:
+        value["path"] = str(dest)
+        value["location"] = dest.as_uri()
+
+
+def _entry(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        return {"class": "Directory", "basename": path.name, "path": str(path)}
+    return {"class": "File", "basename": path.name, "path": str(path)}
+
+
 def run(
     workflow: str,
-    inputs: dict[str, Any],
     file_outputs: dict[str, str],
+    inputs: dict[str, Any] | None = None,
     file_inputs: dict[str, str] | None = None,
     cwltool_options: list[str] | None = None,
+    job: str | None = None,
 ) -> dict[str, Any]:
-    """Run the CWL workflow; returns ``{"object": <cwltool's output object>}``."""
+    """Run the CWL workflow; returns ``{"object": <cwltool's output object>}``.  ``job``
+    (JSON text): the CWL job document as sent, else the job is made of ``inputs``."""
     import cwltool.main  # here only: the step's own process pays for it
 
     code_dir = Path(str(sys.modules[SHIM_MODULE].__file__)).resolve().parent
-    main = (code_dir / workflow).resolve()
+    path, _, fragment = workflow.partition("#")
+    main = (code_dir / path).resolve()
     if not main.is_relative_to(code_dir) or not main.is_file():
         raise FileNotFoundError(f"the workflow has no CWL file {workflow!r}")
     cwd = Path.cwd()
-    kinds = file_inputs or {}
-    job = {k: _cwl_value(v, kinds.get(k)) for k, v in inputs.items() if v is not None}
-    _write_json(cwd / JOB_FILE, job)
+    if job is not None:
+        document = _located(json.loads(job), code_dir)
+    else:
+        kinds = file_inputs or {}
+        values = (inputs or {}).items()
+        document = {k: _cwl_value(v, kinds.get(k)) for k, v in values if v is not None}
+    _write_json(cwd / JOB_FILE, document)
     tmp = Path(os.environ.get("TMPDIR") or cwd)
     argv = [
         *DEFAULT_ARGS,
+        *(["--relax-path-checks"] if job is not None else []),
         *_options(cwltool_options or []),
         "--outdir",
         str(cwd / RAW_OUTDIR),
@@ -159,7 +257,7 @@ def run(
         f"{tmp}/cwl-tmp-",
         "--tmp-outdir-prefix",
         f"{tmp}/cwl-out-",
-        str(main),
+        str(main) + (f"#{fragment}" if fragment else ""),
         str(cwd / JOB_FILE),
     ]
     print("cwltool " + shlex.join(argv), file=sys.stderr, flush=True)
@@ -171,12 +269,16 @@ def run(
         status = cwltool.main.main(argsl=argv, stdout=out)
     finally:
         logger.removeHandler(recorder)
+    _write_json(cwd / STATUS_FILE, {"exit_code": status})
     if status != 0:
         raise RuntimeError(f"cwltool ended with status {status} (see the step's stderr)")
     result = json.loads(out.getvalue() or "{}")
     if not isinstance(result, dict):
         raise RuntimeError("cwltool wrote no output object")
-    _collect(result, file_outputs, cwd)
+    if job is not None:
+        _relocate_all(result, _Moves(cwd / OUTPUTS_DIR))
+    else:
+        _collect(result, file_outputs, cwd)
     return {"object": result}
 
 

@@ -19,8 +19,10 @@ from flowdeck.engines.cwl import (
     SPEC_FILE,
     default_name,
     load_yaml,
+    main_file_path,
     main_process,
     translate,
+    translate_job_document,
 )
 from flowdeck.errors import ArchiveRejected, InvalidInput
 from flowdeck.services.workflows import Pushed, Unpacked, Workflows
@@ -115,32 +117,38 @@ class CwlWorkflows:
         *,
         name: str | None = None,
         version: str | None = None,
+        job_document: bool = False,
     ) -> Pushed:
         """Store the CWL files under ``root`` (a temporary folder flowdeck owns: it is
-        moved into the store or left for the caller to remove)."""
-        main_path = root / main
+        moved into the store or left for the caller to remove).  ``main`` may name one
+        process of the file (``file.cwl#id``).  ``job_document``: runs take their CWL job
+        document as sent (:func:`~flowdeck.engines.cwl.translate_job_document`)."""
+        main = main_file_path(main) + ("#" + main.split("#", 1)[1] if "#" in main else "")
+        main_path = root / main_file_path(main)
         if not main_path.is_file():
             raise InvalidInput(f"no CWL file {main!r}", field="workflow_url")
         try:
             text = main_path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
             raise InvalidInput(f"{main} is not UTF-8 text: {exc}", field="workflow") from exc
-        process = main_process(load_yaml(text, main), main)
+        process = main_process(load_yaml(text, main), main, main.partition("#")[2])
         for reserved in (SHIM_FILE, SPEC_FILE):
             if (root / reserved).exists():
                 raise InvalidInput(f"{reserved!r} is a name flowdeck keeps for itself")
         members = [_member(root, p) for p in sorted(root.rglob("*")) if p.is_file()]
         digest = hashlib.sha256(
-            "\n".join(f"{m.sha256}  {m.path}" for m in members).encode()
+            "\n".join([f"main {main}", *(f"{m.sha256}  {m.path}" for m in members)]).encode()
         ).hexdigest()
-        name = name or default_name(main)
+        name = name or default_name(main_file_path(main))
         if version is None:
-            version = f"cwl-{digest[:12]}"  # content-addressed: the same files, this version
+            # content-addressed: the same files, this version
+            version = f"{'wes' if job_document else 'cwl'}-{digest[:12]}"
             with self.workflows.store.read() as tx:
                 existing = tx.find_workflow(actor.user_id, name, version)
             if existing is not None:
                 return Pushed(existing, False)
-        spec = translate(process, main, name, version)
+        make = translate_job_document if job_document else translate
+        spec = make(process, main, name, version)
         spec_text = json.dumps(spec, indent=2)
         (root / SHIM_FILE).write_text(SHIM_SOURCE, encoding="utf-8")
         (root / SPEC_FILE).write_text(spec_text, encoding="utf-8")

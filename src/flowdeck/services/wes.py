@@ -32,14 +32,26 @@ from flowdeck.engines.cwl import (
     TASKS_FILE,
     cwl_version,
     is_cwl,
+    is_job_document,
     main_file,
+    main_file_path,
 )
+from flowdeck.engines.cwl_names import JOB_INPUT, REQUEST_INPUT
 from flowdeck.errors import FlowdeckError, InvalidInput, NotFound
 from flowdeck.jsonlimits import check_depth
 from flowdeck.services.context import Context
+from flowdeck.services.wes_cwl import (
+    WES_PATH,
+    directory_files,
+    located_job,
+    rewrite_outputs,
+    rundir_status,
+    safe_relative,
+)
+
+__all__ = ["WES_PATH", "Submission", "Wes", "located_job", "safe_relative", "submission"]
 
 WES_VERSION = "1.1.0"
-WES_PATH = "ga4gh/wes/v1"  # under the server's base URL
 FLOWDECK_TYPE = "FLOWDECK"
 MAX_PAGE = 500
 _PORT_REF = re.compile(r"^\$\{\{ inputs\.([A-Za-z_][A-Za-z0-9_]*) \}\}$")
@@ -49,24 +61,6 @@ _REF = re.compile(r"^([a-z0-9][a-z0-9._-]*/)?[a-z0-9][a-z0-9._-]*@[A-Za-z0-9][A-
 
 def iso(when: datetime | None) -> str | None:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
-
-
-def safe_relative(name: str) -> str:
-    """An attachment's name as a safe relative path, else 400."""
-    path = PurePosixPath(name)
-    if (
-        not name
-        or path.is_absolute()
-        or "\\" in name
-        or any(ord(c) < 32 for c in name)
-        or any(p in ("", ".", "..") for p in name.split("/"))
-        or len(name.encode()) > 1024
-    ):
-        raise InvalidInput(
-            f"workflow_attachment {name!r}: only safe relative paths are accepted",
-            field="workflow_attachment",
-        )
-    return path.as_posix()
 
 
 @dataclass
@@ -230,11 +224,14 @@ class Wes:
                 f"workflow_type {sub.workflow_type!r} is not supported (CWL, FLOWDECK)",
                 field="workflow_type",
             )
-        if url in sub.attachments and sub.files is not None and sub.workflow_type == "CWL":
+        attached = main_file_path(url) in sub.attachments
+        if attached and sub.files is not None and sub.workflow_type == "CWL":
             copy = self.ctx.workflows.new_temp_dir("wes-wf-")
             try:
                 shutil.copytree(sub.files, copy, dirs_exist_ok=True, copy_function=os.link)
-                pushed = self.ctx.cwl.push_dir(actor, copy, url, Visibility.PRIVATE, name=None)
+                pushed = self.ctx.cwl.push_dir(
+                    actor, copy, url, Visibility.PRIVATE, name=None, job_document=True
+                )
             finally:
                 shutil.rmtree(copy, ignore_errors=True)
             return pushed.workflow
@@ -281,6 +278,21 @@ class Wes:
     def submit(self, actor: Actor, sub: Submission) -> str:
         wf = self._workflow(actor, sub)
         spec = self.ctx.runs.spec_of(wf)
+        if is_job_document(spec):
+            sent = located_job(sub.params, set(sub.attachments), self.ctx.settings.data_root)
+            job: dict[str, Any] = {JOB_INPUT: json.dumps(sent)}
+            if REQUEST_INPUT in spec.inputs:
+                job[REQUEST_INPUT] = json.dumps(sub.params)
+            words = engine_words(sub.engine_parameters)
+            tags = [f"{k}={v}" if v else k for k, v in sub.tags.items()]
+            job |= {ENGINE_INPUT: words} if words else {}
+            run = self.ctx.runs.create(actor, wf.ref, params=job, tags=tags)
+            try:
+                self.ctx.runs.start(actor, run.id)
+            except BaseException:
+                self._discard(actor, run.id)
+                raise
+            return run.id
         ports = _ports(spec)
         params: dict[str, Any] = {}
         files: list[tuple[str, str, Path]] = []
@@ -398,11 +410,14 @@ class Wes:
         spec = self.ctx.runs.spec_of(wf) if wf else None
         cwl = spec is not None and is_cwl(spec)
         wes = f"{base_url}{WES_PATH}/runs/{run.id}"
+        as_sent = spec is not None and is_job_document(spec)
+        sent = run.params.get(REQUEST_INPUT) or run.params.get(JOB_INPUT) or "{}"
+        params = json.loads(str(sent)) if as_sent else None
         request: dict[str, Any] = {
             "workflow_type": "CWL" if cwl else FLOWDECK_TYPE,
             "workflow_type_version": "1",
             "workflow_url": run.workflow_ref,
-            "workflow_params": self._params(run, spec),
+            "workflow_params": self._params(run, spec) if params is None else params,
             "tags": self._summary(run)["tags"],
         }
         if cwl and spec is not None and wf is not None:
@@ -425,11 +440,15 @@ class Wes:
             log["stderr"] = f"{wes}/steps/{first.name}/logs?stream=stderr{q}"
             if first.exit_code is not None and len(steps) == 1:
                 log["exit_code"] = first.exit_code
+            if cwl:  # cwltool's own status (33: an unsupported requirement), when it ran
+                status = rundir_status(self.ctx.runs.rundir(run.id).step_dir(CWL_STEP, -1))
+                if status is not None:
+                    log["exit_code"] = status
         by_path = {p.path: p for p in products}
         rundir = self.ctx.runs.rundir(run.id).root
         outputs: Any = dict(run.outputs)
         if cwl:
-            outputs = _rewrite(run.outputs.get(OUTPUT_OBJECT) or {}, by_path, rundir, base_url)
+            outputs = rewrite_outputs(run.outputs.get(OUTPUT_OBJECT) or {}, by_path, rundir, wes)
         return {
             "run_id": run.id,
             "request": request,
@@ -456,6 +475,15 @@ class Wes:
                 value = files if isinstance(value, list) else files[0]
             out[back[port]] = value
         return out
+
+    def directory(self, actor: Actor, run_id: str, where: str) -> tuple[str, list[Any]]:
+        """An output Directory of a CWL run (its ``location``): its name and its files
+        (zip member name, file)."""
+        with self.ctx.store.read() as tx:
+            run = self.ctx.runs.load(tx, actor, run_id)
+            products = {p.path: p for p in tx.list_products(run.id)}
+        rundir = self.ctx.runs.rundir(run.id).root
+        return directory_files(run.outputs.get(OUTPUT_OBJECT), where, products, rundir)
 
     # -- tasks ----------------------------------------------------------------------------
     def _tasks(self, actor: Actor, run_id: str, base_url: str) -> list[dict[str, Any]]:
@@ -535,28 +563,3 @@ class Wes:
         elif run.active:
             self.ctx.runs.control(actor, run_id, "stop", grace_s=self.ctx.settings.stop_grace_s)
         return {"run_id": run.id}
-
-
-def _rewrite(value: Any, products: dict[str, Any], rundir: Path, base_url: str) -> Any:
-    """cwltool's output object with file locations turned into product download URLs
-    (under the WES prefix, where WES clients' credentials are accepted)."""
-    if isinstance(value, list):
-        return [_rewrite(v, products, rundir, base_url) for v in value]
-    if not isinstance(value, dict):
-        return value
-    out = {k: _rewrite(v, products, rundir, base_url) for k, v in value.items()}
-    if value.get("class") == "File" and value.get("path"):
-        try:
-            rel = Path(str(value["path"])).relative_to(rundir).as_posix()
-        except ValueError:
-            rel = ""
-        product = products.get(rel)
-        out.pop("path", None)
-        if product is not None:
-            out["location"] = f"{base_url}{WES_PATH}/runs/{product.run_id}/products/{product.id}"
-        else:
-            out.pop("location", None)
-    elif value.get("class") == "Directory":
-        out.pop("path", None)
-        out.pop("location", None)
-    return out

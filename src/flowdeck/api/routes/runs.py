@@ -353,7 +353,7 @@ def download_all(run_id: str, ctx: CtxDep, actor: ActorDep) -> StreamingResponse
     items = [(p, ctx.runs.product_path(p)) for p in ctx.runs.products(actor, run_id)]
     files = zip_members([(p, path) for p, path in items if path is not None])
     return StreamingResponse(
-        _zip_stream(files),
+        zip_stream(files),
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="{run_id}-products.zip"'},
     )
@@ -390,7 +390,8 @@ class _Pipe:
         return data
 
 
-def _zip_stream(files: list[tuple[str, Path]]) -> Iterator[bytes]:
+def zip_stream(files: list[tuple[str, Path]]) -> Iterator[bytes]:
+    """A zip of ``files`` (member name, file), streamed as it is written."""
     pipe = _Pipe()
     with zipfile.ZipFile(cast(IO[bytes], pipe), "w", zipfile.ZIP_DEFLATED) as zf:
         for name, path in files:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BeforeValidator
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -257,3 +258,40 @@ def download_product(run_id: str, product_id: str, ctx: CtxDep, actor: ActorDep)
     """A product's file, as `GET /api/v1/runs/{run_id}/products/{product_id}` (the
     `location` of an output file in the RunLog); Range requests are honoured."""
     return runs_routes.download_product(run_id, product_id, ctx, actor)
+
+
+@router.get(
+    "/runs/{run_id}/products/{product_id}/{filename}",
+    response_class=FileResponse,
+    responses=FILE_OK,
+)
+def download_named_product(
+    run_id: str, product_id: str, filename: str, ctx: CtxDep, actor: ActorDep
+) -> FileResponse:
+    """The same file, by a URL ending in its name (the `location` of an output File of a
+    CWL run); the name is not checked."""
+    return runs_routes.download_product(run_id, product_id, ctx, actor)
+
+
+ZIP_OK: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The Directory's files in one zip",
+        "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+@router.get(
+    "/runs/{run_id}/directories/{where:path}",
+    response_class=StreamingResponse,
+    responses=ZIP_OK,
+)
+def download_directory(run_id: str, where: str, ctx: CtxDep, actor: ActorDep) -> StreamingResponse:
+    """An output Directory of a CWL run (its `location`) as a zip of its files, each under
+    its path inside the Directory."""
+    name, members = _wes(ctx).directory(actor, run_id, where)
+    return StreamingResponse(
+        runs_routes.zip_stream(members),
+        media_type="application/zip",
+        headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}.zip"},
+    )
