@@ -167,7 +167,10 @@ def cwltest(tool: str, ids: list[str], jobs: int, xml: Path, cwd: Path, *args: s
     ]
     if args:
         cmd += ["--", *args]
-    subprocess.run(cmd, cwd=cwd, check=False, stdout=subprocess.DEVNULL)
+    # one PATH for bare cwltool and for flowdeck's server (whose steps get it): this
+    # interpreter's folder first, so that tools calling `python` find the same one
+    env = {**os.environ, "PATH": _bin_path()}
+    subprocess.run(cmd, cwd=cwd, env=env, check=False, stdout=subprocess.DEVNULL)
     return read_junit(xml, ids)
 
 
@@ -209,6 +212,7 @@ def flowdeck_run(
         "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
         # the CWL step imports flowdeck too: this checkout's, not an installed one
         "FLOWDECK_STEP_ENV_PASSTHROUGH": "PATH,PYTHONPATH",
+        "PATH": _bin_path(),
     }
     with serve(work, env=env) as (url, _log):
         account = {"username": "conformance", "password": PASSWORD}

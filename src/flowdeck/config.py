@@ -297,13 +297,19 @@ class Settings(BaseSettings):
         description="RLIMIT_NPROC of a step: processes (threads count) its uid may have "
         "(per attempt as root with step_uids; else shared by all of the user's processes).",
     )
+    sandbox_extra_ro: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="More directories (comma list) every sandboxed step may read: tools "
+        "installed outside /usr that steps call (conda, pyenv, /opt/...). Every step of every "
+        "user can read them.",
+    )
     sandbox_extra_rw: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
         description="Admin and tests only: more directories (comma list) every sandboxed "
         "step may write to. Weakens the sandbox.",
     )
 
-    @field_validator("step_env_passthrough", "sandbox_extra_rw", mode="before")
+    @field_validator("step_env_passthrough", "sandbox_extra_ro", "sandbox_extra_rw", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -351,6 +357,7 @@ class Settings(BaseSettings):
         if self.sandbox != "off":  # steps would see the database
             for name, paths in (
                 ("data_root", [self.data_root]),
+                ("sandbox_extra_ro", self.sandbox_extra_ro),
                 ("sandbox_extra_rw", self.sandbox_extra_rw),
             ):
                 for path in paths:

@@ -45,18 +45,26 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     (root / "shared").mkdir()
     (root / "shared" / "ref.txt").write_text("reference\n")
     os.environ[CANARY] = "server-only"
+    tools = root / "tools" / "bin"  # a tool on the server's PATH, outside /usr
+    tools.mkdir(parents=True)
+    (tools / "flowdeck-test-tool").write_text("#!/bin/sh\necho tool ran\n")
+    (tools / "flowdeck-test-tool").chmod(0o755)
+    path = os.environ["PATH"]
+    os.environ["PATH"] = f"{tools}:{path}"
     settings = make_settings(
         root / "data",
         data_root=root / "shared",
         step_uids=f"{UIDS[0]}-{UIDS[1]}",
         step_max_processes=64,
         stop_grace_s=1,
+        sandbox_extra_ro=[root / "tools"],
     )
     try:
         with live_server(settings) as server:
             yield server
     finally:
         del os.environ[CANARY]
+        os.environ["PATH"] = path
 
 
 @pytest.fixture(scope="module")
@@ -352,3 +360,18 @@ def test_without_bwrap_steps_fail_unless_the_sandbox_is_off(
             assert status["state"] == "failed"
             message = status["error"]["message"]
             assert "bubblewrap (bwrap)" in message and 'sandbox = "off"' in message
+
+
+def test_a_tool_on_the_servers_path_is_found_in_the_sandbox(user: httpx.Client) -> None:
+    """A tool on the server's PATH outside /usr: found when its folder is in sandbox_extra_ro
+    (read-only there)."""
+    push(
+        user,
+        workflow(
+            "tool",
+            "flowdeck-test-tool; touch $(dirname $(command -v flowdeck-test-tool))/x || echo ro",
+        ),
+    )
+    run_id = submit(user, "tool@1")
+    assert wait(user, run_id)["state"] == "succeeded"
+    assert stdout(user, run_id) == "tool ran\nro\n"

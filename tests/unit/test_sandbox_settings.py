@@ -27,6 +27,9 @@ def test_the_sandbox_settings_and_their_defaults(tmp_path: Path) -> None:
     s = make_settings(tmp_path)
     assert (s.sandbox, s.step_network, s.step_env_passthrough) == ("bwrap", "off", ["PATH"])
     assert s.step_user == "flowdeck-step" and s.sandbox_extra_rw == []
+    assert s.sandbox_scope == "run" and s.step_cgroups == "auto" and s.sandbox_extra_ro == []
+    s = make_settings(tmp_path, sandbox_extra_ro="/opt/conda, /opt/tools")
+    assert s.sandbox_extra_ro == [Path("/opt/conda"), Path("/opt/tools")]
     s = make_settings(tmp_path, step_env_passthrough="PATH, LANG", sandbox_extra_rw="/srv/a")
     assert s.step_env_passthrough == ["PATH", "LANG"] and s.sandbox_extra_rw == [Path("/srv/a")]
     with pytest.raises(ConfigError, match="sandbox"):
@@ -34,7 +37,11 @@ def test_the_sandbox_settings_and_their_defaults(tmp_path: Path) -> None:
 
 
 def test_no_setting_may_show_the_data_dir_to_steps(tmp_path: Path) -> None:
-    for name, value in (("data_root", tmp_path), ("sandbox_extra_rw", [tmp_path])):
+    for name, value in (
+        ("data_root", tmp_path),
+        ("sandbox_extra_ro", [tmp_path]),
+        ("sandbox_extra_rw", [tmp_path]),
+    ):
         with pytest.raises(ConfigError, match=f"{name} must not hold data_dir"):
             make_settings(tmp_path / "data", **{name: value})
     assert make_settings(tmp_path / "data", data_root=tmp_path, sandbox="off").data_root

@@ -115,7 +115,14 @@ def sandbox_plan(ar: ActiveRun, cwd: Path, settings: Settings, network: bool) ->
         return None
     rd = ar.rundir
     return plan(
-        ro=[rd.work, rd.inputs, ar.code_dir, settings.data_root, *_other_runs_files(ar, settings)],
+        ro=[
+            rd.work,
+            rd.inputs,
+            ar.code_dir,
+            settings.data_root,
+            *_other_runs_files(ar, settings),
+            *settings.sandbox_extra_ro,
+        ],
         rw=[cwd, rd.tmp, *settings.sandbox_extra_rw],
         grant=[rd.inputs, ar.code_dir],
         deny=[settings.data_dir],
