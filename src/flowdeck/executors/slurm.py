@@ -1,0 +1,350 @@
+"""Run each step attempt as one Slurm batch job (``executor: slurm``).
+
+The server's own user submits with ``sbatch`` (no shell, no step data on the command
+line: see ``slurm_jobs.py`` for the attempt's files and its job wrapper).  Every job of a
+deployment has the same name (``slurm_job_name``) and its attempt key as comment, so one
+``squeue`` per poll (``slurm_poll_s``) covers all of them however many there are.  A job
+that left ``squeue``'s list, or shows an ended state, ended: its wrapper's exit file says
+how; without one, Slurm's state (or ``sacct``, where accounting exists) does.  A failed
+``squeue`` (slurmctld restarting) ends nothing: the next poll asks again.
+
+Stop is ``scancel --full --signal=TERM`` (the wrapper passes TERM to the step's group)
+and a kill after the grace time is plain ``scancel``; flowdeck writes ``.slurm.stop``
+first, so the wrapper tells its stop from a cancel by someone else.  Jobs outlive the
+server: a restarted one adopts them by the id in ``.slurm.job`` (:meth:`adopt`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flowdeck.executors.base import Executor, Launch, NoProcess, Outcome, StepProcess
+from flowdeck.executors.group import start_error, with_result
+from flowdeck.executors.local import LocalExecutor
+from flowdeck.executors.slurm_jobs import (
+    ACTIVE,
+    SQUEUE_FORMAT,
+    Files,
+    JobOptions,
+    JobState,
+    outcome_of,
+    parse_job_id,
+    parse_sacct,
+    parse_squeue,
+    sbatch_argv,
+    write_attempt,
+)
+
+log = logging.getLogger("flowdeck.slurm")
+COMMAND_TIMEOUT_S = 60.0
+MISSING_POLLS = 2  # an ended job without its exit file: polls to wait for the file
+
+
+@dataclass(frozen=True, slots=True)
+class SlurmConfig:
+    options: JobOptions
+    bin_dir: Path | None = None
+    poll_s: float = 2.0
+    grace_s: float = 10.0
+
+    def command(self, name: str) -> str:
+        if self.bin_dir is not None:
+            return str(self.bin_dir / name)
+        return shutil.which(name) or name
+
+
+async def run_command(argv: list[str], limit_s: float = COMMAND_TIMEOUT_S) -> tuple[int, str, str]:
+    """Run a Slurm command without blocking the loop: (exit code, stdout, stderr)."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as exc:
+        return 127, "", f"cannot run {argv[0]}: {exc.strerror or exc}"
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), limit_s)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        return 124, "", f"{argv[0]} did not answer within {limit_s:g} s"
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+class SlurmJob(StepProcess):
+    """One attempt's batch job (submitted, or being submitted)."""
+
+    def __init__(
+        self,
+        executor: SlurmExecutor,
+        key: str,
+        files: Files,
+        on_exit: Callable[[Outcome], None],
+        python: Launch | None = None,
+    ) -> None:
+        self.key = key
+        self.files = files
+        self.job_id: str | None = files.job_id()
+        self.state: JobState | None = None
+        self._executor = executor
+        self._on_exit = on_exit
+        self._python = python  # a python step's launch: its result file is read at the end
+        self._asked: str | None = files.stop_asked()
+        self._missing = 0
+        self.ended = False
+
+    # -- control -------------------------------------------------------------------------
+    def pause(self) -> None:
+        """Jobs are not frozen (``can_freeze`` is False): pause drains."""
+
+    def resume(self) -> None:
+        pass
+
+    def terminate(self) -> None:
+        self._ask("stop", ["--full", "--signal=TERM"])
+
+    def kill(self) -> None:
+        self._ask("kill", [])
+
+    def _ask(self, what: str, flags: list[str]) -> None:
+        if self.ended:
+            return
+        if self._asked != "kill":
+            self._asked = what
+            with contextlib.suppress(OSError):
+                self.files.path("stop").write_text(what, encoding="utf-8")
+        if self.job_id is not None:
+            self._executor.cancel(self.job_id, flags)
+        # else: sbatch has not answered yet; the job is cancelled as soon as it does
+
+    # -- the end -------------------------------------------------------------------------
+    def submitted(self, job_id: str) -> None:
+        self.job_id = job_id
+        with contextlib.suppress(OSError):
+            self.files.path("job").write_text(job_id, encoding="utf-8")
+        if self._asked is not None:
+            self._executor.cancel(
+                job_id, [] if self._asked == "kill" else ["--full", "--signal=TERM"]
+            )
+
+    def seen(self, state: JobState | None) -> bool:
+        """One poll's answer for this job (None: not listed): whether it ended now."""
+        if self.ended:
+            return False
+        if state is not None and state.state in ACTIVE:
+            self.state = state
+            self._missing = 0
+            return False
+        if state is not None:
+            self.state = state
+        record = self.files.exit_record()
+        if record is None and self._missing < MISSING_POLLS and self._asked is None:
+            self._missing += 1  # a shared file system may show the file a little later
+            return False
+        self.finish(outcome_of(record, self.state, self._asked))
+        return True
+
+    def finish(self, outcome: Outcome) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self._python is not None:
+            outcome = with_result(outcome, self._python)
+        self._executor.forget(self)
+        self._on_exit(outcome)
+
+
+class SlurmExecutor(Executor):
+    """Step attempts as Slurm batch jobs (see the module docstring)."""
+
+    name = "slurm"
+    can_freeze = False
+    freeze_refusal = (
+        "steps on Slurm cannot be frozen: flowdeck does not suspend Slurm jobs (that "
+        "needs Slurm operator rights): use mode 'drain'"
+    )
+
+    def __init__(self, config: SlurmConfig) -> None:
+        self.config = config
+        self._jobs: dict[str, SlurmJob] = {}  # by attempt key
+        self._poller: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.polls = 0  # squeue calls made (the benchmark and tests read it)
+
+    # -- start ---------------------------------------------------------------------------
+    def start(
+        self,
+        launch: Launch,
+        on_exit: Callable[[Outcome], None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> StepProcess:
+        self._loop = loop
+        if launch.argv:
+            argv = list(launch.argv)
+        elif launch.python:
+            try:
+                argv = LocalExecutor.python_argv(launch)
+            except (OSError, TypeError, ValueError) as exc:
+                loop.call_soon(on_exit, start_error(launch.python, exc))
+                return NoProcess(launch.key)
+        else:
+            loop.call_soon(on_exit, Outcome(exit_code=126, error="neither argv nor python is set"))
+            return NoProcess(launch.key)
+        try:
+            files = write_attempt(launch, argv, self.config.grace_s)
+        except (OSError, ValueError) as exc:
+            loop.call_soon(on_exit, start_error(argv[0], exc))
+            return NoProcess(launch.key)
+        job = SlurmJob(self, launch.key, files, on_exit, launch if launch.python else None)
+        self._jobs[launch.key] = job
+        command = sbatch_argv(self.config.command("sbatch"), launch, files, self.config.options)
+        self._spawn(self._submit(job, command))
+        return job
+
+    async def _submit(self, job: SlurmJob, command: list[str]) -> None:
+        code, out, err = await run_command(command)
+        if code == 0:
+            try:
+                job.submitted(parse_job_id(out))
+            except ValueError as exc:
+                job.finish(Outcome(exit_code=None, error=f"sbatch: {exc}"))
+                return
+            self._ensure_poller()
+            return
+        reason = (err.strip() or out.strip() or f"exit {code}").splitlines()[-1]
+        job.finish(Outcome(exit_code=None, error=f"sbatch refused the job: {reason}"))
+
+    def adopt(
+        self,
+        key: str,
+        stdout: Path,
+        on_exit: Callable[[Outcome], None],
+        loop: asyncio.AbstractEventLoop,
+        python: Launch | None = None,
+    ) -> StepProcess:
+        """A job a previous server submitted for attempt ``key`` (whose stdout log is
+        ``stdout``): followed again by its id; an attempt without one never reached Slurm
+        (or flowdeck stopped before sbatch answered: it is looked up by its key)."""
+        self._loop = loop
+        files = Files.of(stdout)
+        job = SlurmJob(self, key, files, on_exit, python)
+        self._jobs[key] = job
+        if job.job_id is None and files.exit_record() is None:
+            self._spawn(self._find(job))
+        else:
+            self._ensure_poller()
+        return job
+
+    async def _find(self, job: SlurmJob) -> None:
+        jobs = await self._squeue()
+        if jobs is None:  # slurmctld not answering: the poller asks again
+            self._ensure_poller()
+            return
+        found = [state for state in jobs.values() if state.key == job.key]
+        if found:
+            job.submitted(found[-1].job_id)
+            self._ensure_poller()
+        else:
+            job.finish(Outcome(exit_code=None, lost=True, error="it never reached Slurm"))
+
+    # -- polling -------------------------------------------------------------------------
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _ensure_poller(self) -> None:
+        if self._poller is None or self._poller.done():
+            assert self._loop is not None
+            self._poller = self._loop.create_task(self._poll_loop())
+
+    async def _squeue(self) -> dict[str, JobState] | None:
+        """All of this deployment's jobs in one call; None when squeue failed."""
+        argv = [
+            self.config.command("squeue"),
+            "-h",
+            "--states=all",
+            f"--name={self.config.options.job_name}",
+            f"--user={os.geteuid()}",
+            "-o",
+            SQUEUE_FORMAT,
+        ]
+        self.polls += 1
+        code, out, err = await run_command(argv)
+        if code != 0:
+            log.warning("squeue failed (exit %d): %s", code, err.strip() or out.strip())
+            return None
+        return parse_squeue(out)
+
+    async def _sacct(self, job_ids: list[str]) -> dict[str, JobState]:
+        """Ended jobs squeue no longer lists, where Slurm keeps accounting (else none)."""
+        argv = [
+            self.config.command("sacct"),
+            "-n",
+            "-P",
+            "-X",
+            "--starttime=now-7days",
+            "-o",
+            "JobID,State,Reason,Comment",
+            "-j",
+            ",".join(job_ids),
+        ]
+        code, out, _ = await run_command(argv)
+        return parse_sacct(out) if code == 0 else {}
+
+    async def _poll_loop(self) -> None:
+        while any(job.job_id is not None for job in self._jobs.values()):
+            await asyncio.sleep(self.config.poll_s)
+            try:
+                await self.poll_once()
+            except Exception:
+                log.exception("Slurm poll failed")
+
+    async def poll_once(self) -> None:
+        jobs = await self._squeue()
+        if jobs is None:
+            return
+        followed = [job for job in self._jobs.values() if job.job_id is not None]
+        unlisted = [job for job in followed if job.job_id not in jobs]
+        gone = [j for j in unlisted if j.files.exit_record() is None and j.job_id]
+        accounted = await self._sacct([str(j.job_id) for j in gone]) if gone else {}
+        for job in followed:
+            assert job.job_id is not None
+            job.seen(jobs.get(job.job_id) or accounted.get(job.job_id))
+
+    # -- control -------------------------------------------------------------------------
+    def cancel(self, job_id: str, flags: list[str]) -> None:
+        self._spawn(self._cancel(job_id, flags))
+
+    async def _cancel(self, job_id: str, flags: list[str]) -> None:
+        code, out, err = await run_command([self.config.command("scancel"), *flags, job_id])
+        if code != 0:
+            log.warning("scancel %s failed: %s", job_id, err.strip() or out.strip())
+
+    def forget(self, job: SlurmJob) -> None:
+        if self._jobs.get(job.key) is job:
+            del self._jobs[job.key]
+
+    def running_keys(self) -> list[str]:
+        return list(self._jobs)
+
+    def close(self) -> None:
+        """Stop following: the jobs go on, for the next start to adopt."""
+        if self._poller is not None:
+            self._poller.cancel()
+        for task in list(self._tasks):
+            task.cancel()
