@@ -38,7 +38,11 @@ FILE_NAME: JsonDict = {"pattern": FILE_NAME_PATTERN}
 
 
 class ResourcesIn(Request):
-    executor: Literal["local", "inprocess"] = "local"
+    executor: Literal["local", "inprocess", "slurm"] | None = Field(
+        None,
+        description="local, inprocess, or slurm where the server offers it (slurm = true); "
+        "default: the server's default_executor.",
+    )
     cpus: float | None = Field(
         None, gt=0, le=1e6, description="CPUs the run's steps may use at once."
     )

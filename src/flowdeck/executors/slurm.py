@@ -20,7 +20,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
+import shlex
 import shutil
+import subprocess
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,6 +186,55 @@ class SlurmExecutor(Executor):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.polls = 0  # squeue calls made (the benchmark and tests read it)
+
+    def check_shared(self, data_dir: Path) -> str | None:
+        """Whether a job can read what the server writes into ``data_dir``: a probe job
+        (``sbatch --wait``) copies a fresh token there; None when it did, else why not."""
+        probe = data_dir / "slurm-probe"
+        probe.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_hex(16)
+        sent, back = probe / f"{token}.in", probe / f"{token}.out"
+        sent.write_text(token, encoding="utf-8")
+        opts = self.config.options
+        argv = [
+            self.config.command("sbatch"),
+            "--wait",
+            "--parsable",
+            f"--job-name={opts.job_name}-probe",
+            "--export=NONE",
+            "--output=/dev/null",
+            "--ntasks=1",
+            "--time=2",
+            *(
+                f"--{k}={v}"
+                for k, v in (
+                    ("partition", opts.partition),
+                    ("account", opts.account),
+                    ("qos", opts.qos),
+                )
+                if v
+            ),
+            f"--wrap=cat {shlex.quote(str(sent))} > {shlex.quote(str(back))}",
+        ]
+        try:
+            done = subprocess.run(  # noqa: S603 - the admin's Slurm commands
+                argv, capture_output=True, text=True, timeout=300, check=False
+            )
+            answer = back.read_text(encoding="utf-8").strip() if back.exists() else ""
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"cannot run sbatch: {exc}"
+        finally:
+            for path in (sent, back):
+                path.unlink(missing_ok=True)
+        if done.returncode != 0 and not answer:
+            why = done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}"
+            return f"the probe job failed: {why.splitlines()[-1]}"
+        if answer != token:
+            return (
+                f"a job on a compute node could not read {sent} (the data directory must be "
+                "on a file system the compute nodes share, at the same path)"
+            )
+        return None
 
     # -- start ---------------------------------------------------------------------------
     def start(

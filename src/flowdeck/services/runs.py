@@ -176,9 +176,10 @@ class Runs(RunFiles):
     def _check_resources(self, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
         s = self.settings
         out: dict[str, Any] = {}
-        executor = body.get("executor") or "local"
-        if executor not in EXECUTORS:
-            raise InvalidInput(f"executor must be one of {', '.join(EXECUTORS)}", field="executor")
+        executor = body.get("executor") or s.default_executor
+        offered = (*EXECUTORS, "slurm") if s.slurm else EXECUTORS
+        if executor not in offered:
+            raise InvalidInput(f"executor must be one of {', '.join(offered)}", field="executor")
         out["executor"] = executor
         if body.get("cpus") is not None:
             cpus = float(body["cpus"])
@@ -465,7 +466,23 @@ class Runs(RunFiles):
                 problems.append(
                     {"input": name, "message": f"required input {name!r} has no value: {how}"}
                 )
-        if run.resources.get("executor") == "inprocess" and is_cwl(spec):
+        if run.resources.get("executor") == "slurm":
+            if is_cwl(spec):
+                problems.append(
+                    {
+                        "resource": "executor",
+                        "message": "CWL workflows run with the local executor, not slurm",
+                    }
+                )
+            if stream_ports(spec):
+                problems.append(
+                    {
+                        "resource": "executor",
+                        "message": "workflows with stream ports run with the local executor: "
+                        "a step on Slurm cannot be fed or tailed while it runs",
+                    }
+                )
+        elif run.resources.get("executor") == "inprocess" and is_cwl(spec):
             problems.append(
                 {
                     "resource": "executor",

@@ -1,0 +1,281 @@
+"""Runs on Slurm: ``flowdeck serve`` as a real process with ``slurm = true``, against a
+single-node cluster of the module's own (tests/slurmcluster.py), shared by every test.
+
+A chain, a failure, a timeout, stop, kill, a job cancelled outside flowdeck, a freeze
+refused, stream ports refused, and the server killed with SIGKILL while jobs run: the next
+server adopts them by their job ids."""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from flowdeck.executors.slurm_jobs import Files
+from tests.crashkit import Server, base_env, call, sign_up
+from tests.slurmcluster import SlurmCluster, slurm_cluster
+
+SLURM = {"executor": "slurm"}
+WAIT_S = 120.0
+TERMINAL = {"succeeded", "failed", "cancelled", "killed", "system_error"}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[SlurmCluster]:
+    with slurm_cluster() as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def server(cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("slurm-runs")
+    env = {
+        **base_env(tmp / "data"),
+        **cluster.env,
+        "FLOWDECK_SLURM": "true",
+        "FLOWDECK_SLURM_POLL_S": "0.3",
+        "FLOWDECK_SLURM_JOB_NAME": "fd-accept",
+    }
+    srv = Server(tmp, env)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def token(server: Server) -> str:
+    return sign_up(server, "slurmer")
+
+
+def api(server: Server, token: str, method: str, path: str, **kw: Any) -> httpx.Response:
+    return call(server, token, method, path, **kw)
+
+
+def push(server: Server, token: str, name: str, steps: str, extra: str = "") -> str:
+    text = f'name: {name}\nversion: "1"\n{extra}steps:\n{steps}'
+    r = api(
+        server,
+        token,
+        "POST",
+        "/workflows",
+        content=text,
+        headers={"content-type": "application/yaml"},
+    )
+    assert r.status_code in (200, 201), r.text
+    return f"{name}@1"
+
+
+def one_step(run: str, more: str = "") -> str:
+    return f"  main:\n    run: {run}\n{more}"
+
+
+def submit(server: Server, token: str, workflow: str, **body: Any) -> str:
+    body.setdefault("resources", SLURM)
+    r = api(server, token, "POST", "/runs", json={"workflow": workflow, "start": True, **body})
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def status(server: Server, token: str, run_id: str) -> dict[str, Any]:
+    r = api(server, token, "GET", f"/runs/{run_id}")
+    assert r.status_code == 200, r.text
+    data: dict[str, Any] = r.json()
+    return data
+
+
+def wait_state(
+    server: Server, token: str, run_id: str, states: set[str] = TERMINAL
+) -> dict[str, Any]:
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        now = status(server, token, run_id)
+        if now["state"] in states:
+            return now
+        assert time.monotonic() < deadline, f"{now}\n{server.excerpt()}"
+        time.sleep(0.1)
+
+
+def steps(server: Server, token: str, run_id: str) -> dict[str, dict[str, Any]]:
+    r = api(server, token, "GET", f"/runs/{run_id}/steps")
+    return {s["label"]: s for s in r.json()}
+
+
+def files_of(server: Server, run_id: str, label: str, attempt: int = 1) -> Files:
+    logs = server.data_dir / "runs" / run_id / "logs"
+    return Files.of(logs / f"{label}.{attempt}.stdout")
+
+
+def wait_started(server: Server, run_id: str, label: str = "main") -> str:
+    """Until the step's job runs and wrote its first line: its job id."""
+    files = files_of(server, run_id, label)
+    stdout = files.base.with_name(f"{files.base.name}.stdout")
+    deadline = time.monotonic() + WAIT_S
+    while not (stdout.exists() and b"started" in stdout.read_bytes()):
+        assert time.monotonic() < deadline, server.excerpt()
+        time.sleep(0.1)
+    job = files.job_id()
+    assert job is not None
+    return job
+
+
+def test_a_chain_runs_as_one_job_per_step(server: Server, token: str) -> None:
+    chain = Path(__file__).parents[2] / "examples" / "chain" / "flowdeck.yaml"
+    r = api(
+        server,
+        token,
+        "POST",
+        "/workflows",
+        content=chain.read_text(),
+        headers={"content-type": "application/yaml"},
+    )
+    assert r.status_code in (200, 201), r.text
+    run_id = submit(server, token, "chain@1.0", params={"who": "slurm"})
+    done = wait_state(server, token, run_id)
+    assert done["state"] == "succeeded", done
+    assert done["outputs"] == {"shouted": "HELLO SLURM", "length": 11}
+    jobs = {
+        label: files_of(server, run_id, label).job_id() for label in ("greet", "shout", "count")
+    }
+    assert all(job is not None and job.isdigit() for job in jobs.values()), jobs
+    assert len(set(jobs.values())) == 3
+    r = api(server, token, "GET", f"/runs/{run_id}/steps/shout/logs", params={"stream": "stdout"})
+    assert r.text == "HELLO SLURM"
+
+
+def test_a_python_step_and_its_result(server: Server, token: str) -> None:
+    spec = (
+        'name: pyslurm\nversion: "1"\noutputs:\n  total: {from: "${{ steps.s.outputs.total }}"}\n'
+        "steps:\n  s:\n    python: adder:add\n    with: {a: 2, b: 3}\n"
+        "    outputs:\n      total: {return: total}\n"
+    )
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("flowdeck.yaml", spec)
+        zf.writestr("adder.py", "def add(a: int, b: int) -> dict:\n    return {'total': a + b}\n")
+    r = api(
+        server,
+        token,
+        "POST",
+        "/workflows",
+        content=buf.getvalue(),
+        headers={"content-type": "application/zip"},
+    )
+    assert r.status_code in (200, 201), r.text
+    done = wait_state(server, token, submit(server, token, "pyslurm@1"))
+    assert done["state"] == "succeeded", done
+    assert done["outputs"] == {"total": 5}
+
+
+def test_a_failure_names_the_exit_code(server: Server, token: str) -> None:
+    wf = push(server, token, "sfails", one_step("[sh, -c, 'echo broken >&2; exit 3']"))
+    done = wait_state(server, token, submit(server, token, wf))
+    assert done["state"] == "failed"
+    assert "exit code 3" in done["error"]["message"] and "broken" in done["error"]["message"]
+
+
+def test_a_timeout(server: Server, token: str) -> None:
+    wf = push(server, token, "sslow", one_step("[sleep, '300']", "    resources: {timeout: 1}\n"))
+    run_id = submit(server, token, wf)
+    done = wait_state(server, token, run_id)
+    assert done["state"] == "failed" and "timed out" in done["error"]["message"], done
+    assert steps(server, token, run_id)["main"]["state"] == "timed_out"
+
+
+LONG = "[sh, -c, 'trap \"echo got TERM; exit 143\" TERM; echo started; sleep 300 & wait']"
+
+
+def test_stop(server: Server, token: str, cluster: SlurmCluster) -> None:
+    wf = push(server, token, "sstop", one_step(LONG))
+    run_id = submit(server, token, wf)
+    wait_started(server, run_id)
+    r = api(server, token, "POST", f"/runs/{run_id}/stop", json={"grace_s": 5})
+    assert r.status_code == 200, r.text
+    done = wait_state(server, token, run_id)
+    assert done["state"] == "cancelled", done
+    logs = api(server, token, "GET", f"/runs/{run_id}/steps/main/logs", params={"stream": "stdout"})
+    assert "got TERM" in logs.text  # the step itself got the TERM
+    assert files_of(server, run_id, "main").stop_asked() == "stop"
+
+
+def test_kill(server: Server, token: str, cluster: SlurmCluster) -> None:
+    wf = push(server, token, "skill", one_step("[sh, -c, 'echo started; sleep 300']"))
+    run_id = submit(server, token, wf)
+    job = wait_started(server, run_id)
+    r = api(server, token, "POST", f"/runs/{run_id}/kill")
+    assert r.status_code == 200, r.text
+    assert wait_state(server, token, run_id)["state"] == "killed"
+    deadline = time.monotonic() + WAIT_S
+    while cluster.command("squeue", "-h", "-j", job, "-t", "PD,R,CG").stdout.strip():
+        assert time.monotonic() < deadline, "the job still runs after the kill"
+        time.sleep(0.2)
+
+
+def test_a_job_cancelled_outside_flowdeck(
+    server: Server, token: str, cluster: SlurmCluster
+) -> None:
+    wf = push(server, token, "soutside", one_step("[sh, -c, 'echo started; sleep 300']"))
+    run_id = submit(server, token, wf)
+    job = wait_started(server, run_id)
+    assert cluster.command("scancel", job).returncode == 0
+    done = wait_state(server, token, run_id)
+    assert done["state"] == "failed" and "cancelled in Slurm" in done["error"]["message"], done
+
+
+def test_freeze_is_refused_and_drain_works(server: Server, token: str) -> None:
+    wf = push(server, token, "spause", one_step("[sh, -c, 'echo started; sleep 2']"))
+    run_id = submit(server, token, wf)
+    wait_started(server, run_id)
+    r = api(server, token, "POST", f"/runs/{run_id}/pause", json={"mode": "freeze"})
+    assert r.status_code == 409 and "cannot be frozen" in r.text, r.text
+    r = api(server, token, "POST", f"/runs/{run_id}/pause", json={"mode": "drain"})
+    assert r.status_code == 200, r.text
+    r = api(server, token, "POST", f"/runs/{run_id}/resume")
+    assert r.status_code == 200, r.text
+    assert wait_state(server, token, run_id)["state"] == "succeeded"
+
+
+def test_stream_ports_are_refused(server: Server, token: str) -> None:
+    wf = push(
+        server,
+        token,
+        "sstream",
+        one_step("[cat]", "    stdin: ${{ inputs.lines }}\n"),
+        extra="inputs:\n  lines: {type: stream}\n",
+    )
+    r = api(
+        server, token, "POST", "/runs", json={"workflow": wf, "start": True, "resources": SLURM}
+    )
+    assert r.status_code == 422 and "stream ports" in r.text, r.text
+
+
+def test_a_server_killed_while_jobs_run(server: Server, token: str) -> None:
+    """SIGKILL the server while one job runs and another ends meanwhile: the next server
+    adopts both by id, and each step is recorded once, with its real exit."""
+    gate = server.tmp / "gate"
+    gated = f"[sh, -c, 'echo started; while [ ! -e {gate} ]; do sleep 0.1; done; exit 4']"
+    wf_live = push(server, token, "slive", one_step(gated))
+    wf_quick = push(server, token, "squick", one_step("[sh, -c, 'echo started; sleep 1; exit 0']"))
+    live = submit(server, token, wf_live)
+    quick = submit(server, token, wf_quick)
+    live_job = wait_started(server, live)
+    quick_job = wait_started(server, quick)
+    server.crash()
+    time.sleep(2)  # the quick step ends while no server follows it
+    server.start()
+    assert wait_state(server, token, quick)["state"] == "succeeded"
+    assert status(server, token, live)["state"] == "running"
+    gate.touch()
+    done = wait_state(server, token, live)
+    assert done["state"] == "failed" and "exit code 4" in done["error"]["message"], done
+    for run_id, job in ((live, live_job), (quick, quick_job)):
+        main = steps(server, token, run_id)["main"]
+        assert main["attempts"] == 1, main
+        assert files_of(server, run_id, "main").job_id() == job
