@@ -279,3 +279,29 @@ def test_a_server_killed_while_jobs_run(server: Server, token: str) -> None:
         main = steps(server, token, run_id)["main"]
         assert main["attempts"] == 1, main
         assert files_of(server, run_id, "main").job_id() == job
+
+
+def test_a_slurmctld_restart_loses_nothing(
+    server: Server, token: str, cluster: SlurmCluster
+) -> None:
+    """slurmctld goes down while one job runs, and a step is submitted while it is down
+    (sbatch is asked again until the controller is back); both end as they should."""
+    gate = server.tmp / "ctld-gate"
+    gated = f"[sh, -c, 'echo started; while [ ! -e {gate} ]; do sleep 0.1; done']"
+    wf = push(server, token, "sctld", one_step(gated))
+    before = submit(server, token, wf)
+    wait_started(server, before)
+    cluster.stop_daemon("slurmctld")
+    try:
+        during = submit(server, token, wf)
+        deadline = time.monotonic() + WAIT_S
+        while f"sbatch for {during}/main/-1/1 failed" not in server.log.read_text():
+            assert time.monotonic() < deadline, server.excerpt()
+            time.sleep(0.1)
+        assert status(server, token, before)["state"] == "running"  # a failed squeue ends nothing
+    finally:
+        cluster.start_ctld(clear=False)
+    gate.touch()
+    for run_id in (before, during):
+        assert wait_state(server, token, run_id)["state"] == "succeeded"
+        assert steps(server, token, run_id)["main"]["attempts"] == 1

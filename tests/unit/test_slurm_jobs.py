@@ -158,3 +158,17 @@ def test_files_next_to_the_logs(tmp_path: Path) -> None:
     files = Files.of(tmp_path / "logs" / "align.3.2.stdout")
     assert files.path("exit") == tmp_path / "logs" / "align.3.2.slurm.exit"
     assert files.job_id() is None and files.exit_record() is None and files.stop_asked() is None
+
+
+def test_sbatch_errors_worth_a_retry() -> None:
+    from flowdeck.executors.slurm import unreachable
+
+    down = (
+        "sbatch: error: Batch job submission failed: "
+        "Unable to contact slurm controller (connect failure)"
+    )
+    assert unreachable(down)
+    assert not unreachable("sbatch: error: invalid partition specified: nope")
+    assert not unreachable(
+        "sbatch: error: Batch job submission failed: Requested node configuration is not available"
+    )

@@ -49,6 +49,21 @@ from flowdeck.executors.slurm_jobs import (
 log = logging.getLogger("flowdeck.slurm")
 COMMAND_TIMEOUT_S = 60.0
 MISSING_POLLS = 2  # an ended job without its exit file: polls to wait for the file
+SUBMIT_RETRY_S = 300.0  # sbatch is asked again this long while slurmctld is unreachable
+UNREACHABLE = (
+    "unable to contact slurm controller",
+    "socket timed out",
+    "connection refused",
+    "temporarily unable",
+    "slurm_persist_conn",
+    "did not answer within",
+)
+
+
+def unreachable(message: str) -> bool:
+    """Does sbatch's error say the controller could not be reached (worth trying again)?"""
+    text = message.lower()
+    return any(part in text for part in UNREACHABLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,17 +282,33 @@ class SlurmExecutor(Executor):
         return job
 
     async def _submit(self, job: SlurmJob, command: list[str]) -> None:
-        code, out, err = await run_command(command)
-        if code == 0:
-            try:
-                job.submitted(parse_job_id(out))
-            except ValueError as exc:
-                job.finish(Outcome(exit_code=None, error=f"sbatch: {exc}"))
+        """sbatch; while the controller cannot be reached (a slurmctld restart), asked
+        again every poll interval for up to ``SUBMIT_RETRY_S``, after checking that the
+        failed call did not submit it after all (its key in squeue's comments)."""
+        waited = 0.0
+        while True:
+            code, out, err = await run_command(command)
+            if code == 0:
+                try:
+                    job.submitted(parse_job_id(out))
+                except ValueError as exc:
+                    job.finish(Outcome(exit_code=None, error=f"sbatch: {exc}"))
+                    return
+                self._ensure_poller()
                 return
-            self._ensure_poller()
-            return
-        reason = (err.strip() or out.strip() or f"exit {code}").splitlines()[-1]
-        job.finish(Outcome(exit_code=None, error=f"sbatch refused the job: {reason}"))
+            reason = (err.strip() or out.strip() or f"exit {code}").splitlines()[-1]
+            if not unreachable(err + out) or waited >= SUBMIT_RETRY_S or job.ended:
+                job.finish(Outcome(exit_code=None, error=f"sbatch refused the job: {reason}"))
+                return
+            log.warning("sbatch for %s failed (%s): trying again", job.key, reason)
+            await asyncio.sleep(self.config.poll_s)
+            waited += self.config.poll_s
+            jobs = await self._squeue()
+            found = [s for s in (jobs or {}).values() if s.key == job.key]
+            if found:
+                job.submitted(found[-1].job_id)
+                self._ensure_poller()
+                return
 
     def adopt(
         self,
