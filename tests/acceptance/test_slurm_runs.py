@@ -19,6 +19,7 @@ import pytest
 
 from flowdeck.executors.slurm_jobs import Files
 from tests.crashkit import Server, base_env, call, sign_up
+from tests.helpers import STRONG
 from tests.slurmcluster import SlurmCluster, slurm_cluster
 
 SLURM = {"executor": "slurm"}
@@ -148,6 +149,35 @@ def test_a_chain_runs_as_one_job_per_step(server: Server, token: str) -> None:
     assert len(set(jobs.values())) == 3
     r = api(server, token, "GET", f"/runs/{run_id}/steps/shout/logs", params={"stream": "stdout"})
     assert r.text == "HELLO SLURM"
+    listed = steps(server, token, run_id)
+    assert {label: s["slurm_job"] for label, s in listed.items()} == jobs
+
+
+def test_the_dashboard_shows_each_steps_job_id(server: Server, token: str) -> None:
+    playwright = pytest.importorskip("playwright.sync_api")
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip(f"no Chromium at {chromium} (apt-get install chromium)")
+    wf = push(server, token, "sweb", one_step("[sh, -c, 'echo started']"))
+    run_id = submit(server, token, wf)
+    assert wait_state(server, token, run_id)["state"] == "succeeded"
+    job = files_of(server, run_id, "main").job_id()
+    assert job is not None
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium), headless=True)
+        try:
+            page = browser.new_context(base_url=server.url).new_page()
+            page.set_default_timeout(30_000)
+            page.goto("/login")
+            page.get_by_label("Username").fill("slurmer")
+            page.get_by_label("Password").fill(STRONG)
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url("**/")
+            page.goto(f"/runs/{run_id}")
+            row = page.locator('[data-step-row="main"]')
+            playwright.expect(row.locator(".slurm-job")).to_have_text(f" Slurm job {job}")
+        finally:
+            browser.close()
 
 
 def test_a_python_step_and_its_result(server: Server, token: str) -> None:

@@ -240,6 +240,9 @@ class StepOut(BaseModel):
     error: str | None
     log_tail: str
     run_id: str | None = Field(None, description="The run of a nested (sub-workflow) step.")
+    slurm_job: str | None = Field(
+        None, description="A step on Slurm: the job id of its latest attempt, once submitted."
+    )
 
     @classmethod
     def of(cls, rec: StepRecord, stderr: Any, stdout: Any) -> StepOut:
