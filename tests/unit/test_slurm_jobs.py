@@ -99,12 +99,16 @@ def test_sacct() -> None:
         ({"exit_code": 143, "ended_by": "flowdeck"}, (None, 15, False, None)),
         ({"exit_code": 143, "ended_by": "timeout"}, (None, 15, True, None)),
         ({"exit_code": 143, "ended_by": "slurm"}, (None, 15, False, "cancelled in Slurm")),
+        (
+            {"exit_code": -1, "ended_by": ""},
+            (None, None, False, "the job wrapper lost the exit status"),
+        ),
     ],
 )
 def test_exit_file(record: dict[str, object], expected: tuple[object, ...]) -> None:
     outcome = outcome_of({**record, "started": 10.0, "ended": 12.5}, None, None)
     assert (outcome.exit_code, outcome.signal, outcome.timed_out, outcome.error) == expected
-    assert outcome.wall_s == 2.5
+    assert outcome.wall_s == (2.5 if 0 <= int(str(record["exit_code"])) <= 255 else 0.0)
 
 
 def test_sbatch_command_line(tmp_path: Path) -> None:

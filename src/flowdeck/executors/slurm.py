@@ -178,6 +178,9 @@ class SlurmJob(StepProcess):
         if self.ended:
             return
         self.ended = True
+        for what in ("env", "argv"):  # they may hold secrets: kept no longer than needed
+            with contextlib.suppress(OSError):
+                self.files.path(what).unlink(missing_ok=True)
         if self._python is not None:
             outcome = with_result(outcome, self._python)
         self._executor.forget(self)
@@ -303,7 +306,7 @@ class SlurmExecutor(Executor):
             log.warning("sbatch for %s failed (%s): trying again", job.key, reason)
             await asyncio.sleep(self.config.poll_s)
             waited += self.config.poll_s
-            jobs = await self._squeue()
+            jobs = await self.squeue_all()
             found = [s for s in (jobs or {}).values() if s.key == job.key]
             if found:
                 job.submitted(found[-1].job_id)
@@ -332,7 +335,7 @@ class SlurmExecutor(Executor):
         return job
 
     async def _find(self, job: SlurmJob) -> None:
-        jobs = await self._squeue()
+        jobs = await self.squeue_all()
         if jobs is None:  # slurmctld not answering: the poller asks again
             self._ensure_poller()
             return
@@ -355,7 +358,7 @@ class SlurmExecutor(Executor):
             assert self._loop is not None
             self._poller = self._loop.create_task(self._poll_loop())
 
-    async def _squeue(self) -> dict[str, JobState] | None:
+    async def squeue_all(self) -> dict[str, JobState] | None:
         """All of this deployment's jobs in one call; None when squeue failed."""
         argv = [
             self.config.command("squeue"),
@@ -398,7 +401,7 @@ class SlurmExecutor(Executor):
                 log.exception("Slurm poll failed")
 
     async def poll_once(self) -> None:
-        jobs = await self._squeue()
+        jobs = await self.squeue_all()
         if jobs is None:
             return
         followed = [job for job in self._jobs.values() if job.job_id is not None]

@@ -4,8 +4,9 @@ command line, and what ``squeue``, ``sacct`` and the wrapper's exit file say.
 An attempt whose logs are ``logs/<label>.<attempt>.stdout|stderr`` keeps, next to them:
 
 ``.slurm.env``   its environment (NUL-separated ``NAME=value``, mode 0600: never on a
-                 command line), read by the wrapper, which starts the step with it alone
-``.slurm.argv``  its program and arguments (NUL-separated, 0600)
+                 command line), read by the wrapper, which starts the step with it alone;
+                 removed when the attempt ended (it may hold secrets)
+``.slurm.argv``  its program and arguments (NUL-separated, 0600; removed likewise)
 ``.slurm.sh``    the job wrapper (below)
 ``.slurm.job``   the Slurm job id, written once ``sbatch`` answered
 ``.slurm.stop``  flowdeck asked it to stop (``stop``) or to end now (``kill``)
@@ -140,9 +141,13 @@ on_term() {{
 }}
 trap on_term TERM INT
 {watchdog}
-while kill -0 "$child" 2>/dev/null; do wait "$child"; done
+# A wait cut short by the trap says 128+15; the last wait then says how the step ended
+# (bash may answer a status it lost as -1: the one before stands then).
+rc=255
+while kill -0 "$child" 2>/dev/null; do wait "$child"; rc=$?; done
 wait "$child"
-rc=$?
+w=$?
+case $w in ''|*[!0-9]*) ;; *) [ "$w" -le 255 ] && rc=$w ;; esac
 [ -n "${{dog:-}}" ] && kill "$dog" 2>/dev/null
 [ -e "$B.slurm.timeout" ] && ended_by=timeout
 finish "$rc"
@@ -275,7 +280,9 @@ def outcome_of(record: dict[str, Any] | None, state: JobState | None, asked: str
     """How an ended job's attempt ended: from the wrapper's exit ``record`` first, else
     from Slurm's ``state`` (when known) and what flowdeck ``asked`` (stop or kill)."""
     if record is not None:
-        code = int(record.get("exit_code", 1))
+        code = int(record.get("exit_code", 255))
+        if not 0 <= code <= 255:
+            return Outcome(exit_code=None, error="the job wrapper lost the exit status")
         wall = max(0.0, float(record.get("ended", 0)) - float(record.get("started", 0)))
         sig = code - 128 if code > 128 else None
         ended_by = str(record.get("ended_by") or "")
