@@ -335,3 +335,34 @@ def test_a_slurmctld_restart_loses_nothing(
     for run_id in (before, during):
         assert wait_state(server, token, run_id)["state"] == "succeeded"
         assert steps(server, token, run_id)["main"]["attempts"] == 1
+
+
+def test_a_pending_job_shows_why_it_waits(
+    server: Server, token: str, cluster: SlurmCluster
+) -> None:
+    """Another job holds every CPU of the node: the step's job waits in Slurm, and its
+    steps listing says so (state and reason), until the CPUs are free."""
+    blocker = cluster.command(
+        "sbatch",
+        "--parsable",
+        "--job-name=not-flowdeck",
+        f"--cpus-per-task={cluster.cpus}",
+        "--output=/dev/null",
+        "--wrap=sleep 300",
+    )
+    assert blocker.returncode == 0, blocker.stderr
+    try:
+        wf = push(server, token, "swaits", one_step("[sh, -c, 'echo started']"))
+        run_id = submit(server, token, wf)
+        deadline = time.monotonic() + WAIT_S
+        # (the first polls may see it pending before Slurm gave a reason)
+        while (main := steps(server, token, run_id).get("main", {})).get("slurm_reason") is None:
+            assert time.monotonic() < deadline, main
+            time.sleep(0.1)
+        assert main["state"] == "running" and main["slurm_state"] == "PENDING", main
+        assert main["slurm_reason"] in ("Resources", "Priority"), main  # as Slurm words it
+    finally:
+        cluster.command("scancel", blocker.stdout.strip())
+    assert wait_state(server, token, run_id)["state"] == "succeeded"
+    main = steps(server, token, run_id)["main"]
+    assert main["slurm_state"] is None and main["slurm_job"] is not None

@@ -176,3 +176,12 @@ def test_sbatch_errors_worth_a_retry() -> None:
     assert not unreachable(
         "sbatch: error: Batch job submission failed: Requested node configuration is not available"
     )
+
+
+def test_the_last_seen_state_is_kept_for_the_api(tmp_path: Path) -> None:
+    files = Files.of(tmp_path / "main.1.stdout")
+    assert files.seen_state() is None
+    files.note_state("PENDING", "Resources")
+    assert files.seen_state() == ("PENDING", "Resources")
+    files.note_state("RUNNING", "")
+    assert files.seen_state() == ("RUNNING", "")

@@ -243,6 +243,12 @@ class StepOut(BaseModel):
     slurm_job: str | None = Field(
         None, description="A step on Slurm: the job id of its latest attempt, once submitted."
     )
+    slurm_state: str | None = Field(
+        None,
+        description="A running step on Slurm: its job's state as the last poll saw it "
+        "(PENDING, RUNNING, ...), and why it waits (slurm_reason).",
+    )
+    slurm_reason: str | None = None
 
     @classmethod
     def of(cls, rec: StepRecord, stderr: Any, stdout: Any) -> StepOut:

@@ -162,6 +162,11 @@ class SlurmJob(StepProcess):
         if self.ended:
             return False
         if state is not None and state.state in ACTIVE:
+            if self.state is None or (self.state.state, self.state.reason) != (
+                state.state,
+                state.reason,
+            ):
+                self.files.note_state(state.state, state.reason)  # for the API, on change
             self.state = state
             self._missing = 0
             return False

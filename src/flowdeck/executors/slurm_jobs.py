@@ -12,6 +12,8 @@ An attempt whose logs are ``logs/<label>.<attempt>.stdout|stderr`` keeps, next t
 ``.slurm.stop``  flowdeck asked it to stop (``stop``) or to end now (``kill``)
 ``.slurm.exit``  written by the wrapper when the step ended: exit status and timing
 ``.slurm.log``   the wrapper's own output (Slurm's ``--output``)
+``.slurm.state`` Slurm's state and reason as the last poll saw them (``PENDING|Resources``),
+                 written when they change, for the API
 
 So how an attempt ended never depends on Slurm's accounting, and a restarted server finds
 its jobs (and the ends it missed) from the run folder alone.
@@ -19,6 +21,7 @@ its jobs (and the ends it missed) from the run folder alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shlex
@@ -28,7 +31,7 @@ from typing import Any
 
 from flowdeck.executors.base import Launch, Outcome
 
-SUFFIXES = ("env", "argv", "sh", "job", "stop", "exit", "log")
+SUFFIXES = ("env", "argv", "sh", "job", "stop", "exit", "log", "state")
 
 # squeue/sacct states: still to end, and ended
 WAITING = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"})
@@ -80,6 +83,18 @@ class Files:
             return self.path("stop").read_text(encoding="utf-8").strip() or "stop"
         except OSError:
             return None
+
+    def note_state(self, state: str, reason: str) -> None:
+        with contextlib.suppress(OSError):
+            self.path("state").write_text(f"{state}|{reason}", encoding="utf-8")
+
+    def seen_state(self) -> tuple[str, str] | None:
+        """(state, reason) as the last poll saw them, if one did."""
+        try:
+            state, _, reason = self.path("state").read_text(encoding="utf-8").partition("|")
+        except OSError:
+            return None
+        return (state, reason) if state else None
 
     def exit_record(self) -> dict[str, Any] | None:
         try:
@@ -162,7 +177,7 @@ WATCHDOG = (
 def write_attempt(launch: Launch, argv: list[str], grace_s: float) -> Files:
     """Write the attempt's environment, arguments and wrapper; its stale files go."""
     files = Files.of(launch.stdout)
-    for what in ("job", "stop", "exit"):
+    for what in ("job", "stop", "exit", "state"):
         files.path(what).unlink(missing_ok=True)
     files.base.with_name(f"{files.base.name}.slurm.timeout").unlink(missing_ok=True)
     _nul_file(files.path("env"), [f"{k}={v}" for k, v in launch.env.items()])

@@ -38,7 +38,7 @@ from flowdeck.api.schemas_runs import (
 )
 from flowdeck.api.schemas_webhooks import CallbackOut
 from flowdeck.domain.privilege import Actor
-from flowdeck.domain.runs import RunState, state_table
+from flowdeck.domain.runs import RunState, StepState, state_table
 from flowdeck.errors import NotFound, PayloadTooLarge
 from flowdeck.executors.slurm_jobs import Files as SlurmFiles
 from flowdeck.services import subflows
@@ -269,7 +269,11 @@ def get_steps(run_id: str, ctx: CtxDep, actor: ActorDep) -> list[StepOut]:
         if prefix:
             step.label, step.run_id = prefix + step.label, s.run_id
         elif on_slurm and s.attempts:
-            step.slurm_job = SlurmFiles.of(stdout).job_id()
+            files = SlurmFiles.of(stdout)
+            step.slurm_job = files.job_id()
+            seen = files.seen_state() if s.state is StepState.RUNNING else None
+            if seen is not None:
+                step.slurm_state, step.slurm_reason = seen[0], seen[1] or None
         out.append(step)
     return shown_steps(ctx, out, run_id)
 
