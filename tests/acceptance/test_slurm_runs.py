@@ -259,17 +259,41 @@ def test_a_job_cancelled_outside_flowdeck(
     assert done["state"] == "failed" and "cancelled in Slurm" in done["error"]["message"], done
 
 
-def test_freeze_is_refused_and_drain_works(server: Server, token: str) -> None:
-    wf = push(server, token, "spause", one_step("[sh, -c, 'echo started; sleep 2']"))
+def job_state(cluster: SlurmCluster, job: str) -> str:
+    return cluster.command("squeue", "-h", "-j", job, "-o", "%T").stdout.strip()
+
+
+def test_freeze_suspends_the_job_and_drain_lets_it_end(
+    server: Server, token: str, cluster: SlurmCluster
+) -> None:
+    """As root the server may suspend jobs: freeze is scontrol suspend, resume resumes."""
+    gate = server.tmp / "freeze-gate"
+    gated = f"[sh, -c, 'echo started; while [ ! -e {gate} ]; do sleep 0.1; done']"
+    wf = push(server, token, "spause", one_step(gated))
     run_id = submit(server, token, wf)
-    wait_started(server, run_id)
+    job = wait_started(server, run_id)
     r = api(server, token, "POST", f"/runs/{run_id}/pause", json={"mode": "freeze"})
-    assert r.status_code == 409 and "cannot be frozen" in r.text, r.text
+    assert r.status_code == 200, r.text
+    assert steps(server, token, run_id)["main"]["state"] == "paused"
+    deadline = time.monotonic() + WAIT_S
+    while job_state(cluster, job) != "SUSPENDED":
+        assert time.monotonic() < deadline, job_state(cluster, job)
+        time.sleep(0.1)
+    assert api(server, token, "POST", f"/runs/{run_id}/resume").status_code == 200
+    while job_state(cluster, job) != "RUNNING":
+        assert time.monotonic() < deadline, job_state(cluster, job)
+        time.sleep(0.1)
     r = api(server, token, "POST", f"/runs/{run_id}/pause", json={"mode": "drain"})
     assert r.status_code == 200, r.text
+    gate.touch()  # a drained run's running step ends as it would
+    while steps(server, token, run_id)["main"]["state"] != "succeeded":
+        assert time.monotonic() < deadline, steps(server, token, run_id)["main"]
+        time.sleep(0.1)
+    assert status(server, token, run_id)["state"] == "paused"
     r = api(server, token, "POST", f"/runs/{run_id}/resume")
     assert r.status_code == 200, r.text
     assert wait_state(server, token, run_id)["state"] == "succeeded"
+    assert steps(server, token, run_id)["main"]["attempts"] == 1
 
 
 def test_stream_ports_are_refused(server: Server, token: str) -> None:
@@ -366,3 +390,32 @@ def test_a_pending_job_shows_why_it_waits(
     assert wait_state(server, token, run_id)["state"] == "succeeded"
     main = steps(server, token, run_id)["main"]
     assert main["slurm_state"] is None and main["slurm_job"] is not None
+
+
+def test_a_frozen_run_survives_a_server_kill(
+    server: Server, token: str, cluster: SlurmCluster
+) -> None:
+    """Frozen, then the server is killed: the next one keeps the job suspended, and its
+    resume resumes it."""
+    gate = server.tmp / "frozen-gate"
+    gated = f"[sh, -c, 'echo started; while [ ! -e {gate} ]; do sleep 0.1; done']"
+    wf = push(server, token, "sfrozen", one_step(gated))
+    run_id = submit(server, token, wf)
+    job = wait_started(server, run_id)
+    r = api(server, token, "POST", f"/runs/{run_id}/pause", json={"mode": "freeze"})
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + WAIT_S
+    while job_state(cluster, job) != "SUSPENDED":
+        assert time.monotonic() < deadline, job_state(cluster, job)
+        time.sleep(0.1)
+    server.crash()
+    server.start()
+    assert status(server, token, run_id)["state"] == "paused"
+    assert steps(server, token, run_id)["main"]["state"] == "paused"
+    assert job_state(cluster, job) == "SUSPENDED"
+    assert api(server, token, "POST", f"/runs/{run_id}/resume").status_code == 200
+    while job_state(cluster, job) != "RUNNING":
+        assert time.monotonic() < deadline, job_state(cluster, job)
+        time.sleep(0.1)
+    gate.touch()
+    assert wait_state(server, token, run_id)["state"] == "succeeded"

@@ -185,3 +185,20 @@ def test_the_last_seen_state_is_kept_for_the_api(tmp_path: Path) -> None:
     assert files.seen_state() == ("PENDING", "Resources")
     files.note_state("RUNNING", "")
     assert files.seen_state() == ("RUNNING", "")
+
+
+# `scontrol show config` (Slurm 22.05), the lines that matter here
+CONFIG = """\
+SlurmctldTimeout        = 30 sec
+SlurmUser               = slurm(64030)
+SlurmdUser              = root(0)
+"""
+
+
+def test_who_may_suspend_jobs() -> None:
+    from flowdeck.executors.slurm import may_suspend
+
+    assert may_suspend(CONFIG, 0, "root")
+    assert may_suspend(CONFIG, 64030, "slurm")
+    assert not may_suspend(CONFIG, 1000, "flowdeck")  # a freeze is refused (409)
+    assert not may_suspend("", 1000, "slurm")

@@ -12,12 +12,15 @@ Stop is ``scancel --full --signal=TERM`` (the wrapper passes TERM to the step's 
 and a kill after the grace time is plain ``scancel``; flowdeck writes ``.slurm.stop``
 first, so the wrapper tells its stop from a cancel by someone else.  Jobs outlive the
 server: a restarted one adopts them by the id in ``.slurm.job`` (:meth:`adopt`).
+Freeze is ``scontrol suspend`` (``hold`` for a job still pending), offered when the
+server's user may (root or the SlurmUser: :meth:`operator_rights`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import logging
 import os
 import secrets
@@ -58,6 +61,17 @@ UNREACHABLE = (
     "slurm_persist_conn",
     "did not answer within",
 )
+
+
+def may_suspend(config: str, uid: int, user: str) -> bool:
+    """From ``scontrol show config``: root and the SlurmUser may suspend jobs."""
+    if uid == 0:
+        return True
+    for line in config.splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == "SlurmUser":
+            return value.strip().split("(")[0] == user
+    return False
 
 
 def unreachable(message: str) -> bool:
@@ -121,14 +135,24 @@ class SlurmJob(StepProcess):
         self._python = python  # a python step's launch: its result file is read at the end
         self._asked: str | None = files.stop_asked()
         self._missing = 0
+        self._frozen = False
         self.ended = False
 
     # -- control -------------------------------------------------------------------------
     def pause(self) -> None:
-        """Jobs are not frozen (``can_freeze`` is False): pause drains."""
+        """Freeze: ``scontrol suspend`` (a job still pending is held instead)."""
+        if self.ended:
+            return
+        self._frozen = True
+        if self.job_id is not None:
+            self._executor.freeze(self.job_id)
 
     def resume(self) -> None:
-        pass
+        if self.ended or not self._frozen:
+            return
+        self._frozen = False
+        if self.job_id is not None:
+            self._executor.thaw(self.job_id)
 
     def terminate(self) -> None:
         self._ask("stop", ["--full", "--signal=TERM"])
@@ -156,6 +180,8 @@ class SlurmJob(StepProcess):
             self._executor.cancel(
                 job_id, [] if self._asked == "kill" else ["--full", "--signal=TERM"]
             )
+        elif self._frozen:
+            self._executor.freeze(job_id)
 
     def seen(self, state: JobState | None) -> bool:
         """One poll's answer for this job (None: not listed): whether it ended now."""
@@ -196,14 +222,14 @@ class SlurmExecutor(Executor):
     """Step attempts as Slurm batch jobs (see the module docstring)."""
 
     name = "slurm"
-    can_freeze = False
     freeze_refusal = (
-        "steps on Slurm cannot be frozen: flowdeck does not suspend Slurm jobs (that "
-        "needs Slurm operator rights): use mode 'drain'"
+        "steps on Slurm cannot be frozen here: suspending Slurm jobs needs operator rights "
+        "(the server's user is neither root nor the SlurmUser): use mode 'drain'"
     )
 
     def __init__(self, config: SlurmConfig) -> None:
         self.config = config
+        self.can_freeze = False  # until operator_rights() says otherwise
         self._jobs: dict[str, SlurmJob] = {}  # by attempt key
         self._poller: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -417,7 +443,47 @@ class SlurmExecutor(Executor):
             assert job.job_id is not None
             job.seen(jobs.get(job.job_id) or accounted.get(job.job_id))
 
+    def operator_rights(self) -> bool:
+        """May the server's user suspend jobs (``scontrol suspend`` is for operators):
+        root, or the cluster's SlurmUser?  Sets :attr:`can_freeze`."""
+        try:
+            done = subprocess.run(  # noqa: S603 - the admin's Slurm commands
+                [self.config.command("scontrol"), "show", "config"],
+                capture_output=True,
+                text=True,
+                timeout=COMMAND_TIMEOUT_S,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return False
+        self.can_freeze = may_suspend(done.stdout, os.geteuid(), getpass.getuser())
+        return self.can_freeze
+
     # -- control -------------------------------------------------------------------------
+    def freeze(self, job_id: str) -> None:
+        self._spawn(self._control(job_id, "suspend", "hold"))
+
+    def thaw(self, job_id: str) -> None:
+        self._spawn(self._control(job_id, "resume", "release"))
+
+    async def _control(self, job_id: str, first: str, otherwise: str) -> None:
+        """``scontrol suspend`` / ``resume``; a job not running yet (pending) cannot be
+        suspended: it is held, and released, instead."""
+        scontrol = self.config.command("scontrol")
+        code, out, err = await run_command([scontrol, first, job_id])
+        if code == 0:
+            return
+        code2, out2, err2 = await run_command([scontrol, otherwise, job_id])
+        if code2 != 0:
+            log.warning(
+                "scontrol %s/%s %s failed: %s / %s",
+                first,
+                otherwise,
+                job_id,
+                (err or out).strip(),
+                (err2 or out2).strip(),
+            )
+
     def cancel(self, job_id: str, flags: list[str]) -> None:
         self._spawn(self._cancel(job_id, flags))
 

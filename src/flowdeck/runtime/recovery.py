@@ -202,7 +202,9 @@ class RecoveryMixin(SchedulerCore):
         frozen = ar.run.state is RunState.PAUSED and ar.run.pause_mode == "freeze"
         for inst in ar.running():
             assert inst.proc is not None
-            if inst.executor != "local":  # child runs follow their own record
+            if inst.executor == "slurm" and not (frozen or inst.state is StepState.PAUSED):
+                continue  # a running job needs no word
+            if inst.executor not in ("local", "slurm"):  # child runs follow their own record
                 continue
             if frozen:
                 inst.proc.pause()

@@ -240,6 +240,10 @@ def slurm_executor(settings: Settings) -> Executor:
         "slurm = true: steps of runs on Slurm run as the server's user without the step "
         "sandbox (docs/slurm.md)"
     )
+    if not executor.operator_rights():
+        logging.getLogger("flowdeck").info(
+            "slurm: runs on Slurm can pause with mode drain only (no operator rights)"
+        )
     return executor
 
 
