@@ -253,15 +253,6 @@ class SlurmCluster:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @contextlib.contextmanager
 def slurm_cluster() -> Iterator[SlurmCluster]:
     """A started cluster, destroyed at the end; skips when Slurm or root is missing."""

@@ -8,6 +8,9 @@ server adopts them by their job ids."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -19,7 +22,7 @@ import pytest
 
 from flowdeck.executors.slurm_jobs import Files
 from tests.crashkit import Server, base_env, call, sign_up
-from tests.helpers import STRONG
+from tests.helpers import STRONG, free_port
 from tests.slurmcluster import SlurmCluster, slurm_cluster
 
 SLURM = {"executor": "slurm"}
@@ -419,3 +422,23 @@ def test_a_frozen_run_survives_a_server_kill(
         time.sleep(0.1)
     gate.touch()
     assert wait_state(server, token, run_id)["state"] == "succeeded"
+
+
+def test_start_up_stops_when_no_job_can_run(cluster: SlurmCluster, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        **base_env(tmp_path / "data"),
+        **cluster.env,
+        "FLOWDECK_SLURM": "true",
+        "FLOWDECK_SLURM_PARTITION": "nope",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "flowdeck", "serve", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "invalid setting slurm (FLOWDECK_SLURM): the probe job failed" in done.stderr

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from flowdeck.executors import slurm
 from flowdeck.executors.base import Launch, Outcome, StepProcess
 from flowdeck.executors.slurm import SlurmConfig, SlurmExecutor, SlurmJob
 from flowdeck.executors.slurm_jobs import Files, JobOptions
@@ -215,3 +216,34 @@ def test_a_job_that_never_reached_slurm_is_lost(cluster: SlurmCluster, tmp_path:
 
     outcome = asyncio.run(scenario())
     assert outcome.lost and outcome.error == "it never reached Slurm", outcome
+
+
+def test_the_start_up_probe(
+    cluster: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job must read what the server wrote into its data directory: it can here; a
+    refused submission and a probe that waits too long in the queue say why (the latter
+    leaves no job behind)."""
+    assert executor("fd-probe").check_shared(tmp_path / "data") is None
+    assert not list((tmp_path / "data" / "slurm-probe").iterdir())
+    refused = SlurmExecutor(SlurmConfig(JobOptions(job_name="fd-probe", partition="nope")))
+    problem = refused.check_shared(tmp_path / "data")
+    assert problem is not None and problem.startswith("the probe job failed:")
+    assert "partition" in problem
+    blocker = cluster.command(
+        "sbatch",
+        "--parsable",
+        "--job-name=not-flowdeck",
+        f"--cpus-per-task={cluster.cpus}",
+        "--output=/dev/null",
+        "--wrap=sleep 300",
+    )
+    assert blocker.returncode == 0, blocker.stderr
+    try:
+        monkeypatch.setattr(slurm, "PROBE_TIMEOUT_S", 3.0)
+        problem = executor("fd-probe-wait").check_shared(tmp_path / "data")
+        assert problem is not None and "did not end within 3 s" in problem, problem
+        left = cluster.command("squeue", "-h", "--name=fd-probe-wait-probe", "-t", "PD,R")
+        assert left.stdout.strip() == ""
+    finally:
+        cluster.command("scancel", blocker.stdout.strip())

@@ -52,6 +52,7 @@ from flowdeck.executors.slurm_jobs import (
 log = logging.getLogger("flowdeck.slurm")
 COMMAND_TIMEOUT_S = 60.0
 MISSING_POLLS = 2  # an ended job without its exit file: polls to wait for the file
+PROBE_TIMEOUT_S = 300.0  # the start-up probe job's wait, queueing included
 SUBMIT_RETRY_S = 300.0  # sbatch is asked again this long while slurmctld is unreachable
 UNREACHABLE = (
     "unable to contact slurm controller",
@@ -234,7 +235,6 @@ class SlurmExecutor(Executor):
         self._poller: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.polls = 0  # squeue calls made (the benchmark and tests read it)
 
     def check_shared(self, data_dir: Path) -> str | None:
         """Whether a job can read what the server writes into ``data_dir``: a probe job
@@ -267,9 +267,20 @@ class SlurmExecutor(Executor):
         ]
         try:
             done = subprocess.run(  # noqa: S603 - the admin's Slurm commands
-                argv, capture_output=True, text=True, timeout=300, check=False
+                argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False
             )
             answer = back.read_text(encoding="utf-8").strip() if back.exists() else ""
+        except subprocess.TimeoutExpired as exc:
+            printed = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout
+            with contextlib.suppress(ValueError, OSError, subprocess.SubprocessError):
+                job = parse_job_id(printed or "")
+                subprocess.run(  # noqa: S603 - the probe must not stay queued
+                    [self.config.command("scancel"), job], timeout=30, check=False
+                )
+            return (
+                f"the probe job did not end within {PROBE_TIMEOUT_S:g} s (is the partition "
+                "full, or down?)"
+            )
         except (OSError, subprocess.SubprocessError) as exc:
             return f"cannot run sbatch: {exc}"
         finally:
@@ -400,7 +411,6 @@ class SlurmExecutor(Executor):
             "-o",
             SQUEUE_FORMAT,
         ]
-        self.polls += 1
         code, out, err = await run_command(argv)
         if code != 0:
             log.warning("squeue failed (exit %d): %s", code, err.strip() or out.strip())
@@ -495,9 +505,6 @@ class SlurmExecutor(Executor):
     def forget(self, job: SlurmJob) -> None:
         if self._jobs.get(job.key) is job:
             del self._jobs[job.key]
-
-    def running_keys(self) -> list[str]:
-        return list(self._jobs)
 
     def close(self) -> None:
         """Stop following: the jobs go on, for the next start to adopt."""
