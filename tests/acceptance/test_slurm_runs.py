@@ -442,3 +442,37 @@ def test_start_up_stops_when_no_job_can_run(cluster: SlurmCluster, tmp_path: Pat
     )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "invalid setting slurm (FLOWDECK_SLURM): the probe job failed" in done.stderr
+
+
+def test_slurm_as_the_servers_default(cluster: SlurmCluster, tmp_path: Path) -> None:
+    """default_executor = slurm: a run that names no executor runs on Slurm, but one of a
+    workflow with stream ports (local only) runs locally."""
+    env = {
+        **base_env(tmp_path / "data"),
+        **cluster.env,
+        "FLOWDECK_SLURM": "true",
+        "FLOWDECK_DEFAULT_EXECUTOR": "slurm",
+        "FLOWDECK_SLURM_POLL_S": "0.3",
+        "FLOWDECK_SLURM_JOB_NAME": "fd-default",
+    }
+    srv = Server(tmp_path, env)
+    srv.start()
+    try:
+        tok = sign_up(srv, "defaulted")
+        wf = push(srv, tok, "sdefault", one_step("[sh, -c, 'echo started']"))
+        run_id = submit(srv, tok, wf, resources={})
+        assert wait_state(srv, tok, run_id)["state"] == "succeeded"
+        assert steps(srv, tok, run_id)["main"]["slurm_job"] is not None
+        streams = push(
+            srv,
+            tok,
+            "sdefault-streams",
+            one_step("[cat]", "    stdin: ${{ inputs.lines }}\n"),
+            extra="inputs:\n  lines: {type: stream}\n",
+        )
+        local = submit(srv, tok, streams, resources={})
+        assert api(srv, tok, "POST", f"/runs/{local}/inputs/lines/close").status_code in (200, 204)
+        assert wait_state(srv, tok, local)["state"] == "succeeded"
+        assert steps(srv, tok, local)["main"]["slurm_job"] is None
+    finally:
+        srv.stop()

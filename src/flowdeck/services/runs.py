@@ -251,10 +251,19 @@ class Runs(RunFiles):
     def set_resources(self, actor: Actor, run_id: str, body: dict[str, Any]) -> Run:
         resources = self._check_resources(actor, body)
         priority = self._priority(actor, body.get("priority"))
-        with self._staging(actor, run_id) as (tx, run, _spec):
+        with self._staging(actor, run_id) as (tx, run, spec):
+            self._local_unless_chosen(resources, body, spec)
             run = tx.update_run(run.id, resources=resources, priority=priority)
             self._event(tx, run, "staging.resources", actor, resources=resources, priority=priority)
         return run
+
+    @staticmethod
+    def _local_unless_chosen(res: dict[str, Any], body: dict[str, Any], spec: WorkflowSpec) -> None:
+        """The server's default executor is slurm: CWL workflows and workflows with stream
+        ports, which run locally only, run locally unless the run chose slurm itself."""
+        chosen = bool(body.get("executor"))
+        if res["executor"] == "slurm" and not chosen and (is_cwl(spec) or stream_ports(spec)):
+            res["executor"] = "local"
 
     # -- create ---------------------------------------------------------------------------
     def create(
@@ -322,6 +331,7 @@ class Runs(RunFiles):
         res = self._check_resources(actor, resources or {})
         priority = self._priority(actor, (resources or {}).get("priority"))
         spec = self.spec_of(wf)
+        self._local_unless_chosen(res, resources or {}, spec)
         self._check_params(spec, params or {})
         now = clock.now()
         run = Run(
