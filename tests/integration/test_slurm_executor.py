@@ -247,3 +247,47 @@ def test_the_start_up_probe(
         assert left.stdout.strip() == ""
     finally:
         cluster.command("scancel", blocker.stdout.strip())
+
+
+FAKE_SBATCH = """#!/bin/sh
+# counts the sbatch calls running at once (no cluster: this test needs none)
+d={d}
+flock "$d/lock" sh -c 'n=$(($(cat "$1/now") + 1)); echo $n > "$1/now";
+  [ $n -gt $(cat "$1/max") ] && echo $n > "$1/max"; true' - "$d"
+sleep 0.3
+flock "$d/lock" sh -c 'echo $(($(cat "$1/now") - 1)) > "$1/now"' - "$d"
+echo $$
+"""
+
+
+def test_a_wide_scatter_runs_few_slurm_commands_at_once(tmp_path: Path) -> None:
+    """Twenty attempts started at once: at most COMMANDS_AT_ONCE sbatch at a time."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (
+        ("sbatch", FAKE_SBATCH.format(d=tmp_path)),
+        ("squeue", "#!/bin/sh\nexit 0\n"),  # every job gone: each attempt ends lost
+        ("sacct", "#!/bin/sh\nexit 1\n"),
+    ):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    (tmp_path / "now").write_text("0")
+    (tmp_path / "max").write_text("0")
+    ex = SlurmExecutor(
+        SlurmConfig(JobOptions(job_name="fd-fake"), bin_dir=bin_dir, poll_s=0.1, grace_s=1)
+    )
+
+    async def scenario() -> list[Outcome]:
+        ends = Ends()
+        loop = asyncio.get_running_loop()
+        keys = [f"r/wide/{i}/1" for i in range(20)]
+        for key in keys:
+            ex.start(launch(tmp_path, key, "/bin/true"), ends.on_exit(key), loop)
+        outcomes = [await ends.of(key) for key in keys]
+        ex.close()
+        return outcomes
+
+    outcomes = asyncio.run(scenario())
+    assert all(o.lost for o in outcomes), outcomes
+    most = int((tmp_path / "max").read_text())
+    assert 1 <= most <= slurm.COMMANDS_AT_ONCE, most

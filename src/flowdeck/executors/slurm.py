@@ -52,6 +52,7 @@ from flowdeck.executors.slurm_jobs import (
 log = logging.getLogger("flowdeck.slurm")
 COMMAND_TIMEOUT_S = 60.0
 MISSING_POLLS = 2  # an ended job without its exit file: polls to wait for the file
+COMMANDS_AT_ONCE = 8  # sbatch, scancel, scontrol calls in flight
 PROBE_TIMEOUT_S = 300.0  # the start-up probe job's wait, queueing included
 SUBMIT_RETRY_S = 300.0  # sbatch is asked again this long while slurmctld is unreachable
 UNREACHABLE = (
@@ -235,6 +236,7 @@ class SlurmExecutor(Executor):
         self._poller: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._slots: asyncio.Semaphore | None = None  # Slurm commands running at once
 
     def check_shared(self, data_dir: Path) -> str | None:
         """Whether a job can read what the server writes into ``data_dir``: a probe job
@@ -332,7 +334,7 @@ class SlurmExecutor(Executor):
         failed call did not submit it after all (its key in squeue's comments)."""
         waited = 0.0
         while True:
-            code, out, err = await run_command(command)
+            code, out, err = await self._command(command)
             if code == 0:
                 try:
                     job.submitted(parse_job_id(out))
@@ -411,7 +413,7 @@ class SlurmExecutor(Executor):
             "-o",
             SQUEUE_FORMAT,
         ]
-        code, out, err = await run_command(argv)
+        code, out, err = await self._command(argv)
         if code != 0:
             log.warning("squeue failed (exit %d): %s", code, err.strip() or out.strip())
             return None
@@ -430,7 +432,7 @@ class SlurmExecutor(Executor):
             "-j",
             ",".join(job_ids),
         ]
-        code, out, _ = await run_command(argv)
+        code, out, _ = await self._command(argv)
         return parse_sacct(out) if code == 0 else {}
 
     async def _poll_loop(self) -> None:
@@ -452,6 +454,14 @@ class SlurmExecutor(Executor):
         for job in followed:
             assert job.job_id is not None
             job.seen(jobs.get(job.job_id) or accounted.get(job.job_id))
+
+    async def _command(self, argv: list[str]) -> tuple[int, str, str]:
+        """A Slurm command, at most ``COMMANDS_AT_ONCE`` at a time: a wide scatter must
+        not start a thousand sbatch processes (nor flood slurmctld) at once."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(COMMANDS_AT_ONCE)
+        async with self._slots:
+            return await run_command(argv)
 
     def operator_rights(self) -> bool:
         """May the server's user suspend jobs (``scontrol suspend`` is for operators):
@@ -480,10 +490,10 @@ class SlurmExecutor(Executor):
         """``scontrol suspend`` / ``resume``; a job not running yet (pending) cannot be
         suspended: it is held, and released, instead."""
         scontrol = self.config.command("scontrol")
-        code, out, err = await run_command([scontrol, first, job_id])
+        code, out, err = await self._command([scontrol, first, job_id])
         if code == 0:
             return
-        code2, out2, err2 = await run_command([scontrol, otherwise, job_id])
+        code2, out2, err2 = await self._command([scontrol, otherwise, job_id])
         if code2 != 0:
             log.warning(
                 "scontrol %s/%s %s failed: %s / %s",
@@ -498,7 +508,7 @@ class SlurmExecutor(Executor):
         self._spawn(self._cancel(job_id, flags))
 
     async def _cancel(self, job_id: str, flags: list[str]) -> None:
-        code, out, err = await run_command([self.config.command("scancel"), *flags, job_id])
+        code, out, err = await self._command([self.config.command("scancel"), *flags, job_id])
         if code != 0:
             log.warning("scancel %s failed: %s", job_id, err.strip() or out.strip())
 
