@@ -291,3 +291,41 @@ def test_a_wide_scatter_runs_few_slurm_commands_at_once(tmp_path: Path) -> None:
     assert all(o.lost for o in outcomes), outcomes
     most = int((tmp_path / "max").read_text())
     assert 1 <= most <= slurm.COMMANDS_AT_ONCE, most
+
+
+def test_a_cancel_is_asked_again_while_slurmctld_is_down(tmp_path: Path) -> None:
+    """scancel fails twice as if slurmctld were down, then works: the kill is not lost."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "scancel-calls"
+    scancel = (
+        f'#!/bin/sh\necho "$@" >> {calls}\n'
+        f"[ $(wc -l < {calls}) -ge 3 ] && exit 0\n"
+        'echo "scancel: error: Unable to contact slurm controller (connect failure)" >&2\n'
+        "exit 1\n"
+    )
+    for name, text in (
+        ("sbatch", "#!/bin/sh\necho 77\n"),
+        ("squeue", "#!/bin/sh\necho '77|RUNNING|None|r/k/-1/1'\n"),
+        ("scancel", scancel),
+    ):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    ex = SlurmExecutor(
+        SlurmConfig(JobOptions(job_name="fd-fake"), bin_dir=bin_dir, poll_s=0.05, grace_s=1)
+    )
+
+    async def scenario() -> None:
+        lc = launch(tmp_path, "r/k/-1/1", "/bin/true")
+        proc = ex.start(lc, lambda o: None, asyncio.get_running_loop())
+        assert isinstance(proc, SlurmJob)
+        async with asyncio.timeout(WAIT_S):
+            while proc.job_id is None:  # noqa: ASYNC110 - sbatch's answer, no event
+                await asyncio.sleep(0.01)
+            proc.kill()
+            while not calls.exists() or len(calls.read_text().splitlines()) < 3:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        ex.close()
+
+    asyncio.run(scenario())
+    assert calls.read_text().splitlines() == ["77"] * 3

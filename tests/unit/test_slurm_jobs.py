@@ -202,3 +202,13 @@ def test_who_may_suspend_jobs() -> None:
     assert may_suspend(CONFIG, 64030, "slurm")
     assert not may_suspend(CONFIG, 1000, "flowdeck")  # a freeze is refused (409)
     assert not may_suspend("", 1000, "slurm")
+
+
+def test_a_cancel_seen_by_the_step_before_the_wrapper() -> None:
+    """Slurm's TERM can end the step before the wrapper's trap runs (no ended_by): the
+    job's CANCELLED state says it was cancelled in Slurm, unless flowdeck asked."""
+    record = {"exit_code": 143, "ended_by": "", "started": 1.0, "ended": 2.0}
+    cancelled = JobState("9", "CANCELLED", "", "r/a/-1/1")
+    assert outcome_of(record, cancelled, None).error == "cancelled in Slurm"
+    assert outcome_of(record, cancelled, "stop").error is None
+    assert outcome_of(record, JobState("9", "COMPLETED"), None).error is None

@@ -111,8 +111,13 @@ async def run_command(argv: list[str], limit_s: float = COMMAND_TIMEOUT_S) -> tu
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
-        await proc.wait()
+        await proc.communicate()
         return 124, "", f"{argv[0]} did not answer within {limit_s:g} s"
+    except asyncio.CancelledError:  # the executor closes: no command outlives it
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.communicate()  # its end and its pipes' (no transport left open)
+        raise
     assert proc.returncode is not None
     return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
@@ -508,9 +513,19 @@ class SlurmExecutor(Executor):
         self._spawn(self._cancel(job_id, flags))
 
     async def _cancel(self, job_id: str, flags: list[str]) -> None:
-        code, out, err = await self._command([self.config.command("scancel"), *flags, job_id])
-        if code != 0:
+        """scancel; asked again while slurmctld is unreachable (a stop or kill must not be
+        lost to a controller restart), for up to ``SUBMIT_RETRY_S``."""
+        waited = 0.0
+        while True:
+            argv = [self.config.command("scancel"), *flags, job_id]
+            code, out, err = await self._command(argv)
+            if code == 0:
+                return
             log.warning("scancel %s failed: %s", job_id, err.strip() or out.strip())
+            if not unreachable(err + out) or waited >= SUBMIT_RETRY_S:
+                return
+            await asyncio.sleep(self.config.poll_s)
+            waited += self.config.poll_s
 
     def forget(self, job: SlurmJob) -> None:
         if self._jobs.get(job.key) is job:

@@ -303,7 +303,10 @@ def outcome_of(record: dict[str, Any] | None, state: JobState | None, asked: str
         ended_by = str(record.get("ended_by") or "")
         if ended_by == "timeout":
             return Outcome(exit_code=None, signal=sig, timed_out=True, wall_s=wall)
-        if ended_by == "slurm":
+        cancelled = state is not None and state.state == "CANCELLED" and asked is None
+        if ended_by == "slurm" or (cancelled and ended_by != "flowdeck"):
+            # (Slurm's TERM may reach the step before the wrapper's trap runs: its state
+            # says who ended it then)
             return Outcome(exit_code=None, signal=sig, wall_s=wall, error="cancelled in Slurm")
         if sig is not None:
             return Outcome(exit_code=None, signal=sig, wall_s=wall)
