@@ -27,6 +27,7 @@ BENCHMARKS = [
     "faces_ports",
     "wes",
     "cli",
+    "slurm",
 ]
 
 QUICK = {
@@ -45,6 +46,7 @@ QUICK = {
     "faces_ports": [],
     "wes": ["--runs", "10", "--clients", "4"],
     "cli": ["--repeat", "5"],
+    "slurm": ["--chain", "4", "--fanout", "8"],
 }
 
 

@@ -309,6 +309,33 @@ class Settings(BaseSettings):
         "step may write to. Weakens the sandbox.",
     )
 
+    default_executor: Literal["local", "slurm"] = Field(
+        "local",
+        description="The executor of runs that do not choose one (resources.executor): "
+        "local, or slurm (needs slurm = true).",
+    )
+    slurm: bool = Field(
+        False,
+        description="Offer the slurm executor: steps of runs that choose it become Slurm "
+        "batch jobs submitted by the server's user (docs/slurm.md). The data directory must "
+        "be on a file system the compute nodes share (checked at start).",
+    )
+    slurm_bin_dir: Path | None = Field(
+        None, description="Directory of sbatch, squeue, sacct and scancel; default: PATH."
+    )
+    slurm_partition: str | None = Field(None, description="sbatch --partition of every job.")
+    slurm_account: str | None = Field(None, description="sbatch --account of every job.")
+    slurm_qos: str | None = Field(None, description="sbatch --qos of every job.")
+    slurm_job_name: str = Field(
+        "flowdeck",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="The name of every job of this deployment (one squeue finds them all): "
+        "give each deployment sharing a cluster account its own.",
+    )
+    slurm_poll_s: float = Field(
+        2.0, ge=0.1, le=300, description="Seconds between two squeue calls (one per poll)."
+    )
+
     @field_validator("step_env_passthrough", "sandbox_extra_ro", "sandbox_extra_rw", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
@@ -367,6 +394,8 @@ class Settings(BaseSettings):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"{name}: no such file: {path}")
+        if self.default_executor == "slurm" and not self.slurm:
+            raise ValueError("default_executor = slurm needs slurm = true")
         if self.admin_password is not None and self.admin_password_file is not None:
             raise ValueError("give admin_password or admin_password_file, not both")
         return self

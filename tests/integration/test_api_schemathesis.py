@@ -112,6 +112,7 @@ EXCUSED = (
         field="expires_in_days",
     ),
     Excuse(RESOURCES, 422, "cpus are at most the server's slots, a setting", field="cpus"),
+    Excuse(RESOURCES, 422, "slurm is offered where a setting says so", field="executor"),
     Excuse(
         (
             "PUT /api/v1/runs/{run_id}/files/{input}",

@@ -38,7 +38,11 @@ FILE_NAME: JsonDict = {"pattern": FILE_NAME_PATTERN}
 
 
 class ResourcesIn(Request):
-    executor: Literal["local", "inprocess"] = "local"
+    executor: Literal["local", "inprocess", "slurm"] | None = Field(
+        None,
+        description="local, inprocess, or slurm where the server offers it (slurm = true); "
+        "default: the server's default_executor.",
+    )
     cpus: float | None = Field(
         None, gt=0, le=1e6, description="CPUs the run's steps may use at once."
     )
@@ -236,6 +240,15 @@ class StepOut(BaseModel):
     error: str | None
     log_tail: str
     run_id: str | None = Field(None, description="The run of a nested (sub-workflow) step.")
+    slurm_job: str | None = Field(
+        None, description="A step on Slurm: the job id of its latest attempt, once submitted."
+    )
+    slurm_state: str | None = Field(
+        None,
+        description="A running step on Slurm: its job's state as the last poll saw it "
+        "(PENDING, RUNNING, ...), and why it waits (slurm_reason).",
+    )
+    slurm_reason: str | None = None
 
     @classmethod
     def of(cls, rec: StepRecord, stderr: Any, stdout: Any) -> StepOut:

@@ -149,7 +149,9 @@ def stage(
 @run_app.command("resources")
 def resources(
     run_id: RunArg,
-    executor: Annotated[str | None, typer.Option(help="local or inprocess.")] = None,
+    executor: Annotated[
+        str | None, typer.Option(help="local, inprocess or slurm (if the server offers it).")
+    ] = None,
     cpus: Annotated[float | None, typer.Option(help="CPUs the run may use at once.")] = None,
     memory: Annotated[str | None, typer.Option(help="Per step: MiB or '2GiB'.")] = None,
     walltime: Annotated[str | None, typer.Option(help="The whole run: seconds or '2h'.")] = None,

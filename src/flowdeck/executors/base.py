@@ -36,6 +36,7 @@ class Launch:
     walltime_s: float | None = None  # killed (and timed_out) after this long
     record: Path | None = None  # where the supervisor keeps pid, start time and outcome
     sandbox: dict[str, Any] | None = None  # what the step may see (executors/sandbox.py)
+    cpus: float = 1.0  # the step's resources.cpus (a Slurm job's --cpus-per-task)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,7 @@ class NoProcess(StepProcess):
 class Executor(ABC):
     name: str
     can_freeze: bool = True  # False: pause can only drain
+    freeze_refusal: str = "steps on the in-server executor cannot be frozen: use mode 'drain'"
     # True: it starts an attempt key at most once, and a start asked again after a crash
     # finds the attempt (running or ended) instead of starting a second; so the scheduler
     # may start a step before the commit that records it (runtime/core.py).

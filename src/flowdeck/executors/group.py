@@ -151,7 +151,7 @@ class GroupProcess(StepProcess):
         if self.cgroup is not None:
             outcome = self._cgroup_ended(self.cgroup, outcome)
         if self._launch.python and outcome.exit_code is not None:
-            outcome = _with_result(outcome, self._launch)
+            outcome = with_result(outcome, self._launch)
         self._running.pop(self.key, None)
         if self.box is not None:
             self.box.ended()
@@ -185,7 +185,7 @@ class GroupProcess(StepProcess):
         )
 
 
-def _with_result(outcome: Outcome, launch: Launch) -> Outcome:
+def with_result(outcome: Outcome, launch: Launch) -> Outcome:
     """Add a python step's result (or its traceback) from the runner's result file."""
     if outcome.exit_code is None:  # ended by a signal: no result to look for
         return outcome

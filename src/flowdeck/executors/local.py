@@ -131,7 +131,7 @@ class LocalExecutor(Executor):
             argv = list(launch.argv)
         elif launch.python:
             try:
-                argv = self._python_argv(launch)
+                argv = self.python_argv(launch)
             except (OSError, TypeError, ValueError) as exc:
                 return self._failed(launch, launch.python, exc, on_exit, loop)
         else:
@@ -212,7 +212,7 @@ class LocalExecutor(Executor):
         return proc
 
     @staticmethod
-    def _python_argv(launch: Launch) -> list[str]:
+    def python_argv(launch: Launch) -> list[str]:
         args_path = launch.cwd / ARGS_FILE
         result_path = launch.cwd / RESULT_FILE
         args_path.write_text(json.dumps(launch.kwargs), encoding="utf-8")

@@ -33,7 +33,7 @@ class ControlMixin(SchedulerCore):
             frozen = [i for i in running if not self.executors[i.executor].can_freeze]
             if frozen:
                 raise Conflict(
-                    "steps on the in-server executor cannot be frozen: use mode 'drain'",
+                    self.executors[frozen[0].executor].freeze_refusal,
                     steps=[i.label for i in frozen],
                 )
             for inst in running:

@@ -184,6 +184,16 @@ class SchedulerCore:
             )
             return None
         res = run.resources
+        executor = str(res.get("executor", "local"))
+        if executor == "slurm" and executor not in self.executors:
+            self._run_state(
+                run,
+                "system_error",
+                None,
+                finished_at=clock.now(),
+                error={"message": "this server does not offer the slurm executor (slurm = false)"},
+            )
+            return None
         ar = ActiveRun(
             run=run,
             spec=valid.spec,
@@ -191,7 +201,7 @@ class SchedulerCore:
             order=valid.order,
             rundir=RunDir.of(self.settings.data_dir, run.id),
             code_dir=self.code_dir_of(run.workflow_id) if has_archive and run.workflow_id else None,
-            executor=str(res.get("executor", "local")),
+            executor=executor,
             cpus=float(res.get("cpus") or self.slots),
             extra_env={str(k): str(v) for k, v in (res.get("env") or {}).items()},
             fence=run.fence,
@@ -426,12 +436,18 @@ class SchedulerCore:
         step = ar.step(name)
         if step.uses is not None:
             return "subflow"  # a child run (runtime/subflows.py)
+        if ar.executor == "slurm":
+            return "slurm"
         return "inprocess" if step.python and ar.executor == "inprocess" else "local"
 
     @staticmethod
     def _cpus_of(ar: ActiveRun, name: str) -> float:
+        """The slots of this machine an instance takes: none for a child run (its steps
+        count) or a Slurm job (the cluster schedules it)."""
         step = ar.step(name)
-        return 0.0 if step.uses is not None else float(step.resources.cpus)  # its child's count
+        if step.uses is not None or ar.executor == "slurm":
+            return 0.0
+        return float(step.resources.cpus)
 
     def _resolve(self, ar: ActiveRun, name: str, state: StepState, reason: str) -> None:
         ar.resolved[name] = state

@@ -95,6 +95,7 @@ def prepare(
         "file_size_bytes": settings.max_step_file_bytes,
         "max_processes": settings.step_max_processes,
         "sandbox": sandbox_plan(ar, cwd, settings, step.resources.network),
+        "cpus": float(step.resources.cpus),
     }
     if step.python is not None:
         # An optional input left unset is None for a python step (not an error).

@@ -25,7 +25,8 @@ from flowdeck import clock
 from flowdeck.domain.leases import ServerInstance
 from flowdeck.domain.runs import STEP_DONE, Run, RunState, StepRecord, StepState
 from flowdeck.errors import StoreUnavailable
-from flowdeck.executors.base import NoProcess, Outcome
+from flowdeck.executors.base import Launch, NoProcess, Outcome
+from flowdeck.executors.slurm import SlurmExecutor
 from flowdeck.executors.supervised import SupervisedExecutor, SupervisorState, kill_orphan
 from flowdeck.executors.wire import outcome_from_wire, process_start_time, read_records
 from flowdeck.runtime.active import FAILURES, ActiveRun, Instance
@@ -201,7 +202,9 @@ class RecoveryMixin(SchedulerCore):
         frozen = ar.run.state is RunState.PAUSED and ar.run.pause_mode == "freeze"
         for inst in ar.running():
             assert inst.proc is not None
-            if inst.executor != "local":  # child runs follow their own record
+            if inst.executor == "slurm" and not (frozen or inst.state is StepState.PAUSED):
+                continue  # a running job needs no word
+            if inst.executor not in ("local", "slurm"):  # child runs follow their own record
                 continue
             if frozen:
                 inst.proc.pause()
@@ -265,6 +268,23 @@ class RecoveryMixin(SchedulerCore):
             assert isinstance(subflow, SubflowExecutor)
             assert self.loop is not None
             inst.proc = subflow.adopt(ar.run.id, inst.step, inst.index, on_exit, self.loop)
+            return
+        if inst.executor == "slurm":  # its job goes on: followed again by its id
+            slurm = self.executors.get("slurm")
+            if not isinstance(slurm, SlurmExecutor):
+                self._attempt_failed(ar, inst, StepState.LOST, "this server does not offer Slurm")
+                return
+            step = ar.step(inst.step)
+            stdout = ar.rundir.log(inst.step, inst.index, inst.attempts, "stdout")
+            python = None
+            if step.python is not None:  # its result file is read when it ends
+                cwd = ar.rundir.step_dir(inst.step, inst.index)
+                python = Launch(
+                    key="", cwd=cwd, env={}, stdout=stdout, stderr=stdout, python=step.python
+                )
+            key = attempt_key(ar.run.id, inst.step, inst.index, inst.attempts)
+            assert self.loop is not None
+            inst.proc = slurm.adopt(key, stdout, on_exit, self.loop, python)
             return
         if inst.executor != "local":
             self._attempt_failed(ar, inst, StepState.LOST, "the server restarted")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flowdeck.config import Settings
+from flowdeck.errors import ConfigError
 from flowdeck.events.bus import EventBus, LocalEventBus
 from flowdeck.runtime.ports import PortHub
 from flowdeck.services.accounts import Accounts
@@ -22,6 +23,7 @@ from flowdeck.services.workflows import Workflows
 from flowdeck.store import Store, open_store
 
 if TYPE_CHECKING:
+    from flowdeck.executors.base import Executor
     from flowdeck.runtime.scheduler import Scheduler
     from flowdeck.store.sql import SqlStore
 
@@ -79,7 +81,7 @@ class Context:
 
         subflow = SubflowExecutor(self.store, child_creator(self.runs), self.settings.stop_grace_s)
         warn_if_unsandboxed(self.settings)
-        executors = {
+        executors: dict[str, Executor] = {
             "local": SupervisedExecutor(
                 self.settings.data_dir,
                 self.settings.supervisor_idle_s,
@@ -88,6 +90,8 @@ class Context:
             "inprocess": InProcessExecutor(workers=self.settings.inprocess_workers),
             "subflow": subflow,
         }
+        if self.settings.slurm:
+            executors["slurm"] = slurm_executor(self.settings)
         scheduler = Scheduler(
             self.store,
             self.settings,
@@ -216,6 +220,35 @@ def make_context(settings: Settings, store: Store) -> Context:
         metrics=metrics,
         secrets=Secrets(store, settings),
     )
+
+
+def slurm_executor(settings: Settings) -> Executor:
+    """The slurm executor, once a probe job showed the data directory is shared."""
+    from flowdeck.executors.slurm import SlurmConfig, SlurmExecutor
+    from flowdeck.executors.slurm_jobs import JobOptions
+
+    options = JobOptions(
+        job_name=settings.slurm_job_name,
+        partition=settings.slurm_partition,
+        account=settings.slurm_account,
+        qos=settings.slurm_qos,
+    )
+    config = SlurmConfig(
+        options, settings.slurm_bin_dir, settings.slurm_poll_s, settings.stop_grace_s
+    )
+    executor = SlurmExecutor(config)
+    problem = executor.check_shared(settings.data_dir)
+    if problem is not None:
+        raise ConfigError(f"invalid setting slurm (FLOWDECK_SLURM): {problem}")
+    logging.getLogger("flowdeck").warning(
+        "slurm = true: steps of runs on Slurm run as the server's user without the step "
+        "sandbox (docs/slurm.md)"
+    )
+    if not executor.operator_rights():
+        logging.getLogger("flowdeck").info(
+            "slurm: runs on Slurm can pause with mode drain only (no operator rights)"
+        )
+    return executor
 
 
 def warn_if_unsandboxed(settings: Settings) -> None:

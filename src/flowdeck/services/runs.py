@@ -176,9 +176,10 @@ class Runs(RunFiles):
     def _check_resources(self, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
         s = self.settings
         out: dict[str, Any] = {}
-        executor = body.get("executor") or "local"
-        if executor not in EXECUTORS:
-            raise InvalidInput(f"executor must be one of {', '.join(EXECUTORS)}", field="executor")
+        executor = body.get("executor") or s.default_executor
+        offered = (*EXECUTORS, "slurm") if s.slurm else EXECUTORS
+        if executor not in offered:
+            raise InvalidInput(f"executor must be one of {', '.join(offered)}", field="executor")
         out["executor"] = executor
         if body.get("cpus") is not None:
             cpus = float(body["cpus"])
@@ -250,10 +251,19 @@ class Runs(RunFiles):
     def set_resources(self, actor: Actor, run_id: str, body: dict[str, Any]) -> Run:
         resources = self._check_resources(actor, body)
         priority = self._priority(actor, body.get("priority"))
-        with self._staging(actor, run_id) as (tx, run, _spec):
+        with self._staging(actor, run_id) as (tx, run, spec):
+            self._local_unless_chosen(resources, body, spec)
             run = tx.update_run(run.id, resources=resources, priority=priority)
             self._event(tx, run, "staging.resources", actor, resources=resources, priority=priority)
         return run
+
+    @staticmethod
+    def _local_unless_chosen(res: dict[str, Any], body: dict[str, Any], spec: WorkflowSpec) -> None:
+        """The server's default executor is slurm: CWL workflows and workflows with stream
+        ports, which run locally only, run locally unless the run chose slurm itself."""
+        chosen = bool(body.get("executor"))
+        if res["executor"] == "slurm" and not chosen and (is_cwl(spec) or stream_ports(spec)):
+            res["executor"] = "local"
 
     # -- create ---------------------------------------------------------------------------
     def create(
@@ -321,6 +331,7 @@ class Runs(RunFiles):
         res = self._check_resources(actor, resources or {})
         priority = self._priority(actor, (resources or {}).get("priority"))
         spec = self.spec_of(wf)
+        self._local_unless_chosen(res, resources or {}, spec)
         self._check_params(spec, params or {})
         now = clock.now()
         run = Run(
@@ -465,7 +476,23 @@ class Runs(RunFiles):
                 problems.append(
                     {"input": name, "message": f"required input {name!r} has no value: {how}"}
                 )
-        if run.resources.get("executor") == "inprocess" and is_cwl(spec):
+        if run.resources.get("executor") == "slurm":
+            if is_cwl(spec):
+                problems.append(
+                    {
+                        "resource": "executor",
+                        "message": "CWL workflows run with the local executor, not slurm",
+                    }
+                )
+            if stream_ports(spec):
+                problems.append(
+                    {
+                        "resource": "executor",
+                        "message": "workflows with stream ports run with the local executor: "
+                        "a step on Slurm cannot be fed or tailed while it runs",
+                    }
+                )
+        elif run.resources.get("executor") == "inprocess" and is_cwl(spec):
             problems.append(
                 {
                     "resource": "executor",

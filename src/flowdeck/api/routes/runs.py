@@ -38,8 +38,9 @@ from flowdeck.api.schemas_runs import (
 )
 from flowdeck.api.schemas_webhooks import CallbackOut
 from flowdeck.domain.privilege import Actor
-from flowdeck.domain.runs import RunState, state_table
+from flowdeck.domain.runs import RunState, StepState, state_table
 from flowdeck.errors import NotFound, PayloadTooLarge
+from flowdeck.executors.slurm_jobs import Files as SlurmFiles
 from flowdeck.services import subflows
 from flowdeck.services.context import Context
 
@@ -256,19 +257,23 @@ def _json(model: BaseModel) -> Response:
 @router.get("/runs/{run_id}/steps", response_model=list[StepOut])
 def get_steps(run_id: str, ctx: CtxDep, actor: ActorDep) -> list[StepOut]:
     """Its steps; after a `uses:` step, the steps of its child run (label `step/inner`)."""
-    ctx.runs.get(actor, run_id)  # 404 unless visible
+    view = ctx.runs.get(actor, run_id)  # 404 unless visible
+    on_slurm = view.run.resources.get("executor") == "slurm"
     with ctx.store.read() as tx:
         nested = subflows.nested_steps(tx, run_id)
     out = []
     for prefix, s in nested:
         rd = ctx.runs.rundir(s.run_id)
-        step = StepOut.of(
-            s,
-            rd.log(s.name, s.index, max(s.attempts, 1), "stderr"),
-            rd.log(s.name, s.index, max(s.attempts, 1), "stdout"),
-        )
+        stdout = rd.log(s.name, s.index, max(s.attempts, 1), "stdout")
+        step = StepOut.of(s, rd.log(s.name, s.index, max(s.attempts, 1), "stderr"), stdout)
         if prefix:
             step.label, step.run_id = prefix + step.label, s.run_id
+        elif on_slurm and s.attempts:
+            files = SlurmFiles.of(stdout)
+            step.slurm_job = files.job_id()
+            seen = files.seen_state() if s.state is StepState.RUNNING else None
+            if seen is not None:
+                step.slurm_state, step.slurm_reason = seen[0], seen[1] or None
         out.append(step)
     return shown_steps(ctx, out, run_id)
 

@@ -195,7 +195,10 @@ function renderSteps(steps) {
       ? el("details", {}, el("summary", {}, "log"), el("pre", {}, s.log_tail))
       : "";
     return el("tr", { "data-step-row": s.label },
-      el("th", { scope: "row" }, s.label),
+      el("th", { scope: "row" }, s.label,
+        s.slurm_job ? el("small", { class: "slurm-job" }, " Slurm job " + s.slurm_job) : "",
+        s.slurm_state ? el("small", { class: "slurm-state" },
+          " " + s.slurm_state + (s.slurm_reason ? " (" + s.slurm_reason + ")" : "")) : ""),
       el("td", {}, badge(s.state)),
       el("td", {}, String(s.attempts)),
       el("td", {}, seconds(s.duration_s)),

@@ -1,0 +1,332 @@
+"""The pure half of the Slurm executor: an attempt's files, its job wrapper and ``sbatch``
+command line, and what ``squeue``, ``sacct`` and the wrapper's exit file say.
+
+An attempt whose logs are ``logs/<label>.<attempt>.stdout|stderr`` keeps, next to them:
+
+``.slurm.env``   its environment (NUL-separated ``NAME=value``, mode 0600: never on a
+                 command line), read by the wrapper, which starts the step with it alone;
+                 removed when the attempt ended (it may hold secrets)
+``.slurm.argv``  its program and arguments (NUL-separated, 0600; removed likewise)
+``.slurm.sh``    the job wrapper (below)
+``.slurm.job``   the Slurm job id, written once ``sbatch`` answered
+``.slurm.stop``  flowdeck asked it to stop (``stop``) or to end now (``kill``)
+``.slurm.exit``  written by the wrapper when the step ended: exit status and timing
+``.slurm.log``   the wrapper's own output (Slurm's ``--output``)
+``.slurm.state`` Slurm's state and reason as the last poll saw them (``PENDING|Resources``),
+                 written when they change, for the API
+
+So how an attempt ended never depends on Slurm's accounting, and a restarted server finds
+its jobs (and the ends it missed) from the run folder alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flowdeck.executors.base import Launch, Outcome
+
+SUFFIXES = ("env", "argv", "sh", "job", "stop", "exit", "log", "state")
+
+# squeue/sacct states: still to end, and ended
+WAITING = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"})
+ACTIVE = frozenset(
+    {"RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT"}
+    | WAITING
+    | {"PREEMPTED", "RESIZING"}
+)
+ENDED = frozenset(
+    {
+        "COMPLETED",
+        "FAILED",
+        "TIMEOUT",
+        "CANCELLED",
+        "OUT_OF_MEMORY",
+        "NODE_FAIL",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "REVOKED",
+        "SPECIAL_EXIT",
+    }
+)
+SQUEUE_FORMAT = "%i|%T|%r|%k"  # job id, state, reason, comment (the attempt key)
+
+
+@dataclass(frozen=True, slots=True)
+class Files:
+    """The files of one attempt (see the module docstring)."""
+
+    base: Path  # logs/<label>.<attempt>
+
+    @classmethod
+    def of(cls, stdout: Path) -> Files:
+        return cls(stdout.with_suffix(""))
+
+    def path(self, what: str) -> Path:
+        assert what in SUFFIXES
+        return self.base.with_name(f"{self.base.name}.slurm.{what}")
+
+    def job_id(self) -> str | None:
+        try:
+            text = self.path("job").read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        return text or None
+
+    def stop_asked(self) -> str | None:
+        try:
+            return self.path("stop").read_text(encoding="utf-8").strip() or "stop"
+        except OSError:
+            return None
+
+    def note_state(self, state: str, reason: str) -> None:
+        with contextlib.suppress(OSError):
+            self.path("state").write_text(f"{state}|{reason}", encoding="utf-8")
+
+    def seen_state(self) -> tuple[str, str] | None:
+        """(state, reason) as the last poll saw them, if one did."""
+        try:
+            state, _, reason = self.path("state").read_text(encoding="utf-8").partition("|")
+        except OSError:
+            return None
+        return (state, reason) if state else None
+
+    def exit_record(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.path("exit").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+
+def _nul_file(path: Path, items: list[str]) -> None:
+    """Write ``items`` NUL-separated into a new file only its owner may read."""
+    for item in items:
+        if "\0" in item:
+            raise ValueError("a NUL byte in the step's environment or arguments")
+    path.unlink(missing_ok=True)
+    fd = path.open("x", encoding="utf-8", newline="")
+    try:
+        path.chmod(0o600)
+        fd.write("".join(item + "\0" for item in items))
+    finally:
+        fd.close()
+
+
+def limits_lines(launch: Launch) -> list[str]:
+    """``ulimit`` lines the wrapper applies before it starts the step."""
+    lines = []
+    if launch.cpu_seconds is not None:
+        lines.append(f"ulimit -t {max(1, math.ceil(launch.cpu_seconds))}")
+    if launch.file_size_bytes is not None:
+        lines.append(f"ulimit -f {max(1, launch.file_size_bytes // 1024)}")
+    if launch.max_processes is not None:
+        lines.append(f"ulimit -u {launch.max_processes}")
+    return lines
+
+
+WRAPPER = r"""#!/bin/bash
+# flowdeck's Slurm job wrapper for attempt {key}: starts the step with its own
+# environment, in its own process group, and writes how it ended into {exit}.
+set -u
+B={base}
+mapfile -d '' -t ENVV < "$B.slurm.env"
+mapfile -d '' -t ARGV < "$B.slurm.argv"
+started=$EPOCHREALTIME
+ended_by=""
+finish() {{
+  printf '{{"exit_code": %s, "started": %s, "ended": %s, "ended_by": "%s", "job": "%s"}}\n' \
+    "$1" "$started" "$EPOCHREALTIME" "$ended_by" "${{SLURM_JOB_ID:-}}" > "$B.slurm.exit.tmp"
+  mv -f "$B.slurm.exit.tmp" "$B.slurm.exit"
+  exit 0
+}}
+cd {cwd} || finish 126
+{limits}
+setsid env -i "${{ENVV[@]}}" "${{ARGV[@]}}" < {stdin} > {stdout} 2> {stderr} &
+child=$!
+on_term() {{
+  if [ -e "$B.slurm.stop" ]; then ended_by=flowdeck; else ended_by=slurm; fi
+  kill -TERM -- "-$child" 2>/dev/null
+  kill -CONT -- "-$child" 2>/dev/null
+}}
+trap on_term TERM INT
+{watchdog}
+# A wait cut short by the trap says 128+15; the last wait then says how the step ended
+# (bash may answer a status it lost as -1: the one before stands then).
+rc=255
+while kill -0 "$child" 2>/dev/null; do wait "$child"; rc=$?; done
+wait "$child"
+w=$?
+case $w in ''|*[!0-9]*) ;; *) [ "$w" -le 255 ] && rc=$w ;; esac
+[ -n "${{dog:-}}" ] && kill "$dog" 2>/dev/null
+[ -e "$B.slurm.timeout" ] && ended_by=timeout
+finish "$rc"
+"""
+
+WATCHDOG = (
+    '( sleep {walltime}; touch "$B.slurm.timeout"; kill -TERM -- "-$child";'
+    ' sleep {grace}; kill -KILL -- "-$child" ) 2>/dev/null &\ndog=$!'
+)
+
+
+def write_attempt(launch: Launch, argv: list[str], grace_s: float) -> Files:
+    """Write the attempt's environment, arguments and wrapper; its stale files go."""
+    files = Files.of(launch.stdout)
+    for what in ("job", "stop", "exit", "state"):
+        files.path(what).unlink(missing_ok=True)
+    files.base.with_name(f"{files.base.name}.slurm.timeout").unlink(missing_ok=True)
+    _nul_file(files.path("env"), [f"{k}={v}" for k, v in launch.env.items()])
+    _nul_file(files.path("argv"), argv)
+    for log in (launch.stdout, launch.stderr):
+        log.write_bytes(b"")  # created before the job starts: the API tails them at once
+    watchdog = ""
+    if launch.walltime_s is not None:
+        watchdog = WATCHDOG.format(walltime=f"{launch.walltime_s:g}", grace=f"{grace_s:g}")
+    q = shlex.quote
+    text = WRAPPER.format(
+        key=launch.key,
+        exit=files.path("exit"),
+        base=q(str(files.base)),
+        cwd=q(str(launch.cwd)),
+        limits="\n".join(limits_lines(launch)),
+        stdin=q(str(launch.stdin or "/dev/null")),
+        stdout=q(str(launch.stdout)),
+        stderr=q(str(launch.stderr)),
+        watchdog=watchdog,
+    )
+    script = files.path("sh")
+    script.write_text(text, encoding="utf-8")
+    script.chmod(0o700)
+    return files
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """What the admin's settings add to every job."""
+
+    job_name: str = "flowdeck"
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+
+
+def sbatch_argv(sbatch: str, launch: Launch, files: Files, opts: JobOptions) -> list[str]:
+    """The ``sbatch`` command submitting the attempt's wrapper as one batch job."""
+    argv = [
+        sbatch,
+        "--parsable",
+        f"--job-name={opts.job_name}",
+        f"--comment={launch.key}",
+        "--export=NONE",
+        f"--chdir={launch.cwd}",
+        f"--output={files.path('log')}",
+        "--open-mode=append",
+        "--nodes=1",
+        "--ntasks=1",
+        f"--cpus-per-task={max(1, math.ceil(launch.cpus))}",
+    ]
+    if launch.memory_bytes:
+        argv.append(f"--mem={max(1, math.ceil(launch.memory_bytes / 2**20))}M")
+    if launch.walltime_s is not None:
+        argv.append(f"--time={time_limit(launch.walltime_s)}")
+    for flag, value in (("partition", opts.partition), ("account", opts.account)):
+        if value:
+            argv.append(f"--{flag}={value}")
+    if opts.qos:
+        argv.append(f"--qos={opts.qos}")
+    argv.append(str(files.path("sh")))
+    return argv
+
+
+def time_limit(walltime_s: float) -> int:
+    """``--time`` in whole minutes: the step's timeout rounded up, plus one minute for the
+    wrapper to end it itself (and say so) before Slurm does."""
+    return math.ceil(walltime_s / 60) + 1
+
+
+def parse_job_id(out: str) -> str:
+    """``sbatch --parsable`` prints ``id`` or ``id;cluster``."""
+    job = out.strip().splitlines()[-1].split(";")[0].strip() if out.strip() else ""
+    if not job.isdigit():
+        raise ValueError(f"sbatch printed no job id: {out.strip()!r}")
+    return job
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    job_id: str
+    state: str  # Slurm's, e.g. RUNNING, "CANCELLED" (without "by 0")
+    reason: str = ""
+    key: str = ""  # the attempt key (the job's comment)
+
+
+def parse_squeue(out: str) -> dict[str, JobState]:
+    """Lines of ``squeue -h -o '%i|%T|%r|%k'`` by job id."""
+    jobs: dict[str, JobState] = {}
+    for line in out.splitlines():
+        parts = line.strip().split("|", 3)
+        if len(parts) != 4 or not parts[0]:
+            continue
+        job_id, state, reason, key = parts
+        jobs[job_id] = JobState(job_id, state.split()[0], "" if reason == "None" else reason, key)
+    return jobs
+
+
+def parse_sacct(out: str) -> dict[str, JobState]:
+    """Lines of ``sacct -n -P -X -o JobID,State,Reason,Comment`` by job id."""
+    jobs: dict[str, JobState] = {}
+    for line in out.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 2 or not parts[0] or "." in parts[0]:
+            continue  # job steps (id.batch) follow their job
+        state = parts[1].split()[0] if parts[1].strip() else ""
+        reason = parts[2] if len(parts) > 2 and parts[2] != "None" else ""
+        key = parts[3] if len(parts) > 3 else ""
+        jobs[parts[0]] = JobState(parts[0], state, reason, key)
+    return jobs
+
+
+def outcome_of(record: dict[str, Any] | None, state: JobState | None, asked: str | None) -> Outcome:
+    """How an ended job's attempt ended: from the wrapper's exit ``record`` first, else
+    from Slurm's ``state`` (when known) and what flowdeck ``asked`` (stop or kill)."""
+    if record is not None:
+        code = int(record.get("exit_code", 255))
+        if not 0 <= code <= 255:
+            return Outcome(exit_code=None, error="the job wrapper lost the exit status")
+        wall = max(0.0, float(record.get("ended", 0)) - float(record.get("started", 0)))
+        sig = code - 128 if code > 128 else None
+        ended_by = str(record.get("ended_by") or "")
+        if ended_by == "timeout":
+            return Outcome(exit_code=None, signal=sig, timed_out=True, wall_s=wall)
+        cancelled = state is not None and state.state == "CANCELLED" and asked is None
+        if ended_by == "slurm" or (cancelled and ended_by != "flowdeck"):
+            # (Slurm's TERM may reach the step before the wrapper's trap runs: its state
+            # says who ended it then)
+            return Outcome(exit_code=None, signal=sig, wall_s=wall, error="cancelled in Slurm")
+        if sig is not None:
+            return Outcome(exit_code=None, signal=sig, wall_s=wall)
+        return Outcome(exit_code=code, wall_s=wall)
+    if asked == "kill":
+        return Outcome(exit_code=None, signal=9)
+    if asked == "stop":
+        return Outcome(exit_code=None, signal=15)
+    name = state.state if state is not None else ""
+    why = f" ({state.reason})" if state is not None and state.reason else ""
+    if name == "TIMEOUT":
+        return Outcome(exit_code=None, timed_out=True, error=f"Slurm's time limit passed{why}")
+    if name == "OUT_OF_MEMORY":
+        return Outcome(exit_code=None, signal=9, error=f"out of memory in Slurm{why}")
+    if name in ("NODE_FAIL", "BOOT_FAIL"):
+        return Outcome(exit_code=None, lost=True, error=f"its Slurm node failed{why}")
+    if name == "CANCELLED":
+        return Outcome(exit_code=None, error=f"cancelled in Slurm{why}")
+    if name:
+        return Outcome(
+            exit_code=None, lost=True, error=f"its Slurm job ended {name}{why} without an exit file"
+        )
+    return Outcome(exit_code=None, lost=True, error="its Slurm job is gone and left no exit file")

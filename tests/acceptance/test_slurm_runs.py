@@ -1,0 +1,478 @@
+"""Runs on Slurm: ``flowdeck serve`` as a real process with ``slurm = true``, against a
+single-node cluster of the module's own (tests/slurmcluster.py), shared by every test.
+
+A chain, a failure, a timeout, stop, kill, a job cancelled outside flowdeck, a freeze
+refused, stream ports refused, and the server killed with SIGKILL while jobs run: the next
+server adopts them by their job ids."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from flowdeck.executors.slurm_jobs import Files
+from tests.crashkit import Server, base_env, call, sign_up
+from tests.helpers import STRONG, free_port
+from tests.slurmcluster import SlurmCluster, slurm_cluster
+
+SLURM = {"executor": "slurm"}
+WAIT_S = 120.0
+TERMINAL = {"succeeded", "failed", "cancelled", "killed", "system_error"}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[SlurmCluster]:
+    with slurm_cluster() as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def server(cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("slurm-runs")
+    env = {
+        **base_env(tmp / "data"),
+        **cluster.env,
+        "FLOWDECK_SLURM": "true",
+        "FLOWDECK_SLURM_POLL_S": "0.3",
+        "FLOWDECK_SLURM_JOB_NAME": "fd-accept",
+    }
+    srv = Server(tmp, env)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def token(server: Server) -> str:
+    return sign_up(server, "slurmer")
+
+
+def api(server: Server, token: str, method: str, path: str, **kw: Any) -> httpx.Response:
+    return call(server, token, method, path, **kw)
+
+
+def push(server: Server, token: str, name: str, steps: str, extra: str = "") -> str:
+    text = f'name: {name}\nversion: "1"\n{extra}steps:\n{steps}'
+    r = api(
+        server,
+        token,
+        "POST",
+        "/workflows",
+        content=text,
+        headers={"content-type": "application/yaml"},
+    )
+    assert r.status_code in (200, 201), r.text
+    return f"{name}@1"
+
+
+def one_step(run: str, more: str = "") -> str:
+    return f"  main:\n    run: {run}\n{more}"
+
+
+def submit(server: Server, token: str, workflow: str, **body: Any) -> str:
+    body.setdefault("resources", SLURM)
+    r = api(server, token, "POST", "/runs", json={"workflow": workflow, "start": True, **body})
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def status(server: Server, token: str, run_id: str) -> dict[str, Any]:
+    r = api(server, token, "GET", f"/runs/{run_id}")
+    assert r.status_code == 200, r.text
+    data: dict[str, Any] = r.json()
+    return data
+
+
+def wait_state(
+    server: Server, token: str, run_id: str, states: set[str] = TERMINAL
+) -> dict[str, Any]:
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        now = status(server, token, run_id)
+        if now["state"] in states:
+            return now
+        assert time.monotonic() < deadline, f"{now}\n{server.excerpt()}"
+        time.sleep(0.1)
+
+
+def steps(server: Server, token: str, run_id: str) -> dict[str, dict[str, Any]]:
+    r = api(server, token, "GET", f"/runs/{run_id}/steps")
+    return {s["label"]: s for s in r.json()}
+
+
+def files_of(server: Server, run_id: str, label: str, attempt: int = 1) -> Files:
+    logs = server.data_dir / "runs" / run_id / "logs"
+    return Files.of(logs / f"{label}.{attempt}.stdout")
+
+
+def wait_started(server: Server, run_id: str, label: str = "main") -> str:
+    """Until the step's job runs and wrote its first line: its job id."""
+    files = files_of(server, run_id, label)
+    stdout = files.base.with_name(f"{files.base.name}.stdout")
+    deadline = time.monotonic() + WAIT_S
+    while not (stdout.exists() and b"started" in stdout.read_bytes()):
+        assert time.monotonic() < deadline, server.excerpt()
+        time.sleep(0.1)
+    job = files.job_id()
+    assert job is not None
+    return job
+
+
+def test_a_chain_runs_as_one_job_per_step(server: Server, token: str) -> None:
+    chain = Path(__file__).parents[2] / "examples" / "chain" / "flowdeck.yaml"
+    r = api(
+        server,
+        token,
+        "POST",
+        "/workflows",
+        content=chain.read_text(),
+        headers={"content-type": "application/yaml"},
+    )
+    assert r.status_code in (200, 201), r.text
+    run_id = submit(server, token, "chain@1.0", params={"who": "slurm"})
+    done = wait_state(server, token, run_id)
+    assert done["state"] == "succeeded", done
+    assert done["outputs"] == {"shouted": "HELLO SLURM", "length": 11}
+    jobs = {
+        label: files_of(server, run_id, label).job_id() for label in ("greet", "shout", "count")
+    }
+    assert all(job is not None and job.isdigit() for job in jobs.values()), jobs
+    assert len(set(jobs.values())) == 3
+    r = api(server, token, "GET", f"/runs/{run_id}/steps/shout/logs", params={"stream": "stdout"})
+    assert r.text == "HELLO SLURM"
+    listed = steps(server, token, run_id)
+    assert {label: s["slurm_job"] for label, s in listed.items()} == jobs
+
+
+def test_the_dashboard_shows_each_steps_job_id(server: Server, token: str) -> None:
+    playwright = pytest.importorskip("playwright.sync_api")
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip(f"no Chromium at {chromium} (apt-get install chromium)")
+    wf = push(server, token, "sweb", one_step("[sh, -c, 'echo started']"))
+    run_id = submit(server, token, wf)
+    assert wait_state(server, token, run_id)["state"] == "succeeded"
+    job = files_of(server, run_id, "main").job_id()
+    assert job is not None
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium), headless=True)
+        try:
+            page = browser.new_context(base_url=server.url).new_page()
+            page.set_default_timeout(30_000)
+            page.goto("/login")
+            page.get_by_label("Username").fill("slurmer")
+            page.get_by_label("Password").fill(STRONG)
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url("**/")
+            page.goto(f"/runs/{run_id}")
+            row = page.locator('[data-step-row="main"]')
+            playwright.expect(row.locator(".slurm-job")).to_have_text(f" Slurm job {job}")
+        finally:
+            browser.close()
+
+
+def test_a_python_step_and_its_result(server: Server, token: str) -> None:
+    spec = (
+        'name: pyslurm\nversion: "1"\noutputs:\n  total: {from: "${{ steps.s.outputs.total }}"}\n'
+        "steps:\n  s:\n    python: adder:add\n    with: {a: 2, b: 3}\n"
+        "    outputs:\n      total: {return: total}\n"
+    )
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("flowdeck.yaml", spec)
+        zf.writestr("adder.py", "def add(a: int, b: int) -> dict:\n    return {'total': a + b}\n")
+    r = api(
+        server,
+        token,
+        "POST",
+        "/workflows",
+        content=buf.getvalue(),
+        headers={"content-type": "application/zip"},
+    )
+    assert r.status_code in (200, 201), r.text
+    done = wait_state(server, token, submit(server, token, "pyslurm@1"))
+    assert done["state"] == "succeeded", done
+    assert done["outputs"] == {"total": 5}
+
+
+def test_a_failure_names_the_exit_code(server: Server, token: str) -> None:
+    wf = push(server, token, "sfails", one_step("[sh, -c, 'echo broken >&2; exit 3']"))
+    done = wait_state(server, token, submit(server, token, wf))
+    assert done["state"] == "failed"
+    assert "exit code 3" in done["error"]["message"] and "broken" in done["error"]["message"]
+
+
+def test_a_timeout(server: Server, token: str) -> None:
+    wf = push(server, token, "sslow", one_step("[sleep, '300']", "    resources: {timeout: 1}\n"))
+    run_id = submit(server, token, wf)
+    done = wait_state(server, token, run_id)
+    assert done["state"] == "failed" and "timed out" in done["error"]["message"], done
+    assert steps(server, token, run_id)["main"]["state"] == "timed_out"
+
+
+LONG = "[sh, -c, 'trap \"echo got TERM; exit 143\" TERM; echo started; sleep 300 & wait']"
+
+
+def test_stop(server: Server, token: str, cluster: SlurmCluster) -> None:
+    wf = push(server, token, "sstop", one_step(LONG))
+    run_id = submit(server, token, wf)
+    wait_started(server, run_id)
+    r = api(server, token, "POST", f"/runs/{run_id}/stop", json={"grace_s": 5})
+    assert r.status_code == 200, r.text
+    done = wait_state(server, token, run_id)
+    assert done["state"] == "cancelled", done
+    logs = api(server, token, "GET", f"/runs/{run_id}/steps/main/logs", params={"stream": "stdout"})
+    assert "got TERM" in logs.text  # the step itself got the TERM
+    assert files_of(server, run_id, "main").stop_asked() == "stop"
+
+
+def test_kill(server: Server, token: str, cluster: SlurmCluster) -> None:
+    wf = push(server, token, "skill", one_step("[sh, -c, 'echo started; sleep 300']"))
+    run_id = submit(server, token, wf)
+    job = wait_started(server, run_id)
+    r = api(server, token, "POST", f"/runs/{run_id}/kill")
+    assert r.status_code == 200, r.text
+    assert wait_state(server, token, run_id)["state"] == "killed"
+    deadline = time.monotonic() + WAIT_S
+    while cluster.command("squeue", "-h", "-j", job, "-t", "PD,R,CG").stdout.strip():
+        assert time.monotonic() < deadline, "the job still runs after the kill"
+        time.sleep(0.2)
+
+
+def test_a_job_cancelled_outside_flowdeck(
+    server: Server, token: str, cluster: SlurmCluster
+) -> None:
+    wf = push(server, token, "soutside", one_step("[sh, -c, 'echo started; sleep 300']"))
+    run_id = submit(server, token, wf)
+    job = wait_started(server, run_id)
+    assert cluster.command("scancel", job).returncode == 0
+    done = wait_state(server, token, run_id)
+    assert done["state"] == "failed" and "cancelled in Slurm" in done["error"]["message"], done
+
+
+def job_state(cluster: SlurmCluster, job: str) -> str:
+    return cluster.command("squeue", "-h", "-j", job, "-o", "%T").stdout.strip()
+
+
+def test_freeze_suspends_the_job_and_drain_lets_it_end(
+    server: Server, token: str, cluster: SlurmCluster
+) -> None:
+    """As root the server may suspend jobs: freeze is scontrol suspend, resume resumes."""
+    gate = server.tmp / "freeze-gate"
+    gated = f"[sh, -c, 'echo started; while [ ! -e {gate} ]; do sleep 0.1; done']"
+    wf = push(server, token, "spause", one_step(gated))
+    run_id = submit(server, token, wf)
+    job = wait_started(server, run_id)
+    r = api(server, token, "POST", f"/runs/{run_id}/pause", json={"mode": "freeze"})
+    assert r.status_code == 200, r.text
+    assert steps(server, token, run_id)["main"]["state"] == "paused"
+    deadline = time.monotonic() + WAIT_S
+    while job_state(cluster, job) != "SUSPENDED":
+        assert time.monotonic() < deadline, job_state(cluster, job)
+        time.sleep(0.1)
+    assert api(server, token, "POST", f"/runs/{run_id}/resume").status_code == 200
+    while job_state(cluster, job) != "RUNNING":
+        assert time.monotonic() < deadline, job_state(cluster, job)
+        time.sleep(0.1)
+    r = api(server, token, "POST", f"/runs/{run_id}/pause", json={"mode": "drain"})
+    assert r.status_code == 200, r.text
+    gate.touch()  # a drained run's running step ends as it would
+    while steps(server, token, run_id)["main"]["state"] != "succeeded":
+        assert time.monotonic() < deadline, steps(server, token, run_id)["main"]
+        time.sleep(0.1)
+    assert status(server, token, run_id)["state"] == "paused"
+    r = api(server, token, "POST", f"/runs/{run_id}/resume")
+    assert r.status_code == 200, r.text
+    assert wait_state(server, token, run_id)["state"] == "succeeded"
+    assert steps(server, token, run_id)["main"]["attempts"] == 1
+
+
+def test_stream_ports_are_refused(server: Server, token: str) -> None:
+    wf = push(
+        server,
+        token,
+        "sstream",
+        one_step("[cat]", "    stdin: ${{ inputs.lines }}\n"),
+        extra="inputs:\n  lines: {type: stream}\n",
+    )
+    r = api(
+        server, token, "POST", "/runs", json={"workflow": wf, "start": True, "resources": SLURM}
+    )
+    assert r.status_code == 422 and "stream ports" in r.text, r.text
+
+
+def test_a_server_killed_while_jobs_run(server: Server, token: str) -> None:
+    """SIGKILL the server while one job runs and another ends meanwhile: the next server
+    adopts both by id, and each step is recorded once, with its real exit."""
+    gate = server.tmp / "gate"
+    gated = f"[sh, -c, 'echo started; while [ ! -e {gate} ]; do sleep 0.1; done; exit 4']"
+    wf_live = push(server, token, "slive", one_step(gated))
+    wf_quick = push(server, token, "squick", one_step("[sh, -c, 'echo started; sleep 1; exit 0']"))
+    live = submit(server, token, wf_live)
+    quick = submit(server, token, wf_quick)
+    live_job = wait_started(server, live)
+    quick_job = wait_started(server, quick)
+    server.crash()
+    time.sleep(2)  # the quick step ends while no server follows it
+    server.start()
+    assert wait_state(server, token, quick)["state"] == "succeeded"
+    assert status(server, token, live)["state"] == "running"
+    gate.touch()
+    done = wait_state(server, token, live)
+    assert done["state"] == "failed" and "exit code 4" in done["error"]["message"], done
+    for run_id, job in ((live, live_job), (quick, quick_job)):
+        main = steps(server, token, run_id)["main"]
+        assert main["attempts"] == 1, main
+        assert files_of(server, run_id, "main").job_id() == job
+
+
+def test_a_slurmctld_restart_loses_nothing(
+    server: Server, token: str, cluster: SlurmCluster
+) -> None:
+    """slurmctld goes down while one job runs, and a step is submitted while it is down
+    (sbatch is asked again until the controller is back); both end as they should."""
+    gate = server.tmp / "ctld-gate"
+    gated = f"[sh, -c, 'echo started; while [ ! -e {gate} ]; do sleep 0.1; done']"
+    wf = push(server, token, "sctld", one_step(gated))
+    before = submit(server, token, wf)
+    wait_started(server, before)
+    cluster.stop_daemon("slurmctld")
+    try:
+        during = submit(server, token, wf)
+        deadline = time.monotonic() + WAIT_S
+        while f"sbatch for {during}/main/-1/1 failed" not in server.log.read_text():
+            assert time.monotonic() < deadline, server.excerpt()
+            time.sleep(0.1)
+        assert status(server, token, before)["state"] == "running"  # a failed squeue ends nothing
+    finally:
+        cluster.start_ctld(clear=False)
+    gate.touch()
+    for run_id in (before, during):
+        assert wait_state(server, token, run_id)["state"] == "succeeded"
+        assert steps(server, token, run_id)["main"]["attempts"] == 1
+
+
+def test_a_pending_job_shows_why_it_waits(
+    server: Server, token: str, cluster: SlurmCluster
+) -> None:
+    """Another job holds every CPU of the node: the step's job waits in Slurm, and its
+    steps listing says so (state and reason), until the CPUs are free."""
+    blocker = cluster.command(
+        "sbatch",
+        "--parsable",
+        "--job-name=not-flowdeck",
+        f"--cpus-per-task={cluster.cpus}",
+        "--output=/dev/null",
+        "--wrap=sleep 300",
+    )
+    assert blocker.returncode == 0, blocker.stderr
+    try:
+        wf = push(server, token, "swaits", one_step("[sh, -c, 'echo started']"))
+        run_id = submit(server, token, wf)
+        deadline = time.monotonic() + WAIT_S
+        # (the first polls may see it pending before Slurm gave a reason)
+        while (main := steps(server, token, run_id).get("main", {})).get("slurm_reason") is None:
+            assert time.monotonic() < deadline, main
+            time.sleep(0.1)
+        assert main["state"] == "running" and main["slurm_state"] == "PENDING", main
+        assert main["slurm_reason"] in ("Resources", "Priority"), main  # as Slurm words it
+    finally:
+        cluster.command("scancel", blocker.stdout.strip())
+    assert wait_state(server, token, run_id)["state"] == "succeeded"
+    main = steps(server, token, run_id)["main"]
+    assert main["slurm_state"] is None and main["slurm_job"] is not None
+
+
+def test_a_frozen_run_survives_a_server_kill(
+    server: Server, token: str, cluster: SlurmCluster
+) -> None:
+    """Frozen, then the server is killed: the next one keeps the job suspended, and its
+    resume resumes it."""
+    gate = server.tmp / "frozen-gate"
+    gated = f"[sh, -c, 'echo started; while [ ! -e {gate} ]; do sleep 0.1; done']"
+    wf = push(server, token, "sfrozen", one_step(gated))
+    run_id = submit(server, token, wf)
+    job = wait_started(server, run_id)
+    r = api(server, token, "POST", f"/runs/{run_id}/pause", json={"mode": "freeze"})
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + WAIT_S
+    while job_state(cluster, job) != "SUSPENDED":
+        assert time.monotonic() < deadline, job_state(cluster, job)
+        time.sleep(0.1)
+    server.crash()
+    server.start()
+    assert status(server, token, run_id)["state"] == "paused"
+    assert steps(server, token, run_id)["main"]["state"] == "paused"
+    assert job_state(cluster, job) == "SUSPENDED"
+    assert api(server, token, "POST", f"/runs/{run_id}/resume").status_code == 200
+    while job_state(cluster, job) != "RUNNING":
+        assert time.monotonic() < deadline, job_state(cluster, job)
+        time.sleep(0.1)
+    gate.touch()
+    assert wait_state(server, token, run_id)["state"] == "succeeded"
+
+
+def test_start_up_stops_when_no_job_can_run(cluster: SlurmCluster, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        **base_env(tmp_path / "data"),
+        **cluster.env,
+        "FLOWDECK_SLURM": "true",
+        "FLOWDECK_SLURM_PARTITION": "nope",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "flowdeck", "serve", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "invalid setting slurm (FLOWDECK_SLURM): the probe job failed" in done.stderr
+
+
+def test_slurm_as_the_servers_default(cluster: SlurmCluster, tmp_path: Path) -> None:
+    """default_executor = slurm: a run that names no executor runs on Slurm, but one of a
+    workflow with stream ports (local only) runs locally."""
+    env = {
+        **base_env(tmp_path / "data"),
+        **cluster.env,
+        "FLOWDECK_SLURM": "true",
+        "FLOWDECK_DEFAULT_EXECUTOR": "slurm",
+        "FLOWDECK_SLURM_POLL_S": "0.3",
+        "FLOWDECK_SLURM_JOB_NAME": "fd-default",
+    }
+    srv = Server(tmp_path, env)
+    srv.start()
+    try:
+        tok = sign_up(srv, "defaulted")
+        wf = push(srv, tok, "sdefault", one_step("[sh, -c, 'echo started']"))
+        run_id = submit(srv, tok, wf, resources={})
+        assert wait_state(srv, tok, run_id)["state"] == "succeeded"
+        assert steps(srv, tok, run_id)["main"]["slurm_job"] is not None
+        streams = push(
+            srv,
+            tok,
+            "sdefault-streams",
+            one_step("[cat]", "    stdin: ${{ inputs.lines }}\n"),
+            extra="inputs:\n  lines: {type: stream}\n",
+        )
+        local = submit(srv, tok, streams, resources={})
+        assert api(srv, tok, "POST", f"/runs/{local}/inputs/lines/close").status_code in (200, 204)
+        assert wait_state(srv, tok, local)["state"] == "succeeded"
+        assert steps(srv, tok, local)["main"]["slurm_job"] is None
+    finally:
+        srv.stop()
