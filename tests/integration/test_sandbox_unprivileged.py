@@ -23,13 +23,17 @@ pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bub
 # Runs as the unprivileged user: two steps of one run, the first in a bwrap of its own, the
 # later in the run's sandbox; each tries what it must not do and prints what it saw.
 SCRIPT = r"""
-import asyncio, json, os, sys
+import asyncio, json, sys
 from pathlib import Path
-from flowdeck.executors.local import LocalProcess
+from flowdeck.executors.base import Launch
+from flowdeck.executors.local import LocalExecutor
 from flowdeck.executors.runbox import BoxedProcess
-from tests.integration.test_runbox import Run, Step, boxed, run
+from flowdeck.executors.sandbox import plan
 
 root, outer, private = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+work, tmp = root / "run" / "work", root / "run" / "tmp"
+work.mkdir(parents=True)
+tmp.mkdir()
 probe = (
     "id -u; "
     f"kill -0 {outer} 2>/dev/null && echo SIGNALLED-OUTSIDE; "
@@ -39,27 +43,53 @@ probe = (
     "grep -q '^python' /proc/2/comm && echo IN-RUN-SANDBOX; "
     "ls /proc | grep -c '^[0-9]'"
 )
+count = 0
 
-async def main(ex):
-    r = Run(root / "run")
+def launch(script):
+    global count
+    count += 1
+    cwd = work / f"s{count}"
+    cwd.mkdir()
+    spec = plan(ro=[work], rw=[cwd, tmp], grant=[], deny=[], network=False,
+                step_user="flowdeck-step", step_uids=None, max_processes=None,
+                work=work, box=True)
+    return Launch(key=f"run/s{count}/0/1", cwd=cwd, env={"PATH": "/usr/bin:/bin"},
+                  stdout=cwd / "out", stderr=cwd / "err", argv=("/bin/sh", "-c", script),
+                  sandbox=spec)
+
+async def step(ex, script):
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    lc = launch(script)
+    proc = ex.start(lc, lambda o: done.done() or done.set_result(o), loop)
+    return proc, lc, done
+
+async def main():
+    ex = LocalExecutor()
     report = {}
-    first = Step(ex, r.launch(probe))
-    await first.outcome()
-    report["own"] = [type(first.proc).__name__, first.out.split()]
-    await boxed(ex, r)
-    later = Step(ex, r.launch(probe))
-    o = await later.outcome()
-    report["boxed"] = [type(later.proc).__name__, later.out.split(), o.exit_code]
-    sleeper = Step(ex, r.launch("sleep 60"))
-    for _ in range(500):
-        if sleeper.proc.pid is not None:
-            break
-        await asyncio.sleep(0.01)
-    sleeper.proc.kill()
-    report["killed"] = (await sleeper.outcome()).signal
+    try:
+        proc, lc, done = await step(ex, probe)
+        await done
+        report["own"] = [type(proc).__name__, lc.stdout.read_text().split()]
+        for _ in range(500):  # until the run's sandbox is up
+            proc, lc, done = await step(ex, probe)
+            o = await done
+            if isinstance(proc, BoxedProcess):
+                break
+            await asyncio.sleep(0.02)
+        report["boxed"] = [type(proc).__name__, lc.stdout.read_text().split(), o.exit_code]
+        proc, lc, done = await step(ex, "sleep 60")
+        for _ in range(500):
+            if proc.pid is not None:
+                break
+            await asyncio.sleep(0.01)
+        proc.kill()
+        report["killed"] = (await done).signal
+    finally:
+        ex.close()
     print(json.dumps(report))
 
-run(main)
+asyncio.run(main())
 """
 
 
@@ -68,6 +98,15 @@ def test_an_unprivileged_servers_steps_are_sandboxed_in_a_user_namespace() -> No
     try:
         private = root / "private.txt"  # outside every mount of the steps
         private.write_text("private\n")
+        # flowdeck's executors need only the standard library: a copy of the package in
+        # a folder the user can read (a fresh clone may sit under a private one)
+        code = root / "code"
+        shutil.copytree(
+            REPO / "src" / "flowdeck",
+            code / "flowdeck",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(code)}
         argv = [sys.executable, "-c", SCRIPT]
         if os.geteuid() == 0:
             system = shutil.which("python3.11", path="/usr/bin:/bin")
@@ -75,13 +114,10 @@ def test_an_unprivileged_servers_steps_are_sandboxed_in_a_user_namespace() -> No
                 pytest.skip("needs the system's python3.11 to run as nobody")
             argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
             argv += [system, "-c", SCRIPT]
-            os.chown(root, NOBODY, NOBODY)
+            for path in (root, *root.rglob("*")):
+                if path != private:
+                    os.chown(path, NOBODY, NOBODY)
             os.chmod(root, 0o755)
-        site = [p for p in sys.path if p.endswith("site-packages")]
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO), *site]),
-        }
         done = subprocess.run(
             [*argv, str(root), str(os.getpid()), str(private)],
             cwd=root,

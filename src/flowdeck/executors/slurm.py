@@ -97,15 +97,25 @@ class SlurmConfig:
 
 async def run_command(argv: list[str], limit_s: float = COMMAND_TIMEOUT_S) -> tuple[int, str, str]:
     """Run a Slurm command without blocking the loop: (exit code, stdout, stderr)."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
+    spawn = asyncio.ensure_future(
+        asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
+    )
+    try:
+        proc = await asyncio.shield(spawn)
     except OSError as exc:
         return 127, "", f"cannot run {argv[0]}: {exc.strerror or exc}"
+    except asyncio.CancelledError:  # cancelled while it was being spawned: end it too
+        with contextlib.suppress(OSError):
+            started = await spawn
+            with contextlib.suppress(ProcessLookupError):
+                started.kill()
+            await started.communicate()
+        raise
     try:
         out, err = await asyncio.wait_for(proc.communicate(), limit_s)
     except TimeoutError:
