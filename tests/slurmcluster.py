@@ -203,6 +203,20 @@ class SlurmCluster:
         self.stop_daemon("slurmctld")
         self.start_ctld(clear=False)
 
+    def hold_every_cpu(self) -> str:
+        """Submit a job (not flowdeck's) that takes every CPU of the node for 5 minutes:
+        its id, to scancel when done."""
+        blocker = self.command(
+            "sbatch",
+            "--parsable",
+            "--job-name=not-flowdeck",
+            f"--cpus-per-task={self.cpus}",
+            "--output=/dev/null",
+            "--wrap=sleep 300",
+        )
+        assert blocker.returncode == 0, blocker.stderr
+        return blocker.stdout.strip()
+
     def command(self, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """A Slurm client command against this cluster."""
         return subprocess.run(

@@ -369,15 +369,7 @@ def test_a_pending_job_shows_why_it_waits(
 ) -> None:
     """Another job holds every CPU of the node: the step's job waits in Slurm, and its
     steps listing says so (state and reason), until the CPUs are free."""
-    blocker = cluster.command(
-        "sbatch",
-        "--parsable",
-        "--job-name=not-flowdeck",
-        f"--cpus-per-task={cluster.cpus}",
-        "--output=/dev/null",
-        "--wrap=sleep 300",
-    )
-    assert blocker.returncode == 0, blocker.stderr
+    blocker = cluster.hold_every_cpu()
     try:
         wf = push(server, token, "swaits", one_step("[sh, -c, 'echo started']"))
         run_id = submit(server, token, wf)
@@ -389,7 +381,7 @@ def test_a_pending_job_shows_why_it_waits(
         assert main["state"] == "running" and main["slurm_state"] == "PENDING", main
         assert main["slurm_reason"] in ("Resources", "Priority"), main  # as Slurm words it
     finally:
-        cluster.command("scancel", blocker.stdout.strip())
+        cluster.command("scancel", blocker)
     assert wait_state(server, token, run_id)["state"] == "succeeded"
     main = steps(server, token, run_id)["main"]
     assert main["slurm_state"] is None and main["slurm_job"] is not None

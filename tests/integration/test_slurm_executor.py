@@ -230,15 +230,7 @@ def test_the_start_up_probe(
     problem = refused.check_shared(tmp_path / "data")
     assert problem is not None and problem.startswith("the probe job failed:")
     assert "partition" in problem
-    blocker = cluster.command(
-        "sbatch",
-        "--parsable",
-        "--job-name=not-flowdeck",
-        f"--cpus-per-task={cluster.cpus}",
-        "--output=/dev/null",
-        "--wrap=sleep 300",
-    )
-    assert blocker.returncode == 0, blocker.stderr
+    blocker = cluster.hold_every_cpu()
     try:
         monkeypatch.setattr(slurm, "PROBE_TIMEOUT_S", 3.0)
         problem = executor("fd-probe-wait").check_shared(tmp_path / "data")
@@ -246,7 +238,7 @@ def test_the_start_up_probe(
         left = cluster.command("squeue", "-h", "--name=fd-probe-wait-probe", "-t", "PD,R")
         assert left.stdout.strip() == ""
     finally:
-        cluster.command("scancel", blocker.stdout.strip())
+        cluster.command("scancel", blocker)
 
 
 FAKE_SBATCH = """#!/bin/sh

@@ -51,9 +51,12 @@ IDLE_S = 2.0  # an idle run sandbox ends after this long
 MAX_BOXES = 32  # run sandboxes alive at once; more runs get a bwrap per step
 MAX_MESSAGE = 1 << 20
 # the launcher's (root inside): switch a step's uid and gid, signal what it leaves behind
-ROOT_CAPS: tuple[str, ...] = ("--cap-drop", "ALL")
-for _cap in ("CAP_SETUID", "CAP_SETGID", "CAP_KILL"):
-    ROOT_CAPS += ("--cap-add", _cap)
+ROOT_CAPS = (
+    *("--cap-drop", "ALL"),
+    *("--cap-add", "CAP_SETUID"),
+    *("--cap-add", "CAP_SETGID"),
+    *("--cap-add", "CAP_KILL"),
+)
 LOST = "its run's sandbox ended while it ran, so how the step ended is unknown"
 
 
