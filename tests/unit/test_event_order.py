@@ -80,3 +80,31 @@ def test_a_gap_is_read_from_the_store_and_what_it_lacks_is_skipped() -> None:
         assert got.ids == [1, 2, 4, *range(5, 101)]
     finally:
         order.close()
+
+
+def test_events_another_server_committed_are_read_once_when_it_says_so() -> None:
+    """``reach(n)`` (a PostgreSQL notification from another server): the events up to
+    ``n`` not handed on yet are read from the store, once; ones already known are not."""
+    got = Listener()
+    stored = {i: ev(i) for i in range(1, 11) if i != 4}  # 4 was rolled back
+    reads: list[tuple[int, int]] = []
+
+    def fetch(first: int, end: int) -> list[Event]:
+        reads.append((first, end))
+        return [stored[i] for i in range(first, end) if i in stored]
+
+    order = EventOrder(got, fetch, last_id=0, wait_s=0.01)
+    try:
+        order.offer([ev(1), ev(2)])  # this server's own
+        order.reach(2)  # nothing new: no read
+        assert reads == []
+        order.reach(10)
+        deadline = time.monotonic() + 5
+        while got.ids[-1:] != [10] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert got.ids == [1, 2, 3, 5, 6, 7, 8, 9, 10]
+        assert reads[0] == (3, 11)
+        order.reach(10)  # said again: nothing more
+        assert got.ids == [1, 2, 3, 5, 6, 7, 8, 9, 10]
+    finally:
+        order.close()

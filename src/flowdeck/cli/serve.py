@@ -33,6 +33,7 @@ def run_server(settings: Settings) -> None:
 
     with reported():
         ctx = build_context(settings)
+        ctx.claim_server()  # SQLite: the only server of its database
         app = create_app(settings, ctx, close_on_shutdown=True)
         with ctx.store.read() as tx:
             has_admin = tx.count_admins() > 0

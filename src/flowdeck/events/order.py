@@ -97,6 +97,21 @@ class EventOrder:
                 self._gap_since = None
                 self._release()
 
+    def reach(self, last_id: int) -> None:
+        """Every event up to ``last_id`` is committed (another server said so): read those
+        not handed on yet and hand them on (in this thread)."""
+        with self._cond:
+            first = self._next
+        if last_id < first:
+            return
+        try:
+            found = self._fetch(first, last_id + 1)
+        except Exception:
+            log.exception("could not read events %d to %d", first, last_id)
+            return
+        if found:
+            self.offer(found)
+
     def close(self) -> None:
         with self._cond:
             self._closed = True

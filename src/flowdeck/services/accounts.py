@@ -262,6 +262,10 @@ class Accounts:
             self._tokens.clear()
         self._tokens[digest] = (token, user, clock.now())
 
+    def forget_tokens(self) -> None:
+        """Forget every checked token (accounts or tokens changed through another server)."""
+        self._tokens.clear()
+
     @contextmanager
     def _write(self) -> Iterator[Tx]:
         """A write transaction that changes accounts or tokens: the token cache is
@@ -269,6 +273,7 @@ class Accounts:
         try:
             with self.store.write() as tx:
                 yield tx
+                tx.announce("accounts")  # other servers of the database forget theirs too
         finally:
             self._tokens.clear()
 

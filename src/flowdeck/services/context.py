@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from flowdeck.config import Settings
+from flowdeck.domain.runs import Event
 from flowdeck.errors import ConfigError
 from flowdeck.events.bus import EventBus, LocalEventBus
+from flowdeck.events.order import EventOrder
 from flowdeck.runtime.ports import PortHub
 from flowdeck.services.accounts import Accounts
 from flowdeck.services.cwl_workflows import CwlWorkflows
@@ -25,6 +27,7 @@ from flowdeck.store import Store, open_store
 if TYPE_CHECKING:
     from flowdeck.executors.base import Executor
     from flowdeck.runtime.scheduler import Scheduler
+    from flowdeck.store.pg_listen import Listener
     from flowdeck.store.sql import SqlStore
 
 log = logging.getLogger("flowdeck")
@@ -46,6 +49,66 @@ class Context:
     cwl: CwlWorkflows
     metrics: Metrics
     secrets: Secrets
+    _order: EventOrder | None = field(default=None, init=False, repr=False)
+    _listener: Listener | None = field(default=None, init=False, repr=False)
+
+    def ordered_events(self) -> EventOrder:
+        """Once other processes commit events too (the scheduler process, other servers of
+        the database): every commit's events are handed on through this, in id order."""
+        if self._order is None:
+            with self.store.read() as tx:
+                last = tx.last_event_id()
+            self._order = EventOrder(self.store.deliver, self._fetch_events, last)
+            self.store.order = self._order.offer
+        return self._order
+
+    def _fetch_events(self, first: int, end: int) -> list[Event]:
+        with self.store.read() as tx:
+            return [e for e in tx.list_events(after_id=first - 1, limit=end - first) if e.id < end]
+
+    def claim_server(self) -> None:
+        """This process serves the database: on SQLite, the only server (else ConfigError)."""
+        from flowdeck.store.sql import SqlStore
+
+        if isinstance(self.store, SqlStore):
+            self.store.claim_sole_server()
+
+    def listen_to_other_servers(self) -> None:
+        """PostgreSQL: follow the events and changes other servers of the database commit
+        (store/pg_listen): event streams see every event, caches forget what changed."""
+        from flowdeck.store.sql import SqlStore
+
+        if self._listener is not None or not isinstance(self.store, SqlStore):
+            return
+        if self.store.dialect != "postgresql":
+            return
+        from flowdeck.store.pg_listen import Listener
+
+        order = self.ordered_events()
+        self._listener = Listener(
+            self.settings.resolved_database_url,
+            on_events=order.reach,
+            on_change=self._forget,
+            on_connected=self._caught_up,
+        )
+        self._listener.start()
+
+    def _forget(self, change: str) -> None:
+        if change == "accounts":
+            self.accounts.forget_tokens()
+        elif change == "workflows":
+            self.workflows.forget_resolved()
+        elif change == "webhooks":
+            self.webhooks.changed_here()
+
+    def _caught_up(self) -> None:
+        """(Re)connected: what was missed meanwhile is unknown, so read every event since
+        the last one handed on, and forget every cache."""
+        with self.store.read() as tx:
+            last = tx.last_event_id()
+        self.ordered_events().reach(last)
+        for change in ("accounts", "workflows", "webhooks"):
+            self._forget(change)
 
     def start_scheduler(self) -> None:
         """Start running queued runs (the server does; CLI commands do not)."""
@@ -69,6 +132,7 @@ class Context:
 
         GraphDriver(self.graphs).start()
         self.start_webhooks()
+        self.listen_to_other_servers()
 
     def start_local_scheduler(self) -> Scheduler:
         """The scheduler in this process, started."""
@@ -116,6 +180,9 @@ class Context:
         self.webhooks.dispatcher = dispatcher
 
     def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         self.bus.close()
         if self.graphs.driver is not None:
             self.graphs.driver.close()
@@ -126,6 +193,10 @@ class Context:
         if self.webhooks.dispatcher is not None:
             self.webhooks.dispatcher.close()
             self.webhooks.dispatcher = None
+        if self._order is not None:
+            self._order.close()
+            self._order = None
+            self.store.order = None
         self.store.close()
 
 

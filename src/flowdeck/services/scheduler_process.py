@@ -42,9 +42,8 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from flowdeck.config import Settings
-from flowdeck.domain.runs import Event, Run
+from flowdeck.domain.runs import Run
 from flowdeck.errors import Conflict, FlowdeckError
-from flowdeck.events.order import EventOrder
 from flowdeck.logs import install_redaction, log_config
 
 if TYPE_CHECKING:
@@ -97,10 +96,7 @@ class SchedulerProcess:
         self._ids = itertools.count()
         store = ctx.store
         store.share_writes(ctx.settings.data_dir / LOCK_FILE)
-        with store.read() as tx:
-            last = tx.last_event_id()
-        self.order = EventOrder(store.deliver, self._fetch, last)
-        store.order = self.order.offer
+        self.order = ctx.ordered_events()
         ctx.ports.hub.forward = self._send
         ctx.webhooks.changed_elsewhere = lambda: self._send(("webhooks.changed",))
         # Started by a thread that lives as long as this process: the child's death signal
@@ -177,10 +173,6 @@ class SchedulerProcess:
         if link is not None:
             link.send(msg)
 
-    def _fetch(self, first: int, end: int) -> list[Event]:
-        with self.ctx.store.read() as tx:
-            return [e for e in tx.list_events(after_id=first - 1, limit=end - first) if e.id < end]
-
     # -- SchedulerHandle -------------------------------------------------------------------
     def notify(self, run: Run) -> None:
         """A run was queued (and committed).  Sent in order with the commands after it; if
@@ -202,8 +194,6 @@ class SchedulerProcess:
         self._closing = True
         self._send(("close",))
         self._thread.join(None if self.ctx.settings.drain else 60)
-        self.order.close()
-        self.ctx.store.order = None
 
 
 # -- the scheduler process ---------------------------------------------------------------

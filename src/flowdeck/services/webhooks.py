@@ -5,6 +5,7 @@ delivery log and redelivery.  Sending is the dispatcher's (:mod:`flowdeck.runtim
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import threading
@@ -27,7 +28,7 @@ from flowdeck.domain.webhooks import (
     Subscription,
     new_secret,
 )
-from flowdeck.errors import InvalidInput, NotFound
+from flowdeck.errors import InvalidInput, NotFound, StoreUnavailable
 from flowdeck.ids import new_id
 from flowdeck.security import ssrf
 from flowdeck.store.base import Store, Tx
@@ -124,6 +125,9 @@ class Webhooks:
         self.changed_here()
         if self.changed_elsewhere is not None:
             self.changed_elsewhere()
+        # other servers of the database reload theirs (else within RELOAD_S anyway)
+        with contextlib.suppress(StoreUnavailable):
+            self.store.announce("webhooks")
 
     def changed_here(self) -> None:
         with self._lock:

@@ -59,7 +59,8 @@ class Workflows:
         self.store = store
         # (user id, name, version) -> (a version of the user's own, when read): the run
         # creation path resolves it without a query.  Versions never change; a deletion here
-        # empties it, one by another server is seen within RESOLVED_TTL_S.
+        # empties it and tells the other servers of the database (store/pg_listen), which
+        # empty theirs; a missed notification is outlived within RESOLVED_TTL_S.
         self._resolved: dict[tuple[str, str, str], tuple[Workflow, float]] = {}
         self.root = settings.data_dir / "workflows"
         self.tmp = settings.data_dir / "tmp"
@@ -70,6 +71,10 @@ class Workflows:
 
     def archive_dir(self, workflow: Workflow) -> Path:
         return self.root / workflow.id
+
+    def forget_resolved(self) -> None:
+        """Forget resolved references (a version deleted or trusted through another server)."""
+        self._resolved.clear()
 
     def remove_files(self, workflow_ids: list[str]) -> None:
         self._resolved.clear()  # their owner was deleted
@@ -339,6 +344,7 @@ class Workflows:
             updated = tx.update_workflow(wf.id, trusted=trusted)
             self._audit(tx, actor, "workflow.trust", wf, trusted=trusted)
             self._resolved.clear()
+            tx.announce("workflows")
         assert updated is not None
         return updated
 
@@ -352,4 +358,5 @@ class Workflows:
             tx.delete_workflow(wf.id)
             self._audit(tx, actor, "workflow.delete", wf)
             self._resolved.clear()
+            tx.announce("workflows")
         shutil.rmtree(self.archive_dir(wf), ignore_errors=True)

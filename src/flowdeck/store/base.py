@@ -59,6 +59,10 @@ class Tx(ABC):
         for hook in self.event_hooks:
             hook(self, events)
 
+    def announce(self, change: str) -> None:  # noqa: B027 - a store with one server: no-op
+        """Tell the other servers of this database, once this transaction commits, that
+        ``change`` (one of ``store.pg_listen.CHANGES``) changed: their caches forget it."""
+
     # -- users ----------------------------------------------------------------------------
     @abstractmethod
     def add_user(self, user: User) -> None: ...
@@ -589,6 +593,10 @@ class Store(ABC):
         thread.  Listeners see every event once, in id order; they must be quick and must
         not raise (an error is logged and dropped)."""
         self.commit_listeners.append(listener)
+
+    def announce(self, change: str) -> None:  # noqa: B027 - a store with one server: no-op
+        """Tell the other servers of this database that ``change`` (committed already)
+        changed; :meth:`Tx.announce` does it as part of a transaction."""
 
     def share_writes(self, lock_file: Path) -> None:  # noqa: B027 - optional hook
         """Other processes of this server write to the database too: writers of every

@@ -30,10 +30,17 @@ from flowdeck.domain.accounts import (
     User,
 )
 from flowdeck.domain.workflows import WORKFLOW_KIND, Visibility, Workflow
-from flowdeck.errors import AlreadyExists, InvalidInput, StoreUnavailable
+from flowdeck.errors import (
+    AlreadyExists,
+    ConfigError,
+    InvalidInput,
+    NotFound,
+    StoreUnavailable,
+)
 from flowdeck.store import schema as t
 from flowdeck.store.base import EventHook, Sealer, Store, Tx
 from flowdeck.store.deadline import install
+from flowdeck.store.pg_listen import CHANGES_CHANNEL, EVENTS_CHANNEL
 from flowdeck.store.sql_graphs import SqlGraphsMixin
 from flowdeck.store.sql_leases import SqlLeasesMixin
 from flowdeck.store.sql_ports import SqlPortsMixin
@@ -137,6 +144,7 @@ class SqlStore(Store):
         # PostgreSQL: transactions that add events take an advisory lock (ids are given
         # in commit order) and commit-and-publish under this lock (published in id order).
         self._publish_lock = threading.Lock()
+        self._server_lock: int | None = None  # claim_sole_server
         self.owners = OwnerCache()
         # encrypts webhook signing secrets at rest (set by services.context.build_context)
         self.sealer: Sealer | None = None
@@ -170,11 +178,17 @@ class SqlStore(Store):
                 if not tx.added:
                     trans.commit()
                     return
+                if self.dialect == "postgresql":  # other servers read them (store/pg_listen)
+                    conn.execute(sa.select(sa.func.pg_notify(EVENTS_CHANNEL, str(tx.added[-1].id))))
                 # SQLite: still under the write lock, so events publish in commit order.
                 with self._publish_lock if self._write_lock is None else nullcontext():
                     trans.commit()
                     self._publish(tx.added)
         except exc.IntegrityError as e:
+            if _foreign_key(e):  # e.g. a workflow version deleted (by another server) meanwhile
+                raise NotFound(
+                    "an object this refers to was deleted meanwhile", reason=str(e.orig)
+                ) from e
             raise AlreadyExists(
                 "an object with the same unique name already exists", reason=str(e.orig)
             ) from e
@@ -208,12 +222,48 @@ class SqlStore(Store):
         if self._write_lock is not None:
             self._write_lock.share(lock_file)
 
+    def announce(self, change: str) -> None:
+        if self.dialect == "postgresql":
+            with self._transaction(write=False) as tx:
+                tx.announce(change)
+
+    def claim_sole_server(self) -> None:
+        """SQLite serves one server: a second one on the same database file refuses to
+        start (an ``flock`` beside the file, held while this process lives)."""
+        database = self.engine.url.database
+        if self.dialect != "sqlite" or not database or database == ":memory:":
+            return
+        path = Path(f"{database}.server.lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ConfigError(
+                f"another flowdeck server (pid {holder}) is using the SQLite database "
+                f"{database}: SQLite serves one server; run several servers on PostgreSQL "
+                "(docs/operations.md, Running several servers)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._server_lock = fd
+
     def close(self) -> None:
         if self._deadline is not None:
             self._deadline.close()
         self.engine.dispose()
         if self._write_lock is not None:
             self._write_lock.close()
+        if self._server_lock is not None:
+            os.close(self._server_lock)
+            self._server_lock = None
+
+
+def _foreign_key(error: exc.IntegrityError) -> bool:
+    """Whether an integrity error is a missing referenced row (not a duplicate)."""
+    code = getattr(error.orig, "sqlstate", None)  # psycopg
+    return code == "23503" or "FOREIGN KEY constraint failed" in str(error.orig)
 
 
 def _user(row: Row[Any]) -> User:
@@ -309,6 +359,12 @@ class SqlTx(
         self.added = []
         self.event_hooks = event_hooks if event_hooks is not None else []
         self.owners = owners if owners is not None else OwnerCache()
+
+    def announce(self, change: str) -> None:
+        if self.dialect == "postgresql":
+            self.conn.execute(
+                sa.select(sa.func.pg_notify(CHANGES_CHANNEL, change))  # sent at commit
+            )
 
     # -- users ----------------------------------------------------------------------------
     def add_user(self, user: User) -> None:

@@ -1,0 +1,130 @@
+"""Several `flowdeck serve` processes on one PostgreSQL database (and one data directory),
+started as operators start them: any instance answers any request with the same result.
+
+A second server on one SQLite database refuses to start."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flowdeck.client import AuthenticationError, Client, NotFoundError
+from tests.helpers import STRONG, free_port, fresh_pg_database
+from tests.serving import FLOWDECK, serve
+
+ROOT = Path(__file__).parents[2]
+ENDS = {"run.succeeded", "run.failed", "run.killed", "run.stopped"}
+
+
+@pytest.fixture
+def two_servers(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Instances A and B of one deployment: one database, one data directory."""
+    with fresh_pg_database() as url, ExitStack() as stack:
+        env = {"FLOWDECK_DATABASE_URL": url, "FLOWDECK_REGISTRATION": "open"}
+        args = ("--data-dir", str(tmp_path / "data"))
+        a, _ = stack.enter_context(serve(tmp_path, *args, env=env))
+        b, _ = stack.enter_context(serve(tmp_path, *args, env=env))
+        yield a, b
+
+
+def _token(url: str, username: str) -> str:
+    with httpx.Client(base_url=url) as c:
+        body = {"username": username, "password": STRONG}
+        c.post("/api/v1/auth/register", json=body).raise_for_status()
+        r = c.post("/api/v1/auth/login", json=body)
+        r.raise_for_status()
+        token = r.json()["token"]
+        assert isinstance(token, str)
+        return token
+
+
+def test_a_run_created_through_one_instance_is_followed_live_through_another(
+    two_servers: tuple[str, str],
+) -> None:
+    a, b = two_servers
+    token = _token(a, "ann")
+    with Client(a, token) as on_a, Client(b, token) as on_b:
+        on_a.push_workflow(ROOT / "examples" / "chain" / "flowdeck.yaml")
+        run = on_a.create_run("chain@1.0")  # staged: nothing happened yet
+        seen: list[tuple[int, str]] = []
+        # B's stream is open before A starts the run: its events reach B live
+        first = on_b.list_events(runs=[run.id], limit=None)
+        assert [e.type for e in first] == ["run.staged"]
+        stream_from = first[-1].id
+        reader = threading.Thread(
+            target=lambda: seen.extend(
+                (e.id, e.type) for e in _until_end(on_b.events(runs=[run.id], after=stream_from))
+            ),
+            daemon=True,
+        )
+        reader.start()
+        on_a.run(run.id).start()
+        reader.join(60)
+        assert not reader.is_alive(), f"B's stream stopped at {seen[-1:]}"
+        truth = [(e.id, e.type) for e in on_a.list_events(runs=[run.id], limit=None)]
+        assert seen == truth[1:]  # every event once, in order, live through B
+        assert seen[-1][1] == "run.succeeded"
+        # resumed on A from where B's stream was cut (Last-Event-ID across instances)
+        middle = seen[len(seen) // 2][0]
+        resumed = [(e.id, e.type) for e in _until_end(on_a.events(runs=[run.id], after=middle))]
+        assert resumed == [x for x in truth if x[0] > middle]
+        assert on_b.run(run.id).status()["state"] == "succeeded"
+
+
+def _until_end(events: Iterator[object]) -> Iterator[object]:
+    for event in events:
+        yield event
+        if getattr(event, "type", None) in ENDS:
+            return
+
+
+def test_a_token_revoked_through_one_instance_is_refused_at_once_by_another(
+    two_servers: tuple[str, str],
+) -> None:
+    a, b = two_servers
+    token = _token(a, "ben")
+    with Client(b, token) as on_b:
+        assert on_b.runs() == []  # B has checked (and cached) the token
+        with httpx.Client(base_url=a, headers={"authorization": f"Bearer {token}"}) as c:
+            c.post("/api/v1/auth/logout").raise_for_status()
+        with pytest.raises(AuthenticationError):
+            on_b.runs()
+
+
+def test_a_workflow_deleted_through_one_instance_is_gone_on_another(
+    two_servers: tuple[str, str],
+) -> None:
+    a, b = two_servers
+    token = _token(a, "cat")
+    with Client(a, token) as on_a, Client(b, token) as on_b:
+        on_a.push_workflow(ROOT / "examples" / "chain" / "flowdeck.yaml")
+        run = on_b.create_run("chain@1.0", start=True)  # B resolves (and caches) chain@1.0
+        run.wait(timeout=60)
+        on_a.delete_workflow("chain@1.0")
+        # B forgets it once notified (a few ms); a run created meanwhile fails with 404 too
+        with pytest.raises(NotFoundError):
+            on_b.create_run("chain@1.0")
+        with pytest.raises(NotFoundError, match=r"chain@1\.0"):
+            on_b.create_run("chain@1.0")
+
+
+def test_a_second_server_on_one_sqlite_database_refuses_to_start(tmp_path: Path) -> None:
+    import subprocess
+
+    data = tmp_path / "data"
+    with serve(tmp_path, "--data-dir", str(data)) as (_url, _log):
+        second = subprocess.run(
+            [*FLOWDECK, "serve", "--data-dir", str(data), "--port", str(free_port())],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert second.returncode != 0
+    assert "another flowdeck server" in second.stderr + second.stdout
+    assert "PostgreSQL" in second.stderr + second.stdout
