@@ -22,12 +22,15 @@ ENDS = {"run.succeeded", "run.failed", "run.killed", "run.stopped"}
 
 
 @pytest.fixture
-def two_servers(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """Instances A and B of one deployment: one database, one data directory."""
+def two_servers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Instances A and B of one deployment: one database, one data directory.  With the
+    parameter "process", A runs its scheduler in a process of its own."""
     with fresh_pg_database() as url, ExitStack() as stack:
         env = {"FLOWDECK_DATABASE_URL": url, "FLOWDECK_REGISTRATION": "open"}
         args = ("--data-dir", str(tmp_path / "data"))
-        a, _ = stack.enter_context(serve(tmp_path, *args, env=env))
+        mode = getattr(request, "param", "thread")
+        env_a = {**env, "FLOWDECK_SCHEDULER_PROCESS": "true" if mode == "process" else "false"}
+        a, _ = stack.enter_context(serve(tmp_path, *args, env=env_a))
         b, _ = stack.enter_context(serve(tmp_path, *args, env=env))
         yield a, b
 
@@ -43,6 +46,7 @@ def _token(url: str, username: str) -> str:
         return token
 
 
+@pytest.mark.parametrize("two_servers", ["thread", "process"], indirect=True)
 def test_a_run_created_through_one_instance_is_followed_live_through_another(
     two_servers: tuple[str, str],
 ) -> None:
@@ -81,6 +85,29 @@ def _until_end(events: Iterator[object]) -> Iterator[object]:
         yield event
         if getattr(event, "type", None) in ENDS:
             return
+
+
+@pytest.mark.parametrize("two_servers", ["thread", "process"], indirect=True)
+def test_records_pushed_through_one_instance_come_out_live_through_another(
+    two_servers: tuple[str, str],
+) -> None:
+    """The run runs on A; its input is written through B and its output read through B:
+    A's feeder and B's long poll are woken by the other server's notifications."""
+    a, b = two_servers
+    token = _token(a, "dan")
+    with Client(a, token) as on_a, Client(b, token) as on_b:
+        on_a.push_workflow(ROOT / "examples" / "streams" / "flowdeck.yaml")
+        run = on_a.create_run("double@1.0", start=True)
+        on_b.run(run.id).input("records").write([{"n": 1}, {"n": 2}])
+        results = on_b.run(run.id).output("results")
+        got: list[dict[str, object]] = []
+        while len(got) < 2:
+            page = results.page(from_=len(got), wait=20)  # answered when A writes
+            assert page["records"], f"B was not woken by A's records (got {got})"
+            got += [r["data"] for r in page["records"]]
+        assert got == [{"n": 1, "double": 2}, {"n": 2, "double": 4}]
+        on_b.run(run.id).input("records").close()
+        assert on_b.run(run.id).wait(timeout=60)["state"] == "succeeded"
 
 
 def test_a_token_revoked_through_one_instance_is_refused_at_once_by_another(

@@ -57,6 +57,8 @@ class PortHub:
         # the hub of the other process (API and scheduler in two processes): told of each
         # change and delivery count made here
         self.forward: Callable[[tuple[Any, ...]], None] | None = None
+        # the other servers of the database (store/pg_listen): told the same
+        self.announce: Callable[[tuple[Any, ...]], None] | None = None
 
     # -- waiting (in an event loop) -------------------------------------------------------
     def waiter(self, key: Key) -> asyncio.Future[None]:
@@ -94,8 +96,31 @@ class PortHub:
     def changed(self, key: Key) -> None:
         """Records were committed to ``key``, or it was closed."""
         self.changed_here(key)
+        self._tell(("hub.changed", key))
+
+    def _tell(self, msg: tuple[Any, ...]) -> None:
         if self.forward is not None:
-            self.forward(("hub.changed", key))
+            self.forward(msg)
+        if self.announce is not None:
+            try:
+                self.announce(msg)
+            except Exception:  # the readers there wait for their next poll
+                log.warning("could not tell the other servers of %s", msg, exc_info=True)
+
+    def told_elsewhere(self, msg: tuple[Any, ...]) -> None:
+        """A change or delivery count another server announced: made here, and told to
+        this server's other process."""
+        if msg[0] == "hub.changed":
+            key = (str(msg[1][0]), str(msg[1][1]), str(msg[1][2]))  # a list, from JSON
+            msg = ("hub.changed", key)
+            self.changed_here(key)
+        elif msg[0] == "hub.delivered":
+            msg = ("hub.delivered", str(msg[1]), str(msg[2]), int(msg[3]))
+            self.set_delivered_here(msg[1], msg[2], msg[3])
+        else:
+            return
+        if self.forward is not None:
+            self.forward(msg)
 
     def changed_here(self, key: Key) -> None:
         """:meth:`changed`, told by the other process."""
@@ -131,8 +156,7 @@ class PortHub:
 
     def set_delivered(self, run_id: str, port: str, count: int) -> None:
         self.set_delivered_here(run_id, port, count)
-        if self.forward is not None:
-            self.forward(("hub.delivered", run_id, port, count))
+        self._tell(("hub.delivered", run_id, port, count))
 
     def set_delivered_here(self, run_id: str, port: str, count: int) -> None:
         with self._lock:

@@ -90,6 +90,7 @@ class Context:
             on_events=order.reach,
             on_change=self._forget,
             on_connected=self._caught_up,
+            on_port=self.ports.hub.told_elsewhere,
         )
         self._listener.start()
 
@@ -270,6 +271,10 @@ def make_context(settings: Settings, store: Store) -> Context:
     runs.webhooks = webhooks
     hub = PortHub()
     store.add_commit_listener(hub.on_commit)
+    if getattr(store, "dialect", None) == "postgresql":  # other servers may read the ports
+        from flowdeck.store.pg_listen import port_message
+
+        hub.announce = lambda msg: store.announce(port_message(msg))
     events = Events(store, settings, runs, bus)
     graphs = Graphs(store, settings, runs, workflows)
     events.loaders["graph"] = graphs.load

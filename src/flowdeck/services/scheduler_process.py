@@ -240,6 +240,9 @@ def main(fd: int, parent: int) -> None:
     assert isinstance(settings, Settings)
     logging.config.dictConfig(log_config(settings.log_level, settings.log_format))
     install_redaction()
+    from flowdeck.store import pg_listen
+
+    pg_listen.ORIGIN = pg_listen.origin_of(parent)  # one server: its two processes
     from flowdeck.services.context import build_context
 
     ctx = build_context(settings, migrate=False)
