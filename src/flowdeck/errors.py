@@ -81,6 +81,12 @@ class Conflict(FlowdeckError):
     code = "conflict"
 
 
+class NodeTaken(Conflict):
+    """The graph node was started meanwhile (by another server)."""
+
+    code = "node_taken"
+
+
 class AlreadyExists(Conflict):
     """An object with that name already exists."""
 

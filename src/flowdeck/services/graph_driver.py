@@ -35,7 +35,7 @@ from flowdeck.domain.graphs import (
 )
 from flowdeck.domain.privilege import Actor
 from flowdeck.domain.runs import TERMINAL_STATES, Event, Run
-from flowdeck.errors import FlowdeckError
+from flowdeck.errors import FlowdeckError, NodeTaken
 from flowdeck.services.graphs import Graphs
 from flowdeck.services.run_files import is_file_input
 from flowdeck.store.base import Tx
@@ -104,7 +104,7 @@ class GraphDriver:
         with self.graphs.lock:
             for _ in range(10_000):
                 with self.store.write() as tx:
-                    graph = tx.get_graph(graph_id)
+                    graph = tx.lock_graph(graph_id)  # one server decides at a time
                     if graph is None or graph.state is GraphState.DRAFT:
                         return
                     ready = self._decide(tx, graph)
@@ -234,6 +234,10 @@ class GraphDriver:
             now = clock.now()
 
             def link(tx: Tx, run: Run) -> None:
+                tx.lock_graph(graph.id)  # another server may have started it meanwhile
+                found = next((n for n in tx.list_graph_nodes(graph.id) if n.name == name), None)
+                if found is not None and found.state != WAITING:
+                    raise NodeTaken()  # the run is not created
                 self._runs.add(run.id)  # before its commit: its ending cannot come first
                 tx.save_graph_nodes([GraphNode(graph.id, name, STARTED, now, run.id)])
                 self.graphs.event(tx, graph, "node.started", None, node=name, run_id=run.id)
@@ -248,6 +252,8 @@ class GraphDriver:
                 files=files,
                 link=link,
             )
+        except NodeTaken:
+            return
         except FlowdeckError as exc:
             with self.store.write() as tx:
                 now = clock.now()

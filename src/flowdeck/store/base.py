@@ -517,6 +517,11 @@ class Tx(ABC):
     @abstractmethod
     def get_graph(self, graph_id: str) -> Graph | None: ...
 
+    def lock_graph(self, graph_id: str) -> Graph | None:
+        """:meth:`get_graph`, and no other transaction locks or changes it until this one
+        ends (several servers drive graphs: one decides at a time)."""
+        return self.get_graph(graph_id)
+
     @abstractmethod
     def update_graph(self, graph_id: str, **changes: Any) -> Graph:
         """Change fields of a graph (names of :class:`Graph` fields)."""

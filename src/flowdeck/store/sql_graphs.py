@@ -104,6 +104,13 @@ class SqlGraphsMixin:
         row = self.conn.execute(t.graphs.select().where(t.graphs.c.id == graph_id)).first()
         return _graph(row) if row else None
 
+    def lock_graph(self, graph_id: str) -> Graph | None:
+        query = t.graphs.select().where(t.graphs.c.id == graph_id)
+        if self.dialect == "postgresql":  # SQLite: a write transaction holds the database
+            query = query.with_for_update()
+        row = self.conn.execute(query).first()
+        return _graph(row) if row else None
+
     def update_graph(self, graph_id: str, **changes: Any) -> Graph:
         values = {k: (v.value if isinstance(v, GraphState) else v) for k, v in changes.items()}
         self.conn.execute(t.graphs.update().where(t.graphs.c.id == graph_id).values(**values))
