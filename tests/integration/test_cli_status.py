@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ def test_admin_status_shows_queue_steps_slots_and_failures(tmp_path: Path) -> No
                 assert result.exit_code == 0, result.output
                 text = " ".join(result.output.split())
                 assert "1 live" in text
+                assert "server instances" in result.output  # the table of instances
                 assert "1 runs queued (oldest waiting" in text
                 assert "running steps 1" in text
                 assert "slots 1 used of 1" in text
@@ -78,6 +80,11 @@ def test_admin_status_shows_queue_steps_slots_and_failures(tmp_path: Path) -> No
                 assert [f["run_id"] for f in data["recent_failures"]] == [failed]
                 assert data["recent_failures"][0]["owner"] == "alice"
                 assert data["recent_failures"][0]["workflow"] == "alice/fails@1"
+                # each live instance with its load: this one runs one, queues the other
+                [instance] = data["live_instances"]
+                assert instance["pid"] == os.getpid()  # the live server is in this process
+                assert (instance["active_runs"], instance["running_steps"]) == (2, 1)
+                assert instance["heartbeat_age_s"] < 60
             finally:
                 for run_id in (waiting, sleeping):
                     c.post(f"{API}/runs/{run_id}/kill")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from flowdeck.domain.leases import ServerInstance
 from flowdeck.domain.runs import Run, RunState, StepRecord, StepState
 from flowdeck.store import Store, open_store
 from tests.helpers import clean_sql_store
@@ -58,3 +59,10 @@ def test_runs_counted_in_states_running_steps_and_the_oldest_queued(store: Store
         assert tx.count_runs_in([RunState.SUCCEEDED]) == {RunState.SUCCEEDED: 1}
         assert tx.count_running_steps() == 2
         assert tx.oldest_queued_at() == T0 + timedelta(minutes=2)
+        assert tx.load_by_instance() == {None: (3, 2)}  # no instance owns them yet
+    with store.write() as tx:
+        tx.add_instance(ServerInstance("inst_a", "host-a", 100, None, T0, T0))
+        assert tx.claim_run("run_r", "inst_a", 0) == 1
+        assert tx.claim_run("run_q1", "inst_a", 0) == 1
+    with store.read() as tx:
+        assert tx.load_by_instance() == {None: (1, 0), "inst_a": (2, 2)}

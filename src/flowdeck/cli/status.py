@@ -49,6 +49,22 @@ def show(s: Summary) -> None:
     grid.add_row("[bold]step limits[/]", s.step_limits)
     out.print(f"flowdeck status at {s.at:%Y-%m-%d %H:%M:%S} UTC")
     out.print(grid)
+    if s.live:
+        table = Table(title="server instances")
+        table.add_column("instance", no_wrap=True)
+        for column in ("host", "pid", "since", "heartbeat", "active runs", "running steps"):
+            table.add_column(column)
+        for i in s.live:
+            table.add_row(
+                i.id,
+                i.host,
+                str(i.pid),
+                f"{i.started_at:%Y-%m-%d %H:%M:%S}",
+                f"{i.heartbeat_age_s:.0f} s ago",
+                str(i.active_runs),
+                str(i.running_steps),
+            )
+        out.print(table)
     if not s.recent_failures:
         out.print("[bold]recent failures[/]  none")
         return

@@ -27,6 +27,19 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class InstanceLoad:
+    """A live server instance and what it runs."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_age_s: float
+    active_runs: int
+    running_steps: int
+
+
+@dataclass(frozen=True)
 class Summary:
     at: datetime
     instances: int  # server instances with a live lease
@@ -39,6 +52,7 @@ class Summary:
     sandbox: str = "bwrap"  # the step sandbox (setting sandbox): "off" is unsafe
     sandbox_scope: str = "run"  # a sandbox per run (of several steps) or per step
     step_limits: str = ""  # what bounds a step's resources on this host
+    live: list[InstanceLoad] = field(default_factory=list)  # the instances, oldest first
 
     @property
     def slots_used(self) -> int:
@@ -49,6 +63,18 @@ class Summary:
         return {
             "at": self.at.isoformat(),
             "instances": self.instances,
+            "live_instances": [
+                {
+                    "id": i.id,
+                    "host": i.host,
+                    "pid": i.pid,
+                    "started_at": i.started_at.isoformat(),
+                    "heartbeat_age_s": round(i.heartbeat_age_s, 1),
+                    "active_runs": i.active_runs,
+                    "running_steps": i.running_steps,
+                }
+                for i in self.live
+            ],
             "queue_depth": self.queue_depth,
             "oldest_queued_s": self.oldest_queued_s,
             "running_steps": self.running_steps,
@@ -82,6 +108,7 @@ def summary(store: Store, settings: Settings) -> Summary:
         instances = [
             i for i in tx.list_instances() if i.stopped_at is None and i.heartbeat_at >= live_after
         ]
+        load = tx.load_by_instance()
         failed = tx.list_runs(None, states=FAILED, limit=RECENT_FAILURES)
         owners = {r.owner_id: tx.get_user(r.owner_id) for r in failed}
     failures = [
@@ -107,4 +134,15 @@ def summary(store: Store, settings: Settings) -> Summary:
         sandbox=settings.sandbox,
         sandbox_scope=settings.sandbox_scope,
         step_limits=describe(settings.step_uids, settings.step_cgroups == "auto"),
+        live=[
+            InstanceLoad(
+                i.id,
+                i.host,
+                i.pid,
+                i.started_at,
+                (now - i.heartbeat_at).total_seconds(),
+                *load.get(i.id, (0, 0)),
+            )
+            for i in sorted(instances, key=lambda i: i.started_at)
+        ],
     )

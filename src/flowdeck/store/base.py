@@ -287,6 +287,11 @@ class Tx(ABC):
         """Steps now running, of every run."""
 
     @abstractmethod
+    def load_by_instance(self) -> dict[str | None, tuple[int, int]]:
+        """Per owning server instance (None: no owner): its active runs and their running
+        steps (instances with neither are absent)."""
+
+    @abstractmethod
     def oldest_queued_at(self) -> datetime | None:
         """When the run queued longest ago was queued (None: the queue is empty)."""
 

@@ -29,6 +29,17 @@ class FakeStatsMixin:
             and run.state in _STEPPING
         )
 
+    def load_by_instance(self) -> dict[str | None, tuple[int, int]]:
+        runs = Counter(r.owner_instance for r in self.s.runs.values() if r.active)
+        steps = Counter(
+            run.owner_instance
+            for step in self.s.steps.values()
+            if step.state is StepState.RUNNING
+            and (run := self.s.runs.get(step.run_id)) is not None
+            and run.state in _STEPPING
+        )
+        return {k: (runs.get(k, 0), steps.get(k, 0)) for k in runs.keys() | steps.keys()}
+
     def oldest_queued_at(self) -> datetime | None:
         times = [
             r.queued_at

@@ -8,7 +8,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from flowdeck.domain.runs import RunState, StepState
+from flowdeck.domain.runs import ACTIVE_STATES, RunState, StepState
 from flowdeck.store import schema as t
 
 # Runs whose steps may be running (a stopping run's steps are still being signalled).
@@ -35,6 +35,22 @@ class SqlStatsMixin:
             .where(r.state.in_(_STEPPING), s.state == StepState.RUNNING.value)
         )
         return int(self.conn.execute(q).scalar_one())
+
+    def load_by_instance(self) -> dict[str | None, tuple[int, int]]:
+        r, s = t.runs.c, t.steps.c
+        active = [x.value for x in ACTIVE_STATES]
+        runs = sa.select(r.owner_instance, sa.func.count()).where(r.state.in_(active))
+        steps = (
+            sa.select(r.owner_instance, sa.func.count())
+            .select_from(t.steps.join(t.runs, r.id == s.run_id))
+            .where(r.state.in_(_STEPPING), s.state == StepState.RUNNING.value)
+        )
+        found: dict[str | None, tuple[int, int]] = {}
+        for owner, n in self.conn.execute(runs.group_by(r.owner_instance)):
+            found[owner] = (int(n), 0)
+        for owner, n in self.conn.execute(steps.group_by(r.owner_instance)):
+            found[owner] = (found.get(owner, (0, 0))[0], int(n))
+        return found
 
     def oldest_queued_at(self) -> datetime | None:
         r = t.runs.c
