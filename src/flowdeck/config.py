@@ -172,6 +172,14 @@ class Settings(BaseSettings):
         description="A server instance that misses heartbeats this long loses its runs "
         "to another instance (renewed every third of it).",
     )
+    host_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="The host name this server gives the other servers of its database "
+        "(default: the machine's). Servers of one host re-adopt each other's local steps; "
+        "for tests of several hosts on one machine.",
+    )
     drain: bool = Field(
         False,
         description="On SIGTERM, let running steps finish (and start no new ones) before "

@@ -66,7 +66,7 @@ class Scheduler(ControlMixin, RecoveryMixin):
         self.cache = StepCache(store, settings)  # reruns and memoization (runtime/cache.py)
         self.secrets = SecretSource(store, settings.resolved_secret_key_file)
         self.instance_id = new_id("inst")
-        self.host = socket.gethostname()
+        self.host = settings.host_id or socket.gethostname()
         self.slots = float(settings.slots)
         self.used = 0.0
         self.active = {}

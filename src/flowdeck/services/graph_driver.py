@@ -72,19 +72,43 @@ class GraphDriver:
 
     def _on_commit(self, events: list[Event]) -> None:
         for e in events:
-            if e.subject_kind == "run" and e.type in RUN_ENDINGS and e.subject_id in self._runs:
+            if e.subject_kind == "graph" and e.type == "node.started" and e.data.get("run_id"):
+                # started by another server of the database too: this one drives the graph
+                # on as well (one decides at a time), and alone once that server is gone
+                self._runs.add(str(e.data["run_id"]))
+            elif e.subject_kind == "run" and e.type in RUN_ENDINGS and e.subject_id in self._runs:
                 self._runs.discard(e.subject_id)
                 self._queue.put(e.subject_id)
 
     def _main(self) -> None:
-        while (run_id := self._queue.get()) is not None:
+        every = self.graphs.settings.lease_ttl_s
+        sweep_at = clock.monotonic() + every
+        while True:
             try:
-                with self.store.read() as tx:
-                    node = tx.graph_node_of_run(run_id)
-                if node is not None:
-                    self.advance(node.graph_id)
-            except Exception:
-                log.exception("advancing the graph of run %s failed", run_id)
+                run_id = self._queue.get(timeout=max(0.0, sweep_at - clock.monotonic()))
+            except queue.Empty:
+                run_id = ""
+            if run_id is None:
+                return
+            if run_id:
+                self._advance_run(run_id)
+            if clock.monotonic() >= sweep_at:
+                # A server of the database that died between deciding and starting nodes
+                # left them waiting with nothing running to wake a driver: catch up.
+                sweep_at = clock.monotonic() + every
+                try:
+                    self.recover()
+                except Exception:
+                    log.exception("advancing the active graphs failed")
+
+    def _advance_run(self, run_id: str) -> None:
+        try:
+            with self.store.read() as tx:
+                node = tx.graph_node_of_run(run_id)
+            if node is not None:
+                self.advance(node.graph_id)
+        except Exception:
+            log.exception("advancing the graph of run %s failed", run_id)
 
     def recover(self) -> None:
         """Advance every active graph (after a restart: catch up with what ended)."""

@@ -87,8 +87,9 @@ class Graphs:
     # -- helpers ---------------------------------------------------------------------------
     @staticmethod
     def load(tx: Tx, actor: Actor, graph_id: str, access: Access = Access.READ) -> Graph:
-        """The graph if ``actor`` may see it (owner or admin), else :class:`NotFound`."""
-        graph = tx.get_graph(graph_id)
+        """The graph if ``actor`` may see it (owner or admin), else :class:`NotFound`; to
+        change it, locked until the transaction ends (several servers may drive it)."""
+        graph = tx.lock_graph(graph_id) if access is Access.WRITE else tx.get_graph(graph_id)
         if graph is None or not allowed(actor, graph.owner_id, access):
             raise NotFound(f"no graph {graph_id}")
         return graph

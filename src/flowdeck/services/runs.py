@@ -418,6 +418,8 @@ class Runs(RunFiles):
         else:
             with self.store.write() as tx:  # one short transaction: all or nothing
                 tx.add_run(run)
+                if link is not None:  # first: it may lock what it links to (graphs)
+                    link(tx, run)
                 if callbacks and self.webhooks is not None:
                     self.webhooks.add_to_run(tx, actor, run.id, callbacks)
                 for f in staged:
@@ -425,8 +427,6 @@ class Runs(RunFiles):
                 tx.add_events(events)
                 for direction, name in ports:
                     tx.lock_port(run.id, direction, name)
-                if link is not None:
-                    link(tx, run)
         self._created(run, start, callbacks)
         return run
 
