@@ -39,7 +39,7 @@ def rss_mb(pid: int) -> float:
 def server(**settings: str) -> Iterator[tuple[str, str, Path, int]]:
     """(url, token of user 'bench', data dir, pid) of a fresh server."""
     with tempfile.TemporaryDirectory(dir=scratch_dir()) as tmp:
-        data = Path(tmp) / "data"
+        data = Path(settings.get("data_dir") or Path(tmp) / "data")  # shared: several servers
         port = _port()
         env = {
             **os.environ,

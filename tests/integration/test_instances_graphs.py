@@ -50,7 +50,13 @@ def test_a_graph_driven_by_two_servers_starts_each_node_once(tmp_path: Path) -> 
             while a.graphs.get(actor, graph.id).graph.state.value not in ("succeeded", "failed"):
                 assert time.monotonic() < deadline, "the graph did not end"
                 time.sleep(0.1)
-            assert a.graphs.get(actor, graph.id).graph.state.value == "succeeded"
+            view = a.graphs.get(actor, graph.id)
+            errors = {
+                n.node.name: (n.node.state, n.node.error, n.run and (n.run.state, n.run.error))
+                for n in view.nodes
+                if n.node.state != "succeeded"
+            }
+            assert view.graph.state.value == "succeeded", errors
             runs = a.runs.list_runs(actor, tag=f"graph:{graph.id}", limit=100)
             per_node = sorted(next(t for t in r.tags if t.startswith("graph-node:")) for r in runs)
             assert per_node == sorted(f"graph-node:{n}" for n in nodes)

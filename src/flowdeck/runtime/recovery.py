@@ -147,9 +147,19 @@ class RecoveryMixin(SchedulerCore):
         local = self.executors["local"]
         assert isinstance(local, SupervisedExecutor)
         assert self._supervisor is not None
-        for key in self._supervisor.running:
-            run_id = key.split("/", 1)[0]
-            if run_id not in self.active and run_id not in elsewhere:
+        strays = {
+            key: run_id
+            for key in self._supervisor.running
+            if (run_id := key.split("/", 1)[0]) not in self.active and run_id not in elsewhere
+        }
+        if not strays:
+            return
+        # read again: another server of the database may have started the run since the
+        # runs were listed (it is active then, and not ours to kill)
+        with self.store.read() as tx:
+            live = {r for r in set(strays.values()) if (run := tx.get_run(r)) and run.active}
+        for key, run_id in strays.items():
+            if run_id not in live:
                 log.warning("killing %s: its run is not active", key)
                 local.send({"op": "signal", "key": key, "action": "kill"})
 
