@@ -176,9 +176,9 @@ def main() -> None:
     args = parser.parse_args()
     results: dict[int, tuple[float, float, float]] = {}
     for count in (1, 2):
-        with servers(count) as found:
-            subs, cpu_ms = submissions(found, args.seconds)
+        with servers(count) as found:  # fan-out first: submissions leave a long queue
             spread = asyncio.run(fan_out(found, args.clients, args.runs, last_event(found)))
+            subs, cpu_ms = submissions(found, args.seconds)
         results[count] = (subs, cpu_ms, spread)
         print(
             f"  {count} server(s): {subs:.0f} runs/s, {cpu_ms:.2f} ms server CPU per "
