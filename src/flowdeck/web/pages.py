@@ -20,6 +20,7 @@ from flowdeck.domain.validation import validate_data
 from flowdeck.errors import FlowdeckError, NotFound
 from flowdeck.services.accounts import Principal
 from flowdeck.services.context import Context
+from flowdeck.web.cwl_job import job_lines
 from flowdeck.web.dag import layout
 
 HERE = Path(__file__).parent
@@ -202,14 +203,17 @@ def run_page(request: Request, run_id: str, ctx: CtxDep) -> Response:
     steps: dict[str, str] = {}
     for s in view.steps:
         steps.setdefault(s.name, s.state.value)
+    out = shown(ctx, RunOut.of(run, counts, current, ports)).model_dump(mode="json")
+    staged = [StagedFileOut.of(f).model_dump(mode="json") for f in files]
     return _render(
         request,
         "run.html",
         principal,
-        run=shown(ctx, RunOut.of(run, counts, current, ports)).model_dump(mode="json"),
+        run=out,
+        cwl_job=job_lines(out["cwl_job"], staged) if out["cwl_job"] is not None else None,
         graph=graph,
         step_states=steps,
-        files=[StagedFileOut.of(f).model_dump(mode="json") for f in files],
+        files=staged,
         products=[ProductOut.of(p).model_dump(mode="json") for p in products],
         owned=run.owner_id == actor.user_id or actor.is_admin,
     )
