@@ -42,6 +42,19 @@ steps:
       loud: {stdout: text}
 """,
     """
+name: gather
+version: "1"
+inputs:
+  files: {type: array, items: file}
+outputs:
+  all: {from: "${{ steps.cat.outputs.all }}"}
+steps:
+  cat:
+    run: [cat, "${{ inputs.files }}"]
+    outputs:
+      all: {stdout: text}
+""",
+    """
 name: counts
 version: "1"
 inputs:
@@ -70,6 +83,12 @@ def c(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
         r = client.post(
             f"{API}/workflows?name=sorter&version=1",
             content=(CWL / "sort.cwl").read_bytes(),
+            headers={"content-type": "application/yaml"},
+        )
+        assert r.status_code == 201, r.text
+        r = client.post(
+            f"{API}/workflows?name=copier&version=1",
+            content=(CWL / "copy-listing.cwl").read_bytes(),
             headers={"content-type": "application/yaml"},
         )
         assert r.status_code == 201, r.text
@@ -113,6 +132,35 @@ def test_a_native_file_goes_through_a_cwl_node_into_a_native_node(c: httpx.Clien
     sorted_file = by_name["sort"]["outputs"]["sorted"]
     assert sorted_file["name"] == "sorted.txt"
     assert c.get(sorted_file["url"]).text == "apple\nfig\npear\n"
+
+
+def test_a_cwl_file_array_given_by_a_job_document_feeds_a_native_array_input(
+    c: httpx.Client,
+) -> None:
+    folder = {
+        "class": "Directory",
+        "basename": "in",
+        "listing": [
+            {"class": "File", "basename": "a.txt", "contents": "one\n"},
+            {"class": "File", "basename": "b.txt", "contents": "two\n"},
+        ],
+    }
+    r = c.post(
+        f"{API}/graphs",
+        json={
+            "nodes": {
+                "copy": {"workflow": "copier@1", "params": {"cwl_job": {"folder": folder}}},
+                "gather": {"workflow": "gather@1"},
+            },
+            "bindings": [{"from": "copy.copies", "to": "gather.files"}],
+            "submit": True,
+        },
+    )
+    assert r.status_code == 201, r.text
+    graph = wait_graph(c, r.json()["id"])
+    by_name = {n["name"]: n for n in graph["nodes"]}
+    assert graph["state"] == "succeeded", by_name
+    assert by_name["gather"]["outputs"]["all"] == "one\ntwo"
 
 
 def test_bindings_whose_types_do_not_match_are_refused_naming_both_ends(

@@ -250,3 +250,59 @@ def test_the_cli_and_the_sdk_send_a_local_job_document_with_its_files(
         assert wait(c, from_file.id)["state"] == "succeeded"
     products = c.get(f"{API}/runs/{sdk_run.id}/products").json()
     assert c.get(products[0]["url"]).text == "== S1 (7, hi)\nLIT\n"
+
+
+def test_a_directory_names_a_folder_of_staged_files(c: httpx.Client) -> None:
+    r = c.post(
+        f"{API}/workflows?name=copier",
+        content=(CWL / "copy-listing.cwl").read_bytes(),
+        headers={"content-type": "application/yaml"},
+    )
+    assert r.status_code == 201, r.text
+    ref = f"copier@{r.json()['version']}"
+    job = {"folder": {"class": "Directory", "location": "in"}}
+    run_id = c.post(f"{API}/runs", json={"workflow": ref, "params": {"cwl_job": job}}).json()["id"]
+    for name, text in (("in/a.txt", b"A\n"), ("in/b.txt", b"B\n")):
+        r = c.put(f"{API}/runs/{run_id}/files/cwl_files", params={"filename": name}, content=text)
+        assert r.status_code == 201, r.text
+    assert c.post(f"{API}/runs/{run_id}/start").status_code == 200
+    run = wait(c, run_id)
+    assert run["state"] == "succeeded", run["error"]
+    outputs = run["outputs"]
+    assert isinstance(outputs, dict)
+    assert [f["name"] for f in outputs["copies"]] == ["copy-a.txt", "copy-b.txt"]
+    assert [c.get(f["url"]).text for f in outputs["copies"]] == ["A\n", "B\n"]
+    assert c.get(outputs["names"]["url"]).text == "a.txt\nb.txt\n"
+    # a Directory that names no staged folder is refused at start, saying where
+    job = {"folder": {"class": "Directory", "location": "elsewhere"}}
+    r = c.post(f"{API}/runs", json={"workflow": ref, "params": {"cwl_job": job}, "start": True})
+    assert r.status_code == 422
+    assert (
+        "cwl_job.folder.location: 'elsewhere' is not a staged folder"
+        in r.json()["error"]["message"]
+    )
+
+
+def test_a_wes_run_of_a_stored_workflow_without_attachments_takes_literals(
+    c: httpx.Client, report: dict[str, object]
+) -> None:
+    job = {**JOB, "sample": {"label": "L", "reads": {"class": "File", "contents": "LIT\n"}}}
+    data = {
+        "workflow_url": f"report@{report['version']}",
+        "workflow_type": "CWL",
+        "workflow_type_version": "v1.2",
+        "workflow_params": json.dumps(job),
+    }
+    r = c.post(f"{WES}/runs", data=data)
+    assert r.status_code == 200, r.text
+    run = wait(c, r.json()["run_id"])
+    assert run["state"] == "succeeded", run["error"]
+    assert run["cwl_job"] == job
+    products = c.get(f"{API}/runs/{run['id']}/products").json()
+    assert c.get(products[0]["url"]).text == "== L (7, hi)\nLIT\n"
+
+
+def test_the_openapi_document_describes_the_job_document(c: httpx.Client) -> None:
+    schema = c.get("/openapi.json").json()
+    field = schema["components"]["schemas"]["RunOut"]["properties"]["cwl_job"]
+    assert "job document as sent" in field["description"]

@@ -231,8 +231,8 @@ def _relocate_ports(
             if not isinstance(f, dict) or f.get("class") != "File":
                 continue
             src = Path(str(f.get("path") or str(f.get("location", "")).removeprefix("file://")))
-            if not src.is_file() or src in moves.done:
-                continue
+            if not src.is_file() or src in moves.done or src.name.startswith("."):
+                continue  # (a hidden name is no glob's match: one of the other files)
             dest = cwd / OUTPUTS_DIR / ports[cwl_id] / f"{k:06d}" / src.name
             dest.parent.mkdir(parents=True)
             os.replace(src, dest)

@@ -16,6 +16,7 @@ from flowdeck.domain.privilege import Access, Actor
 from flowdeck.domain.runs import Product, Run, StagedFile
 from flowdeck.domain.spec import InputSpec, WorkflowSpec
 from flowdeck.domain.text import check_name
+from flowdeck.engines.cwl import takes_staged_files
 from flowdeck.engines.cwl_names import FILES_INPUT
 from flowdeck.errors import InvalidInput, NotFound
 from flowdeck.runtime.rundir import RunDir
@@ -85,7 +86,9 @@ class RunFiles:
             _check_filename(filename)
         with self._staging(actor, run_id) as (tx, run, spec):
             inp = self._file_input(spec, input)
-            if relative:
+            if relative and not takes_staged_files(spec):
+                _check_filename(filename)
+            elif relative:
                 names = [f.filename for f in tx.list_staged_files(run.id) if f.input == input]
                 check_staged_path(filename, [n for n in names if n != filename])
             target = self.rundir(run.id).input_dir(input) / filename
