@@ -91,6 +91,11 @@ def test_a_workflow_with_any_type_is_stored_and_runs_its_job_document_as_sent(
     assert c.get(products["cwl.report[0]"]["url"]).text == "== S1 (7, hi)\nACGT\n"
     # the run shows the job document as sent
     assert run["cwl_job"] == JOB
+    # a rerun runs it again with the same staged files
+    again = wait(c, c.post(f"{API}/runs/{run_id}/rerun", json={}).json()["id"])
+    assert again["state"] == "succeeded", again["error"]
+    products = c.get(f"{API}/runs/{again['id']}/products").json()
+    assert c.get(products[0]["url"]).text == "== S1 (7, hi)\nACGT\n"
 
 
 def test_missing_job_only_inputs_are_named(c: httpx.Client, report: dict[str, object]) -> None:
@@ -173,6 +178,13 @@ def test_typed_inputs_and_a_job_document_do_not_mix(c: httpx.Client) -> None:
     assert run["state"] == "succeeded", (run["error"], run["params"])
     products = c.get(f"{API}/runs/{run['id']}/products").json()
     assert c.get(products[0]["url"]).text == "Hello doc\n"
+    assert "greeting" not in run["params"]  # the document gives every input
+    # a rerun runs the same document
+    r = c.post(f"{API}/runs/{run['id']}/rerun", json={})
+    assert r.status_code == 201, r.text
+    again = wait(c, r.json()["id"])
+    assert again["state"] == "succeeded", again["error"]
+    assert again["cwl_job"] == {"name": "doc"}
 
 
 def test_a_wes_run_of_a_stored_workflow_takes_its_job_document_as_sent(
@@ -221,6 +233,10 @@ def test_the_cli_and_the_sdk_send_a_local_job_document_with_its_files(
         return runner.invoke(app, list(args), input=input, env={"COLUMNS": "200"})
 
     assert cli("login", "-u", "jobuser", input=STRONG + "\n").exit_code == 0
+    # records, unions, Any and arrays of arrays: pushed from the CLI as from the API
+    r = cli("workflow", "push", str(CWL / "sample-report.cwl"), "--name", "report-cli", "--json")
+    assert r.exit_code == 0, r.output
+    ref = f"report-cli@{json.loads(r.output)['version']}"
     r = cli("run", "submit", ref, "--cwl-job", str(tmp_path / "job.yml"), "--json")
     assert r.exit_code == 0, r.output
     run_id = json.loads(r.output)["id"]

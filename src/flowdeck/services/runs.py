@@ -471,7 +471,7 @@ class Runs(RunFiles):
                 values[name] = files[name] if inp.type == "array" else files[name][-1]
             elif name in run.params:
                 values[name] = run.params[name]
-            elif inp.default is not None:
+            elif inp.default is not None and not job:
                 values[name] = inp.default
             elif inp.type == "stream":
                 continue  # records are pushed into it while the run goes on
