@@ -54,3 +54,7 @@ def test_a_cwl_run_shows_its_job_document_with_links_to_its_files(
     saved = tmp_path / "downloaded.txt"
     info.value.save_as(saved)
     assert saved.read_text() == "ACGT\n"
+    # the new-run form takes a job document, and keeps the server's copy of it to itself
+    page.goto(f"/runs/new?workflow=carol/report@{wf['version']}")
+    expect(page.get_by_label("cwl_job (string)")).to_be_visible()
+    expect(page.locator("#run-form")).not_to_contain_text("cwl_request")

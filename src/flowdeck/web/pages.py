@@ -17,6 +17,7 @@ from flowdeck.api.files_view import shown
 from flowdeck.api.schemas_runs import ProductOut, RunOut, RunSummary, StagedFileOut
 from flowdeck.domain.runs import TERMINAL_STATES, RunState
 from flowdeck.domain.validation import validate_data
+from flowdeck.engines.cwl_names import JOB_INPUT, REQUEST_INPUT
 from flowdeck.errors import FlowdeckError, NotFound
 from flowdeck.services.accounts import Principal
 from flowdeck.services.context import Context
@@ -50,6 +51,8 @@ def form_fields(inputs: dict[str, Any]) -> list[dict[str, Any]]:
     """What the new-run form needs of each input (from the canonical spec)."""
     fields = []
     for name, inp in inputs.items():
+        if name == REQUEST_INPUT and JOB_INPUT in inputs:
+            continue  # a CWL workflow's copy of its job document, the server's to keep
         items = inp.get("items")
         item_type = (items.get("type") if isinstance(items, dict) else items) or ""
         has_default = "default" in inp
