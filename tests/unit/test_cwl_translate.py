@@ -106,6 +106,7 @@ def test_output_ports_map_to_flowdeck_types() -> None:
                 "words": "string[]",
                 "rec": {"type": {"type": "record", "fields": {"f": "File"}}},
                 "dir": "Directory",
+                "object": "string",  # an output may have any name a port may have
             },
         ),
         "t.cwl",
@@ -118,6 +119,11 @@ def test_output_ports_map_to_flowdeck_types() -> None:
     assert (outs["words"]["type"], outs["words"]["items"]) == ("array", "string")
     assert "type" not in outs["rec"] and outs["rec"]["return"] == "rec"
     assert "type" not in outs["dir"]
+    assert outs["object"] == {
+        "return": "object",
+        "type": "string",
+        "description": "CWL output object",
+    }
     assert spec["steps"]["cwl"]["with"]["file_ports"] == {
         "one": "file",
         "many": "files",

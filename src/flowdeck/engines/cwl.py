@@ -256,14 +256,14 @@ def translate(process: Mapping[str, Any], main: str, name: str, version: str) ->
     inputs |= _job_inputs()
     step_outputs, outputs, ports, file_ports = _output_ports(process)
     step_outputs |= {
-        "object": {"return": "object", "description": "cwltool's output object"},
+        "_object": {"return": "_object", "description": "cwltool's output object"},
         "_files": {"glob": f"{MORE_FILES_DIR}/*/*", "description": "other output files"},
         "_hidden_files": {
             "glob": f"{MORE_FILES_DIR}/*/.*",
             "description": "other output files whose names start with a dot",
         },
     }
-    outputs[OUTPUT_OBJECT] = {"from": f"${{{{ steps.{CWL_STEP}.outputs.object }}}}"}
+    outputs[OUTPUT_OBJECT] = {"from": f"${{{{ steps.{CWL_STEP}.outputs._object }}}}"}
     label = process.get("label") or process.get("doc") or ""
     resources = {"resources": {"network": True}} if _asks_network(process) else {}
     return {

@@ -269,9 +269,10 @@ def run(
     file_ports: dict[str, str] | None = None,
     job_only: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the CWL workflow; returns ``{"object": <cwltool's output object>}`` and, with
-    ``ports`` (CWL output id → flowdeck output), the value of each output that is not a
-    File (File and File[] outputs are files under ``outputs/<port>/``).  ``job`` (JSON
+    """Run the CWL workflow; returns ``{"object": <cwltool's output object>}``, or with
+    ``ports`` (CWL output id → flowdeck output) ``{"_object": …}`` and the value of each
+    output that is not a File (File and File[] outputs are files under
+    ``outputs/<port>/``).  ``job`` (JSON
     text): the CWL job document as sent (its relative locations name ``files``, else the
     workflow's own files), else the job is made of ``inputs``.  ``job_only`` is the
     server's (the inputs a job document alone can give)."""
@@ -324,7 +325,7 @@ def run(
     if ports is not None:
         _relocate_ports(result, ports, file_ports or {}, cwd)
         port_values = {p: result.get(i) for i, p in ports.items() if i not in (file_ports or {})}
-        return {"object": result, **port_values}
+        return {"_object": result, **port_values}
     if job is not None:
         _relocate_all(result, _Moves(cwd / OUTPUTS_DIR))
     else:
