@@ -57,25 +57,80 @@ def test_cwl_types_become_flowdeck_input_types() -> None:
     step = spec["steps"]["cwl"]
     assert step["with"]["inputs"]["out-dir"] == "${{ inputs.out_dir }}"
     assert step["with"]["file_inputs"] == {"reads": "File", "more": "File", "out-dir": "Directory"}
-    assert set(spec["outputs"]) == {"cwl_output", "result"}  # only file outputs are products
+    # every CWL output is an output: Files as files (products), values by their types
+    assert set(spec["outputs"]) == {"cwl_output", "result", "n"}
+    assert step["outputs"]["result"] | {"description": ""} == {
+        "glob": "outputs/result/*/*",
+        "type": "file",
+        "description": "",
+    }
+    assert step["outputs"]["n"] | {"description": ""} == {
+        "return": "n",
+        "type": "int",
+        "description": "",
+    }
     report = validate_text(json.dumps(spec), [SHIM_FILE, "tool.cwl"])
     assert report.ok, report.problems
     assert is_cwl(report.require().spec)
 
 
 @pytest.mark.parametrize(
-    ("cwl_type", "words"),
+    "cwl_type",
     [
-        ({"type": "record", "fields": []}, "record"),
-        (["string", "int"], "union"),
-        ({"type": "array", "items": {"type": "array", "items": "string"}}, "arrays of arrays"),
-        ("Any", "Any"),
+        {"type": "record", "fields": []},
+        ["string", "int"],
+        {"type": "array", "items": {"type": "array", "items": "string"}},
+        "Any",
+        "#Sample",
     ],
 )
-def test_unsupported_types_name_the_input(cwl_type: Any, words: str) -> None:
-    with pytest.raises(CwlUnsupported) as err:
-        translate(tool({"odd": {"type": cwl_type}}), "tool.cwl", "t", "1")
-    assert "inputs.odd" in err.value.message and words in err.value.message
+def test_other_types_are_given_in_the_job_document(cwl_type: Any) -> None:
+    spec = translate(
+        tool({"odd": {"type": cwl_type}, "opt": ["null", cwl_type]}), "t.cwl", "t", "1"
+    )
+    assert "odd" not in spec["inputs"] and "opt" not in spec["inputs"]
+    job_only = spec["steps"]["cwl"]["with"]["job_only"]
+    assert job_only["odd"]["required"] is True
+    assert job_only["opt"]["required"] is False
+    assert {"cwl_job", "cwl_files"} <= set(spec["inputs"])
+
+
+def test_output_ports_map_to_flowdeck_types() -> None:
+    spec = translate(
+        tool(
+            [],
+            {
+                "one": "File",
+                "many": "File[]",
+                "maybe": "File?",
+                "words": "string[]",
+                "rec": {"type": {"type": "record", "fields": {"f": "File"}}},
+                "dir": "Directory",
+                "object": "string",  # an output may have any name a port may have
+            },
+        ),
+        "t.cwl",
+        "t",
+        "1",
+    )
+    outs = spec["steps"]["cwl"]["outputs"]
+    assert (outs["one"]["type"], outs["maybe"]["type"]) == ("file", "file")
+    assert (outs["many"]["type"], outs["many"]["items"]) == ("array", "file")
+    assert (outs["words"]["type"], outs["words"]["items"]) == ("array", "string")
+    assert "type" not in outs["rec"] and outs["rec"]["return"] == "rec"
+    assert "type" not in outs["dir"]
+    assert outs["object"] == {
+        "return": "object",
+        "type": "string",
+        "description": "CWL output object",
+    }
+    assert spec["steps"]["cwl"]["with"]["file_ports"] == {
+        "one": "file",
+        "many": "files",
+        "maybe": "file",
+    }
+    report = validate_text(json.dumps(spec), [SHIM_FILE, "t.cwl"])
+    assert report.ok, report.problems
 
 
 def test_documents_without_cwl_version_or_a_known_version_are_refused() -> None:

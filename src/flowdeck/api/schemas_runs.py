@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import quote
@@ -25,6 +26,7 @@ from flowdeck.domain.runs import (
 from flowdeck.domain.spec import DURATION_PATTERN, SIZE_PATTERN
 from flowdeck.domain.text import FILE_NAME_PATTERN, SAFE_TEXT_PATTERN
 from flowdeck.domain.workflows import REF_PATTERN
+from flowdeck.engines.cwl_names import JOB_INPUT, REQUEST_INPUT
 from flowdeck.runtime.steps import tail
 
 # A variable name; the FLOWDECK_ ones are the server's (the service refuses them: pydantic's
@@ -34,7 +36,13 @@ EnvName = Annotated[str, Field(pattern="^[A-Za-z_][A-Za-z0-9_]*$")]
 # Names without control or bidirectional characters: the service refuses them with a
 # message that names the character, the document says so too.
 Tag = Annotated[str, Field(json_schema_extra={"pattern": SAFE_TEXT_PATTERN})]
-FILE_NAME: JsonDict = {"pattern": FILE_NAME_PATTERN}
+_SEGMENT = FILE_NAME_PATTERN.removeprefix("^").removesuffix("$")
+# a plain file name; for the input cwl_files of a CWL workflow, a relative path
+FILE_NAME: JsonDict = {
+    "pattern": f"^{_SEGMENT}(/{_SEGMENT})*$",
+    "description": "The file's name; for the input cwl_files of a CWL workflow, its relative "
+    "path as the run's CWL job document names it (no '..', no absolute path).",
+}
 
 
 class ResourcesIn(Request):
@@ -154,6 +162,17 @@ class PortOut(BaseModel):
         )
 
 
+def sent_job(params: dict[str, Any]) -> dict[str, Any] | None:
+    """The CWL job document a run was given, as sent (the generated CWL inputs)."""
+    if not isinstance(params.get(JOB_INPUT), str) or REQUEST_INPUT not in params:
+        return None
+    try:
+        job = json.loads(str(params[REQUEST_INPUT]))
+    except ValueError:
+        return None
+    return job if isinstance(job, dict) else None
+
+
 class RunOut(RunSummary):
     queued_at: datetime | None
     running_s: float = Field(description="Time spent running, paused time excluded.")
@@ -172,6 +191,11 @@ class RunOut(RunSummary):
     children: list[dict[str, Any]] = Field(
         default_factory=list,
         description="Child runs of uses: steps (step, index, run_id, state, steps, children).",
+    )
+    cwl_job: dict[str, Any] | None = Field(
+        None,
+        description="A CWL run's job document as sent (its relative locations name the "
+        "files staged in cwl_files, GET /runs/{id}/files); null for other runs.",
     )
 
     @classmethod
@@ -206,6 +230,7 @@ class RunOut(RunSummary):
             error=run.error,
             outputs=run.outputs,
             ports=[PortOut.of(p, run) for p in ports or []],
+            cwl_job=sent_job(run.params),
             **extra,
         )
 

@@ -203,3 +203,19 @@ def bring_back(
 
 def _url_name(location: Any) -> str:
     return unquote(urlsplit(location).path.rsplit("/", 1)[-1]) if isinstance(location, str) else ""
+
+
+def load_job(path: Path) -> tuple[dict[str, Any], dict[str, Path]]:
+    """A local CWL job document (YAML or JSON) as sent to a stored CWL workflow: its local
+    Files and Directories named by relative paths (from the job's folder when they are all
+    under it, else from the deepest folder holding them all), and the files to stage under
+    those paths (secondary files and Directory contents included)."""
+    job = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(job, dict):
+        raise ValueError(f"{path}: a CWL job is a mapping of input names to values")
+    bundle = Bundle()
+    base = path.resolve().parent
+    job = job_for_server(job, base, bundle, bundle.root)
+    inside = all(p.is_relative_to(base) for p in (*bundle.files, *bundle.folders))
+    root = base if inside else bundle.root()
+    return relocate(job, root), attachment_names(bundle, root)

@@ -46,6 +46,14 @@ FileOption = Annotated[
     typer.Option("--file", "-f", help="INPUT=PATH: upload a file to a file input (repeatable)."),
 ]
 TagOption = Annotated[list[str] | None, typer.Option("--tag", help="A tag (repeatable).")]
+CwlJobOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--cwl-job",
+        help="CWL workflows: a job document (YAML or JSON) sent as it is, every CWL type "
+        "and field; the local files it names are uploaded under their relative paths.",
+    ),
+]
 
 STATE_STYLE = {
     "succeeded": "green",
@@ -101,11 +109,14 @@ def _create(
     params_file: Path | None,
     file: list[str] | None,
     tag: list[str] | None,
+    cwl_job: Path | None = None,
 ) -> Run:
     inputs = _inputs(client, workflow)
     params = collect_params(inputs, param or [], params_file)
     collect_files(inputs, file or [])  # check every path before creating anything
-    run = client.create_run(workflow, tags=tag)
+    if cwl_job is not None and not cwl_job.is_file():
+        fail(f"no job document {str(cwl_job)!r}")
+    run = client.create_run(workflow, tags=tag, cwl_job=cwl_job)
     _stage(client, run, inputs, params, file or [])
     return run
 
@@ -117,12 +128,13 @@ def create(
     params_file: ParamsFileOption = None,
     file: FileOption = None,
     tag: TagOption = None,
+    cwl_job: CwlJobOption = None,
     server: ServerOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create a staged run (with the given values and files staged)."""
     with reported(), client_for(server) as client:
-        run = _create(client, workflow, param, params_file, file, tag)
+        run = _create(client, workflow, param, params_file, file, tag, cwl_job)
         run.status()
     _print_run(run, as_json, "created")
 
@@ -199,6 +211,7 @@ def submit(
     params_file: ParamsFileOption = None,
     file: FileOption = None,
     tag: TagOption = None,
+    cwl_job: CwlJobOption = None,
     do_watch: Annotated[
         bool, typer.Option("--watch", "-w", help="Then watch it (exit code as for watch).")
     ] = False,
@@ -207,7 +220,7 @@ def submit(
 ) -> None:
     """Create, stage and start a run in one go."""
     with reported(), client_for(server) as client:
-        run = _create(client, workflow, param, params_file, file, tag)
+        run = _create(client, workflow, param, params_file, file, tag, cwl_job)
         run.start()
         if not do_watch:
             _print_run(run, as_json, "submitted")
@@ -247,7 +260,12 @@ def status(run_id: RunArg, server: ServerOption = None, as_json: JsonOption = Fa
     out.print(f"running time: {data['running_s']:.1f}s (paused {data['paused_s']:.1f}s)")
     if data["error"]:
         out.print(f"[red]error[/]: {escape(str(data['error']))}")
-    for title, values in (("params", data["params"]), ("outputs", data["outputs"])):
+    params = data["params"]
+    if data.get("cwl_job") is not None:  # a CWL run given its job document: shown as sent
+        out.print("CWL job document (as sent):")
+        out.print(json.dumps(data["cwl_job"], indent=2), markup=False, highlight=False)
+        params = {k: v for k, v in params.items() if k not in ("cwl_job", "cwl_request")}
+    for title, values in (("params", params), ("outputs", data["outputs"])):
         if values:
             out.print(f"{title}:")
             for name, value in values.items():

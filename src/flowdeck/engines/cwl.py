@@ -22,7 +22,9 @@ from flowdeck.engines.cwl_names import (
     CWL_VERSIONS,
     ENGINE_INPUT,
     ENGINE_OPTIONS,
+    FILES_INPUT,
     JOB_INPUT,
+    MORE_FILES_DIR,
     OUTPUT_OBJECT,
     OUTPUTS_DIR,
     REQUEST_INPUT,
@@ -31,10 +33,12 @@ from flowdeck.engines.cwl_names import (
     SHIM_SOURCE,
     SHIM_TARGET,
     SPEC_FILE,
+    STEP_EXTRAS,
     TASKS_FILE,
     WORKFLOW_TYPES,
     engine_option_symbols,
 )
+from flowdeck.engines.cwl_types import describe, is_optional, output_kind, translate_type
 from flowdeck.errors import CwlUnsupported, InvalidInput
 from flowdeck.jsonlimits import check_yaml_depth
 
@@ -43,6 +47,7 @@ __all__ = [
     "CWL_VERSIONS",
     "ENGINE_INPUT",
     "ENGINE_OPTIONS",
+    "FILES_INPUT",
     "JOB_INPUT",
     "OUTPUTS_DIR",
     "OUTPUT_OBJECT",
@@ -56,17 +61,8 @@ __all__ = [
     "engine_option_symbols",
 ]
 
-_SCALARS = {
-    "string": "string",
-    "int": "int",
-    "long": "int",
-    "float": "float",
-    "double": "float",
-    "boolean": "bool",
-    "File": "file",
-    "Directory": "directory",
-}
 _PORT_BAD = re.compile(r"[^A-Za-z0-9_]")
+RESERVED_PORTS = (OUTPUT_OBJECT, ENGINE_INPUT, JOB_INPUT, REQUEST_INPUT, FILES_INPUT)
 
 
 def looks_like_cwl(data: Any) -> bool:
@@ -124,68 +120,16 @@ def _ports(section: Any, what: str) -> list[tuple[str, Any]]:
     raise CwlUnsupported(f"{what} must be a list or a mapping")
 
 
-def _describe(cwl_type: Any) -> str:
-    return yaml.safe_dump(cwl_type, default_flow_style=True).strip().removesuffix("...").strip()
-
-
-def translate_type(cwl_type: Any, where: str) -> tuple[dict[str, Any], bool]:
-    """A CWL type as flowdeck input fields, and whether it is optional."""
-    optional = False
-    t = cwl_type
-    if isinstance(t, str) and t.endswith("?"):
-        optional, t = True, t[:-1]
-    if isinstance(t, list):
-        rest = [x for x in t if x != "null"]
-        optional = optional or len(rest) < len(t)
-        if len(rest) != 1:
-            raise CwlUnsupported(
-                f"{where}: union type {_describe(cwl_type)} is not supported "
-                "(flowdeck inputs have one type; optional types are fine)",
-                field=where,
-            )
-        t = rest[0]
-    if isinstance(t, str) and t.endswith("[]"):
-        t = {"type": "array", "items": t[:-2]}
-    if isinstance(t, str) and t in _SCALARS:
-        return {"type": _SCALARS[t]}, optional
-    if isinstance(t, Mapping):
-        if t.get("type") == "enum" and isinstance(t.get("symbols"), list):
-            return {"type": "enum", "symbols": [_symbol(s) for s in t["symbols"]]}, optional
-        if t.get("type") == "array":
-            items, _ = translate_type(t.get("items"), where)
-            if items["type"] == "array":
-                raise CwlUnsupported(f"{where}: arrays of arrays are not supported", field=where)
-            return {"type": "array", "items": items["type"], **_only_symbols(items)}, optional
-    raise CwlUnsupported(
-        f"{where}: CWL type {_describe(cwl_type)} is not supported (supported: string, int, "
-        "long, float, double, boolean, File, Directory, enum, arrays of these, optional)",
-        field=where,
-    )
-
-
-def _only_symbols(fields: dict[str, Any]) -> dict[str, Any]:
-    return {"symbols": fields["symbols"]} if "symbols" in fields else {}
-
-
-def _symbol(value: Any) -> str:
-    return str(value).rsplit("#", 1)[-1].rsplit("/", 1)[-1]
-
-
 def port_name(cwl_id: str, taken: set[str], where: str) -> str:
     name = _PORT_BAD.sub("_", cwl_id)[:64] or "_"
     if name[0].isdigit():
         name = f"_{name}"[:64]
-    if name in taken or name in (OUTPUT_OBJECT, ENGINE_INPUT):
+    if name in taken or name in RESERVED_PORTS or name in STEP_EXTRAS:
         raise CwlUnsupported(
             f"{where}: {cwl_id!r} clashes with another port once renamed to {name!r}"
         )
     taken.add(name)
     return name
-
-
-def _has_file(cwl_type: Any) -> bool:
-    text = _describe(cwl_type)
-    return any(word in text for word in ("File", "stdout", "stderr"))
 
 
 def _default(fields: dict[str, Any], value: Any) -> dict[str, Any]:
@@ -205,21 +149,34 @@ def _default(fields: dict[str, Any], value: Any) -> dict[str, Any]:
     return {"default": value}
 
 
-def translate(process: Mapping[str, Any], main: str, name: str, version: str) -> dict[str, Any]:
-    """The generated flowdeck spec (as data) of a CWL process stored with its files."""
+def _doc(d: Mapping[str, Any]) -> str:
+    doc = d.get("doc") or d.get("label")
+    return str(doc if isinstance(doc, str) else " ".join(map(str, doc))) if doc else ""
+
+
+def _typed_inputs(
+    process: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, str], dict[str, str], dict[str, Any]]:
+    """The typed flowdeck inputs of a CWL process's inputs, their bindings (CWL id →
+    template), the kinds of the file ones, and the inputs given only in a job document
+    (CWL id → {type, required})."""
     taken: set[str] = set()
     inputs: dict[str, Any] = {}
     bindings: dict[str, str] = {}
     file_inputs: dict[str, str] = {}  # CWL id -> File or Directory
+    job_only: dict[str, Any] = {}
     for cwl_id, definition in _ports(process.get("inputs"), "inputs"):
         where = f"inputs.{cwl_id}"
         d = definition if isinstance(definition, Mapping) else {"type": definition}
-        fields, optional = translate_type(d.get("type"), where)
+        try:
+            fields, optional = translate_type(d.get("type"), where)
+        except CwlUnsupported:
+            job_only[cwl_id] = {"type": describe(d.get("type")), "required": not is_optional(d)}
+            continue
         port = port_name(cwl_id, taken, where)
         spec: dict[str, Any] = dict(fields)
-        doc = d.get("doc") or d.get("label")
-        if doc:
-            spec["description"] = str(doc if isinstance(doc, str) else " ".join(map(str, doc)))
+        if doc := _doc(d):
+            spec["description"] = doc
         if "default" in d:
             spec.update(_default(fields, d["default"]))
         elif optional:
@@ -229,32 +186,84 @@ def translate(process: Mapping[str, Any], main: str, name: str, version: str) ->
         element = fields.get("items", fields["type"])
         if element in ("file", "directory"):
             file_inputs[cwl_id] = "Directory" if element == "directory" else "File"
-    inputs[ENGINE_INPUT] = {
-        "type": "array",
-        "items": "enum",
-        "symbols": engine_option_symbols(),
-        "required": False,
-        "description": "Options for cwltool (flowdeck runs CWL without containers).",
+    return inputs, bindings, file_inputs, job_only
+
+
+def _job_inputs() -> dict[str, Any]:
+    return {
+        ENGINE_INPUT: {
+            "type": "array",
+            "items": "enum",
+            "symbols": engine_option_symbols(),
+            "required": False,
+            "description": "Options for cwltool (flowdeck runs CWL without containers).",
+        },
+        JOB_INPUT: {
+            "type": "string",
+            "required": False,
+            "description": "The CWL job document (JSON) cwltool runs, instead of the typed "
+            f"inputs: every CWL type and field; relative locations name files of {FILES_INPUT}.",
+        },
+        REQUEST_INPUT: {
+            "type": "string",
+            "required": False,
+            "description": "The CWL job document (JSON) exactly as sent.",
+        },
+        FILES_INPUT: {
+            "type": "array",
+            "items": "file",
+            "required": False,
+            "description": "The files the CWL job document names, staged by their relative "
+            "paths as the document names them.",
+        },
     }
-    step_outputs: dict[str, Any] = {
-        "object": {"return": "object", "description": "cwltool's output object"}
-    }
-    outputs: dict[str, Any] = {
-        OUTPUT_OBJECT: {"from": f"${{{{ steps.{CWL_STEP}.outputs.object }}}}"}
-    }
-    out_taken: set[str] = set()
-    file_outputs: dict[str, str] = {}
+
+
+def _output_ports(
+    process: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, str], dict[str, str]]:
+    """Step outputs and workflow outputs for every CWL output port, the port of each CWL
+    output, and the kind of the File ones."""
+    step_outputs: dict[str, Any] = {}
+    outputs: dict[str, Any] = {}
+    ports: dict[str, str] = {}
+    file_ports: dict[str, str] = {}
+    taken: set[str] = set()
     for cwl_id, definition in _ports(process.get("outputs"), "outputs"):
         d = definition if isinstance(definition, Mapping) else {"type": definition}
-        if not _has_file(d.get("type")):
-            continue
-        port = port_name(cwl_id, out_taken, f"outputs.{cwl_id}")
-        file_outputs[cwl_id] = port
-        step_outputs[port] = {
-            "glob": f"{OUTPUTS_DIR}/{port}/*",
-            "description": f"CWL output {cwl_id}",
-        }
+        port = port_name(cwl_id, taken, f"outputs.{cwl_id}")
+        ports[cwl_id] = port
+        kind = output_kind(d.get("type"))
+        out: dict[str, Any] = {"description": _doc(d) or f"CWL output {cwl_id}"}
+        if kind["kind"] in ("file", "files"):
+            file_ports[cwl_id] = kind["kind"]
+            out["glob"] = f"{OUTPUTS_DIR}/{port}/*/*"
+            out["type"] = "file" if kind["kind"] == "file" else "array"
+            out |= {"items": "file"} if kind["kind"] == "files" else {}
+        else:
+            out["return"] = port
+            out |= {k: kind[k] for k in ("type", "items") if k in kind}
+        step_outputs[port] = out
         outputs[port] = {"from": f"${{{{ steps.{CWL_STEP}.outputs.{port} }}}}"}
+    return step_outputs, outputs, ports, file_ports
+
+
+def translate(process: Mapping[str, Any], main: str, name: str, version: str) -> dict[str, Any]:
+    """The generated flowdeck spec (as data) of a CWL process stored with its files: a
+    typed input per CWL input whose type maps, the job document inputs, and an output per
+    CWL output port (File → file, File[] → array of file, values by their types)."""
+    inputs, bindings, file_inputs, job_only = _typed_inputs(process)
+    inputs |= _job_inputs()
+    step_outputs, outputs, ports, file_ports = _output_ports(process)
+    step_outputs |= {
+        "_object": {"return": "_object", "description": "cwltool's output object"},
+        "_files": {"glob": f"{MORE_FILES_DIR}/*/*", "description": "other output files"},
+        "_hidden_files": {
+            "glob": f"{MORE_FILES_DIR}/*/.*",
+            "description": "other output files whose names start with a dot",
+        },
+    }
+    outputs[OUTPUT_OBJECT] = {"from": f"${{{{ steps.{CWL_STEP}.outputs._object }}}}"}
     label = process.get("label") or process.get("doc") or ""
     resources = {"resources": {"network": True}} if _asks_network(process) else {}
     return {
@@ -272,7 +281,12 @@ def translate(process: Mapping[str, Any], main: str, name: str, version: str) ->
                     "workflow": main,
                     "inputs": bindings,
                     "file_inputs": file_inputs,
-                    "file_outputs": file_outputs,
+                    "file_outputs": {},
+                    "job": f"${{{{ inputs.{JOB_INPUT} }}}}",
+                    "files": f"${{{{ inputs.{FILES_INPUT} }}}}",
+                    "ports": ports,
+                    "file_ports": file_ports,
+                    "job_only": job_only,
                     ENGINE_INPUT: f"${{{{ inputs.{ENGINE_INPUT} }}}}",
                 },
                 "outputs": step_outputs,
@@ -344,8 +358,28 @@ def translate_job_document(
 
 
 def is_job_document(spec: WorkflowSpec) -> bool:
-    """Whether a CWL workflow takes its job document as sent (:func:`translate_job_document`)."""
+    """Whether a CWL workflow takes its job document as sent (WES attachments:
+    :func:`translate_job_document`, stored CWL workflows: :func:`translate`)."""
     return is_cwl(spec) and JOB_INPUT in spec.inputs and "job" in spec.steps[CWL_STEP].with_
+
+
+def takes_staged_files(spec: WorkflowSpec) -> bool:
+    """Whether a CWL workflow's job document names files staged for the run (stored CWL
+    workflows) rather than files stored with the workflow (WES attachments)."""
+    return is_job_document(spec) and FILES_INPUT in spec.inputs
+
+
+def job_only_inputs(spec: WorkflowSpec) -> dict[str, Any]:
+    """The CWL inputs given only in a job document: CWL id → {type, required}."""
+    if not is_cwl(spec):
+        return {}
+    found = spec.steps[CWL_STEP].with_.get("job_only")
+    return dict(found) if isinstance(found, Mapping) else {}
+
+
+def typed_ports(spec: WorkflowSpec) -> list[str]:
+    """The flowdeck inputs of a CWL workflow's own ports (not the generated ones)."""
+    return [n for n in spec.inputs if n not in RESERVED_PORTS]
 
 
 def _asks_network(node: Any) -> bool:

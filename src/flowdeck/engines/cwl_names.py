@@ -21,6 +21,10 @@ WORKFLOW_TYPES = ("CWL", "FLOWDECK")
 
 JOB_INPUT = "cwl_job"  # a WES run's CWL job document (JSON text), locations resolved
 REQUEST_INPUT = "cwl_request"  # the same job exactly as sent (the WES run log's request)
+FILES_INPUT = "cwl_files"  # the files a job document names, staged by their relative paths
+MORE_FILES_DIR = "cwl-files"  # <step dir>/cwl-files/<n>/<file>: outputs' other files
+# step outputs of the generated spec other than the CWL output ports
+STEP_EXTRAS = ("_object", "_files", "_hidden_files")
 STATUS_FILE = "cwl-status.json"  # {"exit_code": cwltool's status}, in the step's folder
 ENGINE_INPUT = "cwltool_options"  # the generated input carrying allowed cwltool options
 # Options a run may pass to cwltool (flowdeck's API: the cwltool_options input; WES:

@@ -26,6 +26,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from flowdeck.engines.cwl_names import (
+    FILES_INPUT,
+    MORE_FILES_DIR,
     OUTPUTS_DIR,
     SHIM_MODULE,
     STATUS_FILE,
@@ -215,6 +217,40 @@ def _relocate_all(value: Any, moves: _Moves) -> None:
         value["location"] = dest.as_uri()
 
 
+def _relocate_ports(
+    result: dict[str, Any], ports: dict[str, str], file_ports: dict[str, str], cwd: Path
+) -> None:
+    """Move the Files of File and File[] output ports to ``outputs/<port>/<k>/<name>`` (in
+    order: each port's products), then every other File of the output object to
+    ``cwl-files/<n>/<name>``, in place."""
+    moves = _Moves(cwd / MORE_FILES_DIR)
+    for cwl_id, kind in file_ports.items():
+        value = result.get(cwl_id)
+        items = value if kind == "files" and isinstance(value, list) else [value]
+        for k, f in enumerate(items):
+            if not isinstance(f, dict) or f.get("class") != "File":
+                continue
+            src = Path(str(f.get("path") or str(f.get("location", "")).removeprefix("file://")))
+            if not src.is_file() or src in moves.done or src.name.startswith("."):
+                continue  # (a hidden name is no glob's match: one of the other files)
+            dest = cwd / OUTPUTS_DIR / ports[cwl_id] / f"{k:06d}" / src.name
+            dest.parent.mkdir(parents=True)
+            os.replace(src, dest)
+            moves.done[src] = moves.done[dest] = dest
+            f["path"] = str(dest)
+            f["location"] = dest.as_uri()
+    _relocate_all(result, moves)
+
+
+def staged_root(files: list[str]) -> Path | None:
+    """The folder the files of a job document were staged in (``inputs/cwl_files``)."""
+    for f in files:
+        for parent in Path(f).parents:
+            if parent.name == FILES_INPUT and parent.parent.name == "inputs":
+                return parent
+    return None
+
+
 def _entry(path: Path) -> dict[str, Any]:
     if path.is_dir():
         return {"class": "Directory", "basename": path.name, "path": str(path)}
@@ -228,9 +264,18 @@ def run(
     file_inputs: dict[str, str] | None = None,
     cwltool_options: list[str] | None = None,
     job: str | None = None,
+    files: list[str] | None = None,
+    ports: dict[str, str] | None = None,
+    file_ports: dict[str, str] | None = None,
+    job_only: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the CWL workflow; returns ``{"object": <cwltool's output object>}``.  ``job``
-    (JSON text): the CWL job document as sent, else the job is made of ``inputs``."""
+    """Run the CWL workflow; returns ``{"object": <cwltool's output object>}``, or with
+    ``ports`` (CWL output id → flowdeck output) ``{"_object": …}`` and the value of each
+    output that is not a File (File and File[] outputs are files under
+    ``outputs/<port>/``).  ``job`` (JSON
+    text): the CWL job document as sent (its relative locations name ``files``, else the
+    workflow's own files), else the job is made of ``inputs``.  ``job_only`` is the
+    server's (the inputs a job document alone can give)."""
     import cwltool.main  # here only: the step's own process pays for it
 
     code_dir = Path(str(sys.modules[SHIM_MODULE].__file__)).resolve().parent
@@ -239,8 +284,10 @@ def run(
     if not main.is_relative_to(code_dir) or not main.is_file():
         raise FileNotFoundError(f"the workflow has no CWL file {workflow!r}")
     cwd = Path.cwd()
+    job = job or None
     if job is not None:
-        document = _located(json.loads(job), code_dir)
+        base = staged_root(files or []) if files else None
+        document = _located(json.loads(job), base or code_dir)
     else:
         kinds = file_inputs or {}
         values = (inputs or {}).items()
@@ -275,6 +322,10 @@ def run(
     result = json.loads(out.getvalue() or "{}")
     if not isinstance(result, dict):
         raise RuntimeError("cwltool wrote no output object")
+    if ports is not None:
+        _relocate_ports(result, ports, file_ports or {}, cwd)
+        port_values = {p: result.get(i) for i, p in ports.items() if i not in (file_ports or {})}
+        return {"_object": result, **port_values}
     if job is not None:
         _relocate_all(result, _Moves(cwd / OUTPUTS_DIR))
     else:

@@ -34,6 +34,7 @@ from flowdeck.domain.expressions import ExpressionError, Ref, parse_template
 from flowdeck.runtime import launch
 from flowdeck.runtime.active import ActiveRun, Instance
 from flowdeck.runtime.rundir import RunDir
+from flowdeck.runtime.steps import output_files
 from flowdeck.store.base import Store, Tx
 
 log = logging.getLogger("flowdeck.cache")
@@ -197,7 +198,7 @@ class StepCache:
         inst.outputs = outputs
         for name, spec in step.outputs.items():
             value = outputs.get(name)
-            files = [value] if spec.path is not None else value if spec.glob is not None else []
+            files = output_files(spec, value)
             for i, path in enumerate(files or []):
                 suffix = f"[{i}]" if spec.glob is not None else ""
                 product = launch._product(ar, f"{inst.label}.{name}{suffix}", Path(path))

@@ -31,6 +31,7 @@ from flowdeck.runtime.steps import (
     StepError,
     collect_output,
     from_archive,
+    output_files,
     render_argv,
     render_env,
     render_value,
@@ -98,8 +99,9 @@ def prepare(
         "cpus": float(step.resources.cpus),
     }
     if step.python is not None:
-        # An optional input left unset is None for a python step (not an error).
-        unset = {n: None for n, i in ar.spec.inputs.items() if not i.is_required}
+        # An input left unset is None for a python step (not an error): an optional one,
+        # or a typed input of a CWL workflow given a job document instead.
+        unset = dict.fromkeys(ar.spec.inputs)
         resolve = resolver({**unset, **ar.run.params}, ar.all_outputs(), inst.item)
         kwargs = render_value(dict(step.with_), resolve)
         return Launch(python=step.python, code_dir=ar.code_dir, kwargs=kwargs, **common)
@@ -221,7 +223,7 @@ def collect(
     for name, spec in step.outputs.items():
         value = collect_output(name, spec, cwd, outcome, stdout, resolve)
         outputs[name] = value
-        files = [value] if spec.path is not None else value if spec.glob is not None else []
+        files = output_files(spec, value)
         for i, path in enumerate(files):
             suffix = f"[{i}]" if spec.glob is not None else ""
             product_name = f"{inst.label}.{name}{suffix}"

@@ -187,8 +187,12 @@ def collect_output(
     if spec.glob is not None:
         pattern = _text(_render_text(spec.glob, resolve))
         _inside(cwd, pattern.split("*", 1)[0] or ".")
-        found = sorted(glob.glob(str(cwd / pattern)))
-        return [p for p in found if Path(p).is_file()]
+        found = [p for p in sorted(glob.glob(str(cwd / pattern))) if Path(p).is_file()]
+        if spec.type == "file":  # one file (or none)
+            if len(found) > 1:
+                raise StepError(f"output {name!r}: {len(found)} files match {spec.glob!r}")
+            return found[0] if found else None
+        return found
     if spec.json_file is not None:
         path = _inside(cwd, _text(_render_text(spec.json_file, resolve)))
         try:
@@ -216,6 +220,15 @@ def collect_output(
             raise StepError(f"output {name!r}: the function returned no {key!r}")
         return result[key]
     return None  # stdout: stream — its records are in the output ports it fills
+
+
+def output_files(spec: OutputSpec, value: Any) -> list[str]:
+    """The files of an output's value (its products)."""
+    if spec.path is not None:
+        return [value]
+    if spec.glob is not None:
+        return [str(v) for v in value] if isinstance(value, list) else [value] if value else []
+    return []
 
 
 def tail(path: Path, size: int = TAIL_BYTES) -> str:

@@ -35,6 +35,7 @@ from flowdeck.domain.text import check_name
 from flowdeck.domain.workflows import REF_PATTERN
 from flowdeck.errors import FlowdeckError, InvalidInput, NotFound
 from flowdeck.ids import new_id
+from flowdeck.services.cwl_jobs import has_job, job_params
 from flowdeck.services.runs import Runs
 from flowdeck.services.workflows import Workflows
 from flowdeck.store.base import Store, Tx
@@ -212,14 +213,17 @@ class Graphs:
                     problems.append({"where": where, "message": f"node {name!r}: {exc.message}"})
                     continue
                 spec = specs[name] = self.runs.spec_of(wf)
+                params = node.get("params") or {}
                 try:
-                    self.runs._check_params(spec, node.get("params") or {})
+                    params = job_params(spec, params, self.settings.data_root)  # CWL jobs
+                    self.runs._check_params(spec, params)
                     self.runs._check_resources(owner, node.get("resources") or {})
                 except FlowdeckError as exc:
                     problems.append({"where": where, "message": f"node {name!r}: {exc.message}"})
                     continue
                 for inp_name, inp in spec.inputs.items():
-                    given = inp_name in (node.get("params") or {}) or f"{name}.{inp_name}" in bound
+                    given = inp_name in params or f"{name}.{inp_name}" in bound
+                    given = given or has_job(spec, params)  # a CWL job gives every input
                     if inp.is_required and inp.default is None and not given:
                         problems.append(
                             {

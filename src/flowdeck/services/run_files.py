@@ -16,8 +16,11 @@ from flowdeck.domain.privilege import Access, Actor
 from flowdeck.domain.runs import Product, Run, StagedFile
 from flowdeck.domain.spec import InputSpec, WorkflowSpec
 from flowdeck.domain.text import check_name
+from flowdeck.engines.cwl import takes_staged_files
+from flowdeck.engines.cwl_names import FILES_INPUT
 from flowdeck.errors import InvalidInput, NotFound
 from flowdeck.runtime.rundir import RunDir
+from flowdeck.services.cwl_jobs import check_staged_path
 from flowdeck.store.base import Store, Tx
 
 
@@ -76,10 +79,18 @@ class RunFiles:
         sha256: str,
     ) -> StagedFile:
         """Move an uploaded temporary file into the run's inputs (replacing one with the
-        same name; a single-file input keeps only the newest)."""
-        _check_filename(filename)
+        same name; a single-file input keeps only the newest).  The files a CWL job
+        document names (``cwl_files``) are staged under their relative paths."""
+        relative = input == FILES_INPUT
+        if not relative:
+            _check_filename(filename)
         with self._staging(actor, run_id) as (tx, run, spec):
             inp = self._file_input(spec, input)
+            if relative and not takes_staged_files(spec):
+                _check_filename(filename)
+            elif relative:
+                names = [f.filename for f in tx.list_staged_files(run.id) if f.input == input]
+                check_staged_path(filename, [n for n in names if n != filename])
             target = self.rundir(run.id).input_dir(input) / filename
             target.parent.mkdir(parents=True, exist_ok=True)
             durable.replace(temp, target)

@@ -45,6 +45,7 @@ from flowdeck.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from flowdeck.ids import new_id
 from flowdeck.runtime.rundir import RunDir, forget_removed_files
 from flowdeck.runtime.scheduler import SchedulerHandle
+from flowdeck.services.cwl_jobs import has_job, job_params, start_problems
 from flowdeck.services.run_files import RunFiles, is_file_input
 from flowdeck.services.workflows import Workflows
 from flowdeck.store.base import EventRow, Store, Tx
@@ -165,6 +166,7 @@ class Runs(RunFiles):
     def stage_params(self, actor: Actor, run_id: str, values: dict[str, Any]) -> Run:
         """Merge parameter values (null removes one), each checked against its input."""
         with self._staging(actor, run_id) as (tx, run, spec):
+            values = job_params(spec, values, self.settings.data_root)
             self._check_params(spec, values)
             params = {**run.params, **values}
             params = {k: v for k, v in params.items() if v is not None}
@@ -332,7 +334,8 @@ class Runs(RunFiles):
         priority = self._priority(actor, (resources or {}).get("priority"))
         spec = self.spec_of(wf)
         self._local_unless_chosen(res, resources or {}, spec)
-        self._check_params(spec, params or {})
+        params = job_params(spec, params or {}, self.settings.data_root)
+        self._check_params(spec, params)
         now = clock.now()
         run = Run(
             new_id("run"),
@@ -462,20 +465,22 @@ class Runs(RunFiles):
         """What stops the run from starting, and the input values it would start with."""
         values: dict[str, Any] = {}
         problems: list[dict[str, str]] = []
+        job = has_job(spec, run.params)  # a CWL job document gives every CWL input
         for name, inp in spec.inputs.items():
             if is_file_input(inp) and name in files:
                 values[name] = files[name] if inp.type == "array" else files[name][-1]
             elif name in run.params:
                 values[name] = run.params[name]
-            elif inp.default is not None:
+            elif inp.default is not None and not job:
                 values[name] = inp.default
             elif inp.type == "stream":
                 continue  # records are pushed into it while the run goes on
-            elif inp.is_required:
+            elif inp.is_required and not job:
                 how = "stage a file" if is_file_input(inp) else "set a value"
                 problems.append(
                     {"input": name, "message": f"required input {name!r} has no value: {how}"}
                 )
+        problems += start_problems(spec, run.params, files)  # CWL job documents
         if run.resources.get("executor") == "slurm":
             if is_cwl(spec):
                 problems.append(

@@ -35,8 +35,9 @@ from flowdeck.engines.cwl import (
     is_job_document,
     main_file,
     main_file_path,
+    takes_staged_files,
 )
-from flowdeck.engines.cwl_names import JOB_INPUT, REQUEST_INPUT
+from flowdeck.engines.cwl_names import FILES_INPUT, JOB_INPUT, REQUEST_INPUT
 from flowdeck.errors import FlowdeckError, InvalidInput, NotFound
 from flowdeck.jsonlimits import check_depth
 from flowdeck.services.context import Context
@@ -288,6 +289,9 @@ class Wes:
             job |= {ENGINE_INPUT: words} if words else {}
             run = self.ctx.runs.create(actor, wf.ref, params=job, tags=tags)
             try:
+                if takes_staged_files(spec) and sub.files is not None:  # a stored workflow
+                    for name in sub.attachments:
+                        self._stage(actor, run.id, FILES_INPUT, sub.files / name, name)
                 self.ctx.runs.start(actor, run.id)
             except BaseException:
                 self._discard(actor, run.id)
@@ -331,7 +335,9 @@ class Wes:
             raise
         return run.id
 
-    def _stage(self, actor: Actor, run_id: str, port: str, path: Path) -> None:
+    def _stage(
+        self, actor: Actor, run_id: str, port: str, path: Path, name: str | None = None
+    ) -> None:
         temp = self.ctx.workflows.new_temp_dir("wes-in-") / path.name
         try:
             os.link(path, temp)
@@ -342,9 +348,9 @@ class Wes:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
         try:
-            self.ctx.runs.stage_file(
-                actor, run_id, port, path.name, temp, temp.stat().st_size, digest.hexdigest()
-            )
+            size = temp.stat().st_size
+            filename = name or path.name
+            self.ctx.runs.stage_file(actor, run_id, port, filename, temp, size, digest.hexdigest())
         finally:
             temp.unlink(missing_ok=True)
             temp.parent.rmdir()
@@ -410,7 +416,7 @@ class Wes:
         spec = self.ctx.runs.spec_of(wf) if wf else None
         cwl = spec is not None and is_cwl(spec)
         wes = f"{base_url}{WES_PATH}/runs/{run.id}"
-        as_sent = spec is not None and is_job_document(spec)
+        as_sent = spec is not None and is_job_document(spec) and bool(run.params.get(JOB_INPUT))
         sent = run.params.get(REQUEST_INPUT) or run.params.get(JOB_INPUT) or "{}"
         params = json.loads(str(sent)) if as_sent else None
         request: dict[str, Any] = {

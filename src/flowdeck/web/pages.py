@@ -17,9 +17,11 @@ from flowdeck.api.files_view import shown
 from flowdeck.api.schemas_runs import ProductOut, RunOut, RunSummary, StagedFileOut
 from flowdeck.domain.runs import TERMINAL_STATES, RunState
 from flowdeck.domain.validation import validate_data
+from flowdeck.engines.cwl_names import JOB_INPUT, REQUEST_INPUT
 from flowdeck.errors import FlowdeckError, NotFound
 from flowdeck.services.accounts import Principal
 from flowdeck.services.context import Context
+from flowdeck.web.cwl_job import job_lines
 from flowdeck.web.dag import layout
 
 HERE = Path(__file__).parent
@@ -49,6 +51,8 @@ def form_fields(inputs: dict[str, Any]) -> list[dict[str, Any]]:
     """What the new-run form needs of each input (from the canonical spec)."""
     fields = []
     for name, inp in inputs.items():
+        if name == REQUEST_INPUT and JOB_INPUT in inputs:
+            continue  # a CWL workflow's copy of its job document, the server's to keep
         items = inp.get("items")
         item_type = (items.get("type") if isinstance(items, dict) else items) or ""
         has_default = "default" in inp
@@ -202,14 +206,17 @@ def run_page(request: Request, run_id: str, ctx: CtxDep) -> Response:
     steps: dict[str, str] = {}
     for s in view.steps:
         steps.setdefault(s.name, s.state.value)
+    out = shown(ctx, RunOut.of(run, counts, current, ports)).model_dump(mode="json")
+    staged = [StagedFileOut.of(f).model_dump(mode="json") for f in files]
     return _render(
         request,
         "run.html",
         principal,
-        run=shown(ctx, RunOut.of(run, counts, current, ports)).model_dump(mode="json"),
+        run=out,
+        cwl_job=job_lines(out["cwl_job"], staged) if out["cwl_job"] is not None else None,
         graph=graph,
         step_states=steps,
-        files=[StagedFileOut.of(f).model_dump(mode="json") for f in files],
+        files=staged,
         products=[ProductOut.of(p).model_dump(mode="json") for p in products],
         owned=run.owner_id == actor.user_id or actor.is_admin,
     )

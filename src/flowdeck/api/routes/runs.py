@@ -107,7 +107,7 @@ async def upload_file(
     request: Request,
     ctx: CtxDep,
     actor: ActorDep,
-    filename: Annotated[str, Query(min_length=1, max_length=255, json_schema_extra=FILE_NAME)],
+    filename: Annotated[str, Query(min_length=1, max_length=1024, json_schema_extra=FILE_NAME)],
 ) -> StagedFileOut:
     """Stream a file for a file input (the body is the file); replaces one of the same
     name. 413 past the server's upload limit."""
@@ -156,7 +156,7 @@ def delete_file(
     input: str,
     ctx: CtxDep,
     actor: ActorDep,
-    filename: Annotated[str, Query(min_length=1, max_length=255, json_schema_extra=FILE_NAME)],
+    filename: Annotated[str, Query(min_length=1, max_length=1024, json_schema_extra=FILE_NAME)],
 ) -> Response:
     ctx.runs.unstage_file(actor, run_id, input, filename)
     return Response(status_code=204)
@@ -173,7 +173,7 @@ def download_file(
     input: str,
     ctx: CtxDep,
     actor: ActorDep,
-    filename: Annotated[str, Query(min_length=1, max_length=255, json_schema_extra=FILE_NAME)],
+    filename: Annotated[str, Query(min_length=1, max_length=1024, json_schema_extra=FILE_NAME)],
 ) -> FileResponse:
     """A staged file, as an attachment (the `url` of its listing entry, and of the file
     parameters of the run's status)."""

@@ -122,19 +122,35 @@ class AsyncClient(AsyncAccounts):
         tags: list[str] | None = None,
         start: bool = False,
         callbacks: list[str | dict[str, Any]] | None = None,
+        cwl_job: dict[str, Any] | str | Path | None = None,
     ) -> AsyncRun:
         """A new staged run of ``workflow`` (``name@version``), queued at once with
         ``start``.  ``callbacks`` subscribe webhooks to its events in the same step: a URL
         (every event) or ``{"url": …, "events": [patterns]}`` each; their secrets are in
-        ``run.data["callbacks"]``, shown only now."""
+        ``run.data["callbacks"]``, shown only now.  ``cwl_job``: a CWL workflow's job
+        document, as a mapping (sent as it is), or the path of a local YAML or JSON job
+        whose local files are staged (``cwl_files``) under the relative paths the document
+        sent names them by."""
+        files: dict[str, Path] = {}
+        if isinstance(cwl_job, str | Path):
+            from flowdeck.cli.cwl_files import load_job
+
+            cwl_job, files = load_job(Path(cwl_job))
+        if cwl_job is not None:
+            params = {**(params or {}), "cwl_job": cwl_job}
         body = {
             "workflow": workflow,
-            "start": start,
+            "start": start and not files,
             **present(
                 params=params, resources=resources, tags=tags, callbacks=callback_bodies(callbacks)
             ),
         }
-        return AsyncRun(self, await self.request("POST", f"{API}/runs", json=body))
+        run = AsyncRun(self, await self.request("POST", f"{API}/runs", json=body))
+        for name, path in files.items():
+            await run.upload("cwl_files", path, name)
+        if start and files:
+            await run.start()
+        return run
 
     async def run(self, run_id: str) -> AsyncRun:
         """A run you may read (its status is fetched now)."""

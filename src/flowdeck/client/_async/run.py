@@ -20,6 +20,12 @@ class AsyncRun(AsyncResource):
     TERMINAL: ClassVar[frozenset[str]] = TERMINAL_STATES
     WAIT_TYPES: ClassVar[list[str] | None] = ["run.*", "step.*"]
 
+    @property
+    def cwl_job(self) -> dict[str, Any] | None:
+        """A CWL run's job document as sent (of the last status), else None."""
+        job = self.data.get("cwl_job")
+        return job if isinstance(job, dict) else None
+
     # -- staging --------------------------------------------------------------------------
     async def stage_params(
         self, values: dict[str, Any] | None = None, **more: Any

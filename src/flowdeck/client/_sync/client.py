@@ -121,19 +121,35 @@ class Client(SyncAccounts):
         tags: list[str] | None = None,
         start: bool = False,
         callbacks: list[str | dict[str, Any]] | None = None,
+        cwl_job: dict[str, Any] | str | Path | None = None,
     ) -> Run:
         """A new staged run of ``workflow`` (``name@version``), queued at once with
         ``start``.  ``callbacks`` subscribe webhooks to its events in the same step: a URL
         (every event) or ``{"url": …, "events": [patterns]}`` each; their secrets are in
-        ``run.data["callbacks"]``, shown only now."""
+        ``run.data["callbacks"]``, shown only now.  ``cwl_job``: a CWL workflow's job
+        document, as a mapping (sent as it is), or the path of a local YAML or JSON job
+        whose local files are staged (``cwl_files``) under the relative paths the document
+        sent names them by."""
+        files: dict[str, Path] = {}
+        if isinstance(cwl_job, str | Path):
+            from flowdeck.cli.cwl_files import load_job
+
+            cwl_job, files = load_job(Path(cwl_job))
+        if cwl_job is not None:
+            params = {**(params or {}), "cwl_job": cwl_job}
         body = {
             "workflow": workflow,
-            "start": start,
+            "start": start and not files,
             **present(
                 params=params, resources=resources, tags=tags, callbacks=callback_bodies(callbacks)
             ),
         }
-        return Run(self, self.request("POST", f"{API}/runs", json=body))
+        run = Run(self, self.request("POST", f"{API}/runs", json=body))
+        for name, path in files.items():
+            run.upload("cwl_files", path, name)
+        if start and files:
+            run.start()
+        return run
 
     def run(self, run_id: str) -> Run:
         """A run you may read (its status is fetched now)."""
