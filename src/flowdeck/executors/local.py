@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from flowdeck.executors.base import Executor, Launch, NoProcess, Outcome, StepProcess
 from flowdeck.executors.cgroups import AttemptGroup, Cgroups
+from flowdeck.executors.cwlpool import Pool
 from flowdeck.executors.group import (
     ARGS_FILE,
     RESULT_FILE,
@@ -94,6 +95,7 @@ class LocalExecutor(Executor):
         self._cgroups = cgroups  # a cgroup v2 per attempt (executors/cgroups.py), or none
         self._running: dict[str, GroupProcess] = {}
         self._boxes = RunBoxes()
+        self.pool = Pool()  # warm cwltool workers (executors/cwlpool.py)
 
     def start(
         self,
@@ -147,6 +149,11 @@ class LocalExecutor(Executor):
                 loop.call_soon(on_exit, Outcome(exit_code=126, error=str(exc)))
                 return NoProcess(launch.key)
         limits = limits_for(launch)
+        if box is not None and launch.python:
+            pooled = self.pool.start(launch, argv[3:], limits, box, on_exit, loop, self._running, join)
+            if pooled is not None:
+                self._running[launch.key] = pooled
+                return pooled
         if box is not None:
             try:
                 boxed = self._boxes.start(
@@ -241,6 +248,7 @@ class LocalExecutor(Executor):
         for proc in list(self._running.values()):
             proc.reap()
         self._boxes.close()
+        self.pool.close()
 
 
 def _in_child(join: int | None, limits: Limits) -> None:
