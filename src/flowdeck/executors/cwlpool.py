@@ -137,7 +137,8 @@ class Worker(RunBox):
             return None
         from flowdeck.executors.zygote import clone_tree
 
-        request = {
+        targets: list[str] = []
+        request: dict[str, Any] = {
             "argv": argv,
             "cwd": str(launch.cwd),
             "env": launch.env,
@@ -145,7 +146,7 @@ class Worker(RunBox):
             "gid": box.gid,
             "limits": [[res, soft, hard] for res, (soft, hard) in limits],
             "root": self.root,
-            "targets": [],
+            "targets": targets,
         }
         started = time.monotonic()
         with ExitStack() as files:  # ours close once sent
@@ -156,7 +157,7 @@ class Worker(RunBox):
                 fd = clone_tree(path, read_only)
                 files.callback(os.close, fd)
                 mounts.append(fd)
-                request["targets"].append(path)
+                targets.append(path)
             memfd = os.memfd_create("flowdeck-request", os.MFD_CLOEXEC)
             files.callback(os.close, memfd)
             os.write(memfd, json.dumps(request).encode())
@@ -242,7 +243,7 @@ class Pool:
                 del self._workers[key]
             if self._closed:
                 return
-            if worker.cold is not None or not worker.served and not worker.ready:
+            if worker.cold is not None or (not worker.served and not worker.ready):
                 self._cold_until[key] = time.monotonic() + RETRY_S
             else:  # it died: replace it
                 loop.call_soon(self._spawn, key, spec, root, env, loop)
@@ -263,4 +264,3 @@ class Pool:
         for worker in list(self._workers.values()):
             worker.close(kill=True)
         self._workers.clear()
-

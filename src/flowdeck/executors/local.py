@@ -150,7 +150,8 @@ class LocalExecutor(Executor):
                 return NoProcess(launch.key)
         limits = limits_for(launch)
         if box is not None and launch.python:
-            pooled = self.pool.start(launch, argv[3:], limits, box, on_exit, loop, self._running, join)
+            args = argv[3:]  # those of pystep: a warm worker calls it in process
+            pooled = self.pool.start(launch, args, limits, box, on_exit, loop, self._running, join)
             if pooled is not None:
                 self._running[launch.key] = pooled
                 return pooled

@@ -99,7 +99,9 @@ def clone_tree(path: str, read_only: bool) -> int:
 
 def _attach(fd: int, target: str) -> None:
     _check(
-        _libc.syscall(SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, os.fsencode(target), MOVE_MOUNT_F_EMPTY_PATH),
+        _libc.syscall(
+            SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, os.fsencode(target), MOVE_MOUNT_F_EMPTY_PATH
+        ),
         "move_mount",
         target,
     )
@@ -146,7 +148,7 @@ def _isolate(request: dict[str, Any], mounts: list[int]) -> None:
     _mount("none", "/", None, MS_REC | MS_PRIVATE)
     _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")  # noqa: S108
     with contextlib.suppress(FileNotFoundError):
-        _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+        _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")  # noqa: S108
     root = str(request["root"])
     os.makedirs(root, exist_ok=True)  # in the fresh /tmp when the data directory is there
     _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
@@ -218,10 +220,10 @@ class Zygote(Launcher):
 
 def warm_up() -> None:
     """Import what a CWL run uses (and load CWL's schemas): paid once, here."""
-    import cwltool.main  # noqa: F401
+    import cwltool.main
     import cwltool.process
 
-    import flowdeck.engines.cwl_runner  # noqa: F401
+    import flowdeck.engines.cwl_runner
     import flowdeck.executors.pystep  # noqa: F401
 
     for version in ("v1.2",):
