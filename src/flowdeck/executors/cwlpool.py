@@ -39,6 +39,7 @@ from flowdeck.executors.base import Launch, Outcome
 from flowdeck.executors.group import Limits
 from flowdeck.executors.runbox import BoxedProcess, RunBox
 from flowdeck.executors.sandbox import Box, bwrap_args
+from flowdeck.executors.zygote import MAX_FDS, clone_tree
 
 log = logging.getLogger("flowdeck.executors")
 CWL_TARGET = "_flowdeck_cwl:run"  # engines/cwl_names.SHIM_TARGET (not imported: light)
@@ -135,8 +136,6 @@ class Worker(RunBox):
         """Fork a child for the run (see :class:`Pool`); None: start it cold."""
         if not self.ready or self.closed or box.uid is None or box.gid is None:
             return None
-        from flowdeck.executors.zygote import clone_tree
-
         targets: list[str] = []
         request: dict[str, Any] = {
             "argv": argv,
@@ -171,6 +170,8 @@ class Worker(RunBox):
             fds = [stdin.fileno(), stdout.fileno(), stderr.fileno(), memfd, *mounts]
             if join is not None:
                 fds.append(join)
+            if len(fds) > MAX_FDS:
+                return None  # too many folders (a graph node's many inputs): cold
             self._next += 1
             ident = self._next
             msg = {"op": "start", "id": ident, "mounts": len(mounts), "cgroup": join is not None}

@@ -43,6 +43,8 @@ def _tick_start_time(pid: int) -> int | None:
 
 
 class Launcher:
+    max_fds = 16  # descriptors a start message may carry
+
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.steps: dict[int, int] = {}  # pid (inside) -> id
@@ -171,7 +173,7 @@ class Launcher:
                     if fd == wake_r:
                         os.read(wake_r, 4096)
                         continue
-                    data, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_MESSAGE, 16)
+                    data, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_MESSAGE, self.max_fds)
                     if not data:
                         return
                     msg = json.loads(data)

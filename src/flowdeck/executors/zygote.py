@@ -49,6 +49,7 @@ CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWNET = 0x20000, 0x4000000, 0x80
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x4000, 0x40000
 PR_SET_DUMPABLE = 4
 SIOCSIFFLAGS, IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x8914, 0x1, 0x8, 0x40
+MAX_FDS = 64  # of a start message: stdio, request, cgroup and the run's folders
 BANNER = "flowdeck: cwltool from a warm worker (cwltool imported once, this run forked)\n"
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -166,6 +167,8 @@ def _isolate(request: dict[str, Any], mounts: list[int]) -> None:
 class Zygote(Launcher):
     """The launcher, but a started child runs the python step in this warm process."""
 
+    max_fds = MAX_FDS
+
     def start(self, msg: dict[str, Any], fds: list[int]) -> None:
         sys.stdout.flush()  # nothing of ours may be written again by a child
         sys.stderr.flush()
@@ -223,11 +226,12 @@ def warm_up() -> None:
     import cwltool.main
     import cwltool.process
 
-    import flowdeck.engines.cwl_runner
     import flowdeck.executors.pystep  # noqa: F401
+    from flowdeck.engines import cwl_runner
 
-    for version in ("v1.2",):
+    for version in ("v1.0", "v1.1", "v1.2"):
         cwltool.process.get_schema(version)
+    cwl_runner.WARM = True  # runs keep these schemas
 
 
 def main(argv: list[str]) -> int:
