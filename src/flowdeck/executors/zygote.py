@@ -139,8 +139,8 @@ def _loopback_up() -> None:
         fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags))
 
 
-def _isolate(request: dict[str, Any], mounts: list[int]) -> None:
-    """New namespaces and a view of the run's own folders only (see the module doc)."""
+def _namespaces() -> None:
+    """New mount, IPC, network and UTS namespaces; fresh /tmp and /dev/shm."""
     unshare = SYS_UNSHARE.get(os.uname().machine)
     if unshare is None:
         raise OSError(0, f"unsupported machine {os.uname().machine}")
@@ -150,6 +150,33 @@ def _isolate(request: dict[str, Any], mounts: list[int]) -> None:
     _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")  # noqa: S108
     with contextlib.suppress(FileNotFoundError):
         _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")  # noqa: S108
+
+
+def _fresh_proc() -> None:
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible")
+    _loopback_up()
+
+
+def self_test() -> None:
+    """Check in a throwaway child that a run's view can be set up here (else the pool
+    must not take runs: they would fail instead of starting cold)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            _namespaces()
+            _fresh_proc()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise OSError(0, "cannot give a run a view of its own here (namespaces, mounts)")
+
+
+def _isolate(request: dict[str, Any], mounts: list[int]) -> None:
+    """New namespaces and a view of the run's own folders only (see the module doc)."""
+    _namespaces()
     root = str(request["root"])
     os.makedirs(root, exist_ok=True)  # in the fresh /tmp when the data directory is there
     _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
@@ -160,8 +187,7 @@ def _isolate(request: dict[str, Any], mounts: list[int]) -> None:
             continue
         _attach(fd, target)
         os.close(fd)
-    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible")
-    _loopback_up()
+    _fresh_proc()
 
 
 class Zygote(Launcher):
@@ -240,6 +266,7 @@ def main(argv: list[str]) -> int:
     sock = socket.socket(fileno=fd)
     try:
         warm_up()
+        self_test()
     except Exception as exc:  # the pool starts CWL runs cold then
         with contextlib.suppress(OSError):
             sock.send(json.dumps({"op": "cold", "error": f"{type(exc).__name__}: {exc}"}).encode())
