@@ -39,7 +39,7 @@ from flowdeck.executors.base import Launch, Outcome
 from flowdeck.executors.group import Limits
 from flowdeck.executors.runbox import BoxedProcess, RunBox
 from flowdeck.executors.sandbox import Box, bwrap_args
-from flowdeck.executors.zygote import MAX_FDS, clone_tree
+from flowdeck.executors.zygote import MAX_FDS, PAD_ARG, PAD_ENV, clone_tree
 
 log = logging.getLogger("flowdeck.executors")
 CWL_TARGET = "_flowdeck_cwl:run"  # engines/cwl_names.SHIM_TARGET (not imported: light)
@@ -50,6 +50,7 @@ WORKER_CAPS = (
     *("--cap-add", "CAP_SETUID"),
     *("--cap-add", "CAP_SETGID"),
     *("--cap-add", "CAP_NET_ADMIN"),
+    *("--cap-add", "CAP_SYS_RESOURCE"),
 )
 PRIVATE_DIRS = ("/tmp", "/dev/shm")  # noqa: S108 - fresh in every child, so not shared
 SCRUB_SPEC = ("rw", "ro", "grant", "work", "box")
@@ -86,7 +87,9 @@ def worker_env(env: dict[str, str]) -> dict[str, str]:
     """The worker's environment: what decides where Python imports from, as a cold step
     of that environment would have it."""
     keep = {k: v for k, v in env.items() if k.startswith("PYTHON")}
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **keep}
+    path = os.environ.get("PATH", "/usr/bin:/bin")
+    pad, _, filler = PAD_ENV.partition("=")  # room for a run's (see zygote._show_as)
+    return {"PATH": path, "LANG": "C.UTF-8", **keep, pad: filler}
 
 
 class Worker(RunBox):
@@ -109,7 +112,8 @@ class Worker(RunBox):
     def command(self, spec: dict[str, Any], fd: int) -> list[str]:
         argv = bwrap_args(spec, Path("/"), user_ns=False, extra=("--die-with-parent", *WORKER_CAPS))
         argv += ["--dir", self.root]
-        return [*argv, "--", sys.executable, "-m", "flowdeck.executors.zygote", str(fd)]
+        zygote = [sys.executable, "-m", "flowdeck.executors.zygote", str(fd), PAD_ARG]
+        return [*argv, "--", *zygote]
 
     def _plan_idle(self) -> None:
         """A worker does not end when idle: it waits for the next CWL run."""

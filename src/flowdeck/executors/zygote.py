@@ -1,6 +1,6 @@
 """A warm cwltool worker: the first process of a sandbox of its own (see
 :mod:`flowdeck.executors.cwlpool`), with cwltool imported once, that forks one child per
-CWL run.  ``python -m flowdeck.executors.zygote FD``; the protocol is the launcher's
+CWL run.  ``python -m flowdeck.executors.zygote FD PAD``; the protocol is the launcher's
 (:mod:`flowdeck.executors.launcher`), but a start message says only how many descriptors
 come with it: ``{"op": "start", "id", "mounts": K, "cgroup": bool}`` with the run's
 stdin, stdout, stderr, its request (a memfd of JSON), K detached mounts (``open_tree``)
@@ -48,6 +48,10 @@ SYS_UNSHARE = {"x86_64": 272, "aarch64": 97}
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWNET = 0x20000, 0x4000000, 0x8000000, 0x40000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x4000, 0x40000
 PR_SET_DUMPABLE = 4
+# the worker's own arguments and environment are padded so that a run's fit where they
+# were (see _show_as): its command line is a few paths, its environment what a step's is
+PAD_ARG = "-" * 4096
+PAD_ENV = "FLOWDECK_WORKER_PAD=" + "-" * 32768
 SIOCSIFFLAGS, IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x8914, 0x1, 0x8, 0x40
 MAX_FDS = 64  # of a start message: stdio, request, cgroup and the run's folders
 BANNER = "flowdeck: cwltool from a warm worker (cwltool imported once, this run forked)\n"
@@ -120,6 +124,32 @@ def _mount(source: str, target: str, fstype: str | None, flags: int, data: str =
         "mount",
         target,
     )
+
+
+def _show_as(argv: list[str], env: dict[str, str]) -> None:
+    """Make ``/proc/PID/cmdline`` and ``environ`` of this child say the step's command and
+    environment, as for a cold step (``ps``; tools that find a run's processes by
+    ``FLOWDECK_RUN_ID``), not the worker's: both are read from where the worker's own
+    arguments and environment were when it started, which it made large
+    (:data:`PAD_ARG`, :data:`PAD_ENV`); what does not fit is left out.  Only once the
+    process no longer refers to them (its environment is the step's)."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.read().rsplit(")", 1)[1].split()[45:49]]
+    except (OSError, ValueError):
+        return
+    arg_start, arg_end, env_start, env_end = fields
+    entries = [f"{k}={v}" for k, v in env.items()]
+    for start, end, words in ((arg_start, arg_end, argv), (env_start, env_end, entries)):
+        size = end - start
+        block = b""
+        for word in words:
+            item = os.fsencode(word) + b"\0"
+            if len(block) + len(item) > size:
+                break
+            block += item
+        if size > 0:
+            ctypes.memmove(start, block.ljust(size, b"\0"), size)
 
 
 def _read_request(fd: int) -> dict[str, Any]:
@@ -221,6 +251,11 @@ class Zygote(Launcher):
 
         for res, soft, hard in request.get("limits") or []:
             resource.setrlimit(res, (soft, hard))
+        os.environ.clear()  # the worker's strings are no longer referred to: _show_as
+        os.environ.update(request["env"])
+        _show_as(
+            [sys.executable, "-m", "flowdeck.executors.pystep", *request["argv"]], request["env"]
+        )
         uid, gid = int(request["uid"]), int(request["gid"])
         os.setgroups([])
         os.setresgid(gid, gid, gid)
@@ -228,8 +263,6 @@ class Zygote(Launcher):
         # as a cold step's process is after its exec: its own uid may see it in /proc (what
         # cwltool's job monitor does with its tools' pids); it holds only this run's data
         _check(_libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "prctl")
-        os.environ.clear()
-        os.environ.update(request["env"])
         sys.argv = ["flowdeck.executors.pystep", *request["argv"]]
         os.close(err_w)  # it runs: the worker says so
         code = 1
