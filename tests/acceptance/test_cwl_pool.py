@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from flowdeck.executors.wire import read_records
+from tests.acceptance.test_wes import _pgid_of_run
 from tests.helpers import FLOWDECK_CODE, LiveServer, live_server, make_settings, register_and_login
 
 pytestmark = pytest.mark.skipif(
@@ -174,6 +175,7 @@ def test_kill_freeze_and_resume_act_on_a_pooled_runs_tools(
     while WARM not in stderr(c, run_id) or len(group(pgid)) < 2:
         assert time.monotonic() < deadline, "cwltool never started its sleep"
         time.sleep(0.1)
+    assert _pgid_of_run(run_id) == pgid  # its processes say their run, as cold ones do
     members = group(pgid)
     sleeper = [p for p in members if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"sleep")]
     assert sleeper, members
