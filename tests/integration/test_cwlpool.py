@@ -141,4 +141,4 @@ def test_a_worker_that_cannot_import_cwltool_leaves_steps_cold(
         assert not ex.pool.pids()  # not retried at once
 
     run(main)
-    assert "cannot import cwltool (ImportError" in caplog.text
+    assert "cannot import cwltool (ModuleNotFoundError" in caplog.text
