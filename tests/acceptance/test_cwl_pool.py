@@ -12,7 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from flowdeck.cli.main import app
 from flowdeck.executors.wire import read_records
 from tests.acceptance.test_wes import _pgid_of_run
 from tests.helpers import FLOWDECK_CODE, LiveServer, live_server, make_settings, register_and_login
@@ -243,11 +245,22 @@ def test_a_pooled_run_sees_neither_other_runs_nor_leftovers(
     assert wait(c, other)["state"] == "killed"
 
 
+def admin_status(data_dir: Path, **settings: str) -> str:
+    """``flowdeck admin status`` as an operator runs it on the server's machine, with its
+    configuration."""
+    env = {"FLOWDECK_DATA_DIR": str(data_dir), "COLUMNS": "200"}
+    env.update({f"FLOWDECK_{k.upper()}": v for k, v in settings.items()})
+    result = CliRunner().invoke(app, ["admin", "status"], env=env)
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split())
+
+
 def test_a_killed_warm_worker_is_replaced(srv: LiveServer, c: httpx.Client) -> None:
     ref = push(c, (CWL / "greet.cwl").read_bytes(), "greet")
     warm_run(c, ref, {"name": "before"})
     before = workers(srv.settings.data_dir)
     assert before, "no warm worker runs"
+    assert "cwl warm workers 1 running of 1" in admin_status(srv.settings.data_dir)
     for pid in before:
         os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
@@ -268,6 +281,7 @@ def test_no_warm_worker_outlives_the_server(tmp_path: Path) -> None:
     while workers(data):  # the idle supervisor exits, and its workers with it
         assert time.monotonic() < deadline, "a warm worker outlived the server"
         time.sleep(0.2)
+    assert "cwl warm workers 0 running of 1" in admin_status(data)
 
 
 def test_with_the_pool_off_cwl_runs_start_cold(tmp_path: Path) -> None:
@@ -281,3 +295,6 @@ def test_with_the_pool_off_cwl_runs_start_cold(tmp_path: Path) -> None:
             assert WARM not in stderr(c, run_id)
             assert product(c, run_id) == f"Hello {name}\n"
         assert not workers(data)
+        assert "cwl warm workers off: CWL steps start cold" in admin_status(
+            data, cwl_warm_workers="0"
+        )

@@ -92,6 +92,39 @@ def worker_env(env: dict[str, str]) -> dict[str, str]:
     return {"PATH": path, "LANG": "C.UTF-8", **keep, pad: filler}
 
 
+def running_workers(data_dir: Path) -> int:
+    """How many warm workers of a data directory's step supervisor run (their sandboxes'
+    outer bwrap, which names the data directory)."""
+    found: dict[int, int] = {}
+    want = os.fsencode(str(data_dir))
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                words = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat", encoding="ascii") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"flowdeck.executors.zygote" in words and want in words:
+            found[int(entry)] = parent
+    return sum(1 for parent in found.values() if parent not in found)  # bwrap forks once
+
+
+def describe(
+    workers: int, sandbox: str, step_uids: str, data_dir: Path, root: bool | None = None
+) -> str:
+    """The warm cwltool workers of a server, for ``flowdeck admin status``."""
+    if workers <= 0:
+        return "off: CWL steps start cold (cwl_warm_workers = 0)"
+    root = os.geteuid() == 0 if root is None else root
+    if sandbox == "off" or not root or not step_uids.strip():
+        return "not used: CWL steps start cold (needs a root server, step_uids and the sandbox)"
+    running = running_workers(data_dir)
+    return f"{running} running of {workers} (started by the first CWL step; runs fork from them)"
+
+
 class Worker(RunBox):
     """One warm worker: a run sandbox whose first process is the zygote."""
 

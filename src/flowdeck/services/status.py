@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from flowdeck import clock
 from flowdeck.config import Settings
 from flowdeck.domain.runs import ACTIVE_STATES, RunState
+from flowdeck.executors import cwlpool
 from flowdeck.executors.cgroups import describe
 from flowdeck.store.base import Store
 
@@ -39,6 +40,7 @@ class Summary:
     sandbox: str = "bwrap"  # the step sandbox (setting sandbox): "off" is unsafe
     sandbox_scope: str = "run"  # a sandbox per run (of several steps) or per step
     step_limits: str = ""  # what bounds a step's resources on this host
+    cwl_workers: str = ""  # the warm cwltool workers (executors/cwlpool.py)
 
     @property
     def slots_used(self) -> int:
@@ -57,6 +59,7 @@ class Summary:
             "sandbox": self.sandbox,
             "sandbox_scope": self.sandbox_scope,
             "step_limits": self.step_limits,
+            "cwl_workers": self.cwl_workers,
             "active_runs": self.active_runs,
             "recent_failures": [
                 {
@@ -107,4 +110,7 @@ def summary(store: Store, settings: Settings) -> Summary:
         sandbox=settings.sandbox,
         sandbox_scope=settings.sandbox_scope,
         step_limits=describe(settings.step_uids, settings.step_cgroups == "auto"),
+        cwl_workers=cwlpool.describe(
+            settings.cwl_warm_workers, settings.sandbox, settings.step_uids, settings.data_dir
+        ),
     )
