@@ -8,6 +8,7 @@ import asyncio
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +34,22 @@ pytestmark = pytest.mark.skipif(
 class CwlRuns:
     """A data directory with one CWL workflow (greet.cwl) and its runs' launches."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, tool: str = "greet.cwl") -> None:
         self.data = root / "data"
         self.code = self.data / "workflows" / "wf_1"
         self.code.mkdir(parents=True)
-        (self.code / "workflow.cwl").write_bytes((CWL / "greet.cwl").read_bytes())
+        (self.code / "workflow.cwl").write_bytes((CWL / tool).read_bytes())
         (self.code / SHIM_FILE).write_text(SHIM_SOURCE)
         self.count = 0
 
-    def launch(self, name: str) -> Launch:
+    def launch(
+        self,
+        name: str,
+        inputs: dict[str, Any] | None = None,
+        file_inputs: dict[str, str] | None = None,
+        output: str = "greeting",
+        other_files: tuple[Path, ...] = (),
+    ) -> Launch:
         self.count += 1
         run_dir = self.data / "runs" / f"run_{self.count}"
         work, tmp = run_dir / "work", run_dir / "tmp"
@@ -49,7 +57,7 @@ class CwlRuns:
         cwd.mkdir(parents=True)
         tmp.mkdir()
         spec = plan(
-            ro=[work, self.code],
+            ro=[work, self.code, *other_files],  # other runs' files named as inputs
             rw=[cwd, tmp],
             grant=[self.code],
             deny=[self.data],
@@ -62,9 +70,9 @@ class CwlRuns:
         )
         kwargs: dict[str, Any] = {
             "workflow": "workflow.cwl",
-            "inputs": {"name": name, "greeting": "Hi"},
-            "file_inputs": {},
-            "file_outputs": {"greeting": "greeting"},
+            "inputs": inputs if inputs is not None else {"name": name, "greeting": "Hi"},
+            "file_inputs": file_inputs or {},
+            "file_outputs": {output: output},
             "cwltool_options": None,
         }
         env = {
@@ -85,6 +93,18 @@ class CwlRuns:
             kwargs=kwargs,
             sandbox=spec,
         )
+
+
+async def warm(ex: LocalExecutor, start: Callable[[], Step]) -> Step:
+    """A step that forked from the warm worker (the first starts the worker, cold)."""
+    for _ in range(100):
+        step = start()
+        outcome = await step.outcome(within=120)
+        assert outcome.ok, (outcome, step.launch.stderr.read_text()[-3000:])
+        if isinstance(step.proc, BoxedProcess):
+            return step
+        await asyncio.sleep(0.2)
+    raise AssertionError("no step forked from the warm worker")
 
 
 async def greet(ex: LocalExecutor, runs: CwlRuns, name: str) -> Step:
@@ -142,3 +162,38 @@ def test_a_worker_that_cannot_import_cwltool_leaves_steps_cold(
 
     run(main)
     assert "cannot import cwltool (ModuleNotFoundError" in caplog.text
+
+
+def test_a_pooled_run_reads_another_runs_file_it_names_and_nothing_else_of_it(
+    tmp_path: Path,
+) -> None:
+    runs = CwlRuns(tmp_path, "sort.cwl")
+    other = runs.data / "runs" / "run_0" / "work" / "step"
+    other.mkdir(parents=True)
+    (other / "fruit.txt").write_text("fig\napple\npear\n")
+    (other / "private.txt").write_text("not an input\n")
+    named = other / "fruit.txt"
+
+    def sort(ex: LocalExecutor, text: Path) -> Step:
+        launch = runs.launch(
+            "sort",
+            inputs={"reverse": False, "text": str(text)},
+            file_inputs={"text": "File"},
+            output="sorted",
+            other_files=(named,),  # as a graph node's input: that file of the other run
+        )
+        return Step(ex, launch)
+
+    async def main(ex: LocalExecutor) -> None:
+        step = await warm(ex, lambda: sort(ex, named))
+        assert WARM in step.launch.stderr.read_text()
+        sorted_file = step.launch.cwd / "outputs" / "sorted" / "sorted.txt"
+        assert sorted_file.read_text() == "apple\nfig\npear\n"
+        # the other run's other files are not there for it
+        nosy = sort(ex, other / "private.txt")
+        outcome = await nosy.outcome(within=120)
+        assert isinstance(nosy.proc, BoxedProcess) and not outcome.ok
+        err = nosy.launch.stderr.read_text()
+        assert WARM in err and "No such file or directory" in err and "not an input" not in err
+
+    run(main)

@@ -50,7 +50,6 @@ WORKER_CAPS = (
     *("--cap-add", "CAP_SETUID"),
     *("--cap-add", "CAP_SETGID"),
     *("--cap-add", "CAP_NET_ADMIN"),
-    *("--cap-add", "CAP_SYS_RESOURCE"),
 )
 PRIVATE_DIRS = ("/tmp", "/dev/shm")  # noqa: S108 - fresh in every child, so not shared
 SCRUB_SPEC = ("rw", "ro", "grant", "work", "box")
@@ -173,7 +172,7 @@ class Worker(RunBox):
         """Fork a child for the run (see :class:`Pool`); None: start it cold."""
         if not self.ready or self.closed or box.uid is None or box.gid is None:
             return None
-        targets: list[str] = []
+        targets: list[tuple[str, bool]] = []  # (path, a folder)
         request: dict[str, Any] = {
             "argv": argv,
             "cwd": str(launch.cwd),
@@ -188,12 +187,12 @@ class Worker(RunBox):
         with ExitStack() as files:  # ours close once sent
             mounts: list[int] = []
             for path, read_only in own:
-                if not os.path.isdir(path):
+                if not os.path.exists(path):
                     continue  # like bwrap's --bind-try
                 fd = clone_tree(path, read_only)
                 files.callback(os.close, fd)
                 mounts.append(fd)
-                targets.append(path)
+                targets.append((path, os.path.isdir(path)))
             memfd = os.memfd_create("flowdeck-request", os.MFD_CLOEXEC)
             files.callback(os.close, memfd)
             os.write(memfd, json.dumps(request).encode())

@@ -210,9 +210,11 @@ def _isolate(request: dict[str, Any], mounts: list[int]) -> None:
     root = str(request["root"])
     os.makedirs(root, exist_ok=True)  # in the fresh /tmp when the data directory is there
     _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
-    for target, fd in zip(request["targets"], mounts, strict=True):
-        try:
-            os.makedirs(target, exist_ok=True)
+    for (target, folder), fd in zip(request["targets"], mounts, strict=True):
+        try:  # where to attach it: a folder, or a file (another run's file as an input)
+            os.makedirs(target if folder else os.path.dirname(target), exist_ok=True)
+            if not folder:
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
         except OSError:  # under a read-only folder that lacks it: like bwrap's --bind-try
             continue
         _attach(fd, target)
