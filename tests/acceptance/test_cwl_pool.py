@@ -226,7 +226,7 @@ def test_a_pooled_run_sees_neither_other_runs_nor_leftovers(
         f"ls -a /tmp /dev/shm; echo RUNS; ls -a {runs}; cat {secret_file}; "
         f"ls {runs / other}; ls {runs / earlier}; "
         "echo PROCS; for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done; "
-        "grep CapEff /proc/self/status; id -u"
+        "grep -E 'CapEff|NoNewPrivs' /proc/self/status; id -u"
     )
     prober = start(c, probe, {"script": look})
     assert wait(c, prober)["state"] == "succeeded"
@@ -239,7 +239,7 @@ def test_a_pooled_run_sees_neither_other_runs_nor_leftovers(
     assert "the secret" not in seen
     procs = seen.split("PROCS", 1)[1]
     assert "sleep 120" not in procs  # the other run's processes are not visible
-    assert "CapEff:\t0000000000000000" in seen
+    assert "CapEff:\t0000000000000000" in seen and "NoNewPrivs:\t1" in seen
     assert seen.strip().splitlines()[-1] != "0"
     c.post(f"{API}/runs/{other}/kill")
     assert wait(c, other)["state"] == "killed"
