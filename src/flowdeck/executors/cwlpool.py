@@ -35,6 +35,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from flowdeck import clock
 from flowdeck.executors.base import Launch, Outcome
 from flowdeck.executors.group import Limits
 from flowdeck.executors.runbox import BoxedProcess, RunBox
@@ -183,7 +184,7 @@ class Worker(RunBox):
             "root": self.root,
             "targets": targets,
         }
-        started = time.monotonic()
+        started = time.monotonic()  # as GroupProcess measures wall_s
         with ExitStack() as files:  # ours close once sent
             mounts: list[int] = []
             for path, read_only in own:
@@ -272,7 +273,7 @@ class Pool:
         env: dict[str, str],
         loop: asyncio.AbstractEventLoop,
     ) -> None:
-        if len(self._workers) >= self.size or time.monotonic() < self._cold_until.get(key, 0):
+        if len(self._workers) >= self.size or clock.monotonic() < self._cold_until.get(key, 0):
             return
 
         def gone(worker: Worker) -> None:
@@ -281,7 +282,7 @@ class Pool:
             if self._closed:
                 return
             if worker.cold is not None or (not worker.served and not worker.ready):
-                self._cold_until[key] = time.monotonic() + RETRY_S
+                self._cold_until[key] = clock.monotonic() + RETRY_S
             else:  # it died: replace it
                 loop.call_soon(self._spawn, key, spec, root, env, loop)
             worker.close(kill=True)
@@ -290,7 +291,7 @@ class Pool:
             self._workers[key] = Worker(spec, root, env, loop, gone)
         except OSError as exc:
             log.warning("cannot start a warm cwltool worker (CWL steps start cold): %s", exc)
-            self._cold_until[key] = time.monotonic() + RETRY_S
+            self._cold_until[key] = clock.monotonic() + RETRY_S
 
     def pids(self) -> list[int]:
         """The workers' sandboxes (their bwrap)."""
