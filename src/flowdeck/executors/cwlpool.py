@@ -83,10 +83,11 @@ def split_spec(spec: dict[str, Any]) -> tuple[dict[str, Any], str, list[tuple[st
     return worker, root, own
 
 
-def worker_env(env: dict[str, str]) -> dict[str, str]:
-    """The worker's environment: what decides where Python imports from, as a cold step
-    of that environment would have it."""
-    keep = {k: v for k, v in env.items() if k.startswith("PYTHON")}
+def worker_env() -> dict[str, str]:
+    """The worker's environment: this process's (the server's, which an admin sets) for
+    what decides where Python imports from — never a step's, which a workflow may set:
+    the worker is privileged and must import nothing a user chose."""
+    keep = {k: v for k, v in os.environ.items() if k.startswith("PYTHON")}
     path = os.environ.get("PATH", "/usr/bin:/bin")
     pad, _, filler = PAD_ENV.partition("=")  # room for a run's (see zygote._show_as)
     return {"PATH": path, "LANG": "C.UTF-8", **keep, pad: filler}
@@ -253,7 +254,7 @@ class Pool:
         if split is None:
             return None
         spec, root, own = split
-        env = worker_env(launch.env)
+        env = worker_env()
         key = json.dumps([spec, root, env], sort_keys=True)
         worker = self._workers.get(key)
         if worker is None:
