@@ -197,3 +197,27 @@ def test_a_pooled_run_reads_another_runs_file_it_names_and_nothing_else_of_it(
         assert WARM in err and "No such file or directory" in err and "not an input" not in err
 
     run(main)
+
+
+def test_a_step_whose_view_the_worker_cannot_set_up_starts_cold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a folder that is not a detached copy cannot be attached in the run's namespace
+    monkeypatch.setattr(
+        cwlpool, "clone_tree", lambda path, read_only: os.open(path, os.O_PATH | os.O_CLOEXEC)
+    )
+    runs = CwlRuns(tmp_path)
+
+    async def main(ex: LocalExecutor) -> None:
+        await greet(ex, runs, "first")  # starts the worker
+        await until(lambda: bool(ex.pool.pids()), within=30)
+        for attempt in range(100):
+            step = await greet(ex, runs, f"n{attempt}")  # succeeds all the same
+            assert WARM not in step.launch.stderr.read_text()
+            if isinstance(step.proc, cwlpool.PooledProcess):  # the worker tried, then cold
+                assert "starting it cold" in caplog.text and "move_mount" in caplog.text
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError("the worker never took a step")
+
+    run(main)

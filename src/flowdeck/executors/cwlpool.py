@@ -14,8 +14,8 @@ signals, freezes, journals and kills; its cgroup, limits and uid are its own.  W
 start lazily, at the first CWL step a supervisor starts (that step starts cold); a worker
 that dies is replaced at once unless it never became ready (then CWL steps start cold for
 ``RETRY_S`` seconds); one that cannot import cwltool makes CWL steps start cold for as
-long.  When the executor closes, the workers are killed (and they die with it anyway:
-``--die-with-parent``).
+long; a step whose view a worker cannot set up is started cold.  When the executor
+closes, the workers are killed (and they die with it anyway: ``--die-with-parent``).
 
 A step is pooled only when it is a CWL step, sandboxed without network, and the server is
 root with ``step_uids`` (each run its own uid: runs of one uid could signal each other).
@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from flowdeck import clock
-from flowdeck.executors.base import Launch, Outcome
+from flowdeck.executors.base import Launch, Outcome, StepProcess
+from flowdeck.executors.cgroups import AttemptGroup
 from flowdeck.executors.group import Limits
 from flowdeck.executors.runbox import BoxedProcess, RunBox
 from flowdeck.executors.sandbox import Box, bwrap_args
@@ -126,6 +127,56 @@ def describe(
     return f"{running} running of {workers} (started by the first CWL step; runs fork from them)"
 
 
+class PooledProcess(BoxedProcess):
+    """A CWL step forked from a warm worker.  Should the worker not set up its view (the
+    child reports it before running anything of the run's), it is started cold instead
+    (``cold``: the executor's), and this stands for that process."""
+
+    cold: Callable[[AttemptGroup | None], StepProcess] | None = None
+    _delegate: StepProcess | None = None
+
+    def _not_started(self, msg: dict[str, Any]) -> None:
+        if self.cold is None or self._exited:
+            super()._not_started(msg)
+            return
+        log.warning(
+            "warm cwltool worker: cannot start %s (%s); starting it cold",
+            self.key,
+            msg.get("error"),
+        )
+        self._ending()  # no exit of ours is reported: the cold process reports its own
+        group, self.cgroup = self.cgroup, None
+        self._running.pop(self.key, None)
+        if self.box is not None:
+            self.box.ended()  # the cold start gives the folder to its own uid
+        proc = self._delegate = self.cold(group)
+        self._is_running(getattr(proc, "pid", None), getattr(proc, "start_time", None))
+
+    def pause(self) -> None:
+        if self._delegate is not None:
+            self._delegate.pause()
+        else:
+            super().pause()
+
+    def resume(self) -> None:
+        if self._delegate is not None:
+            self._delegate.resume()
+        else:
+            super().resume()
+
+    def terminate(self) -> None:
+        if self._delegate is not None:
+            self._delegate.terminate()
+        else:
+            super().terminate()
+
+    def kill(self) -> None:
+        if self._delegate is not None:
+            self._delegate.kill()
+        else:
+            super().kill()
+
+
 class Worker(RunBox):
     """One warm worker: a run sandbox whose first process is the zygote."""
 
@@ -170,7 +221,7 @@ class Worker(RunBox):
         on_exit: Callable[[Outcome], None],
         running: dict[str, Any],
         join: int | None,
-    ) -> BoxedProcess | None:
+    ) -> PooledProcess | None:
         """Fork a child for the run (see :class:`Pool`); None: start it cold."""
         if not self.ready or self.closed or box.uid is None or box.gid is None:
             return None
@@ -217,7 +268,7 @@ class Worker(RunBox):
                 socket.send_fds(self.sock, [json.dumps(msg).encode()], fds)
             except OSError:
                 return None
-        proc = BoxedProcess(running, launch, on_exit, self.loop, started, box, "cwltool")
+        proc = PooledProcess(running, launch, on_exit, self.loop, started, box, "cwltool")
         self.steps[ident] = proc
         self.served += 1
         return proc
@@ -242,7 +293,7 @@ class Pool:
         loop: asyncio.AbstractEventLoop,
         running: dict[str, Any],
         join: int | None,
-    ) -> BoxedProcess | None:
+    ) -> PooledProcess | None:
         """Start a CWL step in a warm worker; None: start it cold (and warm a worker up
         for the next ones when there is none)."""
         self.size = int(box.spec.get("warm") or 0)
