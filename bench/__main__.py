@@ -26,6 +26,7 @@ BENCHMARKS = [
     "faces",
     "faces_ports",
     "wes",
+    "cwl_pool",
     "cli",
     "slurm",
 ]
@@ -45,6 +46,7 @@ QUICK = {
     "faces": ["--runs", "10"],
     "faces_ports": [],
     "wes": ["--runs", "10", "--clients", "4"],
+    "cwl_pool": ["--runs", "10", "--clients", "4"],
     "cli": ["--repeat", "5"],
     "slurm": ["--chain", "4", "--fanout", "8"],
 }

@@ -124,6 +124,7 @@ class Outcome:
     passed: set[str]
     failed: set[str]
     unsupported: set[str]
+    warm: int | None = None  # flowdeck's CWL runs that a warm cwltool worker ran
 
     def figures(self) -> dict[str, int]:
         total = len(self.passed) + len(self.failed) + len(self.unsupported)
@@ -221,7 +222,12 @@ def flowdeck_run(
         r = httpx.post(f"{url}/api/v1/auth/login", json=account, timeout=60)
         r.raise_for_status()
         script = runner_script(work, url, str(r.json()["token"]))
-        return cwltest(str(script), ids, jobs, work / "flowdeck.xml", work)
+        outcome = cwltest(str(script), ids, jobs, work / "flowdeck.xml", work)
+    outcome.warm = sum(
+        "cwltool from a warm worker" in p.read_text(errors="replace")
+        for p in (work / "data" / "runs").glob("*/logs/**/*stderr*")
+    )
+    return outcome
 
 
 def compare(ids: list[str], mine: Outcome, theirs: Outcome) -> dict[str, Any]:
@@ -231,6 +237,7 @@ def compare(ids: list[str], mine: Outcome, theirs: Outcome) -> dict[str, Any]:
         "flowdeck": mine.figures(),
         "regressions": sorted(theirs.passed - mine.passed),
         "flowdeck_only": sorted(mine.passed - theirs.passed),
+        "flowdeck_warm_runs": mine.warm,
     }
 
 

@@ -271,6 +271,17 @@ class Settings(BaseSettings):
         "every step gets a bwrap of its own (its run's other steps invisible to it; 3-9 ms "
         "more per step).",
     )
+    cwl_warm_workers: int = Field(
+        1,
+        ge=0,
+        le=16,
+        description="Warm cwltool workers of the local executor (0: off): a CWL step then "
+        "starts as a fork of a sandboxed process that imported cwltool once, in a view of "
+        "its own run's folders only, instead of paying ~0.65 s of CPU to start cwltool. "
+        "One serves any number of concurrent runs (each is its own fork); more are only used "
+        "by steps whose sandboxes differ. Needs a root server with step_uids; the first CWL "
+        "step starts the worker (and starts cold).",
+    )
     step_cgroups: Literal["auto", "off"] = Field(
         "auto",
         description="auto: where a cgroup v2 hierarchy is writable to the server (root, or a "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from flowdeck.errors import ConfigError
 from flowdeck.executors.cgroups import Cgroups, describe
+from flowdeck.executors.cwlpool import split_spec
 from flowdeck.executors.runbox import box_spec
 from flowdeck.executors.sandbox import exit_signal, parse_uids, plan
 from tests.helpers import make_settings
@@ -104,3 +106,41 @@ def test_a_run_sandbox_serves_only_steps_like_its_own(tmp_path: Path) -> None:
     assert box_spec({**spec, "network": True}, work / "a") is None  # a namespace of its own
     assert box_spec({**spec, "box": False}, work / "a") is None  # a one-step run
     assert box_spec(spec, tmp_path / "elsewhere") is None
+
+
+def test_a_warm_cwltool_worker_shows_no_run_and_each_fork_only_its_own() -> None:
+    data = Path("/srv/flowdeck")
+    run = data / "runs" / "run_1"
+    spec = plan(
+        ro=[run / "work", run / "inputs", data / "workflows" / "wf_1", Path("/opt/tools")],
+        rw=[run / "work" / "cwl", run / "tmp"],
+        grant=[run / "inputs"],
+        deny=[data],
+        network=False,
+        step_user="flowdeck-step",
+        step_uids=(900000, 900009),
+        max_processes=None,
+        work=run / "work",
+        warm=1,
+    )
+    split = split_spec(spec)
+    assert split is not None
+    worker, root, own = split
+    assert root == str(data)
+    # the worker's sandbox: what every step sees, nothing of the data directory
+    assert worker["ro"] == ["/opt/tools"] and worker["rw"] == [] and worker["grant"] == []
+    # a run's fork: its own folders, shallow first, read-only before writable at a depth
+    assert own == [
+        (str(data / "workflows" / "wf_1"), True),
+        (str(run / "work"), True),
+        (str(run / "inputs"), True),
+        (str(run / "tmp"), False),
+        (str(run / "work" / "cwl"), False),
+    ]
+    # the run of another user gets another view from the same worker
+    other = json.loads(json.dumps(spec).replace("run_1", "run_2"))
+    split2 = split_spec(other)
+    assert split2 is not None and split2[0] == worker and split2[2] != own
+    assert split_spec({**spec, "network": True}) is None  # a network namespace of its own
+    assert split_spec({**spec, "uids": None}) is None  # runs of one uid could signal each other
+    assert split_spec({**spec, "ro": [*spec["ro"], "/tmp/tools"]}) is None  # under a fresh /tmp

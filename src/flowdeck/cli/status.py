@@ -47,6 +47,7 @@ def show(s: Summary) -> None:
     else:
         grid.add_row("[bold]step sandbox[/]", f"{s.sandbox}, one per {s.sandbox_scope}")
     grid.add_row("[bold]step limits[/]", s.step_limits)
+    grid.add_row("[bold]cwl warm workers[/]", s.cwl_workers)
     out.print(f"flowdeck status at {s.at:%Y-%m-%d %H:%M:%S} UTC")
     out.print(grid)
     if s.live:

@@ -41,6 +41,14 @@ DEFAULT_ARGS = ("--no-container", "--disable-color", "--move-outputs")
 _JOB_CMD = "[job %s] %s$ %s%s%s%s"
 _JOB_DONE = "[job %s] completed %s"
 _JOB_EXIT = "[job %s] exited with status: %d"
+# Set by a warm worker (executors/zygote.py) once it loaded CWL's schemas: a run forked
+# from it keeps them (cwltool would reload them, ~0.4 s of CPU; they are the standard
+# ones, as no allowed option asks for others) instead of setting them up again.
+WARM = False
+
+
+def _keep_schemas() -> None:
+    """cwltool's custom schema hook: the standard schemas already loaded stay."""
 
 
 def _now() -> str:
@@ -313,7 +321,8 @@ def run(
     logger.addHandler(recorder)
     out = io.StringIO()
     try:
-        status = cwltool.main.main(argsl=argv, stdout=out)
+        hook = _keep_schemas if WARM else None
+        status = cwltool.main.main(argsl=argv, stdout=out, custom_schema_callback=hook)
     finally:
         logger.removeHandler(recorder)
     _write_json(cwd / STATUS_FILE, {"exit_code": status})

@@ -43,6 +43,8 @@ def _tick_start_time(pid: int) -> int | None:
 
 
 class Launcher:
+    max_fds = 16  # descriptors a start message may carry
+
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.steps: dict[int, int] = {}  # pid (inside) -> id
@@ -80,7 +82,7 @@ class Launcher:
             if pid == 0:  # the step
                 os.close(err_r)
                 try:
-                    _become(msg, fds, err_w)
+                    self.become(msg, fds, err_w)
                 except BaseException as exc:
                     code = getattr(exc, "errno", None) or 0
                     text = f"{code}\0{getattr(exc, 'strerror', None) or exc}\0"
@@ -116,6 +118,11 @@ class Launcher:
             self.send({"op": "started", "id": ident, "start_time": _tick_start_time(pid)}, [pidfd])
         finally:
             os.close(pidfd)
+
+    def become(self, msg: dict[str, Any], fds: list[int], err_w: int) -> None:
+        """In the forked child: become the step; returns only by raising (an error that
+        is reported on ``err_w``); closing ``err_w`` (the exec) means it started."""
+        _become(msg, fds, err_w)
 
     def reap(self) -> None:
         """Report and reap the steps that ended and whose start was acknowledged (until
@@ -166,7 +173,7 @@ class Launcher:
                     if fd == wake_r:
                         os.read(wake_r, 4096)
                         continue
-                    data, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_MESSAGE, 16)
+                    data, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_MESSAGE, self.max_fds)
                     if not data:
                         return
                     msg = json.loads(data)

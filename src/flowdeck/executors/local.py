@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from flowdeck.executors.base import Executor, Launch, NoProcess, Outcome, StepProcess
 from flowdeck.executors.cgroups import AttemptGroup, Cgroups
+from flowdeck.executors.cwlpool import Pool
 from flowdeck.executors.group import (
     ARGS_FILE,
     RESULT_FILE,
@@ -94,6 +95,7 @@ class LocalExecutor(Executor):
         self._cgroups = cgroups  # a cgroup v2 per attempt (executors/cgroups.py), or none
         self._running: dict[str, GroupProcess] = {}
         self._boxes = RunBoxes()
+        self.pool = Pool()  # warm cwltool workers (executors/cwlpool.py)
 
     def start(
         self,
@@ -102,15 +104,27 @@ class LocalExecutor(Executor):
         loop: asyncio.AbstractEventLoop,
     ) -> StepProcess:
         group: AttemptGroup | None = None
-        join: int | None = None  # the step writes 0 to it: it joins its cgroup
         if self._cgroups is not None:
             group = self._cgroups.attempt(launch.key, launch.memory_bytes, launch.max_processes)
-            try:
-                join = group.procs_fd() if group is not None else None
-            except OSError:
-                group = None
+        return self._start_in(group, launch, on_exit, loop)
+
+    def _start_in(
+        self,
+        group: AttemptGroup | None,
+        launch: Launch,
+        on_exit: Callable[[Outcome], None],
+        loop: asyncio.AbstractEventLoop,
+        pool: bool = True,
+    ) -> StepProcess:
+        """Start the attempt in its cgroup (if it has one); ``pool``: in a warm cwltool
+        worker if it is a CWL step and one can take it."""
+        join: int | None = None  # the step writes 0 to it: it joins its cgroup
         try:
-            proc = self._start(launch, on_exit, loop, join)
+            join = group.procs_fd() if group is not None else None
+        except OSError:
+            group = None
+        try:
+            proc = self._start(launch, on_exit, loop, join, pool)
         finally:
             if join is not None:
                 os.close(join)
@@ -126,6 +140,7 @@ class LocalExecutor(Executor):
         on_exit: Callable[[Outcome], None],
         loop: asyncio.AbstractEventLoop,
         join: int | None,
+        pool: bool = True,
     ) -> StepProcess:
         if launch.argv:
             argv = list(launch.argv)
@@ -147,6 +162,13 @@ class LocalExecutor(Executor):
                 loop.call_soon(on_exit, Outcome(exit_code=126, error=str(exc)))
                 return NoProcess(launch.key)
         limits = limits_for(launch)
+        if box is not None and launch.python and pool:
+            args = argv[3:]  # those of pystep: a warm worker calls it in process
+            pooled = self.pool.start(launch, args, limits, box, on_exit, loop, self._running, join)
+            if pooled is not None:
+                pooled.cold = functools.partial(self._cold, launch, on_exit, loop)
+                self._running[launch.key] = pooled
+                return pooled
         if box is not None:
             try:
                 boxed = self._boxes.start(
@@ -211,6 +233,16 @@ class LocalExecutor(Executor):
         self._running[launch.key] = proc
         return proc
 
+    def _cold(
+        self,
+        launch: Launch,
+        on_exit: Callable[[Outcome], None],
+        loop: asyncio.AbstractEventLoop,
+        group: AttemptGroup | None,
+    ) -> StepProcess:
+        """Start a CWL step cold that a warm worker could not start."""
+        return self._start_in(group, launch, on_exit, loop, pool=False)
+
     @staticmethod
     def python_argv(launch: Launch) -> list[str]:
         args_path = launch.cwd / ARGS_FILE
@@ -241,6 +273,7 @@ class LocalExecutor(Executor):
         for proc in list(self._running.values()):
             proc.reap()
         self._boxes.close()
+        self.pool.close()
 
 
 def _in_child(join: int | None, limits: Limits) -> None:

@@ -143,17 +143,10 @@ class RunBox:
         self._next = 0
         self._idle: asyncio.TimerHandle | None = None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        root = os.geteuid() == 0
-        argv = bwrap_args(
-            spec,
-            Path(spec["rw"][0]),
-            user_ns=not root,
-            extra=("--die-with-parent", *(ROOT_CAPS if root else ())),
-        )
-        argv += ["--", sys.executable, "-I", "-S", str(LAUNCHER), str(theirs.fileno())]
         try:
             self.popen = subprocess.Popen(  # noqa: S603 - our own fixed command
-                argv,
+                self.command(spec, theirs.fileno()),
+                env=self.env,
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -170,6 +163,19 @@ class RunBox:
         self._pidfd = os.pidfd_open(self.popen.pid)
         loop.add_reader(ours.fileno(), self._readable)
         loop.add_reader(self._pidfd, self._bwrap_ended)
+
+    env: dict[str, str] | None = None  # the sandbox's first process's (else ours)
+
+    def command(self, spec: dict[str, Any], fd: int) -> list[str]:
+        """bwrap, then the launcher that talks on the descriptor ``fd``."""
+        root = os.geteuid() == 0
+        argv = bwrap_args(
+            spec,
+            Path(spec["rw"][0]),
+            user_ns=not root,
+            extra=("--die-with-parent", *(ROOT_CAPS if root else ())),
+        )
+        return [*argv, "--", sys.executable, "-I", "-S", str(LAUNCHER), str(fd)]
 
     # -- steps ---------------------------------------------------------------------------
     def start(

@@ -72,12 +72,14 @@ def plan(
     max_processes: int | None,
     work: Path | None = None,
     box: bool = False,
+    warm: int = 0,
 ) -> dict[str, Any]:
     """What one step may see, as sent to the supervisor (JSON): ``ro`` read-only, ``rw``
     writable (the first is its own folder, given to its uid; the others are made 1777),
     ``grant`` server files made readable to its uid, ``deny`` never mounted; ``work`` its
     run's work folder and ``box``: whether the run should get a sandbox of its own that its
-    steps start in (executors/runbox.py)."""
+    steps start in (executors/runbox.py); ``warm``: how many warm cwltool workers the
+    executor may keep for CWL steps (executors/cwlpool.py)."""
     return {
         "work": str(work) if work is not None else None,
         "box": box,
@@ -89,6 +91,7 @@ def plan(
         "user": step_user,
         "uids": list(step_uids) if step_uids is not None else None,
         "max_processes": max_processes,
+        "warm": warm,
     }
 
 

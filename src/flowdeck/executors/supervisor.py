@@ -246,8 +246,11 @@ async def _main(socket_path: Path, idle_s: float, cgroups: Cgroups | None) -> No
         server = await asyncio.start_unix_server(sup.serve, path=str(socket_path))
     finally:
         os.umask(old_umask)
-    async with server:
-        await sup.done.wait()
+    try:
+        async with server:
+            await sup.done.wait()
+    finally:
+        sup.executor.pool.close()  # warm cwltool workers (they die with us anyway)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -135,6 +135,7 @@ def sandbox_plan(ar: ActiveRun, cwd: Path, settings: Settings, network: bool) ->
         max_processes=settings.step_max_processes,
         work=rd.work,
         box=settings.sandbox_scope == "run" and _several_steps(ar),
+        warm=settings.cwl_warm_workers,
     )
 
 

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from flowdeck import clock
 from flowdeck.config import Settings
 from flowdeck.domain.runs import ACTIVE_STATES, RunState
+from flowdeck.executors import cwlpool
 from flowdeck.executors.cgroups import describe
 from flowdeck.store.base import Store
 
@@ -53,6 +54,7 @@ class Summary:
     sandbox_scope: str = "run"  # a sandbox per run (of several steps) or per step
     step_limits: str = ""  # what bounds a step's resources on this host
     live: list[InstanceLoad] = field(default_factory=list)  # the instances, oldest first
+    cwl_workers: str = ""  # the warm cwltool workers (executors/cwlpool.py)
 
     @property
     def slots_used(self) -> int:
@@ -83,6 +85,7 @@ class Summary:
             "sandbox": self.sandbox,
             "sandbox_scope": self.sandbox_scope,
             "step_limits": self.step_limits,
+            "cwl_workers": self.cwl_workers,
             "active_runs": self.active_runs,
             "recent_failures": [
                 {
@@ -145,4 +148,7 @@ def summary(store: Store, settings: Settings) -> Summary:
             )
             for i in sorted(instances, key=lambda i: i.started_at)
         ],
+        cwl_workers=cwlpool.describe(
+            settings.cwl_warm_workers, settings.sandbox, settings.step_uids, settings.data_dir
+        ),
     )
