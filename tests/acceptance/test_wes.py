@@ -315,6 +315,33 @@ def test_service_info_and_a_stable_run_listing(srv: LiveServer) -> None:
         check(r)
 
 
+def test_a_flowdeck_workflow_s_file_outputs_are_download_urls(srv: LiveServer) -> None:
+    """Not server paths: a WES client fetches each output file by its URL, which ends in the
+    file's name; other values are as they are."""
+    with srv.client(register_and_login(srv, "wesfiona")) as c:
+        spec = (
+            'name: report\nversion: "1"\noutputs:\n'
+            '  report: {from: "${{ steps.w.outputs.f }}"}\n'
+            '  words: {from: "${{ steps.w.outputs.n }}"}\n'
+            "steps:\n  w:\n    run: [sh, -c, 'echo hello > report.txt; echo 2']\n"
+            "    outputs:\n      f: {path: report.txt}\n      n: {stdout: json}\n"
+        )
+        r = c.post("/api/v1/workflows", content=spec, headers={"content-type": "application/yaml"})
+        assert r.status_code == 201, r.text
+        data = {
+            "workflow_url": "report@1",
+            "workflow_type": "FLOWDECK",
+            "workflow_type_version": "1",
+        }
+        run_id = check(c.post(f"{WES}/runs", data=data))["run_id"]
+        assert wait(c, run_id) == "COMPLETE"
+        outputs = check(c.get(f"{WES}/runs/{run_id}"))["outputs"]
+        assert outputs["words"] == 2
+        assert outputs["report"].startswith(f"{srv.url}{WES}/runs/{run_id}/products/")
+        assert outputs["report"].endswith("/report.txt")
+        assert fetch(c, outputs["report"]) == "hello\n"
+
+
 def test_log_and_output_urls_are_wes_urls_with_wes_credentials(
     srv: LiveServer, alice: httpx.Client
 ) -> None:

@@ -45,6 +45,7 @@ from flowdeck.services.wes_cwl import (
     WES_PATH,
     directory_files,
     located_job,
+    native_outputs,
     rewrite_outputs,
     rundir_status,
     safe_relative,
@@ -452,7 +453,7 @@ class Wes:
                     log["exit_code"] = status
         by_path = {p.path: p for p in products}
         rundir = self.ctx.runs.rundir(run.id).root
-        outputs: Any = dict(run.outputs)
+        outputs: Any = native_outputs(dict(run.outputs), by_path, rundir, wes)
         if cwl:
             outputs = rewrite_outputs(run.outputs.get(OUTPUT_OBJECT) or {}, by_path, rundir, wes)
         return {

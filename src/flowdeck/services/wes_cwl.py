@@ -139,6 +139,20 @@ def rewrite_outputs(
     return out
 
 
+def native_outputs(value: Any, products: dict[str, Any], rundir: Path, run_url: str) -> Any:
+    """A flowdeck workflow's outputs with each file (a server path) turned into its
+    product's download URL under the WES prefix, ending in the file's name."""
+    if isinstance(value, list):
+        return [native_outputs(v, products, rundir, run_url) for v in value]
+    if isinstance(value, dict):
+        return {k: native_outputs(v, products, rundir, run_url) for k, v in value.items()}
+    if isinstance(value, str) and value.startswith("/"):
+        product = products.get(_relative(value, rundir))
+        if product is not None:
+            return f"{run_url}/products/{product.id}/{quote(Path(value).name)}"
+    return value
+
+
 def _relative(path: Any, rundir: Path) -> str:
     try:
         return Path(str(path)).relative_to(rundir).as_posix()
