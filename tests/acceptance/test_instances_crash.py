@@ -157,3 +157,46 @@ def test_a_server_killed_leaves_its_runs_graphs_and_streams_to_the_other(
                 follower.done.set()
             b.stop()
             a.stop()
+
+
+def test_a_dead_server_of_another_host_loses_its_steps_to_a_retry_after_its_lease(
+    tmp_path: Path,
+) -> None:
+    """Servers on two hosts (``host_id``): the survivor cannot reach the dead one's step
+    processes, so once the lease (3 s) has run out it records their attempts lost and
+    retries them; the run ends as it would have."""
+    with fresh_pg_database() as url:
+        env = {
+            **base_env(tmp_path / "data"),
+            "FLOWDECK_DATABASE_URL": url,
+            "FLOWDECK_LEASE_TTL_S": "3",
+        }
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        a = Server(tmp_path / "a", {**env, "FLOWDECK_HOST_ID": "host-a"})
+        b = Server(tmp_path / "b", {**env, "FLOWDECK_HOST_ID": "host-b"})
+        a.start()
+        b.start()
+        try:
+            token = sign_up(a)
+            slow = (
+                'name: slow\nversion: "1"\nsteps:\n'
+                "  s: {run: [sleep, '2'], retries: {count: 1, backoff: 0.1}}\n"
+            )
+            add_workflows(a, token, [slow])
+            body = {"workflow": "slow@1", "start": True}
+            run_id = call(a, token, "POST", "/runs", json=body).json()["id"]
+            deadline = time.monotonic() + 30
+            while call(b, token, "GET", f"/runs/{run_id}").json()["steps"].get("running") != 1:
+                assert time.monotonic() < deadline, "the step did not start"
+                time.sleep(0.05)
+            a.crash()
+            wait_ended(b, token, {run_id: "succeeded"}, context="host ids")
+            [step] = call(b, token, "GET", f"/runs/{run_id}/steps").json()
+            assert step["state"] == "succeeded"
+            assert step["attempts"] == 2  # the first lost with host-a, retried on host-b
+            types = [e["type"] for e in call(b, token, "GET", f"/runs/{run_id}/events").json()]
+            assert "step.lost" in types
+        finally:
+            b.stop()
+            a.stop()
