@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.crashkit import base_env, serving, sign_up
-from tests.helpers import FLOWDECK_CODE, LiveServer, live_server, make_settings, register_and_login
+from tests.helpers import FLOWDECK_CODE, LiveServer, param_server, register_and_login
 from tests.wes_schema import check
 
 WES = "/ga4gh/wes/v1"
@@ -26,13 +26,17 @@ DONE = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
 JOB = {"text": {"class": "File", "path": "fruit.txt"}}
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    root = tmp_path_factory.mktemp("wes-store")
-    settings = make_settings(
-        root / "data", stop_grace_s=1, login_max_failures_per_address=10**6, **FLOWDECK_CODE
-    )
-    with live_server(settings) as server:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def srv(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    with param_server(
+        request,
+        tmp_path_factory.mktemp("wes-store") / "data",
+        stop_grace_s=1,
+        login_max_failures_per_address=10**6,
+        **FLOWDECK_CODE,
+    ) as server:
         yield server
 
 
