@@ -120,6 +120,23 @@ def test_the_same_attachments_run_one_stored_version_and_a_changed_file_makes_an
         assert sorted_output(ann, anew) == "apple\nfig\npear\n"
 
 
+def test_a_name_flowdeck_keeps_for_itself_is_refused_every_time(srv: LiveServer) -> None:
+    with srv.client(register_and_login(srv, "storecid")) as cid:
+        submit(cid)  # the same files without it are stored
+        for _ in range(2):
+            data = {
+                "workflow_url": "sort-count.cwl",
+                "workflow_type": "CWL",
+                "workflow_type_version": "v1.2",
+                "workflow_params": json.dumps(JOB),
+            }
+            files = [*attachments(), ("workflow_attachment", ("flowdeck.json", b"{}"))]
+            r = cid.post(f"{WES}/runs", data=data, files=files)
+            assert r.status_code == 400, r.text
+            assert "flowdeck.json" in check(r)["msg"]
+        assert len(versions(cid)) == 1
+
+
 def test_submissions_answered_before_a_kill_9_are_kept(tmp_path: Path) -> None:
     with serving(tmp_path, base_env(tmp_path / "data")) as server:
         token = sign_up(server, "wescrash")

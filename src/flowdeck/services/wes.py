@@ -329,9 +329,8 @@ class Wes:
         if sub.workflow_type != "CWL" or sub.workflow_type_version not in CWL_VERSIONS:
             return None
         url = sub.url
-        if main_file_path(url) not in sub.attachments or SHIM_FILE in sub.attachments:
-            return None
-        if SPEC_FILE in sub.attachments:
+        reserved = {SHIM_FILE, SPEC_FILE} & sub.attachments.keys()  # refused when stored
+        if main_file_path(url) not in sub.attachments or reserved:
             return None
         files = {name: a.sha256 for name, a in sub.attachments.items()}
         ref = content_ref(url, files, job_document=True)
