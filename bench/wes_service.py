@@ -2,8 +2,9 @@
 (the GA4GH reference implementation: connexion/Flask on uvicorn, no authentication, no
 database), started in its own process on a free port.
 
-It runs in a virtualenv of its own (its Flask/connexion stack is not flowdeck's), made once
-in the cache directory that tests/acceptance/test_wes_client.py uses too.  Its RunWorkflow
+It is a dev dependency (``make dev`` installs it beside flowdeck); where it is missing, it
+is installed once into the virtualenv that tests/acceptance/test_wes_client.py makes in the
+cache directory.  Its RunWorkflow
 (the ``cwl_runner`` backend) writes the attachments to a new temporary folder, writes the
 request and job files, starts the runner with ``Popen`` (not waiting for it) and answers:
 each accepted run is a runner process from then on, all of them at once.
@@ -32,7 +33,11 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flow
 
 
 def wes_server() -> Path:
-    """The ``wes-server`` program, installed into its virtualenv on first use."""
+    """The ``wes-server`` program: the dev environment's, else the cached virtualenv's
+    (installed there on first use)."""
+    beside = Path(sys.executable).with_name("wes-server")
+    if beside.exists():
+        return beside
     venv = CACHE / "wes-client-venv"
     exe = venv / "bin" / "wes-server"
     if exe.exists():
