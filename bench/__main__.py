@@ -45,7 +45,7 @@ QUICK = {
     "graphs": ["--nodes", "10", "--chain", "10"],
     "faces": ["--runs", "10"],
     "faces_ports": [],
-    "wes": ["--runs", "10", "--clients", "4"],
+    "wes": ["--runs", "10", "--clients", "4", "--rounds", "1"],
     "cwl_pool": ["--runs", "10", "--clients", "4"],
     "cli": ["--repeat", "5"],
     "slurm": ["--chain", "4", "--fanout", "8"],

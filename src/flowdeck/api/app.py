@@ -77,8 +77,10 @@ def create_app(
     app.include_router(health.router)
     app.include_router(metrics.router)
     # FastAPI tries routes in order until one matches: the busiest (run submission and
-    # status) first.  No path of the routers it goes before overlaps with one of its.
+    # status, then WES's) first.  No path of the routers they go before overlaps with one
+    # of theirs.
     app.include_router(runs.router, prefix=API_PREFIX)
+    app.include_router(wes.router)
     app.include_router(auth.router, prefix=API_PREFIX)
     app.include_router(admin.router, prefix=API_PREFIX)
     app.include_router(workflows.router, prefix=API_PREFIX)
@@ -89,7 +91,6 @@ def create_app(
     app.include_router(graphs.router, prefix=API_PREFIX)
     app.include_router(reruns.router, prefix=API_PREFIX)
     install_web(app)
-    app.include_router(wes.router)
     app.add_middleware(JsonDepth)  # inside BodyLimit: it reads bodies that are in bounds
     app.add_middleware(SecurityHeaders, hsts=settings.tls)
     app.add_middleware(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import inspect
 import logging
 from pathlib import Path
@@ -55,6 +56,11 @@ def run_server(settings: Settings) -> None:
         logging.basicConfig(
             level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
         )
+    # What start-up made (modules, the app, its routes and models) lives as long as the
+    # server: out of the collector's sight, each full collection walks only what requests
+    # made since (a few ms less per collection under load).
+    gc.collect()
+    gc.freeze()
     try:
         uvicorn.run(
             app,

@@ -37,6 +37,19 @@ def _member(root: Path, path: Path) -> ExtractedMember:
     )
 
 
+def content_ref(main: str, files: dict[str, str], *, job_document: bool = False) -> str:
+    """The ``name@version`` under which CWL files are stored when no version is given:
+    content-addressed, from ``main`` (the file to run, maybe ``file.cwl#id``) and every
+    file's SHA-256 by its relative path (``files``).  The same files and main, the same
+    version: a store of them is found again before anything is written."""
+    main = main_file_path(main) + ("#" + main.split("#", 1)[1] if "#" in main else "")
+    lines = [f"main {main}"]
+    lines += [f"{files[p]}  {p}" for p in sorted(files, key=lambda p: p.split("/"))]
+    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    version = f"{'wes' if job_document else 'cwl'}-{digest[:12]}"
+    return f"{default_name(main_file_path(main))}@{version}"
+
+
 class CwlWorkflows:
     def __init__(self, workflows: Workflows) -> None:
         self.workflows = workflows
@@ -136,13 +149,11 @@ class CwlWorkflows:
             if (root / reserved).exists():
                 raise InvalidInput(f"{reserved!r} is a name flowdeck keeps for itself")
         members = [_member(root, p) for p in sorted(root.rglob("*")) if p.is_file()]
-        digest = hashlib.sha256(
-            "\n".join([f"main {main}", *(f"{m.sha256}  {m.path}" for m in members)]).encode()
-        ).hexdigest()
         name = name or default_name(main_file_path(main))
         if version is None:
             # content-addressed: the same files, this version
-            version = f"{'wes' if job_document else 'cwl'}-{digest[:12]}"
+            files = {m.path: m.sha256 for m in members}
+            version = content_ref(main, files, job_document=job_document).partition("@")[2]
             with self.workflows.store.read() as tx:
                 existing = tx.find_workflow(actor.user_id, name, version)
             if existing is not None:

@@ -14,8 +14,10 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import unquote
+
+from anyio import to_thread
 
 from flowdeck import __version__, clock
 from flowdeck.domain.privilege import Actor
@@ -29,6 +31,8 @@ from flowdeck.engines.cwl import (
     ENGINE_INPUT,
     ENGINE_OPTIONS,
     OUTPUT_OBJECT,
+    SHIM_FILE,
+    SPEC_FILE,
     TASKS_FILE,
     cwl_version,
     is_cwl,
@@ -41,6 +45,7 @@ from flowdeck.engines.cwl_names import FILES_INPUT, JOB_INPUT, REQUEST_INPUT
 from flowdeck.errors import FlowdeckError, InvalidInput, NotFound
 from flowdeck.jsonlimits import check_depth
 from flowdeck.services.context import Context
+from flowdeck.services.cwl_workflows import content_ref
 from flowdeck.services.wes_cwl import (
     WES_PATH,
     directory_files,
@@ -51,7 +56,15 @@ from flowdeck.services.wes_cwl import (
     safe_relative,
 )
 
-__all__ = ["WES_PATH", "Submission", "Wes", "located_job", "safe_relative", "submission"]
+__all__ = [
+    "WES_PATH",
+    "Attachment",
+    "Submission",
+    "Wes",
+    "located_job",
+    "safe_relative",
+    "submission",
+]
 
 WES_VERSION = "1.1.0"
 FLOWDECK_TYPE = "FLOWDECK"
@@ -65,6 +78,15 @@ def iso(when: datetime | None) -> str | None:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
 
 
+@dataclass(frozen=True)
+class Attachment:
+    """An attached file as received (read again from ``data``, from its start)."""
+
+    sha256: str
+    size: int
+    data: BinaryIO
+
+
 @dataclass
 class Submission:
     workflow_url: str
@@ -73,8 +95,14 @@ class Submission:
     params: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     engine_parameters: dict[str, str] = field(default_factory=dict)
-    files: Path | None = None  # the attachments, under their relative names
-    attachments: list[str] = field(default_factory=list)
+    # the attachments by their relative names; ``files``: a folder holding them under those
+    # names, once written (only when they are not stored already)
+    attachments: dict[str, Attachment] = field(default_factory=dict)
+    files: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return unquote(self.workflow_url.removeprefix("file://")) if self.workflow_url else ""
 
 
 def _json_object(text: str | None, name: str) -> dict[str, Any]:
@@ -90,8 +118,8 @@ def _json_object(text: str | None, name: str) -> dict[str, Any]:
     return value
 
 
-def submission(form: dict[str, str], files: Path | None, attachments: list[str]) -> Submission:
-    """A RunRequest from its multipart fields (already read)."""
+def submission(form: dict[str, str], attachments: dict[str, Attachment]) -> Submission:
+    """A RunRequest from its multipart fields and attachments (already read)."""
     for required in ("workflow_url", "workflow_type", "workflow_type_version"):
         if not form.get(required):
             raise InvalidInput(f"{required} is required", field=required)
@@ -110,7 +138,6 @@ def submission(form: dict[str, str], files: Path | None, attachments: list[str])
         params=_json_object(form.get("workflow_params"), "workflow_params"),
         tags={str(k): str(v) for k, v in tags.items()},
         engine_parameters={str(k): "" if v is None else str(v) for k, v in engine.items()},
-        files=files,
         attachments=attachments,
     )
 
@@ -139,6 +166,10 @@ def engine_words(params: dict[str, str]) -> list[str]:
         else:
             words.append(flag)
     return words
+
+
+def _tags(sub: Submission) -> list[str]:
+    return [f"{k}={v}" if v else k for k, v in sub.tags.items()]
 
 
 def _ports(spec: WorkflowSpec) -> dict[str, str]:
@@ -207,8 +238,8 @@ class Wes:
         }
 
     # -- submit ---------------------------------------------------------------------------
-    def _workflow(self, actor: Actor, sub: Submission) -> Workflow:
-        url = unquote(sub.workflow_url.removeprefix("file://")) if sub.workflow_url else ""
+    @staticmethod
+    def _check_type(sub: Submission) -> None:
         if sub.workflow_type == "CWL":
             if sub.workflow_type_version not in CWL_VERSIONS:
                 raise InvalidInput(
@@ -226,6 +257,10 @@ class Wes:
                 f"workflow_type {sub.workflow_type!r} is not supported (CWL, FLOWDECK)",
                 field="workflow_type",
             )
+
+    def _workflow(self, actor: Actor, sub: Submission) -> Workflow:
+        self._check_type(sub)
+        url = sub.url
         attached = main_file_path(url) in sub.attachments
         if attached and sub.files is not None and sub.workflow_type == "CWL":
             copy = self.ctx.workflows.new_temp_dir("wes-wf-")
@@ -277,22 +312,86 @@ class Wes:
             field=name,
         )
 
+    async def submit_async(self, actor: Actor, sub: Submission) -> str:
+        """RunWorkflow.  CWL files already stored (the same attachments as an earlier
+        submission of the caller's) are not written again: the run is checked in the event
+        loop and stored, queued, with its events by the group commit.  Anything else goes
+        through :meth:`submit` in a worker thread."""
+        wf = await self._stored(actor, sub)
+        if wf is None:
+            return str(await to_thread.run_sync(self.submit, actor, sub))
+        job = self._job(sub, self.ctx.runs.spec_of(wf))
+        own = f"{wf.name}@{wf.version}"  # the caller's own: resolved from the cache
+        run = await self.ctx.runs.create_async(actor, own, params=job, tags=_tags(sub), start=True)
+        return run.id
+
+    async def _stored(self, actor: Actor, sub: Submission) -> Workflow | None:
+        """The caller's stored CWL workflow of exactly these attachments and main file (a
+        job-document one, as :meth:`_workflow` stores them), if there is one."""
+        if sub.workflow_type != "CWL" or sub.workflow_type_version not in CWL_VERSIONS:
+            return None
+        url = sub.url
+        reserved = {SHIM_FILE, SPEC_FILE} & sub.attachments.keys()  # refused when stored
+        if main_file_path(url) not in sub.attachments or reserved:
+            return None
+        files = {name: a.sha256 for name, a in sub.attachments.items()}
+        ref = content_ref(url, files, job_document=True)
+        wf = self.ctx.workflows.cached(actor, ref)
+        if wf is None:
+            wf = await to_thread.run_sync(self._own, actor, ref)
+        if wf is None or not is_job_document(self.ctx.runs.spec_of(wf)):
+            return None
+        return wf
+
+    def _own(self, actor: Actor, ref: str) -> Workflow | None:
+        with self.ctx.store.read() as tx:
+            try:
+                wf = self.ctx.workflows.resolve(tx, actor, ref)
+            except NotFound:
+                return None
+        return wf if wf.owner_id == actor.user_id else None
+
+    def _job(self, sub: Submission, spec: WorkflowSpec) -> dict[str, Any]:
+        """The params of a run of a job-document workflow: the job as sent, relocated."""
+        sent = located_job(sub.params, set(sub.attachments), self.ctx.settings.data_root)
+        job: dict[str, Any] = {JOB_INPUT: json.dumps(sent)}
+        if REQUEST_INPUT in spec.inputs:
+            job[REQUEST_INPUT] = json.dumps(sub.params)
+        words = engine_words(sub.engine_parameters)
+        return job | ({ENGINE_INPUT: words} if words else {})
+
     def submit(self, actor: Actor, sub: Submission) -> str:
+        """RunWorkflow in a worker thread: the attachments are written to a temporary
+        folder first (CWL files new to the store are moved into it from there)."""
+        if sub.files is not None or not sub.attachments:
+            return self._submit(actor, sub)
+        folder = self.ctx.workflows.new_temp_dir("wes-")
+        try:
+            for name, attachment in sub.attachments.items():
+                target = folder / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                attachment.data.seek(0)
+                with target.open("wb") as out:
+                    shutil.copyfileobj(attachment.data, out)
+            sub.files = folder
+            return self._submit(actor, sub)
+        finally:
+            sub.files = None
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _submit(self, actor: Actor, sub: Submission) -> str:
         wf = self._workflow(actor, sub)
         spec = self.ctx.runs.spec_of(wf)
         if is_job_document(spec):
-            sent = located_job(sub.params, set(sub.attachments), self.ctx.settings.data_root)
-            job: dict[str, Any] = {JOB_INPUT: json.dumps(sent)}
-            if REQUEST_INPUT in spec.inputs:
-                job[REQUEST_INPUT] = json.dumps(sub.params)
-            words = engine_words(sub.engine_parameters)
-            tags = [f"{k}={v}" if v else k for k, v in sub.tags.items()]
-            job |= {ENGINE_INPUT: words} if words else {}
-            run = self.ctx.runs.create(actor, wf.ref, params=job, tags=tags)
-            try:
-                if takes_staged_files(spec) and sub.files is not None:  # a stored workflow
-                    for name in sub.attachments:
-                        self._stage(actor, run.id, FILES_INPUT, sub.files / name, name)
+            job = self._job(sub, spec)
+            staged = takes_staged_files(spec) and sub.files is not None and sub.attachments
+            if not staged:  # queued in the transaction that stores it
+                return self.ctx.runs.create(actor, wf.ref, job, tags=_tags(sub), start=True).id
+            assert sub.files is not None
+            run = self.ctx.runs.create(actor, wf.ref, params=job, tags=_tags(sub))
+            try:  # a stored workflow: the attachments are the run's staged files
+                for name in sub.attachments:
+                    self._stage(actor, run.id, FILES_INPUT, sub.files / name, name)
                 self.ctx.runs.start(actor, run.id)
             except BaseException:
                 self._discard(actor, run.id)
@@ -322,8 +421,7 @@ class Wes:
                     field="workflow_engine_parameters",
                 )
             params[ENGINE_INPUT] = words
-        tags = [f"{k}={v}" if v else k for k, v in sub.tags.items()]
-        run = self.ctx.runs.create(actor, wf.ref, params=params, tags=tags)
+        run = self.ctx.runs.create(actor, wf.ref, params=params, tags=_tags(sub))
         try:
             for port, kind, where in files:
                 if kind == "data_root":

@@ -6,16 +6,14 @@ as under /api/v1), so that a WES client reads them with the credentials it sends
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
+import hashlib
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BeforeValidator
-from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from flowdeck.api.deps import ActorDep, CtxDep
 from flowdeck.api.routes import runs as runs_routes
@@ -30,7 +28,7 @@ from flowdeck.api.schemas_wes import (
 )
 from flowdeck.errors import InvalidInput, PayloadTooLarge
 from flowdeck.services.context import Context
-from flowdeck.services.wes import WES_PATH, Wes, safe_relative, submission
+from flowdeck.services.wes import WES_PATH, Attachment, Wes, safe_relative, submission
 
 WES_PREFIX = f"/{WES_PATH}"
 router = APIRouter(prefix=WES_PREFIX, tags=["wes"], responses=WES_ERRORS)
@@ -83,51 +81,39 @@ def list_runs(
     return _wes(ctx).list_runs(actor, page_size, page_token)
 
 
-async def _save(
-    upload: UploadFile, key: str, files: Path, names: list[str], total: int, limit: int
+async def _attachment(
+    upload: UploadFile, key: str, attachments: dict[str, Attachment], total: int, limit: int
 ) -> int:
-    """Write one attachment under its (checked) relative name; the bytes so far."""
+    """Check and hash one attachment (kept as received: it is written only if its files
+    are not stored already); the bytes so far."""
     if key != "workflow_attachment":
         raise InvalidInput(f"unexpected file field {key!r}", field=key)
     name = safe_relative(upload.filename or "")
-    if name in names:
+    if name in attachments:
         raise InvalidInput(f"workflow_attachment {name!r} appears twice")
-    target = files / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("wb") as out:
-        while chunk := await upload.read(CHUNK):
-            total += len(chunk)
-            if total > limit:
-                raise PayloadTooLarge(f"attachments larger than {limit} bytes")
-            out.write(chunk)
-    names.append(name)
-    return total
+    digest, size = hashlib.sha256(), 0
+    while chunk := await upload.read(CHUNK):
+        size += len(chunk)
+        if total + size > limit:
+            raise PayloadTooLarge(f"attachments larger than {limit} bytes")
+        digest.update(chunk)
+    attachments[name] = Attachment(digest.hexdigest(), size, upload.file)
+    return total + size
 
 
-async def _read_form(request: Request, ctx: Context) -> tuple[dict[str, str], Path, list[str]]:
-    folder = ctx.workflows.new_temp_dir("wes-")
-    files = folder / "files"
-    files.mkdir()
-    names: list[str] = []
+async def _read_form(form: FormData, ctx: Context) -> tuple[dict[str, str], dict[str, Attachment]]:
     fields: dict[str, str] = {}
+    attachments: dict[str, Attachment] = {}
     limit = ctx.settings.max_archive_bytes
-    try:
-        form = await request.form(max_files=1000, max_fields=100)
-        try:
-            total = 0
-            for key, value in form.multi_items():
-                if isinstance(value, UploadFile):
-                    total = await _save(value, key, files, names, total, limit)
-                elif key in FIELDS:
-                    fields[key] = value
-                else:
-                    raise InvalidInput(f"unknown field {key!r}", field=key)
-        finally:
-            await form.close()
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    return fields, folder, names
+    total = 0
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            total = await _attachment(value, key, attachments, total, limit)
+        elif key in FIELDS:
+            fields[key] = value
+        else:
+            raise InvalidInput(f"unknown field {key!r}", field=key)
+    return fields, attachments
 
 
 REQUIRED = ("workflow_url", "workflow_type", "workflow_type_version")  # services.wes.submission
@@ -162,12 +148,12 @@ async def run_workflow(request: Request, ctx: CtxDep, actor: ActorDep) -> dict[s
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media not in ("multipart/form-data", "application/x-www-form-urlencoded"):
         raise InvalidInput("RunWorkflow takes multipart/form-data", field="content-type")
-    fields, folder, names = await _read_form(request, ctx)
+    form = await request.form(max_files=1000, max_fields=100)
     try:
-        sub = submission(fields, folder / "files", names)
-        run_id = await run_in_threadpool(_wes(ctx).submit, actor, sub)
+        fields, attachments = await _read_form(form, ctx)
+        run_id = await _wes(ctx).submit_async(actor, submission(fields, attachments))
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        await form.close()
     return {"run_id": run_id}
 
 
