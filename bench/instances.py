@@ -13,7 +13,7 @@ scaling be judged on bigger machines).
     python -m bench.instances [--seconds 5] [--clients 200] [--runs 20]
 
 A fresh database is made on ``FLOWDECK_BENCH_PG`` (default the local PostgreSQL, user
-postgres) and dropped at the end.
+postgres; see bench.queries) and dropped at the end.
 """
 
 from __future__ import annotations
@@ -24,38 +24,21 @@ import os
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
-import sqlalchemy as sa
 from httpx_sse import aconnect_sse
 
 from bench.common import Figure, report, scratch_dir
 from bench.loadgen import generator, rate
+from bench.queries import pg_database
 from bench.server import server
 
 API = "/api/v1"
 NOOP = 'name: noop\nversion: "1"\nsteps:\n  t: {run: [/bin/true]}\n'
-ADMIN = os.environ.get("FLOWDECK_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-@contextmanager
-def database() -> Iterator[str]:
-    admin = sa.make_url(ADMIN)
-    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
-    name = f"flowdeck_bench_{uuid.uuid4().hex[:10]}"
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        engine.dispose()
 
 
 def cpu_s(pid: int) -> float:
@@ -67,7 +50,11 @@ def cpu_s(pid: int) -> float:
 @contextmanager
 def servers(count: int) -> Iterator[list[tuple[str, str, int]]]:
     """``count`` servers of one fresh database and one data directory: (url, token, pid)."""
-    with database() as db, tempfile.TemporaryDirectory(dir=scratch_dir()) as tmp, ExitStack() as st:
+    with (
+        pg_database() as db,
+        tempfile.TemporaryDirectory(dir=scratch_dir()) as tmp,
+        ExitStack() as st,
+    ):
         data = Path(tmp) / "data"
         data.mkdir(mode=0o700)
         shared = {"database_url": db, "data_dir": str(data)}

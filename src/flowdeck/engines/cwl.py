@@ -189,15 +189,19 @@ def _typed_inputs(
     return inputs, bindings, file_inputs, job_only
 
 
+def _engine_input() -> dict[str, Any]:
+    return {
+        "type": "array",
+        "items": "enum",
+        "symbols": engine_option_symbols(),
+        "required": False,
+        "description": "Options for cwltool (flowdeck runs CWL without containers).",
+    }
+
+
 def _job_inputs() -> dict[str, Any]:
     return {
-        ENGINE_INPUT: {
-            "type": "array",
-            "items": "enum",
-            "symbols": engine_option_symbols(),
-            "required": False,
-            "description": "Options for cwltool (flowdeck runs CWL without containers).",
-        },
+        ENGINE_INPUT: _engine_input(),
         JOB_INPUT: {
             "type": "string",
             "required": False,
@@ -324,13 +328,7 @@ def translate_job_document(
                 "required": False,
                 "description": "The CWL job document (JSON) exactly as sent.",
             },
-            ENGINE_INPUT: {
-                "type": "array",
-                "items": "enum",
-                "symbols": engine_option_symbols(),
-                "required": False,
-                "description": "Options for cwltool (flowdeck runs CWL without containers).",
-            },
+            ENGINE_INPUT: _engine_input(),
         },
         "outputs": outputs,
         "steps": {
