@@ -10,7 +10,7 @@ import pytest
 
 from flowdeck.domain.accounts import AccountStatus, Role, User
 from flowdeck.domain.secrets import Secret
-from flowdeck.errors import AlreadyExists
+from flowdeck.errors import NotFound
 from flowdeck.store import Store, open_store
 from tests.helpers import clean_sql_store
 
@@ -81,5 +81,5 @@ def test_a_rolled_back_put_leaves_nothing(store: Store) -> None:
 
 
 def test_a_secret_of_a_missing_user_is_refused(store: Store) -> None:
-    with pytest.raises(AlreadyExists), store.write() as tx:
+    with pytest.raises(NotFound), store.write() as tx:
         tx.put_secret(Secret("u_nobody", "tok", "a", T0, T0))

@@ -44,6 +44,10 @@ class Sealer(Protocol):
     def decrypt(self, token: str) -> str: ...
 
 
+#: a row refers to one that does not exist (deleted meanwhile, perhaps by another server)
+REFERENCE_GONE = "an object this refers to was deleted meanwhile"
+
+
 class Tx(ABC):
     """One transaction.  Methods raise :class:`~flowdeck.errors.AlreadyExists` on duplicates
     and return ``None`` (or ``False``) for what is absent; they never check privileges."""

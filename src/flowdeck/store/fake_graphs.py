@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from flowdeck.domain.composition import CacheEntry, RunLink
 from flowdeck.domain.graphs import Graph, GraphNode, GraphState
-from flowdeck.errors import AlreadyExists
+from flowdeck.errors import AlreadyExists, NotFound
+from flowdeck.store.base import REFERENCE_GONE
 
 if TYPE_CHECKING:
     from flowdeck.store.fake import _State
@@ -17,8 +18,10 @@ class FakeGraphsMixin:
     s: _State
 
     def add_graph(self, graph: Graph) -> None:
-        if graph.id in self.s.graphs or graph.owner_id not in self.s.users:
-            raise AlreadyExists("the graph exists or its owner is missing")
+        if graph.owner_id not in self.s.users:
+            raise NotFound(REFERENCE_GONE)
+        if graph.id in self.s.graphs:
+            raise AlreadyExists("the graph exists")
         self.s.graphs[graph.id] = graph
 
     def get_graph(self, graph_id: str) -> Graph | None:
@@ -68,8 +71,10 @@ class FakeGraphsMixin:
         return next((n for n in self.s.graph_nodes.values() if n.run_id == run_id), None)
 
     def add_run_link(self, link: RunLink) -> None:
-        if link.run_id in self.s.run_links or link.run_id not in self.s.runs:
-            raise AlreadyExists("the run already has a link, or does not exist")
+        if link.run_id not in self.s.runs:
+            raise NotFound(REFERENCE_GONE)
+        if link.run_id in self.s.run_links:
+            raise AlreadyExists("the run already has a link")
         self.s.run_links[link.run_id] = link
 
     def get_run_link(self, run_id: str) -> RunLink | None:

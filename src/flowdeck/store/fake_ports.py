@@ -8,7 +8,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from flowdeck.domain.ports import Direction, StreamPort, StreamRecord
-from flowdeck.errors import AlreadyExists
+from flowdeck.errors import NotFound
+from flowdeck.store.base import REFERENCE_GONE
 
 if TYPE_CHECKING:
     from flowdeck.store.fake import _State
@@ -26,7 +27,7 @@ class FakePortsMixin:
 
     def lock_port(self, run_id: str, direction: Direction, name: str) -> StreamPort:
         if run_id not in self.s.runs:
-            raise AlreadyExists("the port refers to a missing run")
+            raise NotFound(REFERENCE_GONE)
         key = (run_id, direction, name)
         if key not in self.s.ports:
             self.s.ports[key] = StreamPort(run_id, direction, name)

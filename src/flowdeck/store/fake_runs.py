@@ -17,8 +17,8 @@ from flowdeck.domain.runs import (
     StagedFile,
     StepRecord,
 )
-from flowdeck.errors import AlreadyExists
-from flowdeck.store.base import EventRow
+from flowdeck.errors import AlreadyExists, NotFound
+from flowdeck.store.base import REFERENCE_GONE, EventRow
 
 if TYPE_CHECKING:
     from flowdeck.store.fake import _State
@@ -29,12 +29,12 @@ class FakeRunsMixin:
     _events_added: Callable[[list[Event]], None]
 
     def add_run(self, run: Run) -> None:
-        if (
-            run.id in self.s.runs
-            or run.owner_id not in self.s.users
-            or (run.workflow_id is not None and run.workflow_id not in self.s.workflows)
+        if run.owner_id not in self.s.users or (
+            run.workflow_id is not None and run.workflow_id not in self.s.workflows
         ):
-            raise AlreadyExists("the run exists or refers to a missing workflow or user")
+            raise NotFound(REFERENCE_GONE)
+        if run.id in self.s.runs:
+            raise AlreadyExists("the run exists")
         self.s.runs[run.id] = run
 
     def get_run(self, run_id: str) -> Run | None:

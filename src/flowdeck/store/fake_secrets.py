@@ -6,7 +6,8 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from flowdeck.domain.secrets import Secret
-from flowdeck.errors import AlreadyExists
+from flowdeck.errors import NotFound
+from flowdeck.store.base import REFERENCE_GONE
 
 if TYPE_CHECKING:
     from flowdeck.store.fake import _State
@@ -17,7 +18,7 @@ class FakeSecretsMixin:
 
     def put_secret(self, secret: Secret) -> bool:
         if secret.owner_id not in self.s.users:
-            raise AlreadyExists("the secret refers to a missing user")
+            raise NotFound(REFERENCE_GONE)
         key = (secret.owner_id, secret.name)
         old = self.s.secrets.get(key)
         if old is not None:

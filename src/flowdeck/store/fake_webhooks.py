@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from flowdeck.domain.webhooks import Attempt, Delivery, DeliveryState, Subscription
-from flowdeck.errors import AlreadyExists
+from flowdeck.errors import AlreadyExists, NotFound
+from flowdeck.store.base import REFERENCE_GONE
 
 if TYPE_CHECKING:
     from flowdeck.store.fake import _State
@@ -18,8 +19,10 @@ class FakeWebhooksMixin:
 
     # -- subscriptions --------------------------------------------------------------------
     def add_subscription(self, sub: Subscription) -> None:
-        if sub.id in self.s.webhooks or sub.owner_id not in self.s.users:
-            raise AlreadyExists("the subscription exists or refers to a missing user")
+        if sub.owner_id not in self.s.users:
+            raise NotFound(REFERENCE_GONE)
+        if sub.id in self.s.webhooks:
+            raise AlreadyExists("the subscription exists")
         self.s.webhooks[sub.id] = sub
 
     def get_subscription(self, sub_id: str) -> Subscription | None:
@@ -58,8 +61,10 @@ class FakeWebhooksMixin:
     # -- deliveries -----------------------------------------------------------------------
     def add_deliveries(self, deliveries: list[Delivery]) -> None:
         for d in deliveries:
-            if d.id in self.s.deliveries or d.subscription_id not in self.s.webhooks:
-                raise AlreadyExists("the delivery exists or refers to a missing subscription")
+            if d.subscription_id not in self.s.webhooks:
+                raise NotFound(REFERENCE_GONE)
+            if d.id in self.s.deliveries:
+                raise AlreadyExists("the delivery exists")
             self.s.deliveries[d.id] = d
 
     def get_delivery(self, delivery_id: str) -> Delivery | None:

@@ -38,7 +38,7 @@ from flowdeck.errors import (
     StoreUnavailable,
 )
 from flowdeck.store import schema as t
-from flowdeck.store.base import EventHook, Sealer, Store, Tx
+from flowdeck.store.base import REFERENCE_GONE, EventHook, Sealer, Store, Tx
 from flowdeck.store.deadline import install
 from flowdeck.store.pg_listen import CHANGES_CHANNEL, EVENTS_CHANNEL
 from flowdeck.store.sql_graphs import SqlGraphsMixin
@@ -186,9 +186,7 @@ class SqlStore(Store):
                     self._publish(tx.added)
         except exc.IntegrityError as e:
             if _foreign_key(e):  # e.g. a workflow version deleted (by another server) meanwhile
-                raise NotFound(
-                    "an object this refers to was deleted meanwhile", reason=str(e.orig)
-                ) from e
+                raise NotFound(REFERENCE_GONE, reason=str(e.orig)) from e
             raise AlreadyExists(
                 "an object with the same unique name already exists", reason=str(e.orig)
             ) from e
