@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import time
@@ -313,9 +314,10 @@ def test_stream_ports_are_refused(server: Server, token: str) -> None:
     assert r.status_code == 422 and "stream ports" in r.text, r.text
 
 
-def test_a_server_killed_while_jobs_run(server: Server, token: str) -> None:
+def test_a_server_killed_while_jobs_run(server: Server, token: str, cluster: SlurmCluster) -> None:
     """SIGKILL the server while one job runs and another ends meanwhile: the next server
-    adopts both by id, and each step is recorded once, with its real exit."""
+    adopts both by id, and each step is recorded once, with its real exit; jobs of the
+    deployment's name whose attempt is unknown or not under way are cancelled at start."""
     gate = server.tmp / "gate"
     gated = f"[sh, -c, 'echo started; while [ ! -e {gate} ]; do sleep 0.1; done; exit 4']"
     wf_live = push(server, token, "slive", one_step(gated))
@@ -324,9 +326,25 @@ def test_a_server_killed_while_jobs_run(server: Server, token: str) -> None:
     quick = submit(server, token, wf_quick)
     live_job = wait_started(server, live)
     quick_job = wait_started(server, quick)
+    # Jobs with the deployment's name whose attempt nobody runs: cancelled at start.
+    strays = [
+        cluster.command(
+            "sbatch",
+            "--parsable",
+            "--job-name=fd-accept",
+            f"--comment={key}",
+            "--output=/dev/null",
+            "--wrap=sleep 300",
+        ).stdout.strip()
+        for key in ("run_nobody/main/-1/1", f"{live}/main/-1/7")  # unknown; not its attempt
+    ]
     server.crash()
     time.sleep(2)  # the quick step ends while no server follows it
     server.start()
+    deadline = time.monotonic() + WAIT_S
+    while any(job_state(cluster, job) in ("PENDING", "RUNNING") for job in strays):
+        assert time.monotonic() < deadline, server.excerpt()
+        time.sleep(0.1)
     assert wait_state(server, token, quick)["state"] == "succeeded"
     assert status(server, token, live)["state"] == "running"
     gate.touch()
@@ -364,27 +382,73 @@ def test_a_slurmctld_restart_loses_nothing(
         assert steps(server, token, run_id)["main"]["attempts"] == 1
 
 
-def test_a_pending_job_shows_why_it_waits(
+def cli(server: Server, *args: str) -> str:
+    """``flowdeck *args`` as the test's user (logged in first): its standard output."""
+    env = {
+        **os.environ,
+        "FLOWDECK_URL": server.url,
+        "XDG_CONFIG_HOME": str(server.tmp / "cli-config"),
+        "COLUMNS": "200",
+    }
+    for argv, given in ((["login", "-u", "slurmer"], STRONG + "\n"), (list(args), None)):
+        done = subprocess.run(
+            [sys.executable, "-m", "flowdeck", *argv],
+            input=given,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_pending_job_is_a_pending_step_with_slurms_reason(
     server: Server, token: str, cluster: SlurmCluster
 ) -> None:
-    """Another job holds every CPU of the node: the step's job waits in Slurm, and its
-    steps listing says so (state and reason), until the CPUs are free."""
+    """Another job holds every CPU of the node: the step's job waits in Slurm, and the step
+    is ``pending`` with Slurm's reason and its job id (API and ``flowdeck run status``).
+    The job id is stored with the step: a server killed meanwhile re-adopts the waiting
+    job by it (its copy in the run folder removed); once the job may run, the step runs,
+    once."""
     blocker = cluster.hold_every_cpu()
     try:
         wf = push(server, token, "swaits", one_step("[sh, -c, 'echo started']"))
         run_id = submit(server, token, wf)
         deadline = time.monotonic() + WAIT_S
-        # (the first polls may see it pending before Slurm gave a reason)
-        while (main := steps(server, token, run_id).get("main", {})).get("slurm_reason") is None:
+        # (the first polls may see it pending before Slurm gave a reason: "pending" then)
+        reasons = ("Resources", "Priority")  # as Slurm words it
+        while (main := steps(server, token, run_id).get("main", {})).get("slurm_reason") not in (
+            reasons
+        ):
             assert time.monotonic() < deadline, main
             time.sleep(0.1)
-        assert main["state"] == "running" and main["slurm_state"] == "PENDING", main
-        assert main["slurm_reason"] in ("Resources", "Priority"), main  # as Slurm words it
+        assert main["state"] == "pending" and main["slurm_state"] == "PENDING", main
+        job = main["slurm_job"]
+        assert job is not None
+        shown = cli(server, "run", "status", run_id)
+        # (Slurm's reason may change between two looks: Priority, then Resources)
+        assert re.search(r"│ pending \((Resources|Priority)\) .* │ " + job + " ", shown), shown
+        # Held in Slurm by someone (so it still waits once the CPUs are free: the next
+        # server's start-up probe job needs one), then the server is killed.
+        assert cluster.command("scontrol", "hold", job).returncode == 0
     finally:
         cluster.command("scancel", blocker)
+    server.crash()
+    files_of(server, run_id, "main").path("job").unlink()  # only the database has it now
+    server.start()
+    deadline = time.monotonic() + WAIT_S
+    held = ("JobHeldUser", "JobHeldAdmin")  # (root's hold is an admin's)
+    while (main := steps(server, token, run_id)["main"])["slurm_reason"] not in held:
+        assert time.monotonic() < deadline, str(main)
+        time.sleep(0.1)
+    assert main["state"] == "pending" and main["slurm_job"] == job, main
+    assert cluster.command("scontrol", "release", job).returncode == 0
     assert wait_state(server, token, run_id)["state"] == "succeeded"
     main = steps(server, token, run_id)["main"]
-    assert main["slurm_state"] is None and main["slurm_job"] is not None
+    assert main["attempts"] == 1 and main["slurm_job"] == job, main
+    assert main["slurm_state"] is None and main["slurm_reason"] is None, main
 
 
 def test_a_frozen_run_survives_a_server_kill(

@@ -20,6 +20,7 @@ from flowdeck.executors.slurm_jobs import (
     parse_squeue,
     sbatch_argv,
     time_limit,
+    waiting_reason,
     write_attempt,
 )
 
@@ -39,6 +40,9 @@ SQUEUE_MORE = """\
 11|OUT_OF_MEMORY|OutOfMemory|run_y/big/-1/1
 12|NODE_FAIL|NodeDown|run_y/far/0/2
 13|PENDING|BeginTime|run_y/again/-1/1
+16|PREEMPTED|None|run_y/bumped/-1/1
+17|REQUEUED|Prolog|run_y/back/-1/1
+18|PENDING|None|run_y/fresh/-1/1
 14|TIMEOUT|TimeLimit|run_y/slow/-1/1
 15|CANCELLED|None|run_y/gone/-1/1
 """
@@ -79,6 +83,19 @@ def test_state_mapping() -> None:
     assert outcome_of(None, jobs["15"], "kill").signal == signal.SIGKILL
     gone = outcome_of(None, None, None)
     assert gone.lost and gone.error == "its Slurm job is gone and left no exit file"
+
+
+def test_a_waiting_job_is_a_pending_step_with_slurms_reason() -> None:
+    """Pending, preempted or requeued in Slurm: the step is pending, with why; running,
+    suspended or ended: it does not wait."""
+    jobs = {**parse_squeue(SQUEUE_RECORDED), **parse_squeue(SQUEUE_MORE)}
+    assert waiting_reason(jobs["3"]) == "Resources"
+    assert waiting_reason(jobs["13"]) == "BeginTime"  # requeued after a preemption
+    assert waiting_reason(jobs["16"]) == "preempted"
+    assert waiting_reason(jobs["17"]) == "requeued: Prolog"
+    assert waiting_reason(jobs["18"]) == "pending"  # before Slurm gave a reason
+    assert all(waiting_reason(jobs[j]) is None for j in ("1", "2", "11", "12", "14", "15"))
+    assert waiting_reason(JobState("9", "SUSPENDED")) is None
 
 
 def test_sacct() -> None:

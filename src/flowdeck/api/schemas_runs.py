@@ -245,10 +245,14 @@ class StepOut(BaseModel):
     )
     slurm_state: str | None = Field(
         None,
-        description="A running step on Slurm: its job's state as the last poll saw it "
-        "(PENDING, RUNNING, ...), and why it waits (slurm_reason).",
+        description="A step on Slurm whose job is under way: its job's state as the last "
+        "poll saw it (PENDING, RUNNING, SUSPENDED, ...).",
     )
-    slurm_reason: str | None = None
+    slurm_reason: str | None = Field(
+        None,
+        description="A step on Slurm that is pending with its job submitted: why the job "
+        "waits in Slurm's queue (Resources, Priority, ...; 'requeued' after a preemption).",
+    )
 
     @classmethod
     def of(cls, rec: StepRecord, stderr: Any, stdout: Any) -> StepOut:

@@ -77,6 +77,12 @@ class StepProcess(ABC):
     def kill(self) -> None:
         """End it now (SIGKILL to the whole process group); already gone is success."""
 
+    def watch(self, fn: Callable[[str, str | None], None]) -> None:  # noqa: B027
+        """Have ``fn(job_id, waiting)`` called (in the loop) when the attempt's job in a
+        cluster's queue is submitted, and whenever it starts or stops waiting there
+        (``waiting``: why it waits, else None).  Nothing here: a local attempt runs at
+        once."""
+
 
 class NoProcess(StepProcess):
     """An attempt with no process (it never started, or its end is already known): every

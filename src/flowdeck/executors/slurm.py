@@ -46,6 +46,7 @@ from flowdeck.executors.slurm_jobs import (
     parse_sacct,
     parse_squeue,
     sbatch_argv,
+    waiting_reason,
     write_attempt,
 )
 
@@ -153,7 +154,23 @@ class SlurmJob(StepProcess):
         self._asked: str | None = files.stop_asked()
         self._missing = 0
         self._frozen = False
+        self._watch: Callable[[str, str | None], None] | None = None
+        self._told: tuple[str, str | None] | None = None  # the last (job id, waiting) told
         self.ended = False
+
+    def watch(self, fn: Callable[[str, str | None], None]) -> None:
+        self._watch = fn
+        if self.job_id is not None and self.state is not None:
+            self._tell(waiting_reason(self.state))
+
+    def _tell(self, waiting: str | None) -> None:
+        """Tell the scheduler the job's id and whether (why) it waits, on change."""
+        if self.job_id is None or self._watch is None or self.ended:
+            return
+        news = (self.job_id, waiting)
+        if news != self._told:
+            self._told = news
+            self._watch(*news)
 
     # -- control -------------------------------------------------------------------------
     def pause(self) -> None:
@@ -193,6 +210,7 @@ class SlurmJob(StepProcess):
         self.job_id = job_id
         with contextlib.suppress(OSError):
             self.files.path("job").write_text(job_id, encoding="utf-8")
+        self._tell(None)  # its id, to store with the step (the first poll says if it waits)
         if self._asked is not None:
             self._executor.cancel(
                 job_id, [] if self._asked == "kill" else ["--full", "--signal=TERM"]
@@ -212,6 +230,7 @@ class SlurmJob(StepProcess):
                 self.files.note_state(state.state, state.reason)  # for the API, on change
             self.state = state
             self._missing = 0
+            self._tell(waiting_reason(state))
             return False
         if state is not None:
             self.state = state
@@ -255,7 +274,21 @@ class SlurmExecutor(Executor):
 
     def check_shared(self, data_dir: Path) -> str | None:
         """Whether a job can read what the server writes into ``data_dir``: a probe job
-        (``sbatch --wait``) copies a fresh token there; None when it did, else why not."""
+        (``sbatch --wait``) copies a fresh token there; None when it did, else why not.
+        Once it passed, later starts with the same settings skip it (``slurm-probe.ok``
+        says which): a restart on a full cluster must not wait for a free CPU."""
+        passed = data_dir / "slurm-probe.ok"
+        settings = repr((self.config.options, str(self.config.bin_dir), str(data_dir)))
+        with contextlib.suppress(OSError):
+            if passed.read_text(encoding="utf-8") == settings:
+                return None
+        problem = self._probe(data_dir)
+        if problem is None:
+            with contextlib.suppress(OSError):
+                passed.write_text(settings, encoding="utf-8")
+        return problem
+
+    def _probe(self, data_dir: Path) -> str | None:
         probe = data_dir / "slurm-probe"
         probe.mkdir(parents=True, exist_ok=True)
         token = secrets.token_hex(16)
@@ -379,13 +412,17 @@ class SlurmExecutor(Executor):
         on_exit: Callable[[Outcome], None],
         loop: asyncio.AbstractEventLoop,
         python: Launch | None = None,
+        job_id: str | None = None,
     ) -> StepProcess:
         """A job a previous server submitted for attempt ``key`` (whose stdout log is
-        ``stdout``): followed again by its id; an attempt without one never reached Slurm
-        (or flowdeck stopped before sbatch answered: it is looked up by its key)."""
+        ``stdout``): followed again by its id (``job_id``, stored with the step; else the
+        one its run folder kept); an attempt without one never reached Slurm (or flowdeck
+        stopped before sbatch answered: it is looked up by its key)."""
         self._loop = loop
         files = Files.of(stdout)
         job = SlurmJob(self, key, files, on_exit, python)
+        if job_id is not None:
+            job.job_id = job_id
         self._jobs[key] = job
         if job.job_id is None and files.exit_record() is None:
             self._spawn(self._find(job))
@@ -433,6 +470,26 @@ class SlurmExecutor(Executor):
             log.warning("squeue failed (exit %d): %s", code, err.strip() or out.strip())
             return None
         return parse_squeue(out)
+
+    async def sweep(self, live: Callable[[dict[str, str]], set[str]]) -> list[str]:
+        """At start: cancel this deployment's jobs that no attempt under way owns, so
+        nothing is left running: ``live`` gets {job id: attempt key} of the jobs still
+        to end and answers the ids to keep.  The ids cancelled."""
+        jobs = await self.squeue_all()
+        if jobs is None:
+            log.warning("cannot look for stray Slurm jobs: squeue failed")
+            return []
+        under_way = {j: s.key for j, s in jobs.items() if s.state in ACTIVE}
+        keep = live(under_way) if under_way else set()
+        strays = sorted(set(under_way) - keep - {job.job_id for job in self._jobs.values()})
+        for job_id in strays:
+            log.warning(
+                "cancelling Slurm job %s: its attempt %r is over or unknown",
+                job_id,
+                under_way[job_id],
+            )
+            self.cancel(job_id, [])
+        return strays
 
     async def _sacct(self, job_ids: list[str]) -> dict[str, JobState]:
         """Ended jobs squeue no longer lists, where Slurm keeps accounting (else none)."""

@@ -54,6 +54,7 @@ ENDED = frozenset(
         "SPECIAL_EXIT",
     }
 )
+QUEUED = WAITING | {"PREEMPTED"}  # a flowdeck step is pending again while its job is so
 SQUEUE_FORMAT = "%i|%T|%r|%k"  # job id, state, reason, comment (the attempt key)
 
 
@@ -263,6 +264,16 @@ class JobState:
     state: str  # Slurm's, e.g. RUNNING, "CANCELLED" (without "by 0")
     reason: str = ""
     key: str = ""  # the attempt key (the job's comment)
+
+
+def waiting_reason(state: JobState) -> str | None:
+    """Why a job waits in Slurm's queue (its reason: ``Resources``, ``Priority``, ...),
+    pending or requeued after a preemption; None when it does not wait."""
+    if state.state not in QUEUED:
+        return None
+    if state.state == "PENDING":
+        return state.reason or "pending"
+    return f"{state.state.lower()}" + (f": {state.reason}" if state.reason else "")
 
 
 def parse_squeue(out: str) -> dict[str, JobState]:

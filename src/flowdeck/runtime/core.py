@@ -309,7 +309,31 @@ class SchedulerCore:
             inst.proc = executor.start(
                 launch, functools.partial(self._exited, owner, inst), self.loop
             )
+            inst.proc.watch(functools.partial(self._queue_news, owner, inst))
             executor.when_started(launch.key, functools.partial(self.ports.started, launch.key))
+
+    def _queue_news(self, ar: ActiveRun, inst: Instance, job_id: str, waiting: str | None) -> None:
+        """An attempt's job was submitted (``job_id``), or it waits in the cluster's queue
+        (``waiting``: why) or runs (None): its step is ``pending`` while its job waits
+        (again, when Slurm requeues it), ``running`` while it runs; a frozen one stays
+        ``paused``.  Each change is recorded with the step, the job id too."""
+        if inst.proc is None or self.active.get(ar.run.id) is not ar:
+            return  # it ended meanwhile, or the run is someone else's now
+        before = (inst.job_id, inst.waiting, inst.state)
+        inst.job_id = job_id
+        if inst.state is StepState.PAUSED:
+            inst.waiting = waiting
+        elif waiting is not None:
+            inst.waiting = waiting
+            if inst.state is StepState.RUNNING:
+                self._step_state(ar, inst, StepState.PENDING, waiting=waiting, job=job_id)
+        elif inst.state is StepState.PENDING:
+            inst.waiting = None
+            inst.started_at = clock.now()  # its job left the queue: it starts now
+            self._step_state(ar, inst, StepState.RUNNING, job=job_id)
+        if (inst.job_id, inst.waiting, inst.state) != before:
+            self._save(inst.record(ar.run.id, clock.now()))
+            self._plan()  # the next tick commits it
 
     def _start_claimed(
         self,
@@ -465,7 +489,7 @@ class SchedulerCore:
             if group:
                 ar.all_done(name)
             for inst in itertools.islice(group, ar.cursor.get(name, 0), None):
-                if inst.state is not StepState.PENDING or inst.waiting_retry:
+                if not inst.startable:
                     continue
                 if self.used + inst.cpus > self.slots and self.used > 0:
                     return False
@@ -493,6 +517,7 @@ class SchedulerCore:
                 inst.attempts += 1
                 inst.started_at = clock.now()
                 inst.ended_at = inst.exit_code = inst.signal = None
+                inst.job_id = inst.waiting = None
                 self.used += inst.cpus
                 ar.used += inst.cpus
                 self._step_state(ar, inst, StepState.RUNNING)
@@ -508,6 +533,7 @@ class SchedulerCore:
         ar.used -= inst.cpus
         now = clock.now()
         inst.ended_at = now
+        inst.waiting = None
         inst.exit_code, inst.signal = outcome.exit_code, outcome.signal
         inst.max_rss_kb, inst.cpu_time_s = outcome.max_rss_kb, outcome.cpu_time_s
         if ar.step(inst.step).secrets:
@@ -603,7 +629,7 @@ class SchedulerCore:
             if name not in ar.instances and name not in ar.resolved:
                 self._resolve(ar, name, state, reason="the run ended first")
         for inst in ar.all_instances():
-            if inst.state is StepState.PENDING:
+            if inst.state is StepState.PENDING and inst.proc is None:  # (not submitted)
                 if inst.retry_timer is not None:
                     inst.retry_timer.cancel()
                 self._step_state(ar, inst, state)
