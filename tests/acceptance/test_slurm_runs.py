@@ -46,6 +46,7 @@ def server(cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> I
         "FLOWDECK_SLURM": "true",
         "FLOWDECK_SLURM_POLL_S": "0.3",
         "FLOWDECK_SLURM_JOB_NAME": "fd-accept",
+        "FLOWDECK_SLURM_USER_OPTIONS": "nice,constraint",
     }
     srv = Server(tmp, env)
     srv.start()
@@ -382,8 +383,9 @@ def test_a_slurmctld_restart_loses_nothing(
         assert steps(server, token, run_id)["main"]["attempts"] == 1
 
 
-def cli(server: Server, *args: str) -> str:
-    """``flowdeck *args`` as the test's user (logged in first): its standard output."""
+def cli(server: Server, *args: str, ok: bool = True) -> str:
+    """``flowdeck *args`` as the test's user (logged in first): its standard output (and
+    error, for a command that must fail: ``ok=False``)."""
     env = {
         **os.environ,
         "FLOWDECK_URL": server.url,
@@ -400,8 +402,33 @@ def cli(server: Server, *args: str) -> str:
             check=False,
             env=env,
         )
-        assert done.returncode == 0, done.stderr
-    return done.stdout
+        if argv[0] == "login" or ok:
+            assert done.returncode == 0, done.stderr
+    assert ok or done.returncode != 0, done.stdout
+    return done.stdout if ok else done.stdout + done.stderr
+
+
+def test_sbatch_options_the_admin_allows(server: Server, token: str, cluster: SlurmCluster) -> None:
+    """The admin allows nice and constraint: a run's nice reaches its job; an option
+    outside the allowlist is refused with 422 naming it (API and CLI)."""
+    wf = push(server, token, "sopts", one_step("[sh, -c, 'echo started; sleep 1']"))
+    refused = {"executor": "slurm", "slurm_options": {"nice": 5, "gres": "gpu:1"}}
+    r = api(server, token, "POST", "/runs", json={"workflow": wf, "resources": refused})
+    assert r.status_code == 422, r.text
+    message = r.json()["error"]["message"]
+    assert "sbatch option 'gres' is not allowed on this server" in message, r.text
+    assert "allowed: constraint, nice" in message, r.text
+    r = api(server, token, "POST", "/runs", json={"workflow": wf})
+    staged = r.json()["id"]
+    said = cli(
+        server, "run", "resources", staged, "--executor", "slurm", "--sbatch", "mem=1G", ok=False
+    )
+    assert "sbatch option 'mem' is not allowed" in said, said
+    run_id = submit(server, token, wf, resources={**SLURM, "slurm_options": {"nice": 7}})
+    job = wait_started(server, run_id)
+    shown = cluster.command("scontrol", "show", "job", job).stdout
+    assert "Nice=7" in shown, shown
+    assert wait_state(server, token, run_id)["state"] == "succeeded"
 
 
 def test_a_pending_job_is_a_pending_step_with_slurms_reason(

@@ -14,6 +14,7 @@ from flowdeck.executors.slurm_jobs import (
     Files,
     JobOptions,
     JobState,
+    check_user_options,
     outcome_of,
     parse_job_id,
     parse_sacct,
@@ -229,3 +230,28 @@ def test_a_cancel_seen_by_the_step_before_the_wrapper() -> None:
     assert outcome_of(record, cancelled, None).error == "cancelled in Slurm"
     assert outcome_of(record, cancelled, "stop").error is None
     assert outcome_of(record, JobState("9", "COMPLETED"), None).error is None
+
+
+def test_a_runs_own_sbatch_options(tmp_path: Path) -> None:
+    """Options the admin allows come after flowdeck's, one argument each (no shell); a
+    run's partition replaces the admin's default; anything else is refused by name."""
+    lc = Launch(
+        key="r/s/-1/1",
+        cwd=tmp_path,
+        env={},
+        stdout=tmp_path / "s.1.stdout",
+        stderr=tmp_path / "s.1.stderr",
+        argv=("true",),
+        slurm_options={"constraint": "avx2&ib", "exclusive": True, "partition": "big"},
+    )
+    opts = JobOptions(job_name="fd", partition="small", qos="normal")
+    argv = sbatch_argv("sbatch", lc, Files.of(lc.stdout), opts)
+    assert argv[-5:-1] == ["--qos=normal", "--constraint=avx2&ib", "--exclusive", "--partition=big"]
+    assert "--partition=small" not in argv
+    allowed = ["constraint", "exclusive"]
+    assert check_user_options({"constraint": "x", "exclusive": True}, allowed) == []
+    assert check_user_options({"gres": "gpu:1"}, allowed) == [
+        "sbatch option 'gres' is not allowed on this server (allowed: constraint, exclusive)"
+    ]
+    [bad] = check_user_options({"constraint": "a\nb"}, allowed)
+    assert "printable" in bad

@@ -62,6 +62,13 @@ class ResourcesIn(Request):
         description="Extra environment for every step; no FLOWDECK_ names.",
         json_schema_extra={"propertyNames": {"pattern": ENV_NAME_PATTERN}},
     )
+    slurm_options: dict[Annotated[str, Field(max_length=40)], bool | str | int] | None = Field(
+        None,
+        max_length=20,
+        description="On Slurm: sbatch options for every job of the run, by long name "
+        "({'constraint': 'avx2', 'exclusive': true}); only those the server allows "
+        "(slurm_user_options), else 422 naming them.",
+    )
 
 
 class RunCreate(Request):

@@ -37,6 +37,9 @@ class Launch:
     record: Path | None = None  # where the supervisor keeps pid, start time and outcome
     sandbox: dict[str, Any] | None = None  # what the step may see (executors/sandbox.py)
     cpus: float = 1.0  # the step's resources.cpus (a Slurm job's --cpus-per-task)
+    # sbatch options the run added (resources.slurm_options, as the admin allows):
+    # name -> value, or True for a flag
+    slurm_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,19 @@ ENDED = frozenset(
     }
 )
 QUEUED = WAITING | {"PREEMPTED"}  # a flowdeck step is pending again while its job is so
+# sbatch options a run may add where the admin allows them (slurm_user_options): long
+# names only; never those flowdeck sets itself (its jobs' name, comment, environment,
+# folders and logs, the step's resources) nor those that would change what a job is.
+SBATCH_OPTION = r"[a-z][a-z0-9-]{0,39}"
+RESERVED_OPTIONS = frozenset(
+    {
+        "job-name", "comment", "export", "export-file", "chdir", "output", "error", "input",
+        "open-mode", "parsable", "wrap", "array", "dependency", "wait", "test-only", "uid",
+        "gid", "get-user-env", "cpus-per-task", "mem", "time", "nodes", "ntasks", "batch",
+        "container", "help", "usage", "version", "kill-on-invalid-dep", "requeue",
+        "no-requeue", "propagate", "hold",
+    }
+)  # fmt: skip
 SQUEUE_FORMAT = "%i|%T|%r|%k"  # job id, state, reason, comment (the attempt key)
 
 
@@ -235,13 +248,52 @@ def sbatch_argv(sbatch: str, launch: Launch, files: Files, opts: JobOptions) -> 
         argv.append(f"--mem={max(1, math.ceil(launch.memory_bytes / 2**20))}M")
     if launch.walltime_s is not None:
         argv.append(f"--time={time_limit(launch.walltime_s)}")
-    for flag, value in (("partition", opts.partition), ("account", opts.account)):
-        if value:
+    chosen = launch.slurm_options  # the run's own, where the admin allows them
+    for flag, value in (
+        ("partition", opts.partition),
+        ("account", opts.account),
+        ("qos", opts.qos),
+    ):
+        if value and flag not in chosen:
             argv.append(f"--{flag}={value}")
-    if opts.qos:
-        argv.append(f"--qos={opts.qos}")
+    argv.extend(user_flags(chosen))
     argv.append(str(files.path("sh")))
     return argv
+
+
+def user_flags(options: dict[str, Any]) -> list[str]:
+    """A run's sbatch options as arguments (no shell: a value is one argument)."""
+    return [
+        f"--{name}" if value is True else f"--{name}={value}"
+        for name, value in sorted(options.items())
+        if value is not False and value is not None
+    ]
+
+
+def check_user_options(options: dict[str, Any], allowed: list[str]) -> list[str]:
+    """Why a run's sbatch ``options`` are refused under the admin's ``allowed`` names:
+    one message per option refused (none: all may be used)."""
+    problems = []
+    for name, value in options.items():
+        if name not in allowed:
+            problems.append(
+                f"sbatch option {name!r} is not allowed on this server (allowed: "
+                + (", ".join(allowed) if allowed else "none")
+                + ")"
+            )
+        elif not (
+            isinstance(value, bool)
+            or (
+                isinstance(value, str | int)
+                and 0 < len(str(value)) <= 200
+                and str(value).isprintable()
+            )
+        ):
+            problems.append(
+                f"sbatch option {name!r}: a value must be true or a printable text of 1 to "
+                "200 characters"
+            )
+    return problems
 
 
 def time_limit(walltime_s: float) -> int:

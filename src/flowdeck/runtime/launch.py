@@ -96,6 +96,7 @@ def prepare(
         "max_processes": settings.step_max_processes,
         "sandbox": sandbox_plan(ar, cwd, settings, step.resources.network),
         "cpus": float(step.resources.cpus),
+        "slurm_options": dict(ar.run.resources.get("slurm_options") or {}),
     }
     if step.python is not None:
         # An optional input left unset is None for a python step (not an error).
