@@ -99,6 +99,22 @@ def test_a_waiting_job_is_a_pending_step_with_slurms_reason() -> None:
     assert waiting_reason(JobState("9", "SUSPENDED")) is None
 
 
+def test_out_of_memory_and_node_failure_with_an_exit_file() -> None:
+    """The step was killed (137) and Slurm's state says why: out of memory (failed, the
+    reason said) or its node failed (lost: retried per the step's policy); a step that
+    ended well first is not blamed."""
+    jobs = {**parse_squeue(SQUEUE_MORE), **parse_sacct(SACCT)}
+    killed = {"exit_code": 137, "started": 1.0, "ended": 3.0, "ended_by": ""}
+    oom = outcome_of(killed, jobs["11"], None)
+    assert not oom.ok and not oom.lost and oom.signal == signal.SIGKILL
+    assert oom.error == "out of memory in Slurm (OutOfMemory)" and oom.wall_s == 2.0
+    assert outcome_of(killed, jobs["23"], None).error == "out of memory in Slurm"  # sacct
+    node = outcome_of(killed, jobs["12"], None)
+    assert node.lost and node.error == "its Slurm node failed (NodeDown)"
+    assert outcome_of({**killed, "exit_code": 0}, jobs["11"], None).ok
+    assert outcome_of(killed, jobs["11"], "kill").error is None  # flowdeck's own kill
+
+
 def test_sacct() -> None:
     jobs = parse_sacct(SACCT)
     assert set(jobs) == {"21", "22", "23", "24"}

@@ -371,6 +371,20 @@ def outcome_of(record: dict[str, Any] | None, state: JobState | None, asked: str
             # (Slurm's TERM may reach the step before the wrapper's trap runs: its state
             # says who ended it then)
             return Outcome(exit_code=None, signal=sig, wall_s=wall, error="cancelled in Slurm")
+        slurm_says = state.state if state is not None and asked is None else ""
+        why = f" ({state.reason})" if state is not None and state.reason else ""
+        if slurm_says == "OUT_OF_MEMORY" and code != 0:  # the step was the one killed
+            return Outcome(
+                exit_code=None, signal=sig, wall_s=wall, error=f"out of memory in Slurm{why}"
+            )
+        if slurm_says in ("NODE_FAIL", "BOOT_FAIL") and code != 0:
+            return Outcome(
+                exit_code=None,
+                signal=sig,
+                wall_s=wall,
+                lost=True,
+                error=f"its Slurm node failed{why}",
+            )
         if sig is not None:
             return Outcome(exit_code=None, signal=sig, wall_s=wall)
         return Outcome(exit_code=code, wall_s=wall)
