@@ -158,6 +158,69 @@ def test_a_chain_runs_as_one_job_per_step(server: Server, token: str) -> None:
     assert {label: s["slurm_job"] for label, s in listed.items()} == jobs
 
 
+COUNTED = """\
+  each:
+    foreach: ${{{{ inputs.items }}}}
+    foreach_limit: 1
+    retries: 1
+    run:
+      - sh
+      - -c
+      - |
+        flock {d}/lock sh -c 'n=$(($(cat {d}/now) + 1)); echo $n > {d}/now
+          [ $n -gt $(cat {d}/max) ] && echo $n > {d}/max; true'
+        sleep 0.5
+        flock {d}/lock sh -c 'echo $(($(cat {d}/now) - 1)) > {d}/now'
+        echo "element $1 attempt $FLOWDECK_ATTEMPT"
+        [ "$1" = 3 ] && [ "$FLOWDECK_ATTEMPT" = 1 ] && exit 5
+        echo $(($1 * 10)) > out.txt
+      - each
+      - ${{{{ item }}}}
+    outputs:
+      tenfold: {{json: out.txt}}
+"""
+
+
+def test_a_scatter_is_one_job_array_with_a_throttle(server: Server, token: str) -> None:
+    """A foreach over four elements with foreach_limit 1: one job array (task i: element
+    i), never two elements at once; element 3 fails its first attempt and is retried on
+    its own; outputs and logs per element as for local steps."""
+    d = server.tmp / "array-count"
+    d.mkdir()
+    (d / "now").write_text("0")
+    (d / "max").write_text("0")
+    extra = (
+        "inputs:\n  items: {type: array, items: int, default: [1, 2, 3, 4]}\n"
+        "outputs:\n  all: {from: '${{ steps.each.outputs.tenfold }}'}\n"
+    )
+    wf = push(server, token, "sarray", COUNTED.format(d=d), extra)
+    run_id = submit(server, token, wf)
+    done = wait_state(server, token, run_id)
+    assert done["state"] == "succeeded", done
+    assert done["outputs"] == {"all": [10, 20, 30, 40]}
+    assert (d / "max").read_text().strip() == "1"  # the throttle held
+    listed = steps(server, token, run_id)
+    jobs = {label: s["slurm_job"] for label, s in listed.items() if label.startswith("each[")}
+    arrays = {job.split("_")[0] for label, job in jobs.items() if label != "each[2]"}
+    assert len(arrays) == 1, jobs  # one array for the first attempts
+    [array] = arrays
+    assert jobs == {"each[0]": f"{array}_0", "each[1]": f"{array}_1", "each[3]": f"{array}_3"} | {
+        "each[2]": jobs["each[2]"]
+    }
+    assert "_" not in jobs["each[2]"], jobs  # the retry: a job of its own
+    assert listed["each[2]"]["attempts"] == 2 and listed["each[0]"]["attempts"] == 1
+    for index, item in enumerate((1, 2, 3, 4)):
+        attempt = 2 if item == 3 else 1
+        r = api(
+            server,
+            token,
+            "GET",
+            f"/runs/{run_id}/steps/each/logs",
+            params={"stream": "stdout", "index": index, "attempt": attempt},
+        )
+        assert r.text == f"element {item} attempt {attempt}\n", r.text
+
+
 def test_the_dashboard_shows_each_steps_job_id(server: Server, token: str) -> None:
     playwright = pytest.importorskip("playwright.sync_api")
     chromium = Path("/usr/bin/chromium")

@@ -255,7 +255,7 @@ echo $$
 
 
 def test_a_wide_scatter_runs_few_slurm_commands_at_once(tmp_path: Path) -> None:
-    """Twenty attempts started at once: at most COMMANDS_AT_ONCE sbatch at a time."""
+    """Twenty steps started at once: at most COMMANDS_AT_ONCE sbatch at a time."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, text in (
@@ -274,7 +274,7 @@ def test_a_wide_scatter_runs_few_slurm_commands_at_once(tmp_path: Path) -> None:
     async def scenario() -> list[Outcome]:
         ends = Ends()
         loop = asyncio.get_running_loop()
-        keys = [f"r/wide/{i}/1" for i in range(20)]
+        keys = [f"r/wide{i}/-1/1" for i in range(20)]  # (a scatter's would be one array)
         for key in keys:
             ex.start(launch(tmp_path, key, "/bin/true"), ends.on_exit(key), loop)
         outcomes = [await ends.of(key) for key in keys]

@@ -22,6 +22,7 @@ from flowdeck.executors.slurm_jobs import (
     sbatch_argv,
     time_limit,
     waiting_reason,
+    write_array,
     write_attempt,
 )
 
@@ -271,3 +272,32 @@ def test_a_runs_own_sbatch_options(tmp_path: Path) -> None:
     ]
     [bad] = check_user_options({"constraint": "a\nb"}, allowed)
     assert "printable" in bad
+
+
+def test_a_scatter_as_one_job_array(tmp_path: Path) -> None:
+    """Three instances of a foreach step: one array (--array=0-2%2), task i runs element
+    i's wrapper, each element knows its array and task (to be found again after a
+    restart)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    launches = [
+        Launch(
+            key=f"run_a/each/{i}/1",
+            cwd=tmp_path,
+            env={},
+            stdout=logs / f"each[{i}].1.stdout",
+            stderr=logs / f"each[{i}].1.stderr",
+            argv=("true",),
+            foreach_limit=2,
+        )
+        for i in range(3)
+    ]
+    members = [write_attempt(lc, list(lc.argv), 1.0) for lc in launches]
+    array = write_array(launches, members, 2)
+    assert array.comment.startswith("run_a/each/array/") and array.size == 3
+    argv = sbatch_argv("sbatch", launches[0], members[0], JobOptions("fd"), array)
+    assert argv[-2:] == ["--array=0-2%2", str(array.script)]
+    assert f"--comment={array.comment}" in argv and f"--output={array.log}" in argv
+    script = array.script.read_text()
+    assert all(str(f.path("sh")) in script for f in members)
+    assert [f.array_task() for f in members] == [(array.comment, str(i)) for i in range(3)]

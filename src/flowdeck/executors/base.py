@@ -40,6 +40,7 @@ class Launch:
     # sbatch options the run added (resources.slurm_options, as the admin allows):
     # name -> value, or True for a flag
     slurm_options: dict[str, Any] = field(default_factory=dict)
+    foreach_limit: int | None = None  # a foreach instance: its step's instances at once
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ from flowdeck.executors.slurm_jobs import (
     parse_squeue,
     sbatch_argv,
     waiting_reason,
+    write_array,
     write_attempt,
 )
 
@@ -271,6 +272,7 @@ class SlurmExecutor(Executor):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None  # Slurm commands running at once
+        self._starting: list[tuple[SlurmJob, Launch]] = []  # to submit when the loop turns
 
     def check_shared(self, data_dir: Path) -> str | None:
         """Whether a job can read what the server writes into ``data_dir``: a probe job
@@ -372,38 +374,82 @@ class SlurmExecutor(Executor):
             return NoProcess(launch.key)
         job = SlurmJob(self, launch.key, files, on_exit, launch if launch.python else None)
         self._jobs[launch.key] = job
-        command = sbatch_argv(self.config.command("sbatch"), launch, files, self.config.options)
-        self._spawn(self._submit(job, command))
+        if not self._starting:
+            loop.call_soon(self._submit_started)
+        self._starting.append((job, launch))
         return job
 
-    async def _submit(self, job: SlurmJob, command: list[str]) -> None:
-        """sbatch; while the controller cannot be reached (a slurmctld restart), asked
-        again every poll interval for up to ``SUBMIT_RETRY_S``, after checking that the
-        failed call did not submit it after all (its key in squeue's comments)."""
+    def _submit_started(self) -> None:
+        """Submit the attempts started since the loop last turned: the instances of one
+        foreach step started together as one job array, every other attempt as a job."""
+        started, self._starting = self._starting, []
+        sbatch = self.config.command("sbatch")
+        scatters: dict[str, list[tuple[SlurmJob, Launch]]] = {}
+        for job, launch in started:
+            run_step, index, _ = launch.key.rsplit("/", 2)
+            if int(index) >= 0 and not job.ended:
+                scatters.setdefault(run_step, []).append((job, launch))
+            elif not job.ended:
+                command = sbatch_argv(sbatch, launch, job.files, self.config.options)
+                self._spawn(self._submit([job], command, launch.key))
+        for group in scatters.values():
+            jobs = [job for job, _ in group]
+            first = group[0][1]
+            if len(group) == 1:
+                command = sbatch_argv(sbatch, first, jobs[0].files, self.config.options)
+                self._spawn(self._submit(jobs, command, first.key))
+                continue
+            try:
+                array = write_array(
+                    [launch for _, launch in group], [j.files for j in jobs], first.foreach_limit
+                )
+            except OSError as exc:
+                for job in jobs:
+                    job.finish(Outcome(exit_code=None, error=f"cannot write the job array: {exc}"))
+                continue
+            command = sbatch_argv(sbatch, first, jobs[0].files, self.config.options, array)
+            self._spawn(self._submit(jobs, command, array.comment))
+
+    async def _submit(self, jobs: list[SlurmJob], command: list[str], comment: str) -> None:
+        """sbatch of one job, or (several ``jobs``) of their job array; while the
+        controller cannot be reached (a slurmctld restart), asked again every poll
+        interval for up to ``SUBMIT_RETRY_S``, after checking that the failed call did
+        not submit it after all (its ``comment`` in squeue's)."""
         waited = 0.0
         while True:
             code, out, err = await self._command(command)
             if code == 0:
                 try:
-                    job.submitted(parse_job_id(out))
+                    self._submitted(jobs, parse_job_id(out))
                 except ValueError as exc:
-                    job.finish(Outcome(exit_code=None, error=f"sbatch: {exc}"))
-                    return
-                self._ensure_poller()
+                    for job in jobs:
+                        job.finish(Outcome(exit_code=None, error=f"sbatch: {exc}"))
                 return
             reason = (err.strip() or out.strip() or f"exit {code}").splitlines()[-1]
-            if not unreachable(err + out) or waited >= SUBMIT_RETRY_S or job.ended:
-                job.finish(Outcome(exit_code=None, error=f"sbatch refused the job: {reason}"))
+            if all(job.ended for job in jobs):
                 return
-            log.warning("sbatch for %s failed (%s): trying again", job.key, reason)
+            if not unreachable(err + out) or waited >= SUBMIT_RETRY_S:
+                for job in jobs:
+                    job.finish(Outcome(exit_code=None, error=f"sbatch refused the job: {reason}"))
+                return
+            log.warning("sbatch for %s failed (%s): trying again", comment, reason)
             await asyncio.sleep(self.config.poll_s)
             waited += self.config.poll_s
-            jobs = await self.squeue_all()
-            found = [s for s in (jobs or {}).values() if s.key == job.key]
+            listed = await self.squeue_all()
+            found = [s for s in (listed or {}).values() if s.key == comment]
             if found:
-                job.submitted(found[-1].job_id)
-                self._ensure_poller()
+                self._submitted(jobs, found[-1].job_id.split("_")[0])
                 return
+
+    def _submitted(self, jobs: list[SlurmJob], job_id: str) -> None:
+        """sbatch answered ``job_id``: one job's, or the array's (task i: ``id_i``)."""
+        for task, job in enumerate(jobs):
+            its = job_id if len(jobs) == 1 else f"{job_id}_{task}"
+            if job.ended:  # it ended meanwhile: its job must not run
+                self.cancel(its, [])
+            else:
+                job.submitted(its)
+        self._ensure_poller()
 
     def adopt(
         self,
@@ -435,7 +481,15 @@ class SlurmExecutor(Executor):
         if jobs is None:  # slurmctld not answering: the poller asks again
             self._ensure_poller()
             return
-        found = [state for state in jobs.values() if state.key == job.key]
+        task = job.files.array_task()  # an element of a job array: the array's task
+        if task is not None:
+            found = [
+                state
+                for state in jobs.values()
+                if state.key == task[0] and state.job_id.endswith(f"_{task[1]}")
+            ]
+        else:
+            found = [state for state in jobs.values() if state.key == job.key]
         if found:
             job.submitted(found[-1].job_id)
             self._ensure_poller()
@@ -459,6 +513,7 @@ class SlurmExecutor(Executor):
         argv = [
             self.config.command("squeue"),
             "-h",
+            "--array",  # one line per task of a job array (id_task)
             "--states=all",
             f"--name={self.config.options.job_name}",
             f"--user={os.geteuid()}",

@@ -14,6 +14,12 @@ An attempt whose logs are ``logs/<label>.<attempt>.stdout|stderr`` keeps, next t
 ``.slurm.log``   the wrapper's own output (Slurm's ``--output``)
 ``.slurm.state`` Slurm's state and reason as the last poll saw them (``PENDING|Resources``),
                  written when they change, for the API
+``.slurm.array`` an element of a job array: the array's comment and its task number
+                 (``run/step/array/tag|3``), written before the array is submitted
+
+The instances of a ``foreach`` step started together become one job array
+(``<step>.<tag>.array.sh`` runs task i's wrapper; ``--array=0-N%limit``), each task one
+element with its own files as above; a task's job id is ``<array id>_<task>``.
 
 So how an attempt ended never depends on Slurm's accounting, and a restarted server finds
 its jobs (and the ends it missed) from the run folder alone.
@@ -24,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import secrets
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +38,7 @@ from typing import Any
 
 from flowdeck.executors.base import Launch, Outcome
 
-SUFFIXES = ("env", "argv", "sh", "job", "stop", "exit", "log", "state")
+SUFFIXES = ("env", "argv", "sh", "job", "stop", "exit", "log", "state", "array")
 
 # squeue/sacct states: still to end, and ended
 WAITING = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"})
@@ -109,6 +116,14 @@ class Files:
         except OSError:
             return None
         return (state, reason) if state else None
+
+    def array_task(self) -> tuple[str, str] | None:
+        """An element of a job array: (the array's comment, its task number)."""
+        try:
+            comment, _, task = self.path("array").read_text(encoding="utf-8").partition("|")
+        except OSError:
+            return None
+        return (comment, task) if comment and task.isdigit() else None
 
     def exit_record(self) -> dict[str, Any] | None:
         try:
@@ -191,7 +206,7 @@ WATCHDOG = (
 def write_attempt(launch: Launch, argv: list[str], grace_s: float) -> Files:
     """Write the attempt's environment, arguments and wrapper; its stale files go."""
     files = Files.of(launch.stdout)
-    for what in ("job", "stop", "exit", "state"):
+    for what in ("job", "stop", "exit", "state", "array"):
         files.path(what).unlink(missing_ok=True)
     files.base.with_name(f"{files.base.name}.slurm.timeout").unlink(missing_ok=True)
     _nul_file(files.path("env"), [f"{k}={v}" for k, v in launch.env.items()])
@@ -229,16 +244,58 @@ class JobOptions:
     qos: str | None = None
 
 
-def sbatch_argv(sbatch: str, launch: Launch, files: Files, opts: JobOptions) -> list[str]:
-    """The ``sbatch`` command submitting the attempt's wrapper as one batch job."""
+@dataclass(frozen=True, slots=True)
+class Array:
+    """One job array: the instances of a foreach step started together."""
+
+    comment: str  # run/step/array/tag: one for all its tasks
+    script: Path  # runs task i's wrapper
+    size: int
+    limit: int | None  # the throttle (%N)
+
+    @property
+    def log(self) -> Path:
+        return self.script.with_suffix(".log")
+
+
+ARRAY_SCRIPT = """#!/bin/bash
+# flowdeck's job array {comment}: task i runs element i's wrapper, its output in the
+# element's .slurm.log
+W=({wrappers})
+w=${{W[$SLURM_ARRAY_TASK_ID]}}
+exec "$w" >> "${{w%.sh}}.log" 2>&1
+"""
+
+
+def write_array(launches: list[Launch], members: list[Files], limit: int | None) -> Array:
+    """The job array of foreach instances (``launches``, their files ``members``): its
+    script, and each element's ``.slurm.array`` (the array's comment and its task)."""
+    first = launches[0]
+    run_id, step, _, _ = first.key.rsplit("/", 3)
+    tag = secrets.token_hex(4)
+    comment = f"{run_id}/{step}/array/{tag}"
+    script = members[0].base.with_name(f"{step}.{tag}.array.sh")
+    wrappers = " ".join(shlex.quote(str(f.path("sh"))) for f in members)
+    script.write_text(ARRAY_SCRIPT.format(comment=comment, wrappers=wrappers), encoding="utf-8")
+    script.chmod(0o700)
+    for task, files in enumerate(members):
+        files.path("array").write_text(f"{comment}|{task}", encoding="utf-8")
+    return Array(comment, script, len(members), limit)
+
+
+def sbatch_argv(
+    sbatch: str, launch: Launch, files: Files, opts: JobOptions, array: Array | None = None
+) -> list[str]:
+    """The ``sbatch`` command submitting the attempt's wrapper as one batch job, or (with
+    ``array``) the array whose tasks are ``launch``'s step's instances."""
     argv = [
         sbatch,
         "--parsable",
         f"--job-name={opts.job_name}",
-        f"--comment={launch.key}",
+        f"--comment={launch.key if array is None else array.comment}",
         "--export=NONE",
-        f"--chdir={launch.cwd}",
-        f"--output={files.path('log')}",
+        f"--chdir={launch.cwd if array is None else array.script.parent}",
+        f"--output={files.path('log') if array is None else array.log}",
         "--open-mode=append",
         "--nodes=1",
         "--ntasks=1",
@@ -257,7 +314,11 @@ def sbatch_argv(sbatch: str, launch: Launch, files: Files, opts: JobOptions) -> 
         if value and flag not in chosen:
             argv.append(f"--{flag}={value}")
     argv.extend(user_flags(chosen))
-    argv.append(str(files.path("sh")))
+    if array is None:
+        argv.append(str(files.path("sh")))
+    else:
+        throttle = f"%{array.limit}" if array.limit else ""
+        argv += [f"--array=0-{array.size - 1}{throttle}", str(array.script)]
     return argv
 
 

@@ -40,6 +40,7 @@ from flowdeck.runtime.active import FAILURES, ActiveRun, Instance
 from flowdeck.runtime.cache import StepCache
 from flowdeck.runtime.committer import Batch, Committer
 from flowdeck.runtime.ports import PortRuntime
+from flowdeck.runtime.queue_news import queue_news
 from flowdeck.runtime.run_queue import RunQueue
 from flowdeck.runtime.rundir import RunDir
 from flowdeck.runtime.step_secrets import SecretSource, mask_file, mask_text, remove
@@ -309,31 +310,8 @@ class SchedulerCore:
             inst.proc = executor.start(
                 launch, functools.partial(self._exited, owner, inst), self.loop
             )
-            inst.proc.watch(functools.partial(self._queue_news, owner, inst))
+            inst.proc.watch(functools.partial(queue_news, self, owner, inst))
             executor.when_started(launch.key, functools.partial(self.ports.started, launch.key))
-
-    def _queue_news(self, ar: ActiveRun, inst: Instance, job_id: str, waiting: str | None) -> None:
-        """An attempt's job was submitted (``job_id``), or it waits in the cluster's queue
-        (``waiting``: why) or runs (None): its step is ``pending`` while its job waits
-        (again, when Slurm requeues it), ``running`` while it runs; a frozen one stays
-        ``paused``.  Each change is recorded with the step, the job id too."""
-        if inst.proc is None or self.active.get(ar.run.id) is not ar:
-            return  # it ended meanwhile, or the run is someone else's now
-        before = (inst.job_id, inst.waiting, inst.state)
-        inst.job_id = job_id
-        if inst.state is StepState.PAUSED:
-            inst.waiting = waiting
-        elif waiting is not None:
-            inst.waiting = waiting
-            if inst.state is StepState.RUNNING:
-                self._step_state(ar, inst, StepState.PENDING, waiting=waiting, job=job_id)
-        elif inst.state is StepState.PENDING:
-            inst.waiting = None
-            inst.started_at = clock.now()  # its job left the queue: it starts now
-            self._step_state(ar, inst, StepState.RUNNING, job=job_id)
-        if (inst.job_id, inst.waiting, inst.state) != before:
-            self._save(inst.record(ar.run.id, clock.now()))
-            self._plan()  # the next tick commits it
 
     def _start_claimed(
         self,
@@ -488,9 +466,14 @@ class SchedulerCore:
             # wide scatter is not rescanned from its start at every tick.
             if group:
                 ar.all_done(name)
+            room = self._room(ar, name, group)
             for inst in itertools.islice(group, ar.cursor.get(name, 0), None):
                 if not inst.startable:
                     continue
+                if room is not None:
+                    if room <= 0:
+                        break  # its foreach_limit: the next instance waits for one to end
+                    room -= 1
                 if self.used + inst.cpus > self.slots and self.used > 0:
                     return False
                 if ar.used + inst.cpus > ar.cpus and ar.used > 0:
@@ -523,6 +506,15 @@ class SchedulerCore:
                 self._step_state(ar, inst, StepState.RUNNING)
                 starts.append((ar, inst, launch))
         return True
+
+    @staticmethod
+    def _room(ar: ActiveRun, name: str, group: Any) -> int | None:
+        """How many more instances of a step with ``foreach_limit`` may start now (None:
+        no limit here; on Slurm the job array's throttle keeps it)."""
+        limit = ar.step(name).foreach_limit
+        if limit is None or ar.executor == "slurm" or not group:
+            return None
+        return limit - sum(1 for i in group if i.proc is not None or i.state is StepState.RUNNING)
 
     # -- endings -------------------------------------------------------------------------
     def _exited(self, ar: ActiveRun, inst: Instance, outcome: Outcome) -> None:

@@ -32,6 +32,7 @@ from flowdeck.executors.supervised import SupervisedExecutor, SupervisorState, k
 from flowdeck.executors.wire import outcome_from_wire, process_start_time, read_records
 from flowdeck.runtime.active import FAILURES, ActiveRun, Instance
 from flowdeck.runtime.core import SchedulerCore
+from flowdeck.runtime.queue_news import queue_news
 from flowdeck.runtime.rundir import attempt_key
 from flowdeck.runtime.subflows import SubflowExecutor
 
@@ -156,6 +157,10 @@ class RecoveryMixin(SchedulerCore):
         owns the run; a job of an attempt that ended or that nobody knows is not."""
         keep: set[str] = set()
         steps: dict[str, dict[tuple[str, int], StepRecord] | None] = {}
+
+        def under_way(rec: StepRecord | None) -> bool:
+            return rec is not None and (rec.in_queue or rec.state in UNDER_WAY)
+
         with self.store.read() as tx:
             for job_id, key in jobs.items():
                 run_id, _, rest = key.partition("/")
@@ -168,13 +173,18 @@ class RecoveryMixin(SchedulerCore):
                         if run is not None and run.active
                         else None
                     )
-                by_step = steps[run_id]
+                by_step = steps[run_id] or {}
+                if index == "array":  # a task of a foreach step's job array: kept while
+                    # any instance of that step is under way (its task is its own)
+                    if any(under_way(r) for (n, _), r in by_step.items() if n == step):
+                        keep.add(job_id)
+                    continue
                 try:
-                    rec = by_step.get((step, int(index))) if by_step is not None else None
+                    rec = by_step.get((step, int(index)))
                     same = rec is not None and rec.attempts == int(attempt)
                 except ValueError:
                     continue
-                if rec is not None and same and (rec.in_queue or rec.state in UNDER_WAY):
+                if same and under_way(rec):
                     keep.add(job_id)
         return keep
 
@@ -326,7 +336,7 @@ class RecoveryMixin(SchedulerCore):
             key = attempt_key(ar.run.id, inst.step, inst.index, inst.attempts)
             assert self.loop is not None
             inst.proc = slurm.adopt(key, stdout, on_exit, self.loop, python, inst.job_id)
-            inst.proc.watch(functools.partial(self._queue_news, ar, inst))
+            inst.proc.watch(functools.partial(queue_news, self, ar, inst))
             return
         if inst.executor != "local":
             self._attempt_failed(ar, inst, StepState.LOST, "the server restarted")
