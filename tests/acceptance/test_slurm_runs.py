@@ -40,6 +40,7 @@ def cluster() -> Iterator[SlurmCluster]:
 @pytest.fixture(scope="module")
 def server(cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("slurm-runs")
+    (tmp / "gates").mkdir()  # files the tests and the steps share (their sandbox has it)
     env = {
         **base_env(tmp / "data"),
         **cluster.env,
@@ -47,6 +48,7 @@ def server(cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> I
         "FLOWDECK_SLURM_POLL_S": "0.3",
         "FLOWDECK_SLURM_JOB_NAME": "fd-accept",
         "FLOWDECK_SLURM_USER_OPTIONS": "nice,constraint",
+        "FLOWDECK_SANDBOX_EXTRA_RW": str(tmp / "gates"),
     }
     srv = Server(tmp, env)
     srv.start()
@@ -185,10 +187,12 @@ def test_a_scatter_is_one_job_array_with_a_throttle(server: Server, token: str) 
     """A foreach over four elements with foreach_limit 1: one job array (task i: element
     i), never two elements at once; element 3 fails its first attempt and is retried on
     its own; outputs and logs per element as for local steps."""
-    d = server.tmp / "array-count"
-    d.mkdir()
-    (d / "now").write_text("0")
-    (d / "max").write_text("0")
+    d = server.tmp / "gates" / "array-count"
+    d.mkdir(mode=0o777)
+    d.chmod(0o777)  # (the steps run as the step user)
+    for name in ("now", "max"):
+        (d / name).write_text("0")
+        (d / name).chmod(0o666)
     extra = (
         "inputs:\n  items: {type: array, items: int, default: [1, 2, 3, 4]}\n"
         "outputs:\n  all: {from: '${{ steps.each.outputs.tenfold }}'}\n"
@@ -219,6 +223,22 @@ def test_a_scatter_is_one_job_array_with_a_throttle(server: Server, token: str) 
             params={"stream": "stdout", "index": index, "attempt": attempt},
         )
         assert r.text == f"element {item} attempt {attempt}\n", r.text
+
+
+def test_a_step_on_slurm_runs_in_the_step_sandbox(server: Server, token: str) -> None:
+    """The node has bubblewrap: the job's step runs in the same sandbox as a local step,
+    as the step user (the server is root), seeing of the data directory only its own
+    run's folder (not the database, not other runs)."""
+    d = server.data_dir
+    look = f"[sh, -c, 'echo started; id -u; ls -A {d}; ls -A {d}/runs', look]"
+    wf = push(server, token, "sboxed", one_step(look, "    outputs: {seen: {stdout: text}}\n"))
+    run_id = submit(server, token, wf)
+    done = wait_state(server, token, run_id)
+    assert done["state"] == "succeeded", done
+    seen = steps(server, token, run_id)["main"]["outputs"]["seen"].split()
+    assert seen[0] == "started" and seen[1] != "0", seen  # not root
+    assert seen[2:] == ["runs", run_id], seen  # the data directory shows its run only
+    assert files_of(server, run_id, "main").path("box").exists()
 
 
 def test_the_dashboard_shows_each_steps_job_id(server: Server, token: str) -> None:
@@ -335,7 +355,7 @@ def test_freeze_suspends_the_job_and_drain_lets_it_end(
     server: Server, token: str, cluster: SlurmCluster
 ) -> None:
     """As root the server may suspend jobs: freeze is scontrol suspend, resume resumes."""
-    gate = server.tmp / "freeze-gate"
+    gate = server.tmp / "gates" / "freeze-gate"
     gated = f"[sh, -c, 'echo started; while [ ! -e {gate} ]; do sleep 0.1; done']"
     wf = push(server, token, "spause", one_step(gated))
     run_id = submit(server, token, wf)
@@ -382,7 +402,7 @@ def test_a_server_killed_while_jobs_run(server: Server, token: str, cluster: Slu
     """SIGKILL the server while one job runs and another ends meanwhile: the next server
     adopts both by id, and each step is recorded once, with its real exit; jobs of the
     deployment's name whose attempt is unknown or not under way are cancelled at start."""
-    gate = server.tmp / "gate"
+    gate = server.tmp / "gates" / "gate"
     gated = f"[sh, -c, 'echo started; while [ ! -e {gate} ]; do sleep 0.1; done; exit 4']"
     wf_live = push(server, token, "slive", one_step(gated))
     wf_quick = push(server, token, "squick", one_step("[sh, -c, 'echo started; sleep 1; exit 0']"))
@@ -425,7 +445,7 @@ def test_a_slurmctld_restart_loses_nothing(
 ) -> None:
     """slurmctld goes down while one job runs, and a step is submitted while it is down
     (sbatch is asked again until the controller is back); both end as they should."""
-    gate = server.tmp / "ctld-gate"
+    gate = server.tmp / "gates" / "ctld-gate"
     gated = f"[sh, -c, 'echo started; while [ ! -e {gate} ]; do sleep 0.1; done']"
     wf = push(server, token, "sctld", one_step(gated))
     before = submit(server, token, wf)
@@ -546,7 +566,7 @@ def test_a_frozen_run_survives_a_server_kill(
 ) -> None:
     """Frozen, then the server is killed: the next one keeps the job suspended, and its
     resume resumes it."""
-    gate = server.tmp / "frozen-gate"
+    gate = server.tmp / "gates" / "frozen-gate"
     gated = f"[sh, -c, 'echo started; while [ ! -e {gate} ]; do sleep 0.1; done']"
     wf = push(server, token, "sfrozen", one_step(gated))
     run_id = submit(server, token, wf)

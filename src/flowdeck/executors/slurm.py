@@ -35,6 +35,7 @@ from typing import Any
 from flowdeck.executors.base import Executor, Launch, NoProcess, Outcome, StepProcess
 from flowdeck.executors.group import start_error, with_result
 from flowdeck.executors.local import LocalExecutor
+from flowdeck.executors.sandbox import Box, SandboxError
 from flowdeck.executors.slurm_jobs import (
     ACTIVE,
     SQUEUE_FORMAT,
@@ -76,6 +77,18 @@ def may_suspend(config: str, uid: int, user: str) -> bool:
         if name.strip() == "SlurmUser":
             return value.strip().split("(")[0] == user
     return False
+
+
+def box_command(box: Box | None, launch: Launch) -> list[str] | None:
+    """The sandbox's command before the step's own (bwrap's options, and where the server
+    is root setpriv to the step's uid): what a local step of ``launch`` gets, except that
+    a step with network shares the node's (pasta is not set up inside jobs)."""
+    if box is None:
+        return None
+    command = box.argv([])
+    if launch.sandbox and launch.sandbox.get("network"):
+        command.remove("--unshare-net")
+    return command
 
 
 def unreachable(message: str) -> bool:
@@ -155,6 +168,7 @@ class SlurmJob(StepProcess):
         self._asked: str | None = files.stop_asked()
         self._missing = 0
         self._frozen = False
+        self.box: Box | None = None  # its sandbox (its folder is given back at the end)
         self._watch: Callable[[str, str | None], None] | None = None
         self._told: tuple[str, str | None] | None = None  # the last (job id, waiting) told
         self.ended = False
@@ -249,6 +263,8 @@ class SlurmJob(StepProcess):
         for what in ("env", "argv"):  # they may hold secrets: kept no longer than needed
             with contextlib.suppress(OSError):
                 self.files.path(what).unlink(missing_ok=True)
+        if self.box is not None:
+            self.box.ended()
         if self._python is not None:
             outcome = with_result(outcome, self._python)
         self._executor.forget(self)
@@ -367,12 +383,24 @@ class SlurmExecutor(Executor):
         else:
             loop.call_soon(on_exit, Outcome(exit_code=126, error="neither argv nor python is set"))
             return NoProcess(launch.key)
+        box: Box | None = None
+        if launch.sandbox is not None:  # the same sandbox as a local step's, in the job
+            busy = {j.box.uid for j in self._jobs.values() if j.box and j.box.uid is not None}
+            try:
+                box = Box.make({**launch.sandbox, "network": False}, launch.cwd, busy)
+                box.hand_over()  # (the data directory is shared: its files are the node's)
+            except (SandboxError, OSError) as exc:
+                loop.call_soon(on_exit, Outcome(exit_code=126, error=str(exc)))
+                return NoProcess(launch.key)
         try:
-            files = write_attempt(launch, argv, self.config.grace_s)
+            files = write_attempt(launch, argv, self.config.grace_s, box_command(box, launch))
         except (OSError, ValueError) as exc:
+            if box is not None:
+                box.ended()
             loop.call_soon(on_exit, start_error(argv[0], exc))
             return NoProcess(launch.key)
         job = SlurmJob(self, launch.key, files, on_exit, launch if launch.python else None)
+        job.box = box
         self._jobs[launch.key] = job
         if not self._starting:
             loop.call_soon(self._submit_started)

@@ -14,6 +14,8 @@ An attempt whose logs are ``logs/<label>.<attempt>.stdout|stderr`` keeps, next t
 ``.slurm.log``   the wrapper's own output (Slurm's ``--output``)
 ``.slurm.state`` Slurm's state and reason as the last poll saw them (``PENDING|Resources``),
                  written when they change, for the API
+``.slurm.box``   the step sandbox's command (bubblewrap and its options, NUL-separated),
+                 which the wrapper puts before the step where the node has bubblewrap
 ``.slurm.array`` an element of a job array: the array's comment and its task number
                  (``run/step/array/tag|3``), written before the array is submitted
 
@@ -38,7 +40,7 @@ from typing import Any
 
 from flowdeck.executors.base import Launch, Outcome
 
-SUFFIXES = ("env", "argv", "sh", "job", "stop", "exit", "log", "state", "array")
+SUFFIXES = ("env", "argv", "sh", "job", "stop", "exit", "log", "state", "array", "box")
 
 # squeue/sacct states: still to end, and ended
 WAITING = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"})
@@ -166,6 +168,18 @@ set -u
 B={base}
 mapfile -d '' -t ENVV < "$B.slurm.env"
 mapfile -d '' -t ARGV < "$B.slurm.argv"
+BOX=()
+if [ -s "$B.slurm.box" ]; then  # the step sandbox, where this node has bubblewrap
+  mapfile -d '' -t BOX < "$B.slurm.box"
+  if [ ! -x "${{BOX[0]}}" ]; then
+    if bw=$(command -v bwrap); then
+      BOX[0]=$bw
+    else
+      echo "flowdeck: no bubblewrap on $(hostname): the step runs without its sandbox" >&2
+      BOX=()
+    fi
+  fi
+fi
 started=$EPOCHREALTIME
 ended_by=""
 finish() {{
@@ -176,7 +190,7 @@ finish() {{
 }}
 cd {cwd} || finish 126
 {limits}
-setsid env -i "${{ENVV[@]}}" "${{ARGV[@]}}" < {stdin} > {stdout} 2> {stderr} &
+setsid env -i "${{ENVV[@]}}" "${{BOX[@]}}" "${{ARGV[@]}}" < {stdin} > {stdout} 2> {stderr} &
 child=$!
 on_term() {{
   if [ -e "$B.slurm.stop" ]; then ended_by=flowdeck; else ended_by=slurm; fi
@@ -203,14 +217,19 @@ WATCHDOG = (
 )
 
 
-def write_attempt(launch: Launch, argv: list[str], grace_s: float) -> Files:
-    """Write the attempt's environment, arguments and wrapper; its stale files go."""
+def write_attempt(
+    launch: Launch, argv: list[str], grace_s: float, box: list[str] | None = None
+) -> Files:
+    """Write the attempt's environment, arguments, sandbox command (``box``: bwrap and
+    its options, up to its ``--``) and wrapper; its stale files go."""
     files = Files.of(launch.stdout)
-    for what in ("job", "stop", "exit", "state", "array"):
+    for what in ("job", "stop", "exit", "state", "array", "box"):
         files.path(what).unlink(missing_ok=True)
     files.base.with_name(f"{files.base.name}.slurm.timeout").unlink(missing_ok=True)
     _nul_file(files.path("env"), [f"{k}={v}" for k, v in launch.env.items()])
     _nul_file(files.path("argv"), argv)
+    if box:
+        _nul_file(files.path("box"), box)
     for log in (launch.stdout, launch.stderr):
         log.write_bytes(b"")  # created before the job starts: the API tails them at once
     watchdog = ""

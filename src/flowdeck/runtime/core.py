@@ -510,9 +510,12 @@ class SchedulerCore:
     @staticmethod
     def _room(ar: ActiveRun, name: str, group: Any) -> int | None:
         """How many more instances of a step with ``foreach_limit`` may start now (None:
-        no limit here; on Slurm the job array's throttle keeps it)."""
+        no limit).  On Slurm its first attempts all start at once, as one job array whose
+        throttle keeps the limit; a retry waits until fewer are under way."""
         limit = ar.step(name).foreach_limit
-        if limit is None or ar.executor == "slurm" or not group:
+        if limit is None or not group:
+            return None
+        if ar.executor == "slurm" and not any(i.attempts for i in group):
             return None
         return limit - sum(1 for i in group if i.proc is not None or i.state is StepState.RUNNING)
 
