@@ -1,9 +1,11 @@
 """Runs on Slurm: ``flowdeck serve`` as a real process with ``slurm = true``, against a
 single-node cluster of the module's own (tests/slurmcluster.py), shared by every test.
 
-A chain, a failure, a timeout, stop, kill, a job cancelled outside flowdeck, a freeze
-refused, stream ports refused, and the server killed with SIGKILL while jobs run: the next
-server adopts them by their job ids."""
+A chain, a job array for a scatter, a failure, a timeout, stop, kill, a job cancelled
+outside flowdeck, freeze and drain, stream ports refused, a pending step with Slurm's
+reason, sbatch options the admin allows, the step sandbox inside jobs, a slurmctld restart,
+and the server killed with SIGKILL while jobs run: the next server adopts them by the job
+ids stored with the steps and cancels jobs nobody runs."""
 
 from __future__ import annotations
 

@@ -3,7 +3,10 @@ an ended job's attempt ended."""
 
 from __future__ import annotations
 
+import os
+import pwd
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -301,3 +304,37 @@ def test_a_scatter_as_one_job_array(tmp_path: Path) -> None:
     script = array.script.read_text()
     assert all(str(f.path("sh")) in script for f in members)
     assert [f.array_task() for f in members] == [(array.comment, str(i)) for i in range(3)]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="setpriv to another uid needs root")
+def test_a_node_without_bubblewrap_still_drops_to_the_step_user(tmp_path: Path) -> None:
+    """The wrapper run as a job would on a node without bwrap (not on its PATH): the step
+    runs without the sandbox, said in the wrapper's output, but still as the step user
+    (setpriv after bwrap's "--" stays)."""
+    step = pwd.getpwnam("flowdeck-step")
+    bin_dir = tmp_path / "bin"  # the node's commands, bwrap missing
+    bin_dir.mkdir()
+    for name in ("setsid", "env", "mv", "hostname", "id", "setpriv", "sleep", "touch"):
+        (bin_dir / name).symlink_to(f"/usr/bin/{name}")
+    lc = Launch(
+        key="r/s/-1/1",
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        stdout=tmp_path / "s.1.stdout",
+        stderr=tmp_path / "s.1.stderr",
+        argv=("id", "-u"),
+    )
+    box = ["/nowhere/bwrap", "--unshare-pid", "--", "/usr/bin/setpriv"]
+    box += [f"--reuid={step.pw_uid}", f"--regid={step.pw_gid}", "--clear-groups", "--"]
+    files = write_attempt(lc, list(lc.argv), 1.0, box)
+    done = subprocess.run(
+        ["/bin/bash", str(files.path("sh"))],
+        env={"PATH": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "no bubblewrap on" in done.stderr and "without its sandbox" in done.stderr
+    assert lc.stdout.read_text().strip() == str(step.pw_uid)
+    assert outcome_of(files.exit_record(), None, None).ok

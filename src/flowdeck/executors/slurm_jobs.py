@@ -174,9 +174,14 @@ if [ -s "$B.slurm.box" ]; then  # the step sandbox, where this node has bubblewr
   if [ ! -x "${{BOX[0]}}" ]; then
     if bw=$(command -v bwrap); then
       BOX[0]=$bw
-    else
+    else  # bwrap's part goes; what follows its "--" (setpriv to the step's uid) stays
       echo "flowdeck: no bubblewrap on $(hostname): the step runs without its sandbox" >&2
-      BOX=()
+      rest=()
+      past=""
+      for a in "${{BOX[@]}}"; do
+        if [ -n "$past" ]; then rest+=("$a"); elif [ "$a" = "--" ]; then past=1; fi
+      done
+      BOX=("${{rest[@]}}")
     fi
   fi
 fi
