@@ -409,8 +409,8 @@ def waiting_reason(state: JobState) -> str | None:
     if state.state not in QUEUED:
         return None
     if state.state == "PENDING":
-        return state.reason or "pending"
-    return f"{state.state.lower()}" + (f": {state.reason}" if state.reason else "")
+        return (state.reason or "pending")[:200]  # (as the steps table keeps it)
+    return (f"{state.state.lower()}" + (f": {state.reason}" if state.reason else ""))[:200]
 
 
 def parse_squeue(out: str) -> dict[str, JobState]:
