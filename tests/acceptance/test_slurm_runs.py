@@ -325,6 +325,30 @@ def test_stop(server: Server, token: str, cluster: SlurmCluster) -> None:
     assert files_of(server, run_id, "main").stop_asked() == "stop"
 
 
+def test_stop_while_the_job_waits_in_the_queue(
+    server: Server, token: str, cluster: SlurmCluster
+) -> None:
+    """A step pending in Slurm's queue has no process to signal: a stop cancels its job
+    at once, not after the grace time (ten minutes here)."""
+    blocker = cluster.hold_every_cpu()
+    try:
+        wf = push(server, token, "sstopq", one_step("[sh, -c, 'echo started']"))
+        run_id = submit(server, token, wf)
+        deadline = time.monotonic() + WAIT_S
+        while (main := steps(server, token, run_id)["main"])["state"] != "pending" or not main[
+            "slurm_job"
+        ]:
+            assert time.monotonic() < deadline, main
+            time.sleep(0.1)
+        r = api(server, token, "POST", f"/runs/{run_id}/stop", json={"grace_s": 600})
+        assert r.status_code == 200, r.text
+        assert wait_state(server, token, run_id)["state"] == "cancelled"
+        assert steps(server, token, run_id)["main"]["state"] == "cancelled"
+        assert job_state(cluster, main["slurm_job"]) not in ("PENDING", "RUNNING")
+    finally:
+        cluster.command("scancel", blocker)
+
+
 def test_kill(server: Server, token: str, cluster: SlurmCluster) -> None:
     wf = push(server, token, "skill", one_step("[sh, -c, 'echo started; sleep 300']"))
     run_id = submit(server, token, wf)

@@ -204,7 +204,10 @@ class SlurmJob(StepProcess):
             self._executor.thaw(self.job_id)
 
     def terminate(self) -> None:
-        self._ask("stop", ["--full", "--signal=TERM"])
+        if self.state is not None and waiting_reason(self.state) is not None:
+            self._ask("stop", [])  # still in the queue: no process to signal, cancelled
+        else:
+            self._ask("stop", ["--full", "--signal=TERM"])
 
     def kill(self) -> None:
         self._ask("kill", [])
