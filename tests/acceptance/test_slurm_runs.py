@@ -588,29 +588,27 @@ def test_a_pending_job_is_a_pending_step_with_slurms_reason(
 
 
 def test_a_requeued_job_is_pending_again(server: Server, token: str, cluster: SlurmCluster) -> None:
-    """Slurm requeues a running job (as after a preemption): its step is pending again,
-    with Slurm's reason, then runs again in the same attempt and ends as it should."""
+    """Slurm requeues a running job (as after a preemption; held here, so that a poll
+    surely sees it wait): its step is pending again, in the same attempt, with Slurm's
+    reason; a stop then cancels the waiting job at once."""
     gate = server.tmp / "gates" / "requeue-gate"
-    runs = server.tmp / "gates" / "requeue-runs"
-    gated = f"[sh, -c, 'echo started; echo x >> {runs}; while [ ! -e {gate} ]; do sleep 0.1; done']"
+    gated = f"[sh, -c, 'echo started; while [ ! -e {gate} ]; do sleep 0.1; done']"
     wf = push(server, token, "srequeue", one_step(gated))
     run_id = submit(server, token, wf)
     job = wait_started(server, run_id)
-    assert cluster.command("scontrol", "requeue", job).returncode == 0
     deadline = time.monotonic() + WAIT_S
+    while (main := steps(server, token, run_id)["main"])["state"] != "running":
+        assert time.monotonic() < deadline, main
+        time.sleep(0.1)
+    assert cluster.command("scontrol", "requeuehold", job).returncode == 0
     while (main := steps(server, token, run_id)["main"])["state"] != "pending":
         assert time.monotonic() < deadline, main
         time.sleep(0.1)
-    assert main["slurm_reason"] and main["slurm_job"] == job, main
-    # (Slurm holds a requeued job back a while: let it start now)
-    cluster.command("scontrol", "update", f"JobId={job}", "StartTime=now")
-    while len(runs.read_text().split()) < 2:  # it runs a second time
-        assert time.monotonic() < deadline, steps(server, token, run_id)["main"]
-        time.sleep(0.1)
-    gate.touch()
-    assert wait_state(server, token, run_id)["state"] == "succeeded"
-    main = steps(server, token, run_id)["main"]
-    assert main["attempts"] == 1 and main["slurm_job"] == job, main
+    assert main["slurm_reason"] and main["slurm_job"] == job and main["attempts"] == 1, main
+    r = api(server, token, "POST", f"/runs/{run_id}/stop", json={"grace_s": 600})
+    assert r.status_code == 200, r.text
+    assert wait_state(server, token, run_id)["state"] == "cancelled"
+    assert job_state(cluster, job) not in ("PENDING", "RUNNING")
 
 
 def test_a_frozen_run_survives_a_server_kill(

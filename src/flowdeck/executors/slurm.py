@@ -54,7 +54,7 @@ from flowdeck.executors.slurm_jobs import (
 
 log = logging.getLogger("flowdeck.slurm")
 COMMAND_TIMEOUT_S = 60.0
-MISSING_POLLS = 2  # an ended job without its exit file: polls to wait for the file
+MISSING_POLLS = 3  # an ended job without its exit file (or requeued?): polls to wait
 COMMANDS_AT_ONCE = 8  # sbatch, scancel, scontrol calls in flight
 PROBE_TIMEOUT_S = 300.0  # the start-up probe job's wait, queueing included
 SUBMIT_RETRY_S = 300.0  # sbatch is asked again this long while slurmctld is unreachable
@@ -246,6 +246,8 @@ class SlurmJob(StepProcess):
                 state.reason,
             ):
                 self.files.note_state(state.state, state.reason)  # for the API, on change
+                if waiting_reason(state) is not None:  # requeued: its last run's end is not
+                    self.files.forget_run()  # this attempt's end
             self.state = state
             self._missing = 0
             self._tell(waiting_reason(state))
@@ -253,8 +255,16 @@ class SlurmJob(StepProcess):
         if state is not None:
             self.state = state
         record = self.files.exit_record()
-        if record is None and self._missing < MISSING_POLLS and self._asked is None:
-            self._missing += 1  # a shared file system may show the file a little later
+        # A few polls more before it counts as ended: without its exit file yet (a shared
+        # file system may show it a little later), not listed, or ended by Slurm's own
+        # TERM (a job Slurm requeues shows FAILED for a moment, then PENDING again).
+        by_slurm = record is not None and record.get("ended_by") == "slurm"
+        if (
+            (record is None or state is None or by_slurm)
+            and self._missing < MISSING_POLLS
+            and self._asked is None
+        ):
+            self._missing += 1
             return False
         self.finish(outcome_of(record, self.state, self._asked))
         return True

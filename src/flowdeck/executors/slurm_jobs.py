@@ -107,6 +107,13 @@ class Files:
         except OSError:
             return None
 
+    def forget_run(self) -> None:
+        """The job waits again (Slurm requeued it): what its last run left, its exit
+        file and timeout mark, says nothing of how the attempt ends."""
+        for name in (f"{self.base.name}.slurm.exit", f"{self.base.name}.slurm.timeout"):
+            with contextlib.suppress(OSError):
+                self.base.with_name(name).unlink(missing_ok=True)
+
     def note_state(self, state: str, reason: str) -> None:
         with contextlib.suppress(OSError):
             self.path("state").write_text(f"{state}|{reason}", encoding="utf-8")
