@@ -5,7 +5,7 @@
 - chain of N `/bin/true` steps through flowdeck (``default_executor = "slurm"``): latency
   per step, beside a loop of N ``sbatch --wait`` (goal: flowdeck adds at most 10 %);
 - fan-out of M `/bin/true` steps: steps per second, beside one job array of M tasks
-  (``sbatch --wait --array``; flowdeck submits one job per instance);
+  (``sbatch --wait --array``; flowdeck submits the scatter as one job array too);
 - the status cost: one poll (one ``squeue`` call, as the executor makes it) with 10 and
   with 1,000 of its jobs pending (held), in ms (goal: it does not grow with the jobs).
 

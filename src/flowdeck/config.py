@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -351,11 +352,36 @@ class Settings(BaseSettings):
         description="The name of every job of this deployment (one squeue finds them all): "
         "give each deployment sharing a cluster account its own.",
     )
+    slurm_user_options: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="sbatch options (long names, without the dashes: constraint, gres, "
+        "mail-type, ...) a run may add to its jobs (resources.slurm_options); any other is "
+        "refused with 422. Those flowdeck sets itself (job-name, comment, export, chdir, "
+        "output, cpus-per-task, mem, time, ...) cannot be allowed.",
+    )
     slurm_poll_s: float = Field(
         2.0, ge=0.1, le=300, description="Seconds between two squeue calls (one per poll)."
     )
 
-    @field_validator("step_env_passthrough", "sandbox_extra_ro", "sandbox_extra_rw", mode="before")
+    @field_validator("slurm_user_options")
+    @classmethod
+    def _sbatch_names(cls, value: list[str]) -> list[str]:
+        from flowdeck.executors.slurm_jobs import RESERVED_OPTIONS, SBATCH_OPTION
+
+        for name in value:
+            if not re.fullmatch(SBATCH_OPTION, name):
+                raise ValueError(f"{name!r} is not an sbatch option's long name (e.g. gres)")
+            if name in RESERVED_OPTIONS:
+                raise ValueError(f"--{name} is set by flowdeck itself and cannot be allowed")
+        return sorted(set(value))
+
+    @field_validator(
+        "step_env_passthrough",
+        "sandbox_extra_ro",
+        "sandbox_extra_rw",
+        "slurm_user_options",
+        mode="before",
+    )
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):

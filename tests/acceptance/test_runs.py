@@ -209,6 +209,27 @@ def test_scatter_over_five_items(user: httpx.Client) -> None:
     ]
 
 
+def test_foreach_limit_runs_so_many_instances_at_once(user: httpx.Client) -> None:
+    """foreach_limit 2 over five elements: by the run's events, never three running."""
+    push(
+        user,
+        'name: limited\nversion: "1"\ninputs:\n  n: {type: array, items: int, '
+        "default: [1, 2, 3, 4, 5]}\nsteps:\n  each:\n    foreach: ${{ inputs.n }}\n"
+        "    foreach_limit: 2\n    run: [sleep, '0.2']\n",
+    )
+    run_id = submit(user, "limited@1")
+    assert wait(user, run_id)["state"] == "succeeded"
+    running, most = 0, 0
+    for e in user.get(f"{API}/runs/{run_id}/events").json():
+        if e["type"] == "step.running":
+            running += 1
+            most = max(most, running)
+        elif e["type"] == "step.succeeded" and e["data"].get("index", -1) >= 0:
+            running -= 1
+    assert most == 2, most
+    assert steps(user, run_id)["each[4]"]["state"] == "succeeded"
+
+
 TICKER = "[sh, -c, 'while true; do echo x >> \"$TMPDIR/ticks\"; sleep 0.05; done']"
 
 

@@ -1,14 +1,17 @@
 """Runs on Slurm: ``flowdeck serve`` as a real process with ``slurm = true``, against a
 single-node cluster of the module's own (tests/slurmcluster.py), shared by every test.
 
-A chain, a failure, a timeout, stop, kill, a job cancelled outside flowdeck, a freeze
-refused, stream ports refused, and the server killed with SIGKILL while jobs run: the next
-server adopts them by their job ids."""
+A chain, a job array for a scatter, a failure, a timeout, stop, kill, a job cancelled
+outside flowdeck, freeze and drain, stream ports refused, a pending step with Slurm's
+reason, sbatch options the admin allows, the step sandbox inside jobs, a slurmctld restart,
+and the server killed with SIGKILL while jobs run: the next server adopts them by the job
+ids stored with the steps and cancels jobs nobody runs."""
 
 from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import time
@@ -39,12 +42,15 @@ def cluster() -> Iterator[SlurmCluster]:
 @pytest.fixture(scope="module")
 def server(cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("slurm-runs")
+    (tmp / "gates").mkdir()  # files the tests and the steps share (their sandbox has it)
     env = {
         **base_env(tmp / "data"),
         **cluster.env,
         "FLOWDECK_SLURM": "true",
         "FLOWDECK_SLURM_POLL_S": "0.3",
         "FLOWDECK_SLURM_JOB_NAME": "fd-accept",
+        "FLOWDECK_SLURM_USER_OPTIONS": "nice,constraint",
+        "FLOWDECK_SANDBOX_EXTRA_RW": str(tmp / "gates"),
     }
     srv = Server(tmp, env)
     srv.start()
@@ -156,6 +162,87 @@ def test_a_chain_runs_as_one_job_per_step(server: Server, token: str) -> None:
     assert {label: s["slurm_job"] for label, s in listed.items()} == jobs
 
 
+COUNTED = """\
+  each:
+    foreach: ${{{{ inputs.items }}}}
+    foreach_limit: 1
+    retries: 1
+    run:
+      - sh
+      - -c
+      - |
+        flock {d}/lock sh -c 'n=$(($(cat {d}/now) + 1)); echo $n > {d}/now
+          [ $n -gt $(cat {d}/max) ] && echo $n > {d}/max; true'
+        sleep 0.5
+        flock {d}/lock sh -c 'echo $(($(cat {d}/now) - 1)) > {d}/now'
+        echo "element $1 attempt $FLOWDECK_ATTEMPT"
+        [ "$1" = 3 ] && [ "$FLOWDECK_ATTEMPT" = 1 ] && exit 5
+        echo $(($1 * 10)) > out.txt
+      - each
+      - ${{{{ item }}}}
+    outputs:
+      tenfold: {{json: out.txt}}
+"""
+
+
+def test_a_scatter_is_one_job_array_with_a_throttle(server: Server, token: str) -> None:
+    """A foreach over four elements with foreach_limit 1: one job array (task i: element
+    i), never two elements at once; element 3 fails its first attempt and is retried on
+    its own; outputs and logs per element as for local steps."""
+    d = server.tmp / "gates" / "array-count"
+    d.mkdir(mode=0o777)
+    d.chmod(0o777)  # (the steps run as the step user)
+    for name in ("now", "max"):
+        (d / name).write_text("0")
+        (d / name).chmod(0o666)
+    extra = (
+        "inputs:\n  items: {type: array, items: int, default: [1, 2, 3, 4]}\n"
+        "outputs:\n  all: {from: '${{ steps.each.outputs.tenfold }}'}\n"
+    )
+    wf = push(server, token, "sarray", COUNTED.format(d=d), extra)
+    run_id = submit(server, token, wf)
+    done = wait_state(server, token, run_id)
+    assert done["state"] == "succeeded", done
+    assert done["outputs"] == {"all": [10, 20, 30, 40]}
+    assert (d / "max").read_text().strip() == "1"  # the throttle held
+    listed = steps(server, token, run_id)
+    jobs = {label: s["slurm_job"] for label, s in listed.items() if label.startswith("each[")}
+    arrays = {job.split("_")[0] for label, job in jobs.items() if label != "each[2]"}
+    assert len(arrays) == 1, jobs  # one array for the first attempts
+    [array] = arrays
+    assert jobs == {"each[0]": f"{array}_0", "each[1]": f"{array}_1", "each[3]": f"{array}_3"} | {
+        "each[2]": jobs["each[2]"]
+    }
+    assert "_" not in jobs["each[2]"], jobs  # the retry: a job of its own
+    assert listed["each[2]"]["attempts"] == 2 and listed["each[0]"]["attempts"] == 1
+    for index, item in enumerate((1, 2, 3, 4)):
+        attempt = 2 if item == 3 else 1
+        r = api(
+            server,
+            token,
+            "GET",
+            f"/runs/{run_id}/steps/each/logs",
+            params={"stream": "stdout", "index": index, "attempt": attempt},
+        )
+        assert r.text == f"element {item} attempt {attempt}\n", r.text
+
+
+def test_a_step_on_slurm_runs_in_the_step_sandbox(server: Server, token: str) -> None:
+    """The node has bubblewrap: the job's step runs in the same sandbox as a local step,
+    as the step user (the server is root), seeing of the data directory only its own
+    run's folder (not the database, not other runs)."""
+    d = server.data_dir
+    look = f"[sh, -c, 'echo started; id -u; ls -A {d}; ls -A {d}/runs', look]"
+    wf = push(server, token, "sboxed", one_step(look, "    outputs: {seen: {stdout: text}}\n"))
+    run_id = submit(server, token, wf)
+    done = wait_state(server, token, run_id)
+    assert done["state"] == "succeeded", done
+    seen = steps(server, token, run_id)["main"]["outputs"]["seen"].split()
+    assert seen[0] == "started" and seen[1] != "0", seen  # not root
+    assert seen[2:] == ["runs", run_id], seen  # the data directory shows its run only
+    assert files_of(server, run_id, "main").path("box").exists()
+
+
 def test_the_dashboard_shows_each_steps_job_id(server: Server, token: str) -> None:
     playwright = pytest.importorskip("playwright.sync_api")
     chromium = Path("/usr/bin/chromium")
@@ -238,6 +325,30 @@ def test_stop(server: Server, token: str, cluster: SlurmCluster) -> None:
     assert files_of(server, run_id, "main").stop_asked() == "stop"
 
 
+def test_stop_while_the_job_waits_in_the_queue(
+    server: Server, token: str, cluster: SlurmCluster
+) -> None:
+    """A step pending in Slurm's queue has no process to signal: a stop cancels its job
+    at once, not after the grace time (ten minutes here)."""
+    blocker = cluster.hold_every_cpu()
+    try:
+        wf = push(server, token, "sstopq", one_step("[sh, -c, 'echo started']"))
+        run_id = submit(server, token, wf)
+        deadline = time.monotonic() + WAIT_S
+        while (main := steps(server, token, run_id)["main"])["state"] != "pending" or not main[
+            "slurm_job"
+        ]:
+            assert time.monotonic() < deadline, main
+            time.sleep(0.1)
+        r = api(server, token, "POST", f"/runs/{run_id}/stop", json={"grace_s": 600})
+        assert r.status_code == 200, r.text
+        assert wait_state(server, token, run_id)["state"] == "cancelled"
+        assert steps(server, token, run_id)["main"]["state"] == "cancelled"
+        assert job_state(cluster, main["slurm_job"]) not in ("PENDING", "RUNNING")
+    finally:
+        cluster.command("scancel", blocker)
+
+
 def test_kill(server: Server, token: str, cluster: SlurmCluster) -> None:
     wf = push(server, token, "skill", one_step("[sh, -c, 'echo started; sleep 300']"))
     run_id = submit(server, token, wf)
@@ -270,7 +381,7 @@ def test_freeze_suspends_the_job_and_drain_lets_it_end(
     server: Server, token: str, cluster: SlurmCluster
 ) -> None:
     """As root the server may suspend jobs: freeze is scontrol suspend, resume resumes."""
-    gate = server.tmp / "freeze-gate"
+    gate = server.tmp / "gates" / "freeze-gate"
     gated = f"[sh, -c, 'echo started; while [ ! -e {gate} ]; do sleep 0.1; done']"
     wf = push(server, token, "spause", one_step(gated))
     run_id = submit(server, token, wf)
@@ -313,10 +424,11 @@ def test_stream_ports_are_refused(server: Server, token: str) -> None:
     assert r.status_code == 422 and "stream ports" in r.text, r.text
 
 
-def test_a_server_killed_while_jobs_run(server: Server, token: str) -> None:
+def test_a_server_killed_while_jobs_run(server: Server, token: str, cluster: SlurmCluster) -> None:
     """SIGKILL the server while one job runs and another ends meanwhile: the next server
-    adopts both by id, and each step is recorded once, with its real exit."""
-    gate = server.tmp / "gate"
+    adopts both by id, and each step is recorded once, with its real exit; jobs of the
+    deployment's name whose attempt is unknown or not under way are cancelled at start."""
+    gate = server.tmp / "gates" / "gate"
     gated = f"[sh, -c, 'echo started; while [ ! -e {gate} ]; do sleep 0.1; done; exit 4']"
     wf_live = push(server, token, "slive", one_step(gated))
     wf_quick = push(server, token, "squick", one_step("[sh, -c, 'echo started; sleep 1; exit 0']"))
@@ -324,9 +436,25 @@ def test_a_server_killed_while_jobs_run(server: Server, token: str) -> None:
     quick = submit(server, token, wf_quick)
     live_job = wait_started(server, live)
     quick_job = wait_started(server, quick)
+    # Jobs with the deployment's name whose attempt nobody runs: cancelled at start.
+    strays = [
+        cluster.command(
+            "sbatch",
+            "--parsable",
+            "--job-name=fd-accept",
+            f"--comment={key}",
+            "--output=/dev/null",
+            "--wrap=sleep 300",
+        ).stdout.strip()
+        for key in ("run_nobody/main/-1/1", f"{live}/main/-1/7")  # unknown; not its attempt
+    ]
     server.crash()
     time.sleep(2)  # the quick step ends while no server follows it
     server.start()
+    deadline = time.monotonic() + WAIT_S
+    while any(job_state(cluster, job) in ("PENDING", "RUNNING") for job in strays):
+        assert time.monotonic() < deadline, server.excerpt()
+        time.sleep(0.1)
     assert wait_state(server, token, quick)["state"] == "succeeded"
     assert status(server, token, live)["state"] == "running"
     gate.touch()
@@ -343,7 +471,7 @@ def test_a_slurmctld_restart_loses_nothing(
 ) -> None:
     """slurmctld goes down while one job runs, and a step is submitted while it is down
     (sbatch is asked again until the controller is back); both end as they should."""
-    gate = server.tmp / "ctld-gate"
+    gate = server.tmp / "gates" / "ctld-gate"
     gated = f"[sh, -c, 'echo started; while [ ! -e {gate} ]; do sleep 0.1; done']"
     wf = push(server, token, "sctld", one_step(gated))
     before = submit(server, token, wf)
@@ -364,27 +492,123 @@ def test_a_slurmctld_restart_loses_nothing(
         assert steps(server, token, run_id)["main"]["attempts"] == 1
 
 
-def test_a_pending_job_shows_why_it_waits(
+def cli(server: Server, *args: str, ok: bool = True) -> str:
+    """``flowdeck *args`` as the test's user (logged in first): its standard output (and
+    error, for a command that must fail: ``ok=False``)."""
+    env = {
+        **os.environ,
+        "FLOWDECK_URL": server.url,
+        "XDG_CONFIG_HOME": str(server.tmp / "cli-config"),
+        "COLUMNS": "200",
+    }
+    for argv, given in ((["login", "-u", "slurmer"], STRONG + "\n"), (list(args), None)):
+        done = subprocess.run(
+            [sys.executable, "-m", "flowdeck", *argv],
+            input=given,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=env,
+        )
+        if argv[0] == "login" or ok:
+            assert done.returncode == 0, done.stderr
+    assert ok or done.returncode != 0, done.stdout
+    return done.stdout if ok else done.stdout + done.stderr
+
+
+def test_sbatch_options_the_admin_allows(server: Server, token: str, cluster: SlurmCluster) -> None:
+    """The admin allows nice and constraint: a run's nice reaches its job; an option
+    outside the allowlist is refused with 422 naming it (API and CLI)."""
+    wf = push(server, token, "sopts", one_step("[sh, -c, 'echo started; sleep 1']"))
+    refused = {"executor": "slurm", "slurm_options": {"nice": 5, "gres": "gpu:1"}}
+    r = api(server, token, "POST", "/runs", json={"workflow": wf, "resources": refused})
+    assert r.status_code == 422, r.text
+    message = r.json()["error"]["message"]
+    assert "sbatch option 'gres' is not allowed on this server" in message, r.text
+    assert "allowed: constraint, nice" in message, r.text
+    r = api(server, token, "POST", "/runs", json={"workflow": wf})
+    staged = r.json()["id"]
+    said = cli(
+        server, "run", "resources", staged, "--executor", "slurm", "--sbatch", "mem=1G", ok=False
+    )
+    assert "sbatch option 'mem' is not allowed" in said, said
+    run_id = submit(server, token, wf, resources={**SLURM, "slurm_options": {"nice": 7}})
+    job = wait_started(server, run_id)
+    shown = cluster.command("scontrol", "show", "job", job).stdout
+    assert "Nice=7" in shown, shown
+    assert wait_state(server, token, run_id)["state"] == "succeeded"
+
+
+def test_a_pending_job_is_a_pending_step_with_slurms_reason(
     server: Server, token: str, cluster: SlurmCluster
 ) -> None:
-    """Another job holds every CPU of the node: the step's job waits in Slurm, and its
-    steps listing says so (state and reason), until the CPUs are free."""
+    """Another job holds every CPU of the node: the step's job waits in Slurm, and the step
+    is ``pending`` with Slurm's reason and its job id (API and ``flowdeck run status``).
+    The job id is stored with the step: a server killed meanwhile re-adopts the waiting
+    job by it (its copy in the run folder removed); once the job may run, the step runs,
+    once."""
     blocker = cluster.hold_every_cpu()
     try:
         wf = push(server, token, "swaits", one_step("[sh, -c, 'echo started']"))
         run_id = submit(server, token, wf)
         deadline = time.monotonic() + WAIT_S
-        # (the first polls may see it pending before Slurm gave a reason)
-        while (main := steps(server, token, run_id).get("main", {})).get("slurm_reason") is None:
+        # (the first polls may see it pending before Slurm gave a reason: "pending" then)
+        reasons = ("Resources", "Priority")  # as Slurm words it
+        while (main := steps(server, token, run_id).get("main", {})).get("slurm_reason") not in (
+            reasons
+        ):
             assert time.monotonic() < deadline, main
             time.sleep(0.1)
-        assert main["state"] == "running" and main["slurm_state"] == "PENDING", main
-        assert main["slurm_reason"] in ("Resources", "Priority"), main  # as Slurm words it
+        assert main["state"] == "pending" and main["slurm_state"] == "PENDING", main
+        job = main["slurm_job"]
+        assert job is not None
+        shown = cli(server, "run", "status", run_id)
+        # (Slurm's reason may change between two looks: Priority, then Resources)
+        assert re.search(r"│ pending \((Resources|Priority)\) .* │ " + job + " ", shown), shown
+        # Held in Slurm by someone (so it still waits once the CPUs are free: the next
+        # server's start-up probe job needs one), then the server is killed.
+        assert cluster.command("scontrol", "hold", job).returncode == 0
     finally:
         cluster.command("scancel", blocker)
+    server.crash()
+    files_of(server, run_id, "main").path("job").unlink()  # only the database has it now
+    server.start()
+    deadline = time.monotonic() + WAIT_S
+    held = ("JobHeldUser", "JobHeldAdmin")  # (root's hold is an admin's)
+    while (main := steps(server, token, run_id)["main"])["slurm_reason"] not in held:
+        assert time.monotonic() < deadline, str(main)
+        time.sleep(0.1)
+    assert main["state"] == "pending" and main["slurm_job"] == job, main
+    assert cluster.command("scontrol", "release", job).returncode == 0
     assert wait_state(server, token, run_id)["state"] == "succeeded"
     main = steps(server, token, run_id)["main"]
-    assert main["slurm_state"] is None and main["slurm_job"] is not None
+    assert main["attempts"] == 1 and main["slurm_job"] == job, main
+    assert main["slurm_state"] is None and main["slurm_reason"] is None, main
+
+
+def test_a_requeued_job_is_pending_again(server: Server, token: str, cluster: SlurmCluster) -> None:
+    """Slurm requeues a running job (as after a preemption; held here, so that a poll
+    surely sees it wait): its step is pending again, in the same attempt, with Slurm's
+    reason; a stop then cancels the waiting job at once."""
+    gate = server.tmp / "gates" / "requeue-gate"
+    gated = f"[sh, -c, 'echo started; while [ ! -e {gate} ]; do sleep 0.1; done']"
+    wf = push(server, token, "srequeue", one_step(gated))
+    run_id = submit(server, token, wf)
+    job = wait_started(server, run_id)
+    deadline = time.monotonic() + WAIT_S
+    while (main := steps(server, token, run_id)["main"])["state"] != "running":
+        assert time.monotonic() < deadline, main
+        time.sleep(0.1)
+    assert cluster.command("scontrol", "requeuehold", job).returncode == 0
+    while (main := steps(server, token, run_id)["main"])["state"] != "pending":
+        assert time.monotonic() < deadline, main
+        time.sleep(0.1)
+    assert main["slurm_reason"] and main["slurm_job"] == job and main["attempts"] == 1, main
+    r = api(server, token, "POST", f"/runs/{run_id}/stop", json={"grace_s": 600})
+    assert r.status_code == 200, r.text
+    assert wait_state(server, token, run_id)["state"] == "cancelled"
+    assert job_state(cluster, job) not in ("PENDING", "RUNNING")
 
 
 def test_a_frozen_run_survives_a_server_kill(
@@ -392,7 +616,7 @@ def test_a_frozen_run_survives_a_server_kill(
 ) -> None:
     """Frozen, then the server is killed: the next one keeps the job suspended, and its
     resume resumes it."""
-    gate = server.tmp / "frozen-gate"
+    gate = server.tmp / "gates" / "frozen-gate"
     gated = f"[sh, -c, 'echo started; while [ ! -e {gate} ]; do sleep 0.1; done']"
     wf = push(server, token, "sfrozen", one_step(gated))
     run_id = submit(server, token, wf)

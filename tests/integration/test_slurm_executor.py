@@ -223,7 +223,8 @@ def test_the_start_up_probe(
 ) -> None:
     """A job must read what the server wrote into its data directory: it can here; a
     refused submission and a probe that waits too long in the queue say why (the latter
-    leaves no job behind)."""
+    leaves no job behind).  Once passed, a start with the same settings does not probe
+    again (a restart must not wait for a CPU of a full cluster)."""
     assert executor("fd-probe").check_shared(tmp_path / "data") is None
     assert not list((tmp_path / "data" / "slurm-probe").iterdir())
     refused = SlurmExecutor(SlurmConfig(JobOptions(job_name="fd-probe", partition="nope")))
@@ -237,6 +238,7 @@ def test_the_start_up_probe(
         assert problem is not None and "did not end within 3 s" in problem, problem
         left = cluster.command("squeue", "-h", "--name=fd-probe-wait-probe", "-t", "PD,R")
         assert left.stdout.strip() == ""
+        assert executor("fd-probe").check_shared(tmp_path / "data") is None  # passed before
     finally:
         cluster.command("scancel", blocker)
 
@@ -253,7 +255,7 @@ echo $$
 
 
 def test_a_wide_scatter_runs_few_slurm_commands_at_once(tmp_path: Path) -> None:
-    """Twenty attempts started at once: at most COMMANDS_AT_ONCE sbatch at a time."""
+    """Twenty steps started at once: at most COMMANDS_AT_ONCE sbatch at a time."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, text in (
@@ -272,7 +274,7 @@ def test_a_wide_scatter_runs_few_slurm_commands_at_once(tmp_path: Path) -> None:
     async def scenario() -> list[Outcome]:
         ends = Ends()
         loop = asyncio.get_running_loop()
-        keys = [f"r/wide/{i}/1" for i in range(20)]
+        keys = [f"r/wide{i}/-1/1" for i in range(20)]  # (a scatter's would be one array)
         for key in keys:
             ex.start(launch(tmp_path, key, "/bin/true"), ends.on_exit(key), loop)
         outcomes = [await ends.of(key) for key in keys]

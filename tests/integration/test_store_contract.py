@@ -455,3 +455,26 @@ def test_products_and_staged_files(store: Store) -> None:
     with store.write() as tx:
         assert tx.delete_staged_file("run_a", "reads", "a.fa")
         assert not tx.delete_staged_file("run_a", "reads", "a.fa")
+
+
+def test_a_step_keeps_its_job_id_and_why_it_waits(store: Store) -> None:
+    """A step on Slurm: its job id and the reason its job waits are stored with it, and
+    cleared when a new record says so."""
+    from flowdeck.domain.runs import StepRecord, StepState
+
+    with store.write() as tx:
+        tx.add_user(user("alice"))
+        tx.add_workflow(workflow("wf_1", "alice"))
+        tx.add_run(Run("run_j", "u_alice", "wf_1", "alice/wf@1", RunState.STAGED, T0, T0))
+        waits = StepRecord(
+            "run_j", "s", 2, StepState.PENDING, T0, attempts=1, job_id="4711", waiting="Priority"
+        )
+        tx.save_step(waits)
+    with store.read() as tx:
+        [step] = tx.list_steps("run_j")
+    assert step == waits and step.in_queue
+    with store.write() as tx:
+        tx.save_step(StepRecord("run_j", "s", 2, StepState.RUNNING, T0, attempts=1, job_id="4711"))
+    with store.read() as tx:
+        [step] = tx.list_steps("run_j")
+    assert (step.job_id, step.waiting, step.in_queue) == ("4711", None, False)

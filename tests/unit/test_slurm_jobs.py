@@ -3,7 +3,10 @@ an ended job's attempt ended."""
 
 from __future__ import annotations
 
+import os
+import pwd
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,12 +17,15 @@ from flowdeck.executors.slurm_jobs import (
     Files,
     JobOptions,
     JobState,
+    check_user_options,
     outcome_of,
     parse_job_id,
     parse_sacct,
     parse_squeue,
     sbatch_argv,
     time_limit,
+    waiting_reason,
+    write_array,
     write_attempt,
 )
 
@@ -39,6 +45,9 @@ SQUEUE_MORE = """\
 11|OUT_OF_MEMORY|OutOfMemory|run_y/big/-1/1
 12|NODE_FAIL|NodeDown|run_y/far/0/2
 13|PENDING|BeginTime|run_y/again/-1/1
+16|PREEMPTED|None|run_y/bumped/-1/1
+17|REQUEUED|Prolog|run_y/back/-1/1
+18|PENDING|None|run_y/fresh/-1/1
 14|TIMEOUT|TimeLimit|run_y/slow/-1/1
 15|CANCELLED|None|run_y/gone/-1/1
 """
@@ -79,6 +88,35 @@ def test_state_mapping() -> None:
     assert outcome_of(None, jobs["15"], "kill").signal == signal.SIGKILL
     gone = outcome_of(None, None, None)
     assert gone.lost and gone.error == "its Slurm job is gone and left no exit file"
+
+
+def test_a_waiting_job_is_a_pending_step_with_slurms_reason() -> None:
+    """Pending, preempted or requeued in Slurm: the step is pending, with why; running,
+    suspended or ended: it does not wait."""
+    jobs = {**parse_squeue(SQUEUE_RECORDED), **parse_squeue(SQUEUE_MORE)}
+    assert waiting_reason(jobs["3"]) == "Resources"
+    assert waiting_reason(jobs["13"]) == "BeginTime"  # requeued after a preemption
+    assert waiting_reason(jobs["16"]) == "preempted"
+    assert waiting_reason(jobs["17"]) == "requeued: Prolog"
+    assert waiting_reason(jobs["18"]) == "pending"  # before Slurm gave a reason
+    assert all(waiting_reason(jobs[j]) is None for j in ("1", "2", "11", "12", "14", "15"))
+    assert waiting_reason(JobState("9", "SUSPENDED")) is None
+
+
+def test_out_of_memory_and_node_failure_with_an_exit_file() -> None:
+    """The step was killed (137) and Slurm's state says why: out of memory (failed, the
+    reason said) or its node failed (lost: retried per the step's policy); a step that
+    ended well first is not blamed."""
+    jobs = {**parse_squeue(SQUEUE_MORE), **parse_sacct(SACCT)}
+    killed = {"exit_code": 137, "started": 1.0, "ended": 3.0, "ended_by": ""}
+    oom = outcome_of(killed, jobs["11"], None)
+    assert not oom.ok and not oom.lost and oom.signal == signal.SIGKILL
+    assert oom.error == "out of memory in Slurm (OutOfMemory)" and oom.wall_s == 2.0
+    assert outcome_of(killed, jobs["23"], None).error == "out of memory in Slurm"  # sacct
+    node = outcome_of(killed, jobs["12"], None)
+    assert node.lost and node.error == "its Slurm node failed (NodeDown)"
+    assert outcome_of({**killed, "exit_code": 0}, jobs["11"], None).ok
+    assert outcome_of(killed, jobs["11"], "kill").error is None  # flowdeck's own kill
 
 
 def test_sacct() -> None:
@@ -212,3 +250,91 @@ def test_a_cancel_seen_by_the_step_before_the_wrapper() -> None:
     assert outcome_of(record, cancelled, None).error == "cancelled in Slurm"
     assert outcome_of(record, cancelled, "stop").error is None
     assert outcome_of(record, JobState("9", "COMPLETED"), None).error is None
+
+
+def test_a_runs_own_sbatch_options(tmp_path: Path) -> None:
+    """Options the admin allows come after flowdeck's, one argument each (no shell); a
+    run's partition replaces the admin's default; anything else is refused by name."""
+    lc = Launch(
+        key="r/s/-1/1",
+        cwd=tmp_path,
+        env={},
+        stdout=tmp_path / "s.1.stdout",
+        stderr=tmp_path / "s.1.stderr",
+        argv=("true",),
+        slurm_options={"constraint": "avx2&ib", "exclusive": True, "partition": "big"},
+    )
+    opts = JobOptions(job_name="fd", partition="small", qos="normal")
+    argv = sbatch_argv("sbatch", lc, Files.of(lc.stdout), opts)
+    assert argv[-5:-1] == ["--qos=normal", "--constraint=avx2&ib", "--exclusive", "--partition=big"]
+    assert "--partition=small" not in argv
+    allowed = ["constraint", "exclusive"]
+    assert check_user_options({"constraint": "x", "exclusive": True}, allowed) == []
+    assert check_user_options({"gres": "gpu:1"}, allowed) == [
+        "sbatch option 'gres' is not allowed on this server (allowed: constraint, exclusive)"
+    ]
+    [bad] = check_user_options({"constraint": "a\nb"}, allowed)
+    assert "printable" in bad
+
+
+def test_a_scatter_as_one_job_array(tmp_path: Path) -> None:
+    """Three instances of a foreach step: one array (--array=0-2%2), task i runs element
+    i's wrapper, each element knows its array and task (to be found again after a
+    restart)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    launches = [
+        Launch(
+            key=f"run_a/each/{i}/1",
+            cwd=tmp_path,
+            env={},
+            stdout=logs / f"each[{i}].1.stdout",
+            stderr=logs / f"each[{i}].1.stderr",
+            argv=("true",),
+            foreach_limit=2,
+        )
+        for i in range(3)
+    ]
+    members = [write_attempt(lc, list(lc.argv), 1.0) for lc in launches]
+    array = write_array(launches, members, 2)
+    assert array.comment.startswith("run_a/each/array/") and array.size == 3
+    argv = sbatch_argv("sbatch", launches[0], members[0], JobOptions("fd"), array)
+    assert argv[-2:] == ["--array=0-2%2", str(array.script)]
+    assert f"--comment={array.comment}" in argv and f"--output={array.log}" in argv
+    script = array.script.read_text()
+    assert all(str(f.path("sh")) in script for f in members)
+    assert [f.array_task() for f in members] == [(array.comment, str(i)) for i in range(3)]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="setpriv to another uid needs root")
+def test_a_node_without_bubblewrap_still_drops_to_the_step_user(tmp_path: Path) -> None:
+    """The wrapper run as a job would on a node without bwrap (not on its PATH): the step
+    runs without the sandbox, said in the wrapper's output, but still as the step user
+    (setpriv after bwrap's "--" stays)."""
+    step = pwd.getpwnam("flowdeck-step")
+    bin_dir = tmp_path / "bin"  # the node's commands, bwrap missing
+    bin_dir.mkdir()
+    for name in ("setsid", "env", "mv", "hostname", "id", "setpriv", "sleep", "touch"):
+        (bin_dir / name).symlink_to(f"/usr/bin/{name}")
+    lc = Launch(
+        key="r/s/-1/1",
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        stdout=tmp_path / "s.1.stdout",
+        stderr=tmp_path / "s.1.stderr",
+        argv=("id", "-u"),
+    )
+    box = ["/nowhere/bwrap", "--unshare-pid", "--", "/usr/bin/setpriv"]
+    box += [f"--reuid={step.pw_uid}", f"--regid={step.pw_gid}", "--clear-groups", "--"]
+    files = write_attempt(lc, list(lc.argv), 1.0, box)
+    done = subprocess.run(
+        ["/bin/bash", str(files.path("sh"))],
+        env={"PATH": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "no bubblewrap on" in done.stderr and "without its sandbox" in done.stderr
+    assert lc.stdout.read_text().strip() == str(step.pw_uid)
+    assert outcome_of(files.exit_record(), None, None).ok

@@ -70,6 +70,13 @@ class ResourcesIn(Request):
         description="Extra environment for every step; no FLOWDECK_ names.",
         json_schema_extra={"propertyNames": {"pattern": ENV_NAME_PATTERN}},
     )
+    slurm_options: dict[Annotated[str, Field(max_length=40)], bool | str | int] | None = Field(
+        None,
+        max_length=20,
+        description="On Slurm: sbatch options for every job of the run, by long name "
+        "({'constraint': 'avx2', 'exclusive': true}); only those the server allows "
+        "(slurm_user_options), else 422 naming them.",
+    )
 
 
 class RunCreate(Request):
@@ -270,10 +277,14 @@ class StepOut(BaseModel):
     )
     slurm_state: str | None = Field(
         None,
-        description="A running step on Slurm: its job's state as the last poll saw it "
-        "(PENDING, RUNNING, ...), and why it waits (slurm_reason).",
+        description="A step on Slurm whose job is under way: its job's state as the last "
+        "poll saw it (PENDING, RUNNING, SUSPENDED, ...).",
     )
-    slurm_reason: str | None = None
+    slurm_reason: str | None = Field(
+        None,
+        description="A step on Slurm that is pending with its job submitted: why the job "
+        "waits in Slurm's queue (Resources, Priority, ...; 'requeued' after a preemption).",
+    )
 
     @classmethod
     def of(cls, rec: StepRecord, stderr: Any, stdout: Any) -> StepOut:

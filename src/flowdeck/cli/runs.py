@@ -171,6 +171,14 @@ def resources(
     env: Annotated[
         list[str] | None, typer.Option("--env", help="NAME=VALUE for every step (repeatable).")
     ] = None,
+    sbatch: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sbatch",
+            help="On Slurm: an sbatch option the server allows, NAME=VALUE or NAME for a "
+            "flag (e.g. constraint=avx2; repeatable).",
+        ),
+    ] = None,
     server: ServerOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -186,6 +194,11 @@ def resources(
             body[key] = value
     if env:
         body["env"] = dict(split_pair(e, "--env") for e in env)
+    if sbatch:
+        body["slurm_options"] = {
+            name.removeprefix("--"): value if sep else True
+            for name, sep, value in (o.partition("=") for o in sbatch)
+        }
     with reported(), client_for(server) as client:
         run = client.run(run_id)
         run.set_resources(**body)

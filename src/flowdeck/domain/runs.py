@@ -199,10 +199,20 @@ class StepRecord:
     cpu_time_s: float | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    job_id: str | None = None  # the latest attempt's job in its executor (a Slurm job id)
+    # Why a submitted attempt waits in its executor's queue (Slurm's reason: "Resources",
+    # "Priority", ...); set only while the step is ``pending`` with its job submitted.
+    waiting: str | None = None
 
     @property
     def label(self) -> str:
         return self.name if self.index < 0 else f"{self.name}[{self.index}]"
+
+    @property
+    def in_queue(self) -> bool:
+        """Submitted and waiting in its executor's queue (a pending Slurm job): pending,
+        but its attempt exists and ends like a running one."""
+        return self.state is StepState.PENDING and self.waiting is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -263,6 +263,13 @@ class StepSpec(_Model):
     retries: Retries | int = Field(0, description="A count, or {count, backoff, factor}.")
     when: str | None = Field(None, description="Run only when this expression is true.")
     foreach: str | None = Field(None, description="Scatter over this array: ${{ item }}.")
+    foreach_limit: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="A foreach step: at most this many of its instances run at once (on "
+        "Slurm, the job array's throttle %N).",
+    )
     allow_failure: bool = False
     stdin: str | None = Field(None, description="A stream port fed to standard input.")
     secrets: list[SecretUse] = Field(
@@ -292,6 +299,8 @@ class StepSpec(_Model):
             raise ValueError("shell: bash needs run to be a script (a string)")
         if self.with_ and self.run is not None:
             raise ValueError("'with' is for python and uses steps; run steps use templates")
+        if self.foreach_limit is not None and self.foreach is None:
+            raise ValueError("foreach_limit is for a step with foreach")
         if self.secrets and self.uses is not None:
             raise ValueError("a uses step has no secrets: its workflow's steps ask for theirs")
         envs = [s.env for s in self.secrets if s.env is not None]

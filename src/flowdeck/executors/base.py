@@ -37,6 +37,10 @@ class Launch:
     record: Path | None = None  # where the supervisor keeps pid, start time and outcome
     sandbox: dict[str, Any] | None = None  # what the step may see (executors/sandbox.py)
     cpus: float = 1.0  # the step's resources.cpus (a Slurm job's --cpus-per-task)
+    # sbatch options the run added (resources.slurm_options, as the admin allows):
+    # name -> value, or True for a flag
+    slurm_options: dict[str, Any] = field(default_factory=dict)
+    foreach_limit: int | None = None  # a foreach instance: its step's instances at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,12 @@ class StepProcess(ABC):
     @abstractmethod
     def kill(self) -> None:
         """End it now (SIGKILL to the whole process group); already gone is success."""
+
+    def watch(self, fn: Callable[[str, str | None], None]) -> None:  # noqa: B027
+        """Have ``fn(job_id, waiting)`` called (in the loop) when the attempt's job in a
+        cluster's queue is submitted, and whenever it starts or stops waiting there
+        (``waiting``: why it waits, else None).  Nothing here: a local attempt runs at
+        once."""
 
 
 class NoProcess(StepProcess):

@@ -35,6 +35,7 @@ from typing import Any
 from flowdeck.executors.base import Executor, Launch, NoProcess, Outcome, StepProcess
 from flowdeck.executors.group import start_error, with_result
 from flowdeck.executors.local import LocalExecutor
+from flowdeck.executors.sandbox import Box, SandboxError
 from flowdeck.executors.slurm_jobs import (
     ACTIVE,
     SQUEUE_FORMAT,
@@ -46,12 +47,14 @@ from flowdeck.executors.slurm_jobs import (
     parse_sacct,
     parse_squeue,
     sbatch_argv,
+    waiting_reason,
+    write_array,
     write_attempt,
 )
 
 log = logging.getLogger("flowdeck.slurm")
 COMMAND_TIMEOUT_S = 60.0
-MISSING_POLLS = 2  # an ended job without its exit file: polls to wait for the file
+MISSING_POLLS = 3  # an ended job without its exit file (or requeued?): polls to wait
 COMMANDS_AT_ONCE = 8  # sbatch, scancel, scontrol calls in flight
 PROBE_TIMEOUT_S = 300.0  # the start-up probe job's wait, queueing included
 SUBMIT_RETRY_S = 300.0  # sbatch is asked again this long while slurmctld is unreachable
@@ -74,6 +77,18 @@ def may_suspend(config: str, uid: int, user: str) -> bool:
         if name.strip() == "SlurmUser":
             return value.strip().split("(")[0] == user
     return False
+
+
+def box_command(box: Box | None, launch: Launch) -> list[str] | None:
+    """The sandbox's command before the step's own (bwrap's options, and where the server
+    is root setpriv to the step's uid): what a local step of ``launch`` gets, except that
+    a step with network shares the node's (pasta is not set up inside jobs)."""
+    if box is None:
+        return None
+    command = box.argv([])
+    if launch.sandbox and launch.sandbox.get("network"):
+        command.remove("--unshare-net")
+    return command
 
 
 def unreachable(message: str) -> bool:
@@ -153,7 +168,24 @@ class SlurmJob(StepProcess):
         self._asked: str | None = files.stop_asked()
         self._missing = 0
         self._frozen = False
+        self.box: Box | None = None  # its sandbox (its folder is given back at the end)
+        self._watch: Callable[[str, str | None], None] | None = None
+        self._told: tuple[str, str | None] | None = None  # the last (job id, waiting) told
         self.ended = False
+
+    def watch(self, fn: Callable[[str, str | None], None]) -> None:
+        self._watch = fn
+        if self.job_id is not None and self.state is not None:
+            self._tell(waiting_reason(self.state))
+
+    def _tell(self, waiting: str | None) -> None:
+        """Tell the scheduler the job's id and whether (why) it waits, on change."""
+        if self.job_id is None or self._watch is None or self.ended:
+            return
+        news = (self.job_id, waiting)
+        if news != self._told:
+            self._told = news
+            self._watch(*news)
 
     # -- control -------------------------------------------------------------------------
     def pause(self) -> None:
@@ -172,7 +204,10 @@ class SlurmJob(StepProcess):
             self._executor.thaw(self.job_id)
 
     def terminate(self) -> None:
-        self._ask("stop", ["--full", "--signal=TERM"])
+        if self.state is not None and waiting_reason(self.state) is not None:
+            self._ask("stop", [])  # still in the queue: no process to signal, cancelled
+        else:
+            self._ask("stop", ["--full", "--signal=TERM"])
 
     def kill(self) -> None:
         self._ask("kill", [])
@@ -193,6 +228,7 @@ class SlurmJob(StepProcess):
         self.job_id = job_id
         with contextlib.suppress(OSError):
             self.files.path("job").write_text(job_id, encoding="utf-8")
+        self._tell(None)  # its id, to store with the step (the first poll says if it waits)
         if self._asked is not None:
             self._executor.cancel(
                 job_id, [] if self._asked == "kill" else ["--full", "--signal=TERM"]
@@ -210,14 +246,25 @@ class SlurmJob(StepProcess):
                 state.reason,
             ):
                 self.files.note_state(state.state, state.reason)  # for the API, on change
+                if waiting_reason(state) is not None:  # requeued: its last run's end is not
+                    self.files.forget_run()  # this attempt's end
             self.state = state
             self._missing = 0
+            self._tell(waiting_reason(state))
             return False
         if state is not None:
             self.state = state
         record = self.files.exit_record()
-        if record is None and self._missing < MISSING_POLLS and self._asked is None:
-            self._missing += 1  # a shared file system may show the file a little later
+        # A few polls more before it counts as ended: without its exit file yet (a shared
+        # file system may show it a little later), not listed, or ended by Slurm's own
+        # TERM (a job Slurm requeues shows FAILED for a moment, then PENDING again).
+        by_slurm = record is not None and record.get("ended_by") == "slurm"
+        if (
+            (record is None or state is None or by_slurm)
+            and self._missing < MISSING_POLLS
+            and self._asked is None
+        ):
+            self._missing += 1
             return False
         self.finish(outcome_of(record, self.state, self._asked))
         return True
@@ -229,6 +276,8 @@ class SlurmJob(StepProcess):
         for what in ("env", "argv"):  # they may hold secrets: kept no longer than needed
             with contextlib.suppress(OSError):
                 self.files.path(what).unlink(missing_ok=True)
+        if self.box is not None:
+            self.box.ended()
         if self._python is not None:
             outcome = with_result(outcome, self._python)
         self._executor.forget(self)
@@ -252,10 +301,25 @@ class SlurmExecutor(Executor):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None  # Slurm commands running at once
+        self._starting: list[tuple[SlurmJob, Launch]] = []  # to submit when the loop turns
 
     def check_shared(self, data_dir: Path) -> str | None:
         """Whether a job can read what the server writes into ``data_dir``: a probe job
-        (``sbatch --wait``) copies a fresh token there; None when it did, else why not."""
+        (``sbatch --wait``) copies a fresh token there; None when it did, else why not.
+        Once it passed, later starts with the same settings skip it (``slurm-probe.ok``
+        says which): a restart on a full cluster must not wait for a free CPU."""
+        passed = data_dir / "slurm-probe.ok"
+        settings = repr((self.config.options, str(self.config.bin_dir), str(data_dir)))
+        with contextlib.suppress(OSError):
+            if passed.read_text(encoding="utf-8") == settings:
+                return None
+        problem = self._probe(data_dir)
+        if problem is None:
+            with contextlib.suppress(OSError):
+                passed.write_text(settings, encoding="utf-8")
+        return problem
+
+    def _probe(self, data_dir: Path) -> str | None:
         probe = data_dir / "slurm-probe"
         probe.mkdir(parents=True, exist_ok=True)
         token = secrets.token_hex(16)
@@ -332,45 +396,101 @@ class SlurmExecutor(Executor):
         else:
             loop.call_soon(on_exit, Outcome(exit_code=126, error="neither argv nor python is set"))
             return NoProcess(launch.key)
+        box: Box | None = None
+        if launch.sandbox is not None:  # the same sandbox as a local step's, in the job
+            busy = {j.box.uid for j in self._jobs.values() if j.box and j.box.uid is not None}
+            try:
+                box = Box.make({**launch.sandbox, "network": False}, launch.cwd, busy)
+                box.hand_over()  # (the data directory is shared: its files are the node's)
+            except (SandboxError, OSError) as exc:
+                loop.call_soon(on_exit, Outcome(exit_code=126, error=str(exc)))
+                return NoProcess(launch.key)
         try:
-            files = write_attempt(launch, argv, self.config.grace_s)
+            files = write_attempt(launch, argv, self.config.grace_s, box_command(box, launch))
         except (OSError, ValueError) as exc:
+            if box is not None:
+                box.ended()
             loop.call_soon(on_exit, start_error(argv[0], exc))
             return NoProcess(launch.key)
         job = SlurmJob(self, launch.key, files, on_exit, launch if launch.python else None)
+        job.box = box
         self._jobs[launch.key] = job
-        command = sbatch_argv(self.config.command("sbatch"), launch, files, self.config.options)
-        self._spawn(self._submit(job, command))
+        if not self._starting:
+            loop.call_soon(self._submit_started)
+        self._starting.append((job, launch))
         return job
 
-    async def _submit(self, job: SlurmJob, command: list[str]) -> None:
-        """sbatch; while the controller cannot be reached (a slurmctld restart), asked
-        again every poll interval for up to ``SUBMIT_RETRY_S``, after checking that the
-        failed call did not submit it after all (its key in squeue's comments)."""
+    def _submit_started(self) -> None:
+        """Submit the attempts started since the loop last turned: the instances of one
+        foreach step started together as one job array, every other attempt as a job."""
+        started, self._starting = self._starting, []
+        sbatch = self.config.command("sbatch")
+        scatters: dict[str, list[tuple[SlurmJob, Launch]]] = {}
+        for job, launch in started:
+            run_step, index, _ = launch.key.rsplit("/", 2)
+            if int(index) >= 0 and not job.ended:
+                scatters.setdefault(run_step, []).append((job, launch))
+            elif not job.ended:
+                command = sbatch_argv(sbatch, launch, job.files, self.config.options)
+                self._spawn(self._submit([job], command, launch.key))
+        for group in scatters.values():
+            jobs = [job for job, _ in group]
+            first = group[0][1]
+            if len(group) == 1:
+                command = sbatch_argv(sbatch, first, jobs[0].files, self.config.options)
+                self._spawn(self._submit(jobs, command, first.key))
+                continue
+            try:
+                array = write_array(
+                    [launch for _, launch in group], [j.files for j in jobs], first.foreach_limit
+                )
+            except OSError as exc:
+                for job in jobs:
+                    job.finish(Outcome(exit_code=None, error=f"cannot write the job array: {exc}"))
+                continue
+            command = sbatch_argv(sbatch, first, jobs[0].files, self.config.options, array)
+            self._spawn(self._submit(jobs, command, array.comment))
+
+    async def _submit(self, jobs: list[SlurmJob], command: list[str], comment: str) -> None:
+        """sbatch of one job, or (several ``jobs``) of their job array; while the
+        controller cannot be reached (a slurmctld restart), asked again every poll
+        interval for up to ``SUBMIT_RETRY_S``, after checking that the failed call did
+        not submit it after all (its ``comment`` in squeue's)."""
         waited = 0.0
         while True:
             code, out, err = await self._command(command)
             if code == 0:
                 try:
-                    job.submitted(parse_job_id(out))
+                    self._submitted(jobs, parse_job_id(out))
                 except ValueError as exc:
-                    job.finish(Outcome(exit_code=None, error=f"sbatch: {exc}"))
-                    return
-                self._ensure_poller()
+                    for job in jobs:
+                        job.finish(Outcome(exit_code=None, error=f"sbatch: {exc}"))
                 return
             reason = (err.strip() or out.strip() or f"exit {code}").splitlines()[-1]
-            if not unreachable(err + out) or waited >= SUBMIT_RETRY_S or job.ended:
-                job.finish(Outcome(exit_code=None, error=f"sbatch refused the job: {reason}"))
+            if all(job.ended for job in jobs):
                 return
-            log.warning("sbatch for %s failed (%s): trying again", job.key, reason)
+            if not unreachable(err + out) or waited >= SUBMIT_RETRY_S:
+                for job in jobs:
+                    job.finish(Outcome(exit_code=None, error=f"sbatch refused the job: {reason}"))
+                return
+            log.warning("sbatch for %s failed (%s): trying again", comment, reason)
             await asyncio.sleep(self.config.poll_s)
             waited += self.config.poll_s
-            jobs = await self.squeue_all()
-            found = [s for s in (jobs or {}).values() if s.key == job.key]
+            listed = await self.squeue_all()
+            found = [s for s in (listed or {}).values() if s.key == comment]
             if found:
-                job.submitted(found[-1].job_id)
-                self._ensure_poller()
+                self._submitted(jobs, found[-1].job_id.split("_")[0])
                 return
+
+    def _submitted(self, jobs: list[SlurmJob], job_id: str) -> None:
+        """sbatch answered ``job_id``: one job's, or the array's (task i: ``id_i``)."""
+        for task, job in enumerate(jobs):
+            its = job_id if len(jobs) == 1 else f"{job_id}_{task}"
+            if job.ended:  # it ended meanwhile: its job must not run
+                self.cancel(its, [])
+            else:
+                job.submitted(its)
+        self._ensure_poller()
 
     def adopt(
         self,
@@ -379,13 +499,17 @@ class SlurmExecutor(Executor):
         on_exit: Callable[[Outcome], None],
         loop: asyncio.AbstractEventLoop,
         python: Launch | None = None,
+        job_id: str | None = None,
     ) -> StepProcess:
         """A job a previous server submitted for attempt ``key`` (whose stdout log is
-        ``stdout``): followed again by its id; an attempt without one never reached Slurm
-        (or flowdeck stopped before sbatch answered: it is looked up by its key)."""
+        ``stdout``): followed again by its id (``job_id``, stored with the step; else the
+        one its run folder kept); an attempt without one never reached Slurm (or flowdeck
+        stopped before sbatch answered: it is looked up by its key)."""
         self._loop = loop
         files = Files.of(stdout)
         job = SlurmJob(self, key, files, on_exit, python)
+        if job_id is not None:
+            job.job_id = job_id
         self._jobs[key] = job
         if job.job_id is None and files.exit_record() is None:
             self._spawn(self._find(job))
@@ -398,7 +522,15 @@ class SlurmExecutor(Executor):
         if jobs is None:  # slurmctld not answering: the poller asks again
             self._ensure_poller()
             return
-        found = [state for state in jobs.values() if state.key == job.key]
+        task = job.files.array_task()  # an element of a job array: the array's task
+        if task is not None:
+            found = [
+                state
+                for state in jobs.values()
+                if state.key == task[0] and state.job_id.endswith(f"_{task[1]}")
+            ]
+        else:
+            found = [state for state in jobs.values() if state.key == job.key]
         if found:
             job.submitted(found[-1].job_id)
             self._ensure_poller()
@@ -422,6 +554,7 @@ class SlurmExecutor(Executor):
         argv = [
             self.config.command("squeue"),
             "-h",
+            "--array",  # one line per task of a job array (id_task)
             "--states=all",
             f"--name={self.config.options.job_name}",
             f"--user={os.geteuid()}",
@@ -433,6 +566,26 @@ class SlurmExecutor(Executor):
             log.warning("squeue failed (exit %d): %s", code, err.strip() or out.strip())
             return None
         return parse_squeue(out)
+
+    async def sweep(self, live: Callable[[dict[str, str]], set[str]]) -> list[str]:
+        """At start: cancel this deployment's jobs that no attempt under way owns, so
+        nothing is left running: ``live`` gets {job id: attempt key} of the jobs still
+        to end and answers the ids to keep.  The ids cancelled."""
+        jobs = await self.squeue_all()
+        if jobs is None:
+            log.warning("cannot look for stray Slurm jobs: squeue failed")
+            return []
+        under_way = {j: s.key for j, s in jobs.items() if s.state in ACTIVE}
+        keep = live(under_way) if under_way else set()
+        strays = sorted(set(under_way) - keep - {job.job_id for job in self._jobs.values()})
+        for job_id in strays:
+            log.warning(
+                "cancelling Slurm job %s: its attempt %r is over or unknown",
+                job_id,
+                under_way[job_id],
+            )
+            self.cancel(job_id, [])
+        return strays
 
     async def _sacct(self, job_ids: list[str]) -> dict[str, JobState]:
         """Ended jobs squeue no longer lists, where Slurm keeps accounting (else none)."""

@@ -14,6 +14,14 @@ An attempt whose logs are ``logs/<label>.<attempt>.stdout|stderr`` keeps, next t
 ``.slurm.log``   the wrapper's own output (Slurm's ``--output``)
 ``.slurm.state`` Slurm's state and reason as the last poll saw them (``PENDING|Resources``),
                  written when they change, for the API
+``.slurm.box``   the step sandbox's command (bubblewrap and its options, NUL-separated),
+                 which the wrapper puts before the step where the node has bubblewrap
+``.slurm.array`` an element of a job array: the array's comment and its task number
+                 (``run/step/array/tag|3``), written before the array is submitted
+
+The instances of a ``foreach`` step started together become one job array
+(``<step>.<tag>.array.sh`` runs task i's wrapper; ``--array=0-N%limit``), each task one
+element with its own files as above; a task's job id is ``<array id>_<task>``.
 
 So how an attempt ended never depends on Slurm's accounting, and a restarted server finds
 its jobs (and the ends it missed) from the run folder alone.
@@ -24,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import secrets
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +40,7 @@ from typing import Any
 
 from flowdeck.executors.base import Launch, Outcome
 
-SUFFIXES = ("env", "argv", "sh", "job", "stop", "exit", "log", "state")
+SUFFIXES = ("env", "argv", "sh", "job", "stop", "exit", "log", "state", "array", "box")
 
 # squeue/sacct states: still to end, and ended
 WAITING = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"})
@@ -54,6 +63,20 @@ ENDED = frozenset(
         "SPECIAL_EXIT",
     }
 )
+QUEUED = WAITING | {"PREEMPTED"}  # a flowdeck step is pending again while its job is so
+# sbatch options a run may add where the admin allows them (slurm_user_options): long
+# names only; never those flowdeck sets itself (its jobs' name, comment, environment,
+# folders and logs, the step's resources) nor those that would change what a job is.
+SBATCH_OPTION = r"[a-z][a-z0-9-]{0,39}"
+RESERVED_OPTIONS = frozenset(
+    {
+        "job-name", "comment", "export", "export-file", "chdir", "output", "error", "input",
+        "open-mode", "parsable", "wrap", "array", "dependency", "wait", "test-only", "uid",
+        "gid", "get-user-env", "cpus-per-task", "mem", "time", "nodes", "ntasks", "batch",
+        "container", "help", "usage", "version", "kill-on-invalid-dep", "requeue",
+        "no-requeue", "propagate", "hold",
+    }
+)  # fmt: skip
 SQUEUE_FORMAT = "%i|%T|%r|%k"  # job id, state, reason, comment (the attempt key)
 
 
@@ -84,6 +107,13 @@ class Files:
         except OSError:
             return None
 
+    def forget_run(self) -> None:
+        """The job waits again (Slurm requeued it): what its last run left, its exit
+        file and timeout mark, says nothing of how the attempt ends."""
+        for name in (f"{self.base.name}.slurm.exit", f"{self.base.name}.slurm.timeout"):
+            with contextlib.suppress(OSError):
+                self.base.with_name(name).unlink(missing_ok=True)
+
     def note_state(self, state: str, reason: str) -> None:
         with contextlib.suppress(OSError):
             self.path("state").write_text(f"{state}|{reason}", encoding="utf-8")
@@ -95,6 +125,14 @@ class Files:
         except OSError:
             return None
         return (state, reason) if state else None
+
+    def array_task(self) -> tuple[str, str] | None:
+        """An element of a job array: (the array's comment, its task number)."""
+        try:
+            comment, _, task = self.path("array").read_text(encoding="utf-8").partition("|")
+        except OSError:
+            return None
+        return (comment, task) if comment and task.isdigit() else None
 
     def exit_record(self) -> dict[str, Any] | None:
         try:
@@ -137,6 +175,23 @@ set -u
 B={base}
 mapfile -d '' -t ENVV < "$B.slurm.env"
 mapfile -d '' -t ARGV < "$B.slurm.argv"
+BOX=()
+if [ -s "$B.slurm.box" ]; then  # the step sandbox, where this node has bubblewrap
+  mapfile -d '' -t BOX < "$B.slurm.box"
+  if [ ! -x "${{BOX[0]}}" ]; then
+    if bw=$(command -v bwrap); then
+      BOX[0]=$bw
+    else  # bwrap's part goes; what follows its "--" (setpriv to the step's uid) stays
+      echo "flowdeck: no bubblewrap on $(hostname): the step runs without its sandbox" >&2
+      rest=()
+      past=""
+      for a in "${{BOX[@]}}"; do
+        if [ -n "$past" ]; then rest+=("$a"); elif [ "$a" = "--" ]; then past=1; fi
+      done
+      BOX=("${{rest[@]}}")
+    fi
+  fi
+fi
 started=$EPOCHREALTIME
 ended_by=""
 finish() {{
@@ -147,7 +202,7 @@ finish() {{
 }}
 cd {cwd} || finish 126
 {limits}
-setsid env -i "${{ENVV[@]}}" "${{ARGV[@]}}" < {stdin} > {stdout} 2> {stderr} &
+setsid env -i "${{ENVV[@]}}" "${{BOX[@]}}" "${{ARGV[@]}}" < {stdin} > {stdout} 2> {stderr} &
 child=$!
 on_term() {{
   if [ -e "$B.slurm.stop" ]; then ended_by=flowdeck; else ended_by=slurm; fi
@@ -174,14 +229,19 @@ WATCHDOG = (
 )
 
 
-def write_attempt(launch: Launch, argv: list[str], grace_s: float) -> Files:
-    """Write the attempt's environment, arguments and wrapper; its stale files go."""
+def write_attempt(
+    launch: Launch, argv: list[str], grace_s: float, box: list[str] | None = None
+) -> Files:
+    """Write the attempt's environment, arguments, sandbox command (``box``: bwrap and
+    its options, up to its ``--``) and wrapper; its stale files go."""
     files = Files.of(launch.stdout)
-    for what in ("job", "stop", "exit", "state"):
+    for what in ("job", "stop", "exit", "state", "array", "box"):
         files.path(what).unlink(missing_ok=True)
     files.base.with_name(f"{files.base.name}.slurm.timeout").unlink(missing_ok=True)
     _nul_file(files.path("env"), [f"{k}={v}" for k, v in launch.env.items()])
     _nul_file(files.path("argv"), argv)
+    if box:
+        _nul_file(files.path("box"), box)
     for log in (launch.stdout, launch.stderr):
         log.write_bytes(b"")  # created before the job starts: the API tails them at once
     watchdog = ""
@@ -215,16 +275,58 @@ class JobOptions:
     qos: str | None = None
 
 
-def sbatch_argv(sbatch: str, launch: Launch, files: Files, opts: JobOptions) -> list[str]:
-    """The ``sbatch`` command submitting the attempt's wrapper as one batch job."""
+@dataclass(frozen=True, slots=True)
+class Array:
+    """One job array: the instances of a foreach step started together."""
+
+    comment: str  # run/step/array/tag: one for all its tasks
+    script: Path  # runs task i's wrapper
+    size: int
+    limit: int | None  # the throttle (%N)
+
+    @property
+    def log(self) -> Path:
+        return self.script.with_suffix(".log")
+
+
+ARRAY_SCRIPT = """#!/bin/bash
+# flowdeck's job array {comment}: task i runs element i's wrapper, its output in the
+# element's .slurm.log
+W=({wrappers})
+w=${{W[$SLURM_ARRAY_TASK_ID]}}
+exec "$w" >> "${{w%.sh}}.log" 2>&1
+"""
+
+
+def write_array(launches: list[Launch], members: list[Files], limit: int | None) -> Array:
+    """The job array of foreach instances (``launches``, their files ``members``): its
+    script, and each element's ``.slurm.array`` (the array's comment and its task)."""
+    first = launches[0]
+    run_id, step, _, _ = first.key.rsplit("/", 3)
+    tag = secrets.token_hex(4)
+    comment = f"{run_id}/{step}/array/{tag}"
+    script = members[0].base.with_name(f"{step}.{tag}.array.sh")
+    wrappers = " ".join(shlex.quote(str(f.path("sh"))) for f in members)
+    script.write_text(ARRAY_SCRIPT.format(comment=comment, wrappers=wrappers), encoding="utf-8")
+    script.chmod(0o700)
+    for task, files in enumerate(members):
+        files.path("array").write_text(f"{comment}|{task}", encoding="utf-8")
+    return Array(comment, script, len(members), limit)
+
+
+def sbatch_argv(
+    sbatch: str, launch: Launch, files: Files, opts: JobOptions, array: Array | None = None
+) -> list[str]:
+    """The ``sbatch`` command submitting the attempt's wrapper as one batch job, or (with
+    ``array``) the array whose tasks are ``launch``'s step's instances."""
     argv = [
         sbatch,
         "--parsable",
         f"--job-name={opts.job_name}",
-        f"--comment={launch.key}",
+        f"--comment={launch.key if array is None else array.comment}",
         "--export=NONE",
-        f"--chdir={launch.cwd}",
-        f"--output={files.path('log')}",
+        f"--chdir={launch.cwd if array is None else array.script.parent}",
+        f"--output={files.path('log') if array is None else array.log}",
         "--open-mode=append",
         "--nodes=1",
         "--ntasks=1",
@@ -234,13 +336,56 @@ def sbatch_argv(sbatch: str, launch: Launch, files: Files, opts: JobOptions) -> 
         argv.append(f"--mem={max(1, math.ceil(launch.memory_bytes / 2**20))}M")
     if launch.walltime_s is not None:
         argv.append(f"--time={time_limit(launch.walltime_s)}")
-    for flag, value in (("partition", opts.partition), ("account", opts.account)):
-        if value:
+    chosen = launch.slurm_options  # the run's own, where the admin allows them
+    for flag, value in (
+        ("partition", opts.partition),
+        ("account", opts.account),
+        ("qos", opts.qos),
+    ):
+        if value and flag not in chosen:
             argv.append(f"--{flag}={value}")
-    if opts.qos:
-        argv.append(f"--qos={opts.qos}")
-    argv.append(str(files.path("sh")))
+    argv.extend(user_flags(chosen))
+    if array is None:
+        argv.append(str(files.path("sh")))
+    else:
+        throttle = f"%{array.limit}" if array.limit else ""
+        argv += [f"--array=0-{array.size - 1}{throttle}", str(array.script)]
     return argv
+
+
+def user_flags(options: dict[str, Any]) -> list[str]:
+    """A run's sbatch options as arguments (no shell: a value is one argument)."""
+    return [
+        f"--{name}" if value is True else f"--{name}={value}"
+        for name, value in sorted(options.items())
+        if value is not False and value is not None
+    ]
+
+
+def check_user_options(options: dict[str, Any], allowed: list[str]) -> list[str]:
+    """Why a run's sbatch ``options`` are refused under the admin's ``allowed`` names:
+    one message per option refused (none: all may be used)."""
+    problems = []
+    for name, value in options.items():
+        if name not in allowed:
+            problems.append(
+                f"sbatch option {name!r} is not allowed on this server (allowed: "
+                + (", ".join(allowed) if allowed else "none")
+                + ")"
+            )
+        elif not (
+            isinstance(value, bool)
+            or (
+                isinstance(value, str | int)
+                and 0 < len(str(value)) <= 200
+                and str(value).isprintable()
+            )
+        ):
+            problems.append(
+                f"sbatch option {name!r}: a value must be true or a printable text of 1 to "
+                "200 characters"
+            )
+    return problems
 
 
 def time_limit(walltime_s: float) -> int:
@@ -263,6 +408,16 @@ class JobState:
     state: str  # Slurm's, e.g. RUNNING, "CANCELLED" (without "by 0")
     reason: str = ""
     key: str = ""  # the attempt key (the job's comment)
+
+
+def waiting_reason(state: JobState) -> str | None:
+    """Why a job waits in Slurm's queue (its reason: ``Resources``, ``Priority``, ...),
+    pending or requeued after a preemption; None when it does not wait."""
+    if state.state not in QUEUED:
+        return None
+    if state.state == "PENDING":
+        return (state.reason or "pending")[:200]  # (as the steps table keeps it)
+    return (f"{state.state.lower()}" + (f": {state.reason}" if state.reason else ""))[:200]
 
 
 def parse_squeue(out: str) -> dict[str, JobState]:
@@ -308,6 +463,20 @@ def outcome_of(record: dict[str, Any] | None, state: JobState | None, asked: str
             # (Slurm's TERM may reach the step before the wrapper's trap runs: its state
             # says who ended it then)
             return Outcome(exit_code=None, signal=sig, wall_s=wall, error="cancelled in Slurm")
+        slurm_says = state.state if state is not None and asked is None else ""
+        why = f" ({state.reason})" if state is not None and state.reason else ""
+        if slurm_says == "OUT_OF_MEMORY" and code != 0:  # the step was the one killed
+            return Outcome(
+                exit_code=None, signal=sig, wall_s=wall, error=f"out of memory in Slurm{why}"
+            )
+        if slurm_says in ("NODE_FAIL", "BOOT_FAIL") and code != 0:
+            return Outcome(
+                exit_code=None,
+                signal=sig,
+                wall_s=wall,
+                lost=True,
+                error=f"its Slurm node failed{why}",
+            )
         if sig is not None:
             return Outcome(exit_code=None, signal=sig, wall_s=wall)
         return Outcome(exit_code=code, wall_s=wall)

@@ -39,6 +39,8 @@ class Instance:
     max_rss_kb: int | None = None
     cpu_time_s: float | None = None
     error: str | None = None
+    job_id: str | None = None  # the latest attempt's Slurm job
+    waiting: str | None = None  # why its submitted job waits in Slurm's queue
     # the values of the secrets the running attempt got, and the files they went in (to
     # mask and remove when it ends); never shown
     secret_values: list[str] = field(default_factory=list, repr=False)
@@ -51,6 +53,12 @@ class Instance:
     @property
     def done(self) -> bool:
         return self.state in STEP_DONE
+
+    @property
+    def startable(self) -> bool:
+        """Pending and not started: neither waiting for a retry nor submitted (a pending
+        Slurm job is pending too, with its attempt under way)."""
+        return self.state is StepState.PENDING and not self.waiting_retry and self.proc is None
 
     def record(self, run_id: str, now: datetime) -> StepRecord:
         return StepRecord(
@@ -69,6 +77,8 @@ class Instance:
             cpu_time_s=self.cpu_time_s,
             outputs=self.outputs,
             error=self.error,
+            job_id=self.job_id,
+            waiting=self.waiting,
         )
 
 

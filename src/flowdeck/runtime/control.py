@@ -54,7 +54,9 @@ class ControlMixin(SchedulerCore):
         for inst in ar.all_instances():
             if inst.state is StepState.PAUSED and inst.proc is not None:
                 inst.proc.resume()
-                self._step_state(ar, inst, StepState.RUNNING, actor)
+                # a Slurm job frozen while it waited in the queue waits again
+                again = StepState.PENDING if inst.waiting is not None else StepState.RUNNING
+                self._step_state(ar, inst, again, actor)
         now = clock.now()
         paused = (now - ar.run.paused_at).total_seconds() if ar.run.paused_at else 0.0
         run = self._run_state(
@@ -98,7 +100,8 @@ class ControlMixin(SchedulerCore):
         for inst in ar.all_instances():
             if inst.proc is not None:
                 inst.proc.kill()
-            if inst.state in (StepState.RUNNING, StepState.PAUSED):  # or about to start
+            # running, paused, about to start, or a Slurm job waiting in the queue
+            if inst.state in (StepState.RUNNING, StepState.PAUSED) or inst.proc is not None:
                 inst.ended_at = now
                 self._step_state(ar, inst, StepState.KILLED, actor)
         if not ar.running():

@@ -40,6 +40,7 @@ from flowdeck.runtime.active import FAILURES, ActiveRun, Instance
 from flowdeck.runtime.cache import StepCache
 from flowdeck.runtime.committer import Batch, Committer
 from flowdeck.runtime.ports import PortRuntime
+from flowdeck.runtime.queue_news import queue_news
 from flowdeck.runtime.run_queue import RunQueue
 from flowdeck.runtime.rundir import RunDir
 from flowdeck.runtime.step_secrets import SecretSource, mask_file, mask_text, remove
@@ -309,6 +310,7 @@ class SchedulerCore:
             inst.proc = executor.start(
                 launch, functools.partial(self._exited, owner, inst), self.loop
             )
+            inst.proc.watch(functools.partial(queue_news, self, owner, inst))
             executor.when_started(launch.key, functools.partial(self.ports.started, launch.key))
 
     def _start_claimed(
@@ -464,9 +466,14 @@ class SchedulerCore:
             # wide scatter is not rescanned from its start at every tick.
             if group:
                 ar.all_done(name)
+            room = self._room(ar, name, group)
             for inst in itertools.islice(group, ar.cursor.get(name, 0), None):
-                if inst.state is not StepState.PENDING or inst.waiting_retry:
+                if not inst.startable:
                     continue
+                if room is not None:
+                    if room <= 0:
+                        break  # its foreach_limit: the next instance waits for one to end
+                    room -= 1
                 if self.used + inst.cpus > self.slots and self.used > 0:
                     return False
                 if ar.used + inst.cpus > ar.cpus and ar.used > 0:
@@ -493,11 +500,24 @@ class SchedulerCore:
                 inst.attempts += 1
                 inst.started_at = clock.now()
                 inst.ended_at = inst.exit_code = inst.signal = None
+                inst.job_id = inst.waiting = None
                 self.used += inst.cpus
                 ar.used += inst.cpus
                 self._step_state(ar, inst, StepState.RUNNING)
                 starts.append((ar, inst, launch))
         return True
+
+    @staticmethod
+    def _room(ar: ActiveRun, name: str, group: Any) -> int | None:
+        """How many more instances of a step with ``foreach_limit`` may start now (None:
+        no limit).  On Slurm its first attempts all start at once, as one job array whose
+        throttle keeps the limit; a retry waits until fewer are under way."""
+        limit = ar.step(name).foreach_limit
+        if limit is None or not group:
+            return None
+        if ar.executor == "slurm" and not any(i.attempts for i in group):
+            return None
+        return limit - sum(1 for i in group if i.proc is not None or i.state is StepState.RUNNING)
 
     # -- endings -------------------------------------------------------------------------
     def _exited(self, ar: ActiveRun, inst: Instance, outcome: Outcome) -> None:
@@ -508,6 +528,7 @@ class SchedulerCore:
         ar.used -= inst.cpus
         now = clock.now()
         inst.ended_at = now
+        inst.waiting = None
         inst.exit_code, inst.signal = outcome.exit_code, outcome.signal
         inst.max_rss_kb, inst.cpu_time_s = outcome.max_rss_kb, outcome.cpu_time_s
         if ar.step(inst.step).secrets:
@@ -603,7 +624,7 @@ class SchedulerCore:
             if name not in ar.instances and name not in ar.resolved:
                 self._resolve(ar, name, state, reason="the run ended first")
         for inst in ar.all_instances():
-            if inst.state is StepState.PENDING:
+            if inst.state is StepState.PENDING and inst.proc is None:  # (not submitted)
                 if inst.retry_timer is not None:
                     inst.retry_timer.cancel()
                 self._step_state(ar, inst, state)

@@ -97,6 +97,8 @@ def prepare(
         "max_processes": settings.step_max_processes,
         "sandbox": sandbox_plan(ar, cwd, settings, step.resources.network),
         "cpus": float(step.resources.cpus),
+        "slurm_options": dict(ar.run.resources.get("slurm_options") or {}),
+        "foreach_limit": step.foreach_limit if inst.index >= 0 else None,
     }
     if step.python is not None:
         # An input left unset is None for a python step (not an error): an optional one,

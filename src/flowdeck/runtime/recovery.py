@@ -15,6 +15,7 @@ with what the step supervisor and the run's attempt journal say:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -31,16 +32,19 @@ from flowdeck.executors.supervised import SupervisedExecutor, SupervisorState, k
 from flowdeck.executors.wire import outcome_from_wire, process_start_time, read_records
 from flowdeck.runtime.active import FAILURES, ActiveRun, Instance
 from flowdeck.runtime.core import SchedulerCore
+from flowdeck.runtime.queue_news import queue_news
 from flowdeck.runtime.rundir import attempt_key
 from flowdeck.runtime.subflows import SubflowExecutor
 
 log = logging.getLogger("flowdeck.scheduler")
 ACTIVE = [RunState.RUNNING, RunState.PAUSED, RunState.STOPPING]
+UNDER_WAY = frozenset({StepState.RUNNING, StepState.PAUSED})
 
 
 class RecoveryMixin(SchedulerCore):
     host: str
     _supervisor: SupervisorState | None
+    _sweeping: asyncio.Task[list[str]] | None = None  # the start's cancel of stray jobs
 
     # -- this instance -------------------------------------------------------------------
     def _register(self) -> None:
@@ -94,6 +98,10 @@ class RecoveryMixin(SchedulerCore):
                 log.exception("cannot reach the step supervisor")
         self._take_over(startup=True)
         self._flush()
+        slurm = self.executors.get("slurm")
+        if isinstance(slurm, SlurmExecutor):
+            assert self.loop is not None
+            self._sweeping = self.loop.create_task(slurm.sweep(self._attempts_under_way))
         self._plan()
         assert self.loop is not None
         self.loop.call_later(self.settings.lease_ttl_s / 3, self._heartbeat)
@@ -141,6 +149,44 @@ class RecoveryMixin(SchedulerCore):
             self._restore(run, same_host=owner is None or owner.host == self.host)
         if startup and self._supervisor is not None:
             self._kill_strays(elsewhere)
+
+    def _attempts_under_way(self, jobs: dict[str, str]) -> set[str]:
+        """Of Slurm jobs by id with their attempt keys (``run/step/index/attempt``): those
+        whose attempt is still under way by the store (its run active, its step running,
+        paused or pending with its job submitted, at that attempt), whichever instance
+        owns the run; a job of an attempt that ended or that nobody knows is not."""
+        keep: set[str] = set()
+        steps: dict[str, dict[tuple[str, int], StepRecord] | None] = {}
+
+        def under_way(rec: StepRecord | None) -> bool:
+            return rec is not None and (rec.in_queue or rec.state in UNDER_WAY)
+
+        with self.store.read() as tx:
+            for job_id, key in jobs.items():
+                run_id, _, rest = key.partition("/")
+                step, _, rest = rest.partition("/")
+                index, _, attempt = rest.partition("/")
+                if run_id not in steps:
+                    run = tx.get_run(run_id)
+                    steps[run_id] = (
+                        {(r.name, r.index): r for r in tx.list_steps(run_id)}
+                        if run is not None and run.active
+                        else None
+                    )
+                by_step = steps[run_id] or {}
+                if index == "array":  # a task of a foreach step's job array: kept while
+                    # any instance of that step is under way (its task is its own)
+                    if any(under_way(r) for (n, _), r in by_step.items() if n == step):
+                        keep.add(job_id)
+                    continue
+                try:
+                    rec = by_step.get((step, int(index)))
+                    same = rec is not None and rec.attempts == int(attempt)
+                except ValueError:
+                    continue
+                if same and under_way(rec):
+                    keep.add(job_id)
+        return keep
 
     def _kill_strays(self, elsewhere: set[str]) -> None:
         """Attempts the supervisor runs for runs that are over (killed while we were down)."""
@@ -218,12 +264,13 @@ class RecoveryMixin(SchedulerCore):
                 continue
             if frozen:
                 inst.proc.pause()
-                if inst.state is StepState.RUNNING:
+                if inst.state in (StepState.RUNNING, StepState.PENDING):
                     self._step_state(ar, inst, StepState.PAUSED, recovered=True)
             else:
                 inst.proc.resume()
                 if inst.state is StepState.PAUSED:
-                    self._step_state(ar, inst, StepState.RUNNING, recovered=True)
+                    again = StepState.PENDING if inst.waiting is not None else StepState.RUNNING
+                    self._step_state(ar, inst, again, recovered=True)
 
     def _restore_step(self, ar: ActiveRun, name: str, recs: list[StepRecord]) -> None:
         if ar.step(name).foreach is not None:
@@ -257,12 +304,16 @@ class RecoveryMixin(SchedulerCore):
             max_rss_kb=rec.max_rss_kb,
             cpu_time_s=rec.cpu_time_s,
             error=rec.error,
+            job_id=rec.job_id,
+            waiting=rec.waiting,
         )
 
     def _reattach(
         self, ar: ActiveRun, inst: Instance, same_host: bool, journal: dict[str, dict[str, Any]]
     ) -> None:
-        if inst.state is StepState.PENDING:
+        if inst.state is StepState.PENDING and inst.waiting is not None:
+            pass  # a Slurm job waiting in the queue: adopted below
+        elif inst.state is StepState.PENDING:
             # Started, but the server stopped before it committed that?
             nxt = attempt_key(ar.run.id, inst.step, inst.index, inst.attempts + 1)
             if nxt not in journal:
@@ -294,7 +345,8 @@ class RecoveryMixin(SchedulerCore):
                 )
             key = attempt_key(ar.run.id, inst.step, inst.index, inst.attempts)
             assert self.loop is not None
-            inst.proc = slurm.adopt(key, stdout, on_exit, self.loop, python)
+            inst.proc = slurm.adopt(key, stdout, on_exit, self.loop, python, inst.job_id)
+            inst.proc.watch(functools.partial(queue_news, self, ar, inst))
             return
         if inst.executor != "local":
             self._attempt_failed(ar, inst, StepState.LOST, "the server restarted")

@@ -316,10 +316,12 @@ def slurm_executor(settings: Settings) -> Executor:
     problem = executor.check_shared(settings.data_dir)
     if problem is not None:
         raise ConfigError(f"invalid setting slurm (FLOWDECK_SLURM): {problem}")
-    logging.getLogger("flowdeck").warning(
-        "slurm = true: steps of runs on Slurm run as the server's user without the step "
-        "sandbox (docs/slurm.md)"
-    )
+    if settings.sandbox != "off":
+        logging.getLogger("flowdeck").info(
+            "slurm = true: steps on Slurm run in the step sandbox where their node has "
+            "bubblewrap; on a node without it, without (said in the job's .slurm.log; "
+            "docs/slurm.md)"
+        )
     if not executor.operator_rights():
         logging.getLogger("flowdeck").info(
             "slurm: runs on Slurm can pause with mode drain only (no operator rights)"

@@ -42,6 +42,7 @@ from flowdeck.domain.values import check_value
 from flowdeck.domain.workflows import Workflow
 from flowdeck.engines.cwl import is_cwl
 from flowdeck.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from flowdeck.executors.slurm_jobs import check_user_options
 from flowdeck.ids import new_id
 from flowdeck.runtime.rundir import RunDir, forget_removed_files
 from flowdeck.runtime.scheduler import SchedulerHandle
@@ -239,6 +240,18 @@ class Runs(RunFiles):
             ):
                 raise InvalidInput(f"env: {key!r} is not an allowed variable name", field="env")
         out["env"] = {str(k): str(v) for k, v in env.items()}
+        options = body.get("slurm_options") or {}
+        if options:
+            if executor != "slurm":
+                raise InvalidInput(
+                    "slurm_options are for runs on Slurm (executor slurm)", field="slurm_options"
+                )
+            problems = check_user_options(options, s.slurm_user_options)
+            if problems:
+                raise InvalidInput(
+                    "; ".join(problems), field="slurm_options", refused=sorted(options)
+                )
+            out["slurm_options"] = dict(options)
         return out
 
     def _priority(self, actor: Actor, value: int | None) -> int:

@@ -225,6 +225,8 @@ steps = Table(
     Column("cpu_time_s", Float, nullable=True),
     Column("outputs", JSON, nullable=True),
     Column("error", Text, nullable=True),
+    Column("job_id", String(64), nullable=True),  # the latest attempt's Slurm job
+    Column("waiting", String(200), nullable=True),  # why its submitted job waits
 )
 
 # Server instances and their heartbeat leases (see flowdeck.domain.leases).

@@ -100,6 +100,8 @@ def _step(row: Any) -> StepRecord:
         cpu_time_s=m["cpu_time_s"],
         outputs=m["outputs"] or {},
         error=m["error"],
+        job_id=m["job_id"],
+        waiting=m["waiting"],
     )
 
 
@@ -231,6 +233,8 @@ def _step_row(step: StepRecord) -> dict[str, Any]:
         "cpu_time_s": step.cpu_time_s,
         "outputs": step.outputs,
         "error": step.error,
+        "job_id": step.job_id,
+        "waiting": step.waiting,
     }
 
 

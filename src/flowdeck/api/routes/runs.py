@@ -270,10 +270,14 @@ def get_steps(run_id: str, ctx: CtxDep, actor: ActorDep) -> list[StepOut]:
             step.label, step.run_id = prefix + step.label, s.run_id
         elif on_slurm and s.attempts:
             files = SlurmFiles.of(stdout)
-            step.slurm_job = files.job_id()
-            seen = files.seen_state() if s.state is StepState.RUNNING else None
+            # the job id is stored with the step once the submission is committed; the run
+            # folder has it as soon as sbatch answered
+            step.slurm_job = s.job_id or files.job_id()
+            live = s.state in (StepState.RUNNING, StepState.PENDING, StepState.PAUSED)
+            seen = files.seen_state() if live else None
             if seen is not None:
-                step.slurm_state, step.slurm_reason = seen[0], seen[1] or None
+                step.slurm_state = seen[0]
+            step.slurm_reason = s.waiting
         out.append(step)
     return shown_steps(ctx, out, run_id)
 

@@ -72,7 +72,7 @@ class AsyncRun(AsyncResource):
         return result
 
     async def set_resources(self, **resources: Any) -> dict[str, Any]:
-        """executor, cpus, memory, walltime, priority, env."""
+        """executor, cpus, memory, walltime, priority, env, slurm_options."""
         return await self._update("PUT", "/resources", json=resources)
 
     async def validate(self) -> dict[str, Any]:

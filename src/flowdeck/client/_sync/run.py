@@ -69,7 +69,7 @@ class Run(SyncResource):
         return result
 
     def set_resources(self, **resources: Any) -> dict[str, Any]:
-        """executor, cpus, memory, walltime, priority, env."""
+        """executor, cpus, memory, walltime, priority, env, slurm_options."""
         return self._update("PUT", "/resources", json=resources)
 
     def validate(self) -> dict[str, Any]:
