@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import difflib
-import math
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,24 +28,18 @@ from flowdeck.domain.runs import (
     StepState,
     transition,
 )
-from flowdeck.domain.spec import (
-    DURATION_PATTERN,
-    SIZE_PATTERN,
-    WorkflowSpec,
-    parse_duration,
-    parse_size,
-)
+from flowdeck.domain.spec import WorkflowSpec
 from flowdeck.domain.text import check_name
 from flowdeck.domain.values import check_value
 from flowdeck.domain.workflows import Workflow
 from flowdeck.engines.cwl import is_cwl
 from flowdeck.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from flowdeck.executors.slurm_jobs import check_user_options
 from flowdeck.ids import new_id
 from flowdeck.runtime.rundir import RunDir, forget_removed_files
 from flowdeck.runtime.scheduler import SchedulerHandle
 from flowdeck.services.cwl_jobs import has_job, job_params, start_problems
 from flowdeck.services.run_files import RunFiles, is_file_input
+from flowdeck.services.run_resources import check_resources
 from flowdeck.services.workflows import Workflows
 from flowdeck.store.base import EventRow, Store, Tx
 from flowdeck.store.group import GroupCommit
@@ -57,10 +49,8 @@ if TYPE_CHECKING:
     from flowdeck.services.webhooks import Webhooks
 
 RUN_KIND = "run"
-EXECUTORS = ("local", "inprocess")
 MAX_PRIORITY = 100
 OPERATOR = Actor("", "flowdeck admin", Role.ADMIN)  # the command line on the server
-MAX_MEMORY_BYTES = 2**62  # what a process limit (RLIMIT_AS) can hold
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -177,82 +167,7 @@ class Runs(RunFiles):
 
     # -- resources ------------------------------------------------------------------------
     def _check_resources(self, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
-        s = self.settings
-        out: dict[str, Any] = {}
-        executor = body.get("executor") or s.default_executor
-        offered = (*EXECUTORS, "slurm") if s.slurm else EXECUTORS
-        if executor not in offered:
-            raise InvalidInput(f"executor must be one of {', '.join(offered)}", field="executor")
-        out["executor"] = executor
-        if body.get("cpus") is not None:
-            cpus = float(body["cpus"])
-            if not (math.isfinite(cpus) and 0 < cpus <= s.slots):
-                raise InvalidInput(
-                    f"cpus must be more than 0 and at most {s.slots} (the server's slots)",
-                    field="cpus",
-                )
-            out["cpus"] = cpus
-        for name, pattern, example in (
-            ("memory", SIZE_PATTERN, "512 (MiB), '2GiB' or '500M'"),
-            ("walltime", DURATION_PATTERN, "3600 (seconds), '90m' or '2h'"),
-        ):
-            text = body.get(name)
-            if isinstance(text, str) and not re.fullmatch(pattern, text):
-                raise InvalidInput(
-                    f"{name} {text!r}: expected a positive amount such as {example}", field=name
-                )
-        try:
-            if body.get("memory") is not None:
-                out["memory_bytes"] = parse_size(body["memory"])
-            if body.get("walltime") is not None:
-                out["walltime_s"] = parse_duration(body["walltime"])
-        except ValueError as exc:
-            raise InvalidInput(
-                str(exc), field="memory" if "size" in str(exc) else "walltime"
-            ) from exc
-        memory = out.get("memory_bytes")
-        if memory is not None and not 0 < memory <= MAX_MEMORY_BYTES:
-            raise InvalidInput(
-                f"memory must be positive (and at most {MAX_MEMORY_BYTES} bytes), not "
-                f"{body['memory']!r}",
-                field="memory",
-            )
-        if s.max_memory_bytes and out.get("memory_bytes", 0) > s.max_memory_bytes:
-            raise InvalidInput(
-                f"memory above the server's limit of {s.max_memory_bytes} bytes", field="memory"
-            )
-        walltime = out.get("walltime_s")
-        if walltime is not None and not (math.isfinite(walltime) and walltime > 0):
-            raise InvalidInput(
-                f"walltime must be a positive, finite number of seconds, not {body['walltime']!r}",
-                field="walltime",
-            )
-        if s.max_run_walltime_s and out.get("walltime_s", 0) > s.max_run_walltime_s:
-            raise InvalidInput(
-                f"walltime above the server's limit of {s.max_run_walltime_s:g} s", field="walltime"
-            )
-        env = body.get("env") or {}
-        for key in env:
-            if (
-                not key.replace("_", "a").isalnum()
-                or key[0].isdigit()
-                or key.startswith("FLOWDECK_")
-            ):
-                raise InvalidInput(f"env: {key!r} is not an allowed variable name", field="env")
-        out["env"] = {str(k): str(v) for k, v in env.items()}
-        options = body.get("slurm_options") or {}
-        if options:
-            if executor != "slurm":
-                raise InvalidInput(
-                    "slurm_options are for runs on Slurm (executor slurm)", field="slurm_options"
-                )
-            problems = check_user_options(options, s.slurm_user_options)
-            if problems:
-                raise InvalidInput(
-                    "; ".join(problems), field="slurm_options", refused=sorted(options)
-                )
-            out["slurm_options"] = dict(options)
-        return out
+        return check_resources(self.settings, body)
 
     def _priority(self, actor: Actor, value: int | None) -> int:
         if value is None:
