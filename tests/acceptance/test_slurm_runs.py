@@ -25,7 +25,7 @@ import pytest
 
 from flowdeck.executors.slurm_jobs import Files
 from tests.crashkit import Server, base_env, call, sign_up
-from tests.helpers import STRONG, free_port
+from tests.helpers import STRONG, free_port, fresh_pg_database
 from tests.slurmcluster import SlurmCluster, slurm_cluster
 
 SLURM = {"executor": "slurm"}
@@ -692,3 +692,48 @@ def test_slurm_as_the_servers_default(cluster: SlurmCluster, tmp_path: Path) -> 
         assert steps(srv, tok, local)["main"]["slurm_job"] is None
     finally:
         srv.stop()
+
+
+def test_a_survivor_on_another_host_adopts_the_jobs_of_a_dead_server(
+    cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """Two servers of one PostgreSQL database on two hosts (``host_id``): A dies with a
+    job running; once A's lease (3 s) has run out, B takes the run over and follows the
+    same job by its stored id (Slurm jobs are not bound to A's host): one attempt, the
+    job's real exit."""
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    with fresh_pg_database() as url:
+        env = {
+            **base_env(tmp_path / "data"),
+            **cluster.env,
+            "FLOWDECK_DATABASE_URL": url,
+            "FLOWDECK_LEASE_TTL_S": "3",
+            "FLOWDECK_SLURM": "true",
+            "FLOWDECK_SLURM_POLL_S": "0.3",
+            "FLOWDECK_SLURM_JOB_NAME": "fd-pair",
+            "FLOWDECK_SANDBOX_EXTRA_RW": str(gates),
+        }
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        a = Server(tmp_path / "a", {**env, "FLOWDECK_HOST_ID": "host-a"})
+        b = Server(tmp_path / "b", {**env, "FLOWDECK_HOST_ID": "host-b"})
+        a.start()
+        b.start()
+        try:
+            token = sign_up(a, "pair")
+            gate = gates / "gate"
+            gated = f"[sh, -c, 'echo started; while [ ! -e {gate} ]; do sleep 0.1; done; exit 4']"
+            run_id = submit(a, token, push(a, token, "sgated", one_step(gated)))
+            job = wait_started(a, run_id)
+            a.crash()
+            time.sleep(4)  # past A's lease: B has taken the run over
+            gate.touch()
+            done = wait_state(b, token, run_id)
+            assert done["state"] == "failed" and "exit code 4" in done["error"]["message"], done
+            main = steps(b, token, run_id)["main"]
+            assert main["attempts"] == 1, main  # followed, not submitted again
+            assert main["slurm_job"] == job
+        finally:
+            b.stop()
+            a.stop()
