@@ -114,6 +114,13 @@ EXCUSED = (
     Excuse(RESOURCES, 422, "cpus are at most the server's slots, a setting", field="cpus"),
     Excuse(RESOURCES, 422, "slurm is offered where a setting says so", field="executor"),
     Excuse(
+        RESOURCES,
+        422,
+        "sbatch options are for runs on Slurm, and only those a setting allows "
+        "(slurm_user_options)",
+        field="slurm_options",
+    ),
+    Excuse(
         (
             "PUT /api/v1/runs/{run_id}/files/{input}",
             "DELETE /api/v1/runs/{run_id}/files/{input}",
