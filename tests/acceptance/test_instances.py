@@ -5,6 +5,7 @@ A second server on one SQLite database refuses to start."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from flowdeck.client import AuthenticationError, Client, NotFoundError
 from tests.helpers import STRONG, free_port, fresh_pg_database, unique
@@ -97,8 +99,9 @@ def _until_end(events: Iterator[object]) -> Iterator[object]:
 def test_records_pushed_through_one_instance_come_out_live_through_another(
     two_servers: tuple[str, str],
 ) -> None:
-    """The run runs on A; its input is written through B and its output read through B:
-    A's feeder and B's long poll are woken by the other server's notifications."""
+    """The run runs on A; its input is written through B and its output read through B
+    (long polls, then WebSockets): A's feeder and B's readers are woken by the other
+    server's notifications."""
     a, b = two_servers
     token = _token(a, unique("dan"))
     with Client(a, token) as on_a, Client(b, token) as on_b:
@@ -112,7 +115,21 @@ def test_records_pushed_through_one_instance_come_out_live_through_another(
             assert page["records"], f"B was not woken by A's records (got {got})"
             got += [r["data"] for r in page["records"]]
         assert got == [{"n": 1, "double": 2}, {"n": 2, "double": 4}]
-        on_b.run(run.id).input("records").close()
+        # the WebSockets: a record pushed through A's, read live from B's
+        auth = {"Authorization": f"Bearer {token}"}
+        ws = "/api/v1/runs/" + run.id
+        with connect(
+            f"{b.replace('http', 'ws', 1)}{ws}/outputs/results", additional_headers=auth
+        ) as out:
+            with connect(
+                f"{a.replace('http', 'ws', 1)}{ws}/inputs/records", additional_headers=auth
+            ) as inp:
+                inp.send(json.dumps({"n": 21}))
+                assert json.loads(inp.recv(timeout=30))["records"] == 3
+            seen = [json.loads(out.recv(timeout=30))["data"] for _ in range(3)]
+            assert seen[-1] == {"n": 21, "double": 42}
+            on_b.run(run.id).input("records").close()
+            assert json.loads(out.recv(timeout=30)) == {"closed": True, "next": 3}
         assert on_b.run(run.id).wait(timeout=60)["state"] == "succeeded"
 
 
