@@ -144,3 +144,26 @@ def test_a_warm_cwltool_worker_shows_no_run_and_each_fork_only_its_own() -> None
     assert split_spec({**spec, "network": True}) is None  # a network namespace of its own
     assert split_spec({**spec, "uids": None}) is None  # runs of one uid could signal each other
     assert split_spec({**spec, "ro": [*spec["ro"], "/tmp/tools"]}) is None  # under a fresh /tmp
+
+
+def test_a_warm_worker_keeps_its_own_code_under_tmp_in_each_runs_view(tmp_path: Path) -> None:
+    """A checkout (and its virtual environment) under /tmp is bound into the warm cwltool
+    worker's view there; each run's fresh /tmp would hide it, so its outermost mounts
+    under /tmp and /dev/shm are attached again (mountinfo escapes decoded)."""
+    from flowdeck.executors.zygote import kept_mounts
+
+    info = tmp_path / "mountinfo"
+    info.write_text(
+        "22 1 0:20 / / ro - tmpfs tmpfs rw\n"
+        "30 22 8:1 /usr /usr ro - ext4 /dev/sda1 ro\n"
+        "31 22 0:30 / /tmp rw - tmpfs tmpfs rw\n"
+        "32 31 8:1 /tmp/tmp.X/c/.venv /tmp/tmp.X/c/.venv ro - ext4 /dev/sda1 ro\n"
+        "33 32 8:1 /x /tmp/tmp.X/c/.venv/lib ro - ext4 /dev/sda1 ro\n"
+        "34 31 8:1 /tmp/tmp.X/c/src /tmp/tmp.X/c/src ro - ext4 /dev/sda1 ro\n"
+        "35 22 0:31 /a /dev/shm/my\\040lab ro - tmpfs tmpfs rw\n"
+    )
+    assert kept_mounts(str(info)) == [
+        "/dev/shm/my lab",
+        "/tmp/tmp.X/c/.venv",
+        "/tmp/tmp.X/c/src",
+    ]

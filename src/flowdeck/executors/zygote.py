@@ -24,6 +24,7 @@ import ctypes
 import fcntl
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -169,17 +170,50 @@ def _loopback_up() -> None:
         fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags))
 
 
+def kept_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """The worker's own mounts under /tmp or /dev/shm, outermost first: its Python and
+    flowdeck's code when they live there (a checkout under /tmp), which bwrap bound into
+    its view.  A run's fresh /tmp and /dev/shm would hide them, so each run's view attaches
+    them again, read-only: nothing the worker's view did not already show."""
+    found: set[str] = set()
+    with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) < 5:
+                continue
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            if point.startswith(("/tmp/", "/dev/shm/")):  # noqa: S108
+                found.add(point)
+    outer: list[str] = []
+    for point in sorted(found):
+        if not any(point.startswith(o + "/") for o in outer):
+            outer.append(point)
+    return outer
+
+
+KEPT: list[str] = []  # kept_mounts() of this worker, read once at its start
+
+
 def _namespaces() -> None:
-    """New mount, IPC, network and UTS namespaces; fresh /tmp and /dev/shm."""
+    """New mount, IPC, network and UTS namespaces; fresh /tmp and /dev/shm (but for the
+    worker's own code there: :data:`KEPT`)."""
     unshare = SYS_UNSHARE.get(os.uname().machine)
     if unshare is None:
         raise OSError(0, f"unsupported machine {os.uname().machine}")
     flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWUTS
     _check(_libc.syscall(unshare, flags), "unshare")
     _mount("none", "/", None, MS_REC | MS_PRIVATE)
+    # taken before the fresh /tmp and /dev/shm hide them
+    kept = [(point, os.path.isdir(point), clone_tree(point, True)) for point in KEPT]
     _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")  # noqa: S108
     with contextlib.suppress(FileNotFoundError):
         _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")  # noqa: S108
+    for point, folder, fd in kept:
+        os.makedirs(point if folder else os.path.dirname(point), exist_ok=True)
+        if not folder:
+            os.close(os.open(point, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
+        _attach(fd, point)
+        os.close(fd)
 
 
 def _fresh_proc() -> None:
@@ -300,6 +334,7 @@ def main(argv: list[str]) -> int:
     os.set_inheritable(fd, False)
     sock = socket.socket(fileno=fd)
     try:
+        KEPT[:] = kept_mounts()
         warm_up()
         self_test()
     except Exception as exc:  # the pool starts CWL runs cold then
