@@ -142,16 +142,10 @@ class LocalExecutor(Executor):
         join: int | None,
         pool: bool = True,
     ) -> StepProcess:
-        if launch.argv:
-            argv = list(launch.argv)
-        elif launch.python:
-            try:
-                argv = self.python_argv(launch)
-            except (OSError, TypeError, ValueError) as exc:
-                return self._failed(launch, launch.python, exc, on_exit, loop)
-        else:
-            error = ValueError("neither argv nor python is set")
-            return self._failed(launch, "", error, on_exit, loop)
+        try:
+            argv = self.command_of(launch)
+        except (OSError, TypeError, ValueError) as exc:
+            return self._failed(launch, launch.python or "", exc, on_exit, loop)
         box: Box | None = None
         if launch.sandbox is not None:
             busy = {p.box.uid for p in self._running.values() if p.box and p.box.uid is not None}
@@ -242,6 +236,16 @@ class LocalExecutor(Executor):
     ) -> StepProcess:
         """Start a CWL step cold that a warm worker could not start."""
         return self._start_in(group, launch, on_exit, loop, pool=False)
+
+    @classmethod
+    def command_of(cls, launch: Launch) -> list[str]:
+        """A step's command: its ``argv``, or the python-step runner's (``OSError``,
+        ``TypeError`` or ``ValueError`` when it cannot be made)."""
+        if launch.argv:
+            return list(launch.argv)
+        if launch.python:
+            return cls.python_argv(launch)
+        raise ValueError("neither argv nor python is set")
 
     @staticmethod
     def python_argv(launch: Launch) -> list[str]:

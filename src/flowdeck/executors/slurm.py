@@ -385,16 +385,10 @@ class SlurmExecutor(Executor):
         loop: asyncio.AbstractEventLoop,
     ) -> StepProcess:
         self._loop = loop
-        if launch.argv:
-            argv = list(launch.argv)
-        elif launch.python:
-            try:
-                argv = LocalExecutor.python_argv(launch)
-            except (OSError, TypeError, ValueError) as exc:
-                loop.call_soon(on_exit, start_error(launch.python, exc))
-                return NoProcess(launch.key)
-        else:
-            loop.call_soon(on_exit, Outcome(exit_code=126, error="neither argv nor python is set"))
+        try:
+            argv = LocalExecutor.command_of(launch)
+        except (OSError, TypeError, ValueError) as exc:
+            loop.call_soon(on_exit, start_error(launch.python or "", exc))
             return NoProcess(launch.key)
         box: Box | None = None
         if launch.sandbox is not None:  # the same sandbox as a local step's, in the job
