@@ -217,6 +217,28 @@ def serving(tmp: Path, env: dict[str, str]) -> Iterator[Server]:
 
 
 @contextmanager
+def two_servers(
+    tmp: Path, env: dict[str, str], hosts: tuple[str, str] | None = None
+) -> Iterator[tuple[Server, Server]]:
+    """Two started servers of one deployment (``env``: one database, one data directory),
+    logging under ``tmp/a`` and ``tmp/b``; with ``hosts``, each claims a host of its own
+    (``host_id``).  Stopped at the end, whatever happened."""
+    servers = []
+    for i, name in enumerate(("a", "b")):
+        (tmp / name).mkdir()
+        host = {"FLOWDECK_HOST_ID": hosts[i]} if hosts else {}
+        servers.append(Server(tmp / name, {**env, **host}))
+    a, b = servers
+    try:
+        a.start()
+        b.start()
+        yield a, b
+    finally:
+        b.stop()
+        a.stop()
+
+
+@contextmanager
 def harness(tmp: Path) -> Iterator[tuple[Server, Receiver]]:
     with receiver() as rec:
         env = {

@@ -25,6 +25,7 @@ from tests.crashkit import (
     seeds,
     sign_up,
     specs,
+    two_servers,
     wait_ended,
 )
 from tests.helpers import fresh_pg_database
@@ -171,13 +172,7 @@ def test_a_dead_server_of_another_host_loses_its_steps_to_a_retry_after_its_leas
             "FLOWDECK_DATABASE_URL": url,
             "FLOWDECK_LEASE_TTL_S": "3",
         }
-        (tmp_path / "a").mkdir()
-        (tmp_path / "b").mkdir()
-        a = Server(tmp_path / "a", {**env, "FLOWDECK_HOST_ID": "host-a"})
-        b = Server(tmp_path / "b", {**env, "FLOWDECK_HOST_ID": "host-b"})
-        a.start()
-        b.start()
-        try:
+        with two_servers(tmp_path, env, hosts=("host-a", "host-b")) as (a, b):
             token = sign_up(a)
             slow = (
                 'name: slow\nversion: "1"\nsteps:\n'
@@ -197,6 +192,3 @@ def test_a_dead_server_of_another_host_loses_its_steps_to_a_retry_after_its_leas
             assert step["attempts"] == 2  # the first lost with host-a, retried on host-b
             types = [e["type"] for e in call(b, token, "GET", f"/runs/{run_id}/events").json()]
             assert "step.lost" in types
-        finally:
-            b.stop()
-            a.stop()

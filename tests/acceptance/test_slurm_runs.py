@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from flowdeck.executors.slurm_jobs import Files
-from tests.crashkit import Server, base_env, call, sign_up
+from tests.crashkit import Server, base_env, call, sign_up, two_servers
 from tests.helpers import STRONG, free_port, fresh_pg_database
 from tests.slurmcluster import SlurmCluster, slurm_cluster
 
@@ -714,13 +714,7 @@ def test_a_survivor_on_another_host_adopts_the_jobs_of_a_dead_server(
             "FLOWDECK_SLURM_JOB_NAME": "fd-pair",
             "FLOWDECK_SANDBOX_EXTRA_RW": str(gates),
         }
-        (tmp_path / "a").mkdir()
-        (tmp_path / "b").mkdir()
-        a = Server(tmp_path / "a", {**env, "FLOWDECK_HOST_ID": "host-a"})
-        b = Server(tmp_path / "b", {**env, "FLOWDECK_HOST_ID": "host-b"})
-        a.start()
-        b.start()
-        try:
+        with two_servers(tmp_path, env, hosts=("host-a", "host-b")) as (a, b):
             token = sign_up(a, "pair")
             gate = gates / "gate"
             gated = f"[sh, -c, 'echo started; while [ ! -e {gate} ]; do sleep 0.1; done; exit 4']"
@@ -734,6 +728,3 @@ def test_a_survivor_on_another_host_adopts_the_jobs_of_a_dead_server(
             main = steps(b, token, run_id)["main"]
             assert main["attempts"] == 1, main  # followed, not submitted again
             assert main["slurm_job"] == job
-        finally:
-            b.stop()
-            a.stop()
