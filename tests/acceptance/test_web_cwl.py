@@ -54,6 +54,12 @@ def test_a_cwl_run_shows_its_job_document_with_links_to_its_files(
     saved = tmp_path / "downloaded.txt"
     info.value.save_as(saved)
     assert saved.read_text() == "ACGT\n"
+    # on a phone the document scrolls in its box, not the page
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"/runs/{run.id}")
+    expect(job).to_contain_text('"label": "S1"')
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.set_viewport_size({"width": 1280, "height": 800})
     # the new-run form takes a job document, and keeps the server's copy of it to itself
     page.goto(f"/runs/new?workflow=carol/report@{wf['version']}")
     expect(page.get_by_label("cwl_job (string)")).to_be_visible()
