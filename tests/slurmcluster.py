@@ -98,7 +98,8 @@ class SlurmCluster:
             "SlurmdUser=root",
             "AuthType=auth/munge",
             "CredType=cred/munge",
-            f"AuthInfo=socket={self.socket}",
+            # a requeued job waits cred_expire (default 120 s) before it may run again
+            f"AuthInfo=socket={self.socket},cred_expire=10",
             f"StateSaveLocation={self.state}",
             f"SlurmdSpoolDir={self.spool}/%n",
             f"SlurmctldPidFile={self.base}/slurmctld.pid",
@@ -264,7 +265,8 @@ class SlurmCluster:
                 self.command("scancel", "--full", "--user=root", timeout=10)
         for name in ("slurmd", "slurmctld", "munged"):
             self.stop_daemon(name)
-        shutil.rmtree(self.base, ignore_errors=True)
+        if not os.environ.get("FLOWDECK_TEST_KEEP_SLURM"):
+            shutil.rmtree(self.base, ignore_errors=True)
 
 
 @contextlib.contextmanager

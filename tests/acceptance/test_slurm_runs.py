@@ -611,6 +611,42 @@ def test_a_requeued_job_is_pending_again(server: Server, token: str, cluster: Sl
     assert job_state(cluster, job) not in ("PENDING", "RUNNING")
 
 
+def test_a_requeued_job_runs_again_to_its_end(
+    server: Server, token: str, cluster: SlurmCluster
+) -> None:
+    """Slurm requeues a running job and later runs it again: the attempt ends as that
+    second run ends (succeeded, in the same attempt), not as the first run's end said."""
+    gate = server.tmp / "gates" / "rerun-gate"
+    runs = server.tmp / "gates" / "rerun-count"
+    gated = (
+        f"[sh, -c, 'echo run >> {runs}; echo started; while [ ! -e {gate} ]; do sleep 0.1; done']"
+    )
+    wf = push(server, token, "srerun", one_step(gated))
+    run_id = submit(server, token, wf)
+    job = wait_started(server, run_id)
+    deadline = time.monotonic() + WAIT_S
+    while not runs.exists():
+        assert time.monotonic() < deadline, steps(server, token, run_id)["main"]
+        time.sleep(0.1)
+    assert cluster.command("scontrol", "requeuehold", job).returncode == 0
+    while (main := steps(server, token, run_id)["main"])["state"] != "pending":
+        assert time.monotonic() < deadline, main
+        time.sleep(0.1)
+    assert main["slurm_reason"], main
+    # Slurm runs it again once released and its credential expired (cred_expire=10)
+    assert cluster.command("scontrol", "release", job).returncode == 0
+    while len(runs.read_text().split()) < 2:
+        main = steps(server, token, run_id)["main"]
+        assert main["state"] in ("pending", "running") and time.monotonic() < deadline, (
+            f"{main} {files_of(server, run_id, 'main').exit_record()}"
+        )
+        time.sleep(0.1)
+    gate.touch()
+    assert wait_state(server, token, run_id)["state"] == "succeeded"
+    main = steps(server, token, run_id)["main"]
+    assert main["attempts"] == 1 and main["slurm_job"] == job, main
+
+
 def test_a_frozen_run_survives_a_server_kill(
     server: Server, token: str, cluster: SlurmCluster
 ) -> None:

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -241,6 +244,47 @@ def test_the_start_up_probe(
         assert executor("fd-probe").check_shared(tmp_path / "data") is None  # passed before
     finally:
         cluster.command("scancel", blocker)
+
+
+OPERATOR_PROBE = (
+    "from flowdeck.executors.slurm import SlurmConfig, SlurmExecutor\n"
+    "from flowdeck.executors.slurm_jobs import JobOptions\n"
+    "print(SlurmExecutor(SlurmConfig(JobOptions(job_name='fd-rights'))).operator_rights())\n"
+)
+
+
+def test_only_an_operator_may_freeze(cluster: SlurmCluster, tmp_path: Path) -> None:
+    """The server's user may freeze (``scontrol suspend``) only as root or the cluster's
+    SlurmUser: a server run by an ordinary user learns it has no such right at start (its
+    freezes are refused with a 409), and Slurm indeed refuses that user's suspend."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to run the probe as another user (flowdeck-step)")
+    try:
+        pwd.getpwnam("flowdeck-step")
+    except KeyError:
+        pytest.skip("needs the user flowdeck-step (docs/operations.md: the step user)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    as_root = subprocess.run(
+        [sys.executable, "-c", OPERATOR_PROBE], env=env, capture_output=True, text=True
+    )
+    assert as_root.stdout.strip() == "True", as_root.stderr
+    drop = ["setpriv", "--reuid=flowdeck-step", "--regid=flowdeck-step", "--clear-groups"]
+    as_user = subprocess.run(
+        [*drop, sys.executable, "-c", OPERATOR_PROBE],
+        env=env,
+        cwd="/",
+        capture_output=True,
+        text=True,
+    )
+    assert as_user.stdout.strip() == "False", as_user.stderr
+    job = cluster.hold_every_cpu()  # a running job of root's
+    try:
+        refused = subprocess.run(
+            [*drop, "scontrol", "suspend", job], env=env, cwd="/", capture_output=True, text=True
+        )
+        assert refused.returncode != 0 and "denied" in refused.stderr.lower(), refused.stderr
+    finally:
+        cluster.command("scancel", job)
 
 
 FAKE_SBATCH = """#!/bin/sh

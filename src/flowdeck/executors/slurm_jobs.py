@@ -173,6 +173,8 @@ WRAPPER = r"""#!/bin/bash
 # environment, in its own process group, and writes how it ended into {exit}.
 set -u
 B={base}
+# a job Slurm requeued runs this again: what its earlier run left says nothing of this one
+rm -f "$B.slurm.exit" "$B.slurm.timeout"
 mapfile -d '' -t ENVV < "$B.slurm.env"
 mapfile -d '' -t ARGV < "$B.slurm.argv"
 BOX=()
