@@ -202,3 +202,48 @@ def wait_ended(
             return status
         assert time.monotonic() < deadline, status
         time.sleep(0.05)
+
+
+@contextmanager
+def loopback_service() -> Iterator[int]:
+    """A TCP service bound to the host's 127.0.0.1 only, answering "host loopback": its
+    port (a sandboxed step with network must not reach it)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    stop = threading.Event()
+
+    def serve() -> None:
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            conn.sendall(b"host loopback\n")
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        sock.close()
+
+
+def network_probe(port: int) -> str:
+    """A Python step that reaches a Debian mirror (outside) and tries the host's loopback
+    service on ``port``, PostgreSQL's and the gateway's: prints ``outside 200`` and
+    ``refused`` three times when the sandbox's network is as it should be."""
+    return (
+        "import socket, urllib.request\n"
+        "print('outside', urllib.request.urlopen('https://deb.debian.org/', timeout=20).status)\n"
+        "for host, port in (('127.0.0.1', PORT), ('127.0.0.1', 5432), ('10.0.2.2', PORT)):\n"
+        "    try:\n"
+        "        socket.create_connection((host, port), timeout=3).close()\n"
+        "        print('ESCAPED', host, port)\n"
+        "    except OSError:\n"
+        "        print('refused', host, port)\n"
+    ).replace("PORT", str(port))

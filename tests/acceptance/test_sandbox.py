@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,14 @@ import httpx
 import pytest
 
 from tests.acceptance.test_runs import push, steps, submit, wait
-from tests.helpers import LiveServer, live_server, make_settings, register_and_login
+from tests.helpers import (
+    LiveServer,
+    live_server,
+    loopback_service,
+    make_settings,
+    network_probe,
+    register_and_login,
+)
 from tests.receiver import eventually
 
 API = "/api/v1"
@@ -236,43 +242,12 @@ def test_without_network_only_loopback(user: httpx.Client) -> None:
 
 @pytest.fixture
 def loopback_only() -> Iterator[int]:
-    """A TCP service bound to the host's 127.0.0.1 only."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    stop = threading.Event()
-
-    def serve() -> None:
-        sock.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = sock.accept()
-            except OSError:
-                continue
-            conn.sendall(b"host loopback\n")
-            conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join()
-        sock.close()
+    with loopback_service() as port:
+        yield port
 
 
 def test_with_the_policy_outside_but_not_host_loopback(tmp_path: Path, loopback_only: int) -> None:
-    probe = (
-        "import socket, urllib.request\n"
-        "print('outside', urllib.request.urlopen('https://deb.debian.org/', timeout=20).status)\n"
-        "for host, port in (('127.0.0.1', PORT), ('127.0.0.1', 5432), ('10.0.2.2', PORT)):\n"
-        "    try:\n"
-        "        socket.create_connection((host, port), timeout=3).close()\n"
-        "        print('ESCAPED', host, port)\n"
-        "    except OSError:\n"
-        "        print('refused', host, port)\n"
-    ).replace("PORT", str(loopback_only))
+    probe = network_probe(loopback_only)
     settings = make_settings(tmp_path / "data", step_network="allowed", step_uids="910100-910199")
     with live_server(settings) as srv, srv.client(register_and_login(srv, "net")) as c:
         # the host side works

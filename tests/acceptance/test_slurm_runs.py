@@ -25,7 +25,7 @@ import pytest
 
 from flowdeck.executors.slurm_jobs import Files
 from tests.crashkit import Server, base_env, call, sign_up, two_servers
-from tests.helpers import STRONG, free_port, fresh_pg_database
+from tests.helpers import STRONG, free_port, fresh_pg_database, loopback_service, network_probe
 from tests.slurmcluster import SlurmCluster, slurm_cluster
 
 SLURM = {"executor": "slurm"}
@@ -51,6 +51,7 @@ def server(cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> I
         "FLOWDECK_SLURM_JOB_NAME": "fd-accept",
         "FLOWDECK_SLURM_USER_OPTIONS": "nice,constraint",
         "FLOWDECK_SANDBOX_EXTRA_RW": str(tmp / "gates"),
+        "FLOWDECK_STEP_NETWORK": "allowed",
     }
     srv = Server(tmp, env)
     srv.start()
@@ -241,6 +242,34 @@ def test_a_step_on_slurm_runs_in_the_step_sandbox(server: Server, token: str) ->
     assert seen[0] == "started" and seen[1] != "0", seen  # not root
     assert seen[2:] == ["runs", run_id], seen  # the data directory shows its run only
     assert files_of(server, run_id, "main").path("box").exists()
+
+
+def test_a_networked_step_on_slurm_gets_the_sandboxs_network(server: Server, token: str) -> None:
+    """A step asking for network gets it inside its job as a local step does: outbound
+    through pasta, in the sandbox's own network namespace, so the node's loopback services
+    (PostgreSQL's, a private one) and the gateway stay out of reach."""
+    with loopback_service() as port:
+        spec = {
+            "name": "snet",
+            "version": "1",
+            "steps": {
+                "main": {
+                    "run": ["python3", "-c", network_probe(port)],
+                    "resources": {"network": True},
+                }
+            },
+        }
+        r = api(server, token, "POST", "/workflows", json=spec)
+        assert r.status_code in (200, 201), r.text
+        run_id = submit(server, token, "snet@1")
+        done = wait_state(server, token, run_id)
+    out = api(
+        server, token, "GET", f"/runs/{run_id}/steps/main/logs", params={"stream": "stdout"}
+    ).text
+    assert done["state"] == "succeeded", (done, out, files_of(server, run_id, "main").base)
+    assert "outside 200" in out and "ESCAPED" not in out, out
+    assert out.count("refused") == 3, out
+    assert "--info-fd" in files_of(server, run_id, "main").path("box").read_text()
 
 
 def test_the_dashboard_shows_each_steps_job_id(server: Server, token: str) -> None:
@@ -515,6 +544,33 @@ def cli(server: Server, *args: str, ok: bool = True) -> str:
             assert done.returncode == 0, done.stderr
     assert ok or done.returncode != 0, done.stdout
     return done.stdout if ok else done.stdout + done.stderr
+
+
+def test_the_docs_example_runs_as_written(server: Server, token: str) -> None:
+    """docs/slurm.md's example, its shell lines as a user types them (the server is this
+    module's, started with FLOWDECK_SLURM=true): the chain runs on Slurm to its end."""
+    docs = (Path(__file__).parents[2] / "docs" / "slurm.md").read_text()
+    block = docs.split("An example:", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    lines = [line for line in block.splitlines() if not line.startswith("FLOWDECK_SLURM=")]
+    assert len(lines) == 4 and lines[-1].endswith('flowdeck run watch "$RUN"'), block
+    cli(server, "whoami")  # logged in, as the reader is
+    env = {
+        **os.environ,
+        "FLOWDECK_URL": server.url,
+        "XDG_CONFIG_HOME": str(server.tmp / "cli-config"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", "\n".join(lines)],
+        cwd=Path(__file__).parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "succeeded" in done.stdout, done.stdout
 
 
 def test_sbatch_options_the_admin_allows(server: Server, token: str, cluster: SlurmCluster) -> None:

@@ -81,13 +81,14 @@ def may_suspend(config: str, uid: int, user: str) -> bool:
 
 def box_command(box: Box | None, launch: Launch) -> list[str] | None:
     """The sandbox's command before the step's own (bwrap's options, and where the server
-    is root setpriv to the step's uid): what a local step of ``launch`` gets, except that
-    a step with network shares the node's (pasta is not set up inside jobs)."""
+    is root setpriv to the step's uid): what a local step of ``launch`` gets.  A step with
+    network: bwrap tells its child's pid and waits for pasta (fds 3 and 4 of the wrapper)."""
     if box is None:
         return None
     command = box.argv([])
     if launch.sandbox and launch.sandbox.get("network"):
-        command.remove("--unshare-net")
+        at = command.index("--")
+        command[at:at] = ["--info-fd", "3", "--block-fd", "4"]
     return command
 
 

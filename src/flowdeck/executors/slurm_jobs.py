@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from flowdeck.executors.base import Launch, Outcome
+from flowdeck.executors.sandbox import PASTA_OPTIONS
 
 SUFFIXES = ("env", "argv", "sh", "job", "stop", "exit", "log", "state", "array", "box")
 
@@ -204,9 +205,7 @@ finish() {{
 }}
 cd {cwd} || finish 126
 {limits}
-setsid env -i "${{ENVV[@]}}" "${{BOX[@]}}" "${{ARGV[@]}}" < {stdin} > {stdout} 2> {stderr} &
-child=$!
-on_term() {{
+{start}on_term() {{
   if [ -e "$B.slurm.stop" ]; then ended_by=flowdeck; else ended_by=slurm; fi
   kill -TERM -- "-$child" 2>/dev/null
   kill -CONT -- "-$child" 2>/dev/null
@@ -221,8 +220,58 @@ wait "$child"
 w=$?
 case $w in ''|*[!0-9]*) ;; *) [ "$w" -le 255 ] && rc=$w ;; esac
 [ -n "${{dog:-}}" ] && kill "$dog" 2>/dev/null
-[ -e "$B.slurm.timeout" ] && ended_by=timeout
+{net_end}[ -e "$B.slurm.timeout" ] && ended_by=timeout
 finish "$rc"
+"""
+
+START = """setsid env -i "${{ENVV[@]}}" "${{BOX[@]}}" "${{ARGV[@]}}" < {stdin} > {stdout} 2> {stderr} &
+child=$!
+"""
+
+# A step with network in its sandbox: bwrap (given --info-fd 3 --block-fd 4) tells its
+# child's pid through one FIFO and waits on the other until pasta is attached to the
+# child's network namespace, as for a local step.  Where the node has no bubblewrap the
+# step shares the node's network.
+START_NETWORKED = r"""nd=""
+if [ "${{BOX[0]:-}}" != "" ] && [ "${{BOX[0]##*/}}" = bwrap ]; then
+  pasta=$(command -v pasta) || {{
+    echo "flowdeck: network for steps needs pasta on $(hostname) (Debian package passt)" >&2
+    finish 126
+  }}
+  nd=$(mktemp -d) && mkfifo "$nd/info" "$nd/block" || finish 126
+fi
+if [ -n "$nd" ]; then
+  setsid env -i "${{ENVV[@]}}" "${{BOX[@]}}" "${{ARGV[@]}}" < {stdin} > {stdout} 2> {stderr} \
+    3> "$nd/info" 4< "$nd/block" &
+  child=$!
+  exec 5< "$nd/info" 6> "$nd/block"
+  info=""
+  read -r -d '}}' -u 5 info || true
+  runas=()
+  [ "$(id -u)" = 0 ] && runas=(--runas 0)
+  if ! [[ $info =~ \"child-pid\":\ *([0-9]+) ]] || ! "$pasta" {pasta} "${{runas[@]}}" \
+      -P "$nd/pasta.pid" --netns /proc/self/fd/7 7< "/proc/${{BASH_REMATCH[1]}}/ns/net" \
+      > /dev/null 2> "$nd/pasta.err"; then
+    why=$(tail -n 1 "$nd/pasta.err" 2>/dev/null || echo "the sandbox did not start")
+    echo "flowdeck: cannot give the step network: pasta: $why" >&2
+    kill -KILL -- "-$child" 2>/dev/null
+    exec 5<&- 6>&-
+    wait "$child"
+    rm -rf "$nd"
+    finish 126
+  fi
+  ( echo 1 >&6 ) 2>/dev/null
+  exec 5<&- 6>&-
+else
+  setsid env -i "${{ENVV[@]}}" "${{BOX[@]}}" "${{ARGV[@]}}" < {stdin} > {stdout} 2> {stderr} &
+  child=$!
+fi
+"""
+
+NET_END = """if [ -n "$nd" ]; then
+  [ -s "$nd/pasta.pid" ] && kill -KILL "$(cat "$nd/pasta.pid")" 2>/dev/null
+  rm -rf "$nd"
+fi
 """
 
 WATCHDOG = (
@@ -250,15 +299,25 @@ def write_attempt(
     if launch.walltime_s is not None:
         watchdog = WATCHDOG.format(walltime=f"{launch.walltime_s:g}", grace=f"{grace_s:g}")
     q = shlex.quote
+    streams = {
+        "stdin": q(str(launch.stdin or "/dev/null")),
+        "stdout": q(str(launch.stdout)),
+        "stderr": q(str(launch.stderr)),
+    }
+    networked = bool(box) and bool(launch.sandbox and launch.sandbox.get("network"))
+    if networked:
+        pasta = " ".join(q(o) for o in (*PASTA_OPTIONS, "--no-map-gw"))
+        start = START_NETWORKED.format(pasta=pasta, **streams)
+    else:
+        start = START.format(**streams)
     text = WRAPPER.format(
         key=launch.key,
         exit=files.path("exit"),
         base=q(str(files.base)),
         cwd=q(str(launch.cwd)),
         limits="\n".join(limits_lines(launch)),
-        stdin=q(str(launch.stdin or "/dev/null")),
-        stdout=q(str(launch.stdout)),
-        stderr=q(str(launch.stderr)),
+        start=start,
+        net_end=NET_END if networked else "",
         watchdog=watchdog,
     )
     script = files.path("sh")
