@@ -1,5 +1,10 @@
 """Run every benchmark: ``python -m bench [--quick] [--million] [--only NAME ...]``.
 
+Each figure is compared with ``bench/results/baseline.json`` (committed) where that comes
+from the same kind of machine: one more than 20 % worse is printed as a REGRESSION.
+``python -m bench --save-baseline`` makes the latest results (``latest.json``) the
+baseline.
+
 ``--quick`` runs each with smaller counts (a minute or two in all: a smoke run, not figures
 to quote); ``--million`` adds the 1,000,000-run query figures (minutes of bulk loading;
 never in CI).
@@ -57,7 +62,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller counts: a smoke run")
     parser.add_argument("--million", action="store_true", help="add 1,000,000-run queries")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, help="just these benchmarks")
+    parser.add_argument(
+        "--save-baseline",
+        action="store_true",
+        help="copy bench/results/latest.json to baseline.json (run nothing)",
+    )
     args = parser.parse_args()
+    if args.save_baseline:
+        from bench.common import BASELINE, RESULTS
+
+        part = BASELINE.with_suffix(".part")
+        part.write_text(RESULTS.read_text())
+        part.replace(BASELINE)
+        print(f"{RESULTS} -> {BASELINE}")
+        return
     for name in args.only or BENCHMARKS:
         argv = list(QUICK[name]) if args.quick else []
         if name == "queries" and args.million:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -14,6 +15,10 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
+# The figures `make bench` compares against (committed; `python -m bench --save-baseline`
+# makes it from latest.json): only on the same kind of machine (CPU model and cores).
+BASELINE = RESULTS.with_name("baseline.json")
+REGRESSION = 0.20  # a figure this much worse than the baseline's is printed as a regression
 
 
 def scratch_dir() -> Path:
@@ -51,6 +56,61 @@ class Figure:
         return self.value / self.baseline if self.baseline else float("nan")
 
 
+def cpu_model() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it (else the platform's processor)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == "model name":
+                return value.strip()
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "data_dir": str(scratch_dir()),
+        "file_create_us": round(file_create_us(), 1),
+    }
+
+
+def same_kind(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two machines whose figures may be compared: the same CPU model and core count."""
+    return bool(a.get("cpu")) and (a.get("cpu"), a.get("cores")) == (b.get("cpu"), b.get("cores"))
+
+
+def worse_by(value: float, before: float, unit: str) -> float | None:
+    """How much worse ``value`` is than ``before`` (0.25: 25 % worse; negative: better);
+    None when they cannot be compared.  A rate (a unit per second) is better higher, any
+    other figure (times, sizes) lower."""
+    if not unit or before <= 0 or value != value or before != before:  # (NaN)
+        return None
+    if unit.endswith("/s"):
+        return before / value - 1 if value > 0 else float("inf")
+    return value / before - 1
+
+
+def baseline_figures(bench: str) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """The committed baseline's figures of ``bench`` by name, and why there are none."""
+    try:
+        data = json.loads(BASELINE.read_text())
+    except OSError:
+        return {}, "no bench/results/baseline.json"
+    except ValueError as exc:
+        return {}, f"bench/results/baseline.json is not JSON: {exc}"
+    if not same_kind(data.get("machine", {}), machine()):
+        theirs = data.get("machine", {})
+        return {}, (
+            f"the baseline comes from another kind of machine ({theirs.get('cpu')},"
+            f" {theirs.get('cores')} cores): not compared"
+        )
+    figures = data.get("benchmarks", {}).get(bench, {}).get("figures", [])
+    return {f["name"]: f for f in figures if "name" in f}, None
+
+
 def percentile(samples: list[float], p: float) -> float:
     ordered = sorted(samples)
     k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
@@ -64,23 +124,28 @@ def median(samples: list[float]) -> float:
 def report(bench: str, figures: list[Figure], extra: dict[str, Any] | None = None) -> None:
     """Print the figures and merge them into bench/results/latest.json."""
     print(f"\n== {bench} (data in {scratch_dir()}: {file_create_us():.0f} us to create a file)")
+    before, why_not = baseline_figures(bench)
+    if why_not:
+        print(f"  ({why_not})")
     for f in figures:
         print(
             f"  {f.name:<42} {f.value:>10.2f} {f.unit:<6} | baseline {f.baseline_name}: "
             f"{f.baseline:.2f} {f.unit} | ratio {f.ratio:.2f}"
             + (f" | goal {f.goal}" if f.goal else "")
         )
+        old = before.get(f.name)
+        worse = worse_by(f.value, float(old["value"]), f.unit) if old else None
+        if worse is not None and worse > REGRESSION:
+            print(
+                f"  REGRESSION: {worse:.0%} worse than bench/results/baseline.json"
+                f" ({old['value']:.2f} {f.unit}) [{bench}: {f.name}]"
+            )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     try:
         data = json.loads(RESULTS.read_text())
     except (OSError, ValueError):
         data = {}
-    data["machine"] = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "data_dir": str(scratch_dir()),
-        "file_create_us": round(file_create_us(), 1),
-    }
+    data["machine"] = machine()
     data.setdefault("benchmarks", {})[bench] = {
         "figures": [asdict(f) | {"ratio": f.ratio} for f in figures],
         **(extra or {}),
