@@ -217,7 +217,17 @@ def list_runs(
     cursor: Annotated[
         str | None, cursor_query("run", "Cursor: next_cursor of the previous page.")
     ] = None,
-    sort: Annotated[str, Query(pattern="^-?created$")] = "-created",
+    search: Annotated[
+        str | None,
+        Query(max_length=200, description="Text in the run id, workflow reference or a tag."),
+    ] = None,
+    sort: Annotated[
+        str,
+        Query(
+            pattern="^-?(created|workflow|state)$",
+            description="created, workflow or state (then the id); a leading - descends.",
+        ),
+    ] = "-created",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Response:
     """Runs you may see (admins: all), filtered, a page at a time."""
@@ -233,6 +243,8 @@ def list_runs(
         after_id=cursor,
         newest_first=sort.startswith("-"),
         limit=limit,
+        search=search or None,
+        order_by=sort.lstrip("-"),
     )
     nxt = items[-1].id if len(items) == limit else None
     return _json(RunPage(items=[RunSummary.of(r) for r in items], next_cursor=nxt))
