@@ -9,6 +9,8 @@ from starlette.staticfiles import StaticFiles
 
 from flowdeck.web.pages import router
 from flowdeck.web.pages_areas import router as areas_router
+from flowdeck.web.pages_more import router as more_router
+from flowdeck.web.pages_runs import router as runs_router
 
 STATIC = Path(__file__).parent / "static"
 
@@ -16,5 +18,7 @@ STATIC = Path(__file__).parent / "static"
 def install(app: FastAPI) -> None:
     """Add the pages and their static files to ``app``."""
     app.include_router(router)
+    app.include_router(runs_router)
+    app.include_router(more_router)
     app.include_router(areas_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

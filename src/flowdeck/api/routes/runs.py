@@ -326,6 +326,30 @@ def step_logs(
     )
 
 
+@router.get("/runs/{run_id}/steps/{step}/log.txt", response_class=FileResponse)
+def step_log_file(
+    run_id: str,
+    step: str,
+    ctx: CtxDep,
+    actor: ActorDep,
+    stream: LogStream = "stdout",
+    index: LogIndex = -1,
+    attempt: LogAttempt = None,
+    download: Annotated[bool, Query(description="As an attachment (a file to save).")] = False,
+) -> Response:
+    """A step's whole log as it is now (plain text; empty before the step wrote)."""
+    path = ctx.runs.log(actor, run_id, step, index, attempt, stream)
+    name = f"{run_id}-{step}{'' if index < 0 else f'-{index}'}-{stream}.log"
+    if not path.is_file():
+        return Response(b"", media_type="text/plain; charset=utf-8")
+    return FileResponse(
+        path,
+        media_type="text/plain; charset=utf-8",
+        filename=name if download else None,
+        content_disposition_type="attachment" if download else "inline",
+    )
+
+
 @router.post("/runs/{run_id}/pause", response_model=RunOut)
 def pause_run(
     run_id: str, ctx: CtxDep, actor: ActorDep, body: Annotated[PauseIn | None, Body()] = None
