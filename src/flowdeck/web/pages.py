@@ -72,9 +72,21 @@ def form_fields(inputs: dict[str, Any]) -> list[dict[str, Any]]:
                 "maximum": inp.get("maximum"),
                 "max_length": inp.get("max_length"),
                 "symbols": inp.get("symbols") or [],
+                "bounds": bounds(inp.get("minimum"), inp.get("maximum"), inp.get("max_length")),
             }
         )
     return fields
+
+
+def bounds(low: float | None, high: float | None, max_length: int | None) -> str:
+    """What a value may be, said before it is sent: "From 1 to 10.", "At most 20 characters."."""
+    if low is not None and high is not None:
+        return f"From {low:g} to {high:g}."
+    if low is not None:
+        return f"At least {low:g}."
+    if high is not None:
+        return f"At most {high:g}."
+    return f"At most {max_length} characters." if max_length is not None else ""
 
 
 def _principal(request: Request, ctx: Context) -> Principal | None:

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
 
 from flowdeck.api.deps import CtxDep
 from flowdeck.api.schemas_runs import RunSummary
@@ -18,6 +19,13 @@ from flowdeck.web.pages import _not_found, _principal, _render, _to_login, form_
 
 router = APIRouter(include_in_schema=False)
 AUDIT_PAGE = 100
+FAVICON = Path(__file__).parent / "static" / "favicon.svg"
+
+
+@router.get("/favicon.ico")
+def favicon() -> FileResponse:
+    """The icon, for browsers that ask for it where no page names it (a plain-text log)."""
+    return FileResponse(FAVICON, media_type="image/svg+xml")
 
 
 @router.get("/workflows/{ref:path}")

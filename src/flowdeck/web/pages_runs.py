@@ -52,6 +52,7 @@ def runs_page(
     until: Annotated[str, Query(max_length=10)] = "",
     sort: Annotated[str, Query(max_length=10)] = "-created",
     cursor: Annotated[str, Query(max_length=64)] = "",
+    limit: Annotated[int, Query(ge=1, le=500)] = PAGE,
 ) -> Response:
     """The runs list, updated live."""
     context = ctx
@@ -84,7 +85,7 @@ def runs_page(
         after_id=cursor or None,
         newest_first=sort.startswith("-"),
         order_by=key,
-        limit=PAGE,
+        limit=limit,
     )
     viewer = None if actor.is_admin else actor.user_id
     rows = []
@@ -105,6 +106,7 @@ def runs_page(
         "since": since if first else "",
         "until": until if last else "",
         "sort": sort,
+        "limit": limit,
     }
 
     def url(**change: Any) -> str:
@@ -112,6 +114,8 @@ def runs_page(
         pairs = [("state", s) for s in q.pop("state")]
         if q.get("sort") == "-created":
             q.pop("sort")
+        if q.get("limit") == PAGE:
+            q.pop("limit")
         pairs += [(k, v) for k, v in q.items() if v]
         return "/?" + urlencode(pairs) if pairs else "/"
 
@@ -138,7 +142,7 @@ def runs_page(
         total=sum(counts.values()),
         all_url=url(state=[]),
         sorts=sorts,
-        next_url=url(cursor=runs[-1].id) if len(runs) == PAGE else "",
+        next_url=url(cursor=runs[-1].id) if len(runs) == limit else "",
         first_url=url() if cursor else "",
         terminal_states=sorted(s.value for s in TERMINAL_STATES),
     )
