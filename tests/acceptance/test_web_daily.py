@@ -319,7 +319,7 @@ def test_an_ended_run_hides_what_it_no_longer_takes_and_its_graph_opens_steps(
         )
         assert grey != enabled
         # the events box scrolls from the keyboard
-        timeline = page.get_by_role("log", name="Events of this run (scrollable)")
+        timeline = page.get_by_role("list", name="Events of this run (scrollable)")
         expect(timeline).to_contain_text("run.failed")
         assert timeline.get_attribute("tabindex") == "0"
         # a graph node is a link, reached with Tab and opened with Enter

@@ -9,7 +9,9 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from flowdeck.api import errors as api_errors
 from flowdeck.api.deps import CtxDep
 from flowdeck.api.schemas_runs import RunSummary
 from flowdeck.domain.validation import validate_data
@@ -118,3 +120,20 @@ def audit_page(
         next_url=f"/admin/audit?before={more}{query}" if more else "",
         first_url=f"/admin/audit?{query[1:]}" if before else "",
     )
+
+
+def page_or_json_404(request: Request, exc: Exception) -> Response:
+    """No route at this path: a browser asking for a page gets the dashboard's 404 page;
+    anything else (the API, other methods, scripts) the API's JSON error."""
+    assert isinstance(exc, StarletteHTTPException)
+    path = request.url.path
+    wants_page = (
+        exc.status_code == 404
+        and request.method in ("GET", "HEAD")
+        and "text/html" in request.headers.get("accept", "")
+        and not path.startswith(("/api/", "/static/", "/ga4gh/"))
+    )
+    if not wants_page:
+        return api_errors.http_error(request, exc)
+    ctx = request.app.state.ctx
+    return _not_found(request, _principal(request, ctx), f"no page at {path}")
