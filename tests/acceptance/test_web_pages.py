@@ -28,6 +28,15 @@ pytestmark = pytest.mark.skipif(
 )
 USER = "dana"  # browsing() signs this user in
 ADMIN = "root-admin"
+LONG_NAMES = """name: long-names
+version: "1"
+steps:
+  prepare_the_reference_genome_index_for_alignment:
+    run: [echo, one]
+  align_every_sample_against_the_reference:
+    run: [echo, two]
+    needs: [prepare_the_reference_genome_index_for_alignment]
+"""
 
 
 @dataclass
@@ -77,6 +86,9 @@ def data(sdk: Client, tmp_path_factory: pytest.TempPathFactory) -> Data:
     newer.write_text(chain.read_text().replace('version: "1.0"', 'version: "1.1"'))
     sdk.push_workflow(newer)
     sdk.push_workflow(ROOT / "examples" / "streams" / "flowdeck.yaml")
+    long = tmp_path_factory.mktemp("long") / "flowdeck.yaml"
+    long.write_text(LONG_NAMES)
+    sdk.push_workflow(long)
     run = sdk.create_run("chain@1.0", start=True, tags=["pages"])
     run.wait(timeout=60)
     stream = sdk.create_run("double@1.0", start=True)
@@ -115,6 +127,17 @@ def test_a_workflow_page_has_versions_source_inputs_graph_recent_runs_and_a_star
         page.get_by_role("link", name="1.1").click()
         expect(page.get_by_role("heading", name=f"Workflow {USER}/chain@1.1")).to_be_visible()
         expect(page.locator("#wf-runs")).to_contain_text("No runs of this version yet")
+        # a long step name is cut to fit its box (the whole name on hover)
+        page.goto(f"/workflows/{USER}/long-names@1")
+        for node in page.locator("#dag .node").all():
+            text, box = node.locator("text.name"), node.locator("rect")
+            assert text.evaluate("t => t.getBBox().x + t.getBBox().width") <= box.evaluate(
+                "r => r.getBBox().width"
+            )
+            expect(text).to_have_text(re.compile("…$"))
+        expect(page.locator("#dag title").first).to_have_text(
+            "prepare_the_reference_genome_index_for_alignment"
+        )
         response = page.goto("/workflows/nobody/nothing@1")
         assert response is not None and response.status == 404
 
@@ -255,6 +278,12 @@ def test_every_page_passes_axe_with_no_console_error(
             if width == 390:
                 wide = page.evaluate("document.documentElement.scrollWidth")
                 assert wide <= 390, (path, wide)
+        # every page names its icon, and the icon is there
+        icon = page.locator('link[rel="icon"]').get_attribute("href")
+        assert icon == "/static/favicon.svg"
+        for where in (icon, "/favicon.ico"):
+            got = page.request.get(where)
+            assert got.status == 200 and got.headers["content-type"] == "image/svg+xml"
         if scheme == "dark" and width == 1280:
             page.goto(f"/runs/{data.run}")
             shot(page, "run-dark")

@@ -104,3 +104,22 @@ def test_tokens_are_created_listed_and_revoked(user: str, srv: LiveServer) -> No
     assert refused.value.status == 401
     missing = cli("token", "revoke", "tok_nothing")
     assert missing.exit_code == 1 and "tok_nothing" in missing.stderr
+
+
+def test_the_api_sorts_by_state_and_names_a_wrong_sort(user: str, srv: LiveServer) -> None:
+    for _ in range(2):
+        assert cli("run", "create", "failing@1").exit_code == 0
+    assert cli("run", "submit", "failing@1", "--watch").exit_code == 3
+    with Client(srv.url) as c:
+        token = c.login(user, STRONG)["token"]
+    with srv.client(token) as http:
+        first = http.get("/api/v1/runs", params={"sort": "state", "limit": 1}).json()
+        rest = http.get(
+            "/api/v1/runs", params={"sort": "state", "cursor": first["next_cursor"]}
+        ).json()
+        states = [r["state"] for r in first["items"] + rest["items"]]
+        assert states == sorted(states) and states[0] == "failed"
+        down = http.get("/api/v1/runs", params={"sort": "-state"}).json()["items"]
+        assert [r["state"] for r in down] == sorted(states, reverse=True)
+        wrong = http.get("/api/v1/runs", params={"sort": "duration"})
+        assert wrong.status_code == 422 and "sort" in wrong.text
