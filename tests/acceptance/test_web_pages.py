@@ -19,6 +19,7 @@ from tests.helpers import STRONG, LiveServer, live_server, make_settings
 pytest.importorskip("playwright")
 from playwright.sync_api import Browser, expect, sync_playwright
 
+from flowdeck.web import pages_more
 from tests.acceptance.browser_checks import axe_violations
 from tests.acceptance.test_web import CHROMIUM, ROOT, WAIT_MS, shot
 from tests.acceptance.test_web_daily import browsing
@@ -196,6 +197,20 @@ def test_the_events_page_filters_and_follows_live(
         page.goto(f"/events?run={data.run}")
         expect(events).to_contain_text("step.")
         expect(events.locator("li", has_text=run.id)).to_have_count(0)
+
+
+def test_the_events_page_starts_with_recent_events_unless_asked_for_all(
+    browser: Browser, srv: LiveServer, data: Data, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pages_more, "EVENT_HISTORY", 3)  # the server runs in this process
+    with browsing(browser, srv) as page:
+        page.goto(f"/events?run={data.run}")
+        events = page.get_by_role("list", name=re.compile("^Events"))
+        expect(page.locator("#live-status")).to_have_text("Live updates: on")
+        expect(events.locator("li", has_text="run.staged")).to_have_count(0)
+        page.get_by_role("link", name="from the first event").click()
+        page.wait_for_url(re.compile(r"history=all"))
+        expect(events.locator("li").first).to_contain_text("run.staged")
 
 
 def test_the_audit_log_is_for_admins(browser: Browser, srv: LiveServer, sdk: Client) -> None:

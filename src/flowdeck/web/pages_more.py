@@ -21,6 +21,7 @@ from flowdeck.web.pages import _not_found, _principal, _render, _to_login, form_
 
 router = APIRouter(include_in_schema=False)
 AUDIT_PAGE = 100
+EVENT_HISTORY = 5000  # the events page starts this many events back (of every user)
 FAVICON = Path(__file__).parent / "static" / "favicon.svg"
 
 
@@ -85,12 +86,25 @@ def events_page(
     ctx: CtxDep,
     type: Annotated[str, Query(max_length=200)] = "",
     run: Annotated[str, Query(max_length=64)] = "",
+    history: Annotated[str, Query(pattern="^(recent|all)$")] = "recent",
 ) -> Response:
-    """Your runs' events, filtered by type pattern and run, live."""
+    """Your runs' events, filtered by type pattern and run, live: from the last
+    EVENT_HISTORY events the server recorded (of every user), or all (``history=all``)."""
     principal = _principal(request, ctx)
     if principal is None:
         return _to_login(request)
-    return _render(request, "events.html", principal, filters={"type": type, "run": run})
+    with ctx.store.read() as tx:
+        last = tx.last_event_id()
+    after = 0 if history == "all" else max(0, last - EVENT_HISTORY)
+    query = urlencode({"type": type, "run": run, "history": "all"})
+    return _render(
+        request,
+        "events.html",
+        principal,
+        filters={"type": type, "run": run},
+        after=after,
+        all_url=f"/events?{query}" if after else "",
+    )
 
 
 @router.get("/admin/audit")

@@ -179,7 +179,7 @@ function initTokens() {
 function initEvents() {
   const list = document.getElementById("events");
   const status = document.getElementById("live-status");
-  const q = new URLSearchParams({ after: "0" });
+  const q = new URLSearchParams({ after: list.dataset.after || "0" });
   (list.dataset.type || "").split(",").map((s) => s.trim()).filter((s) => s).forEach((t) => q.append("type", t));
   if (list.dataset.run) q.append("run", list.dataset.run);
   const source = new EventSource(API + "/events?" + q);
