@@ -20,7 +20,7 @@ pytest.importorskip("playwright")
 from playwright.sync_api import Browser, expect, sync_playwright
 
 from flowdeck.web import pages_more
-from tests.acceptance.browser_checks import axe_violations
+from tests.acceptance.browser_checks import ConsoleErrors, axe_violations
 from tests.acceptance.test_web import CHROMIUM, ROOT, WAIT_MS, shot
 from tests.acceptance.test_web_daily import browsing
 
@@ -223,6 +223,7 @@ def test_the_audit_log_is_for_admins(browser: Browser, srv: LiveServer, sdk: Cli
     context = browser.new_context(base_url=srv.url, viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
+    errors = ConsoleErrors(page)
     try:
         page.goto("/login?next=/admin/audit")
         page.get_by_label("Username").fill(ADMIN)
@@ -239,10 +240,15 @@ def test_the_audit_log_is_for_admins(browser: Browser, srv: LiveServer, sdk: Cli
         assert set(rows.locator("td:nth-child(3)").all_inner_texts()) == {"login.failed"}
         assert axe_violations(page) == []
         shot(page, "audit")
-        page.goto("/admin")
-        assert axe_violations(page) == []
+        for width in (1280, 390):
+            page.set_viewport_size({"width": width, "height": 900})
+            for path in ("/admin", "/admin/audit"):
+                page.goto(path)
+                assert axe_violations(page) == [], (path, width)
+                assert page.evaluate("document.documentElement.scrollWidth") <= width
     finally:
         context.close()
+    assert errors.seen == [], errors.seen
 
 
 def test_an_ended_stream_run_shows_no_push_form(
@@ -307,9 +313,11 @@ def test_every_page_passes_axe_with_no_console_error(
         base_url=srv.url, viewport={"width": width, "height": 900}, color_scheme=scheme
     )
     page = context.new_page()
+    errors = ConsoleErrors(page)
     try:
         for path in ("/login", "/register"):
             page.goto(path)
             assert axe_violations(page) == [], path
     finally:
         context.close()
+    assert errors.seen == [], errors.seen
