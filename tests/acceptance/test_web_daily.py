@@ -44,6 +44,13 @@ steps:
   ticks:
     run: [sh, -c, 'for i in 1 2 3 4 5 6; do echo tick$i; sleep 1; done; sleep 60']
 """
+RETRIED = """name: retried
+version: "1"
+steps:
+  twice:
+    run: [sh, -c, 'echo "attempt $FLOWDECK_ATTEMPT"; sleep 3; test "$FLOWDECK_ATTEMPT" = 2']
+    retries: {count: 1, backoff: 0}
+"""
 BOUNDED = """name: bounded
 version: "1"
 inputs:
@@ -88,7 +95,8 @@ def sdk(srv: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
         client.register(USER, STRONG)
         client.login(USER, STRONG)
         client.push_workflow(ROOT / "examples" / "chain" / "flowdeck.yaml")
-        for name, text in (("flaky", FLAKY), ("ticks", TICKS), ("bounded", BOUNDED)):
+        specs = (("flaky", FLAKY), ("ticks", TICKS), ("bounded", BOUNDED), ("retried", RETRIED))
+        for name, text in specs:
             (folder / f"{name}.yaml").write_text(text)
             client.push_workflow(folder / f"{name}.yaml")
         yield client
@@ -366,6 +374,7 @@ def test_the_log_viewer_follows_switches_streams_and_attempts_and_downloads(
 
         run = sdk.create_run("ticks@1", start=True)
         page.goto(f"/runs/{run.id}")
+        expect(page.locator('#dag .node[data-step="ticks"]')).to_have_class("node state-running")
         page.locator('a[data-step-link="ticks"]').click()
         log = page.get_by_role("log")
         expect(page.get_by_label("Follow live")).to_be_checked()
@@ -399,3 +408,21 @@ def test_the_new_run_form_shows_bounds_and_a_failed_start_links_the_staged_run(
         link.click()
         page.wait_for_url(f"**/runs/{run_id}")
         expect(page.locator("#run-state")).to_have_text("staged")
+
+
+def test_following_the_latest_attempt_moves_on_to_a_retry(
+    browser: Browser, srv: LiveServer, sdk: Client
+) -> None:
+    with browsing(browser, srv) as page:
+        run = sdk.create_run("retried@1", start=True)
+        page.goto(f"/runs/{run.id}")
+        expect(page.locator("#run-state")).to_have_text("running")
+        expect(page.locator('#dag .node[data-step="twice"]')).to_have_class("node state-running")
+        page.locator('a[data-step-link="twice"]').click()
+        log = page.get_by_role("log")
+        expect(log).to_have_text("attempt 1\n")
+        # no click: the first attempt fails, the viewer follows the second
+        page.wait_for_url(re.compile(r"attempt=2"), timeout=WAIT_MS)
+        expect(log).to_have_text("attempt 2\n")
+        expect(page.get_by_label("Attempt", exact=True)).to_have_value("2")
+        expect(page.locator("#step-state")).to_have_text("succeeded", timeout=WAIT_MS)

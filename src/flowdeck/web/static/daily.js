@@ -121,6 +121,14 @@ function initStep() {
     badge.className = "badge big state-" + me.state;
     document.getElementById("step-attempts").textContent = String(me.attempts);
     if (ENDED_STEP.includes(me.state)) ended = true;
+    // following the latest attempt: a retry's new attempt is followed in its turn
+    const options = form.attempt.options;
+    const onLatest = form.attempt.value === options[options.length - 1].value;
+    if (onLatest && me.attempts > options.length) {
+      const next = new URL(location.href);
+      next.searchParams.set("attempt", String(me.attempts));
+      location.assign(next);
+    }
   }
 
   pull().catch((err) => (status.textContent = err.message));
