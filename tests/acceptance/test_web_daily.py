@@ -25,6 +25,9 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from tests.acceptance.browser_checks import ConsoleErrors, axe_violations
 from tests.acceptance.test_web import CHROMIUM, ROOT, WAIT_MS, shot, watch_csp
 
+# live updates on a loaded machine (two cores shared with other suites) can take longer
+# than expect()'s default 5 s: wait as long as page actions do
+expect.set_options(timeout=WAIT_MS)
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"
 )

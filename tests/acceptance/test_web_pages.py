@@ -24,6 +24,9 @@ from tests.acceptance.browser_checks import ConsoleErrors, axe_violations
 from tests.acceptance.test_web import CHROMIUM, ROOT, WAIT_MS, shot
 from tests.acceptance.test_web_daily import browsing
 
+# live updates on a loaded machine (two cores shared with other suites) can take longer
+# than expect()'s default 5 s: wait as long as page actions do
+expect.set_options(timeout=WAIT_MS)
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"
 )
