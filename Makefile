@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: serve install dev test lint typecheck unit soak bench sdk clean conformance
+.PHONY: serve install dev test lint typecheck unit soak bench sdk clean conformance axe screenshots
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "flowdeck needs Python >= 3.11")'
@@ -31,6 +31,14 @@ test: dev lint typecheck          ## lint, type-check and run the whole test sui
 
 unit: dev
 	$(BIN)/pytest tests/unit
+
+axe:                              ## axe-core for the browser tests, the locked version (needs npm)
+	npm ci --prefix tests/acceptance/axe --no-audit --no-fund
+
+screenshots: dev axe              ## refresh docs/images from the browser tests
+	FLOWDECK_SCREENSHOTS=1 $(BIN)/pytest tests/acceptance/test_web.py \
+		tests/acceptance/test_web_areas.py tests/acceptance/test_web_cwl.py \
+		tests/acceptance/test_web_daily.py tests/acceptance/test_web_pages.py
 
 SOAK_SEEDS ?= 20
 soak: dev                         ## the crash and fault harnesses with many seeds (SOAK_SEEDS=20)

@@ -335,6 +335,20 @@ def test_runs_update_list_filter_and_page(store: Store) -> None:
             None, created_after=T0 + timedelta(minutes=1), created_before=T0 + timedelta(minutes=3)
         )
         assert [r.id for r in window] == ["run_2", "run_1"]
+        # search: the run id, the workflow reference or a tag, any case
+        assert [r.id for r in tx.list_runs(None, search="UN_3")] == ["run_3"]
+        assert len(tx.list_runs(None, search="Align@2")) == 5
+        assert [r.id for r in tx.list_runs(None, search="ightl")] == ["run_4", "run_2", "run_0"]
+        assert tx.list_runs(None, search="%") == [] and tx.list_runs(None, search="_x") == []
+        # another order, paged by its key then the id
+        by_state = tx.list_runs(None, order_by="state", newest_first=False, limit=2)
+        rest = tx.list_runs(
+            None, order_by="state", newest_first=False, after_id=by_state[-1].id, limit=10
+        )
+        assert [r.id for r in by_state + rest] == ["run_0", "run_2", "run_3", "run_4", "run_1"]
+        down = tx.list_runs(None, order_by="state", limit=1)
+        more = tx.list_runs(None, order_by="state", after_id=down[-1].id, limit=10)
+        assert [r.id for r in down + more] == ["run_1", "run_4", "run_3", "run_2", "run_0"]
 
 
 def test_events_are_numbered_per_subject_without_gaps(store: Store) -> None:

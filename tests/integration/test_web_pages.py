@@ -27,7 +27,19 @@ def browser_session(server: LiveServer, name: str) -> Iterator[httpx.Client]:
 
 def test_pages_need_a_session_and_send_back_after_sign_in(server: LiveServer) -> None:
     with server.client() as anon:
-        for path in ("/", "/runs/new", "/workflows", "/secrets", "/admin", "/runs/run_x"):
+        for path in (
+            "/",
+            "/runs/new",
+            "/workflows",
+            "/secrets",
+            "/admin",
+            "/runs/run_x",
+            "/runs/run_x/steps/a",
+            "/workflows/a/b@1",
+            "/tokens",
+            "/events",
+            "/admin/audit",
+        ):
             r = anon.get(path, follow_redirects=False)
             assert r.status_code == 303
             assert r.headers["location"].startswith("/login?next=")
@@ -78,6 +90,8 @@ def test_every_page_has_a_strict_content_security_policy(server: LiveServer) -> 
         graph = c.post("/api/v1/graphs", json={"name": "g"}, headers=csrf).json()
         pages = ["/", "/runs/new", "/workflows", "/graphs", "/webhooks", "/secrets", "/admin"]
         pages += [f"/runs/{run['id']}", f"/graphs/{graph['id']}", "/runs/run_nothing"]
+        pages += ["/tokens", "/events", "/admin/audit", "/workflows/nobody/none@1"]
+        pages += [f"/runs/{run['id']}/steps/a", "/?state=bogus&since=never"]
         for path in pages:
             r = c.get(path)
             assert r.headers["content-type"].startswith("text/html"), path
@@ -107,3 +121,40 @@ def test_the_secrets_page_lists_names_never_values(server: LiveServer) -> None:
         page = owner.get("/secrets").text
         assert 'data-secret="grid_token"' in page and value not in page
         assert "grid_token" not in other.get("/secrets").text
+
+
+def test_step_workflow_token_pages_are_their_owners_and_bad_filters_are_named(
+    server: LiveServer,
+) -> None:
+    with (
+        browser_session(server, unique("own")) as owner,
+        browser_session(server, unique("oth")) as other,
+    ):
+        csrf = {"x-csrf-token": owner.cookies["flowdeck_csrf"]}
+        name = unique("priv")
+        spec = f'name: {name}\nversion: "1"\nsteps:\n  a:\n    run: [echo, hi]\n'
+        made = owner.post(
+            "/api/v1/workflows", content=spec, headers={"content-type": "text/yaml", **csrf}
+        ).json()
+        run = owner.post(
+            "/api/v1/runs", json={"workflow": f"{name}@1", "start": True}, headers=csrf
+        ).json()
+        page = owner.get(f"/workflows/{made['ref']}")
+        assert page.status_code == 200 and name in page.text
+        assert other.get(f"/workflows/{made['ref']}").status_code == 404  # private
+        assert other.get(f"/runs/{run['id']}/steps/a").status_code == 404
+        assert other.get(f"/api/v1/runs/{run['id']}/steps/a/log.txt").status_code == 404
+        assert owner.get(f"/runs/{run['id']}/steps/nothing").status_code == 404
+        token = owner.post("/api/v1/auth/tokens", json={"name": "mine"}, headers=csrf).json()
+        assert token["id"] in owner.get("/tokens").text
+        assert token["id"] not in other.get("/tokens").text
+        listed = owner.get("/?state=bogus&sort=size&since=never&cursor=x")
+        assert listed.status_code == 200
+        for problem in ("state: &#39;bogus&#39;", "sort: &#39;size&#39;", "since: &#39;never&#39;"):
+            assert problem in listed.text, problem
+        assert "cursor: &#39;x&#39; is not a run id" in listed.text
+        # the API keeps its JSON 404; a browser asking for no page gets the page
+        assert owner.get("/api/v1/nothing").headers["content-type"] == "application/json"
+        html = owner.get("/nothing/here", headers={"accept": "text/html"})
+        assert html.status_code == 404 and "Not found" in html.text
+        assert owner.get("/nothing/here").headers["content-type"] == "application/json"

@@ -44,6 +44,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "secret_app",
         "Your secrets, which your runs' steps get (values from stdin, write-only).",
     ),
+    "token": (
+        "flowdeck.cli.tokens",
+        "token_app",
+        "API tokens for scripts: create (the secret is shown once), list, revoke.",
+    ),
     "cwl-runner": (
         "flowdeck.cli.cwl_runner",
         "cwl_runner_app",

@@ -4,6 +4,8 @@ products and download.  ``watch`` and ``logs`` are in :mod:`flowdeck.cli.watch`.
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -12,6 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from flowdeck import clock
 from flowdeck.cli.common import fail, out, reported
 from flowdeck.cli.lazy import help_of
 from flowdeck.cli.params import collect_files, collect_params, split_pair
@@ -287,19 +290,56 @@ def status(run_id: RunArg, server: ServerOption = None, as_json: JsonOption = Fa
         out.print(step_table(steps))
 
 
+def when(text: str | None, option: str) -> datetime | None:
+    """An ISO date or time (UTC unless it says otherwise), or an age: ``90s``, ``15m``,
+    ``1h``, ``2d``, ``1w`` ago."""
+    if not text:
+        return None
+    match = re.fullmatch(r"(\d+)\s*([smhdw])", text.strip())
+    if match:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match[2]]
+        return clock.now() - timedelta(seconds=int(match[1]) * unit)
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        fail(f"{option}: {text!r} is neither a time (2026-01-31, 2026-01-31T08:00) nor an age (1h)")
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 @run_app.command("list")
 def list_runs(
-    state: Annotated[list[str] | None, typer.Option("--state", help="(repeatable)")] = None,
+    state: Annotated[
+        list[str] | None, typer.Option("--state", help="A state or a,b (repeatable).")
+    ] = None,
     workflow: Annotated[str | None, typer.Option(help="Only runs of this workflow.")] = None,
     tag: Annotated[str | None, typer.Option(help="Only runs with this tag.")] = None,
     owner: Annotated[str | None, typer.Option(help="Admins: only this user's.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Created at or after: a time (UTC) or an age (1h, 2d).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Created before: a time (UTC) or an age (1h, 2d).")
+    ] = None,
+    search: Annotated[
+        str | None, typer.Option(help="Text in the run id, the workflow or a tag.")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=10000)] = 50,
     server: ServerOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Your runs (admins: everyone's), newest first."""
+    after, before = when(since, "--since"), when(until, "--until")
     with reported(), client_for(server) as client:
-        runs = client.runs(state=state, workflow=workflow, tag=tag, owner=owner, limit=limit)
+        runs = client.runs(
+            state=state,
+            workflow=workflow,
+            tag=tag,
+            owner=owner,
+            limit=limit,
+            search=search,
+            created_after=after,
+            created_before=before,
+        )
     if as_json:
         out.print_json(data=[r.data for r in runs])
         return

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from flowdeck.client.errors import ApiError, ThrottledError
@@ -102,13 +103,23 @@ def event_query(
 
 
 def run_query(
-    state: list[str] | str | None, workflow: str | None, tag: str | None, owner: str | None
+    state: list[str] | str | None,
+    workflow: str | None,
+    tag: str | None,
+    owner: str | None,
+    search: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
 ) -> Query:
+    """The query of a run listing; a state may be ``a,b`` (several states)."""
     states = [state] if isinstance(state, str) else state or []
-    query: Query = [("state", s) for s in states]
-    for name, value in (("workflow", workflow), ("tag", tag), ("owner", owner)):
+    query: Query = [("state", s.strip()) for one in states for s in one.split(",") if s.strip()]
+    for name, value in (("workflow", workflow), ("tag", tag), ("owner", owner), ("search", search)):
         if value:
             query.append((name, value))
+    for name, when in (("created_after", created_after), ("created_before", created_before)):
+        if when is not None:
+            query.append((name, when.isoformat()))
     return query
 
 

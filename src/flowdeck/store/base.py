@@ -273,9 +273,14 @@ class Tx(ABC):
         after_id: str | None = None,
         newest_first: bool = True,
         limit: int = 50,
+        search: str | None = None,
+        order_by: str = "created",
     ) -> list[Run]:
         """Runs ``viewer_id`` owns (None: all), filtered; ``after_id`` continues a page in
-        the chosen order; ``workflow`` is a name or name@version."""
+        the chosen order; ``workflow`` is a name or name@version; ``search`` is found,
+        case-insensitively, in the run id, the workflow reference or a tag; ``order_by`` is
+        ``created``, ``workflow`` or ``state`` (then the id), descending if
+        ``newest_first``."""
 
     @abstractmethod
     def count_runs_by_state(self, viewer_id: str | None) -> dict[RunState, int]:

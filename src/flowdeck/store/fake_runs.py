@@ -71,7 +71,27 @@ class FakeRunsMixin:
         after_id: str | None = None,
         newest_first: bool = True,
         limit: int = 50,
+        search: str | None = None,
+        order_by: str = "created",
     ) -> list[Run]:
+        def key(r: Run) -> tuple[str, str]:
+            field = {"workflow": r.workflow_ref, "state": r.state.value}.get(order_by, "")
+            return (field, r.id)
+
+        cut: tuple[str, str] | None = None
+        if after_id is not None:
+            cut = key(self.s.runs[after_id]) if after_id in self.s.runs else ("", after_id)
+            if order_by not in ("workflow", "state"):
+                cut = ("", after_id)
+        needle = (search or "").lower()
+
+        def found(r: Run) -> bool:
+            return (
+                needle in r.id.lower()
+                or needle in r.workflow_ref.lower()
+                or any(needle in t.lower() for t in r.tags)
+            )
+
         def keep(r: Run) -> bool:
             name_version = r.workflow_ref.split("/", 1)[-1]
             return (
@@ -86,12 +106,11 @@ class FakeRunsMixin:
                 and (tag is None or tag in r.tags)
                 and (created_after is None or r.created_at >= created_after)
                 and (created_before is None or r.created_at < created_before)
-                and (after_id is None or (r.id < after_id if newest_first else r.id > after_id))
+                and (cut is None or (key(r) < cut if newest_first else key(r) > cut))
+                and (not needle or found(r))
             )
 
-        rows = sorted(
-            (r for r in self.s.runs.values() if keep(r)), key=lambda r: r.id, reverse=newest_first
-        )
+        rows = sorted((r for r in self.s.runs.values() if keep(r)), key=key, reverse=newest_first)
         return rows[:limit]
 
     def queued_runs(self, *, exclude_owners: list[str], unowned: bool) -> list[Run]:

@@ -333,6 +333,8 @@ class SqlRunsMixin:
         after_id: str | None = None,
         newest_first: bool = True,
         limit: int = 50,
+        search: str | None = None,
+        order_by: str = "created",
     ) -> list[Run]:
         r = t.runs.c
         q = t.runs.select()
@@ -351,9 +353,32 @@ class SqlRunsMixin:
             q = q.where(r.created_at >= created_after)
         if created_before is not None:
             q = q.where(r.created_at < created_before)
+        if search:
+            needle = search.lower()
+            tagged = sa.select(t.run_tags.c.run_id).where(
+                sa.func.lower(t.run_tags.c.tag).contains(needle, autoescape=True)
+            )
+            q = q.where(
+                sa.or_(
+                    sa.func.lower(r.id).contains(needle, autoescape=True),
+                    sa.func.lower(r.workflow_ref).contains(needle, autoescape=True),
+                    r.id.in_(tagged),
+                )
+            )
+        field = {"workflow": r.workflow_ref, "state": r.state}.get(order_by)
         if after_id is not None:
-            q = q.where(r.id < after_id if newest_first else r.id > after_id)
-        q = q.order_by(r.id.desc() if newest_first else r.id.asc()).limit(limit)
+            if field is None:
+                q = q.where(r.id < after_id if newest_first else r.id > after_id)
+            else:
+                # keyset paging on (field, id); a cursor whose run is gone pages on its id
+                there = t.runs.alias("cursor_run")
+                name = field.name
+                found = sa.select(there.c[name]).where(there.c.id == after_id)
+                at = sa.func.coalesce(found.scalar_subquery(), "")
+                key, cut = sa.tuple_(field, r.id), sa.tuple_(at, after_id)
+                q = q.where(key < cut if newest_first else key > cut)
+        keys = [r.id] if field is None else [field, r.id]
+        q = q.order_by(*(k.desc() if newest_first else k.asc() for k in keys)).limit(limit)
         return [_run(row) for row in self.conn.execute(q)]
 
     def queued_runs(self, *, exclude_owners: list[str], unowned: bool) -> list[Run]:

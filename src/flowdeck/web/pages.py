@@ -14,7 +14,7 @@ from fastapi.templating import Jinja2Templates
 from flowdeck import __version__
 from flowdeck.api.deps import SESSION_COOKIE, CtxDep
 from flowdeck.api.files_view import shown
-from flowdeck.api.schemas_runs import ProductOut, RunOut, RunSummary, StagedFileOut
+from flowdeck.api.schemas_runs import ProductOut, RunOut, StagedFileOut
 from flowdeck.domain.runs import TERMINAL_STATES, RunState
 from flowdeck.domain.validation import validate_data
 from flowdeck.engines.cwl_names import JOB_INPUT, REQUEST_INPUT
@@ -72,9 +72,21 @@ def form_fields(inputs: dict[str, Any]) -> list[dict[str, Any]]:
                 "maximum": inp.get("maximum"),
                 "max_length": inp.get("max_length"),
                 "symbols": inp.get("symbols") or [],
+                "bounds": bounds(inp.get("minimum"), inp.get("maximum"), inp.get("max_length")),
             }
         )
     return fields
+
+
+def bounds(low: float | None, high: float | None, max_length: int | None) -> str:
+    """What a value may be, said before it is sent: "From 1 to 10.", "At most 20 characters."."""
+    if low is not None and high is not None:
+        return f"From {low:g} to {high:g}."
+    if low is not None:
+        return f"At least {low:g}."
+    if high is not None:
+        return f"At most {high:g}."
+    return f"At most {max_length} characters." if max_length is not None else ""
 
 
 def _principal(request: Request, ctx: Context) -> Principal | None:
@@ -130,31 +142,6 @@ def register_page(request: Request, ctx: CtxDep) -> Response:
     """Create an account."""
     mode = ctx.settings.registration
     return _render(request, "register.html", _principal(request, ctx), registration=mode)
-
-
-@router.get("/", response_class=HTMLResponse)
-def runs_page(
-    request: Request,
-    ctx: CtxDep,
-    state: Annotated[list[str] | None, Query()] = None,
-    workflow: Annotated[str | None, Query(max_length=200)] = None,
-    tag: Annotated[str | None, Query(max_length=100)] = None,
-) -> Response:
-    """The runs list, updated live."""
-    principal = _principal(request, ctx)
-    if principal is None:
-        return _to_login(request)
-    states = [RunState(s) for s in state or [] if s in STATES]
-    runs = ctx.runs.list_runs(
-        principal.actor,
-        states=states or None,
-        workflow=workflow or None,
-        tag=tag or None,
-        limit=100,
-    )
-    rows = [RunSummary.of(r).model_dump(mode="json") for r in runs]
-    filters = {"state": [s.value for s in states], "workflow": workflow or "", "tag": tag or ""}
-    return _render(request, "runs.html", principal, runs=rows, filters=filters)
 
 
 @router.get("/runs/new", response_class=HTMLResponse)
@@ -219,6 +206,7 @@ def run_page(request: Request, run_id: str, ctx: CtxDep) -> Response:
         files=staged,
         products=[ProductOut.of(p).model_dump(mode="json") for p in products],
         owned=run.owner_id == actor.user_id or actor.is_admin,
+        workflow_ref=wf.ref if wf else None,
     )
 
 

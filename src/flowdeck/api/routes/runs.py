@@ -217,7 +217,17 @@ def list_runs(
     cursor: Annotated[
         str | None, cursor_query("run", "Cursor: next_cursor of the previous page.")
     ] = None,
-    sort: Annotated[str, Query(pattern="^-?created$")] = "-created",
+    search: Annotated[
+        str | None,
+        Query(max_length=200, description="Text in the run id, workflow reference or a tag."),
+    ] = None,
+    sort: Annotated[
+        str,
+        Query(
+            pattern="^-?(created|workflow|state)$",
+            description="created, workflow or state (then the id); a leading - descends.",
+        ),
+    ] = "-created",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Response:
     """Runs you may see (admins: all), filtered, a page at a time."""
@@ -233,6 +243,8 @@ def list_runs(
         after_id=cursor,
         newest_first=sort.startswith("-"),
         limit=limit,
+        search=search or None,
+        order_by=sort.lstrip("-"),
     )
     nxt = items[-1].id if len(items) == limit else None
     return _json(RunPage(items=[RunSummary.of(r) for r in items], next_cursor=nxt))
@@ -311,6 +323,30 @@ def step_logs(
         data,
         media_type="text/plain; charset=utf-8",
         headers={"X-Next-Offset": str(offset + len(data))},
+    )
+
+
+@router.get("/runs/{run_id}/steps/{step}/log.txt", response_class=FileResponse)
+def step_log_file(
+    run_id: str,
+    step: str,
+    ctx: CtxDep,
+    actor: ActorDep,
+    stream: LogStream = "stdout",
+    index: LogIndex = -1,
+    attempt: LogAttempt = None,
+    download: Annotated[bool, Query(description="As an attachment (a file to save).")] = False,
+) -> Response:
+    """A step's whole log as it is now (plain text; empty before the step wrote)."""
+    path = ctx.runs.log(actor, run_id, step, index, attempt, stream)
+    name = f"{run_id}-{step}{'' if index < 0 else f'-{index}'}-{stream}.log"
+    if not path.is_file():
+        return Response(b"", media_type="text/plain; charset=utf-8")
+    return FileResponse(
+        path,
+        media_type="text/plain; charset=utf-8",
+        filename=name if download else None,
+        content_disposition_type="attachment" if download else "inline",
     )
 
 

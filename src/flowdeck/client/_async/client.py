@@ -4,6 +4,7 @@ in :mod:`.accounts`)."""
 from __future__ import annotations
 
 from contextlib import aclosing
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -163,10 +164,13 @@ class AsyncClient(AsyncAccounts):
         tag: str | None = None,
         owner: str | None = None,
         limit: int | None = None,
+        search: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> AsyncStream[AsyncRun]:
         """Your runs (admins: all), newest first, fetched a page at a time as they are
-        iterated."""
-        query = run_query(state, workflow, tag, owner)
+        iterated; ``search`` is text in the id, workflow or a tag."""
+        query = run_query(state, workflow, tag, owner, search, created_after, created_before)
         async with aclosing(self.pages(f"{API}/runs", query, limit)) as items:
             async for item in items:
                 yield AsyncRun(self, item)
@@ -178,9 +182,14 @@ class AsyncClient(AsyncAccounts):
         tag: str | None = None,
         owner: str | None = None,
         limit: int | None = 50,
+        search: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> list[AsyncRun]:
-        """Your runs (admins: all), newest first, at most ``limit`` (``None``: all)."""
-        query = run_query(state, workflow, tag, owner)
+        """Your runs (admins: all), newest first, at most ``limit`` (``None``: all);
+        ``search`` is text in the id, workflow or a tag; ``created_after`` (included) and
+        ``created_before`` bound the creation time."""
+        query = run_query(state, workflow, tag, owner, search, created_after, created_before)
         return [AsyncRun(self, item) for item in await self.collect(f"{API}/runs", query, limit)]
 
     # -- events ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@ in :mod:`.accounts`)."""
 from __future__ import annotations
 
 from contextlib import closing
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -162,10 +163,13 @@ class Client(SyncAccounts):
         tag: str | None = None,
         owner: str | None = None,
         limit: int | None = None,
+        search: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> SyncStream[Run]:
         """Your runs (admins: all), newest first, fetched a page at a time as they are
-        iterated."""
-        query = run_query(state, workflow, tag, owner)
+        iterated; ``search`` is text in the id, workflow or a tag."""
+        query = run_query(state, workflow, tag, owner, search, created_after, created_before)
         with closing(self.pages(f"{API}/runs", query, limit)) as items:
             for item in items:
                 yield Run(self, item)
@@ -177,9 +181,14 @@ class Client(SyncAccounts):
         tag: str | None = None,
         owner: str | None = None,
         limit: int | None = 50,
+        search: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> list[Run]:
-        """Your runs (admins: all), newest first, at most ``limit`` (``None``: all)."""
-        query = run_query(state, workflow, tag, owner)
+        """Your runs (admins: all), newest first, at most ``limit`` (``None``: all);
+        ``search`` is text in the id, workflow or a tag; ``created_after`` (included) and
+        ``created_before`` bound the creation time."""
+        query = run_query(state, workflow, tag, owner, search, created_after, created_before)
         return [Run(self, item) for item in self.collect(f"{API}/runs", query, limit)]
 
     # -- events ---------------------------------------------------------------------------

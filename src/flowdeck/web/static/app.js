@@ -23,7 +23,8 @@ async function api(method, path, body, headers) {
     init.body = JSON.stringify(body);
   }
   const response = await fetch(path, init);
-  if (response.status === 401) {
+  // a wrong password on the sign-in page is an answer to show, not a lost session
+  if (response.status === 401 && !["login", "register"].includes(document.body.dataset.page)) {
     location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
     throw new Error("please sign in again");
   }
@@ -37,11 +38,11 @@ async function api(method, path, body, headers) {
   return data;
 }
 
-function flash(message) {
-  const el = document.getElementById("flash");
-  if (!el) return;
-  el.textContent = message;
-  el.hidden = !message;
+function flash(message, ...more) {
+  const box = document.getElementById("flash");
+  if (!box) return;
+  box.replaceChildren(message, ...more);
+  box.hidden = !message;
 }
 
 function el(tag, attrs, ...children) {
@@ -87,9 +88,16 @@ function onSubmit(id, handler) {
 // -- sign in, register, sign out -------------------------------------------------------
 function initLogin() {
   onSubmit("login-form", async (form) => {
-    await api("POST", API + "/auth/login", {
-      username: form.username.value, password: form.password.value, cookie: true,
-    });
+    try {
+      await api("POST", API + "/auth/login", {
+        username: form.username.value, password: form.password.value, cookie: true,
+      });
+    } catch (err) {
+      // the user name stays; the password is typed again
+      form.password.value = "";
+      form.password.focus();
+      throw err;
+    }
     location.href = form.dataset.next || "/";
   });
 }
@@ -124,6 +132,7 @@ function initLogout() {
 
 // -- runs list -------------------------------------------------------------------------
 function tickDurations() {
+  if (window.flowdeckTimes) window.flowdeckTimes();
   const now = Date.now();
   document.querySelectorAll("#runs tr[data-run]").forEach((row) => {
     const started = row.dataset.started ? Date.parse(row.dataset.started) : null;
@@ -133,27 +142,16 @@ function tickDurations() {
   });
 }
 
-function runRow(r) {
-  const row = el("tr", { "data-run": r.id, "data-started": r.started_at || "", "data-finished": r.finished_at || "" },
-    el("td", {}, el("a", { href: "/runs/" + r.id }, r.id)),
-    el("td", {}, r.workflow),
-    el("td", {}, badge(r.state)),
-    el("td", {}, el("time", { datetime: r.created_at }, r.created_at.slice(0, 19).replace("T", " "))),
-    el("td", { class: "duration" }),
-    el("td", {}, r.tags.join(", ")));
-  return row;
-}
-
 async function reloadRuns(table) {
-  const f = JSON.parse(table.dataset.filters || "{}");
-  const q = new URLSearchParams({ limit: "100" });
-  (f.state || []).forEach((s) => q.append("state", s));
-  if (f.workflow) q.set("workflow", f.workflow);
-  if (f.tag) q.set("tag", f.tag);
-  const page = await api("GET", API + "/runs?" + q);
-  const body = table.tBodies[0];
-  body.replaceChildren(...page.items.map(runRow));
-  if (!page.items.length) body.append(el("tr", { class: "empty" }, el("td", { colspan: "6" }, "No runs yet.")));
+  // The page itself, fetched again with its query (filters, sort, page): the server
+  // renders the rows and the state counts in one place.
+  const response = await fetch(location.href, { credentials: "same-origin" });
+  if (!response.ok || response.redirected) return;
+  const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+  const rows = doc.querySelector("#runs tbody");
+  const counts = doc.getElementById("state-counts");
+  if (rows) table.tBodies[0].replaceChildren(...rows.childNodes);
+  if (counts) document.getElementById("state-counts").replaceChildren(...counts.childNodes);
   tickDurations();
 }
 
@@ -188,14 +186,16 @@ function stepState(instances) {
   return STEP_RANK.find((s) => states.includes(s)) || states[0];
 }
 
-function renderSteps(steps) {
+function renderSteps(steps, runId) {
   const body = document.querySelector("#steps tbody");
   body.replaceChildren(...steps.map((s) => {
     const log = s.log_tail
       ? el("details", {}, el("summary", {}, "log"), el("pre", {}, s.log_tail))
       : "";
+    const q = s.index === null ? "" : "?index=" + s.index;
+    const link = "/runs/" + (s.run_id || runId) + "/steps/" + encodeURIComponent(s.name) + q;
     return el("tr", { "data-step-row": s.label },
-      el("th", { scope: "row" }, s.label,
+      el("th", { scope: "row" }, s.attempts ? el("a", { href: link }, s.label) : s.label,
         s.slurm_job ? el("small", { class: "slurm-job" }, " Slurm job " + s.slurm_job) : "",
         s.slurm_state ? el("small", { class: "slurm-state" }, " " + s.slurm_state) : ""),
       el("td", {}, badge(s.state),
@@ -236,6 +236,8 @@ function renderStatus(run) {
   const rerun = document.getElementById("rerun");
   if (rerun) rerun.disabled = !TERMINAL.includes(run.state);
   (run.ports || []).forEach(renderPort);
+  // an ended run takes no more records
+  document.querySelectorAll(".push-form").forEach((f) => (f.hidden = TERMINAL.includes(run.state)));
 }
 
 function renderPort(port) {
@@ -250,6 +252,7 @@ function renderProducts(products) {
   list.replaceChildren(...products.map((p) =>
     el("li", {}, el("a", { href: p.url, download: "" }, p.name), " (" + p.size + " bytes)")));
   if (!products.length) list.append(el("li", { class: "empty" }, "None yet."));
+  document.getElementById("products-zip-p").hidden = !products.length;
 }
 
 function describe(e) {
@@ -271,7 +274,7 @@ function initRun() {
     }, 100);
   }
   const loadStatus = async () => renderStatus(await api("GET", base));
-  const loadSteps = async () => renderSteps(await api("GET", base + "/steps"));
+  const loadSteps = async () => renderSteps(await api("GET", base + "/steps"), run.id);
   const loadProducts = async () => renderProducts(await api("GET", base + "/products"));
   loadSteps().catch((err) => flash(err.message));
 
@@ -279,7 +282,7 @@ function initRun() {
   const source = new EventSource(base + "/events");
   source.onmessage = (message) => {
     const e = JSON.parse(message.data);
-    const time = el("time", { datetime: e.at }, e.at.slice(11, 19));
+    const time = el("time", { datetime: e.at }, e.at.slice(0, 19).replace("T", " ") + " UTC");
     timeline.append(el("li", {}, time, " ", el("strong", {}, e.type),
       e.actor ? " by " + e.actor : "", " ", describe(e)));
     if (e.type.startsWith("run.")) later("status", loadStatus);
@@ -354,7 +357,8 @@ function initNewRun() {
       }
     } catch (err) {
       progress.textContent = "";
-      flash(err.message + " (the run " + run.id + " stays staged)");
+      flash(err.message + " — the run stays staged: ", el("a", { href: "/runs/" + run.id }, "open run " + run.id),
+        " (fix it there, start it, or kill it).");
       return;
     }
     location.href = "/runs/" + run.id;
