@@ -224,7 +224,8 @@ case $w in ''|*[!0-9]*) ;; *) [ "$w" -le 255 ] && rc=$w ;; esac
 finish "$rc"
 """
 
-START = """setsid env -i "${{ENVV[@]}}" "${{BOX[@]}}" "${{ARGV[@]}}" < {stdin} > {stdout} 2> {stderr} &
+START = """setsid env -i "${{ENVV[@]}}" "${{BOX[@]}}" "${{ARGV[@]}}" \\
+  < {stdin} > {stdout} 2> {stderr} &
 child=$!
 """
 
