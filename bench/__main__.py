@@ -35,6 +35,7 @@ BENCHMARKS = [
     "cwl_pool",
     "cli",
     "slurm",
+    "peers",
 ]
 
 QUICK = {
@@ -56,6 +57,7 @@ QUICK = {
     "cwl_pool": ["--runs", "10", "--clients", "4"],
     "cli": ["--repeat", "5"],
     "slurm": ["--chain", "4", "--fanout", "8"],
+    "peers": ["--chain", "10", "--fanout", "100"],
 }
 
 
