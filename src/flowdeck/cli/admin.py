@@ -3,6 +3,7 @@ directly (run them on the server's machine, with its configuration)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Annotated
 
@@ -158,12 +159,32 @@ def delete_user(
 
 @admin_app.command("purge")
 def purge(
-    run_ids: Annotated[list[str], typer.Argument(help="Ended runs to delete.")],
+    run_ids: Annotated[
+        list[str] | None, typer.Argument(help="Ended runs to delete (any user's).")
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Show what retention would delete now; change nothing."),
+    ] = False,
+    expired: Annotated[
+        bool, typer.Option("--expired", help="Delete now what retention lets go.")
+    ] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
     config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Delete ended runs of any user, their files first: it frees space on a full disk
-    (the database then has room to forget them).  Exit code 1 if any could not be."""
+    (the database then has room to forget them).  Exit code 1 if any could not be.  With
+    --dry-run or --expired: what the retention settings let go (docs/operations.md)."""
+    if dry_run or expired:
+        if run_ids or (dry_run and expired):
+            err.print("[bold red]error:[/] give run ids, --dry-run or --expired (one of them)")
+            raise typer.Exit(EXIT_ERROR)
+        _retention(config, dry_run=dry_run, as_json=as_json)
+        return
+    if not run_ids:
+        err.print("[bold red]error:[/] give run ids, --dry-run or --expired")
+        raise typer.Exit(EXIT_ERROR)
     if not yes:
         typer.confirm(f"Delete {len(run_ids)} run(s) and their files?", abort=True)
     ctx = _ctx(config)
@@ -179,6 +200,31 @@ def purge(
     ctx.close()
     if failed:
         raise typer.Exit(EXIT_ERROR)
+
+
+def _retention(config: ConfigOption, *, dry_run: bool, as_json: bool) -> None:
+    ctx = _ctx(config)
+    with reported():
+        if not ctx.retention.enabled:
+            out.print("no retention setting is set: nothing expires (docs/operations.md)")
+            ctx.close()
+            return
+        report = ctx.retention.plan() if dry_run else ctx.retention.purge()
+        ctx.close()
+    if report is None:
+        err.print("[bold red]error:[/] another server of this database is purging now")
+        raise typer.Exit(EXIT_ERROR)
+    if as_json:
+        out.print_json(data=dataclasses.asdict(report))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    out.print(
+        f"{verb}: {report.runs} run(s), the folders of {report.run_folders} more "
+        f"({report.bytes} bytes), {report.events} event(s), {report.deliveries} webhook "
+        f"deliveries, {report.audit} audit entries"
+    )
+    if report.sample:
+        out.print("runs: " + " ".join(report.sample), highlight=False)
 
 
 @admin_app.command("audit")
