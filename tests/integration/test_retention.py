@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flowdeck.cli.main import app
-from flowdeck.client import ApiError, Client
+from flowdeck.client import ApiError, Client, NotFoundError
 from flowdeck.runtime.rundir import RunDir
 from tests.helpers import STRONG, LiveServer, live_server, make_settings, unique
 
@@ -207,8 +207,7 @@ def test_the_server_purges_by_itself(tmp_path: Path) -> None:
 def _exists(user: Client, run_id: str) -> bool:
     try:
         user.run(run_id)
-    except ApiError as exc:
-        assert exc.status == 404
+    except NotFoundError:
         return False
     return True
 
