@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -289,3 +290,52 @@ def new_secret_key() -> None:
     from flowdeck.security.vault import new_key
 
     out.print(new_key())
+
+
+@admin_app.command("backup")
+def backup(
+    file: Annotated[Path, typer.Argument(help="The archive to write (.tar, or .tar.gz).")],
+    include_key: Annotated[
+        bool,
+        typer.Option(
+            "--include-key",
+            help="Put secret_key_file in the archive too (then the archive alone can read "
+            "every user's secrets: keep it as safe as the key).",
+        ),
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Back up the database and the files it references while the server runs (SQLite's
+    online backup API, or pg_dump); the secret key only with --include-key."""
+    from flowdeck.services.backup import backup as make_backup
+
+    settings = settings_from(config)
+    with reported():
+        report = make_backup(settings, file, include_key=include_key)
+    out.print(
+        f"backed up the {report.database} database and {report.files} file(s) "
+        f"({report.bytes} bytes) to {file}"
+        + ("" if report.key_included else "; the secret key is not in it (--include-key)")
+    )
+    if report.changing:
+        out.print(f"{report.changing} file(s) of running runs changed while being copied")
+
+
+@admin_app.command("restore")
+def restore(
+    file: Annotated[Path, typer.Argument(help="An archive of flowdeck admin backup.")],
+    config: ConfigOption = None,
+) -> None:
+    """Restore a backup into an empty data directory (and an empty database); then start
+    the server on it."""
+    from flowdeck.services.backup import restore as unpack
+
+    settings = settings_from(config)
+    with reported():
+        report = unpack(settings, file)
+    out.print(f"restored the {report.database} database and {report.files} file(s)")
+    if not report.key_restored:
+        out.print(
+            f"the backup holds no secret key: put the original key file at {report.key_path} "
+            "before starting the server, or the stored secrets cannot be read"
+        )
