@@ -76,33 +76,35 @@ def test_backup_under_load_restores_every_run_event_and_product(tmp_path: Path) 
     for name, text in (("produce", PRODUCE), ("sleepy", SLEEPY), ("secretive", SECRETIVE)):
         (tmp_path / f"{name}.yaml").write_text(text)
     backup, without_key = tmp_path / "backup.tar", tmp_path / "nokey.tar.gz"
-    with serve(tmp_path, "--data-dir", str(old), "--registration", "open") as (url, _):
-        with Client(url) as c:
-            c.register("ada", STRONG)
-            token = c.login("ada", STRONG)["token"]
-            c.set_secret("token", TOKEN)
-            for name in ("produce", "sleepy", "secretive"):
-                c.push_workflow(tmp_path / f"{name}.yaml")
-            done = [c.create_run("produce@1", start=True) for _ in range(3)]
-            for run in done:
-                assert run.wait(timeout=120)["state"] == "succeeded"
-            assert secret_sha(c)["outputs"]["sha"].strip() == sha(TOKEN)
-            busy = [c.create_run("sleepy@1", start=True) for _ in range(2)]
-            staged = c.create_run("produce@1")
-            deadline = time.monotonic() + 60
-            while not all(c.run(r.id).state == "running" for r in busy):
-                assert time.monotonic() < deadline, "the sleepy runs did not start"
-                time.sleep(0.05)
-            events = {run.id: history(c, run.id) for run in done}
-            # the backups, while the sleepy runs execute
-            made = admin(old, "backup", str(backup), "--include-key")
-            assert made.returncode == 0, made.stderr
-            assert "backed up the sqlite database" in made.stdout
-            made = admin(old, "backup", str(without_key))
-            assert made.returncode == 0 and "secret key is not in it" in made.stdout
-            # the backup changed nothing: the runs go on and end as they would have
-            for run in busy:
-                assert run.wait(timeout=120)["state"] == "succeeded"
+    with (
+        serve(tmp_path, "--data-dir", str(old), "--registration", "open") as (url, _),
+        Client(url) as c,
+    ):
+        c.register("ada", STRONG)
+        token = c.login("ada", STRONG)["token"]
+        c.set_secret("token", TOKEN)
+        for name in ("produce", "sleepy", "secretive"):
+            c.push_workflow(tmp_path / f"{name}.yaml")
+        done = [c.create_run("produce@1", start=True) for _ in range(3)]
+        for run in done:
+            assert run.wait(timeout=120)["state"] == "succeeded"
+        assert secret_sha(c)["outputs"]["sha"].strip() == sha(TOKEN)
+        busy = [c.create_run("sleepy@1", start=True) for _ in range(2)]
+        staged = c.create_run("produce@1")
+        deadline = time.monotonic() + 60
+        while not all(c.run(r.id).state == "running" for r in busy):
+            assert time.monotonic() < deadline, "the sleepy runs did not start"
+            time.sleep(0.05)
+        events = {run.id: history(c, run.id) for run in done}
+        # the backups, while the sleepy runs execute
+        made = admin(old, "backup", str(backup), "--include-key")
+        assert made.returncode == 0, made.stderr
+        assert "backed up the sqlite database" in made.stdout
+        made = admin(old, "backup", str(without_key))
+        assert made.returncode == 0 and "secret key is not in it" in made.stdout
+        # the backup changed nothing: the runs go on and end as they would have
+        for run in busy:
+            assert run.wait(timeout=120)["state"] == "succeeded"
     with tarfile.open(backup) as tar:
         names = tar.getnames()
     assert "secret.key" in names and not any(n.startswith("data/tmp/") for n in names)
