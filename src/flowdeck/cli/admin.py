@@ -339,3 +339,29 @@ def restore(
             f"the backup holds no secret key: put the original key file at {report.key_path} "
             "before starting the server, or the stored secrets cannot be read"
         )
+
+
+@admin_app.command("copy-store")
+def copy_store(
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to", help="The empty PostgreSQL database: postgresql+psycopg://user@host/db."
+        ),
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Copy a stopped SQLite store into an empty PostgreSQL database (ids, events, users,
+    tokens, secrets as they are); then start the server with database_url set to it."""
+    from flowdeck.services.copystore import copy_store as copy
+
+    settings = settings_from(config)
+    with reported():
+        report = copy(settings, to)
+    if report.upgraded_from:
+        out.print(f"upgraded the SQLite schema from {report.upgraded_from} first")
+    out.print(
+        f"copied {report.total} row(s) of {sum(1 for n in report.rows.values() if n)} "
+        "table(s); start the server with database_url set to the new database (same "
+        "data_dir and secret_key_file)"
+    )
