@@ -25,6 +25,7 @@ log = logging.getLogger("flowdeck")
 SAMPLE = 20  # run ids shown by a dry run
 ROW_KINDS = ("events", "deliveries", "audit")
 _LOCK_KEY = 0x666C6F7764656B  # PostgreSQL advisory lock of the purging server
+PAUSE_MAX_S = 1.0
 
 
 @dataclasses.dataclass
@@ -133,9 +134,10 @@ class Retention:
             with self.store.read() as tx:
                 found = tx.expired_runs(runs_before, files_only=False, limit=batch)
             ids = [r.id for r in found]
-            report.bytes += self._remove_folders(ids)  # files first: space for the deletion
-            with self.store.write() as tx:
-                report.runs += tx.delete_runs(ids)
+            with self._paced(stop):
+                report.bytes += self._remove_folders(ids)  # files first: space for that
+                with self.store.write() as tx:
+                    report.runs += tx.delete_runs(ids)
             report.add_runs(ids)
             if len(found) < batch:
                 break
@@ -143,16 +145,17 @@ class Retention:
             with self.store.read() as tx:
                 found = tx.expired_runs(files_before, files_only=True, limit=batch)
             ids = [r.id for r in found]
-            report.bytes += self._remove_folders(ids)
-            with self.store.write() as tx:
-                tx.mark_files_purged(ids, clock.now())
+            with self._paced(stop):
+                report.bytes += self._remove_folders(ids)
+                with self.store.write() as tx:
+                    tx.mark_files_purged(ids, clock.now())
             report.run_folders += len(ids)
             report.add_runs(ids)
             if len(found) < batch:
                 break
         for kind, before in self._rows_before(now).items():
             while before is not None and not stop.is_set():
-                with self.store.write() as tx:
+                with self._paced(stop), self.store.write() as tx:
                     keys = tx.old_rows(kind, before, limit=batch)
                     done = tx.delete_rows(kind, keys)
                 setattr(report, kind, getattr(report, kind) + done)
@@ -172,6 +175,15 @@ class Retention:
                     },
                 )
         return report
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _paced(stop: threading.Event) -> Iterator[None]:
+        """A batch, then a pause as long as it took (at most a second): the scheduler, which
+        shares the database's writer and this process, gets at least half the time."""
+        t0 = clock.monotonic()
+        yield
+        stop.wait(min(PAUSE_MAX_S, clock.monotonic() - t0))
 
     def _remove_folders(self, run_ids: list[str]) -> int:
         freed = 0
