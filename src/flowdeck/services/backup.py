@@ -38,7 +38,7 @@ KEY_MEMBER = "secret.key"
 DATA = "data"
 # what a data directory holds besides the files the database references: the database
 # itself (copied through its API), locks, sockets and the supervisor's log, scratch space
-_SKIP_NAMES = {"supervisor.sock", "supervisor.log", "writer.lock"}
+_SKIP_NAMES = {"supervisor.sock", "supervisor.log", "supervisor.lock", "writer.lock"}
 _SKIP_DIRS = {"tmp"}
 
 
