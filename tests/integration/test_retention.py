@@ -225,6 +225,10 @@ def keep_rights(user: Client, other: Client) -> None:
     with pytest.raises(ApiError) as denied:
         other.request("PUT", f"/api/v1/runs/{run_id}/keep", json={"keep": True})
     assert denied.value.status == 404
+    for method in ("GET", "POST"):  # retention's purge is for admins
+        with pytest.raises(ApiError) as forbidden:
+            other.request(method, "/api/v1/admin/purge")
+        assert forbidden.value.status == 403
     with pytest.raises(ApiError) as bad:
         user.request("PUT", f"/api/v1/runs/{run_id}/keep", json={"keep": "sometimes"})
     assert bad.value.status == 422

@@ -120,3 +120,24 @@ def test_a_purge_deletes_only_what_has_expired(store: Store, tmp_path: Path) -> 
         left = {r.id for r in tx.list_runs(None, limit=10)}
     assert left == {"r_kept", "r_running", "r_new"}
     assert (kept_dir / "work.txt").read_text() == "busy"  # an active run's files stay
+
+
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)
+def test_one_server_of_a_postgresql_database_purges_at_a_time(
+    store: Store, tmp_path: Path, pg_url: str
+) -> None:
+    from flowdeck.store.sql import SqlStore
+
+    fill(store)
+    settings = make_settings(tmp_path / "data", retention_runs_days=30)
+    other = SqlStore(pg_url)  # another server's connection pool
+    try:
+        first, second = Retention(store, settings), Retention(other, settings)
+        with clock.use(lambda: NOW):
+            with first._sole() as alone:  # the first server's round under way
+                assert alone
+                assert second.purge() is None  # the other skips its round
+            report = second.purge()  # the first is done: its turn
+        assert report is not None and report.runs == 2
+    finally:
+        other.close()
