@@ -224,8 +224,8 @@ def restore(settings: Settings, src: Path) -> RestoreReport:
     db_file = sqlite_path(url)
     try:
         tar = tarfile.open(src)  # noqa: SIM115 (closed by the with below)
-    except tarfile.TarError as exc:
-        raise InvalidInput(f"{src} is not a flowdeck backup: {exc}") from None
+    except tarfile.TarError:
+        raise InvalidInput(f"{src} is not a flowdeck backup (not a tar archive)") from None
     with tar:
         manifest = _manifest(tar, src)
         kind = manifest["database"]
