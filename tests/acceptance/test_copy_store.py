@@ -1,4 +1,5 @@
-"""Moving to PostgreSQL: a SQLite store with runs in many states, copied by ``flowdeck
+"""Moving to PostgreSQL: a SQLite store with runs in every state but stopping
+and system_error, copied by ``flowdeck
 admin copy-store`` once its server stopped, serves the same runs, events, accounts,
 tokens and secrets from PostgreSQL, and its running steps are taken over."""
 
@@ -86,9 +87,10 @@ def test_copy_store_to_postgresql_keeps_runs_events_accounts_and_secrets(
     data = tmp_path / "data"
     for name, text in WORKFLOWS.items():
         (tmp_path / f"{name}.yaml").write_text(text)
+    data_args = ("--data-dir", str(data), "--slots", "2")  # two steps at once
     with fresh_pg_database() as pg:
         with (
-            serve(tmp_path, "--data-dir", str(data), "--registration", "open") as (url, _),
+            serve(tmp_path, *data_args, "--registration", "open") as (url, _),
             Client(url) as c,
         ):
             c.register("ada", STRONG)
@@ -112,8 +114,10 @@ def test_copy_store_to_postgresql_keeps_runs_events_accounts_and_secrets(
             runs["paused"] = c.create_run("napper@1", start=True)
             runs["running"] = c.create_run("napper@1", start=True)
             until(c, runs["paused"].id, {"running"})
+            until(c, runs["running"].id, {"running"})
             runs["paused"].pause()
-            for state in ("killed", "cancelled", "paused"):
+            runs["queued"] = c.create_run("produce@1", start=True)  # no slot free: it waits
+            for state in ("killed", "cancelled", "paused", "queued"):
                 until(c, runs[state].id, {state})
             before = seen(c)
             # a running server's store is not copied
@@ -125,7 +129,7 @@ def test_copy_store_to_postgresql_keeps_runs_events_accounts_and_secrets(
         again = copy_store(data, pg)
         assert again.returncode != 0 and "is not empty" in again.stderr
 
-        args = ("--data-dir", str(data), "--database-url", pg)
+        args = (*data_args, "--database-url", pg)
         with serve(tmp_path, *args) as (url, _), Client(url, token) as c:
             assert c.me()["username"] == "ada"  # the token works
             with httpx.Client(base_url=url) as anon:
@@ -141,7 +145,7 @@ def test_copy_store_to_postgresql_keeps_runs_events_accounts_and_secrets(
             assert c.run(runs["staged"].id).state == "staged"
             assert c.run(runs["paused"].id).state == "paused"
             c.run(runs["paused"].id).resume()
-            for state in ("paused", "running"):  # taken over, and they finish
+            for state in ("paused", "running", "queued"):  # taken over, and they finish
                 assert c.run(runs[state].id).wait(timeout=120)["state"] == "succeeded"
             product = c.run(runs["succeeded"].id).products()[0]
             got = c.run(runs["succeeded"].id).download(product, tmp_path / "out.txt")
