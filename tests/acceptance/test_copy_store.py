@@ -1,7 +1,7 @@
-"""Moving to PostgreSQL: a SQLite store with runs in every state but stopping
-and system_error, copied by ``flowdeck
-admin copy-store`` once its server stopped, serves the same runs, events, accounts,
-tokens and secrets from PostgreSQL, and its running steps are taken over."""
+"""Moving to PostgreSQL: a SQLite store with runs in every state but stopping and
+system_error, copied by ``flowdeck admin copy-store`` once its server stopped, serves the
+same runs, events, accounts, tokens and secrets from PostgreSQL, and its running steps
+are taken over."""
 
 from __future__ import annotations
 
