@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -138,6 +139,13 @@ def test_backup_under_load_restores_every_run_event_and_product(tmp_path: Path) 
         assert c.run(done[0].id).state == "succeeded"
         # without its key the stored secret cannot be read: a step using it fails
         assert secret_sha(c)["state"] != "succeeded"
+
+    # the operator puts the key kept apart in place before the first start: readable
+    provided = tmp_path / "provided"
+    assert admin(provided, "restore", str(without_key)).returncode == 0
+    shutil.copy2(old / "secret.key", provided / "secret.key")
+    with serve(tmp_path, "--data-dir", str(provided)) as (url, _), Client(url, token) as c:
+        assert secret_sha(c)["outputs"]["sha"].strip() == sha(TOKEN)
 
 
 def sha(value: str) -> str:
