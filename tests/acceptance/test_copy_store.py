@@ -70,6 +70,14 @@ def until(c: Client, run_id: str, states: set[str]) -> dict[str, Any]:
     return status
 
 
+def stepping(c: Client, run_id: str) -> None:
+    """Until the run's step runs (not only the run)."""
+    deadline = time.monotonic() + 60
+    while not any(s["state"] == "running" for s in c.run(run_id).steps()):
+        assert time.monotonic() < deadline, c.run(run_id).steps()
+        time.sleep(0.05)
+
+
 def seen(c: Client) -> dict[str, Any]:
     """Every run (its status's stable fields and its events) as the API shows them."""
     return {
@@ -111,13 +119,15 @@ def test_copy_store_to_postgresql_keeps_runs_events_accounts_and_secrets(
                 until(c, runs[state].id, {"running"})
             runs["killed"].kill()
             runs["cancelled"].stop(grace_s=0)
+            for state in ("killed", "cancelled"):  # their slots are free again
+                until(c, runs[state].id, {state})
             runs["paused"] = c.create_run("napper@1", start=True)
             runs["running"] = c.create_run("napper@1", start=True)
-            until(c, runs["paused"].id, {"running"})
-            until(c, runs["running"].id, {"running"})
+            for state in ("paused", "running"):  # each step holds one of the two slots
+                stepping(c, runs[state].id)
             runs["paused"].pause()
             runs["queued"] = c.create_run("produce@1", start=True)  # no slot free: it waits
-            for state in ("killed", "cancelled", "paused", "queued"):
+            for state in ("paused", "queued"):
                 until(c, runs[state].id, {state})
             before = seen(c)
             # a running server's store is not copied
