@@ -197,6 +197,46 @@ class Settings(BaseSettings):
         gt=0,
         description="The step supervisor exits after this long with no server and no step.",
     )
+    retention_files_days: float | None = Field(
+        None,
+        gt=0,
+        description="Ended runs (not kept) lose their folder (work, logs, products, staged "
+        "inputs) this many days after they ended; the record, events and outputs stay. "
+        "Unset: kept.",
+    )
+    retention_runs_days: float | None = Field(
+        None,
+        gt=0,
+        description="Ended runs (not kept) are deleted, files, record and events, this many "
+        "days after they ended. Unset: kept.",
+    )
+    retention_events_days: float | None = Field(
+        None,
+        gt=0,
+        description="Events older than this many days are deleted, except those of runs "
+        "still stored (a run's events go with it). Unset: kept.",
+    )
+    retention_webhook_days: float | None = Field(
+        None,
+        gt=0,
+        description="Finished webhook deliveries (and their attempts) older than this many "
+        "days are deleted. Unset: kept.",
+    )
+    retention_audit_days: float | None = Field(
+        None, gt=0, description="Audit entries older than this many days are deleted."
+    )
+    retention_interval_s: float = Field(
+        3600.0,
+        gt=0,
+        description="How often the server purges what retention lets go (one server of a "
+        "database at a time).",
+    )
+    retention_batch: int = Field(
+        500,
+        ge=1,
+        le=100000,
+        description="Rows (or runs) deleted per transaction by a purge: short transactions.",
+    )
     sse_keepalive_s: float = Field(
         15, gt=0, le=300, description="Seconds between keep-alive comments on event streams."
     )

@@ -213,3 +213,61 @@ def test_when_the_supervisor_dies_its_attempts_are_lost_and_their_processes_kill
     outcome, leader, child = asyncio.run(scenario())
     assert outcome.lost
     assert not same_process_alive(leader, None) and not same_process_alive(child, None)
+
+
+def test_a_supervisor_of_another_protocol_is_retired_and_its_steps_are_lost(
+    data: Path,
+) -> None:
+    """Another flowdeck version's supervisor (here: one saying protocol 99) is asked to
+    exit when a server connects; the step it ran is killed and reported lost (to be
+    retried), and the server's own supervisor takes its place."""
+    import json
+    import socket
+    import sys
+
+    from flowdeck.executors.supervised import socket_path
+    from flowdeck.executors.wire import encode, launch_to_wire
+
+    work = data / "work"
+    data.mkdir(parents=True)
+    sock_path = socket_path(data)
+    code = (
+        "import sys; from flowdeck.executors import wire; wire.PROTOCOL = 99; "
+        "from flowdeck.executors.supervisor import main; sys.exit(main(sys.argv[1:]))"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, "--socket", str(sock_path), "--lock",
+         str(data / "supervisor.lock"), "--idle-s", "5", "--daemon"],
+        check=True, timeout=30,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not sock_path.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(sock_path))
+        replies = s.makefile()
+        s.sendall(encode({"op": "hello", "protocol": 1}))
+        hello = json.loads(replies.readline())
+        assert hello["protocol"] == 99
+        old = hello["pid"]
+        step = launch(work, "r/v/-1/1", "sleep", "100")
+        s.sendall(encode({"op": "start", "launch": launch_to_wire(step)}))
+        started = json.loads(replies.readline())
+        assert started["op"] == "started"
+        replies.close()
+
+    async def main() -> tuple[int, Outcome]:
+        loop = asyncio.get_running_loop()
+        ex = SupervisedExecutor(data, idle_s=5)
+        state = ex.connect(loop)
+        done: asyncio.Future[Outcome] = loop.create_future()
+        ex.adopt("r/v/-1/1", done.set_result, work / "attempts.jsonl")
+        outcome = await asyncio.wait_for(done, 10)
+        ex.close()
+        return state.pid, outcome
+
+    pid, outcome = asyncio.run(main())
+    assert pid != old and not same_process_alive(old, None)
+    assert outcome.lost
+    assert not same_process_alive(started["pid"], started["start_time"])

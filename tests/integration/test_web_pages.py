@@ -79,6 +79,9 @@ def test_a_run_page_is_its_owners(server: LiveServer) -> None:
         assert page.status_code == 200 and 'data-step="a"' in page.text
         assert other.get(f"/runs/{run['id']}").status_code == 404
         assert run["id"] not in other.get("/").text
+        assert "exempt from retention" not in page.text
+        owner.put(f"/api/v1/runs/{run['id']}/keep", json={"keep": True}, headers=csrf)
+        assert "kept (exempt from retention)" in owner.get(f"/runs/{run['id']}").text
 
 
 def test_every_page_has_a_strict_content_security_policy(server: LiveServer) -> None:

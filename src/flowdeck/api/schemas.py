@@ -165,6 +165,17 @@ class AuditOut(BaseModel):
         )
 
 
+class PurgeOut(BaseModel):
+    dry_run: bool = Field(description="true: what a purge now would remove; nothing changed.")
+    runs: int = Field(description="Ended runs deleted (folder, record, events).")
+    run_folders: int = Field(description="Ended runs whose folder alone was removed.")
+    bytes: int = Field(description="Bytes in those runs' folders.")
+    events: int
+    deliveries: int = Field(description="Finished webhook deliveries.")
+    audit: int = Field(description="Audit entries.")
+    sample: list[str] = Field(description="Some of the runs' ids.")
+
+
 class AuditPage(BaseModel):
     entries: list[AuditOut]
     next_before: int | None = Field(

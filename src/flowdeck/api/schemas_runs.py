@@ -94,6 +94,10 @@ class RunCreate(Request):
     )
 
 
+class KeepIn(Request):
+    keep: bool = Field(description="true: exempt the run from retention; false: no longer.")
+
+
 class PauseIn(Request):
     mode: Literal["freeze", "drain"] = "freeze"
 
@@ -199,6 +203,10 @@ class RunOut(RunSummary):
         default_factory=list,
         description="Child runs of uses: steps (step, index, run_id, state, steps, children).",
     )
+    keep: bool = Field(False, description="Exempt from retention (PUT /runs/{id}/keep).")
+    files_purged_at: datetime | None = Field(
+        None, description="When retention removed the run's folder (logs, products)."
+    )
     cwl_job: dict[str, Any] | None = Field(
         None,
         description="A CWL run's job document as sent (its relative locations name the "
@@ -237,6 +245,8 @@ class RunOut(RunSummary):
             error=run.error,
             outputs=run.outputs,
             ports=[PortOut.of(p, run) for p in ports or []],
+            keep=run.keep,
+            files_purged_at=run.files_purged_at,
             cwl_job=sent_job(run.params),
             **extra,
         )

@@ -3,7 +3,9 @@ directly (run them on the server's machine, with its configuration)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -158,12 +160,32 @@ def delete_user(
 
 @admin_app.command("purge")
 def purge(
-    run_ids: Annotated[list[str], typer.Argument(help="Ended runs to delete.")],
+    run_ids: Annotated[
+        list[str] | None, typer.Argument(help="Ended runs to delete (any user's).")
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Show what retention would delete now; change nothing."),
+    ] = False,
+    expired: Annotated[
+        bool, typer.Option("--expired", help="Delete now what retention lets go.")
+    ] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
     config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Delete ended runs of any user, their files first: it frees space on a full disk
-    (the database then has room to forget them).  Exit code 1 if any could not be."""
+    (the database then has room to forget them).  Exit code 1 if any could not be.  With
+    --dry-run or --expired: what the retention settings let go (docs/operations.md)."""
+    if dry_run or expired:
+        if run_ids or (dry_run and expired):
+            err.print("[bold red]error:[/] give run ids, --dry-run or --expired (one of them)")
+            raise typer.Exit(EXIT_ERROR)
+        _retention(config, dry_run=dry_run, as_json=as_json)
+        return
+    if not run_ids:
+        err.print("[bold red]error:[/] give run ids, --dry-run or --expired")
+        raise typer.Exit(EXIT_ERROR)
     if not yes:
         typer.confirm(f"Delete {len(run_ids)} run(s) and their files?", abort=True)
     ctx = _ctx(config)
@@ -179,6 +201,31 @@ def purge(
     ctx.close()
     if failed:
         raise typer.Exit(EXIT_ERROR)
+
+
+def _retention(config: ConfigOption, *, dry_run: bool, as_json: bool) -> None:
+    ctx = _ctx(config)
+    with reported():
+        if not ctx.retention.enabled:
+            out.print("no retention setting is set: nothing expires (docs/operations.md)")
+            ctx.close()
+            return
+        report = ctx.retention.plan() if dry_run else ctx.retention.purge()
+        ctx.close()
+    if report is None:
+        err.print("[bold red]error:[/] another server of this database is purging now")
+        raise typer.Exit(EXIT_ERROR)
+    if as_json:
+        out.print_json(data=dataclasses.asdict(report))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    out.print(
+        f"{verb}: {report.runs} run(s), the folders of {report.run_folders} more "
+        f"({report.bytes} bytes), {report.events} event(s), {report.deliveries} webhook "
+        f"deliveries, {report.audit} audit entries"
+    )
+    if report.sample:
+        out.print("runs: " + " ".join(report.sample), highlight=False)
 
 
 @admin_app.command("audit")
@@ -243,3 +290,78 @@ def new_secret_key() -> None:
     from flowdeck.security.vault import new_key
 
     out.print(new_key())
+
+
+@admin_app.command("backup")
+def backup(
+    file: Annotated[Path, typer.Argument(help="The archive to write (.tar, or .tar.gz).")],
+    include_key: Annotated[
+        bool,
+        typer.Option(
+            "--include-key",
+            help="Put secret_key_file in the archive too (then the archive alone can read "
+            "every user's secrets: keep it as safe as the key).",
+        ),
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Back up the database and the files it references while the server runs (SQLite's
+    online backup API, or pg_dump); the secret key only with --include-key."""
+    from flowdeck.services.backup import backup as make_backup
+
+    settings = settings_from(config)
+    with reported():
+        report = make_backup(settings, file, include_key=include_key)
+    out.print(
+        f"backed up the {report.database} database and {report.files} file(s) "
+        f"({report.bytes} bytes) to {file}"
+        + ("" if report.key_included else "; the secret key is not in it (--include-key)")
+    )
+    if report.changing:
+        out.print(f"{report.changing} file(s) of running runs changed while being copied")
+
+
+@admin_app.command("restore")
+def restore(
+    file: Annotated[Path, typer.Argument(help="An archive of flowdeck admin backup.")],
+    config: ConfigOption = None,
+) -> None:
+    """Restore a backup into an empty data directory (and an empty database); then start
+    the server on it."""
+    from flowdeck.services.backup import restore as unpack
+
+    settings = settings_from(config)
+    with reported():
+        report = unpack(settings, file)
+    out.print(f"restored the {report.database} database and {report.files} file(s)")
+    if not report.key_restored:
+        out.print(
+            f"the backup holds no secret key: put the original key file at {report.key_path} "
+            "before starting the server, or the stored secrets cannot be read"
+        )
+
+
+@admin_app.command("copy-store")
+def copy_store(
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to", help="The empty PostgreSQL database: postgresql+psycopg://user@host/db."
+        ),
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Copy a stopped SQLite store into an empty PostgreSQL database (ids, events, users,
+    tokens, secrets as they are); then start the server with database_url set to it."""
+    from flowdeck.services.copystore import copy_store as copy
+
+    settings = settings_from(config)
+    with reported():
+        report = copy(settings, to)
+    if report.upgraded_from:
+        out.print(f"upgraded the SQLite schema from {report.upgraded_from} first")
+    out.print(
+        f"copied {report.total} row(s) of {sum(1 for n in report.rows.values() if n)} "
+        "table(s); start the server with database_url set to the new database (same "
+        "data_dir and secret_key_file)"
+    )

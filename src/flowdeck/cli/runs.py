@@ -274,6 +274,10 @@ def status(run_id: RunArg, server: ServerOption = None, as_json: JsonOption = Fa
         + (f"; running: {', '.join(data['current_steps'])}" if data["current_steps"] else "")
     )
     out.print(f"running time: {data['running_s']:.1f}s (paused {data['paused_s']:.1f}s)")
+    if data.get("keep"):
+        out.print("kept: exempt from retention")
+    if data.get("files_purged_at"):
+        out.print(f"files removed by retention at {data['files_purged_at'][:19]}")
     if data["error"]:
         out.print(f"[red]error[/]: {escape(str(data['error']))}")
     params = data["params"]
@@ -402,6 +406,23 @@ def resume(run_id: RunArg, server: ServerOption = None, as_json: JsonOption = Fa
 def kill(run_id: RunArg, server: ServerOption = None, as_json: JsonOption = False) -> None:
     """Kill a run now (SIGKILL); its work files are deleted."""
     _act(server, run_id, as_json, "killed", "kill")
+
+
+@run_app.command("keep")
+def keep(
+    run_id: RunArg,
+    off: Annotated[bool, typer.Option("--off", help="No longer exempt it.")] = False,
+    server: ServerOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Exempt a run from the server's retention (its files and record stay), or --off."""
+    with reported(), client_for(server) as client:
+        run = _run(client, run_id)
+        run.keep(not off)
+    if as_json:
+        out.print_json(data=run.data)
+    else:
+        out.print(f"run {run.id}: " + ("kept" if run.data["keep"] else "not kept"))
 
 
 @run_app.command("products")

@@ -164,6 +164,8 @@ class Run:
     outputs: dict[str, Any] = field(default_factory=dict)
     owner_instance: str | None = None  # the server instance running it (see domain.leases)
     fence: int = 0  # incremented by every takeover
+    keep: bool = False  # exempt from retention (docs/operations.md, Retention)
+    files_purged_at: datetime | None = None  # when retention removed its folder
 
     @property
     def active(self) -> bool:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +29,8 @@ from typing import Any
 
 from flowdeck.executors.base import Executor, Launch, Outcome, StepProcess
 from flowdeck.executors.wire import (
+    PROTOCOL,
+    SPOKEN,
     encode,
     kill_group,
     kill_helpers,
@@ -126,17 +129,12 @@ class SupervisedExecutor(Executor):
     def connect(self, loop: asyncio.AbstractEventLoop) -> SupervisorState:
         """Connect (starting the supervisor if needed), say hello and attach to ``loop``;
         call in the loop's thread."""
-        sock = self._open()
-        sock.sendall(encode({"op": "hello"}))
-        reply = b""
-        sock.settimeout(30)
-        while not reply.endswith(b"\n"):
-            chunk = sock.recv(1 << 16)
-            if not chunk:
-                raise ConnectionError("the step supervisor closed the connection")
-            reply += chunk
-        first, _, rest = reply.partition(b"\n")
-        hello = json.loads(first)
+        sock, hello, rest = self._hello()
+        spoken = int(hello.get("protocol", 0))
+        if spoken not in SPOKEN:
+            sock.close()
+            self._retire(int(hello["pid"]), spoken)
+            sock, hello, rest = self._hello()
         sock.setblocking(False)
         self._sock, self._loop, self._inbox = sock, loop, rest
         loop.add_reader(sock.fileno(), self._readable)
@@ -144,6 +142,43 @@ class SupervisedExecutor(Executor):
             pid=int(hello["pid"]),
             running={r["key"]: r for r in hello["running"]},
         )
+
+    def _hello(self) -> tuple[socket.socket, dict[str, Any], bytes]:
+        """Connect (starting the supervisor if needed) and say hello: the socket, the
+        supervisor's answer and what came after it."""
+        sock = self._open()
+        sock.sendall(encode({"op": "hello", "protocol": PROTOCOL}))
+        reply = b""
+        sock.settimeout(30)
+        while not reply.endswith(b"\n"):
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                sock.close()
+                raise ConnectionError("the step supervisor closed the connection")
+            reply += chunk
+        first, _, rest = reply.partition(b"\n")
+        hello: dict[str, Any] = json.loads(first)
+        return sock, hello, rest
+
+    def _retire(self, pid: int, spoken: int) -> None:
+        """A supervisor of a protocol this server does not speak (another flowdeck version)
+        is asked to exit, and its socket is awaited free: the next hello starts ours."""
+        log.warning(
+            "the step supervisor (pid %d) speaks protocol %d, this server %d: asking it to "
+            "exit; the steps it ran are killed and retried as lost steps",
+            pid,
+            spoken,
+            PROTOCOL,
+        )
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # gone, its lock with it
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.02)
 
     def _open(self) -> socket.socket:
         try:

@@ -30,6 +30,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from flowdeck.executors import wire
 from flowdeck.executors.base import Launch, Outcome, StepProcess
 from flowdeck.executors.cgroups import Cgroups
 from flowdeck.executors.local import LocalExecutor
@@ -96,7 +97,8 @@ class Supervisor:
         key = str(msg.get("key"))
         if op == "hello":
             running = [info for _proc, info in self.procs.values()]
-            writer.write(encode({"op": "state", "pid": os.getpid(), "running": running}))
+            state = {"op": "state", "pid": os.getpid(), "protocol": wire.PROTOCOL}
+            writer.write(encode({**state, "running": running}))
         elif op == "start":
             launch = launch_from_wire(msg["launch"])
             self.owners[launch.key] = writer

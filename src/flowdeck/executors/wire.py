@@ -3,7 +3,8 @@ keeps in each run directory.
 
 Server → supervisor::
 
-    {"op": "hello"}                   → {"op": "state", "pid", "running": [{key, pid, ...}]}
+    {"op": "hello", "protocol"}       → {"op": "state", "pid", "protocol",
+                                         "running": [{key, pid, ...}]}
     {"op": "start", "launch": {...}}  → {"op": "started", "key", "pid", "start_time"}, or
                                         "exited" at once when it cannot start
     {"op": "adopt", "key"}            exits of key go to this connection; → "exited" now if
@@ -15,6 +16,14 @@ Server → supervisor::
 Supervisor → server, to the connection that started or adopted the attempt, when it ends::
 
     {"op": "exited", "key", "outcome": {...}}
+
+**Versions.** ``PROTOCOL`` is the version of these messages and of the launch they carry
+(the fields of ``Launch``); it goes up with any change to either.  A supervisor of a
+version before it was said answers hello without ``protocol``: version 0, whose messages
+are those of version 1.  A server drives a supervisor of a version in ``SPOKEN`` (it
+adopts its steps and starts new ones through it); any other one it asks to exit
+(SIGTERM) and starts its own: the steps the old one ran are then unknown to the new one,
+killed by their journal and retried as lost steps are (docs/operations.md, Upgrades).
 
 Each run has an attempt journal (``Launch.record``: ``logs/attempts.jsonl``): the supervisor
 appends ``{key, pid, start_time, started_at}`` when an attempt starts and the same with
@@ -38,6 +47,8 @@ from typing import Any
 from flowdeck.executors.base import Launch, Outcome
 
 _PATHS = ("cwd", "stdout", "stderr", "code_dir", "stdin", "record")
+PROTOCOL = 1
+SPOKEN = frozenset({0, 1})  # 0: said nothing (the same messages as 1)
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Launch))

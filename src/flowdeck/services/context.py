@@ -18,6 +18,7 @@ from flowdeck.services.events import Events
 from flowdeck.services.graphs import Graphs
 from flowdeck.services.metrics import Metrics
 from flowdeck.services.ports import Ports
+from flowdeck.services.retention import Retention, RetentionTask
 from flowdeck.services.runs import Runs
 from flowdeck.services.secrets import Secrets
 from flowdeck.services.webhooks import Webhooks
@@ -49,6 +50,8 @@ class Context:
     cwl: CwlWorkflows
     metrics: Metrics
     secrets: Secrets
+    retention: Retention
+    _retention_task: RetentionTask | None = field(default=None, init=False, repr=False)
     _order: EventOrder | None = field(default=None, init=False, repr=False)
     _listener: Listener | None = field(default=None, init=False, repr=False)
 
@@ -134,6 +137,9 @@ class Context:
         GraphDriver(self.graphs).start()
         self.start_webhooks()
         self.listen_to_other_servers()
+        if self.retention.enabled and self._retention_task is None:
+            self._retention_task = RetentionTask(self.retention)
+            self._retention_task.start()
 
     def start_local_scheduler(self) -> Scheduler:
         """The scheduler in this process, started."""
@@ -181,6 +187,9 @@ class Context:
         self.webhooks.dispatcher = dispatcher
 
     def close(self) -> None:
+        if self._retention_task is not None:
+            self._retention_task.close()
+            self._retention_task = None
         if self._listener is not None:
             self._listener.close()
             self._listener = None
@@ -295,6 +304,7 @@ def make_context(settings: Settings, store: Store) -> Context:
         cwl=CwlWorkflows(workflows),
         metrics=metrics,
         secrets=Secrets(store, settings),
+        retention=Retention(store, settings),
     )
 
 

@@ -573,6 +573,14 @@ class Runs(RunFiles):
             self.rundir(run.id).remove_work()
         return run
 
+    def set_keep(self, actor: Actor, run_id: str, keep: bool) -> Run:
+        """Exempt a run from retention (or no longer): its owner or an admin."""
+        with self.store.write() as tx:
+            run = self._load(tx, actor, run_id, Access.WRITE)
+            if run.keep == keep:
+                return run
+            return tx.update_run(run.id, keep=keep)
+
     def delete(self, actor: Actor | None, run_id: str) -> None:
         """Delete an ended run: its files first, then its record (``actor`` None: the
         operator, ``flowdeck admin purge``).  Freeing the files first frees the space the

@@ -256,6 +256,31 @@ class Tx(ABC):
         for run_id, change in changes.items():
             self.set_run(run_id, **change)
 
+    # -- retention (services/retention.py) ----------------------------------------------
+    @abstractmethod
+    def expired_runs(
+        self, before: datetime, *, files_only: bool, limit: int | None = None
+    ) -> list[Run]:
+        """Ended runs, not kept, that ended before ``before``, oldest end first;
+        ``files_only``: those whose folder retention has not removed yet."""
+
+    @abstractmethod
+    def mark_files_purged(self, run_ids: list[str], now: datetime) -> None:
+        """Their folders are gone: note when, and forget their products and staged files."""
+
+    @abstractmethod
+    def delete_runs(self, run_ids: list[str]) -> int:
+        """Delete these runs with their events (files are the caller's): how many were."""
+
+    @abstractmethod
+    def old_rows(self, kind: str, before: datetime, *, limit: int | None = None) -> list[Any]:
+        """Keys of what retention lets go, oldest first: ``kind`` "events" (not of a stored
+        run), "deliveries" (finished ones) or "audit"."""
+
+    @abstractmethod
+    def delete_rows(self, kind: str, keys: list[Any]) -> int:
+        """Delete rows :meth:`old_rows` gave: how many were."""
+
     @abstractmethod
     def delete_run(self, run_id: str) -> bool: ...
 

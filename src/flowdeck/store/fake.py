@@ -27,6 +27,7 @@ from flowdeck.store.base import EventHook, Store, Tx
 from flowdeck.store.fake_graphs import FakeGraphsMixin
 from flowdeck.store.fake_leases import FakeLeasesMixin
 from flowdeck.store.fake_ports import FakePortsMixin
+from flowdeck.store.fake_retention import FakeRetentionMixin
 from flowdeck.store.fake_runs import FakeRunsMixin
 from flowdeck.store.fake_secrets import FakeSecretsMixin
 from flowdeck.store.fake_stats import FakeStatsMixin
@@ -100,6 +101,7 @@ class FakeTx(
     FakeGraphsMixin,
     FakeWesMixin,
     FakeStatsMixin,
+    FakeRetentionMixin,
     Tx,
 ):
     def __init__(self, state: _State, event_hooks: list[EventHook] | None = None) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -192,11 +193,15 @@ runs = Table(
     # ownership and fencing (see flowdeck.domain.leases)
     Column("owner_instance", String(40), nullable=True),
     Column("fence", Integer, nullable=False, server_default="0"),
+    # exempt from retention (flowdeck run keep)
+    Column("keep", Boolean, nullable=False, server_default=false()),
+    Column("files_purged_at", UTCDateTime, nullable=True),  # its folder removed by retention
     # a user's runs by state, or all of them, newest first: read in order, never sorted
     Index("ix_runs_owner_id_state_id", "owner_id", "state", "id"),
     Index("ix_runs_owner_id_id", "owner_id", "id"),
     Index("ix_runs_workflow_id_state", "workflow_id", "state"),
     Index("ix_runs_state_id", "state", "id"),
+    Index("ix_runs_finished_at", "finished_at"),  # retention: the oldest ended runs first
 )
 
 run_tags = Table(

@@ -44,6 +44,7 @@ from flowdeck.store.pg_listen import CHANGES_CHANNEL, EVENTS_CHANNEL
 from flowdeck.store.sql_graphs import SqlGraphsMixin
 from flowdeck.store.sql_leases import SqlLeasesMixin
 from flowdeck.store.sql_ports import SqlPortsMixin
+from flowdeck.store.sql_retention import SqlRetentionMixin
 from flowdeck.store.sql_runs import OwnerCache, SqlRunsMixin
 from flowdeck.store.sql_secrets import SqlSecretsMixin
 from flowdeck.store.sql_stats import SqlStatsMixin
@@ -341,6 +342,7 @@ class SqlTx(
     SqlGraphsMixin,
     SqlWesMixin,
     SqlStatsMixin,
+    SqlRetentionMixin,
     Tx,
 ):
     def __init__(

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 from starlette.convertors import Convertor, register_url_convertor
 
 from flowdeck.api.deps import AddressDep, AdminDep, CtxDep
-from flowdeck.api.schemas import AuditOut, AuditPage, NewPassword, NewUser, UserOut
+from flowdeck.api.schemas import AuditOut, AuditPage, NewPassword, NewUser, PurgeOut, UserOut
 from flowdeck.domain.accounts import Role
+from flowdeck.errors import Conflict
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 UserAction = Literal["approve", "enable", "disable", "promote", "demote"]
@@ -90,3 +92,20 @@ def audit(
     entries = ctx.accounts.audit(actor, limit=limit, before_id=before, action=action)
     next_before = entries[-1].id if len(entries) == limit else None
     return AuditPage(entries=[AuditOut.of(e) for e in entries], next_before=next_before)
+
+
+@router.get("/purge", response_model=PurgeOut)
+def purge_plan(actor: AdminDep, ctx: CtxDep) -> PurgeOut:
+    """What retention would delete now (a dry run: nothing changes)."""
+    del actor
+    return PurgeOut.model_validate(dataclasses.asdict(ctx.retention.plan()))
+
+
+@router.post("/purge", response_model=PurgeOut)
+def purge_now(actor: AdminDep, ctx: CtxDep) -> PurgeOut:
+    """Delete now what retention lets go (409 while another server of the database purges)."""
+    del actor
+    report = ctx.retention.purge()
+    if report is None:
+        raise Conflict("another server of this database is purging now; try again later")
+    return PurgeOut.model_validate(dataclasses.asdict(report))

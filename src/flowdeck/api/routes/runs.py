@@ -22,6 +22,7 @@ from flowdeck.api.files_view import shown, shown_steps, zip_members
 from flowdeck.api.params import DateTime, check_cursor, cursor_query
 from flowdeck.api.schemas_runs import (
     FILE_NAME,
+    KeepIn,
     PauseIn,
     ProductOut,
     ReferenceIn,
@@ -190,6 +191,12 @@ def set_resources(run_id: str, body: ResourcesIn, ctx: CtxDep, actor: ActorDep) 
     return shown(
         ctx, RunOut.of(ctx.runs.set_resources(actor, run_id, body.model_dump(exclude_none=True)))
     )
+
+
+@router.put("/runs/{run_id}/keep", response_model=RunOut)
+def set_keep(run_id: str, body: KeepIn, ctx: CtxDep, actor: ActorDep) -> RunOut:
+    """Exempt the run from retention (`{"keep": true}`), or no longer (`false`)."""
+    return shown(ctx, RunOut.of(ctx.runs.set_keep(actor, run_id, body.keep)))
 
 
 @router.post("/runs/{run_id}/validate", response_model=ValidateOut)

@@ -75,6 +75,10 @@ class AsyncRun(AsyncResource):
         """executor, cpus, memory, walltime, priority, env, slurm_options."""
         return await self._update("PUT", "/resources", json=resources)
 
+    async def keep(self, keep: bool = True) -> dict[str, Any]:
+        """Exempt the run from the server's retention (``keep=False``: no longer)."""
+        return await self._update("PUT", "/keep", json={"keep": keep})
+
     async def validate(self) -> dict[str, Any]:
         """``{ok, problems}``: whether :meth:`start` would be accepted now."""
         result: dict[str, Any] = await self._call("POST", "/validate")

@@ -72,6 +72,10 @@ class Run(SyncResource):
         """executor, cpus, memory, walltime, priority, env, slurm_options."""
         return self._update("PUT", "/resources", json=resources)
 
+    def keep(self, keep: bool = True) -> dict[str, Any]:
+        """Exempt the run from the server's retention (``keep=False``: no longer)."""
+        return self._update("PUT", "/keep", json={"keep": keep})
+
     def validate(self) -> dict[str, Any]:
         """``{ok, problems}``: whether :meth:`start` would be accepted now."""
         result: dict[str, Any] = self._call("POST", "/validate")
