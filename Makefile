@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: serve install dev test lint typecheck unit soak bench sdk clean conformance axe screenshots
+.PHONY: serve install dev test lint typecheck unit soak bench sdk clean conformance axe axe-if-npm screenshots
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "flowdeck needs Python >= 3.11")'
@@ -26,14 +26,23 @@ lint: dev
 typecheck: dev
 	$(BIN)/mypy
 
-test: dev lint typecheck          ## lint, type-check and run the whole test suite
+test: dev lint typecheck axe-if-npm  ## lint, type-check and run the whole test suite
 	$(BIN)/pytest
 
 unit: dev
 	$(BIN)/pytest tests/unit
 
-axe:                              ## axe-core for the browser tests, the locked version (needs npm)
+AXE := tests/acceptance/axe/node_modules/axe-core/axe.min.js
+
+axe: $(AXE)                       ## axe-core for the browser tests, the locked version (needs npm)
+
+$(AXE): tests/acceptance/axe/package-lock.json
 	npm ci --prefix tests/acceptance/axe --no-audit --no-fund
+	touch $@
+
+axe-if-npm:                       # (without npm the browser tests skip, saying why)
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory axe; \
+	else echo "no npm: the browser tests will skip (apt-get install npm)"; fi
 
 screenshots: dev axe              ## refresh docs/images from the browser tests
 	FLOWDECK_SCREENSHOTS=1 $(BIN)/pytest tests/acceptance/test_web.py \
