@@ -71,18 +71,37 @@ def test_expired_runs_are_ended_unkept_and_old_enough_oldest_first(store: Store)
     with store.read() as tx:
         assert [r.id for r in tx.expired_runs(before, files_only=False)] == ["r_old1", "r_old2"]
         assert [r.id for r in tx.expired_runs(before, files_only=False, limit=1)] == ["r_old1"]
-    with store.write() as tx:
-        tx.mark_files_purged(["r_old1"], NOW)
+    with store.write() as tx:  # (an active run given by mistake is not claimed)
+        assert tx.mark_files_purged(["r_old1", "r_running"], NOW) == ["r_old1"]
+        assert tx.mark_files_purged(["r_old1"], NOW) == []  # claimed once
     with store.read() as tx:
         assert [r.id for r in tx.expired_runs(before, files_only=True)] == ["r_old2"]
         purged = tx.get_run("r_old1")
         assert purged is not None and purged.files_purged_at == NOW
         assert tx.list_products("r_old1") == []
     with store.write() as tx:  # an active run given by mistake stays
-        assert tx.delete_runs(["r_old1", "r_running"]) == 1
+        assert tx.delete_runs(["r_old1", "r_running"]) == ["r_old1"]
     with store.read() as tx:
         assert tx.get_run("r_old1") is None and tx.get_run("r_running") is not None
         assert tx.list_events(subject_kind="run", subject_id="r_old1") == []
+
+
+def test_a_run_kept_after_it_was_found_is_neither_claimed_nor_deleted(store: Store) -> None:
+    """A purge reads its batch, then a user keeps one of those runs: the claim (before any
+    folder goes) and the delete both leave the kept run alone."""
+    fill(store)
+    before = NOW - timedelta(days=30)
+    with store.read() as tx:
+        found = [r.id for r in tx.expired_runs(before, files_only=False)]
+    assert found == ["r_old1", "r_old2"]
+    with store.write() as tx:
+        tx.set_run("r_old2", keep=True)
+    with store.write() as tx:
+        assert tx.mark_files_purged(found, NOW) == ["r_old1"]
+        assert tx.delete_runs(found) == ["r_old1"]
+    with store.read() as tx:
+        kept = tx.get_run("r_old2")
+        assert kept is not None and kept.keep and kept.files_purged_at is None
 
 
 def test_old_rows_spare_the_events_of_stored_runs(store: Store) -> None:

@@ -135,10 +135,16 @@ class Retention:
                 found = tx.expired_runs(runs_before, files_only=False, limit=batch)
             ids = [r.id for r in found]
             with self._paced(stop):
-                report.bytes += self._remove_folders(ids)  # files first: space for that
+                # Claimed first (a run kept meanwhile is not), then the folders, then the
+                # records: a crash between leaves claimed runs that the next round deletes.
                 with self.store.write() as tx:
-                    report.runs += tx.delete_runs(ids)
-            report.add_runs(ids)
+                    claimed = tx.mark_files_purged(ids, clock.now())
+                earlier = [r.id for r in found if r.files_purged_at is not None]
+                report.bytes += self._remove_folders([*claimed, *earlier])
+                with self.store.write() as tx:
+                    deleted = tx.delete_runs(ids)
+                report.runs += len(deleted)
+            report.add_runs(deleted)
             if len(found) < batch:
                 break
         while files_before is not None and not stop.is_set():
@@ -146,11 +152,11 @@ class Retention:
                 found = tx.expired_runs(files_before, files_only=True, limit=batch)
             ids = [r.id for r in found]
             with self._paced(stop):
-                report.bytes += self._remove_folders(ids)
-                with self.store.write() as tx:
-                    tx.mark_files_purged(ids, clock.now())
-            report.run_folders += len(ids)
-            report.add_runs(ids)
+                with self.store.write() as tx:  # claimed first: a run kept meanwhile is not
+                    claimed = tx.mark_files_purged(ids, clock.now())
+                report.bytes += self._remove_folders(claimed)
+            report.run_folders += len(claimed)
+            report.add_runs(claimed)
             if len(found) < batch:
                 break
         for kind, before in self._rows_before(now).items():

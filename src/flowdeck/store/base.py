@@ -265,12 +265,16 @@ class Tx(ABC):
         ``files_only``: those whose folder retention has not removed yet."""
 
     @abstractmethod
-    def mark_files_purged(self, run_ids: list[str], now: datetime) -> None:
-        """Their folders are gone: note when, and forget their products and staged files."""
+    def mark_files_purged(self, run_ids: list[str], now: datetime) -> list[str]:
+        """Claim the folders of those of these runs that are ended, not kept and not yet
+        purged: note when, forget their products and staged files, and answer their ids
+        (the caller removes those folders, after the commit: a run kept meanwhile is not
+        claimed, so its folder stays)."""
 
     @abstractmethod
-    def delete_runs(self, run_ids: list[str]) -> int:
-        """Delete these runs with their events (files are the caller's): how many were."""
+    def delete_runs(self, run_ids: list[str]) -> list[str]:
+        """Delete those of these runs that are ended and not kept, with their events (files
+        are the caller's): their ids."""
 
     @abstractmethod
     def old_rows(self, kind: str, before: datetime, *, limit: int | None = None) -> list[Any]:

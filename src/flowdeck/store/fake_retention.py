@@ -35,19 +35,28 @@ class FakeRetentionMixin:
         )
         return found if limit is None else found[:limit]
 
-    def mark_files_purged(self, run_ids: list[str], now: datetime) -> None:
-        ids = set(run_ids)
+    def mark_files_purged(self, run_ids: list[str], now: datetime) -> list[str]:
+        ids = {
+            run_id
+            for run_id in run_ids
+            if (run := self.s.runs.get(run_id)) is not None
+            and run.state in TERMINAL_STATES
+            and not run.keep
+            and run.files_purged_at is None
+        }
         self.s.products = {k: p for k, p in self.s.products.items() if p.run_id not in ids}
         self.s.staged = {k: f for k, f in self.s.staged.items() if k[0] not in ids}
-        for run_id in ids & self.s.runs.keys():
+        for run_id in ids:
             self.s.runs[run_id] = dataclasses.replace(self.s.runs[run_id], files_purged_at=now)
+        return sorted(ids)
 
-    def delete_runs(self, run_ids: list[str]) -> int:
-        done = 0
-        for run_id in run_ids:
+    def delete_runs(self, run_ids: list[str]) -> list[str]:
+        done = []
+        for run_id in sorted(set(run_ids)):
             run = self.s.runs.get(run_id)
-            if run is not None and run.state in TERMINAL_STATES:
-                done += self.delete_run(run_id)  # type: ignore[attr-defined]
+            ended = run is not None and run.state in TERMINAL_STATES and not run.keep
+            if ended and self.delete_run(run_id):  # type: ignore[attr-defined]
+                done.append(run_id)
         return done
 
     def old_rows(self, kind: str, before: datetime, *, limit: int | None = None) -> list[Any]:

@@ -52,18 +52,37 @@ class SqlRetentionMixin:
             q = q.limit(limit)
         return [_run(row) for row in self.conn.execute(q)]
 
-    def mark_files_purged(self, run_ids: list[str], now: datetime) -> None:
+    def mark_files_purged(self, run_ids: list[str], now: datetime) -> list[str]:
         if not run_ids:
-            return
-        self.conn.execute(t.products.delete().where(t.products.c.run_id.in_(run_ids)))
-        self.conn.execute(t.staged_files.delete().where(t.staged_files.c.run_id.in_(run_ids)))
-        self.conn.execute(
-            t.runs.update().where(t.runs.c.id.in_(run_ids)).values(files_purged_at=now)
+            return []
+        r = t.runs.c
+        claim = (
+            t.runs.update()
+            .where(
+                r.id.in_(run_ids),
+                r.state.in_(_ENDED),
+                r.keep == sa.false(),
+                r.files_purged_at.is_(None),
+            )
+            .values(files_purged_at=now)
+            .returning(r.id)
         )
+        claimed = sorted(str(row[0]) for row in self.conn.execute(claim))
+        if claimed:
+            self.conn.execute(t.products.delete().where(t.products.c.run_id.in_(claimed)))
+            self.conn.execute(t.staged_files.delete().where(t.staged_files.c.run_id.in_(claimed)))
+        return claimed
 
-    def delete_runs(self, run_ids: list[str]) -> int:
+    def delete_runs(self, run_ids: list[str]) -> list[str]:
         if not run_ids:
-            return 0
+            return []
+        r = t.runs.c
+        doomed = sa.select(r.id).where(
+            r.id.in_(run_ids), r.state.in_(_ENDED), r.keep == sa.false()
+        )
+        run_ids = sorted(str(row[0]) for row in self.conn.execute(doomed))
+        if not run_ids:
+            return []
         e, c = t.events.c, t.event_counters.c
         self.conn.execute(
             t.events.delete().where(e.subject_kind == "run", e.subject_id.in_(run_ids))
@@ -71,9 +90,8 @@ class SqlRetentionMixin:
         self.conn.execute(
             t.event_counters.delete().where(c.subject_kind == "run", c.subject_id.in_(run_ids))
         )
-        # only ended ones, whatever the caller read before
-        q = t.runs.delete().where(t.runs.c.id.in_(run_ids), t.runs.c.state.in_(_ENDED))
-        return int(self.conn.execute(q).rowcount)
+        self.conn.execute(t.runs.delete().where(r.id.in_(run_ids)))
+        return run_ids
 
     def old_rows(self, kind: str, before: datetime, *, limit: int | None = None) -> list[Any]:
         key, where = _old(kind, before)
