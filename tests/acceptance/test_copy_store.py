@@ -1,10 +1,12 @@
-"""Moving to PostgreSQL: a SQLite store with runs in every state but stopping and
-system_error, copied by ``flowdeck admin copy-store`` once its server stopped, serves the
-same runs, events, accounts, tokens and secrets from PostgreSQL, and its running steps
-are taken over."""
+"""Moving to PostgreSQL: a SQLite store with runs in every state, copied by ``flowdeck
+admin copy-store`` once its server stopped, serves the same runs, events, accounts, tokens
+and secrets from PostgreSQL, and its running steps are taken over.  Runs in the states a
+test cannot hold still (``stopping``, ``system_error``) are written into the store before
+the copy and compared in both stores."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import subprocess
@@ -16,6 +18,9 @@ from typing import Any
 import httpx
 
 from flowdeck.client import Client
+from flowdeck.domain.runs import RunState
+from flowdeck.ids import new_id
+from flowdeck.store import open_store
 from tests.helpers import STRONG, fresh_pg_database
 from tests.serving import serve
 
@@ -133,11 +138,33 @@ def test_copy_store_to_postgresql_keeps_runs_events_accounts_and_secrets(
             # a running server's store is not copied
             refused = copy_store(data, pg)
             assert refused.returncode != 0 and "stop it first" in refused.stderr
+        # the states a test cannot hold still, written as a server would have left them
+        sqlite = open_store(f"sqlite:///{data / 'flowdeck.db'}")
+        try:
+            with sqlite.write() as tx:
+                model = tx.get_run(runs["succeeded"].id)
+                assert model is not None
+                odd = {
+                    state: dataclasses.replace(model, id=new_id("run"), state=state)
+                    for state in (RunState.STOPPING, RunState.SYSTEM_ERROR)
+                }
+                tx.add_runs(list(odd.values()))
+            with sqlite.read() as tx:
+                written = {r.id: tx.get_run(r.id) for r in odd.values()}
+        finally:
+            sqlite.close()
         copied = copy_store(data, pg)  # stopped: its steps go on under their supervisor
         assert copied.returncode == 0, copied.stderr
         assert "copied" in copied.stdout
         again = copy_store(data, pg)
         assert again.returncode != 0 and "is not empty" in again.stderr
+
+        postgres = open_store(pg)
+        try:
+            with postgres.read() as tx:
+                assert {run_id: tx.get_run(run_id) for run_id in written} == written
+        finally:
+            postgres.close()
 
         args = (*data_args, "--database-url", pg)
         with serve(tmp_path, *args) as (url, _), Client(url, token) as c:
@@ -146,7 +173,7 @@ def test_copy_store_to_postgresql_keeps_runs_events_accounts_and_secrets(
                 login = {"username": "ada", "password": STRONG}
                 assert anon.post("/api/v1/auth/login", json=login).status_code == 200
             after = seen(c)
-            assert after.keys() == before.keys()
+            assert after.keys() == before.keys() | written.keys()
             for run_id, (status, events) in before.items():
                 if status["state"] in ENDED:  # as they were
                     assert after[run_id] == (status, events)
