@@ -37,6 +37,7 @@ BENCHMARKS = [
     "cli",
     "slurm",
     "peers",
+    "wes_status",
 ]
 
 QUICK = {
@@ -60,6 +61,7 @@ QUICK = {
     "cli": ["--repeat", "5"],
     "slurm": ["--chain", "4", "--fanout", "8"],
     "peers": ["--chain", "10", "--fanout", "100"],
+    "wes_status": ["--requests", "300"],
 }
 
 

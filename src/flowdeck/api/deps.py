@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import base64
 import hmac
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, ParamSpec, TypeVar
 
 from fastapi import Depends, Request, WebSocket
 from starlette.concurrency import run_in_threadpool
@@ -138,6 +139,19 @@ async def websocket_actor(websocket: WebSocket, ctx: Context) -> Actor:
         _check_origin(websocket)
     principal: Principal = await run_in_threadpool(ctx.accounts.authenticate, secret)
     return principal.actor
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def hot_read(ctx: Context, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``fn(*args, **kwargs)``, a short read of a hot route: on the event loop where the
+    store's reads are local (SQLite: cheaper than the hop to a worker thread and back),
+    else in the thread pool (a PostgreSQL round trip must not hold the loop)."""
+    if ctx.store.inline_reads:
+        return fn(*args, **kwargs)
+    return await run_in_threadpool(fn, *args, **kwargs)
 
 
 CtxDep = Annotated[Context, Depends(get_ctx)]

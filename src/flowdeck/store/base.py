@@ -622,6 +622,10 @@ class Tx(ABC):
 class Store(ABC):
     """Where flowdeck keeps its state."""
 
+    # A short read costs less than the hop to a worker thread and back (the database is a
+    # local file): the API's hot reads run on the event loop (api/deps.py, hot_read).
+    inline_reads = False
+
     def __init__(self) -> None:
         self.event_hooks: list[EventHook] = []
         self.commit_listeners: list[CommitListener] = []

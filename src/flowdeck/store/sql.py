@@ -138,6 +138,7 @@ class SqlStore(Store):
         self.url = url
         self.engine = make_engine(url, sqlite_synchronous=sqlite_synchronous, timeout_s=timeout_s)
         self.dialect = self.engine.dialect.name
+        self.inline_reads = self.dialect == "sqlite"  # (WAL: readers never wait for writers)
         self._deadline = install(self.engine, timeout_s) if self.dialect != "sqlite" else None
         # SQLite has one writer at a time.  Threads of this process queue on a lock, woken
         # at once, instead of in SQLite's busy handler, which sleeps up to 100 ms a try.

@@ -77,9 +77,7 @@ class SqlRetentionMixin:
         if not run_ids:
             return []
         r = t.runs.c
-        doomed = sa.select(r.id).where(
-            r.id.in_(run_ids), r.state.in_(_ENDED), r.keep == sa.false()
-        )
+        doomed = sa.select(r.id).where(r.id.in_(run_ids), r.state.in_(_ENDED), r.keep == sa.false())
         run_ids = sorted(str(row[0]) for row in self.conn.execute(doomed))
         if not run_ids:
             return []

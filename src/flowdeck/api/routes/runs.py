@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from flowdeck.api.deps import ActorDep, CtxDep
+from flowdeck.api.deps import ActorDep, CtxDep, hot_read
 from flowdeck.api.downloads import download
 from flowdeck.api.files_view import shown, shown_steps, zip_members
 from flowdeck.api.params import DateTime, check_cursor, cursor_query
@@ -258,13 +258,17 @@ def list_runs(
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)
-def get_run(run_id: str, ctx: CtxDep, actor: ActorDep) -> Response:
+async def get_run(run_id: str, ctx: CtxDep, actor: ActorDep) -> Response:
     """State, times, running time (paused time excluded), step counts, progress, errors,
     and the child runs of its `uses:` steps, nested."""
+    return _json(await hot_read(ctx, _run_status, ctx, actor, run_id))
+
+
+def _run_status(ctx: Context, actor: Actor, run_id: str) -> RunOut:
     run, counts, current, ports, children = subflows.status_with_children(ctx.runs, actor, run_id)
     out = shown(ctx, RunOut.of(run, counts, current, ports))
     out.children = children
-    return _json(out)
+    return out
 
 
 def _json(model: BaseModel) -> Response:

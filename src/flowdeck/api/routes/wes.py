@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BeforeValidator
 from starlette.datastructures import FormData, UploadFile
 
-from flowdeck.api.deps import ActorDep, CtxDep
+from flowdeck.api.deps import ActorDep, CtxDep, hot_read
 from flowdeck.api.routes import runs as runs_routes
 from flowdeck.api.schemas_wes import (
     WES_ERRORS,
@@ -165,9 +165,10 @@ def get_run_log(request: Request, run_id: str, ctx: CtxDep, actor: ActorDep) -> 
 
 
 @router.get("/runs/{run_id}/status", response_model=RunStatus)
-def get_run_status(run_id: str, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
+async def get_run_status(run_id: str, ctx: CtxDep, actor: ActorDep) -> Response:
     """GetRunStatus."""
-    return _wes(ctx).status(actor, run_id)
+    found = await hot_read(ctx, _wes(ctx).status, actor, run_id)
+    return Response(RunStatus(**found).model_dump_json(), media_type="application/json")
 
 
 @router.get(
