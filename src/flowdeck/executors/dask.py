@@ -31,6 +31,7 @@ import os
 import pwd
 import secrets
 import signal
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,8 +40,9 @@ from typing import Any
 
 from flowdeck.executors.base import Executor, Launch, NoProcess, Outcome, StepProcess
 from flowdeck.executors.dask_tasks import PYTHON, SUFFIXES, Files, probe, run_attempt
-from flowdeck.executors.group import ARGS_FILE, start_error, with_result
+from flowdeck.executors.group import start_error, with_result
 from flowdeck.executors.local import LocalExecutor
+from flowdeck.executors.sandbox import chown_tree, grant_read
 
 log = logging.getLogger("flowdeck.dask")
 SUBMIT_RETRY_S = 300.0  # an unreachable scheduler: submissions wait this long, then fail
@@ -88,7 +90,9 @@ def waiting_reason(offers: list[dict[str, float]] | None, request: dict[str, flo
         return "no Dask worker is connected"
     if fits(offers, request):
         return None
-    asked = ", ".join(f"{k}={v:g}" for k, v in sorted(request.items()))
+    asked = ", ".join(
+        f"{k}={int(v) if float(v).is_integer() else v}" for k, v in sorted(request.items())
+    )
     return f"no Dask worker offers {asked}"[:200]
 
 
@@ -236,6 +240,9 @@ class DaskExecutor(Executor):
         self._offers: list[dict[str, float]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._owner: tuple[int, int] | None = None
+        self._data_dir = Path("/nonexistent")  # set by check()
+        self._passable: set[Path] = set()  # folders the workers' group may pass through
+        self._granted: set[str] = set()  # workflow code made readable
         if config.worker_user and os.geteuid() == 0:
             entry = pwd.getpwnam(config.worker_user)
             self._owner = (entry.pw_uid, entry.pw_gid)
@@ -263,6 +270,7 @@ class DaskExecutor(Executor):
         """Connect, and where workers are there, check that one reads what the server
         writes into ``data_dir`` and does not run as root; None when all is well, else
         why not."""
+        self._data_dir = data_dir
         try:
             client = self.client()
         except (OSError, TimeoutError) as exc:
@@ -273,6 +281,8 @@ class DaskExecutor(Executor):
         folder = data_dir / "dask-probe"
         folder.mkdir(parents=True, exist_ok=True)
         folder.chmod(0o755)
+        if self._owner is not None:
+            self._through(folder, self._owner[1])
         token = secrets.token_hex(16)
         sent = folder / f"{token}.in"
         sent.write_text(token, encoding="utf-8")
@@ -453,17 +463,39 @@ class DaskExecutor(Executor):
         return job
 
     def _hand_over(self, launch: Launch) -> None:
-        """A server running as root hands the attempt's folder and logs to the workers'
-        user (``dask_worker_user``): the task writes them."""
+        """A server running as root hands the attempt's folder and its run's logs folder
+        to the workers' user (``dask_worker_user``: the task writes them), lets that
+        user's group through the private folders above them, and makes the run's inputs
+        and the workflow's code readable (as the step sandbox does)."""
         if self._owner is None:
             return
         uid, gid = self._owner
-        paths = [launch.cwd, launch.stdout.parent, launch.stdout, launch.stderr]
-        args = launch.cwd / ARGS_FILE
-        if launch.python and args.exists():
-            paths.append(args)
-        for path in paths:
+        chown_tree(launch.cwd, uid, gid, readable=True)
+        for path in (launch.stdout.parent, launch.stdout, launch.stderr):
             os.chown(path, uid, gid)
+        self._through(launch.cwd.parent, gid)
+        self._through(launch.stdout.parent.parent, gid)
+        inputs = launch.cwd.parent.parent / "inputs"
+        for folder in (inputs, launch.code_dir):
+            if folder is not None and folder.is_dir() and str(folder) not in self._granted:
+                self._through(folder, gid)
+                grant_read(str(folder))
+                if "/runs/" not in str(folder):  # a workflow's code does not change
+                    self._granted.add(str(folder))
+
+    def _through(self, folder: Path, gid: int) -> None:
+        """The workers' group may pass through ``folder`` and every folder above it (not
+        list them): the server's private folders (0700) stay closed to anyone else."""
+        for path in (folder, *folder.parents):
+            if path in self._passable or not path.is_relative_to(self._data_dir):
+                break  # (nothing above the data directory is changed)
+            st = path.stat()
+            closed = st.st_mode & 0o001 == 0 and st.st_uid == os.geteuid()
+            if closed and (st.st_mode & 0o010 == 0 or st.st_gid != gid):
+                if st.st_gid != gid:
+                    os.chown(path, -1, gid)
+                path.chmod(stat.S_IMODE(st.st_mode) | 0o010)
+            self._passable.add(path)
 
     def _submit_started(self) -> None:
         started, self._starting = self._starting, []

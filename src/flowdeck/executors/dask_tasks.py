@@ -7,10 +7,9 @@ step as a subprocess of the worker, in its own process group, and writes how it 
 the attempt's exit file.  An attempt whose logs are ``logs/<label>.<attempt>.stdout|stderr``
 keeps, next to them:
 
-``.dask.lock``    locked (``flock``) by the task while the step runs, and by the step
-                  itself (it inherits the descriptor): a second task of the same attempt
-                  (resubmitted after a scheduler restart) waits for it, so an attempt never
-                  runs twice at once
+``.dask.lock``    locked (``flock``) by the task while the step runs: a second task of
+                  the same attempt (resubmitted after a scheduler restart) waits for it, so
+                  an attempt never runs twice at once
 ``.dask.started`` written when the step is about to start (the worker's host and pid)
 ``.dask.pid``     the step's process group
 ``.dask.stop``    flowdeck asked it to stop (``stop``: SIGTERM to the group) or to end now
@@ -19,7 +18,8 @@ keeps, next to them:
 ``.dask.job``     written by flowdeck: the task's key and the scheduler it went to
 
 A task that finds the exit file returns it without running anything; one that finds the
-attempt started but not ended (its worker died with it) writes a ``lost`` end.  So how an
+attempt started but not ended (its worker died with it: the step's leader dies with its
+worker, and what is left of its group on the same host is killed) writes a ``lost`` end.  So how an
 attempt ended never depends on the scheduler remembering it.
 
 This module is imported on the workers: standard library only (besides flowdeck's own
@@ -152,6 +152,7 @@ def run_attempt(spec: dict[str, Any]) -> dict[str, Any]:
         if done is not None:  # it ran already (this is a resubmission)
             return done
         if files.path("started").exists():
+            _end_stray(files)
             return _finish(
                 files,
                 {
@@ -174,12 +175,21 @@ def run_attempt(spec: dict[str, Any]) -> dict[str, Any]:
                 files,
                 {"exit_code": 126, "error": NOT_ALLOWED_AS_ROOT, "started": now, "ended": now},
             )
-        return _run(spec, files, fd)
+        return _run(spec, files)
     finally:
         os.close(fd)
 
 
-def _run(spec: dict[str, Any], files: Files, lock_fd: int) -> dict[str, Any]:
+def _end_stray(files: Files) -> None:
+    """A task of this attempt started it on this host, and its worker died: what is left
+    of the step's process group (its leader died with the worker) is ended."""
+    host = (files.read("started") or "").split(" ")[0]
+    pgid = files.read("pid")
+    if host == socket.gethostname() and pgid and pgid.isdigit():
+        _signal_group(int(pgid), signal.SIGKILL)
+
+
+def _run(spec: dict[str, Any], files: Files) -> dict[str, Any]:
     argv = [str(a) for a in spec["argv"]]
     if argv and argv[0] == PYTHON:
         argv[0] = sys.executable
@@ -198,7 +208,6 @@ def _run(spec: dict[str, Any], files: Files, lock_fd: int) -> dict[str, Any]:
                 stdout=out,
                 stderr=err,
                 start_new_session=True,
-                pass_fds=(lock_fd,),
                 preexec_fn=lambda: _child_setup(limits),
             )
     except OSError as exc:
