@@ -29,6 +29,7 @@ BENCHMARKS = [
     "cwl_pool",
     "cli",
     "slurm",
+    "dask",
 ]
 
 QUICK = {
@@ -49,6 +50,7 @@ QUICK = {
     "cwl_pool": ["--runs", "10", "--clients", "4"],
     "cli": ["--repeat", "5"],
     "slurm": ["--chain", "4", "--fanout", "8"],
+    "dask": ["--items", "100"],
 }
 
 
