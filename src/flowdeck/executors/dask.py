@@ -470,7 +470,7 @@ class DaskExecutor(Executor):
         if self._owner is None:
             return
         uid, gid = self._owner
-        chown_tree(launch.cwd, uid, gid, readable=True)
+        chown_tree(launch.cwd, uid, gid)
         for path in (launch.stdout.parent, launch.stdout, launch.stderr):
             os.chown(path, uid, gid)
         self._through(launch.cwd.parent, gid)
