@@ -8,7 +8,9 @@ user ``flowdeck-step``), each declaring ``cpus=2``.
   same cluster (goal: at most 1 ms per task more);
 - where the time goes: the same map, each task running the function the way a flowdeck
   python step does (``python -m flowdeck.executors.pystep`` in a subprocess of the worker,
-  its arguments and result in files).
+  its arguments and result in files); and a scatter of N ``/bin/true`` command steps
+  through flowdeck beside ``client.map`` of ``/bin/true`` as a subprocess (flowdeck's own
+  cost per task, without a Python start in each).
 
     python -m bench.dask [--items 1000] [--poll 0.5]
 """
@@ -33,7 +35,7 @@ from typing import Any
 import httpx
 
 from bench.common import Figure, report, scratch_dir
-from bench.runs import duration, wait_for_end
+from bench.runs import FANOUT, duration, push, wait_for_end
 from bench.server import server
 
 API = "/api/v1"
@@ -56,6 +58,11 @@ CODE = "def ident(x):\n    return {'v': x}\n"
 def ident(x: int) -> dict[str, int]:
     """The step's function, for the plain map."""
     return {"v": x}
+
+
+def true_command(x: int) -> int:
+    """A command step's work, for the plain map: ``/bin/true`` as a subprocess."""
+    return subprocess.run(["/bin/true"], check=True).returncode + x * 0
 
 
 def as_a_step(folder: str) -> Callable[[int], dict[str, Any]]:
@@ -88,7 +95,7 @@ def plain_map(address: str, fn: Callable[[int], Any], items: int) -> float:
     """Seconds for ``client.map(fn, range(items))`` (cpus=1 a task) to complete."""
     from distributed import Client
 
-    with Client(address, set_as_default=False) as client:
+    with Client(address, set_as_default=False) as client:  # type: ignore[no-untyped-call]
         client.submit(fn, -1, resources={"cpus": 1}, pure=False).result()  # warm
         t0 = time.perf_counter()
         futures = client.map(fn, range(items), resources={"cpus": 1}, pure=False)
@@ -98,8 +105,11 @@ def plain_map(address: str, fn: Callable[[int], Any], items: int) -> float:
         return seconds
 
 
-def through_flowdeck(address: str, user: str | None, items: int, poll_s: float) -> float:
-    """Seconds of a run whose scatter of ``items`` python steps runs on Dask."""
+def through_flowdeck(
+    address: str, user: str | None, items: int, poll_s: float
+) -> tuple[float, float]:
+    """Seconds of a run whose scatter of ``items`` python steps runs on Dask, and of one
+    of ``items`` ``/bin/true`` command steps."""
     folder = Path(tempfile.mkdtemp(dir=scratch_dir()))
     folder.chmod(0o755)  # (the workers' user reaches the data directory in it)
     settings = {
@@ -132,7 +142,11 @@ def through_flowdeck(address: str, user: str | None, items: int, poll_s: float) 
         body["params"] = {"n": list(range(items))}
         status = wait_for_end(c, c.post(f"{API}/runs", json=body).json()["id"])
         assert status["state"] == "succeeded", status
-        return duration(status)
+        push(c, FANOUT)
+        fan = {"workflow": "fanout-bench@1", "params": {"n": list(range(items))}, "start": True}
+        commands = wait_for_end(c, c.post(f"{API}/runs", json=fan).json()["id"])
+        assert commands["state"] == "succeeded", commands
+        return duration(status), duration(commands)
 
 
 def main() -> None:
@@ -147,7 +161,7 @@ def main() -> None:
         print(f"== dask: not run: {reason}")
         return
     scratch_dir().chmod(0o755)
-    import cloudpickle  # the functions mapped travel by value (workers lack bench/)
+    import cloudpickle  # type: ignore[import-untyped] # the functions mapped travel by value (workers lack bench/)
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     cluster = DaskCluster()
@@ -158,17 +172,27 @@ def main() -> None:
         (code / "trivial.py").write_text(CODE)
         plain = plain_map(cluster.address, ident, args.items)
         stepwise = plain_map(cluster.address, as_a_step(str(code)), args.items)
-        flowdeck = through_flowdeck(cluster.address, cluster.user, args.items, args.poll)
+        plain_true = plain_map(cluster.address, true_command, args.items)
+        flowdeck, flowdeck_true = through_flowdeck(
+            cluster.address, cluster.user, args.items, args.poll
+        )
     finally:
         cluster.destroy()
     n = args.items
-    per_plain, per_step, per_flowdeck = (s / n * 1000 for s in (plain, stepwise, flowdeck))
+    per_plain, per_step, per_flowdeck, per_true, per_fd_true = (
+        s / n * 1000 for s in (plain, stepwise, flowdeck, plain_true, flowdeck_true)
+    )
     print(
         f"  {n} tasks: client.map {per_plain:.2f} ms/task; the same as a pystep subprocess "
         f"{per_step:.2f} ms/task; flowdeck {per_flowdeck:.2f} ms/task "
         f"(+{per_flowdeck - per_plain:.2f} ms/task over client.map, "
         f"+{per_flowdeck - per_step:.2f} over the subprocess map); "
         f"{n / flowdeck:.1f} steps/s"
+    )
+    print(
+        f"  {n} /bin/true: client.map {per_true:.2f} ms/task; flowdeck command steps "
+        f"{per_fd_true:.2f} ms/task (+{per_fd_true - per_true:.2f} ms/task); "
+        f"{n / flowdeck_true:.1f} steps/s"
     )
     figures = [
         Figure(
@@ -187,6 +211,13 @@ def main() -> None:
             per_step,
         ),
         Figure(f"scatter-{n}: steps per second", n / flowdeck, "1/s", "client.map", n / plain),
+        Figure(
+            f"scatter-{n} of /bin/true: ms per task",
+            per_fd_true,
+            "ms",
+            "client.map of /bin/true",
+            per_true,
+        ),
     ]
     report("dask", figures, {"dask_poll_s": args.poll, "items": n})
 

@@ -175,7 +175,7 @@ class DaskCluster:
     def workers(self) -> int:
         from distributed import Client
 
-        with Client(self.address, timeout=10, set_as_default=False) as client:
+        with Client(self.address, timeout=10, set_as_default=False) as client:  # type: ignore[no-untyped-call]
             return len(client.scheduler_info(n_workers=-1)["workers"])
 
     def wait_workers(self, count: int) -> None:

@@ -32,7 +32,7 @@ def cluster() -> Iterator[DaskCluster]:
 @pytest.fixture
 def work(cluster: DaskCluster, request: pytest.FixtureRequest) -> Path:
     """A folder the workers reach (the cluster's, not pytest's private one)."""
-    folder = cluster.base / "t" / request.node.name
+    folder: Path = cluster.base / "t" / request.node.name
     folder.mkdir(parents=True)
     folder.parent.chmod(0o755)
     folder.chmod(0o777)  # (steps, as the workers' user, write their markers here)
