@@ -55,6 +55,15 @@ def missing() -> str | None:
     return None
 
 
+def alive(pid: int) -> bool:
+    """Does ``pid`` still run (not gone, not a zombie waiting for its reaper)?"""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 class DaskCluster:
     """One scheduler and its workers (started with :meth:`start`)."""
 

@@ -2,7 +2,8 @@
 scheduler and two workers of the module's own (tests/daskcluster.py), shared by every
 test; the workers run as the step user, the data directory is one they reach.
 
-A chain, a python scatter through the SDK, a failure, stop, a step no worker can take
+A chain, a python scatter through the SDK, a failure, stop, drain (freeze refused), a
+step no worker can take
 (pending with the reason, chosen with the CLI), secrets refused without TLS, the
 executor enabled per user, a worker killed mid-task (retried), a scheduler restart, and
 the server killed with SIGKILL while a task runs: the next server adopts it by its key,
@@ -24,7 +25,7 @@ import pytest
 from flowdeck.client import Client
 from flowdeck.executors.dask_tasks import Files
 from tests.crashkit import Server, base_env, call, sign_up
-from tests.daskcluster import DaskCluster, dask_cluster
+from tests.daskcluster import DaskCluster, alive, dask_cluster
 from tests.helpers import STRONG
 
 DASK = {"executor": "dask"}
@@ -226,14 +227,40 @@ def test_stop_ends_the_step_on_its_worker(server: Server, token: str) -> None:
     with Client(server.url, token=token) as sdk:
         run = sdk.create_run(wf, resources=DASK, start=True)
         group = wait_started(server, run.id)
-        assert os.path.exists(f"/proc/{group}")
+        assert alive(group)
         run.stop()
         done = run.wait(timeout=WAIT_S)
     assert done["state"] == "cancelled", done
     deadline = time.monotonic() + 30
-    while os.path.exists(f"/proc/{group}"):  # its process on the worker ended too
+    while alive(group):  # its process on the worker ended too
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+def test_drain_submits_nothing_new_and_freeze_is_refused(server: Server, token: str) -> None:
+    """A run on Dask cannot be frozen (409 saying so); drained, its running step ends as it
+    would and the next is not submitted until the run resumes."""
+    gates = server.tmp / "gates"
+    gate = gates / "drain-gate"
+    first = f"[sh, -c, 'echo started; while [ ! -e {gate} ]; do sleep 0.1; done']"
+    two = one_step(first) + "  then:\n    run: [sh, -c, 'echo next']\n    needs: [main]\n"
+    run_id = submit(server, token, push(server, token, "ddrain", two))
+    wait_started(server, run_id)
+    r = api(server, token, "POST", f"/runs/{run_id}/pause", json={"mode": "freeze"})
+    assert r.status_code == 409 and "steps on Dask cannot be frozen" in r.text, r.text
+    r = api(server, token, "POST", f"/runs/{run_id}/pause", json={"mode": "drain"})
+    assert r.status_code == 200, r.text
+    gate.touch()
+    deadline = time.monotonic() + WAIT_S
+    while status(server, token, run_id)["state"] != "paused":
+        assert time.monotonic() < deadline, steps(server, token, run_id)
+        time.sleep(0.1)
+    listed = steps(server, token, run_id)
+    assert listed["main"]["state"] == "succeeded"
+    assert listed["then"]["state"] == "pending" and listed["then"]["attempts"] == 0
+    assert not files_of(server, run_id, "then").path("job").exists()  # never submitted
+    assert api(server, token, "POST", f"/runs/{run_id}/resume").status_code == 200
+    assert wait_state(server, token, run_id)["state"] == "succeeded"
 
 
 def test_a_step_no_worker_can_take_is_pending_with_the_reason(server: Server, token: str) -> None:

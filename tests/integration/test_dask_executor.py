@@ -18,7 +18,7 @@ import pytest
 from flowdeck.executors.base import Launch, Outcome, StepProcess
 from flowdeck.executors.dask import DaskConfig, DaskExecutor
 from flowdeck.executors.dask_tasks import Files
-from tests.daskcluster import SRC, DaskCluster, dask_cluster
+from tests.daskcluster import SRC, DaskCluster, alive, dask_cluster
 
 WAIT_S = 90.0  # a generous bound: a hung test fails instead of hanging
 
@@ -295,7 +295,7 @@ async def _a_worker_killed_mid_task_loses_the_attempt(cluster: DaskCluster, work
         cluster.wait_workers(len(cluster.names))
     assert outcome.lost, outcome
     step_pid = int(Files.of(lc.stdout).path("pid").read_text())
-    assert not os.path.exists(f"/proc/{step_pid}")  # noqa: ASYNC240 - its step ended with it
+    assert not alive(step_pid)  # its step ended with it
 
 
 def _holds(group_leader: int, pid: int) -> bool:

@@ -242,7 +242,7 @@ class DaskExecutor(Executor):
         self._owner: tuple[int, int] | None = None
         self._data_dir = Path("/nonexistent")  # set by check()
         self._passable: set[Path] = set()  # folders the workers' group may pass through
-        self._granted: set[str] = set()  # workflow code made readable
+        self._granted: set[str] = set()  # inputs and code made readable
         if config.worker_user and os.geteuid() == 0:
             entry = pwd.getpwnam(config.worker_user)
             self._owner = (entry.pw_uid, entry.pw_gid)
@@ -475,17 +475,21 @@ class DaskExecutor(Executor):
             os.chown(path, uid, gid)
         self._through(launch.cwd.parent, gid)
         self._through(launch.stdout.parent.parent, gid)
-        inputs = launch.cwd.parent.parent / "inputs"
-        for folder in (inputs, launch.code_dir):
-            if folder is not None and folder.is_dir() and str(folder) not in self._granted:
+        inputs = launch.cwd.parent.parent / "inputs"  # (staged before the run started)
+        code = launch.env.get("FLOWDECK_CODE")
+        for folder in (inputs, launch.code_dir, Path(code) if code else None):
+            if folder is not None and str(folder) not in self._granted and folder.is_dir():
                 self._through(folder, gid)
                 grant_read(str(folder))
-                if "/runs/" not in str(folder):  # a workflow's code does not change
-                    self._granted.add(str(folder))
+                if len(self._granted) > 10_000:  # (a long-lived server: granted again)
+                    self._granted.clear()
+                self._granted.add(str(folder))
 
     def _through(self, folder: Path, gid: int) -> None:
         """The workers' group may pass through ``folder`` and every folder above it (not
         list them): the server's private folders (0700) stay closed to anyone else."""
+        if len(self._passable) > 10_000:  # (a long-lived server: checked again)
+            self._passable.clear()
         for path in (folder, *folder.parents):
             if path in self._passable or not path.is_relative_to(self._data_dir):
                 break  # (nothing above the data directory is changed)

@@ -18,8 +18,8 @@ keeps, next to them:
 ``.dask.job``     written by flowdeck: the task's key and the scheduler it went to
 
 A task that finds the exit file returns it without running anything; one that finds the
-attempt started but not ended (its worker died with it: the step's leader dies with its
-worker, and what is left of its group on the same host is killed) writes a ``lost`` end.  So how an
+attempt started but not ended (its worker died meanwhile) kills what is left of the step's
+process group when it runs on the same host, and writes a ``lost`` end.  So how an
 attempt ended never depends on the scheduler remembering it.
 
 This module is imported on the workers: standard library only (besides flowdeck's own
@@ -29,11 +29,11 @@ python-step runner, ``python -m flowdeck.executors.pystep``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import json
 import os
 import resource
+import select
 import signal
 import socket
 import subprocess
@@ -45,8 +45,8 @@ from typing import Any
 
 SUFFIXES = ("lock", "started", "pid", "stop", "exit", "job")
 PYTHON = "{python}"  # argv[0] of a python step: the worker's own interpreter
-PR_SET_PDEATHSIG = 1
 LOCK_WAIT_S = 0.2
+LOOK_S = 0.1  # how often a running task looks for a stop, and at its walltime
 NOT_ALLOWED_AS_ROOT = "flowdeck's Dask tasks do not run on a worker running as root"
 
 
@@ -116,14 +116,12 @@ def _limits(spec: dict[str, Any]) -> list[tuple[int, int]]:
     return limits
 
 
-def _child_setup(limits: list[tuple[int, int]]) -> None:  # pragma: no cover - in the child
-    """In the step's process, before exec: it dies with its worker (SIGKILL), and has the
-    step's limits."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def _set_limits(pid: int, limits: list[tuple[int, int]]) -> None:
+    """The step's limits, set on it as it starts (no code runs in the child between fork
+    and exec: a worker is a large process, and a fork that runs Python costs ~8 ms)."""
     for res, value in limits:
-        resource.setrlimit(res, (value, value))
+        with contextlib.suppress(OSError, ValueError):
+            resource.prlimit(pid, res, (value, value))
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -161,7 +159,7 @@ def run_attempt(spec: dict[str, Any]) -> dict[str, Any]:
                     "error": "its Dask worker went away while it ran (its process ended with it)",
                 },
             )
-        write_atomically(files.path("started"), f"{socket.gethostname()} {os.getpid()}")
+        files.path("started").write_text(f"{socket.gethostname()} {os.getpid()}")
         asked = files.stop_asked()
         now = time.time()
         if asked is not None:  # stopped before it started: it does not run
@@ -208,7 +206,6 @@ def _run(spec: dict[str, Any], files: Files) -> dict[str, Any]:
                 stdout=out,
                 stderr=err,
                 start_new_session=True,
-                preexec_fn=lambda: _child_setup(limits),
             )
     except OSError as exc:
         code = 127 if isinstance(exc, FileNotFoundError | NotADirectoryError) else 126
@@ -222,7 +219,8 @@ def _run(spec: dict[str, Any], files: Files) -> dict[str, Any]:
                 "ended": time.time(),
             },
         )
-    write_atomically(files.path("pid"), str(proc.pid))
+    _set_limits(proc.pid, limits)
+    files.path("pid").write_text(str(proc.pid))
     status, usage, ended_by = _wait(proc, files, spec)
     proc.returncode = status  # (Popen must not think it still runs)
     _signal_group(proc.pid, signal.SIGKILL)  # what it left behind in its group
@@ -250,36 +248,58 @@ def _wait(
     walltime = spec.get("walltime_s")
     grace = float(spec.get("grace_s") or 10.0)
     deadline = None if walltime is None else time.monotonic() + float(walltime)
-    pause = 0.001
     termed_at: float | None = None
     killed = False
     ended_by = ""
-    last_look = 0.0
-    while True:
-        pid, raw, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid == proc.pid:
-            status = -os.WTERMSIG(raw) if os.WIFSIGNALED(raw) else os.WEXITSTATUS(raw)
-            return status, usage, ended_by
-        time.sleep(pause)
-        pause = min(pause * 2, 0.1)
-        now = time.monotonic()
-        if now - last_look < 0.1 and pause < 0.1:
-            continue
-        last_look = now
-        asked = files.stop_asked()
-        if asked == "kill" and not killed:
-            ended_by, killed = "flowdeck", True
-            _signal_group(proc.pid, signal.SIGKILL)
-        elif asked == "stop" and termed_at is None:
-            ended_by, termed_at = "flowdeck", now
-            _signal_group(proc.pid, signal.SIGTERM)
-            _signal_group(proc.pid, signal.SIGCONT)
-        elif deadline is not None and now >= deadline and termed_at is None:
-            ended_by, termed_at = "timeout", now
-            _signal_group(proc.pid, signal.SIGTERM)
-        if termed_at is not None and not killed and now - termed_at >= grace:
-            killed = True
-            _signal_group(proc.pid, signal.SIGKILL)
+    try:  # readable when the step exits: no polling delay at its end
+        pidfd: int | None = os.pidfd_open(proc.pid)
+    except (OSError, AttributeError):
+        pidfd = None
+    try:
+        while True:
+            pid, raw, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid == proc.pid:
+                status = -os.WTERMSIG(raw) if os.WIFSIGNALED(raw) else os.WEXITSTATUS(raw)
+                return status, usage, ended_by
+            if pidfd is not None:
+                if select.select([pidfd], [], [], LOOK_S)[0]:
+                    continue  # it exited: reaped above
+            else:
+                time.sleep(LOOK_S / 10)
+            ended_by, termed_at, killed = _act(
+                proc.pid, files, deadline, grace, (ended_by, termed_at, killed)
+            )
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _act(
+    pgid: int,
+    files: Files,
+    deadline: float | None,
+    grace: float,
+    state: tuple[str, float | None, bool],
+) -> tuple[str, float | None, bool]:
+    """Signal the step's group as flowdeck asks (``.stop``), at its walltime, and with
+    SIGKILL after the grace time: (who ended it, when TERM went, whether KILL went)."""
+    ended_by, termed_at, killed = state
+    now = time.monotonic()
+    asked = files.stop_asked()
+    if asked == "kill" and not killed:
+        ended_by, killed = "flowdeck", True
+        _signal_group(pgid, signal.SIGKILL)
+    elif asked == "stop" and termed_at is None:
+        ended_by, termed_at = "flowdeck", now
+        _signal_group(pgid, signal.SIGTERM)
+        _signal_group(pgid, signal.SIGCONT)
+    elif deadline is not None and now >= deadline and termed_at is None:
+        ended_by, termed_at = "timeout", now
+        _signal_group(pgid, signal.SIGTERM)
+    if termed_at is not None and not killed and now - termed_at >= grace:
+        killed = True
+        _signal_group(pgid, signal.SIGKILL)
+    return ended_by, termed_at, killed
 
 
 def probe(path: str) -> str:
