@@ -38,6 +38,22 @@ def _reachable_by_others(path: Path) -> bool:
     return all(os.stat(p).st_mode & 0o001 for p in [path, *path.parents] if p.is_dir())
 
 
+def _closed_top(path: Path) -> Path:
+    """The highest folder above (or at) ``path`` that others cannot pass through."""
+    return next(p for p in [*reversed(path.parents), path] if not os.stat(p).st_mode & 0o001)
+
+
+def _blocked() -> list[Path]:
+    """What the workers need (the interpreter, the virtual environment, this checkout)
+    that the step user cannot reach, parents first."""
+    needed = {
+        Path(os.path.realpath(sys.executable)).parents[1],
+        Path(sys.prefix).resolve(),
+        SRC.parent,
+    }
+    return sorted((p for p in needed if not _reachable_by_others(p)), key=lambda p: len(p.parts))
+
+
 def missing() -> str | None:
     """Why no cluster can start here, or None."""
     try:
@@ -49,9 +65,9 @@ def missing() -> str | None:
             pwd.getpwnam(WORKER_USER)
         except KeyError:
             return f"Dask workers must not run as root, and there is no user {WORKER_USER}"
-        prefix = Path(os.path.realpath(sys.executable)).parents[1]
-        if not _reachable_by_others(prefix) and shutil.which("bwrap") is None:
-            return f"{WORKER_USER} cannot reach the interpreter under {prefix}, and no bwrap"
+        blocked = _blocked()
+        if blocked and shutil.which("bwrap") is None:
+            return f"{WORKER_USER} cannot reach {blocked[0]}, and there is no bwrap to show it"
     return None
 
 
@@ -101,8 +117,9 @@ class DaskCluster:
 
     def _as_user(self) -> list[str]:
         """The command that runs a worker as the step user: ``setpriv``; where that user
-        cannot reach the interpreter (a Python under /root), inside ``bwrap`` that shows
-        it under an empty, open /root (the machine's files otherwise as they are)."""
+        cannot reach the interpreter, the virtual environment or this checkout (under
+        /root, say), inside ``bwrap`` that shows them, read-only, under empty open folders
+        in place of the closed ones (the machine's files otherwise as they are)."""
         assert self.user is not None
         entry = pwd.getpwnam(self.user)
         drop = [
@@ -112,17 +129,23 @@ class DaskCluster:
             "--clear-groups",
             "--",
         ]
-        prefix = Path(os.path.realpath(sys.executable)).parents[1]
-        if _reachable_by_others(prefix):
+        blocked = _blocked()
+        if not blocked:
             return drop
-        home = Path("/root")
-        if not prefix.is_relative_to(home):
-            raise RuntimeError(f"{self.user} cannot reach the interpreter under {prefix}")
-        argv = ["bwrap", "--dev-bind", "/", "/", "--perms", "0755", "--tmpfs", str(home)]
-        for folder in reversed(prefix.parents):
-            if folder.is_relative_to(home) and folder != home:
-                argv += ["--perms", "0755", "--dir", str(folder)]
-        return [*argv, "--ro-bind", str(prefix), str(prefix), "--", *drop]
+        argv = ["bwrap", "--dev-bind", "/", "/"]
+        made: set[Path] = set()
+        for path in blocked:
+            top = _closed_top(path)
+            if top not in made:
+                argv += ["--perms", "0755", "--tmpfs", str(top)]
+                made.add(top)
+            for folder in reversed(path.parents):
+                if folder.is_relative_to(top) and folder not in made:
+                    argv += ["--perms", "0755", "--dir", str(folder)]
+                    made.add(folder)
+            argv += ["--ro-bind", str(path), str(path)]
+            made.add(path)
+        return [*argv, "--", *drop]
 
     def start_scheduler(self) -> None:
         self._spawn(
