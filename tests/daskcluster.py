@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,11 +84,12 @@ def alive(pid: int) -> bool:
 class DaskCluster:
     """One scheduler and its workers (started with :meth:`start`)."""
 
-    def __init__(self, workers: int = 2) -> None:
+    def __init__(self, workers: int = 2, tls: bool = False) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="flowdeck-dask-", dir="/tmp"))
         self.base.chmod(0o755)
         self.port = free_port()
-        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.address = f"{'tls' if tls else 'tcp'}://127.0.0.1:{self.port}"
+        self.tls: dict[str, Path] = self._certificates() if tls else {}
         self.names = [f"w{i}" for i in range(1, workers + 1)]
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.user: str | None = WORKER_USER if os.geteuid() == 0 else None
@@ -114,6 +116,45 @@ class DaskCluster:
             )
         finally:
             log.close()
+
+    def _certificates(self) -> dict[str, Path]:
+        """A CA of the cluster's own and one certificate for 127.0.0.1 that the scheduler,
+        the workers and the client all present (``trustme``)."""
+        import trustme
+
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1")
+        files = {"ca": self.base / "ca.pem", "cert": self.base / "cert.pem"}
+        ca.cert_pem.write_to_path(str(files["ca"]))
+        cert.private_key_and_cert_chain_pem.write_to_path(str(files["cert"]))
+        for path in files.values():
+            path.chmod(0o644)  # (the workers' user reads them; a test's throwaway CA)
+        return files
+
+    def _tls_options(self) -> list[str]:
+        if not self.tls:
+            return []
+        return [
+            "--tls-ca-file",
+            str(self.tls["ca"]),
+            "--tls-cert",
+            str(self.tls["cert"]),
+            "--tls-key",
+            str(self.tls["cert"]),
+        ]
+
+    def security(self) -> Any:
+        """The client's ``Security`` for a TLS cluster (None for a plain one)."""
+        if not self.tls:
+            return None
+        from distributed.security import Security
+
+        return Security(  # type: ignore[no-untyped-call]
+            tls_ca_file=str(self.tls["ca"]),
+            tls_client_cert=str(self.tls["cert"]),
+            tls_client_key=str(self.tls["cert"]),
+            require_encryption=True,
+        )
 
     def _as_user(self) -> list[str]:
         """The command that runs a worker as the step user: ``setpriv``; where that user
@@ -160,6 +201,7 @@ class DaskCluster:
                 str(self.port),
                 "--no-dashboard",
                 "--no-show",
+                *self._tls_options(),
             ],
             as_user=False,
         )
@@ -194,6 +236,7 @@ class DaskCluster:
                 str(folder),
                 "--death-timeout",
                 "120",
+                *self._tls_options(),
             ],
             as_user=True,
         )
@@ -207,7 +250,9 @@ class DaskCluster:
     def workers(self) -> int:
         from distributed import Client
 
-        with Client(self.address, timeout=10, set_as_default=False) as client:  # type: ignore[no-untyped-call]
+        with Client(  # type: ignore[no-untyped-call]
+            self.address, timeout=10, set_as_default=False, security=self.security()
+        ) as client:
             return len(client.scheduler_info(n_workers=-1)["workers"])
 
     def wait_workers(self, count: int) -> None:
@@ -285,12 +330,12 @@ class DaskCluster:
 
 
 @contextlib.contextmanager
-def dask_cluster(workers: int = 2) -> Iterator[DaskCluster]:
+def dask_cluster(workers: int = 2, tls: bool = False) -> Iterator[DaskCluster]:
     """A started cluster, destroyed at the end; skips when it cannot start here."""
     reason = missing()
     if reason is not None:
         pytest.skip(reason)
-    cluster = DaskCluster(workers)
+    cluster = DaskCluster(workers, tls)
     try:
         cluster.start()
         yield cluster

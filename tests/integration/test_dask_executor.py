@@ -1,7 +1,7 @@
 """The Dask executor against a real cluster of the module's own (tests/daskcluster.py):
 a command and a python step as tasks on the workers, failures, stop and kill, a step no
 worker can take (pending with the reason), adoption by a new executor after the first
-went away, a worker killed mid-task, and a scheduler restart."""
+went away, a worker killed mid-task, a scheduler restart, and a cluster on TLS."""
 
 from __future__ import annotations
 
@@ -332,3 +332,24 @@ async def _a_scheduler_restart_resubmits_and_never_runs_twice(
     assert count.read_text() == "ran\n"  # once, though it was submitted again
     assert ends.by_key[queued.key].ok, ends.by_key[queued.key]
     assert queued.stdout.read_text() == "later\n"
+
+
+def test_a_tls_cluster_with_the_servers_certificates() -> None:
+    """The dask_tls_* settings make the client's Security: a step runs on a cluster that
+    takes TLS connections only."""
+    with dask_cluster(workers=1, tls=True) as tls:
+        work = tls.base / "work"
+        work.mkdir(mode=0o777)
+        work.chmod(0o777)
+        config = DaskConfig(
+            tls.address,
+            tls_ca_file=tls.tls["ca"],
+            tls_cert=tls.tls["cert"],
+            tls_key=tls.tls["cert"],
+            worker_user=tls.user,
+            poll_s=0.3,
+        )
+        lc = launch(work, "r/tls/-1/1", "sh", "-c", 'echo "$GREETING over TLS"')
+        outcome = asyncio.run(run_one(DaskExecutor(config), lc))
+        assert outcome.ok, outcome
+        assert lc.stdout.read_text() == "hello there over TLS\n"
