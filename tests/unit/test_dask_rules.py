@@ -100,3 +100,25 @@ def test_how_an_exit_record_reads() -> None:
     assert lost.lost and lost.error == "its worker died"
     refused = outcome_of({"exit_code": 126, "error": "no root"})
     assert refused.exit_code == 126 and refused.error == "no root" and not refused.ok
+
+
+def test_a_default_dask_executor_falls_back_for_users_not_enabled(tmp_path: Path) -> None:
+    from flowdeck.domain.accounts import Role
+    from flowdeck.domain.privilege import Actor
+    from flowdeck.services.context import make_context
+    from flowdeck.store.fake import FakeStore
+
+    s = settings(
+        tmp_path,
+        dask=True,
+        dask_scheduler="tcp://h:1",
+        dask_users="ann",
+        default_executor="dask",
+    )
+    runs = make_context(s, FakeStore()).runs
+    ann = Actor(user_id="u1", username="ann", role=Role.USER)
+    carl = Actor(user_id="u2", username="carl", role=Role.USER)
+    assert runs._check_resources(ann, {})["executor"] == "dask"
+    assert runs._check_resources(carl, {})["executor"] == "local"
+    with pytest.raises(PermissionDenied):
+        runs._check_resources(carl, {"executor": "dask"})
