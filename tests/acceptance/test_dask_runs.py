@@ -228,6 +228,7 @@ def test_stop_ends_the_step_on_its_worker(server: Server, token: str) -> None:
         run = sdk.create_run(wf, resources=DASK, start=True)
         group = wait_started(server, run.id)
         assert alive(group)
+        assert run.logs("main")[0] == b"started\n"  # live, while it runs
         run.stop()
         done = run.wait(timeout=WAIT_S)
     assert done["state"] == "cancelled", done
