@@ -2,9 +2,9 @@
 scheduler and two workers of the module's own (tests/daskcluster.py), shared by every
 test; the workers run as the step user, the data directory is one they reach.
 
-A chain, a python scatter through the SDK, a failure, stop, drain (freeze refused), a
-step no worker can take
-(pending with the reason, chosen with the CLI), secrets refused without TLS, the
+A chain, a python scatter through the SDK, the step sandbox on the worker, a failure,
+stop, drain (freeze refused), a step no worker can take (pending with the reason, chosen
+with the CLI), secrets refused without TLS, the
 executor enabled per user, a worker killed mid-task (retried), a scheduler restart, and
 the server killed with SIGKILL while a task runs: the next server adopts it by its key,
 and the step runs once."""
@@ -209,6 +209,25 @@ def test_a_python_scatter_through_the_sdk(server: Server, token: str, tmp_path: 
         assert done["outputs"] == {"all": [1, 4, 9, 16, 25, 36]}
         assert run.logs("square", index=2)[0] == b"squaring 3\n"
         assert len({s["dask_task"] for s in run.steps()}) == 6
+
+
+def test_a_step_runs_in_its_sandbox_on_the_worker(server: Server, token: str) -> None:
+    """The step sandbox applies on the worker (bubblewrap in a user namespace): the step
+    sees its own folder, not what else the data directory holds (the database, the
+    server's keys)."""
+    data = server.data_dir
+    assert (data / "flowdeck.db").exists()
+    check = (
+        f"[sh, -c, 'hostname; id -u; test -e {data / 'flowdeck.db'} && echo sees-db || "
+        "echo no-db; echo mine > here.txt && cat here.txt']"
+    )
+    run_id = submit(server, token, push(server, token, "dboxed", one_step(check)))
+    done = wait_state(server, token, run_id)
+    assert done["state"] == "succeeded", f"{done}\n{server.excerpt()}"
+    r = api(server, token, "GET", f"/runs/{run_id}/steps/main/logs", params={"stream": "stdout"})
+    hostname, uid, db, mine = r.text.split()
+    assert hostname == "flowdeck-step" and int(uid) != 0
+    assert (db, mine) == ("no-db", "mine"), r.text
 
 
 def test_a_failure_names_the_exit_code(server: Server, token: str) -> None:

@@ -42,7 +42,7 @@ from flowdeck.executors.base import Executor, Launch, NoProcess, Outcome, StepPr
 from flowdeck.executors.dask_tasks import PYTHON, SUFFIXES, Files, probe, run_attempt
 from flowdeck.executors.group import start_error, with_result
 from flowdeck.executors.local import LocalExecutor
-from flowdeck.executors.sandbox import chown_tree, grant_read
+from flowdeck.executors.sandbox import bwrap_args, chown_tree, grant_read
 
 log = logging.getLogger("flowdeck.dask")
 SUBMIT_RETRY_S = 300.0  # an unreachable scheduler: submissions wait this long, then fail
@@ -94,6 +94,18 @@ def waiting_reason(offers: list[dict[str, float]] | None, request: dict[str, flo
         f"{k}={int(v) if float(v).is_integer() else v}" for k, v in sorted(request.items())
     )
     return f"no Dask worker offers {asked}"[:200]
+
+
+def sandbox_command(launch: Launch) -> list[str] | None:
+    """bwrap and its options for the step's sandbox on its worker (up to its ``--``): what a
+    local step of ``launch`` sees, in an unprivileged user namespace (a worker is never
+    root); a step with network shares the worker's (pasta is not set up on workers)."""
+    if launch.sandbox is None:
+        return None
+    command = bwrap_args({**launch.sandbox, "network": False}, launch.cwd, user_ns=True)
+    if launch.sandbox.get("network"):
+        command.remove("--unshare-net")
+    return command
 
 
 def outcome_of(record: dict[str, Any]) -> Outcome:
@@ -452,6 +464,7 @@ class DaskExecutor(Executor):
             "max_processes": launch.max_processes,
             "walltime_s": launch.walltime_s,
             "grace_s": self.config.grace_s,
+            "box": sandbox_command(launch),
         }
         python = launch if launch.python else None
         job = DaskTask(self, launch.key, files, on_exit, python, spec, request)

@@ -34,6 +34,7 @@ import json
 import os
 import resource
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -114,6 +115,27 @@ def _limits(spec: dict[str, Any]) -> list[tuple[int, int]]:
         if value is not None:
             limits.append((res, max(1, int(value))))
     return limits
+
+
+def _boxed(argv: list[str], box: list[str] | None, err: Any) -> list[str]:
+    """The step's command in its sandbox (``box``: bwrap and its options, made by the
+    server), with this worker's interpreter and flowdeck shown read-only too; where the
+    worker has no bubblewrap, without it, said on the step's stderr."""
+    if not box:
+        return argv
+    bwrap = box[0] if os.access(box[0], os.X_OK) else shutil.which("bwrap")
+    if bwrap is None:
+        err.write(b"flowdeck: no bubblewrap on this worker: the step runs without its sandbox\n")
+        err.flush()
+        return argv
+    own = {
+        sys.prefix,
+        sys.base_prefix,
+        os.path.dirname(os.path.realpath(sys.executable)),
+        str(Path(__file__).resolve().parents[2]),  # where flowdeck (pystep) is
+    }
+    shown = [x for p in sorted(own) if os.path.isdir(p) for x in ("--ro-bind-try", p, p)]
+    return [bwrap, *box[1:], *shown, "--", *argv]
 
 
 def _set_limits(pid: int, limits: list[tuple[int, int]]) -> None:
@@ -197,6 +219,7 @@ def _run(spec: dict[str, Any], files: Files) -> dict[str, Any]:
             stdin = stack.enter_context(open(spec.get("stdin") or os.devnull, "rb"))
             out = stack.enter_context(open(spec["stdout"], "wb"))
             err = stack.enter_context(open(spec["stderr"], "wb"))
+            argv = _boxed(argv, spec.get("box"), err)
             limits = _limits(spec)
             proc = subprocess.Popen(  # noqa: S603 - the step's own command
                 argv,

@@ -352,8 +352,8 @@ def dask_executor(settings: Settings) -> Executor:
         raise ConfigError(f"invalid setting dask (FLOWDECK_DASK): {problem}")
     if settings.sandbox != "off":
         logging.getLogger("flowdeck").info(
-            "dask = true: steps on Dask run with their worker's rights, without the step "
-            "sandbox (docs/dask.md)"
+            "dask = true: steps on Dask run as their worker's user, in the step sandbox "
+            "where the worker has bubblewrap (docs/dask.md)"
         )
     return executor
 
