@@ -12,7 +12,7 @@ user ``flowdeck-step``), each declaring ``cpus=2``.
   through flowdeck beside ``client.map`` of ``/bin/true`` as a subprocess (flowdeck's own
   cost per task, without a Python start in each).
 
-    python -m bench.dask [--items 1000] [--poll 0.5]
+    python -m bench.dask [--items 1000] [--poll 0.5] [--sandbox bwrap|off]
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def plain_map(address: str, fn: Callable[[int], Any], items: int) -> float:
 
 
 def through_flowdeck(
-    address: str, user: str | None, items: int, poll_s: float
+    address: str, user: str | None, items: int, poll_s: float, sandbox: str
 ) -> tuple[float, float]:
     """Seconds of a run whose scatter of ``items`` python steps runs on Dask, and of one
     of ``items`` ``/bin/true`` command steps."""
@@ -118,6 +118,7 @@ def through_flowdeck(
         "dask_scheduler": address,
         "default_executor": "dask",
         "dask_poll_s": str(poll_s),
+        "sandbox": sandbox,
         **({"dask_worker_user": user} if user else {}),
     }
     buf = io.BytesIO()
@@ -153,6 +154,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--poll", type=float, default=0.5, help="dask_poll_s of the server")
+    parser.add_argument(
+        "--sandbox", choices=["bwrap", "off"], default="bwrap", help="the server's sandbox"
+    )
     args = parser.parse_args()
     from tests.daskcluster import DaskCluster, missing
 
@@ -174,7 +178,7 @@ def main() -> None:
         stepwise = plain_map(cluster.address, as_a_step(str(code)), args.items)
         plain_true = plain_map(cluster.address, true_command, args.items)
         flowdeck, flowdeck_true = through_flowdeck(
-            cluster.address, cluster.user, args.items, args.poll
+            cluster.address, cluster.user, args.items, args.poll, args.sandbox
         )
     finally:
         cluster.destroy()
@@ -219,7 +223,7 @@ def main() -> None:
             per_true,
         ),
     ]
-    report("dask", figures, {"dask_poll_s": args.poll, "items": n})
+    report("dask", figures, {"dask_poll_s": args.poll, "items": n, "sandbox": args.sandbox})
 
 
 if __name__ == "__main__":
