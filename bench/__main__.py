@@ -38,6 +38,7 @@ BENCHMARKS = [
     "slurm",
     "peers",
     "wes_status",
+    "dask",
 ]
 
 QUICK = {
@@ -62,6 +63,7 @@ QUICK = {
     "slurm": ["--chain", "4", "--fanout", "8"],
     "peers": ["--chain", "10", "--fanout", "100"],
     "wes_status": ["--requests", "300"],
+    "dask": ["--items", "100"],
 }
 
 

@@ -369,10 +369,10 @@ class Settings(BaseSettings):
         "step may write to. Weakens the sandbox.",
     )
 
-    default_executor: Literal["local", "slurm"] = Field(
+    default_executor: Literal["local", "slurm", "dask"] = Field(
         "local",
         description="The executor of runs that do not choose one (resources.executor): "
-        "local, or slurm (needs slurm = true).",
+        "local, slurm (needs slurm = true) or dask (needs dask = true).",
     )
     slurm: bool = Field(
         False,
@@ -403,6 +403,41 @@ class Settings(BaseSettings):
         2.0, ge=0.1, le=300, description="Seconds between two squeue calls (one per poll)."
     )
 
+    dask: bool = Field(
+        False,
+        description="Offer the dask executor: steps of runs that choose it become tasks on "
+        "the Dask cluster of dask_scheduler (docs/dask.md). The data directory must be on a "
+        "file system the workers share, at the same path (checked at start).",
+    )
+    dask_scheduler: str | None = Field(
+        None,
+        pattern=r"^(tcp|tls)://[^\s/]+$",
+        description="The Dask scheduler's address: tcp://host:8786, or tls://host:8786 (then "
+        "with dask_tls_*). Runs whose steps use secrets are refused unless it is tls://.",
+    )
+    dask_tls_ca_file: Path | None = Field(
+        None, description="The CA certificate the scheduler's certificate is checked with."
+    )
+    dask_tls_cert: Path | None = Field(
+        None, description="The server's client certificate for the Dask scheduler (PEM)."
+    )
+    dask_tls_key: Path | None = Field(
+        None, description="The key of dask_tls_cert (PEM), if not in that file."
+    )
+    dask_users: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="The users (comma list of usernames) whose runs may use the dask "
+        "executor; empty: every user. Admins always may.",
+    )
+    dask_worker_user: str | None = Field(
+        None,
+        description="The user the Dask workers run as (never root). A server running as "
+        "root hands each attempt's folder and logs to it, since the worker writes them.",
+    )
+    dask_poll_s: float = Field(
+        1.0, ge=0.1, le=300, description="Seconds between two looks at the Dask scheduler."
+    )
+
     @field_validator("slurm_user_options")
     @classmethod
     def _sbatch_names(cls, value: list[str]) -> list[str]:
@@ -420,6 +455,7 @@ class Settings(BaseSettings):
         "sandbox_extra_ro",
         "sandbox_extra_rw",
         "slurm_user_options",
+        "dask_users",
         mode="before",
     )
     @classmethod
@@ -481,6 +517,27 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name}: no such file: {path}")
         if self.default_executor == "slurm" and not self.slurm:
             raise ValueError("default_executor = slurm needs slurm = true")
+        if self.default_executor == "dask" and not self.dask:
+            raise ValueError("default_executor = dask needs dask = true")
+        if self.dask and not self.dask_scheduler:
+            raise ValueError("dask = true needs dask_scheduler (tcp://host:8786 or tls://...)")
+        tls = [self.dask_tls_ca_file, self.dask_tls_cert, self.dask_tls_key]
+        if any(tls) and not (self.dask_scheduler or "").startswith("tls://"):
+            raise ValueError("dask_tls_* are for a tls:// dask_scheduler")
+        for name in ("dask_tls_ca_file", "dask_tls_cert", "dask_tls_key"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name}: no such file: {path}")
+        if self.dask_worker_user is not None:
+            import pwd
+
+            try:
+                entry = pwd.getpwnam(self.dask_worker_user)
+            except KeyError:
+                name = self.dask_worker_user
+                raise ValueError(f"dask_worker_user: no such user: {name}") from None
+            if entry.pw_uid == 0:
+                raise ValueError("dask_worker_user must not be root")
         if self.admin_password is not None and self.admin_password_file is not None:
             raise ValueError("give admin_password or admin_password_file, not both")
         return self

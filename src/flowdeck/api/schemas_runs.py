@@ -46,9 +46,10 @@ FILE_NAME: JsonDict = {
 
 
 class ResourcesIn(Request):
-    executor: Literal["local", "inprocess", "slurm"] | None = Field(
+    executor: Literal["local", "inprocess", "slurm", "dask"] | None = Field(
         None,
-        description="local, inprocess, or slurm where the server offers it (slurm = true); "
+        description="local, inprocess, or slurm or dask where the server offers them "
+        "(slurm = true, dask = true; dask only for the users in dask_users if set); "
         "default: the server's default_executor.",
     )
     cpus: float | None = Field(
@@ -294,6 +295,14 @@ class StepOut(BaseModel):
         None,
         description="A step on Slurm that is pending with its job submitted: why the job "
         "waits in Slurm's queue (Resources, Priority, ...; 'requeued' after a preemption).",
+    )
+    dask_task: str | None = Field(
+        None, description="A step on Dask: the task key of its latest attempt, once submitted."
+    )
+    dask_reason: str | None = Field(
+        None,
+        description="A step on Dask that is pending with its task submitted: why no worker "
+        "runs it ('no Dask worker offers cpus=8', 'the Dask scheduler cannot be reached').",
     )
 
     @classmethod

@@ -165,7 +165,7 @@ def stage(
 def resources(
     run_id: RunArg,
     executor: Annotated[
-        str | None, typer.Option(help="local, inprocess or slurm (if the server offers it).")
+        str | None, typer.Option(help="local, inprocess, slurm or dask (if the server offers it).")
     ] = None,
     cpus: Annotated[float | None, typer.Option(help="CPUs the run may use at once.")] = None,
     memory: Annotated[str | None, typer.Option(help="Per step: MiB or '2GiB'.")] = None,

@@ -49,14 +49,15 @@ def in_start_order(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def step_table(steps: list[dict[str, Any]]) -> Table:
     """The steps, in start order; on Slurm, with each step's job id, and why a pending
-    step's job waits (``pending (Resources)``)."""
+    step's job waits (``pending (Resources)``; on Dask ``pending (no Dask worker ...)``)."""
     slurm = any(s.get("slurm_job") for s in steps)
     columns = ["step", "state", "attempts", "duration", "exit"] + (["slurm job"] if slurm else [])
     table = Table(*columns, title="steps", expand=False)
     for s in in_start_order(steps):
         duration = f"{s['duration_s']:.1f}s" if s["duration_s"] is not None else ""
         code = "" if s["exit_code"] is None else str(s["exit_code"])
-        state = s["state"] + (f" ({s['slurm_reason']})" if s.get("slurm_reason") else "")
+        reason = s.get("slurm_reason") or s.get("dask_reason")
+        state = s["state"] + (f" ({reason})" if reason else "")
         row = [s["label"], state, str(s["attempts"]), duration, code]
         table.add_row(*row, *([s.get("slurm_job") or ""] if slurm else []))
     return table

@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# The executors whose attempts run on a cluster and outlive the server: their steps take
+# none of its slots, and a restarted server adopts their attempts by key or job id.
+CLUSTER_EXECUTORS = ("slurm", "dask")
+
 
 @dataclass(frozen=True, slots=True)
 class Launch:

@@ -226,12 +226,12 @@ class Box:
         """Give the attempt's folders to its uid (the server's files stay the server's)."""
         if self.uid is None or self.gid is None:
             return
-        _chown_tree(self.cwd, self.uid, self.gid)
+        chown_tree(self.cwd, self.uid, self.gid)
         # what it reads of the server's files (uploads are private on the host: the run's
         # folder is 0700) must be readable by its uid inside
         for ro in self.spec.get("grant", []):  # the run's inputs, the workflow's code
             if ro not in _readable:
-                _grant_read(ro)
+                grant_read(ro)
                 if "/runs/" not in ro:  # a workflow's code does not change
                     _readable.add(ro)
         for rw in self.spec.get("rw", [])[1:]:  # the run's scratch folder is shared
@@ -309,7 +309,7 @@ class Box:
             self.pasta_pid = None
         if self.uid is not None:
             with contextlib.suppress(OSError):
-                _chown_tree(self.cwd, os.getuid(), os.getgid(), readable=True)
+                chown_tree(self.cwd, os.getuid(), os.getgid(), readable=True)
 
 
 def bwrap_args(
@@ -402,7 +402,7 @@ def _attach_pasta(child: int) -> int | None:
 _readable: set[str] = set()
 
 
-def _chown_tree(root: Path, uid: int, gid: int, readable: bool = False) -> None:
+def chown_tree(root: Path, uid: int, gid: int, readable: bool = False) -> None:
     """Give a folder and all in it to ``uid``; ``readable``: for the run's later steps
     (other uids) too, as they were before the sandbox."""
     os.chown(root, uid, gid)
@@ -424,7 +424,7 @@ def _add_read(path: str) -> None:
         os.chmod(path, stat.S_IMODE(want))
 
 
-def _grant_read(root: str) -> None:
+def grant_read(root: str) -> None:
     """Readable (and searchable) by every uid: files the server keeps private on the host
     (their run's folder is 0700) that a step reads in its sandbox."""
     if not os.path.isdir(root):

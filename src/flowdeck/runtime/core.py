@@ -34,7 +34,7 @@ from flowdeck.domain.runs import (
 )
 from flowdeck.domain.validation import ValidWorkflow, validate_data
 from flowdeck.errors import StoreUnavailable
-from flowdeck.executors.base import Executor, Outcome
+from flowdeck.executors.base import CLUSTER_EXECUTORS, Executor, Outcome
 from flowdeck.runtime import launch as launching
 from flowdeck.runtime.active import FAILURES, ActiveRun, Instance
 from flowdeck.runtime.cache import StepCache
@@ -186,13 +186,16 @@ class SchedulerCore:
             return None
         res = run.resources
         executor = str(res.get("executor", "local"))
-        if executor == "slurm" and executor not in self.executors:
+        if executor in CLUSTER_EXECUTORS and executor not in self.executors:
             self._run_state(
                 run,
                 "system_error",
                 None,
                 finished_at=clock.now(),
-                error={"message": "this server does not offer the slurm executor (slurm = false)"},
+                error={
+                    "message": f"this server does not offer the {executor} executor "
+                    f"({executor} = false)"
+                },
             )
             return None
         ar = ActiveRun(
@@ -438,16 +441,16 @@ class SchedulerCore:
         step = ar.step(name)
         if step.uses is not None:
             return "subflow"  # a child run (runtime/subflows.py)
-        if ar.executor == "slurm":
-            return "slurm"
+        if ar.executor in CLUSTER_EXECUTORS:
+            return ar.executor
         return "inprocess" if step.python and ar.executor == "inprocess" else "local"
 
     @staticmethod
     def _cpus_of(ar: ActiveRun, name: str) -> float:
         """The slots of this machine an instance takes: none for a child run (its steps
-        count) or a Slurm job (the cluster schedules it)."""
+        count) or a Slurm job or Dask task (the cluster schedules it)."""
         step = ar.step(name)
-        if step.uses is not None or ar.executor == "slurm":
+        if step.uses is not None or ar.executor in CLUSTER_EXECUTORS:
             return 0.0
         return float(step.resources.cpus)
 

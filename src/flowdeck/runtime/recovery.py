@@ -26,7 +26,8 @@ from flowdeck import clock
 from flowdeck.domain.leases import ServerInstance
 from flowdeck.domain.runs import STEP_DONE, Run, RunState, StepRecord, StepState
 from flowdeck.errors import StoreUnavailable
-from flowdeck.executors.base import Launch, NoProcess, Outcome
+from flowdeck.executors.base import CLUSTER_EXECUTORS, Launch, NoProcess, Outcome
+from flowdeck.executors.dask import DaskExecutor
 from flowdeck.executors.slurm import SlurmExecutor
 from flowdeck.executors.supervised import SupervisedExecutor, SupervisorState, kill_orphan
 from flowdeck.executors.wire import outcome_from_wire, process_start_time, read_records
@@ -258,9 +259,11 @@ class RecoveryMixin(SchedulerCore):
         frozen = ar.run.state is RunState.PAUSED and ar.run.pause_mode == "freeze"
         for inst in ar.running():
             assert inst.proc is not None
-            if inst.executor == "slurm" and not (frozen or inst.state is StepState.PAUSED):
+            if inst.executor in CLUSTER_EXECUTORS and not (
+                frozen or inst.state is StepState.PAUSED
+            ):
                 continue  # a running job needs no word
-            if inst.executor not in ("local", "slurm"):  # child runs follow their own record
+            if inst.executor not in ("local", *CLUSTER_EXECUTORS):  # child runs: their record
                 continue
             if frozen:
                 inst.proc.pause()
@@ -330,10 +333,12 @@ class RecoveryMixin(SchedulerCore):
             assert self.loop is not None
             inst.proc = subflow.adopt(ar.run.id, inst.step, inst.index, on_exit, self.loop)
             return
-        if inst.executor == "slurm":  # its job goes on: followed again by its id
-            slurm = self.executors.get("slurm")
-            if not isinstance(slurm, SlurmExecutor):
-                self._attempt_failed(ar, inst, StepState.LOST, "this server does not offer Slurm")
+        if inst.executor in CLUSTER_EXECUTORS:  # its job goes on: followed again by its id
+            cluster = self.executors.get(inst.executor)
+            if not isinstance(cluster, SlurmExecutor | DaskExecutor):
+                where = "Slurm" if inst.executor == "slurm" else "Dask"
+                why = f"this server does not offer {where}"
+                self._attempt_failed(ar, inst, StepState.LOST, why)
                 return
             step = ar.step(inst.step)
             stdout = ar.rundir.log(inst.step, inst.index, inst.attempts, "stdout")
@@ -345,7 +350,7 @@ class RecoveryMixin(SchedulerCore):
                 )
             key = attempt_key(ar.run.id, inst.step, inst.index, inst.attempts)
             assert self.loop is not None
-            inst.proc = slurm.adopt(key, stdout, on_exit, self.loop, python, inst.job_id)
+            inst.proc = cluster.adopt(key, stdout, on_exit, self.loop, python, inst.job_id)
             inst.proc.watch(functools.partial(queue_news, self, ar, inst))
             return
         if inst.executor != "local":

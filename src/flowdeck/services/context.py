@@ -163,6 +163,8 @@ class Context:
         }
         if self.settings.slurm:
             executors["slurm"] = slurm_executor(self.settings)
+        if self.settings.dask:
+            executors["dask"] = dask_executor(self.settings)
         scheduler = Scheduler(
             self.store,
             self.settings,
@@ -335,6 +337,33 @@ def slurm_executor(settings: Settings) -> Executor:
     if not executor.operator_rights():
         logging.getLogger("flowdeck").info(
             "slurm: runs on Slurm can pause with mode drain only (no operator rights)"
+        )
+    return executor
+
+
+def dask_executor(settings: Settings) -> Executor:
+    """The dask executor, connected, once a worker showed it reads the data directory."""
+    from flowdeck.executors.dask import DaskConfig, DaskExecutor
+
+    assert settings.dask_scheduler is not None  # (the settings' own check)
+    config = DaskConfig(
+        scheduler=settings.dask_scheduler,
+        tls_ca_file=settings.dask_tls_ca_file,
+        tls_cert=settings.dask_tls_cert,
+        tls_key=settings.dask_tls_key,
+        worker_user=settings.dask_worker_user,
+        poll_s=settings.dask_poll_s,
+        grace_s=settings.stop_grace_s,
+    )
+    executor = DaskExecutor(config)
+    problem = executor.check(settings.data_dir)
+    if problem is not None:
+        executor.close()
+        raise ConfigError(f"invalid setting dask (FLOWDECK_DASK): {problem}")
+    if settings.sandbox != "off":
+        logging.getLogger("flowdeck").info(
+            "dask = true: steps on Dask run as their worker's user, in the step sandbox "
+            "where the worker has bubblewrap (docs/dask.md)"
         )
     return executor
 

@@ -8,19 +8,56 @@ import re
 from typing import Any
 
 from flowdeck.config import Settings
-from flowdeck.domain.spec import DURATION_PATTERN, SIZE_PATTERN, parse_duration, parse_size
-from flowdeck.errors import InvalidInput
+from flowdeck.domain.spec import (
+    DURATION_PATTERN,
+    SIZE_PATTERN,
+    WorkflowSpec,
+    parse_duration,
+    parse_size,
+)
+from flowdeck.errors import InvalidInput, PermissionDenied
 from flowdeck.executors.slurm_jobs import check_user_options
 
 EXECUTORS = ("local", "inprocess")
 MAX_MEMORY_BYTES = 2**62  # what a process limit (RLIMIT_AS) can hold
 
 
+def check_dask_user(s: Settings, executor: str, username: str, admin: bool) -> None:
+    """The dask executor is for the users the admin listed (dask_users; none: all)."""
+    if executor == "dask" and s.dask_users and not admin and username not in s.dask_users:
+        raise PermissionDenied(
+            f"the dask executor is not enabled for user {username!r} (an admin adds users "
+            "to dask_users)",
+            field="executor",
+        )
+
+
+def dask_secret_problems(s: Settings, executor: str, spec: WorkflowSpec) -> list[dict[str, str]]:
+    """A step's environment (its secrets too) travels to the Dask workers with its task:
+    steps with secrets go to a scheduler reached over TLS only."""
+    if executor != "dask" or (s.dask_scheduler or "").startswith("tls://"):
+        return []
+    return [
+        {
+            "step": name,
+            "resource": "executor",
+            "message": f"step {name!r} uses secrets, and the Dask scheduler is not reached "
+            "over TLS (dask_scheduler tls://...): secrets go to Dask workers only over TLS",
+        }
+        for name, step in spec.steps.items()
+        if step.secrets
+    ]
+
+
 def check_resources(s: Settings, body: dict[str, Any]) -> dict[str, Any]:
     """The resources to store, or :class:`InvalidInput` naming the field at fault."""
     out: dict[str, Any] = {}
     executor = body.get("executor") or s.default_executor
-    offered = (*EXECUTORS, "slurm") if s.slurm else EXECUTORS
+    offered = (
+        *EXECUTORS,
+        *(("slurm",) if s.slurm else ()),
+        *(("dask",) if s.dask else ()),
+    )
     if executor not in offered:
         raise InvalidInput(f"executor must be one of {', '.join(offered)}", field="executor")
     out["executor"] = executor

@@ -39,7 +39,11 @@ from flowdeck.runtime.rundir import RunDir, forget_removed_files
 from flowdeck.runtime.scheduler import SchedulerHandle
 from flowdeck.services.cwl_jobs import has_job, job_params, start_problems
 from flowdeck.services.run_files import RunFiles, is_file_input
-from flowdeck.services.run_resources import check_resources
+from flowdeck.services.run_resources import (
+    check_dask_user,
+    check_resources,
+    dask_secret_problems,
+)
 from flowdeck.services.workflows import Workflows
 from flowdeck.store.base import EventRow, Store, Tx
 from flowdeck.store.group import GroupCommit
@@ -167,7 +171,14 @@ class Runs(RunFiles):
 
     # -- resources ------------------------------------------------------------------------
     def _check_resources(self, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
-        return check_resources(self.settings, body)
+        out = check_resources(self.settings, body)
+        try:
+            check_dask_user(self.settings, out["executor"], actor.username, actor.is_admin)
+        except PermissionDenied:
+            if body.get("executor"):
+                raise
+            out["executor"] = "local"  # the server's default is dask, not for this user
+        return out
 
     def _priority(self, actor: Actor, value: int | None) -> int:
         if value is None:
@@ -189,10 +200,11 @@ class Runs(RunFiles):
 
     @staticmethod
     def _local_unless_chosen(res: dict[str, Any], body: dict[str, Any], spec: WorkflowSpec) -> None:
-        """The server's default executor is slurm: CWL workflows and workflows with stream
-        ports, which run locally only, run locally unless the run chose slurm itself."""
+        """The server's default executor is slurm or dask: CWL workflows and workflows with
+        stream ports, which run locally only, run locally unless the run chose it itself."""
         chosen = bool(body.get("executor"))
-        if res["executor"] == "slurm" and not chosen and (is_cwl(spec) or stream_ports(spec)):
+        local_only = is_cwl(spec) or bool(stream_ports(spec))
+        if res["executor"] in ("slurm", "dask") and not chosen and local_only:
             res["executor"] = "local"
 
     # -- create ---------------------------------------------------------------------------
@@ -296,6 +308,8 @@ class Runs(RunFiles):
         ]
         if start:  # a new run has only these files: decide without reading the store
             problems, values = self._plan(run, wf, spec, files)
+            executor = str(run.resources.get("executor") or "")
+            problems += dask_secret_problems(self.settings, executor, spec)
             if problems:
                 raise InvalidInput(
                     "the run cannot start: " + "; ".join(p["message"] for p in problems),
@@ -384,7 +398,9 @@ class Runs(RunFiles):
         files: dict[str, list[str]] = {}
         for f in tx.list_staged_files(run.id):
             files.setdefault(f.input, []).append(f.path)
-        return self._plan(run, wf, spec, files)
+        problems, values = self._plan(run, wf, spec, files)
+        executor = str(run.resources.get("executor") or "")
+        return problems + dask_secret_problems(self.settings, executor, spec), values
 
     @staticmethod
     def _plan(
@@ -409,12 +425,14 @@ class Runs(RunFiles):
                     {"input": name, "message": f"required input {name!r} has no value: {how}"}
                 )
         problems += start_problems(spec, run.params, files)  # CWL job documents
-        if run.resources.get("executor") == "slurm":
+        cluster = run.resources.get("executor")
+        if cluster in ("slurm", "dask"):
+            where = "Slurm" if cluster == "slurm" else "Dask"
             if is_cwl(spec):
                 problems.append(
                     {
                         "resource": "executor",
-                        "message": "CWL workflows run with the local executor, not slurm",
+                        "message": f"CWL workflows run with the local executor, not {cluster}",
                     }
                 )
             if stream_ports(spec):
@@ -422,7 +440,7 @@ class Runs(RunFiles):
                     {
                         "resource": "executor",
                         "message": "workflows with stream ports run with the local executor: "
-                        "a step on Slurm cannot be fed or tailed while it runs",
+                        f"a step on {where} cannot be fed or tailed while it runs",
                     }
                 )
         elif run.resources.get("executor") == "inprocess" and is_cwl(spec):

@@ -41,6 +41,7 @@ from flowdeck.api.schemas_webhooks import CallbackOut
 from flowdeck.domain.privilege import Actor
 from flowdeck.domain.runs import RunState, StepState, state_table
 from flowdeck.errors import NotFound, PayloadTooLarge
+from flowdeck.executors.dask_tasks import Files as DaskFiles
 from flowdeck.executors.slurm_jobs import Files as SlurmFiles
 from flowdeck.services import subflows
 from flowdeck.services.context import Context
@@ -282,6 +283,7 @@ def get_steps(run_id: str, ctx: CtxDep, actor: ActorDep) -> list[StepOut]:
     """Its steps; after a `uses:` step, the steps of its child run (label `step/inner`)."""
     view = ctx.runs.get(actor, run_id)  # 404 unless visible
     on_slurm = view.run.resources.get("executor") == "slurm"
+    on_dask = view.run.resources.get("executor") == "dask"
     with ctx.store.read() as tx:
         nested = subflows.nested_steps(tx, run_id)
     out = []
@@ -301,6 +303,10 @@ def get_steps(run_id: str, ctx: CtxDep, actor: ActorDep) -> list[StepOut]:
             if seen is not None:
                 step.slurm_state = seen[0]
             step.slurm_reason = s.waiting
+        elif on_dask and s.attempts:
+            submitted = DaskFiles.of(stdout).job()
+            step.dask_task = s.job_id or (submitted[0] if submitted else None)
+            step.dask_reason = s.waiting
         out.append(step)
     return shown_steps(ctx, out, run_id)
 
