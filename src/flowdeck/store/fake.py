@@ -65,6 +65,7 @@ class _State:
 
 class FakeStore(Store):
     inline_reads = True  # in memory
+
     def __init__(self) -> None:
         super().__init__()
         self._state = _State()
