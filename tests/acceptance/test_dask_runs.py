@@ -12,6 +12,7 @@ and the step runs once."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -306,6 +307,54 @@ def test_a_step_no_worker_can_take_is_pending_with_the_reason(server: Server, to
     api(server, token, "POST", f"/runs/{run_id}/stop")
     assert wait_state(server, token, run_id)["state"] == "cancelled"
     assert files_of(server, run_id).read("pid") is None  # it never ran
+
+
+def test_the_dashboard_starts_a_run_on_dask_and_shows_why_it_waits(
+    server: Server, token: str
+) -> None:
+    """The new-run form offers dask to the users in dask_users only; a run started there on
+    Dask shows its step's task key and why no worker takes it."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip(f"no Chromium at {chromium} (apt-get install chromium)")
+    wf = push(
+        server, token, "dweb", one_step("[sh, -c, 'true']", "    resources: {memory: 64GiB}\n")
+    )
+    theirs = push(server, sign_up(server, "no-dask-web"), "dweb2", one_step("[sh, -c, 'true']"))
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium), headless=True)
+        try:
+
+            def signed_in(user: str) -> Any:
+                page = browser.new_context(base_url=server.url).new_page()
+                page.set_default_timeout(30_000)
+                page.goto("/login")
+                page.get_by_label("Username").fill(user)
+                page.get_by_label("Password").fill(STRONG)
+                page.get_by_role("button", name="Sign in").click()
+                page.wait_for_url("**/")
+                return page
+
+            other = signed_in("no-dask-web")
+            other.goto(f"/runs/new?workflow={theirs}")
+            offered = other.get_by_label("Where it runs").locator("option").all_inner_texts()
+            assert offered == ["local (the server's default)", "inprocess"], offered
+            page = signed_in(USER)
+            page.goto(f"/runs/new?workflow={wf}")
+            page.get_by_label("Where it runs").select_option("dask")
+            page.get_by_role("button", name="Create and start").click()
+            page.wait_for_url(re.compile(r".*/runs/run_[0-9a-z]+$"))
+            run_id = page.url.rsplit("/", 1)[1]
+            row = page.locator('[data-step-row="main"]')
+            why = "no Dask worker offers cpus=1, memory=68719476736"
+            playwright.expect(row.locator(".dask-reason")).to_have_text(" " + why)
+            playwright.expect(row.locator(".dask-task")).to_contain_text(" Dask task ")
+            assert status(server, token, run_id)["resources"]["executor"] == "dask"
+        finally:
+            browser.close()
+    api(server, token, "POST", f"/runs/{run_id}/stop")
+    assert wait_state(server, token, run_id)["state"] == "cancelled"
 
 
 def test_secrets_need_tls_and_the_admin_enables_the_executor(server: Server, token: str) -> None:

@@ -272,16 +272,16 @@ def test_a_networked_step_on_slurm_gets_the_sandboxs_network(server: Server, tok
     assert "--info-fd" in files_of(server, run_id, "main").path("box").read_text()
 
 
-def test_the_dashboard_shows_each_steps_job_id(server: Server, token: str) -> None:
+def test_a_run_started_from_the_dashboard_on_slurm_shows_each_steps_job_id(
+    server: Server, token: str
+) -> None:
+    """The new-run form offers the executors of the server (slurm here): a run created and
+    started there on Slurm runs as a job, whose id its page shows beside the step."""
     playwright = pytest.importorskip("playwright.sync_api")
     chromium = Path("/usr/bin/chromium")
     if not chromium.exists():
         pytest.skip(f"no Chromium at {chromium} (apt-get install chromium)")
     wf = push(server, token, "sweb", one_step("[sh, -c, 'echo started']"))
-    run_id = submit(server, token, wf)
-    assert wait_state(server, token, run_id)["state"] == "succeeded"
-    job = files_of(server, run_id, "main").job_id()
-    assert job is not None
     with playwright.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(chromium), headless=True)
         try:
@@ -292,7 +292,19 @@ def test_the_dashboard_shows_each_steps_job_id(server: Server, token: str) -> No
             page.get_by_label("Password").fill(STRONG)
             page.get_by_role("button", name="Sign in").click()
             page.wait_for_url("**/")
-            page.goto(f"/runs/{run_id}")
+            page.goto(f"/runs/new?workflow={wf}")
+            where = page.get_by_label("Where it runs")
+            options = where.locator("option").all_inner_texts()
+            assert options[0] == "local (the server's default)" and "slurm" in options, options
+            where.select_option("slurm")
+            page.get_by_role("button", name="Create and start").click()
+            page.wait_for_url(re.compile(r".*/runs/run_[0-9a-z]+$"))
+            run_id = page.url.rsplit("/", 1)[1]
+            assert wait_state(server, token, run_id)["state"] == "succeeded"
+            assert status(server, token, run_id)["resources"]["executor"] == "slurm"
+            job = files_of(server, run_id, "main").job_id()
+            assert job is not None
+            page.reload()
             row = page.locator('[data-step-row="main"]')
             playwright.expect(row.locator(".slurm-job")).to_have_text(f" Slurm job {job}")
         finally:

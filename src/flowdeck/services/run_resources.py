@@ -22,9 +22,13 @@ EXECUTORS = ("local", "inprocess")
 MAX_MEMORY_BYTES = 2**62  # what a process limit (RLIMIT_AS) can hold
 
 
-def check_dask_user(s: Settings, executor: str, username: str, admin: bool) -> None:
+def may_use(s: Settings, executor: str, username: str, admin: bool) -> bool:
     """The dask executor is for the users the admin listed (dask_users; none: all)."""
-    if executor == "dask" and s.dask_users and not admin and username not in s.dask_users:
+    return not (executor == "dask" and s.dask_users and not admin and username not in s.dask_users)
+
+
+def check_dask_user(s: Settings, executor: str, username: str, admin: bool) -> None:
+    if not may_use(s, executor, username, admin):
         raise PermissionDenied(
             f"the dask executor is not enabled for user {username!r} (an admin adds users "
             "to dask_users)",
@@ -49,15 +53,22 @@ def dask_secret_problems(s: Settings, executor: str, spec: WorkflowSpec) -> list
     ]
 
 
+def offered_executors(s: Settings) -> tuple[str, ...]:
+    """The executors this server offers (the dask one only to dask_users, when set)."""
+    return (*EXECUTORS, *(("slurm",) if s.slurm else ()), *(("dask",) if s.dask else ()))
+
+
+def executors_for(s: Settings, username: str, admin: bool) -> list[str]:
+    """The executors a user may choose for a run, the server's default first."""
+    mine = [e for e in offered_executors(s) if may_use(s, e, username, admin)]
+    return sorted(mine, key=lambda e: e != s.default_executor)
+
+
 def check_resources(s: Settings, body: dict[str, Any]) -> dict[str, Any]:
     """The resources to store, or :class:`InvalidInput` naming the field at fault."""
     out: dict[str, Any] = {}
     executor = body.get("executor") or s.default_executor
-    offered = (
-        *EXECUTORS,
-        *(("slurm",) if s.slurm else ()),
-        *(("dask",) if s.dask else ()),
-    )
+    offered = offered_executors(s)
     if executor not in offered:
         raise InvalidInput(f"executor must be one of {', '.join(offered)}", field="executor")
     out["executor"] = executor

@@ -21,6 +21,7 @@ from flowdeck.engines.cwl_names import JOB_INPUT, REQUEST_INPUT
 from flowdeck.errors import FlowdeckError, NotFound
 from flowdeck.services.accounts import Principal
 from flowdeck.services.context import Context
+from flowdeck.services.run_resources import executors_for
 from flowdeck.web.cwl_job import job_lines
 from flowdeck.web.dag import layout
 
@@ -169,6 +170,9 @@ def new_run_page(
         workflows=choices,
         workflow=chosen,
         fields=form_fields(inputs),
+        executors=executors_for(
+            ctx.settings, principal.actor.username, principal.actor.is_admin
+        ),
     )
 
 

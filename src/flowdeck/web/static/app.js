@@ -344,6 +344,8 @@ function initNewRun() {
     const tags = form.__tags.value.split(",").map((s) => s.trim()).filter((s) => s);
     const body = { workflow: form.dataset.workflow, params };
     if (tags.length) body.tags = tags;
+    const executor = form.__executor;
+    if (executor && executor.selectedIndex > 0) body.resources = { executor: executor.value };
     progress.textContent = "Creating the run…";
     const run = await api("POST", API + "/runs", body);
     try {
