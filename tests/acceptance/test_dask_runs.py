@@ -273,11 +273,13 @@ def test_drain_submits_nothing_new_and_freeze_is_refused(server: Server, token: 
     assert r.status_code == 200, r.text
     gate.touch()
     deadline = time.monotonic() + WAIT_S
-    while status(server, token, run_id)["state"] != "paused":
-        assert time.monotonic() < deadline, steps(server, token, run_id)
+    # (a drained run is paused at once; its running step goes on to its end)
+    while (listed := steps(server, token, run_id))["main"]["state"] != "succeeded":
+        assert time.monotonic() < deadline, listed
         time.sleep(0.1)
+    time.sleep(1.0)  # polls of the executor after that end: nothing new is submitted
+    assert status(server, token, run_id)["state"] == "paused"
     listed = steps(server, token, run_id)
-    assert listed["main"]["state"] == "succeeded"
     assert listed["then"]["state"] == "pending" and listed["then"]["attempts"] == 0
     assert not files_of(server, run_id, "then").path("job").exists()  # never submitted
     assert api(server, token, "POST", f"/runs/{run_id}/resume").status_code == 200
