@@ -169,22 +169,22 @@ class Runs(RunFiles):
     def _check_resources(self, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
         return check_resources(self.settings, body)
 
-    def _priority(self, actor: Actor, value: int | None) -> int:
-        if value is None:
-            return 0
-        if not -MAX_PRIORITY <= value <= MAX_PRIORITY:
+    def _priority(self, actor: Actor, value: int | None) -> dict[str, int]:
+        """The run's priority as ``actor`` sets it: an admin's orders runs of every user
+        (``admin_priority``); a user's orders only their own runs (``priority``)."""
+        if value is not None and not -MAX_PRIORITY <= value <= MAX_PRIORITY:
             raise InvalidInput(
                 f"priority must be between -{MAX_PRIORITY} and {MAX_PRIORITY}", field="priority"
             )
-        return value
+        return {"admin_priority" if actor.is_admin else "priority": value or 0}
 
     def set_resources(self, actor: Actor, run_id: str, body: dict[str, Any]) -> Run:
         resources = self._check_resources(actor, body)
         priority = self._priority(actor, body.get("priority"))
         with self._staging(actor, run_id) as (tx, run, spec):
             self._local_unless_chosen(resources, body, spec)
-            run = tx.update_run(run.id, resources=resources, priority=priority)
-            self._event(tx, run, "staging.resources", actor, resources=resources, priority=priority)
+            run = tx.update_run(run.id, resources=resources, **priority)
+            self._event(tx, run, "staging.resources", actor, resources=resources, **priority)
         return run
 
     @staticmethod
@@ -276,7 +276,7 @@ class Runs(RunFiles):
             params={k: v for k, v in (params or {}).items() if v is not None},
             resources=res,
             tags=list(dict.fromkeys(tags or [])),
-            priority=priority,
+            **priority,
         )
         return run, spec
 

@@ -45,6 +45,8 @@ _RUN_FIELDS = (
     "outputs",
     "owner_instance",
     "fence",
+    "admin_priority",
+    "waiting",
 )
 
 
@@ -79,6 +81,8 @@ def _run(row: Any, tags: list[str] | None = None) -> Run:
         outputs=m["outputs"] or {},
         owner_instance=m["owner_instance"],
         fence=m["fence"],
+        admin_priority=m["admin_priority"],
+        waiting=m["waiting"],
     )
 
 

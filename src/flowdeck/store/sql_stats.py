@@ -4,10 +4,12 @@ active runs through an index, so it stays cheap with millions of finished runs."
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from flowdeck.domain.quotas import Quota
 from flowdeck.domain.runs import ACTIVE_STATES, RunState, StepState
 from flowdeck.store import schema as t
 
@@ -57,3 +59,44 @@ class SqlStatsMixin:
         q = sa.select(sa.func.min(r.queued_at)).where(r.state == RunState.QUEUED.value)
         value: datetime | None = self.conn.execute(q).scalar_one()  # typed as the column
         return value
+
+    # -- quotas and usage -------------------------------------------------------------------
+    def get_quota(self, user_id: str) -> Quota | None:
+        q = t.user_quotas.select().where(t.user_quotas.c.user_id == user_id)
+        row = self.conn.execute(q).first()
+        return _quota(row) if row is not None else None
+
+    def set_quota(self, user_id: str, quota: Quota, now: datetime) -> None:
+        self.conn.execute(t.user_quotas.delete().where(t.user_quotas.c.user_id == user_id))
+        if not quota.empty:
+            self.conn.execute(
+                t.user_quotas.insert().values(user_id=user_id, updated_at=now, **quota.as_dict())
+            )
+
+    def list_quotas(self) -> dict[str, Quota]:
+        rows = self.conn.execute(t.user_quotas.select())
+        return {row.user_id: _quota(row) for row in rows}
+
+    def stored_bytes_by_owner(self, owner_id: str | None = None) -> dict[str, int]:
+        r = t.runs.c
+        found: dict[str, int] = {}
+        for table in (t.products, t.staged_files):
+            q = (
+                sa.select(r.owner_id, sa.func.sum(table.c.size))
+                .select_from(table.join(t.runs, r.id == table.c.run_id))
+                .group_by(r.owner_id)
+            )
+            if owner_id is not None:
+                q = q.where(r.owner_id == owner_id)
+            for owner, size in self.conn.execute(q):
+                if size:
+                    found[owner] = found.get(owner, 0) + int(size)
+        return found
+
+
+def _quota(row: Any) -> Quota:
+    return Quota(
+        max_active_runs=row.max_active_runs,
+        max_cpus=row.max_cpus,
+        max_stored_bytes=row.max_stored_bytes,
+    )
