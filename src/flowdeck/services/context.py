@@ -19,6 +19,7 @@ from flowdeck.services.graphs import Graphs
 from flowdeck.services.metrics import Metrics
 from flowdeck.services.ports import Ports
 from flowdeck.services.runs import Runs
+from flowdeck.services.quotas import Quotas
 from flowdeck.services.secrets import Secrets
 from flowdeck.services.webhooks import Webhooks
 from flowdeck.services.workflows import Workflows
@@ -49,6 +50,7 @@ class Context:
     cwl: CwlWorkflows
     metrics: Metrics
     secrets: Secrets
+    quotas: Quotas
     _order: EventOrder | None = field(default=None, init=False, repr=False)
     _listener: Listener | None = field(default=None, init=False, repr=False)
 
@@ -295,6 +297,7 @@ def make_context(settings: Settings, store: Store) -> Context:
         cwl=CwlWorkflows(workflows),
         metrics=metrics,
         secrets=Secrets(store, settings),
+        quotas=runs.quotas,
     )
 
 

@@ -38,6 +38,7 @@ from flowdeck.ids import new_id
 from flowdeck.runtime.rundir import RunDir, forget_removed_files
 from flowdeck.runtime.scheduler import SchedulerHandle
 from flowdeck.services.cwl_jobs import has_job, job_params, start_problems
+from flowdeck.services.quotas import Quotas
 from flowdeck.services.run_files import RunFiles, is_file_input
 from flowdeck.services.run_resources import check_resources
 from flowdeck.services.workflows import Workflows
@@ -76,6 +77,7 @@ class Runs(RunFiles):
         self.store = store
         self.settings = settings
         self.workflows = workflows
+        self.quotas = Quotas(store, settings)
         self.scheduler: SchedulerHandle | None = None
         self.webhooks: Webhooks | None = None  # run-scoped callbacks made with a run
         self._specs: dict[str, WorkflowSpec] = {}
@@ -276,7 +278,8 @@ class Runs(RunFiles):
             params={k: v for k, v in (params or {}).items() if v is not None},
             resources=res,
             tags=list(dict.fromkeys(tags or [])),
-            **priority,
+            priority=priority.get("priority", 0),
+            admin_priority=priority.get("admin_priority", 0),
         )
         return run, spec
 

@@ -315,8 +315,9 @@ class Tx(ABC):
 
     @abstractmethod
     def stored_bytes_by_owner(self, owner_id: str | None = None) -> dict[str, int]:
-        """Bytes of the staged files and products of each user's runs (of ``owner_id``
-        alone when given); users with none are absent."""
+        """Bytes of the staged files (not those read in place under the data root) and
+        products of each user's runs (of ``owner_id`` alone when given); users with none
+        are absent."""
 
     @abstractmethod
     def count_active_runs(

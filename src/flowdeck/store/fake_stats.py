@@ -67,6 +67,7 @@ class FakeStatsMixin:
         files: list[Product | StagedFile] = [*self.s.products.values(), *self.s.staged.values()]
         for f in files:
             run = self.s.runs.get(f.run_id)
-            if run is not None and owner_id in (None, run.owner_id) and f.size:
+            in_place = isinstance(f, StagedFile) and f.source == "data_root"
+            if run is not None and owner_id in (None, run.owner_id) and f.size and not in_place:
                 found[run.owner_id] += f.size
         return dict(found)

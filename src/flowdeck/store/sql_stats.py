@@ -88,6 +88,8 @@ class SqlStatsMixin:
             )
             if owner_id is not None:
                 q = q.where(r.owner_id == owner_id)
+            if table is t.staged_files:  # files under the data root are read in place
+                q = q.where(table.c.source != "data_root")
             for owner, size in self.conn.execute(q):
                 if size:
                     found[owner] = found.get(owner, 0) + int(size)

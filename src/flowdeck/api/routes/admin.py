@@ -1,4 +1,4 @@
-"""/api/v1/admin: user administration and the audit log (admin role only)."""
+"""/api/v1/admin: user administration, quotas and the audit log (admin role only)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from flowdeck.api.deps import AddressDep, AdminDep, CtxDep
 from flowdeck.api.schemas import AuditOut, AuditPage, NewPassword, NewUser, UserOut
+from flowdeck.api.schemas_quotas import QuotaIn, UserQuotaOut
 from flowdeck.domain.accounts import Role
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -68,6 +69,27 @@ def reset_password(
 ) -> UserOut:
     """Set a new password; every session of the account ends."""
     return UserOut.of(ctx.accounts.reset_password(actor, username, body.password, address))
+
+
+@router.get("/quotas", response_model=list[UserQuotaOut])
+def list_quotas(actor: AdminDep, ctx: CtxDep) -> list[UserQuotaOut]:
+    """Every user's quotas and usage."""
+    return [UserQuotaOut.of(q) for q in ctx.quotas.list(actor)]
+
+
+@router.get("/users/{username}/quotas", response_model=UserQuotaOut)
+def get_quotas(username: str, actor: AdminDep, ctx: CtxDep) -> UserQuotaOut:
+    """A user's quotas (the override and what applies) and usage."""
+    return UserQuotaOut.of(ctx.quotas.show(actor, username))
+
+
+@router.put("/users/{username}/quotas", response_model=UserQuotaOut)
+def set_quotas(
+    username: str, body: QuotaIn, actor: AdminDep, ctx: CtxDep, address: AddressDep
+) -> UserQuotaOut:
+    """Override the server's default quotas for a user: each field given is set (null:
+    back to the default), the others stay."""
+    return UserQuotaOut.of(ctx.quotas.set(actor, username, body.changes(), address))
 
 
 @router.delete("/users/{username}", status_code=204)
