@@ -102,7 +102,9 @@ def test_stored_bytes_add_uploads_and_products_per_owner_not_files_read_in_place
         tx.add_product(Product("p2", "run_a", "s.log", "s/log", 24, "0" * 64, "text/plain", T0))
         tx.put_staged_file(StagedFile("run_a", "x", "f.txt", "/p/f", 500, None, "upload", T0))
         tx.put_staged_file(StagedFile("run_b", "x", "g.txt", "/p/g", 7, None, "upload", T0))
-        tx.put_staged_file(StagedFile("run_b", "x", "big", "/data/big", 10**9, None, "data_root", T0))
+        tx.put_staged_file(
+            StagedFile("run_b", "x", "big", "/data/big", 10**9, None, "data_root", T0)
+        )
     with store.read() as tx:
         assert tx.stored_bytes_by_owner() == {"u_alice": 1524, "u_bob": 7}
         assert tx.stored_bytes_by_owner("u_bob") == {"u_bob": 7}
@@ -122,7 +124,11 @@ def test_a_runs_admin_priority_and_why_it_waits_are_kept(store: Store) -> None:
     with store.read() as tx:
         got = tx.get_run("run_q")
         assert got is not None
-        assert (got.priority, got.admin_priority, got.waiting) == (-3, 7, "quota: 2 of 2 active runs")
+        assert (got.priority, got.admin_priority, got.waiting) == (
+            -3,
+            7,
+            "quota: 2 of 2 active runs",
+        )
         assert [r.admin_priority for r in tx.queued_runs(exclude_owners=[], unowned=True)] == [7]
     with store.write() as tx:
         tx.set_runs({"run_q": {"waiting": None, "state": RunState.RUNNING}})

@@ -96,5 +96,5 @@ def test_quota_overrides_and_sizes() -> None:
     assert parse_bytes("1.5k") == 1536
     assert parse_bytes("4096") == 4096
     assert parse_bytes("2MiB") == 2 * 1024**2
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="could not convert"):
         parse_bytes("lots")

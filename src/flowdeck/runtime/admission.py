@@ -160,7 +160,9 @@ def admit(core: SchedulerCore, claimed: list[Start], owned: list[Start]) -> None
         run = (
             queued
             if ours
-            else dataclasses.replace(queued, owner_instance=core.instance_id, fence=queued.fence + 1)
+            else dataclasses.replace(
+                queued, owner_instance=core.instance_id, fence=queued.fence + 1
+            )
         )
         try:
             admitted = core._activate(run)

@@ -18,8 +18,8 @@ from flowdeck.services.events import Events
 from flowdeck.services.graphs import Graphs
 from flowdeck.services.metrics import Metrics
 from flowdeck.services.ports import Ports
-from flowdeck.services.runs import Runs
 from flowdeck.services.quotas import Quotas
+from flowdeck.services.runs import Runs
 from flowdeck.services.secrets import Secrets
 from flowdeck.services.webhooks import Webhooks
 from flowdeck.services.workflows import Workflows

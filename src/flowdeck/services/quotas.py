@@ -68,8 +68,9 @@ class Quotas:
             return self._of(tx, user)
 
     @staticmethod
-    def _require_admin(actor: Actor) -> None:
-        if not actor.is_admin:
+    def _require_admin(actor: Actor | None) -> None:
+        """An admin, or (None) an operator on the server's machine."""
+        if actor is not None and not actor.is_admin:
             raise PermissionDenied("this needs the admin role")
 
     def _user(self, tx: Tx, username: str) -> User:
@@ -78,12 +79,12 @@ class Quotas:
             raise NotFound(f"no user {username!r}")
         return user
 
-    def show(self, actor: Actor, username: str) -> UserQuota:
+    def show(self, actor: Actor | None, username: str) -> UserQuota:
         self._require_admin(actor)
         with self.store.read() as tx:
             return self._of(tx, self._user(tx, username))
 
-    def list(self, actor: Actor) -> list[UserQuota]:
+    def list(self, actor: Actor | None) -> list[UserQuota]:
         """Every user's quota and usage (the admin users page)."""
         self._require_admin(actor)
         with self.store.read() as tx:
@@ -91,7 +92,11 @@ class Quotas:
             return [self._of(tx, u, stored) for u in tx.list_users()]
 
     def set(
-        self, actor: Actor, username: str, changes: dict[str, Any], address: str | None = None
+        self,
+        actor: Actor | None,
+        username: str,
+        changes: dict[str, Any],
+        address: str | None = None,
     ) -> UserQuota:
         """Change a user's override: each of ``changes`` (``max_active_runs``, ``max_cpus``,
         ``max_stored_bytes``) set, or reset to the default with None; others unchanged."""
@@ -108,8 +113,8 @@ class Quotas:
             tx.add_audit(
                 clock.now(),
                 "admin.set_quota",
-                actor_id=actor.user_id,
-                actor_name=actor.username,
+                actor_id=actor.user_id if actor else None,
+                actor_name=actor.username if actor else None,
                 target=username,
                 address=address,
                 details=new.as_dict(),

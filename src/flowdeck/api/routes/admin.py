@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 from starlette.convertors import Convertor, register_url_convertor
@@ -11,6 +11,7 @@ from flowdeck.api.deps import AddressDep, AdminDep, CtxDep
 from flowdeck.api.schemas import AuditOut, AuditPage, NewPassword, NewUser, UserOut
 from flowdeck.api.schemas_quotas import QuotaIn, UserQuotaOut
 from flowdeck.domain.accounts import Role
+from flowdeck.services.status import summary
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 UserAction = Literal["approve", "enable", "disable", "promote", "demote"]
@@ -69,6 +70,13 @@ def reset_password(
 ) -> UserOut:
     """Set a new password; every session of the account ends."""
     return UserOut.of(ctx.accounts.reset_password(actor, username, body.password, address))
+
+
+@router.get("/status")
+def status(actor: AdminDep, ctx: CtxDep) -> dict[str, Any]:
+    """What `flowdeck admin status` shows: instances, queue, slots, active runs, disk
+    (stored bytes per user and in total, free space) and recent failures."""
+    return summary(ctx.store, ctx.settings).as_dict()
 
 
 @router.get("/quotas", response_model=list[UserQuotaOut])
