@@ -4,9 +4,10 @@ A tick advances each run's DAG (conditions, scatter), admits queued runs by fair
 among users and within their quotas (:mod:`admission`) while machine slots are free,
 dispatches ready step instances within the slots and each run's cpus, then hands every
 state change of the tick, with its events, to the committer (ONE transaction, fenced by
-this instance's ownership of each run) — and only then starts processes.  Process exits, timers and API commands schedule the next tick, so
-bursts are batched.  Control commands live in :mod:`control`, restarts and ownership in
-:mod:`recovery`; :mod:`scheduler` puts them together.
+this instance's ownership of each run) — and only then starts processes.  Process exits,
+timers and API commands schedule the next tick, so bursts are batched.  Control commands
+live in :mod:`control`, restarts and ownership in :mod:`recovery`; :mod:`scheduler` puts
+them together.
 """
 
 from __future__ import annotations
