@@ -144,7 +144,8 @@ def _next_queued(core: SchedulerCore, active: Counter[str], full: set[str]) -> R
 
 
 def admit(core: SchedulerCore, claimed: list[Start], owned: list[Start]) -> None:
-    """Start queued runs, chosen by :func:`_next_queued`, while slots are free.  A run
+    """Start queued runs, chosen by :func:`_next_queued`, while slots are free (when
+    none are, only tell the queued runs of users at a quota why they wait).  A run
     queued through this instance is its own already (ownership was part of queueing it):
     its first steps go to ``owned`` and start at once.  Taking ownership of any other is
     part of the tick's commit (compare-and-set on its fence); its first steps go to
@@ -154,6 +155,10 @@ def admit(core: SchedulerCore, claimed: list[Start], owned: list[Start]) -> None
     active = Counter(
         ar.run.owner_id for ar in core.active.values() if ar.run.state is not RunState.QUEUED
     )
+    if core.used >= core.slots:  # nothing starts: only tell who waits for a quota
+        for head in list(core.queued.heads()):
+            _tell_waiting(core, head.owner_id, adm.blocked(head.owner_id, active))
+        return
     full: set[str] = set()  # users whose admitted run could not start a step (CPU quota)
     while core.used < core.slots and (queued := _next_queued(core, active, full)) is not None:
         ours = queued.owner_instance == core.instance_id

@@ -269,7 +269,7 @@ class SchedulerCore:
             for ar in self._by_priority(self.active.values()):
                 if ar.run.state is RunState.RUNNING and not self._dispatch(ar, starts):
                     break
-            if self.queued and self.used < self.slots and not self.draining:
+            if self.queued and not self.draining:
                 try:
                     admit(self, claimed, starts)
                 except StoreUnavailable as exc:  # those admitted so far start; others wait
