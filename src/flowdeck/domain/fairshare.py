@@ -16,9 +16,10 @@ Everything here is pure: the scheduler keeps a :class:`UsageBook` and asks :func
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 def decay(value: float, seconds: float, half_life_s: float) -> float:
@@ -70,25 +71,25 @@ def factor(usage: float, total: float, users: int) -> float:
     return float(2.0 ** (-(usage / total) * users))
 
 
+def _order(total: float, users: int) -> Callable[[Candidate], tuple[Any, ...]]:
+    def key(c: Candidate) -> tuple[Any, ...]:
+        return (-c.admin_priority, -factor(c.usage, total, users), c.holding, c.queued_at, c.user)
+
+    return key
+
+
 def ranked(candidates: Iterable[Candidate], active_users: int | None = None) -> list[Candidate]:
     """``candidates`` in the order their next runs should start.  ``active_users``: users
     with queued or running runs (default: the candidates)."""
     found = list(candidates)
-    total = sum(c.usage for c in found)
     users = active_users if active_users is not None else len(found)
-    return sorted(
-        found,
-        key=lambda c: (
-            -c.admin_priority,
-            -factor(c.usage, total, users),
-            c.holding,
-            c.queued_at,
-            c.user,
-        ),
-    )
+    return sorted(found, key=_order(sum(c.usage for c in found), users))
 
 
 def pick(candidates: Iterable[Candidate], active_users: int | None = None) -> Candidate | None:
-    """The candidate whose next run starts first (None: no candidate)."""
-    order = ranked(candidates, active_users)
-    return order[0] if order else None
+    """The candidate whose next run starts first (None: no candidate); O(candidates)."""
+    found = list(candidates)
+    if not found:
+        return None
+    users = active_users if active_users is not None else len(found)
+    return min(found, key=_order(sum(c.usage for c in found), users))

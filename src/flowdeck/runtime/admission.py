@@ -49,6 +49,18 @@ class QuotaBook:
                 self._overrides = tx.list_quotas()
             self._read_at = now
 
+    @property
+    def none(self) -> bool:
+        """No quota holds a start back: no default, no override of active runs or CPUs."""
+        d = self.defaults
+        return (
+            d.max_active_runs is None
+            and d.max_cpus is None
+            and all(
+                q.max_active_runs is None and q.max_cpus is None for q in self._overrides.values()
+            )
+        )
+
     def of(self, user_id: str) -> Quota:
         override = self._overrides.get(user_id)
         return override.over(self.defaults) if override is not None else self.defaults
@@ -68,6 +80,7 @@ class Admission:
         )
         self.holding: defaultdict[str, float] = defaultdict(float)  # by each user's steps
         self.reasons: dict[str, str] = {}  # told on each blocked user's queued runs
+        self.unlimited = self.quotas.none  # no quota holds starts back (checked each admit)
 
     def record_usage(self, ar: ActiveRun, inst: Instance, now: datetime) -> None:
         """An attempt ended: its slot-seconds count in its owner's usage."""
@@ -90,6 +103,8 @@ class Admission:
 
     def blocked(self, owner: str, active: Counter[str]) -> str | None:
         """Why a new run of ``owner`` must wait for their quota (None: it need not)."""
+        if self.unlimited and not self.reasons:
+            return None
         quota = self.quotas.of(owner)
         if quota.max_active_runs is not None and active[owner] >= quota.max_active_runs:
             return quotas.active_runs_reason(active[owner], quota.max_active_runs)
@@ -152,10 +167,13 @@ def admit(core: SchedulerCore, claimed: list[Start], owned: list[Start]) -> None
     ``claimed`` and start once that commit succeeded."""
     adm = core.admission
     adm.quotas.refresh(core.store)
+    adm.unlimited = adm.quotas.none
     active = Counter(
         ar.run.owner_id for ar in core.active.values() if ar.run.state is not RunState.QUEUED
     )
     if core.used >= core.slots:  # nothing starts: only tell who waits for a quota
+        if adm.unlimited and not adm.reasons:
+            return
         for head in list(core.queued.heads()):
             _tell_waiting(core, head.owner_id, adm.blocked(head.owner_id, active))
         return
