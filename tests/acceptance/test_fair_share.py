@@ -134,9 +134,7 @@ def test_steps_past_the_cpu_quota_wait_for_the_users_own_steps(lab: Lab) -> None
     for run in (first, second):
         assert run.wait(timeout=60)["state"] == "succeeded"
     # two free slots, but the user's steps ran one at a time
-    spans = sorted(
-        (s["started_at"], s["ended_at"]) for run in (first, second) for s in run.steps()
-    )
+    spans = sorted((s["started_at"], s["ended_at"]) for run in (first, second) for s in run.steps())
     assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:], strict=False))
 
 

@@ -308,8 +308,8 @@ def list_runs(
     table = Table("id", "workflow", "state", "created", "tags")
     for r in runs:
         d = r.data
-        state = styled(d["state"]) + (f" ({escape(d['waiting'])})" if d.get("waiting") else "")
-        table.add_row(d["id"], d["workflow"], state, d["created_at"][:19], ",".join(d["tags"]))
+        shown = styled(d["state"]) + (f" ({escape(d['waiting'])})" if d.get("waiting") else "")
+        table.add_row(d["id"], d["workflow"], shown, d["created_at"][:19], ",".join(d["tags"]))
     out.print(table)
 
 
