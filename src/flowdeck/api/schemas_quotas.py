@@ -32,7 +32,7 @@ class QuotaIn(Request):
 
     max_active_runs: int | None = Field(None, ge=1, le=1_000_000)
     max_cpus: float | None = Field(None, gt=0, le=1_000_000)
-    max_stored_bytes: int | None = Field(None, ge=0, le=2**62)
+    max_stored_bytes: int | None = Field(None, ge=0, le=10**18)
 
     def changes(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.model_fields_set}

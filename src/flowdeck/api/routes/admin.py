@@ -18,11 +18,11 @@ UserAction = Literal["approve", "enable", "disable", "promote", "demote"]
 
 
 class _ActionConvertor(Convertor[str]):
-    """Any segment but ``password`` matches ``/users/{username}/{action}`` (an unknown action
-    is a 422 naming the ones there are): ``POST …/password`` is the method
-    ``/users/{username}/password`` does not take (405), not an unknown action."""
+    """Any segment but ``password`` and ``quotas`` matches ``/users/{username}/{action}``
+    (an unknown action is a 422 naming the ones there are): ``POST …/password`` is the
+    method ``/users/{username}/password`` does not take (405), not an unknown action."""
 
-    regex = "(?!password$)[^/]+"
+    regex = "(?!(?:password|quotas)$)[^/]+"
 
     def convert(self, value: str) -> str:
         return value
