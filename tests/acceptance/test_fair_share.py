@@ -110,7 +110,9 @@ def test_a_run_past_the_active_runs_quota_waits_queued_and_says_why(lab: Lab) ->
     assert f"waiting: {reason}" in lab.sh("run", "status", second.id)
     listed = lab.sh("run", "list")
     assert reason in listed, listed
-    assert "active runs: 1 of 1 (1 queued)" in lab.sh("whoami")
+    whoami = lab.sh("whoami")
+    assert "active runs: 1 of 1 (1 queued)" in whoami
+    assert "CPU slots in use: 1 of no limit" in whoami
     me = c.me()
     assert me["quota"]["max_active_runs"] == 1 and me["usage"]["active_runs"] == 1
     first.stop()
@@ -131,6 +133,7 @@ def test_steps_past_the_cpu_quota_wait_for_the_users_own_steps(lab: Lab) -> None
     second = d.create_run("pair@1", start=True)
     reason = "quota: 1 of 1 CPU slots in use"
     until(lambda: second.status().get("waiting") == reason, "the CPU reason on the second run")
+    assert d.me()["usage"]["cpus"] == 1
     for run in (first, second):
         assert run.wait(timeout=60)["state"] == "succeeded"
     # two free slots, but the user's steps ran one at a time

@@ -148,7 +148,7 @@ def test_quotas_are_set_by_admins_only_and_bad_values_change_nothing(
         ]:
             assert c.request(method, API + path, json={}).status_code == 403, path
         me = c.get(f"{API}/auth/me").json()
-        assert me["usage"] == {"active_runs": 0, "queued_runs": 0, "stored_bytes": 0}
+        assert me["usage"] == {"active_runs": 0, "queued_runs": 0, "stored_bytes": 0, "cpus": 0}
     with server.client(admin_token) as admin:
         url = f"{API}/admin/users/{name}/quotas"
         r = admin.put(url, json={"max_active_runs": 3, "max_cpus": 2.5})

@@ -42,6 +42,11 @@ class UsageOut(BaseModel):
     active_runs: int = Field(description="Runs running, paused or stopping.")
     queued_runs: int
     stored_bytes: int = Field(description="Bytes of the user's uploads and products.")
+    cpus: float = Field(
+        0.0,
+        description="CPU slots the user's running steps hold now (for one user's quota or "
+        "`/auth/me`; 0 in the list of every user).",
+    )
 
     @classmethod
     def of(cls, usage: Usage) -> Self:

@@ -79,7 +79,7 @@ def whoami(
             out.print(usage_lines(me["usage"], me["quota"]), highlight=False)
 
 
-def usage_lines(usage: dict[str, int], quota: dict[str, float | None]) -> str:
+def usage_lines(usage: dict[str, float], quota: dict[str, float | None]) -> str:
     """``active runs: 1 of 4`` lines: a user's usage against their quotas."""
     from flowdeck.domain.quotas import human_bytes
 
@@ -92,7 +92,7 @@ def usage_lines(usage: dict[str, int], quota: dict[str, float | None]) -> str:
         [
             f"active runs: {usage['active_runs']} of {of(quota['max_active_runs'])}"
             f" ({usage['queued_runs']} queued)",
-            f"CPU slots at once: {of(quota['max_cpus'])}",
+            f"CPU slots in use: {usage.get('cpus', 0):g} of {of(quota['max_cpus'])}",
             f"stored: {human_bytes(usage['stored_bytes'])} of "
             f"{of(quota['max_stored_bytes'], size=True)}",
         ]

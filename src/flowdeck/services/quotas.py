@@ -4,6 +4,7 @@ scheduler holds queued runs back at the others (``runtime/admission.py``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,9 @@ from flowdeck.domain import quotas
 from flowdeck.domain.accounts import User
 from flowdeck.domain.privilege import Actor
 from flowdeck.domain.quotas import Quota
-from flowdeck.domain.runs import RunState
+from flowdeck.domain.runs import RunState, StepState
+from flowdeck.domain.spec import WorkflowSpec
+from flowdeck.domain.workflows import Workflow
 from flowdeck.errors import InvalidInput, NotFound, PermissionDenied, QuotaExceeded
 from flowdeck.store.base import Store, Tx
 
@@ -25,12 +28,14 @@ class Usage:
     active_runs: int  # running, paused or stopping
     queued_runs: int
     stored_bytes: int
+    cpus: float = 0.0  # slots of this machine held by the user's running steps
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "active_runs": self.active_runs,
             "queued_runs": self.queued_runs,
             "stored_bytes": self.stored_bytes,
+            "cpus": self.cpus,
         }
 
 
@@ -46,12 +51,40 @@ class UserQuota:
 
 
 class Quotas:
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        spec_of: Callable[[Workflow], WorkflowSpec] | None = None,
+    ) -> None:
         self.store = store
         s = settings
         self.defaults = Quota(s.quota_max_active_runs, s.quota_max_cpus, s.quota_max_stored_bytes)
+        self.spec_of = spec_of  # a workflow version's parsed spec (kept by the runs service)
 
-    def _of(self, tx: Tx, user: User, stored: dict[str, int] | None = None) -> UserQuota:
+    def cpus_held(self, tx: Tx, owner_id: str) -> float:
+        """Slots held now by the running steps of ``owner_id``'s runs, from the store (as
+        the scheduler counts them: a step on Slurm or a child run holds none)."""
+        if self.spec_of is None:
+            return 0.0
+        held = 0.0
+        runs = tx.list_runs(owner_id, owner_id=owner_id, states=list(STARTED), limit=1000)
+        for run in runs:
+            if run.resources.get("executor") == "slurm" or run.workflow_id is None:
+                continue
+            wf = tx.get_workflow(run.workflow_id)
+            if wf is None:
+                continue
+            steps = self.spec_of(wf).steps
+            for rec in tx.list_steps(run.id):
+                step = steps.get(rec.name)
+                if rec.state is StepState.RUNNING and step is not None and step.uses is None:
+                    held += float(step.resources.cpus)
+        return held
+
+    def _of(
+        self, tx: Tx, user: User, stored: dict[str, int] | None = None, cpus: bool = False
+    ) -> UserQuota:
         override = tx.get_quota(user.id) or Quota()
         counts = tx.count_runs_by_state(user.id)
         if stored is None:
@@ -60,12 +93,13 @@ class Quotas:
             active_runs=sum(counts.get(s, 0) for s in STARTED),
             queued_runs=counts.get(RunState.QUEUED, 0),
             stored_bytes=stored.get(user.id, 0),
+            cpus=self.cpus_held(tx, user.id) if cpus else 0.0,
         )
         return UserQuota(user, override.over(self.defaults), override, usage)
 
     def mine(self, user: User) -> UserQuota:
         with self.store.read() as tx:
-            return self._of(tx, user)
+            return self._of(tx, user, cpus=True)
 
     @staticmethod
     def _require_admin(actor: Actor | None) -> None:
@@ -82,7 +116,7 @@ class Quotas:
     def show(self, actor: Actor | None, username: str) -> UserQuota:
         self._require_admin(actor)
         with self.store.read() as tx:
-            return self._of(tx, self._user(tx, username))
+            return self._of(tx, self._user(tx, username), cpus=True)
 
     def list(self, actor: Actor | None) -> list[UserQuota]:
         """Every user's quota and usage (the admin users page)."""

@@ -77,7 +77,7 @@ class Runs(RunFiles):
         self.store = store
         self.settings = settings
         self.workflows = workflows
-        self.quotas = Quotas(store, settings)
+        self.quotas = Quotas(store, settings, self.spec_of)
         self.scheduler: SchedulerHandle | None = None
         self.webhooks: Webhooks | None = None  # run-scoped callbacks made with a run
         self._specs: dict[str, WorkflowSpec] = {}
