@@ -135,3 +135,23 @@ def test_a_runs_admin_priority_and_why_it_waits_are_kept(store: Store) -> None:
     with store.read() as tx:
         got = tx.get_run("run_q")
         assert got is not None and got.waiting is None
+
+
+def test_usage_adds_up_decayed_per_user_and_goes_with_the_user(store: Store) -> None:
+    hour = 3600.0
+    with store.write() as tx:
+        tx.add_user(user("alice"))
+        tx.add_user(user("bob"))
+        tx.add_usage({"u_alice": 100.0, "u_bob": 8.0, "u_gone": 5.0}, T0, hour)
+    later = T0 + timedelta(hours=1)
+    with store.write() as tx:
+        tx.add_usage({"u_alice": 50.0}, later, hour)  # 100 halved, plus 50
+    with store.read() as tx:
+        found = tx.list_usage()
+    assert set(found) == {"u_alice", "u_bob"}  # no usage for a user that is not there
+    assert found["u_alice"][0] == pytest.approx(100.0) and found["u_alice"][1] == later
+    assert found["u_bob"] == (pytest.approx(8.0), T0)
+    with store.write() as tx:
+        tx.delete_user("u_bob")
+    with store.read() as tx:
+        assert set(tx.list_usage()) == {"u_alice"}

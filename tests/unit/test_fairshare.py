@@ -98,3 +98,11 @@ def test_quota_overrides_and_sizes() -> None:
     assert parse_bytes("2MiB") == 2 * 1024**2
     with pytest.raises(ValueError, match="could not convert"):
         parse_bytes("lots")
+
+
+def test_the_book_takes_the_stored_usage_of_every_server() -> None:
+    book = UsageBook(half_life_s=60)
+    book.add("a", 10, T0)
+    book.load({"b": (40.0, T0)})
+    assert book.of("a", T0) == 0
+    assert book.of("b", T0 + timedelta(seconds=60)) == pytest.approx(20)

@@ -46,6 +46,10 @@ class UsageBook:
         value, at = self._usage.get(user, (0.0, now))
         return decay(value, (now - at).total_seconds(), self.half_life_s)
 
+    def load(self, stored: dict[str, tuple[float, datetime]]) -> None:
+        """Take the usage stored for every user (each server adds what its steps used)."""
+        self._usage = dict(stored)
+
     def forget_below(self, threshold: float, now: datetime) -> None:
         """Drop users whose usage decayed to nearly nothing (keeps the book small)."""
         for user in [u for u in self._usage if self.of(u, now) < threshold]:

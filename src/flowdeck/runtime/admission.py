@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -24,13 +24,13 @@ from flowdeck.domain.fairshare import Candidate, UsageBook, pick
 from flowdeck.domain.quotas import Quota
 from flowdeck.domain.runs import Run, RunState
 from flowdeck.errors import StoreUnavailable
-from flowdeck.store.base import Store
+from flowdeck.store.base import Store, Tx
 
 if TYPE_CHECKING:
     from flowdeck.runtime.active import ActiveRun, Instance
     from flowdeck.runtime.core import SchedulerCore, Start
 
-QUOTAS_REFRESH_S = 5.0  # admins' quota overrides are read again after this
+QUOTAS_REFRESH_S = 5.0  # quota overrides and stored usage are read again after this
 
 
 class QuotaBook:
@@ -42,12 +42,15 @@ class QuotaBook:
         self._overrides: dict[str, Quota] = {}
         self._read_at: float | None = None
 
-    def refresh(self, store: Store) -> None:
+    def refresh(self, store: Store) -> bool:
+        """Read the overrides again if they are old; True when it did."""
         now = time.monotonic()
         if self._read_at is None or now - self._read_at >= QUOTAS_REFRESH_S:
             with store.read() as tx:
                 self._overrides = tx.list_quotas()
             self._read_at = now
+            return True
+        return False
 
     @property
     def none(self) -> bool:
@@ -81,12 +84,38 @@ class Admission:
         self.holding: defaultdict[str, float] = defaultdict(float)  # by each user's steps
         self.reasons: dict[str, str] = {}  # told on each blocked user's queued runs
         self.unlimited = self.quotas.none  # no quota holds starts back (checked each admit)
+        self.pending: dict[str, float] = {}  # usage recorded, not yet handed to a commit
 
     def record_usage(self, ar: ActiveRun, inst: Instance, now: datetime) -> None:
-        """An attempt ended: its slot-seconds count in its owner's usage."""
+        """An attempt ended: its slot-seconds count in its owner's usage (stored with the
+        tick's commit: :meth:`usage_op`)."""
         if inst.started_at is not None and inst.cpus > 0:
             seconds = max(0.0, (now - inst.started_at).total_seconds())
             self.usage.add(ar.run.owner_id, inst.cpus * seconds, now)
+            owner = ar.run.owner_id
+            self.pending[owner] = self.pending.get(owner, 0.0) + inst.cpus * seconds
+
+    def usage_op(self) -> Callable[[Tx], None] | None:
+        """The change that adds the usage recorded since the last commit to the store."""
+        if not self.pending:
+            return None
+        amounts, self.pending = self.pending, {}
+        now, half_life = clock.now(), self.usage.half_life_s
+
+        def op(tx: Tx) -> None:
+            tx.add_usage(amounts, now, half_life)
+
+        return op
+
+    def refresh(self, store: Store) -> None:
+        """Read quota overrides and every user's stored usage again, at most every few
+        seconds (other servers' steps count too)."""
+        if self.quotas.refresh(store):
+            with store.read() as tx:
+                self.usage.load(tx.list_usage())
+            for owner, amount in self.pending.items():  # not committed yet
+                self.usage.add(owner, amount, clock.now())
+        self.unlimited = self.quotas.none
 
     def count_holdings(self, active: Iterable[ActiveRun]) -> None:
         self.holding = defaultdict(float)
@@ -166,8 +195,7 @@ def admit(core: SchedulerCore, claimed: list[Start], owned: list[Start]) -> None
     part of the tick's commit (compare-and-set on its fence); its first steps go to
     ``claimed`` and start once that commit succeeded."""
     adm = core.admission
-    adm.quotas.refresh(core.store)
-    adm.unlimited = adm.quotas.none
+    adm.refresh(core.store)
     active = Counter(
         ar.run.owner_id for ar in core.active.values() if ar.run.state is not RunState.QUEUED
     )

@@ -107,6 +107,8 @@ class SchedulerCore:
     def _flush(self) -> concurrent.futures.Future[set[str]]:
         """Hand everything decided since the last flush to the committer: one transaction,
         committed in order, while the loop goes on."""
+        if (usage := self.admission.usage_op()) is not None:
+            self._op("", usage)  # users' fair-share usage (of no run: never fenced off)
         if not (self._ops or self._steps or self._events or self._cache_entries):
             done: concurrent.futures.Future[set[str]] = concurrent.futures.Future()
             done.set_result(set())

@@ -314,6 +314,15 @@ class Tx(ABC):
         """Every quota override, by user id."""
 
     @abstractmethod
+    def add_usage(self, amounts: dict[str, float], now: datetime, half_life_s: float) -> None:
+        """Add CPU-slot-seconds to users' fair-share usage, each stored value first decayed
+        to ``now`` with ``half_life_s`` (users that no longer exist are left out)."""
+
+    @abstractmethod
+    def list_usage(self) -> dict[str, tuple[float, datetime]]:
+        """Every user's stored usage and the time it is decayed to."""
+
+    @abstractmethod
     def stored_bytes_by_owner(self, owner_id: str | None = None) -> dict[str, int]:
         """Bytes of the staged files (not those read in place under the data root) and
         products of each user's runs (of ``owner_id`` alone when given); users with none

@@ -62,6 +62,7 @@ class _State:
     cache: dict[tuple[str, str, int], CacheEntry] = field(default_factory=dict)
     secrets: dict[tuple[str, str], Secret] = field(default_factory=dict)
     quotas: dict[str, Quota] = field(default_factory=dict)
+    usage: dict[str, tuple[float, datetime]] = field(default_factory=dict)
 
 
 class FakeStore(Store):
@@ -165,6 +166,7 @@ class FakeTx(
             self.delete_graph(graph_id)
         self.s.secrets = {k: v for k, v in self.s.secrets.items() if k[0] != user_id}
         self.s.quotas.pop(user_id, None)
+        self.s.usage.pop(user_id, None)
         return True
 
     # -- tokens ---------------------------------------------------------------------------

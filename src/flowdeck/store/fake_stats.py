@@ -6,6 +6,7 @@ from collections import Counter
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from flowdeck.domain.fairshare import decay
 from flowdeck.domain.quotas import Quota
 from flowdeck.domain.runs import Product, RunState, StagedFile, StepState
 
@@ -61,6 +62,17 @@ class FakeStatsMixin:
 
     def list_quotas(self) -> dict[str, Quota]:
         return dict(self.s.quotas)
+
+    def add_usage(self, amounts: dict[str, float], now: datetime, half_life_s: float) -> None:
+        for user, amount in amounts.items():
+            if user not in self.s.users:
+                continue
+            value, at = self.s.usage.get(user, (0.0, now))
+            value = decay(value, (now - at).total_seconds(), half_life_s) + amount
+            self.s.usage[user] = (value, max(now, at))
+
+    def list_usage(self) -> dict[str, tuple[float, datetime]]:
+        return dict(self.s.usage)
 
     def stored_bytes_by_owner(self, owner_id: str | None = None) -> dict[str, int]:
         found: Counter[str] = Counter()

@@ -212,6 +212,15 @@ user_quotas = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+# Each user's recent usage for fair share: CPU-slot-seconds, decayed to ``as_of``.
+user_usage = Table(
+    "user_usage",
+    metadata,
+    Column("user_id", String(40), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("slot_seconds", Float, nullable=False),
+    Column("as_of", UTCDateTime, nullable=False),
+)
+
 run_tags = Table(
     "run_tags",
     metadata,

@@ -1,5 +1,6 @@
 """Fair share and quotas: a run's admin priority (global, apart from its owner's own
-priority), why a queued run waits (a user's quota), and per-user quota overrides.
+priority), why a queued run waits (a user's quota), per-user quota overrides, and each
+user's decayed usage for fair share.
 
 Revision ID: 0016
 Revises: 0015
@@ -37,9 +38,20 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("user_id", name="pk_user_quotas"),
     )
+    op.create_table(
+        "user_usage",
+        sa.Column("user_id", sa.String(40), nullable=False),
+        sa.Column("slot_seconds", sa.Float(), nullable=False),
+        sa.Column("as_of", UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name="fk_user_usage_user_id_users", ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("user_id", name="pk_user_usage"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("user_usage")
     op.drop_table("user_quotas")
     with op.batch_alter_table("runs") as batch:
         batch.drop_column("waiting")
