@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from flowdeck.runtime.core import SchedulerCore, Start
 
 QUOTAS_REFRESH_S = 5.0  # quota overrides and stored usage are read again after this
+USAGE_WRITE_S = 1.0  # recorded usage is added to the store at most this often
 
 
 class QuotaBook:
@@ -85,6 +86,7 @@ class Admission:
         self.reasons: dict[str, str] = {}  # told on each blocked user's queued runs
         self.unlimited = self.quotas.none  # no quota holds starts back (checked each admit)
         self.pending: dict[str, float] = {}  # usage recorded, not yet handed to a commit
+        self._written_at = float("-inf")
 
     def record_usage(self, ar: ActiveRun, inst: Instance, now: datetime) -> None:
         """An attempt ended: its slot-seconds count in its owner's usage (stored with the
@@ -96,9 +98,11 @@ class Admission:
             self.pending[owner] = self.pending.get(owner, 0.0) + inst.cpus * seconds
 
     def usage_op(self) -> Callable[[Tx], None] | None:
-        """The change that adds the usage recorded since the last commit to the store."""
-        if not self.pending:
+        """The change that adds the usage recorded since it last did to the store: at most
+        once a second, whatever the rate of steps (a commit of step ends carries it)."""
+        if not self.pending or time.monotonic() - self._written_at < USAGE_WRITE_S:
             return None
+        self._written_at = time.monotonic()
         amounts, self.pending = self.pending, {}
         now, half_life = clock.now(), self.usage.half_life_s
 
@@ -126,6 +130,8 @@ class Admission:
     def cpus_allowed(self, owner: str, cpus: float) -> bool:
         """May a step of ``owner`` taking ``cpus`` start within their CPU quota?  (One step
         always may if the owner holds nothing, as with the machine's slots.)"""
+        if self.unlimited:
+            return True
         cap = self.quotas.of(owner).max_cpus
         held = self.holding[owner]
         return cap is None or held <= 0 or held + cpus <= cap
