@@ -135,6 +135,24 @@ class Settings(BaseSettings):
     stop_grace_s: float = Field(
         10.0, ge=0, description="Seconds between SIGTERM and SIGKILL when a run stops."
     )
+    fairshare_half_life_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Half-life of a user's recent usage (CPU-slot-seconds) in fair share: "
+        "usage this long ago counts half.",
+    )
+    quota_max_active_runs: int | None = Field(
+        None, ge=1, description="Most running runs per user (more wait queued; none: no limit)."
+    )
+    quota_max_cpus: float | None = Field(
+        None, gt=0, description="Most CPU slots one user's steps hold at once (none: no limit)."
+    )
+    quota_max_stored_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="Most bytes of uploads and products per user; an upload past it is "
+        "refused (none: no limit).",
+    )
     max_upload_bytes: int = Field(
         10 * 1024**3, ge=1024, description="Largest file staged for a run, in bytes."
     )

@@ -173,6 +173,12 @@ class PayloadTooLarge(FlowdeckError):
     code = "payload_too_large"
 
 
+class QuotaExceeded(PayloadTooLarge):
+    """The user's quota of stored bytes would be exceeded."""
+
+    code = "quota_exceeded"
+
+
 class StoreUnavailable(FlowdeckError):
     """The database is unavailable."""
 

@@ -45,7 +45,17 @@ def previous_version(dest: Path) -> tuple[Path, str]:
     """The code of the commit before the one that added the latest migration (its src
     folder) and its schema revision."""
     latest = max((REPO / VERSIONS).glob("[0-9]*.py"))
-    added = git("log", "-1", "--format=%H", "--diff-filter=A", "--", str(VERSIONS / latest.name))
+    added = git(  # (a merge that brought it counts: its diff against its first parent)
+        "log",
+        "-1",
+        "--format=%H",
+        "--first-parent",
+        "-m",
+        "--no-renames",
+        "--diff-filter=A",
+        "--",
+        str(VERSIONS / latest.name),
+    )
     if not added:
         pytest.skip(f"{latest.name} is not committed yet")
     dest.mkdir(parents=True, exist_ok=True)

@@ -132,3 +132,60 @@ def test_audit_pagination(server: LiveServer, admin_token: str) -> None:
             f"{API}/admin/audit", params={"limit": 2, "before": first["next_before"]}
         ).json()
     assert second["entries"][0]["id"] < first["entries"][-1]["id"]
+
+
+def test_quotas_are_set_by_admins_only_and_bad_values_change_nothing(
+    server: LiveServer, admin_token: str
+) -> None:
+    name = unique("quo")
+    user_token = register_and_login(server, name)
+    with server.client(user_token) as c:
+        for method, path in [
+            ("GET", "/admin/quotas"),
+            ("GET", f"/admin/users/{name}/quotas"),
+            ("PUT", f"/admin/users/{name}/quotas"),
+            ("GET", "/admin/status"),
+        ]:
+            assert c.request(method, API + path, json={}).status_code == 403, path
+        me = c.get(f"{API}/auth/me").json()
+        assert me["usage"] == {"active_runs": 0, "queued_runs": 0, "stored_bytes": 0, "cpus": 0}
+    with server.client(admin_token) as admin:
+        url = f"{API}/admin/users/{name}/quotas"
+        r = admin.put(url, json={"max_active_runs": 3, "max_cpus": 2.5})
+        assert r.status_code == 200, r.text
+        assert r.json()["override"] == {
+            "max_active_runs": 3,
+            "max_cpus": 2.5,
+            "max_stored_bytes": None,
+        }
+        for bad in ({"max_active_runs": 0}, {"max_cpus": -1}, {"max_stored_bytes": "1G"}, {"x": 1}):
+            r = admin.put(url, json=bad)
+            assert r.status_code == 422, (bad, r.text)
+        r = admin.put(url, json={"max_cpus": None})  # back to the default; the rest stays
+        assert r.json()["override"]["max_active_runs"] == 3
+        assert r.json()["override"]["max_cpus"] is None
+        assert admin.put(f"{API}/admin/users/nobody-{name}/quotas", json={}).status_code == 404
+        listed = {q["username"]: q for q in admin.get(f"{API}/admin/quotas").json()}
+        assert listed[name]["quota"]["max_active_runs"] == 3
+        status = admin.get(f"{API}/admin/status").json()
+        assert status["disk"]["free_bytes"] > 0
+    with server.client(user_token) as c:
+        assert c.get(f"{API}/auth/me").json()["quota"]["max_active_runs"] == 3
+
+
+def test_a_users_priority_is_their_own_an_admins_is_global(
+    server: LiveServer, admin_token: str
+) -> None:
+    name = unique("pri")
+    user_token = register_and_login(server, name)
+    spec = 'name: idle\nversion: "1"\nsteps:\n  main:\n    run: [true]\n'
+    with server.client(user_token) as c:
+        r = c.post(f"{API}/workflows", content=spec, headers={"content-type": "application/yaml"})
+        assert r.status_code == 201, r.text
+        r = c.post(f"{API}/runs", json={"workflow": "idle@1", "resources": {"priority": 50}})
+        run = r.json()
+        assert (run["priority"], run["admin_priority"]) == (50, 0)
+    with server.client(admin_token) as admin:
+        r = admin.put(f"{API}/runs/{run['id']}/resources", json={"priority": 9})
+        assert r.status_code == 200, r.text
+        assert (r.json()["priority"], r.json()["admin_priority"]) == (50, 9)

@@ -145,3 +145,23 @@ def test_webhook_attempts_and_stream_clients_are_counted(srv: LiveServer) -> Non
             assert stream.status_code == 200
             eventually(lambda: scrape(srv)[("flowdeck_sse_clients", ())] >= 1, what="a client")
         eventually(lambda: scrape(srv)[("flowdeck_sse_clients", ())] == 0, what="no client")
+
+
+def test_stored_bytes_per_user_and_in_total(tmp_path: Path) -> None:
+    keep = (
+        'name: keep\nversion: "1"\ninputs:\n  data: {type: file}\nsteps:\n  t: {run: [/bin/true]}\n'
+    )
+    with live_server(make_settings(tmp_path, metrics_token=SCRAPER)) as s:
+        token = register_and_login(s, "hoarder")
+        with s.client(token) as c:
+            r = c.post(
+                f"{API}/workflows", content=keep, headers={"content-type": "application/yaml"}
+            )
+            assert r.status_code == 201, r.text
+            run_id = c.post(f"{API}/runs", json={"workflow": "keep@1"}).json()["id"]
+            r = c.put(f"{API}/runs/{run_id}/files/data?filename=a.bin", content=b"x" * 1234)
+            assert r.status_code == 201, r.text
+        with s.client(SCRAPER) as c:
+            m = samples(c.get("/metrics").text)
+    assert m[("flowdeck_user_stored_bytes", (("user", "hoarder"),))] == 1234
+    assert m[("flowdeck_stored_bytes", ())] == 1234

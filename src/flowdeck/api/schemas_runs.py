@@ -19,6 +19,7 @@ from flowdeck.domain.runs import (
     Event,
     Product,
     Run,
+    RunState,
     StagedFile,
     StepRecord,
     StepState,
@@ -133,7 +134,15 @@ class RunSummary(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     tags: list[str]
-    priority: int
+    priority: int = Field(description="Set by the owner: orders only the owner's own runs.")
+    admin_priority: int = Field(
+        0, description="Set by an admin: orders runs of every user, before fair share."
+    )
+    waiting: str | None = Field(
+        None,
+        description="A queued run held back by its owner's quota: why "
+        "('quota: 2 of 2 active runs').",
+    )
 
     @classmethod
     def of(cls, run: Run) -> Self:
@@ -152,6 +161,8 @@ class RunSummary(BaseModel):
             finished_at=run.finished_at,
             tags=run.tags,
             priority=run.priority,
+            admin_priority=run.admin_priority,
+            waiting=run.waiting if run.state is RunState.QUEUED else None,
         )
 
 

@@ -21,6 +21,7 @@ from flowdeck.cli.common import (
     settings_from,
 )
 from flowdeck.cli.lazy import help_of
+from flowdeck.cli.quota import quota_app
 from flowdeck.cli.status import status as status_command
 from flowdeck.domain.accounts import Role
 from flowdeck.errors import FlowdeckError
@@ -268,6 +269,7 @@ def audit(
 
 
 admin_app.command("status")(status_command)
+admin_app.add_typer(quota_app, name="quota")
 
 
 @admin_app.command("rotate-secrets")

@@ -269,6 +269,8 @@ def status(run_id: RunArg, server: ServerOption = None, as_json: JsonOption = Fa
         return
     progress = data["progress"]
     out.print(f"run [bold]{data['id']}[/] ({data['workflow']}): {styled(data['state'])}")
+    if data.get("waiting"):
+        out.print(f"waiting: {escape(data['waiting'])}")
     out.print(
         f"steps: {progress['done']}/{progress['total']} done"
         + (f"; running: {', '.join(data['current_steps'])}" if data["current_steps"] else "")
@@ -350,9 +352,8 @@ def list_runs(
     table = Table("id", "workflow", "state", "created", "tags")
     for r in runs:
         d = r.data
-        table.add_row(
-            d["id"], d["workflow"], styled(d["state"]), d["created_at"][:19], ",".join(d["tags"])
-        )
+        shown = styled(d["state"]) + (f" ({escape(d['waiting'])})" if d.get("waiting") else "")
+        table.add_row(d["id"], d["workflow"], shown, d["created_at"][:19], ",".join(d["tags"]))
     out.print(table)
 
 

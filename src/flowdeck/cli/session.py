@@ -75,3 +75,25 @@ def whoami(
         out.print_json(data=me)
     else:
         out.print(f"{me['username']} ({me['role']}, {me['status']}) on {client.base_url}")
+        if "usage" in me:
+            out.print(usage_lines(me["usage"], me["quota"]), highlight=False)
+
+
+def usage_lines(usage: dict[str, float], quota: dict[str, float | None]) -> str:
+    """``active runs: 1 of 4`` lines: a user's usage against their quotas."""
+    from flowdeck.domain.quotas import human_bytes
+
+    def of(value: float | None, size: bool = False) -> str:
+        if value is None:
+            return "no limit"
+        return human_bytes(value) if size else f"{value:g}"
+
+    return "\n".join(
+        [
+            f"active runs: {usage['active_runs']} of {of(quota['max_active_runs'])}"
+            f" ({usage['queued_runs']} queued)",
+            f"CPU slots in use: {usage.get('cpus', 0):g} of {of(quota['max_cpus'])}",
+            f"stored: {human_bytes(usage['stored_bytes'])} of "
+            f"{of(quota['max_stored_bytes'], size=True)}",
+        ]
+    )

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from flowdeck.cli.common import ConfigOption, out, reported, settings_from
+from flowdeck.domain.quotas import human_bytes
 from flowdeck.services.context import build_context
 from flowdeck.services.status import Summary, summary
 
@@ -48,6 +49,12 @@ def show(s: Summary) -> None:
         grid.add_row("[bold]step sandbox[/]", f"{s.sandbox}, one per {s.sandbox_scope}")
     grid.add_row("[bold]step limits[/]", s.step_limits)
     grid.add_row("[bold]cwl warm workers[/]", s.cwl_workers)
+    free = (
+        f", {human_bytes(s.disk_free_bytes)} free of {human_bytes(s.disk_total_bytes)}"
+        if s.disk_free_bytes is not None and s.disk_total_bytes is not None
+        else ""
+    )
+    grid.add_row("[bold]disk[/]", f"{human_bytes(s.stored_bytes_total)} stored{free}")
     out.print(f"flowdeck status at {s.at:%Y-%m-%d %H:%M:%S} UTC")
     out.print(grid)
     if s.live:
@@ -65,6 +72,13 @@ def show(s: Summary) -> None:
                 str(i.active_runs),
                 str(i.running_steps),
             )
+        out.print(table)
+    if s.stored_bytes:
+        table = Table(title="stored per user (uploads and products)")
+        table.add_column("user")
+        table.add_column("stored", justify="right")
+        for user, n in s.stored_bytes.items():
+            table.add_row(user, human_bytes(n))
         out.print(table)
     if not s.recent_failures:
         out.print("[bold]recent failures[/]  none")

@@ -153,7 +153,7 @@ class Run:
     params: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
-    priority: int = 0
+    priority: int = 0  # set by its owner: orders only the owner's own runs
     queued_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -166,6 +166,8 @@ class Run:
     fence: int = 0  # incremented by every takeover
     keep: bool = False  # exempt from retention (docs/operations.md, Retention)
     files_purged_at: datetime | None = None  # when retention removed its folder
+    admin_priority: int = 0  # set by an admin: orders runs of every user (fair share after)
+    waiting: str | None = None  # why a queued run does not start yet (its owner's quota)
 
     @property
     def active(self) -> bool:

@@ -1,12 +1,13 @@
 """The scheduler's core: decisions in *ticks*, state changes batched into group commits.
 
-A tick advances each run's DAG (conditions, scatter), admits queued runs by priority then
-age while machine slots are free, dispatches ready step instances within the slots and
-each run's cpus, then hands every state change of the tick, with its events, to the
-committer (ONE transaction, fenced by this instance's ownership of each run) — and only
-then starts processes.  Process exits, timers and API commands schedule the next tick, so
-bursts are batched.  Control commands live in :mod:`control`, restarts and ownership in
-:mod:`recovery`; :mod:`scheduler` puts them together.
+A tick advances each run's DAG (conditions, scatter), admits queued runs by fair share
+among users and within their quotas (:mod:`admission`) while machine slots are free,
+dispatches ready step instances within the slots and each run's cpus, then hands every
+state change of the tick, with its events, to the committer (ONE transaction, fenced by
+this instance's ownership of each run) — and only then starts processes.  Process exits,
+timers and API commands schedule the next tick, so bursts are batched.  Control commands
+live in :mod:`control`, restarts and ownership in :mod:`recovery`; :mod:`scheduler` puts
+them together.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from flowdeck.errors import StoreUnavailable
 from flowdeck.executors.base import CLUSTER_EXECUTORS, Executor, Outcome
 from flowdeck.runtime import launch as launching
 from flowdeck.runtime.active import FAILURES, ActiveRun, Instance
+from flowdeck.runtime.admission import Admission, admit
 from flowdeck.runtime.cache import StepCache
 from flowdeck.runtime.committer import Batch, Committer
 from flowdeck.runtime.ports import PortRuntime
@@ -84,6 +86,7 @@ class SchedulerCore:
         self.lease_renewed_at = clock.now()
         # Observers of each tick's duration in seconds (metrics).
         self.tick_observers: list[Callable[[float], None]] = []
+        self.admission = Admission(self.settings)  # fair share and quotas
 
     def lease_fresh(self) -> bool:
         """Is this instance's lease surely still its own?  Renewed less than half a
@@ -104,6 +107,8 @@ class SchedulerCore:
     def _flush(self) -> concurrent.futures.Future[set[str]]:
         """Hand everything decided since the last flush to the committer: one transaction,
         committed in order, while the loop goes on."""
+        if (usage := self.admission.usage_op()) is not None:
+            self._op("", usage)  # users' fair-share usage (of no run: never fenced off)
         if not (self._ops or self._steps or self._events or self._cache_entries):
             done: concurrent.futures.Future[set[str]] = concurrent.futures.Future()
             done.set_result(set())
@@ -155,6 +160,8 @@ class SchedulerCore:
     def _take(self, run: Run) -> None:
         if run.state is RunState.QUEUED and run.id not in self.active:
             self.queued[run.id] = run
+            if (reason := self.admission.reasons.get(run.owner_id)) is not None:
+                self._op(run.id, {"waiting": reason})  # its owner is at a quota
             self._plan()
 
     def _workflow(self, workflow_id: str | None) -> tuple[ValidWorkflow | None, bool]:
@@ -258,6 +265,7 @@ class SchedulerCore:
     def _tick_body(self) -> None:
         starts: list[Start] = []  # of runs this instance owns
         claimed: list[Start] = []  # of runs this tick claims
+        self.admission.count_holdings(self.active.values())
         try:
             for ar in list(self.active.values()):
                 if ar.run.state is RunState.RUNNING:
@@ -266,9 +274,9 @@ class SchedulerCore:
             for ar in self._by_priority(self.active.values()):
                 if ar.run.state is RunState.RUNNING and not self._dispatch(ar, starts):
                     break
-            if self.queued and self.used < self.slots and not self.draining:
+            if self.queued and not self.draining:
                 try:
-                    self._admit(claimed, starts)
+                    admit(self, claimed, starts)
                 except StoreUnavailable as exc:  # those admitted so far start; others wait
                     log.warning("cannot admit queued runs yet: %s", exc)
                     self._retry_soon()
@@ -345,51 +353,16 @@ class SchedulerCore:
         self._start(ok)
         self._flush()
 
-    def _admit(
-        self,
-        claimed: list[Start],
-        owned: list[Start],
-    ) -> None:
-        """Start queued runs by priority, then age, while slots are free.  A run queued
-        through this instance is its own already (ownership was part of queueing it): its
-        first steps go to ``owned`` and start at once.  Taking ownership of any other is
-        part of the tick's commit (compare-and-set on its fence); its first steps go to
-        ``claimed`` and start once that commit succeeded."""
-        while self.used < self.slots and (first := self.queued.take_first(1)):
-            queued = first[0]
-            ours = queued.owner_instance == self.instance_id
-            run = (
-                queued
-                if ours
-                else dataclasses.replace(
-                    queued, owner_instance=self.instance_id, fence=queued.fence + 1
-                )
-            )
-            try:
-                admitted = self._activate(run)
-            except StoreUnavailable:
-                self.queued[queued.id] = queued  # admitted at the next try
-                raise
-            if not ours:
-                self._claims[queued.id] = queued.fence
-            if admitted is None:
-                continue
-            self.active[run.id] = admitted
-            self._run_state(admitted, "dispatch", started_at=clock.now())
-            walltime = run.resources.get("walltime_s")
-            if walltime:
-                assert self.loop is not None
-                admitted.timers.append(
-                    self.loop.call_later(float(walltime), self._run_walltime, admitted)
-                )
-            self._advance(admitted)
-            self._dispatch(admitted, owned if ours else claimed)
-            self._maybe_finish(admitted)
-
     @staticmethod
     def _by_priority(runs: Any) -> list[ActiveRun]:
         return sorted(
-            runs, key=lambda a: (-a.run.priority, a.run.queued_at or a.run.created_at, a.run.id)
+            runs,
+            key=lambda a: (
+                -a.run.admin_priority,
+                -a.run.priority,
+                a.run.queued_at or a.run.created_at,
+                a.run.id,
+            ),
         )
 
     def _context(self, ar: ActiveRun, item: Any = None) -> Any:
@@ -481,6 +454,8 @@ class SchedulerCore:
                     return False
                 if ar.used + inst.cpus > ar.cpus and ar.used > 0:
                     return True
+                if not self.admission.cpus_allowed(ar.run.owner_id, inst.cpus):
+                    return True  # its owner's CPU quota: another user's run may start
                 op = functools.partial(self._op, ar.run.id)
                 try:
                     source = self.cache.hit(ar, inst, op, self._cache_entries.append)
@@ -506,6 +481,7 @@ class SchedulerCore:
                 inst.job_id = inst.waiting = None
                 self.used += inst.cpus
                 ar.used += inst.cpus
+                self.admission.holding[ar.run.owner_id] += inst.cpus
                 self._step_state(ar, inst, StepState.RUNNING)
                 starts.append((ar, inst, launch))
         return True
@@ -534,6 +510,7 @@ class SchedulerCore:
         inst.waiting = None
         inst.exit_code, inst.signal = outcome.exit_code, outcome.signal
         inst.max_rss_kb, inst.cpu_time_s = outcome.max_rss_kb, outcome.cpu_time_s
+        self.admission.record_usage(ar, inst, now)
         if ar.step(inst.step).secrets:
             self._end_secrets(ar, inst)
         if ar.killing:

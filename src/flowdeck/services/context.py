@@ -18,6 +18,7 @@ from flowdeck.services.events import Events
 from flowdeck.services.graphs import Graphs
 from flowdeck.services.metrics import Metrics
 from flowdeck.services.ports import Ports
+from flowdeck.services.quotas import Quotas
 from flowdeck.services.retention import Retention, RetentionTask
 from flowdeck.services.runs import Runs
 from flowdeck.services.secrets import Secrets
@@ -52,6 +53,7 @@ class Context:
     secrets: Secrets
     retention: Retention
     _retention_task: RetentionTask | None = field(default=None, init=False, repr=False)
+    quotas: Quotas
     _order: EventOrder | None = field(default=None, init=False, repr=False)
     _listener: Listener | None = field(default=None, init=False, repr=False)
 
@@ -307,6 +309,7 @@ def make_context(settings: Settings, store: Store) -> Context:
         metrics=metrics,
         secrets=Secrets(store, settings),
         retention=Retention(store, settings),
+        quotas=runs.quotas,
     )
 
 

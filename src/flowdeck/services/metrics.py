@@ -59,6 +59,7 @@ class _StoreCollector(Collector):
     def __init__(self, store: Store) -> None:
         self.store = store
         self._finished: dict[RunState, int] = {}
+        self._stored: dict[str, int] = {}  # bytes stored by username
         self._finished_at = float("-inf")
         self._lock = threading.Lock()
 
@@ -75,10 +76,14 @@ class _StoreCollector(Collector):
                 active = tx.count_runs_in(sorted(ACTIVE_STATES))
                 if refresh:
                     self._finished = tx.count_runs_in(sorted(TERMINAL_STATES))
+                    stored = tx.stored_bytes_by_owner()
+                    names = {u.id: u.username for u in tx.list_users()} if stored else {}
+                    self._stored = {names.get(k, k): v for k, v in stored.items()}
                     self._finished_at = time.monotonic()
                 steps = tx.count_running_steps()
                 oldest = tx.oldest_queued_at()
             finished = dict(self._finished)
+            stored_by_user = dict(self._stored)
         runs = GaugeMetricFamily(
             "flowdeck_runs",
             "Runs in each state (finished states re-read from the store every minute).",
@@ -97,6 +102,19 @@ class _StoreCollector(Collector):
             "flowdeck_queue_oldest_seconds", "How long the oldest queued run has waited.", age
         )
         yield GaugeMetricFamily("flowdeck_steps_running", "Steps running, of every run.", steps)
+        per_user = GaugeMetricFamily(
+            "flowdeck_user_stored_bytes",
+            "Bytes of each user's uploads and products (re-read every minute).",
+            labels=["user"],
+        )
+        for user, n in sorted(stored_by_user.items()):
+            per_user.add_metric([user], n)
+        yield per_user
+        yield GaugeMetricFamily(
+            "flowdeck_stored_bytes",
+            "Bytes of all users' uploads and products (re-read every minute).",
+            sum(stored_by_user.values()),
+        )
 
 
 class Metrics:

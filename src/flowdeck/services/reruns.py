@@ -69,6 +69,7 @@ def rerun(
         # for runs that are not reruns)
         tags=[t for t in src.tags if not t.startswith(RERUN_TAG)] + [f"{RERUN_TAG}{src.id}"],
         priority=src.priority,
+        admin_priority=src.admin_priority,
     )
 
     def link(tx: Tx, new: Run) -> None:

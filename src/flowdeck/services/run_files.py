@@ -21,6 +21,7 @@ from flowdeck.engines.cwl_names import FILES_INPUT
 from flowdeck.errors import InvalidInput, NotFound
 from flowdeck.runtime.rundir import RunDir
 from flowdeck.services.cwl_jobs import check_staged_path
+from flowdeck.services.quotas import Quotas
 from flowdeck.store.base import Store, Tx
 
 
@@ -36,6 +37,7 @@ class RunFiles:
 
     store: Store
     settings: Settings
+    quotas: Quotas
 
     if TYPE_CHECKING:  # provided by Runs
 
@@ -91,6 +93,12 @@ class RunFiles:
             elif relative:
                 names = [f.filename for f in tx.list_staged_files(run.id) if f.input == input]
                 check_staged_path(filename, [n for n in names if n != filename])
+            replaced = sum(
+                f.size
+                for f in tx.list_staged_files(run.id)
+                if f.input == input and f.filename == filename and f.source != "data_root"
+            )
+            self.quotas.check_stored(tx, run.owner_id, size, replaced)  # 413, nothing changed
             target = self.rundir(run.id).input_dir(input) / filename
             target.parent.mkdir(parents=True, exist_ok=True)
             durable.replace(temp, target)

@@ -38,6 +38,7 @@ from flowdeck.ids import new_id
 from flowdeck.runtime.rundir import RunDir, forget_removed_files
 from flowdeck.runtime.scheduler import SchedulerHandle
 from flowdeck.services.cwl_jobs import has_job, job_params, start_problems
+from flowdeck.services.quotas import Quotas
 from flowdeck.services.run_files import RunFiles, is_file_input
 from flowdeck.services.run_resources import (
     check_dask_user,
@@ -80,6 +81,7 @@ class Runs(RunFiles):
         self.store = store
         self.settings = settings
         self.workflows = workflows
+        self.quotas = Quotas(store, settings, self.spec_of)
         self.scheduler: SchedulerHandle | None = None
         self.webhooks: Webhooks | None = None  # run-scoped callbacks made with a run
         self._specs: dict[str, WorkflowSpec] = {}
@@ -180,22 +182,22 @@ class Runs(RunFiles):
             out["executor"] = "local"  # the server's default is dask, not for this user
         return out
 
-    def _priority(self, actor: Actor, value: int | None) -> int:
-        if value is None:
-            return 0
-        if not -MAX_PRIORITY <= value <= MAX_PRIORITY:
+    def _priority(self, actor: Actor, value: int | None) -> dict[str, int]:
+        """The run's priority as ``actor`` sets it: an admin's orders runs of every user
+        (``admin_priority``); a user's orders only their own runs (``priority``)."""
+        if value is not None and not -MAX_PRIORITY <= value <= MAX_PRIORITY:
             raise InvalidInput(
                 f"priority must be between -{MAX_PRIORITY} and {MAX_PRIORITY}", field="priority"
             )
-        return value
+        return {"admin_priority" if actor.is_admin else "priority": value or 0}
 
     def set_resources(self, actor: Actor, run_id: str, body: dict[str, Any]) -> Run:
         resources = self._check_resources(actor, body)
         priority = self._priority(actor, body.get("priority"))
         with self._staging(actor, run_id) as (tx, run, spec):
             self._local_unless_chosen(resources, body, spec)
-            run = tx.update_run(run.id, resources=resources, priority=priority)
-            self._event(tx, run, "staging.resources", actor, resources=resources, priority=priority)
+            run = tx.update_run(run.id, resources=resources, **priority)
+            self._event(tx, run, "staging.resources", actor, resources=resources, **priority)
         return run
 
     @staticmethod
@@ -288,7 +290,8 @@ class Runs(RunFiles):
             params={k: v for k, v in (params or {}).items() if v is not None},
             resources=res,
             tags=list(dict.fromkeys(tags or [])),
-            priority=priority,
+            priority=priority.get("priority", 0),
+            admin_priority=priority.get("admin_priority", 0),
         )
         return run, spec
 

@@ -3,6 +3,7 @@ status``), read from the store: what every server instance shares."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -55,6 +56,13 @@ class Summary:
     step_limits: str = ""  # what bounds a step's resources on this host
     live: list[InstanceLoad] = field(default_factory=list)  # the instances, oldest first
     cwl_workers: str = ""  # the warm cwltool workers (executors/cwlpool.py)
+    stored_bytes: dict[str, int] = field(default_factory=dict)  # by username: uploads, products
+    disk_free_bytes: int | None = None  # on the file system of the data directory
+    disk_total_bytes: int | None = None
+
+    @property
+    def stored_bytes_total(self) -> int:
+        return sum(self.stored_bytes.values())
 
     @property
     def slots_used(self) -> int:
@@ -86,6 +94,12 @@ class Summary:
             "sandbox_scope": self.sandbox_scope,
             "step_limits": self.step_limits,
             "cwl_workers": self.cwl_workers,
+            "disk": {
+                "stored_bytes_total": self.stored_bytes_total,
+                "stored_bytes_by_user": self.stored_bytes,
+                "free_bytes": self.disk_free_bytes,
+                "total_bytes": self.disk_total_bytes,
+            },
             "active_runs": self.active_runs,
             "recent_failures": [
                 {
@@ -114,6 +128,12 @@ def summary(store: Store, settings: Settings) -> Summary:
         load = tx.load_by_instance()
         failed = tx.list_runs(None, states=FAILED, limit=RECENT_FAILURES)
         owners = {r.owner_id: tx.get_user(r.owner_id) for r in failed}
+        stored = tx.stored_bytes_by_owner()
+        names = {u.id: u.username for u in tx.list_users()} if stored else {}
+    try:
+        disk = shutil.disk_usage(settings.data_dir)
+    except OSError:
+        disk = None
     failures = [
         Failure(
             run_id=r.id,
@@ -134,6 +154,12 @@ def summary(store: Store, settings: Settings) -> Summary:
         slots_total=settings.slots * max(1, len(instances)),
         active_runs={s.value: active.get(s, 0) for s in RunState if s in ACTIVE_STATES},
         recent_failures=failures,
+        stored_bytes={
+            names.get(owner, owner): n
+            for owner, n in sorted(stored.items(), key=lambda item: -item[1])
+        },
+        disk_free_bytes=disk.free if disk else None,
+        disk_total_bytes=disk.total if disk else None,
         sandbox=settings.sandbox,
         sandbox_scope=settings.sandbox_scope,
         step_limits=describe(settings.step_uids, settings.step_cgroups == "auto"),

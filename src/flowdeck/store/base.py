@@ -20,6 +20,7 @@ from flowdeck.domain.composition import CacheEntry, RunLink
 from flowdeck.domain.graphs import Graph, GraphNode, GraphState
 from flowdeck.domain.leases import ServerInstance
 from flowdeck.domain.ports import Direction, StreamPort, StreamRecord
+from flowdeck.domain.quotas import Quota
 from flowdeck.domain.runs import Event, Product, Run, RunState, StagedFile, StepRecord
 from flowdeck.domain.secrets import Secret
 from flowdeck.domain.webhooks import Attempt, Delivery, Subscription
@@ -332,6 +333,34 @@ class Tx(ABC):
     @abstractmethod
     def oldest_queued_at(self) -> datetime | None:
         """When the run queued longest ago was queued (None: the queue is empty)."""
+
+    # -- quotas and usage -------------------------------------------------------------------
+    @abstractmethod
+    def get_quota(self, user_id: str) -> Quota | None:
+        """A user's quota override (None: none, the defaults apply)."""
+
+    @abstractmethod
+    def set_quota(self, user_id: str, quota: Quota, now: datetime) -> None:
+        """Set a user's quota override (an empty one removes it)."""
+
+    @abstractmethod
+    def list_quotas(self) -> dict[str, Quota]:
+        """Every quota override, by user id."""
+
+    @abstractmethod
+    def add_usage(self, amounts: dict[str, float], now: datetime, half_life_s: float) -> None:
+        """Add CPU-slot-seconds to users' fair-share usage, each stored value first decayed
+        to ``now`` with ``half_life_s`` (users that no longer exist are left out)."""
+
+    @abstractmethod
+    def list_usage(self) -> dict[str, tuple[float, datetime]]:
+        """Every user's stored usage and the time it is decayed to."""
+
+    @abstractmethod
+    def stored_bytes_by_owner(self, owner_id: str | None = None) -> dict[str, int]:
+        """Bytes of the staged files (not those read in place under the data root) and
+        products of each user's runs (of ``owner_id`` alone when given); users with none
+        are absent."""
 
     @abstractmethod
     def count_active_runs(

@@ -18,6 +18,7 @@ from flowdeck.domain.composition import CacheEntry, RunLink
 from flowdeck.domain.graphs import Graph, GraphNode
 from flowdeck.domain.leases import ServerInstance
 from flowdeck.domain.ports import StreamPort, StreamRecord
+from flowdeck.domain.quotas import Quota
 from flowdeck.domain.runs import Event, Product, Run, StagedFile, StepRecord
 from flowdeck.domain.secrets import Secret
 from flowdeck.domain.webhooks import Attempt, Delivery, Subscription
@@ -61,6 +62,8 @@ class _State:
     run_links: dict[str, RunLink] = field(default_factory=dict)
     cache: dict[tuple[str, str, int], CacheEntry] = field(default_factory=dict)
     secrets: dict[tuple[str, str], Secret] = field(default_factory=dict)
+    quotas: dict[str, Quota] = field(default_factory=dict)
+    usage: dict[str, tuple[float, datetime]] = field(default_factory=dict)
 
 
 class FakeStore(Store):
@@ -166,6 +169,8 @@ class FakeTx(
         for graph_id in [k for k, g in self.s.graphs.items() if g.owner_id == user_id]:
             self.delete_graph(graph_id)
         self.s.secrets = {k: v for k, v in self.s.secrets.items() if k[0] != user_id}
+        self.s.quotas.pop(user_id, None)
+        self.s.usage.pop(user_id, None)
         return True
 
     # -- tokens ---------------------------------------------------------------------------

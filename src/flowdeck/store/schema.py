@@ -179,10 +179,12 @@ runs = Table(
     Column("params", JSON, nullable=False),
     Column("resources", JSON, nullable=False),
     Column("tags", JSON, nullable=False),
-    Column("priority", Integer, nullable=False),
+    Column("priority", Integer, nullable=False),  # set by its owner: orders their own runs
+    Column("admin_priority", Integer, nullable=False, server_default="0"),  # by an admin: global
     Column("created_at", UTCDateTime, nullable=False),
     Column("state_since", UTCDateTime, nullable=False),
     Column("queued_at", UTCDateTime, nullable=True),
+    Column("waiting", String(200), nullable=True),  # why a queued run waits (a quota)
     Column("started_at", UTCDateTime, nullable=True),
     Column("finished_at", UTCDateTime, nullable=True),
     Column("paused_at", UTCDateTime, nullable=True),
@@ -202,6 +204,26 @@ runs = Table(
     Index("ix_runs_workflow_id_state", "workflow_id", "state"),
     Index("ix_runs_state_id", "state", "id"),
     Index("ix_runs_finished_at", "finished_at"),  # retention: the oldest ended runs first
+)
+
+# Per-user quota overrides (null: the setting's default applies).
+user_quotas = Table(
+    "user_quotas",
+    metadata,
+    Column("user_id", String(40), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("max_active_runs", Integer, nullable=True),
+    Column("max_cpus", Float, nullable=True),
+    Column("max_stored_bytes", BigInteger, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Each user's recent usage for fair share: CPU-slot-seconds, decayed to ``as_of``.
+user_usage = Table(
+    "user_usage",
+    metadata,
+    Column("user_id", String(40), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("slot_seconds", Float, nullable=False),
+    Column("as_of", UTCDateTime, nullable=False),
 )
 
 run_tags = Table(

@@ -47,6 +47,8 @@ _RUN_FIELDS = (
     "fence",
     "keep",
     "files_purged_at",
+    "admin_priority",
+    "waiting",
 )
 
 
@@ -83,6 +85,8 @@ def _run(row: Any, tags: list[str] | None = None) -> Run:
         fence=m["fence"],
         keep=bool(m["keep"]),
         files_purged_at=m["files_purged_at"],
+        admin_priority=m["admin_priority"],
+        waiting=m["waiting"],
     )
 
 

@@ -15,6 +15,7 @@ from flowdeck import __version__
 from flowdeck.api.deps import SESSION_COOKIE, CtxDep
 from flowdeck.api.files_view import shown
 from flowdeck.api.schemas_runs import ProductOut, RunOut, StagedFileOut
+from flowdeck.domain.quotas import human_bytes
 from flowdeck.domain.runs import TERMINAL_STATES, RunState
 from flowdeck.domain.validation import validate_data
 from flowdeck.engines.cwl_names import JOB_INPUT, REQUEST_INPUT
@@ -27,6 +28,7 @@ from flowdeck.web.dag import layout
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.filters["human_bytes"] = human_bytes
 router = APIRouter(include_in_schema=False)
 
 # The pages load their script and style from /static only: no inline script, style or event
@@ -170,9 +172,7 @@ def new_run_page(
         workflows=choices,
         workflow=chosen,
         fields=form_fields(inputs),
-        executors=executors_for(
-            ctx.settings, principal.actor.username, principal.actor.is_admin
-        ),
+        executors=executors_for(ctx.settings, principal.actor.username, principal.actor.is_admin),
     )
 
 
@@ -228,11 +228,15 @@ def workflows_page(request: Request, ctx: CtxDep) -> Response:
 
 @router.get("/admin", response_class=HTMLResponse)
 def admin_page(request: Request, ctx: CtxDep) -> Response:
-    """User administration (admins only; 404 for others)."""
+    """User administration, quotas and usage (admins only; 404 for others)."""
     principal = _principal(request, ctx)
     if principal is None:
         return _to_login(request)
     if not principal.actor.is_admin:
         return _not_found(request, principal, "no such page")
-    users = ctx.accounts.list_users(principal.actor)
-    return _render(request, "admin.html", principal, users=users)
+    found = ctx.quotas.list(principal.actor)  # every account, with its quotas and usage
+    users = [q.user for q in found]
+    quotas = {q.user.id: q for q in found}
+    return _render(
+        request, "admin.html", principal, users=users, quotas=quotas, defaults=ctx.quotas.defaults
+    )

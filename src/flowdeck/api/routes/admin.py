@@ -1,28 +1,30 @@
-"""/api/v1/admin: user administration and the audit log (admin role only)."""
+"""/api/v1/admin: user administration, quotas and the audit log (admin role only)."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 from starlette.convertors import Convertor, register_url_convertor
 
 from flowdeck.api.deps import AddressDep, AdminDep, CtxDep
 from flowdeck.api.schemas import AuditOut, AuditPage, NewPassword, NewUser, PurgeOut, UserOut
+from flowdeck.api.schemas_quotas import QuotaIn, UserQuotaOut
 from flowdeck.domain.accounts import Role
 from flowdeck.errors import Conflict
+from flowdeck.services.status import summary
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 UserAction = Literal["approve", "enable", "disable", "promote", "demote"]
 
 
 class _ActionConvertor(Convertor[str]):
-    """Any segment but ``password`` matches ``/users/{username}/{action}`` (an unknown action
-    is a 422 naming the ones there are): ``POST …/password`` is the method
-    ``/users/{username}/password`` does not take (405), not an unknown action."""
+    """Any segment but ``password`` and ``quotas`` matches ``/users/{username}/{action}``
+    (an unknown action is a 422 naming the ones there are): ``POST …/password`` is the
+    method ``/users/{username}/password`` does not take (405), not an unknown action."""
 
-    regex = "(?!password$)[^/]+"
+    regex = "(?!(?:password|quotas)$)[^/]+"
 
     def convert(self, value: str) -> str:
         return value
@@ -70,6 +72,34 @@ def reset_password(
 ) -> UserOut:
     """Set a new password; every session of the account ends."""
     return UserOut.of(ctx.accounts.reset_password(actor, username, body.password, address))
+
+
+@router.get("/status")
+def status(actor: AdminDep, ctx: CtxDep) -> dict[str, Any]:
+    """What `flowdeck admin status` shows: instances, queue, slots, active runs, disk
+    (stored bytes per user and in total, free space) and recent failures."""
+    return summary(ctx.store, ctx.settings).as_dict()
+
+
+@router.get("/quotas", response_model=list[UserQuotaOut])
+def list_quotas(actor: AdminDep, ctx: CtxDep) -> list[UserQuotaOut]:
+    """Every user's quotas and usage."""
+    return [UserQuotaOut.of(q) for q in ctx.quotas.list(actor)]
+
+
+@router.get("/users/{username}/quotas", response_model=UserQuotaOut)
+def get_quotas(username: str, actor: AdminDep, ctx: CtxDep) -> UserQuotaOut:
+    """A user's quotas (the override and what applies) and usage."""
+    return UserQuotaOut.of(ctx.quotas.show(actor, username))
+
+
+@router.put("/users/{username}/quotas", response_model=UserQuotaOut)
+def set_quotas(
+    username: str, body: QuotaIn, actor: AdminDep, ctx: CtxDep, address: AddressDep
+) -> UserQuotaOut:
+    """Override the server's default quotas for a user: each field given is set (null:
+    back to the default), the others stay."""
+    return UserQuotaOut.of(ctx.quotas.set(actor, username, body.changes(), address))
 
 
 @router.delete("/users/{username}", status_code=204)

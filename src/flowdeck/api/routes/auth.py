@@ -25,6 +25,7 @@ from flowdeck.api.schemas import (
     TokenOut,
     UserOut,
 )
+from flowdeck.api.schemas_quotas import MeOut
 from flowdeck.services.accounts import expires_in
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -87,9 +88,10 @@ def logout(principal: PrincipalDep, ctx: CtxDep, address: AddressDep) -> Respons
     return response
 
 
-@router.get("/me", response_model=UserOut)
-def me(principal: PrincipalDep) -> UserOut:
-    return UserOut.of(principal.user)
+@router.get("/me", response_model=MeOut)
+def me(principal: PrincipalDep, ctx: CtxDep) -> MeOut:
+    """Who you are, your quotas and your usage of them."""
+    return MeOut.with_usage(ctx.quotas.mine(principal.user))
 
 
 @router.post("/password", response_model=PasswordChanged)

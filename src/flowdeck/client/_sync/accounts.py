@@ -36,7 +36,7 @@ class SyncAccounts(SyncHTTP):
         self.token = None
 
     def me(self) -> dict[str, Any]:
-        """The account the token belongs to."""
+        """The account the token belongs to, with its quotas and usage of them."""
         result: dict[str, Any] = self.request("GET", f"{API}/auth/me")
         return result
 
@@ -98,6 +98,20 @@ class SyncAccounts(SyncHTTP):
         """Set an account's password; its sessions end (admins)."""
         result: dict[str, Any] = self.request(
             "PUT", f"{API}/admin/users/{username}/password", json={"password": password}
+        )
+        return result
+
+    def quotas(self, username: str | None = None) -> Any:
+        """A user's quotas and usage, or (no ``username``) every user's (admins)."""
+        path = f"{API}/admin/users/{username}/quotas" if username else f"{API}/admin/quotas"
+        return self.request("GET", path)
+
+    def set_quotas(self, username: str, **values: int | float | None) -> dict[str, Any]:
+        """Override the server's default quotas for a user: ``max_active_runs``,
+        ``max_cpus``, ``max_stored_bytes`` (None: back to the default); those not given
+        stay (admins)."""
+        result: dict[str, Any] = self.request(
+            "PUT", f"{API}/admin/users/{username}/quotas", json=values
         )
         return result
 

@@ -222,6 +222,8 @@ function renderStatus(run) {
   const state = document.getElementById("run-state");
   state.textContent = run.state;
   state.className = "badge big state-" + run.state;
+  const waiting = document.getElementById("run-waiting");
+  if (waiting) waiting.textContent = run.waiting || "no";
   document.getElementById("run-progress").textContent = run.progress.done + "/" + run.progress.total;
   document.getElementById("run-time").textContent = seconds(run.running_s);
   document.getElementById("run-error").textContent = run.error ? (run.error.step ? run.error.step + ": " : "") + run.error.message : "none";
@@ -402,7 +404,31 @@ function initWorkflows() {
 }
 
 // -- admin -----------------------------------------------------------------------------
+function quotaValue(input) {
+  // empty: back to the server's default; sizes take K, M, G, T (powers of 1024)
+  const text = input.value.trim();
+  if (!text) return null;
+  const m = /^([0-9]*\.?[0-9]+)\s*([KMGT]?)(i?B)?$/i.exec(text);
+  if (!m) throw new Error(input.name.replace(/_/g, " ") + ": not a number: " + text);
+  const unit = { "": 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 }[m[2].toUpperCase()];
+  const value = parseFloat(m[1]) * unit;
+  return input.name === "max_cpus" ? value : Math.round(value);
+}
+
 function initAdmin() {
+  document.querySelectorAll("form.quota").forEach((form) => {
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      try {
+        const body = {};
+        form.querySelectorAll("input").forEach((input) => { body[input.name] = quotaValue(input); });
+        await api("PUT", API + "/admin/users/" + encodeURIComponent(form.dataset.user) + "/quotas", body);
+        location.reload();
+      } catch (err) {
+        flash(err.message);
+      }
+    });
+  });
   document.querySelectorAll("[data-action][data-user]").forEach((button) => {
     button.addEventListener("click", async () => {
       if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;
