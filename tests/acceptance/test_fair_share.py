@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -161,3 +162,31 @@ def test_an_upload_past_the_stored_bytes_quota_is_refused_and_changes_nothing(la
     lab.sh("admin", "quota", "set", "eve", "--reset")
     run.upload("data", lab.sh.home / "more.bin")  # the default: no limit
     assert len(run.files()) == 2
+
+
+def _archive(lab: Lab, name: str, payload: int) -> tuple[Path, int]:
+    """A workflow archive whose script is ``payload`` bytes: its path and its files' size."""
+    spec = f'name: {name}\nversion: "1"\nsteps:\n  main:\n    run: [sh, blob.sh]\n'
+    script = "#" * (payload - 1) + "\n"
+    path = lab.sh.home / f"{name}.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("flowdeck.yaml", spec)
+        zf.writestr("blob.sh", script)
+    return path, len(spec) + len(script)
+
+
+def test_workflow_archives_count_in_stored_bytes(lab: Lab) -> None:
+    """A workflow archive's files count in its owner's stored bytes: one past the quota
+    is refused (413) and not stored."""
+    a = lab.user("ari")
+    lab.sh("admin", "quota", "set", "ari", "--max-stored-bytes", "1k")
+    first, size = _archive(lab, "packed", 600)
+    a.push_workflow(first)
+    assert a.me()["usage"]["stored_bytes"] == size
+    second, _ = _archive(lab, "toobig", 600)
+    with pytest.raises(ApiError) as refused:
+        a.push_workflow(second)
+    assert refused.value.status == 413
+    assert "quota exceeded: stored bytes" in str(refused.value)
+    assert [w["name"] for w in a.workflows()] == ["packed"]
+    assert a.me()["usage"]["stored_bytes"] == size

@@ -114,6 +114,21 @@ def test_stored_bytes_add_uploads_and_products_per_owner_not_files_read_in_place
         assert tx.stored_bytes_by_owner("u_bob") == {}
 
 
+def test_stored_bytes_add_workflow_archives_per_owner(store: Store) -> None:
+    with store.write() as tx:
+        tx.add_user(user("alice"))
+        tx.add_workflow(dataclasses.replace(workflow("wf_1", "alice"), archive_bytes=300))
+        tx.add_workflow(dataclasses.replace(workflow("wf_2", "alice"), version="2"))  # no archive
+    with store.read() as tx:
+        assert tx.stored_bytes_by_owner("u_alice") == {"u_alice": 300}
+        got = tx.get_workflow("wf_1")
+        assert got is not None and got.archive_bytes == 300
+    with store.write() as tx:  # measured again (an archive pushed before sizes were kept)
+        tx.update_workflow("wf_2", archive_bytes=50)
+    with store.read() as tx:
+        assert tx.stored_bytes_by_owner() == {"u_alice": 350}
+
+
 def test_a_runs_admin_priority_and_why_it_waits_are_kept(store: Store) -> None:
     with store.write() as tx:
         tx.add_user(user("alice"))

@@ -63,6 +63,7 @@ class Workflow:
     visibility: Visibility
     trusted: bool
     created_at: datetime
+    archive_bytes: int = 0  # its archive's files, counted in its owner's stored bytes
 
     @property
     def ref(self) -> str:

@@ -275,6 +275,7 @@ def make_context(settings: Settings, store: Store) -> Context:
     """The services around an open store."""
     accounts = Accounts(store, settings)
     workflows = Workflows(store, settings)
+    workflows.measure_archives()
     accounts.on_workflows_deleted = workflows.remove_files
     runs = Runs(store, settings, workflows)
     bus = LocalEventBus()

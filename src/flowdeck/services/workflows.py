@@ -28,6 +28,7 @@ from flowdeck.errors import (
     PermissionDenied,
 )
 from flowdeck.ids import new_id
+from flowdeck.services.quotas import Quotas
 from flowdeck.store.base import Store, Tx
 
 
@@ -68,6 +69,27 @@ class Workflows:
             max_total_bytes=settings.archive_max_unpacked_bytes,
             max_members=settings.archive_max_members,
         )
+        self.quotas = Quotas(store, settings)  # an archive counts in its owner's stored bytes
+
+    def measure_archives(self) -> int:
+        """Archives pushed before their size was kept (schema 0018) are measured on disk
+        once: how many were."""
+        measured = 0
+        before: str | None = None
+        while True:
+            with self.store.read() as tx:
+                page = tx.list_workflows(None, before_id=before, limit=500)
+            for wf in page:
+                if wf.has_archive and not wf.archive_bytes:
+                    size = sum(
+                        p.stat().st_size for p in self.archive_dir(wf).rglob("*") if p.is_file()
+                    )
+                    with self.store.write() as tx:
+                        tx.update_workflow(wf.id, archive_bytes=size)
+                    measured += 1
+            if len(page) < 500:
+                return measured
+            before = page[-1].id
 
     def archive_dir(self, workflow: Workflow) -> Path:
         return self.root / workflow.id
@@ -182,6 +204,7 @@ class Workflows:
             visibility=visibility,
             trusted=False,
             created_at=clock.now(),
+            archive_bytes=sum(m.size for m in unpacked.members) if unpacked else 0,
         )
         target = self.archive_dir(workflow)
         if unpacked is not None:
@@ -191,6 +214,7 @@ class Workflows:
             durable.fsync_dir(self.root)
         try:
             with self.store.write() as tx:
+                self.quotas.check_stored(tx, actor.user_id, adding=workflow.archive_bytes)
                 tx.add_workflow(workflow)
                 self._audit(tx, actor, "workflow.push", workflow)
         except AlreadyExists:

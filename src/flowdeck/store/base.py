@@ -225,6 +225,7 @@ class Tx(ABC):
         *,
         visibility: Visibility | None = None,
         trusted: bool | None = None,
+        archive_bytes: int | None = None,
     ) -> Workflow | None: ...
 
     @abstractmethod

@@ -335,6 +335,7 @@ class FakeTx(
         *,
         visibility: Visibility | None = None,
         trusted: bool | None = None,
+        archive_bytes: int | None = None,
     ) -> Workflow | None:
         wf = self.s.workflows.get(workflow_id)
         if wf is None:
@@ -344,6 +345,8 @@ class FakeTx(
             changes["visibility"] = visibility
         if trusted is not None:
             changes["trusted"] = trusted
+        if archive_bytes is not None:
+            changes["archive_bytes"] = archive_bytes
         self.s.workflows[workflow_id] = dataclasses.replace(wf, **changes)
         return self.get_workflow(workflow_id)
 

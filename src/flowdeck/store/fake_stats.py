@@ -82,4 +82,7 @@ class FakeStatsMixin:
             in_place = isinstance(f, StagedFile) and f.source == "data_root"
             if run is not None and owner_id in (None, run.owner_id) and f.size and not in_place:
                 found[run.owner_id] += f.size
+        for wf in self.s.workflows.values():
+            if owner_id in (None, wf.owner_id) and wf.archive_bytes:
+                found[wf.owner_id] += wf.archive_bytes
         return dict(found)

@@ -155,6 +155,7 @@ workflows = Table(
     Column("spec", JSON, nullable=False),
     Column("source", Text, nullable=False),
     Column("has_archive", Boolean, nullable=False),
+    Column("archive_bytes", BigInteger, nullable=False, server_default="0"),
     Column("visibility", String(16), nullable=False),
     Column("trusted", Boolean, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),

@@ -318,6 +318,7 @@ def _workflow(row: Any) -> Workflow:
         visibility=Visibility(m["visibility"]),
         trusted=m["trusted"],
         created_at=m["created_at"],
+        archive_bytes=int(m["archive_bytes"] or 0),
     )
 
 
@@ -607,6 +608,7 @@ class SqlTx(
                 spec=workflow.spec,
                 source=workflow.source,
                 has_archive=workflow.has_archive,
+                archive_bytes=workflow.archive_bytes,
                 visibility=workflow.visibility.value,
                 trusted=workflow.trusted,
                 created_at=workflow.created_at,
@@ -660,12 +662,15 @@ class SqlTx(
         *,
         visibility: Visibility | None = None,
         trusted: bool | None = None,
+        archive_bytes: int | None = None,
     ) -> Workflow | None:
         values: dict[str, Any] = {}
         if visibility is not None:
             values["visibility"] = visibility.value
         if trusted is not None:
             values["trusted"] = trusted
+        if archive_bytes is not None:
+            values["archive_bytes"] = archive_bytes
         if values:
             self.conn.execute(
                 t.workflows.update().where(t.workflows.c.id == workflow_id).values(**values)

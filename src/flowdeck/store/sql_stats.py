@@ -118,6 +118,13 @@ class SqlStatsMixin:
             for owner, size in self.conn.execute(q):
                 if size:
                     found[owner] = found.get(owner, 0) + int(size)
+        w = t.workflows.c
+        q = sa.select(w.owner_id, sa.func.sum(w.archive_bytes)).group_by(w.owner_id)
+        if owner_id is not None:
+            q = q.where(w.owner_id == owner_id)
+        for owner, size in self.conn.execute(q):
+            if size:
+                found[owner] = found.get(owner, 0) + int(size)
         return found
 
 
