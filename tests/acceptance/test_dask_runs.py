@@ -13,25 +13,31 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from flowdeck.client import Client
 from flowdeck.executors.dask_tasks import Files
-from tests.crashkit import Server, base_env, call, sign_up
+from tests.clusterruns import (
+    WAIT_S,
+    api,
+    cli_as,
+    one_step,
+    push,
+    status,
+    steps,
+    submit_on,
+    wait_state,
+)
+from tests.crashkit import Server, base_env, sign_up
 from tests.daskcluster import DaskCluster, alive, dask_cluster
 from tests.helpers import STRONG
 
 DASK = {"executor": "dask"}
-WAIT_S = 120.0
-TERMINAL = {"succeeded", "failed", "cancelled", "killed", "system_error"}
 USER = "dasker"
 
 
@@ -71,52 +77,12 @@ def token(server: Server) -> str:
     return sign_up(server, USER)
 
 
-def api(server: Server, token: str, method: str, path: str, **kw: Any) -> httpx.Response:
-    return call(server, token, method, path, **kw)
-
-
-def push(server: Server, token: str, name: str, steps: str, extra: str = "") -> str:
-    text = f'name: {name}\nversion: "1"\n{extra}steps:\n{steps}'
-    r = api(
-        server, token, "POST", "/workflows", content=text, headers={"content-type": "text/yaml"}
-    )
-    assert r.status_code in (200, 201), r.text
-    return f"{name}@1"
-
-
-def one_step(run: str, more: str = "") -> str:
-    return f"  main:\n    run: {run}\n{more}"
-
-
 def submit(server: Server, token: str, workflow: str, **body: Any) -> str:
-    body.setdefault("resources", DASK)
-    r = api(server, token, "POST", "/runs", json={"workflow": workflow, "start": True, **body})
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
+    return submit_on("dask", server, token, workflow, **body)
 
 
-def status(server: Server, token: str, run_id: str) -> dict[str, Any]:
-    r = api(server, token, "GET", f"/runs/{run_id}")
-    assert r.status_code == 200, r.text
-    data: dict[str, Any] = r.json()
-    return data
-
-
-def wait_state(
-    server: Server, token: str, run_id: str, states: set[str] = TERMINAL
-) -> dict[str, Any]:
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        now = status(server, token, run_id)
-        if now["state"] in states:
-            return now
-        assert time.monotonic() < deadline, f"{now}\n{server.excerpt()}"
-        time.sleep(0.1)
-
-
-def steps(server: Server, token: str, run_id: str) -> dict[str, dict[str, Any]]:
-    r = api(server, token, "GET", f"/runs/{run_id}/steps")
-    return {s["label"]: s for s in r.json()}
+def cli(server: Server, *args: str, ok: bool = True) -> str:
+    return cli_as(USER, server, *args, ok=ok)
 
 
 def files_of(server: Server, run_id: str, label: str = "main", attempt: int = 1) -> Files:
@@ -133,29 +99,6 @@ def wait_started(server: Server, run_id: str, label: str = "main", attempt: int 
         assert time.monotonic() < deadline, server.excerpt()
         time.sleep(0.1)
     return int(files.read("pid") or 0)
-
-
-def cli(server: Server, *args: str, ok: bool = True) -> str:
-    """``flowdeck *args`` as the test's user (logged in first): its standard output."""
-    env = {
-        **os.environ,
-        "FLOWDECK_URL": server.url,
-        "XDG_CONFIG_HOME": str(server.tmp / "cli-config"),
-        "COLUMNS": "200",
-    }
-    for argv, given in ((["login", "-u", USER], STRONG + "\n"), (list(args), None)):
-        done = subprocess.run(
-            [sys.executable, "-m", "flowdeck", *argv],
-            input=given,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            env=env,
-        )
-        if argv[0] == "login" or ok:
-            assert done.returncode == 0, done.stderr
-    return done.stdout if ok else done.stdout + done.stderr
 
 
 def counted(gates: Path, name: str, then: str = "") -> str:

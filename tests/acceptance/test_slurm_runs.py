@@ -20,17 +20,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from flowdeck.executors.slurm_jobs import Files
-from tests.crashkit import Server, base_env, call, sign_up, two_servers
+from tests.clusterruns import (
+    WAIT_S,
+    api,
+    cli_as,
+    one_step,
+    push,
+    status,
+    steps,
+    submit_on,
+    wait_state,
+)
+from tests.crashkit import Server, base_env, sign_up, two_servers
 from tests.helpers import STRONG, free_port, fresh_pg_database, loopback_service, network_probe
 from tests.slurmcluster import SlurmCluster, slurm_cluster
 
 SLURM = {"executor": "slurm"}
-WAIT_S = 120.0
-TERMINAL = {"succeeded", "failed", "cancelled", "killed", "system_error"}
 
 
 @pytest.fixture(scope="module")
@@ -66,57 +74,12 @@ def token(server: Server) -> str:
     return sign_up(server, "slurmer")
 
 
-def api(server: Server, token: str, method: str, path: str, **kw: Any) -> httpx.Response:
-    return call(server, token, method, path, **kw)
-
-
-def push(server: Server, token: str, name: str, steps: str, extra: str = "") -> str:
-    text = f'name: {name}\nversion: "1"\n{extra}steps:\n{steps}'
-    r = api(
-        server,
-        token,
-        "POST",
-        "/workflows",
-        content=text,
-        headers={"content-type": "application/yaml"},
-    )
-    assert r.status_code in (200, 201), r.text
-    return f"{name}@1"
-
-
-def one_step(run: str, more: str = "") -> str:
-    return f"  main:\n    run: {run}\n{more}"
-
-
 def submit(server: Server, token: str, workflow: str, **body: Any) -> str:
-    body.setdefault("resources", SLURM)
-    r = api(server, token, "POST", "/runs", json={"workflow": workflow, "start": True, **body})
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
+    return submit_on("slurm", server, token, workflow, **body)
 
 
-def status(server: Server, token: str, run_id: str) -> dict[str, Any]:
-    r = api(server, token, "GET", f"/runs/{run_id}")
-    assert r.status_code == 200, r.text
-    data: dict[str, Any] = r.json()
-    return data
-
-
-def wait_state(
-    server: Server, token: str, run_id: str, states: set[str] = TERMINAL
-) -> dict[str, Any]:
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        now = status(server, token, run_id)
-        if now["state"] in states:
-            return now
-        assert time.monotonic() < deadline, f"{now}\n{server.excerpt()}"
-        time.sleep(0.1)
-
-
-def steps(server: Server, token: str, run_id: str) -> dict[str, dict[str, Any]]:
-    r = api(server, token, "GET", f"/runs/{run_id}/steps")
-    return {s["label"]: s for s in r.json()}
+def cli(server: Server, *args: str, ok: bool = True) -> str:
+    return cli_as("slurmer", server, *args, ok=ok)
 
 
 def files_of(server: Server, run_id: str, label: str, attempt: int = 1) -> Files:
@@ -531,31 +494,6 @@ def test_a_slurmctld_restart_loses_nothing(
     for run_id in (before, during):
         assert wait_state(server, token, run_id)["state"] == "succeeded"
         assert steps(server, token, run_id)["main"]["attempts"] == 1
-
-
-def cli(server: Server, *args: str, ok: bool = True) -> str:
-    """``flowdeck *args`` as the test's user (logged in first): its standard output (and
-    error, for a command that must fail: ``ok=False``)."""
-    env = {
-        **os.environ,
-        "FLOWDECK_URL": server.url,
-        "XDG_CONFIG_HOME": str(server.tmp / "cli-config"),
-        "COLUMNS": "200",
-    }
-    for argv, given in ((["login", "-u", "slurmer"], STRONG + "\n"), (list(args), None)):
-        done = subprocess.run(
-            [sys.executable, "-m", "flowdeck", *argv],
-            input=given,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            env=env,
-        )
-        if argv[0] == "login" or ok:
-            assert done.returncode == 0, done.stderr
-    assert ok or done.returncode != 0, done.stdout
-    return done.stdout if ok else done.stdout + done.stderr
 
 
 def test_the_docs_example_runs_as_written(server: Server, token: str) -> None:
