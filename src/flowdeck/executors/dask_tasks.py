@@ -42,7 +42,9 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from flowdeck.executors.attempt_files import AttemptFiles
 
 SUFFIXES = ("lock", "started", "pid", "stop", "exit", "job")
 PYTHON = "{python}"  # argv[0] of a python step: the worker's own interpreter
@@ -52,35 +54,19 @@ NOT_ALLOWED_AS_ROOT = "flowdeck's Dask tasks do not run on a worker running as r
 
 
 @dataclass(frozen=True, slots=True)
-class Files:
+class Files(AttemptFiles):
     """The files of one attempt (see the module docstring)."""
 
-    base: Path  # logs/<label>.<attempt>
+    KIND: ClassVar[str] = "dask"
+    SUFFIXES: ClassVar[tuple[str, ...]] = SUFFIXES
 
     @classmethod
     def of(cls, stdout: Path) -> Files:
         return cls(stdout.with_suffix(""))
 
-    def path(self, what: str) -> Path:
-        assert what in SUFFIXES
-        return self.base.with_name(f"{self.base.name}.dask.{what}")
-
-    def read(self, what: str) -> str | None:
-        try:
-            return self.path(what).read_text(encoding="utf-8").strip()
-        except OSError:
-            return None
-
     def stop_asked(self) -> str | None:
         text = self.read("stop")
         return None if text is None else ("kill" if text == "kill" else "stop")
-
-    def exit_record(self) -> dict[str, Any] | None:
-        try:
-            data = json.loads(self.path("exit").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
 
     def job(self) -> tuple[str, str] | None:
         """(key, scheduler id) flowdeck wrote when it submitted the attempt."""

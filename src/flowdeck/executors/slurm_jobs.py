@@ -30,14 +30,14 @@ its jobs (and the ends it missed) from the run folder alone.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import secrets
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from flowdeck.executors.attempt_files import AttemptFiles
 from flowdeck.executors.base import Launch, Outcome
 from flowdeck.executors.sandbox import PASTA_OPTIONS
 
@@ -82,31 +82,22 @@ SQUEUE_FORMAT = "%i|%T|%r|%k"  # job id, state, reason, comment (the attempt key
 
 
 @dataclass(frozen=True, slots=True)
-class Files:
+class Files(AttemptFiles):
     """The files of one attempt (see the module docstring)."""
 
-    base: Path  # logs/<label>.<attempt>
+    KIND: ClassVar[str] = "slurm"
+    SUFFIXES: ClassVar[tuple[str, ...]] = SUFFIXES
 
     @classmethod
     def of(cls, stdout: Path) -> Files:
         return cls(stdout.with_suffix(""))
 
-    def path(self, what: str) -> Path:
-        assert what in SUFFIXES
-        return self.base.with_name(f"{self.base.name}.slurm.{what}")
-
     def job_id(self) -> str | None:
-        try:
-            text = self.path("job").read_text(encoding="utf-8").strip()
-        except OSError:
-            return None
-        return text or None
+        return self.read("job") or None
 
     def stop_asked(self) -> str | None:
-        try:
-            return self.path("stop").read_text(encoding="utf-8").strip() or "stop"
-        except OSError:
-            return None
+        text = self.read("stop")
+        return None if text is None else text or "stop"
 
     def forget_run(self) -> None:
         """The job waits again (Slurm requeued it): what its last run left, its exit
@@ -134,13 +125,6 @@ class Files:
         except OSError:
             return None
         return (comment, task) if comment and task.isdigit() else None
-
-    def exit_record(self) -> dict[str, Any] | None:
-        try:
-            data = json.loads(self.path("exit").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
 
 
 def _nul_file(path: Path, items: list[str]) -> None:

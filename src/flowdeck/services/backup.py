@@ -122,18 +122,21 @@ def _sqlite_copy(db_file: Path, copy: Path) -> None:
         source.close()
 
 
-def _pg_dump(url: str, copy: Path) -> None:
-    tool = shutil.which("pg_dump")
+def _pg_tool(name: str, *args: str) -> None:
+    """Run PostgreSQL's client tool ``name`` (pg_dump, pg_restore); its error, if any, as
+    :class:`InvalidInput`."""
+    tool = shutil.which(name)
     if tool is None:
-        raise InvalidInput("pg_dump is not on the PATH: install PostgreSQL's client tools")
+        raise InvalidInput(f"{name} is not on the PATH: install PostgreSQL's client tools")
     done = subprocess.run(  # noqa: S603 (the tool found on the PATH, our own arguments)
-        [tool, "--format=custom", "--no-owner", f"--file={copy}", libpq_url(url)],
-        capture_output=True,
-        text=True,
-        check=False,
+        [tool, *args], capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
-        raise InvalidInput(f"pg_dump failed: {done.stderr.strip()[-500:]}")
+        raise InvalidInput(f"{name} failed: {done.stderr.strip()[-500:]}")
+
+
+def _pg_dump(url: str, copy: Path) -> None:
+    _pg_tool("pg_dump", "--format=custom", "--no-owner", f"--file={copy}", libpq_url(url))
 
 
 def _skipped(settings: Settings, db_file: Path | None) -> set[Path]:
@@ -310,14 +313,4 @@ def _require_empty_pg(url: str) -> None:
 
 
 def _pg_restore(url: str, dump: Path) -> None:
-    tool = shutil.which("pg_restore")
-    if tool is None:
-        raise InvalidInput("pg_restore is not on the PATH: install PostgreSQL's client tools")
-    done = subprocess.run(  # noqa: S603 (the tool found on the PATH, our own arguments)
-        [tool, "--no-owner", "--exit-on-error", f"--dbname={libpq_url(url)}", str(dump)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise InvalidInput(f"pg_restore failed: {done.stderr.strip()[-500:]}")
+    _pg_tool("pg_restore", "--no-owner", "--exit-on-error", f"--dbname={libpq_url(url)}", str(dump))
