@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
+import sys
+import sysconfig
 import tarfile
 import time
 from pathlib import Path
@@ -19,6 +21,7 @@ from tests.serving import serve
 
 REPO = Path(__file__).parents[2]
 VERSIONS = Path("src/flowdeck/store/migrations/versions")
+PROJECT = ("pyproject.toml", "README.md")  # what building the package needs besides src
 TWO_STEPS = """name: twosteps
 version: "1"
 steps:
@@ -42,8 +45,8 @@ def git(*args: str) -> str:
 
 
 def previous_version(dest: Path) -> tuple[Path, str]:
-    """The code of the commit before the one that added the latest migration (its src
-    folder) and its schema revision."""
+    """The commit before the one that added the latest migration, installed into a virtual
+    environment of its own: its ``flowdeck`` program and its schema revision."""
     latest = max((REPO / VERSIONS).glob("[0-9]*.py"))
     added = git(  # (a merge that brought it counts: its diff against its first parent)
         "log",
@@ -60,11 +63,28 @@ def previous_version(dest: Path) -> tuple[Path, str]:
         pytest.skip(f"{latest.name} is not committed yet")
     dest.mkdir(parents=True, exist_ok=True)
     archive = dest / "previous.tar"
-    git("archive", "--format=tar", f"--output={archive}", f"{added}^", "src")
+    git("archive", "--format=tar", f"--output={archive}", f"{added}^", "src", *PROJECT)
+    tree = dest / "tree"
     with tarfile.open(archive) as tar:
-        tar.extractall(dest, filter="data")
-    old = sorted(p.name for p in (dest / VERSIONS).glob("[0-9]*.py"))[-1]
-    return dest / "src", old.split("_", 1)[0]
+        tar.extractall(tree, filter="data")
+    old = sorted(p.name for p in (tree / VERSIONS).glob("[0-9]*.py"))[-1]
+    return install(tree, dest / "venv"), old.split("_", 1)[0]
+
+
+def install(tree: Path, venv: Path) -> Path:
+    """``tree`` built and installed (a wheel, not editable) into the new environment
+    ``venv``; the third-party packages it imports are this environment's (a .pth file
+    names its site-packages, whose own .pth files, this checkout's among them, are not
+    read), so only the build backend is fetched.  Its ``flowdeck`` program."""
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    theirs = subprocess.check_output([str(python), "-c", purelib], text=True).strip()
+    (Path(theirs) / "shared-dependencies.pth").write_text(sysconfig.get_paths()["purelib"])
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--no-deps", str(tree)]
+    done = subprocess.run(pip, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return venv / "bin" / "flowdeck"
 
 
 def revision(data: Path) -> str:
@@ -75,13 +95,16 @@ def revision(data: Path) -> str:
 def test_a_new_version_migrates_and_adopts_the_steps_of_the_previous_one(
     tmp_path: Path,
 ) -> None:
-    old_src, old_revision = previous_version(tmp_path / "previous")
+    old_program, old_revision = previous_version(tmp_path / "previous")
     assert old_revision != head_revision()
     data = tmp_path / "data"
     (tmp_path / "twosteps.yaml").write_text(TWO_STEPS)
-    old_env = {"PYTHONPATH": str(old_src)}
     args = ("--data-dir", str(data), "--registration", "open")
-    with serve(tmp_path, *args, env=old_env) as (url, log), Client(url) as c:
+    old_env = {"PYTHONPATH": ""}  # (the tests' own path reaches this checkout)
+    with (
+        serve(tmp_path, *args, env=old_env, command=[str(old_program)]) as (url, log),
+        Client(url) as c,
+    ):
         c.register("ada", STRONG)
         token = c.login("ada", STRONG)["token"]
         c.push_workflow(tmp_path / "twosteps.yaml")
