@@ -46,6 +46,23 @@ def test_instances_heartbeat_and_claims_are_compare_and_set(store: Store) -> Non
         assert tx.get_run("run_a").fence == 1  # type: ignore[union-attr]
 
 
+def test_a_heartbeat_says_what_the_instances_users_hold(store: Store) -> None:  # noqa: F811
+    """(For quotas across servers.)  A heartbeat without holdings keeps the last said."""
+    with store.write() as tx:
+        tx.add_instance(ServerInstance("inst_a", "host-1", 4242, 99, T0, T0))
+    with store.write() as tx:
+        assert tx.heartbeat("inst_a", T0 + timedelta(seconds=1), {"u_alice": [2, 1.5]})
+    with store.write() as tx:
+        assert tx.heartbeat("inst_a", T0 + timedelta(seconds=2))
+    with store.read() as tx:
+        (found,) = tx.list_instances()
+        assert found.holdings == {"u_alice": [2, 1.5]}
+    with store.write() as tx:
+        assert tx.heartbeat("inst_a", T0 + timedelta(seconds=3), {})
+    with store.read() as tx:
+        assert tx.list_instances()[0].holdings == {}
+
+
 def test_claims_in_one_statement_refuse_only_the_runs_taken_first(store: Store) -> None:  # noqa: F811
     with store.write() as tx:
         tx.add_user(user("alice"))

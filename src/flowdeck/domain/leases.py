@@ -5,7 +5,7 @@ late writes are rejected instead of overwriting the new owner's."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +19,9 @@ class ServerInstance:
     started_at: datetime
     heartbeat_at: datetime
     stopped_at: datetime | None = None
+    # What its users hold on it, as of its last heartbeat, where quotas apply: user id ->
+    # [active runs, CPU slots of running steps] (the other servers add it to their own)
+    holdings: dict[str, list[float]] = field(default_factory=dict)
 
     def lease_valid(self, now: datetime, ttl_s: float, host: str) -> bool:
         """Does this instance still own its runs, as seen from ``host`` at ``now``?

@@ -87,6 +87,9 @@ class Admission:
         self.unlimited = self.quotas.none  # no quota holds starts back (checked each admit)
         self.pending: dict[str, float] = {}  # usage recorded, not yet handed to a commit
         self._written_at = float("-inf")
+        # what users hold on the other servers of the database (their last heartbeats):
+        # user id -> (active runs, CPU slots)
+        self.elsewhere: dict[str, tuple[int, float]] = {}
 
     def record_usage(self, ar: ActiveRun, inst: Instance, now: datetime) -> None:
         """An attempt ended: its slot-seconds count in its owner's usage (stored with the
@@ -111,15 +114,39 @@ class Admission:
 
         return op
 
-    def refresh(self, store: Store) -> None:
-        """Read quota overrides and every user's stored usage again, at most every few
-        seconds (other servers' steps count too)."""
+    def refresh(self, store: Store, me: str, lease_ttl_s: float, host: str) -> None:
+        """Read quota overrides, every user's stored usage and what users hold on the other
+        live servers again, at most every few seconds (other servers' steps count too)."""
         if self.quotas.refresh(store):
             with store.read() as tx:
                 self.usage.load(tx.list_usage())
+                instances = tx.list_instances()
             for owner, amount in self.pending.items():  # not committed yet
                 self.usage.add(owner, amount, clock.now())
+            now = clock.now()
+            elsewhere: dict[str, tuple[int, float]] = {}
+            for inst in instances:
+                if inst.id == me or not inst.lease_valid(now, lease_ttl_s, host):
+                    continue
+                for owner, (runs, cpus) in inst.holdings.items():
+                    have = elsewhere.get(owner, (0, 0.0))
+                    elsewhere[owner] = (have[0] + int(runs), have[1] + float(cpus))
+            self.elsewhere = elsewhere
         self.unlimited = self.quotas.none
+
+    def holdings(self, active: Iterable[ActiveRun]) -> dict[str, list[float]]:
+        """What this server's users hold on it (said with its heartbeat; nothing where no
+        quota holds starts back)."""
+        if self.unlimited:
+            return {}
+        found: dict[str, list[float]] = {}
+        for ar in active:
+            if ar.run.state is RunState.QUEUED:
+                continue
+            mine = found.setdefault(ar.run.owner_id, [0, 0.0])
+            mine[0] += 1
+            mine[1] += max(0.0, ar.used)
+        return found
 
     def count_holdings(self, active: Iterable[ActiveRun]) -> None:
         self.holding = defaultdict(float)
@@ -133,7 +160,7 @@ class Admission:
         if self.unlimited:
             return True
         cap = self.quotas.of(owner).max_cpus
-        held = self.holding[owner]
+        held = self.holding[owner] + self.elsewhere.get(owner, (0, 0.0))[1]
         return cap is None or held <= 0 or held + cpus <= cap
 
     def blocked(self, owner: str, active: Counter[str]) -> str | None:
@@ -141,9 +168,11 @@ class Admission:
         if self.unlimited and not self.reasons:
             return None
         quota = self.quotas.of(owner)
-        if quota.max_active_runs is not None and active[owner] >= quota.max_active_runs:
-            return quotas.active_runs_reason(active[owner], quota.max_active_runs)
-        held = self.holding[owner]
+        runs_there, cpus_there = self.elsewhere.get(owner, (0, 0.0))
+        runs = active[owner] + runs_there
+        if quota.max_active_runs is not None and runs >= quota.max_active_runs:
+            return quotas.active_runs_reason(runs, quota.max_active_runs)
+        held = self.holding[owner] + cpus_there
         if quota.max_cpus is not None and held > 0 and held >= quota.max_cpus:
             return quotas.cpus_reason(held, quota.max_cpus)
         return None
@@ -201,7 +230,7 @@ def admit(core: SchedulerCore, claimed: list[Start], owned: list[Start]) -> None
     part of the tick's commit (compare-and-set on its fence); its first steps go to
     ``claimed`` and start once that commit succeeded."""
     adm = core.admission
-    adm.refresh(core.store)
+    adm.refresh(core.store, core.instance_id, core.settings.lease_ttl_s, core.host)
     active = Counter(
         ar.run.owner_id for ar in core.active.values() if ar.run.state is not RunState.QUEUED
     )

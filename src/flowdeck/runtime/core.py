@@ -63,6 +63,7 @@ class SchedulerCore:
     executors: dict[str, Executor]
     code_dir_of: Callable[[str], Any]
     instance_id: str
+    host: str  # this server's host (settings.host_id, else the host name)
     slots: float
     used: float
     active: dict[str, ActiveRun]

@@ -43,7 +43,6 @@ UNDER_WAY = frozenset({StepState.RUNNING, StepState.PAUSED})
 
 
 class RecoveryMixin(SchedulerCore):
-    host: str
     _supervisor: SupervisorState | None
     _sweeping: asyncio.Task[list[str]] | None = None  # the start's cancel of stray jobs
 
@@ -60,13 +59,16 @@ class RecoveryMixin(SchedulerCore):
     def _heartbeat(self) -> None:
         try:
             now = clock.now()
+            holdings = self.admission.holdings(self.active.values())
             with self.store.write() as tx:
-                renewed = tx.heartbeat(self.instance_id, now)
+                renewed = tx.heartbeat(self.instance_id, now, holdings)
             if renewed:
                 self.lease_renewed_at = now
             else:
                 log.error("this instance's lease was ended by someone else")
             self._take_over(startup=False)
+            if self.queued and self.admission.reasons:
+                self._plan()  # runs waiting for a quota: what other servers hold may change
             self._flush()
         except StoreUnavailable as exc:  # an outage: one line per beat, not a traceback
             log.warning("heartbeat failed: %s", exc)

@@ -428,8 +428,14 @@ class Tx(ABC):
     def add_instance(self, instance: ServerInstance) -> None: ...
 
     @abstractmethod
-    def heartbeat(self, instance_id: str, now: datetime) -> bool:
-        """Renew the lease; False when the instance was stopped (or is unknown)."""
+    def heartbeat(
+        self,
+        instance_id: str,
+        now: datetime,
+        holdings: dict[str, list[float]] | None = None,
+    ) -> bool:
+        """Renew the lease (and, given, say what its users hold on it); False when the
+        instance was stopped (or is unknown)."""
 
     @abstractmethod
     def stop_instance(self, instance_id: str, now: datetime) -> None: ...

@@ -18,11 +18,17 @@ class FakeLeasesMixin:
     def add_instance(self, instance: ServerInstance) -> None:
         self.s.instances[instance.id] = instance
 
-    def heartbeat(self, instance_id: str, now: datetime) -> bool:
+    def heartbeat(
+        self,
+        instance_id: str,
+        now: datetime,
+        holdings: dict[str, list[float]] | None = None,
+    ) -> bool:
         inst = self.s.instances.get(instance_id)
         if inst is None or inst.stopped_at is not None:
             return False
-        self.s.instances[instance_id] = dataclasses.replace(inst, heartbeat_at=now)
+        mine = inst.holdings if holdings is None else holdings
+        self.s.instances[instance_id] = dataclasses.replace(inst, heartbeat_at=now, holdings=mine)
         return True
 
     def stop_instance(self, instance_id: str, now: datetime) -> None:

@@ -270,6 +270,8 @@ instances = Table(
     Column("stopped_at", UTCDateTime, nullable=True),
     # The number of the instance's last scheduler commit that went in (see mark_commit).
     Column("commit_seq", BigInteger, nullable=False, server_default="0"),
+    # What its users hold on it (quotas across servers): {user id: [active runs, CPU slots]}
+    Column("holdings", JSON, nullable=True),
 )
 
 # Every state change and what else happens to a subject (a run; a graph later), written in

@@ -22,6 +22,7 @@ def _instance(row: Any) -> ServerInstance:
         started_at=m["started_at"],
         heartbeat_at=m["heartbeat_at"],
         stopped_at=m["stopped_at"],
+        holdings=m["holdings"] or {},
     )
 
 
@@ -60,11 +61,19 @@ class SqlLeasesMixin:
             )
         )
 
-    def heartbeat(self, instance_id: str, now: datetime) -> bool:
+    def heartbeat(
+        self,
+        instance_id: str,
+        now: datetime,
+        holdings: dict[str, list[float]] | None = None,
+    ) -> bool:
+        values: dict[str, Any] = {"heartbeat_at": now}
+        if holdings is not None:
+            values["holdings"] = holdings
         q = (
             t.instances.update()
             .where(t.instances.c.id == instance_id, t.instances.c.stopped_at.is_(None))
-            .values(heartbeat_at=now)
+            .values(**values)
         )
         return self.conn.execute(q).rowcount > 0
 
