@@ -118,6 +118,11 @@ class Scheduler(ControlMixin, RecoveryMixin):
             executor.close()
         try:
             with self.store.write() as tx:
+                if self.admission.pending:  # fair-share usage of the last second
+                    tx.add_usage(
+                        self.admission.pending, clock.now(), self.admission.usage.half_life_s
+                    )
+                    self.admission.pending = {}
                 tx.stop_instance(self.instance_id, clock.now())
         except Exception:
             log.exception("could not record this instance's stop")
