@@ -160,16 +160,34 @@ def same_process_alive(pid: int, start_time: int | None) -> bool:
     return fields[0] != "Z" and (start_time is None or int(fields[19]) == start_time)
 
 
+def group_alive(pgid: int) -> bool:
+    """Is any process of the group ``pgid`` still there (and not a zombie)?"""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
 def kill_group(pid: int, start_time: int | None, wait_s: float = 2.0) -> None:
     """SIGKILL the process group led by ``pid`` if that is still the process that started
     at ``start_time`` (a pid can be reused), and wait (``wait_s`` at most) until its
-    leader is gone: what comes next may rely on it."""
+    leader, then every other process of the group, is gone: what comes next may rely on
+    it (a busy machine may take a moment to end each)."""
     if not same_process_alive(pid, start_time):
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
     deadline = time.monotonic() + wait_s
     while same_process_alive(pid, start_time) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    while group_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.002)
 
 
