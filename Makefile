@@ -45,9 +45,7 @@ axe-if-npm:                       # (without npm the browser tests skip, saying 
 	else echo "no npm: the browser tests will skip (apt-get install npm)"; fi
 
 screenshots: dev axe              ## refresh docs/images from the browser tests
-	FLOWDECK_SCREENSHOTS=1 $(BIN)/pytest tests/acceptance/test_web.py \
-		tests/acceptance/test_web_areas.py tests/acceptance/test_web_cwl.py \
-		tests/acceptance/test_web_daily.py tests/acceptance/test_web_pages.py
+	FLOWDECK_SCREENSHOTS=1 $(BIN)/pytest tests/acceptance/test_web.py $(wildcard tests/acceptance/test_web_*.py)
 
 SOAK_SEEDS ?= 20
 soak: dev                         ## the crash and fault harnesses with many seeds (SOAK_SEEDS=20)
