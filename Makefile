@@ -46,6 +46,7 @@ axe-if-npm:                       # (without npm the browser tests skip, saying 
 
 screenshots: dev axe              ## refresh docs/images from the browser tests
 	FLOWDECK_SCREENSHOTS=1 $(BIN)/pytest tests/acceptance/test_web.py $(wildcard tests/acceptance/test_web_*.py)
+	$(BIN)/python -m tests.shots
 
 SOAK_SEEDS ?= 20
 soak: dev                         ## the crash and fault harnesses with many seeds (SOAK_SEEDS=20)

@@ -1,15 +1,14 @@
 """The README's and the docs' screenshots come from the browser tests: every image they
 show is one a test saves with ``shot(page, NAME)`` (``make screenshots`` refreshes them
-all), docs/images holds no image that no test makes any more, and none is older than the
-last change to the dashboard's templates, style or scripts (git history)."""
+all), docs/images holds no image that no test makes any more, and they show the
+dashboard as it is (tests/shots.py)."""
 
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
-import pytest
+from tests.shots import STAMP, digest
 
 ROOT = Path(__file__).parents[2]
 IMAGES = ROOT / "docs" / "images"
@@ -44,28 +43,10 @@ def test_docs_images_holds_only_images_a_test_makes() -> None:
     assert made_by_tests() - stored == set()  # a new shot: run its test with FLOWDECK_SCREENSHOTS=1
 
 
-DASHBOARD = ("src/flowdeck/web/templates", "src/flowdeck/web/static")
-
-
-def committed_at(*paths: str) -> int:
-    """When the last commit that changed ``paths`` was made (0: none did)."""
-    done = subprocess.run(
-        ["git", "-C", str(ROOT), "log", "-1", "--format=%ct", "--", *paths],
-        capture_output=True,
-        text=True,
-        check=False,
+def test_the_screenshots_show_the_dashboard_as_it_is() -> None:
+    """``make screenshots`` notes which dashboard it photographed (a digest of its
+    templates, style and scripts): a change to them comes with the screenshots made again."""
+    assert STAMP.is_file(), "no docs/images/dashboard.sha256: run make screenshots"
+    assert STAMP.read_text().strip() == digest(), (
+        "the dashboard changed since its screenshots were made: run make screenshots"
     )
-    if done.returncode != 0:
-        pytest.skip(f"no git history of this checkout: {done.stderr.strip()}")
-    return int(done.stdout.strip() or 0)
-
-
-def test_no_screenshot_is_older_than_the_dashboard() -> None:
-    """A change to the dashboard comes with its screenshots made again (``make
-    screenshots``), in the same commit or a later one."""
-    dashboard = committed_at(*DASHBOARD)
-    assert dashboard, "no commit of the dashboard's files: a shallow clone?"
-    stale = sorted(
-        p.name for p in IMAGES.glob("*.png") if committed_at(str(p.relative_to(ROOT))) < dashboard
-    )
-    assert stale == [], f"made before the dashboard's last change: {stale} (make screenshots)"
