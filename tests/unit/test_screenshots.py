@@ -13,7 +13,7 @@ from tests.shots import STAMP, digest
 ROOT = Path(__file__).parents[2]
 IMAGES = ROOT / "docs" / "images"
 SHOT = re.compile(r"""\bshot\(\s*\w+\s*,\s*["']([a-z0-9-]+)["']""")
-SHOWN = re.compile(r"images/([A-Za-z0-9_.-]+)")
+SHOWN = re.compile(r"images/([A-Za-z0-9_.-]+\.(?:png|jpe?g|gif|svg|webp))")
 
 
 def made_by_tests() -> set[str]:

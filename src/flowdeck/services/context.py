@@ -237,7 +237,30 @@ def build_context(settings: Settings, *, migrate: bool | None = None) -> Context
 
             upgrade(store.engine)
         seal_webhook_secrets(settings, store)
-    return make_context(settings, store)
+    ctx = make_context(settings, store)
+    if isinstance(store, SqlStore):
+        measure_archives(ctx, store)
+    return ctx
+
+
+def measure_archives(ctx: Context, store: SqlStore) -> None:
+    """Archives stored before their size was kept count in their owners' stored bytes once
+    measured (schema 0018 on): measured now, where the schema is current."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from flowdeck.errors import StoreUnavailable
+    from flowdeck.store.migrate import current_revision, head_revision
+
+    try:
+        with store.engine.connect() as conn:
+            if current_revision(conn) != head_revision():
+                return  # not upgraded (yet)
+        measured = ctx.workflows.measure_archives()
+    except (StoreUnavailable, SQLAlchemyError) as exc:  # e.g. started during an outage
+        log.warning("workflow archives not measured yet (at the next start): %s", exc)
+        return
+    if measured:
+        log.info("measured the archives of %d workflow version(s)", measured)
 
 
 def seal_webhook_secrets(settings: Settings, store: SqlStore) -> None:
@@ -275,7 +298,6 @@ def make_context(settings: Settings, store: Store) -> Context:
     """The services around an open store."""
     accounts = Accounts(store, settings)
     workflows = Workflows(store, settings)
-    workflows.measure_archives()
     accounts.on_workflows_deleted = workflows.remove_files
     runs = Runs(store, settings, workflows)
     bus = LocalEventBus()
