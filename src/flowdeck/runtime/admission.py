@@ -100,10 +100,12 @@ class Admission:
             owner = ar.run.owner_id
             self.pending[owner] = self.pending.get(owner, 0.0) + inst.cpus * seconds
 
-    def usage_op(self) -> Callable[[Tx], None] | None:
+    def usage_op(self, *, at_once: bool = False) -> Callable[[Tx], None] | None:
         """The change that adds the usage recorded since it last did to the store: at most
-        once a second, whatever the rate of steps (a commit of step ends carries it)."""
-        if not self.pending or time.monotonic() - self._written_at < USAGE_WRITE_S:
+        once a second, whatever the rate of steps (a commit of step ends carries it), or
+        ``at_once`` (the server stops)."""
+        recent = time.monotonic() - self._written_at < USAGE_WRITE_S
+        if not self.pending or (recent and not at_once):
             return None
         self._written_at = time.monotonic()
         amounts, self.pending = self.pending, {}
@@ -120,7 +122,8 @@ class Admission:
         if self.quotas.refresh(store):
             with store.read() as tx:
                 self.usage.load(tx.list_usage())
-                instances = tx.list_instances()
+                # (what other servers hold matters only where a quota holds starts back)
+                instances = [] if self.quotas.none else tx.list_instances()
             for owner, amount in self.pending.items():  # not committed yet
                 self.usage.add(owner, amount, clock.now())
             now = clock.now()

@@ -118,11 +118,8 @@ class Scheduler(ControlMixin, RecoveryMixin):
             executor.close()
         try:
             with self.store.write() as tx:
-                if self.admission.pending:  # fair-share usage of the last second
-                    tx.add_usage(
-                        self.admission.pending, clock.now(), self.admission.usage.half_life_s
-                    )
-                    self.admission.pending = {}
+                if (usage := self.admission.usage_op(at_once=True)) is not None:
+                    usage(tx)  # fair-share usage of the last second
                 tx.stop_instance(self.instance_id, clock.now())
         except Exception:
             log.exception("could not record this instance's stop")
