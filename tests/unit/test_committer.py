@@ -202,3 +202,23 @@ def test_a_batch_that_cannot_be_committed_costs_only_itself() -> None:
         a = tx.get_run("run_a")
     assert a is not None and a.state is RunState.RUNNING
     committer.close()
+
+
+def test_each_batch_hears_only_of_its_own_runs_fenced_off() -> None:
+    store = _flaky()
+    with store.write() as tx:  # another instance took run_b over
+        assert tx.claim_runs("inst_2", {"run_b": 1}) == set()
+    fenced: list[set[str]] = []
+    committer = Committer(store, "inst_1", fenced.append)
+    store.down = True  # both gather, then go in one transaction
+    mine = committer.submit(_change("run_a", RunState.RUNNING, T0))
+    theirs = committer.submit(_change("run_b", RunState.RUNNING, T0))
+    time.sleep(0.2)
+    store.down = False
+    assert theirs.result(5) == {"run_b"}
+    assert mine.result(5) == set()  # run_a's change went in: its caller hears no refusal
+    assert fenced == [{"run_b"}]
+    with store.read() as tx:
+        a = tx.get_run("run_a")
+    assert a is not None and a.state is RunState.RUNNING
+    committer.close()

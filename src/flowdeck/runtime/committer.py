@@ -43,6 +43,16 @@ class Batch:
     cache: list[CacheEntry] = field(default_factory=list)  # rerun cache entries
     done: concurrent.futures.Future[set[str]] = field(default_factory=concurrent.futures.Future)
 
+    def runs(self) -> set[str]:
+        """The runs this batch changes or claims."""
+        return (
+            {r for r, _ in self.ops}
+            | {s.run_id for s in self.steps}
+            | {e[1] for e in self.events}
+            | set(self.fences)
+            | set(self.claims)
+        )
+
 
 class Committer:
     def __init__(
@@ -63,7 +73,8 @@ class Committer:
         self._thread.start()
 
     def submit(self, batch: Batch) -> concurrent.futures.Future[set[str]]:
-        """Commit soon; the future gives the runs whose changes were fenced off."""
+        """Commit soon; the future gives the runs of this batch whose changes were fenced
+        off (not those of other batches that went in the same transaction)."""
         with self._cond:
             self._pending.append(batch)
             self._cond.notify()
@@ -155,7 +166,7 @@ class Committer:
             log.warning("changes of runs owned elsewhere were dropped: %s", stale)
             self.on_fenced(stale)
         for b in batches:
-            b.done.set_result(stale)
+            b.done.set_result(stale & b.runs())
 
     def _fenced_off(self, tx: Tx, batches: list[Batch]) -> set[str]:
         """The runs of committed ``batches`` that the store says are not ours (as

@@ -143,6 +143,9 @@ class Scheduler(ControlMixin, RecoveryMixin):
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
 
         def run() -> None:
+            # What the loop decided before goes in a batch of its own: the answer names
+            # only the refusals of runs that fn itself changed.
+            self._flush()
             try:
                 value = fn(*args)
             except BaseException as exc:
