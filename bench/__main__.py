@@ -5,6 +5,9 @@ from the same kind of machine: one more than 20 % worse is printed as a REGRESSI
 ``python -m bench --save-baseline`` makes the latest results (``latest.json``) the
 baseline.
 
+At the end it prints the performance goals beside the figures that answer them
+(bench/goals.py).
+
 ``--quick`` runs each with smaller counts (a minute or two in all: a smoke run, not figures
 to quote); ``--million`` adds the 1,000,000-run query figures (minutes of bulk loading;
 never in CI).
@@ -94,6 +97,9 @@ def main() -> None:
             argv.append("--million")
         sys.argv = [f"bench.{name}", *argv]
         runpy.run_module(f"bench.{name}", run_name="__main__")
+    from bench.goals import print_goals
+
+    print_goals()
 
 
 if __name__ == "__main__":

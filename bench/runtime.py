@@ -115,6 +115,7 @@ def main() -> None:
             "us",
             "empty write transaction",
             baseline,
+            goal="<= 300 us",
         ),
         Figure(
             f"CPU per step of a {args.fanout}-item scatter",

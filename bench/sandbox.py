@@ -12,15 +12,22 @@ bare ``bwrap`` start measured here.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import subprocess
 import time
 
 import httpx
 
 from bench.common import Figure, median, report
-from bench.runs import FANOUT, chain_spec, duration, push, run_and_wait, wait_for_end
+from bench.runs import (
+    FANOUT,
+    TRUE,
+    bwrap_true,
+    chain_spec,
+    duration,
+    push,
+    run_and_wait,
+    wait_for_end,
+)
 from bench.server import server
 
 API = "/api/v1"
@@ -28,16 +35,8 @@ API = "/api/v1"
 
 def bare_bwrap_ms(n: int = 100) -> tuple[float, float]:
     """(ms per plain /bin/true, ms per /bin/true in a bwrap with the step namespaces)."""
-    bwrap = shutil.which("bwrap")
-    assert bwrap is not None, "bench.sandbox needs bubblewrap"
-    box = [bwrap, "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net"]
-    box += ["--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib"]
-    box += ["--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin"]
-    box += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--", "/bin/true"]
-    if os.geteuid() != 0:
-        box.insert(1, "--unshare-user")
     out = []
-    for argv in (["/bin/true"], box):
+    for argv in (TRUE, bwrap_true()):
         t0 = time.perf_counter()
         for _ in range(n):
             subprocess.run(argv, check=True, start_new_session=True)

@@ -1,11 +1,12 @@
 """Run submissions per second over HTTP, and the memory of an idle server.
 
 - ``POST /api/v1/runs {"workflow": ..., "start": true}`` (create and queue in one call) by a
-  load generator at concurrency 16, not waiting for the runs to finish (goal >= 1,000/s),
-  twice: while the scheduler runs them at once (it shares the server's interpreter), and
-  into a full queue (a run of long sleeps holds every slot, as in a burst on a busy
-  machine); the baseline is the same load generator against ``GET /healthz`` (a bare route)
-  on the same server, so the ratio is the cost of a submission over the HTTP floor;
+  load generator at concurrency 16, not waiting for the runs to finish (goal >= 0.35x
+  ``GET /healthz`` over the same connections), twice: while the scheduler runs them at once
+  (it shares the server's interpreter), and into a full queue (a run of long sleeps holds
+  every slot, as in a burst on a busy machine); the baseline is the same load generator
+  against ``GET /healthz`` (a bare route) on the same server, so the ratio is the cost of a
+  submission over the HTTP floor;
 - resident memory of the idle server after start-up and one request (goal <= 150 MB),
   beside a bare uvicorn serving a one-line ASGI app.
 
@@ -131,7 +132,12 @@ def main() -> None:
         print(f"  GET /healthz/s per round: {', '.join(f'{b:.0f}' for b in bases)}")
         figures.append(
             Figure(
-                label, median(subs), "runs/s", "GET /healthz req/s", median(bases), goal=">= 1000/s"
+                label,
+                median(subs),
+                "runs/s",
+                "GET /healthz req/s",
+                median(bases),
+                goal=">= 0.35x GET /healthz",
             )
         )
     print(f"  load generator: {generator()}")

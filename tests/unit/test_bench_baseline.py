@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from bench import common
+from bench import common, goals
 from bench.common import Figure, worse_by
 
 
@@ -62,3 +62,24 @@ def test_another_machines_baseline_is_not_compared(
     out = capsys.readouterr().out
     assert "another kind of machine (Some Other CPU, 64 cores): not compared" in out
     assert "REGRESSION" not in out
+
+
+def test_the_goals_table_judges_each_figure_it_finds(
+    results: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common.report(
+        "runs",
+        [
+            Figure("chain-40: latency per step, sandbox on", 6.0, "ms", "bwrap", 5.0),  # 1.2x
+            Figure("fan-out-1000: overhead per step above the floor, sandbox on", 0.9, "ms", "", 1),
+        ],
+    )
+    capsys.readouterr()
+    goals.print_goals(markdown=True)
+    lines = {line.split(" | ")[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert lines["| chain step latency, sandbox on"].endswith("| met |")
+    assert lines["| fan-out overhead per step above the floor, sandbox on"].endswith("| MISSED |")
+    assert (
+        "not run (python -m bench --only runtime)"
+        in lines["| server CPU per single-step run (no HTTP)"]
+    )
