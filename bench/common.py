@@ -7,9 +7,11 @@ import functools
 import json
 import os
 import platform
+import secrets
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,10 @@ RESULTS = Path(__file__).parent / "results" / "latest.json"
 # makes it from latest.json): only on the same kind of machine (CPU model and cores).
 BASELINE = RESULTS.with_name("baseline.json")
 REGRESSION = 0.20  # a figure this much worse than the baseline's is printed as a regression
+
+
+# The PostgreSQL server benchmarks make their databases on (dropped afterwards).
+PG = os.environ.get("FLOWDECK_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
 def scratch_dir() -> Path:
@@ -151,3 +157,32 @@ def report(bench: str, figures: list[Figure], extra: dict[str, Any] | None = Non
         **(extra or {}),
     }
     RESULTS.write_text(json.dumps(data, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def pg_database() -> Iterator[str]:
+    import psycopg
+
+    name = f"flowdeck_bench_{secrets.token_hex(4)}"
+    admin = PG.replace("+psycopg", "")
+    with psycopg.connect(admin, autocommit=True) as con:
+        con.execute(f"CREATE DATABASE {name}")
+    try:
+        yield PG.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(admin, autocommit=True) as con:
+            con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@contextlib.contextmanager
+def database(backend: str) -> Iterator[dict[str, str]]:
+    """Server settings for ``backend``: nothing for "sqlite" (the default store), a fresh
+    database on :data:`PG` for "postgresql" (dropped afterwards)."""
+    if backend == "sqlite":
+        yield {}
+        return
+    with pg_database() as url:
+        yield {"database_url": url}
+
+
+BACKEND_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}

@@ -31,9 +31,8 @@ from pathlib import Path
 import httpx
 from httpx_sse import aconnect_sse
 
-from bench.common import Figure, report, scratch_dir
+from bench.common import Figure, pg_database, report, scratch_dir
 from bench.loadgen import generator, rate
-from bench.queries import pg_database
 from bench.server import server
 
 API = "/api/v1"

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import random
 import secrets
 import sqlite3
@@ -35,11 +34,10 @@ from typing import Any
 import httpx
 
 from bench import rawhttp
-from bench.common import Figure, percentile, report
+from bench.common import Figure, percentile, pg_database, report
 from bench.server import server
 
 API = "/api/v1"
-PG = os.environ.get("FLOWDECK_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 USERS = 100
 SAMPLES = 400
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -153,21 +151,6 @@ def load_postgres(url: str, n: int, bench_id: str) -> None:
                         buf = io.StringIO()
                 copy.write(buf.getvalue())
             cur.execute("ANALYZE runs")
-
-
-@contextmanager
-def pg_database() -> Iterator[str]:
-    import psycopg
-
-    name = f"flowdeck_bench_{secrets.token_hex(4)}"
-    admin = PG.replace("+psycopg", "")
-    with psycopg.connect(admin, autocommit=True) as con:
-        con.execute(f"CREATE DATABASE {name}")
-    try:
-        yield PG.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(admin, autocommit=True) as con:
-            con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def _timed(fn: Callable[[], object], n: int) -> list[float]:

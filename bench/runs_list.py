@@ -25,8 +25,8 @@ from contextlib import contextmanager
 import httpx
 
 from bench import rawhttp
-from bench.common import Figure, percentile, report
-from bench.queries import load_postgres, load_sqlite, pg_database
+from bench.common import Figure, percentile, pg_database, report
+from bench.queries import load_postgres, load_sqlite
 from bench.server import server
 
 API = "/api/v1"

@@ -11,7 +11,7 @@ machine disturbs much less than wall-clock rates:
 
 The baseline is an empty write transaction, measured in the same run.
 
-    python -m bench.runtime [--runs 2000] [--fanout 1000]
+    python -m bench.runtime [--runs 2000] [--fanout 1000] [--backend sqlite|postgresql|both]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import Figure, report, scratch_dir
+from bench.common import BACKEND_NAMES, Figure, database, report, scratch_dir
 from flowdeck.config import Settings
 from flowdeck.domain.privilege import Actor
 from flowdeck.domain.workflows import Visibility
@@ -59,13 +59,10 @@ def _empty_write_us(ctx: Context, n: int = 2000) -> float:
     return (time.process_time() - t0) / n * 1e6
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=2000)
-    parser.add_argument("--fanout", type=int, default=1000)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(dir=scratch_dir()) as tmp:
-        settings = Settings(data_dir=Path(tmp) / "data", registration="open")
+def measure(backend: str, args: argparse.Namespace) -> list[Figure]:
+    """CPU per single-step run and per scatter step on ``backend``."""
+    with tempfile.TemporaryDirectory(dir=scratch_dir()) as tmp, database(backend) as db:
+        settings = Settings(data_dir=Path(tmp) / "data", registration="open", **db)
         ctx = build_context(settings)
         user = ctx.accounts.register("bench", "timing passphrase 1234")
         actor = Actor(user.id, user.username, user.role)
@@ -107,10 +104,11 @@ def main() -> None:
             per_step = (time.process_time() - c0) / args.fanout * 1e6
         finally:
             ctx.close()
-    print(f"  single-step runs, wall: {wall_runs:.0f} runs/s (no processes, no HTTP)")
-    figures = [
+    name = BACKEND_NAMES[backend]
+    print(f"  {name}: single-step runs, wall: {wall_runs:.0f} runs/s (no processes, no HTTP)")
+    return [
         Figure(
-            "CPU per single-step run (no HTTP, no process)",
+            f"CPU per single-step run (no HTTP, no process), {name}",
             per_run,
             "us",
             "empty write transaction",
@@ -118,13 +116,23 @@ def main() -> None:
             goal="<= 300 us",
         ),
         Figure(
-            f"CPU per step of a {args.fanout}-item scatter",
+            f"CPU per step of a {args.fanout}-item scatter, {name}",
             per_step,
             "us",
             "empty write transaction",
             baseline,
         ),
     ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--fanout", type=int, default=1000)
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    args = parser.parse_args()
+    backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    figures = [f for backend in backends for f in measure(backend, args)]
     report("runtime", figures, {"runs": args.runs, "fanout": args.fanout})
 
 

@@ -11,6 +11,7 @@
   beside a bare uvicorn serving a one-line ASGI app.
 
     python -m bench.submit [--seconds 5] [--concurrency 16] [--rounds 3]
+        [--backend sqlite|postgresql|both]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 
 import httpx
 
-from bench.common import Figure, median, report
+from bench.common import BACKEND_NAMES, Figure, database, median, report
 from bench.loadgen import generator, rate
 from bench.server import _port, rss_mb, server
 
@@ -97,49 +98,53 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     args = parser.parse_args()
     figures: list[Figure] = []
-    db = (
-        {"database_url": os.environ["FLOWDECK_BENCH_DB"]}
-        if "FLOWDECK_BENCH_DB" in os.environ
-        else {}
-    )
+    backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     cases = (
         # The scheduler runs the submitted runs meanwhile, in the same process.
-        ("run submissions, run at once (c={c})", False),
+        ("run submissions, run at once (c={c}), {db}", False),
         # Every slot is busy: the runs queue up, as in a burst on a full machine.
-        ("run submissions into a full queue (c={c})", True),
+        ("run submissions into a full queue (c={c}), {db}", True),
     )
-    for name, full in cases:
-        with (
-            server(**db) as (url, token, _data, pid),
-            httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as c,
-        ):
-            if not full:
-                idle = rss_mb(pid)
-                bare = bare_uvicorn_rss()
-                figures.append(
-                    Figure(
-                        "RSS of an idle server", idle, "MiB", "bare uvicorn", bare, goal="<= 150 MB"
+    for backend in backends:
+        for name, full in cases:
+            with (
+                database(backend) as db,
+                server(**db) as (url, token, _data, pid),
+                httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as c,
+            ):
+                if not full and backend == "sqlite":
+                    idle = rss_mb(pid)
+                    bare = bare_uvicorn_rss()
+                    figures.append(
+                        Figure(
+                            "RSS of an idle server",
+                            idle,
+                            "MiB",
+                            "bare uvicorn",
+                            bare,
+                            goal="<= 150 MB",
+                        )
                     )
+                _push(c, NOOP)
+                if full:
+                    _busy(c)
+                subs, bases = _rounds(url, token, args)
+            label = name.format(c=args.concurrency, db=BACKEND_NAMES[backend])
+            print(f"  {label}: per round {', '.join(f'{s:.0f}' for s in subs)}/s")
+            print(f"  GET /healthz/s per round: {', '.join(f'{b:.0f}' for b in bases)}")
+            figures.append(
+                Figure(
+                    label,
+                    median(subs),
+                    "runs/s",
+                    "GET /healthz req/s",
+                    median(bases),
+                    goal=">= 0.35x GET /healthz",
                 )
-            _push(c, NOOP)
-            if full:
-                _busy(c)
-            subs, bases = _rounds(url, token, args)
-        label = name.format(c=args.concurrency)
-        print(f"  {label}: per round {', '.join(f'{s:.0f}' for s in subs)}/s")
-        print(f"  GET /healthz/s per round: {', '.join(f'{b:.0f}' for b in bases)}")
-        figures.append(
-            Figure(
-                label,
-                median(subs),
-                "runs/s",
-                "GET /healthz req/s",
-                median(bases),
-                goal=">= 0.35x GET /healthz",
             )
-        )
     print(f"  load generator: {generator()}")
     report(
         "submit",

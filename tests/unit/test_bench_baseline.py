@@ -81,5 +81,5 @@ def test_the_goals_table_judges_each_figure_it_finds(
     assert lines["| fan-out overhead per step above the floor, sandbox on"].endswith("| MISSED |")
     assert (
         "not run (python -m bench --only runtime)"
-        in lines["| server CPU per single-step run (no HTTP)"]
+        in lines["| server CPU per single-step run (no HTTP), SQLite"]
     )
