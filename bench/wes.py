@@ -193,7 +193,8 @@ def while_running(
     """``n`` submissions as in the rounds, then, from the last answer until every run
     ended, one client (:mod:`bench.status_poller`, a process of its own) polls the status of
     the last run sent, ``pause_s`` between requests: the submissions per second, the
-    seconds from the first submission until all ended, each status request's ms."""
+    seconds from the first submission until all ended, the status requests' count, p50
+    and p99 (ms)."""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     poller = ctx.Process(target=status_poller.poll, args=(url, token, child, pause_s))
@@ -238,8 +239,8 @@ def peer_while_running(
             req = run_request(url, None, peer.form)
             wait_all(url, None, submissions(url, req, 1, 1)[1], limit_s=300)
             return while_running(url, "", req, n, clients, pause_s)
-    except (PeerUnavailable, RuntimeError, OSError) as exc:
-        print(f"  {peer.name}: not measured: {exc}", flush=True)
+    except (PeerUnavailable, RuntimeError, OSError, httpx.HTTPError) as exc:
+        print(f"  {peer.name}: not measured: {type(exc).__name__}: {exc}", flush=True)
         return None
 
 

@@ -15,6 +15,8 @@ import argparse
 import time
 from collections.abc import Mapping
 
+import httpx
+
 from bench import rawhttp
 from bench.common import Figure, percentile, report
 from bench.server import server
@@ -63,8 +65,8 @@ def main() -> None:
                     url, "", ended_run(url, None, peer.form), args.requests
                 )
                 labels[peer.name] = peer.label
-        except (PeerUnavailable, RuntimeError, OSError) as exc:
-            print(f"  {peer.name}: not measured: {exc}", flush=True)
+        except (PeerUnavailable, RuntimeError, OSError, httpx.HTTPError) as exc:
+            print(f"  {peer.name}: not measured: {type(exc).__name__}: {exc}", flush=True)
     figures = []
     if theirs:
         fastest = min(theirs, key=lambda name: percentile(theirs[name], 50))
