@@ -20,7 +20,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,10 +31,10 @@ import httpx
 from bench.common import Figure, report, scratch_dir
 from bench.runs import FANOUT, chain_spec, duration, push, run_and_wait, wait_for_end
 from bench.server import _port, server
+from bench.venvs import venv_program
 
 API = "/api/v1"
 PREFECT = "prefect>=3,<4"
-CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flowdeck-tests"
 
 # Run by the Prefect environment's interpreter: a warm-up, then each workload once; prints
 # the seconds of each as JSON.
@@ -68,14 +67,7 @@ print(json.dumps({"chain_s": t1 - t0, "fanout_s": t2 - t1}))
 
 def prefect_python() -> Path:
     """The Prefect environment's interpreter (made on first use)."""
-    venv = CACHE / "prefect-venv"
-    exe = venv / "bin" / "python"
-    if not (venv / "bin" / "prefect").exists():
-        venv.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        pip = [str(venv / "bin" / "pip"), "install", "-q", PREFECT]
-        subprocess.run(pip, check=True, timeout=1800)
-    return exe
+    return venv_program("prefect-venv", [PREFECT], "prefect").with_name("python")
 
 
 @contextmanager

@@ -104,12 +104,10 @@ def request(url: str, token: str, method: str, path: str, body: object | None = 
     """The bytes of one HTTP/1.1 request, built once and sent many times."""
     host = urlsplit(url).netloc
     payload = json.dumps(body).encode() if body is not None else b""
-    head = [
-        f"{method} {path} HTTP/1.1",
-        f"Host: {host}",
-        f"Authorization: Bearer {token}",
-        f"Content-Length: {len(payload)}",
-    ]
+    head = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
+    if token:  # (servers without authentication: no header, as their clients send)
+        head.append(f"Authorization: Bearer {token}")
+    head.append(f"Content-Length: {len(payload)}")
     if body is not None:
         head.append("Content-Type: application/json")
     return ("\r\n".join(head) + "\r\n\r\n").encode() + payload

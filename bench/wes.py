@@ -9,6 +9,13 @@ the reference WES server (wes-service) measured in the same run:
   (:mod:`bench.wes_service`): as deployed (each accepted run starts cwltool at once), and
   with ``true`` as its runner (its HTTP path alone, no run executing);
 - the floor: flowdeck's ``GET /healthz`` over the same connections;
+- one more batch on flowdeck, on a fresh wes-service (as deployed) and on a fresh Sapporo
+  (:mod:`bench.sapporo`: cwltool without containers; left out, saying why, where it cannot
+  be installed or started), after a warm-up run: Sapporo's submissions per second (one
+  round), each server's time from the first submission until all runs ended, and the WES
+  status p50 and p99 (goal: flowdeck's p50 <= 3 ms) of one client polling
+  ``GET /runs/{id}/status`` of the last run sent, from the last answer until all ended
+  (:func:`while_running`);
 - the same 50 runs with bare cwltool, one at a time and two at a time;
 - CPU seconds per run: flowdeck (the server and everything it ran) against cwltool alone.
 
@@ -18,6 +25,7 @@ submission rate is the median of ``--rounds`` rounds, flowdeck's and wes-service
 in turn.
 
     python -m bench.wes [--runs 50] [--rounds 3] [--submissions-only]
+        [--status-pause-ms 10] [--skip sapporo|while-running ...]
 """
 
 from __future__ import annotations
@@ -25,21 +33,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from bench import rawhttp
-from bench.common import Figure, median, report, scratch_dir
+from bench import rawhttp, status_poller
+from bench.common import Figure, median, percentile, report, scratch_dir
+from bench.sapporo import FORM as SAPPORO_FORM
+from bench.sapporo import sapporo_service
 from bench.server import server
+from bench.venvs import PeerUnavailable
 from bench.wes_service import wes_service
 
 WES = "/ga4gh/wes/v1"
@@ -94,12 +111,14 @@ FORM = {
 }
 
 
-def run_request(url: str, token: str | None) -> bytes:
-    """The bytes of one RunWorkflow request (multipart, the four files attached), as httpx
-    encodes it, sent as is over a keep-alive connection."""
+def run_request(url: str, token: str | None, extra: Mapping[str, str] | None = None) -> bytes:
+    """The bytes of one RunWorkflow request (multipart, the four files attached, ``extra``
+    form fields beside the common ones), as httpx encodes it, sent as is over a keep-alive
+    connection."""
     payload = [("workflow_attachment", (f, (CWL / f).read_bytes())) for f in FILES]
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    req = httpx.Request("POST", f"{url}{WES}/runs", data=FORM, files=payload, headers=headers)
+    form = {**FORM, **(extra or {})}
+    req = httpx.Request("POST", f"{url}{WES}/runs", data=form, files=payload, headers=headers)
     body = req.read()
     head = [f"POST {WES}/runs HTTP/1.1", f"Host: {urlsplit(url).netloc}"]
     head += [f"{k}: {v}" for k, v in req.headers.items() if k.lower() != "host"]
@@ -119,6 +138,121 @@ def submissions(url: str, req: bytes, n: int, clients: int) -> tuple[float, list
     return n / (time.perf_counter() - t0), ids
 
 
+@dataclass(frozen=True)
+class WesPeer:
+    """A reference WES server: how to start a fresh one (a context manager giving its base
+    URL; :class:`PeerUnavailable` where it cannot be had) and the form fields its
+    RunWorkflow needs beside the common ones."""
+
+    name: str
+    label: str  # how figures name it as their baseline
+    start: Callable[[], AbstractContextManager[str]]
+    form: Mapping[str, str] = field(default_factory=dict)
+
+
+def wes_peers(skip: tuple[str, ...] = ()) -> list[WesPeer]:
+    """wes-service as deployed (its runner cwltool) and Sapporo (its cwltool engine run by
+    bench.sapporo's run script), each running flowdeck's cwltool without containers."""
+    cwltool = str(Path(sys.executable).with_name("cwltool"))
+    peers = [
+        WesPeer(
+            "wes-service", "wes-service, runs cwltool (as deployed)", lambda: wes_service(cwltool)
+        )
+    ]
+    if "sapporo" not in skip:
+        label = "Sapporo, runs cwltool --no-container"
+        peers.append(WesPeer("Sapporo", label, sapporo_service, SAPPORO_FORM))
+    return peers
+
+
+def wait_all(url: str, token: str | None, ids: list[str], limit_s: float = 1800) -> float:
+    """Wait until each of ``ids`` ended, COMPLETE (else RuntimeError): the wall clock
+    (``time.time()``) when the last was seen ended.  One status request at a time, for the
+    oldest run not yet seen ended (runs end in about the order they were sent), 0.1 s apart
+    while that one runs: any WES server, the same way."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    pending = deque(ids)
+    deadline = time.monotonic() + limit_s
+    with httpx.Client(base_url=url, headers=headers, timeout=60) as c:
+        while pending:
+            state = c.get(f"{WES}/runs/{pending[0]}/status").json()["state"]
+            if state in DONE:
+                if state != "COMPLETE":
+                    raise RuntimeError(f"run {pending[0]} ended {state}")
+                pending.popleft()
+                continue
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(pending)} runs had not ended after {limit_s:.0f} s")
+            time.sleep(0.1)
+    return time.time()
+
+
+def while_running(
+    url: str, token: str, req: bytes, n: int, clients: int, pause_s: float
+) -> dict[str, Any]:
+    """``n`` submissions as in the rounds, then, from the last answer until every run
+    ended, one client (:mod:`bench.status_poller`, a process of its own) polls the status of
+    the last run sent, ``pause_s`` between requests: the submissions per second, the
+    seconds from the first submission until all ended, the status requests' count, p50
+    and p99 (ms)."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    poller = ctx.Process(target=status_poller.poll, args=(url, token, child, pause_s))
+    poller.start()
+    try:
+        parent.recv()  # its imports done: they take no CPU from the submissions
+        wall0 = time.time()
+        rate, ids = submissions(url, req, n, clients)
+        parent.send(f"{WES}/runs/{ids[-1]}/status")
+        end = wait_all(url, token, ids)
+        parent.send("stop")
+        try:
+            polled: dict[str, Any] = parent.recv()
+        except EOFError:
+            raise RuntimeError("the status poller failed (its traceback is above)") from None
+    finally:
+        poller.join(30)
+        if poller.is_alive():
+            poller.kill()
+            poller.join(30)
+    times: list[float] = polled["ms"]
+    if not times:
+        raise RuntimeError("the runs ended before the first status request")
+    return {
+        "rate": rate,
+        "finished_s": end - wall0,
+        "status_requests": len(times),
+        "status_p50_ms": percentile(times, 50),
+        "status_p99_ms": percentile(times, 99),
+        "reconnects": polled["reconnects"],
+    }
+
+
+def peer_while_running(
+    peer: WesPeer, n: int, clients: int, pause_s: float
+) -> dict[str, Any] | None:
+    """:func:`while_running` on a fresh ``peer`` after one warm-up run (which must end
+    COMPLETE: the check that its runs work here); None, saying why, where it cannot be
+    installed, started or run."""
+    try:
+        with peer.start() as url:
+            req = run_request(url, None, peer.form)
+            wait_all(url, None, submissions(url, req, 1, 1)[1], limit_s=300)
+            return while_running(url, "", req, n, clients, pause_s)
+    except (PeerUnavailable, RuntimeError, OSError, httpx.HTTPError) as exc:
+        print(f"  {peer.name}: not measured: {type(exc).__name__}: {exc}", flush=True)
+        return None
+
+
+def _print_running(name: str, got: dict[str, Any]) -> None:
+    print(
+        f"  while running: {name} {got['rate']:.1f}/s, all ended after {got['finished_s']:.1f} s,"
+        f" status p50 {got['status_p50_ms']:.2f} ms, p99 {got['status_p99_ms']:.2f} ms"
+        f" ({got['status_requests']} requests)",
+        flush=True,
+    )
+
+
 def reference_rate(runner: str, n: int, clients: int) -> float:
     """wes-service's submissions per second (a fresh server; its runs ended after)."""
     with wes_service(runner) as url:
@@ -135,12 +269,17 @@ def floor_rate(url: str, token: str, n: int, clients: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def through_wes(n: int, clients: int, rounds: int) -> dict[str, list[float]]:
+def through_wes(
+    n: int, clients: int, rounds: int, peers: list[WesPeer] | None, pause_s: float
+) -> tuple[dict[str, list[float]], dict[str, dict[str, Any]]]:
     """Per round: flowdeck's submissions per second, then wes-service's (as deployed, and
     with ``true`` as runner); flowdeck's seconds until all its runs finished and CPU
-    seconds (first round); flowdeck's /healthz rate."""
+    seconds (first round); flowdeck's /healthz rate.  Then, unless ``peers`` is None, one
+    more batch on flowdeck and on each peer (a fresh server) with the status poller of
+    :func:`while_running`: its figures by server name."""
     cwltool = str(Path(sys.executable).with_name("cwltool"))
     out: dict[str, list[float]] = {}
+    running: dict[str, dict[str, Any]] = {}
     with server() as (url, token, _data, pid):
         req = run_request(url, token)
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as c:
@@ -161,7 +300,14 @@ def through_wes(n: int, clients: int, rounds: int) -> dict[str, list[float]]:
                     out.setdefault(name, []).append(reference_rate(runner, n, clients))
                     print(f", {name} {out[name][-1]:.1f}/s", end="")
                 print(flush=True)
-    return out
+            if peers is not None:
+                running["flowdeck"] = while_running(url, token, req, n, clients, pause_s)
+                _print_running("flowdeck", running["flowdeck"])
+    for peer in peers or []:
+        if (got := peer_while_running(peer, n, clients, pause_s)) is not None:
+            running[peer.name] = got
+            _print_running(peer.name, got)
+    return out, running
 
 
 def _finished(c: httpx.Client, n: int, ids: list[str]) -> float:
@@ -188,10 +334,24 @@ def main() -> None:
     parser.add_argument(
         "--submissions-only", action="store_true", help="without cwltool alone (minutes)"
     )
+    parser.add_argument(
+        "--status-pause-ms",
+        type=float,
+        default=10.0,
+        help="between two status requests of the poller while the runs execute",
+    )
+    parser.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["sapporo", "while-running"],
+        help="leave out Sapporo, or the batch with the status poller (on every server)",
+    )
     args = parser.parse_args()
     n = args.runs
     figures = []
-    got = through_wes(n, args.clients, args.rounds)
+    peers = None if "while-running" in args.skip else wes_peers(tuple(args.skip))
+    got, running = through_wes(n, args.clients, args.rounds, peers, args.status_pause_ms / 1000)
     rate, reference, accept_only = (
         median(got[k]) for k in ("flowdeck", "wes-service", "wes-service-true")
     )
@@ -249,11 +409,64 @@ def main() -> None:
             median(got["healthz"]),
         ),
     ]
+    figures += running_figures(n, rate, running, peers or [])
     report(
         "wes",
         figures,
-        {"runs": n, "clients": args.clients, "rounds": args.rounds, "samples": got},
+        {
+            "runs": n,
+            "clients": args.clients,
+            "rounds": args.rounds,
+            "samples": got,
+            "while_running": running,
+            "status_pause_ms": args.status_pause_ms,
+        },
     )
+
+
+def running_figures(
+    n: int, rate: float, running: dict[str, dict[str, Any]], peers: list[WesPeer]
+) -> list[Figure]:
+    """The figures of the batches with the status poller: flowdeck's beside each peer
+    measured (a peer that could not be is named, its figures left out)."""
+    ours = running.get("flowdeck")
+    figures: list[Figure] = []
+    for peer in peers:
+        theirs = running.get(peer.name)
+        if ours is None or theirs is None:
+            print(f"  ({peer.name}: no figures while the runs execute)")
+            continue
+        if peer.name != "wes-service":  # (wes-service's submissions have figures above)
+            figures.append(
+                Figure(
+                    "WES submissions per second",
+                    rate,
+                    "1/s",
+                    f"{peer.label} (one round)",
+                    theirs["rate"],
+                )
+            )
+        figures.append(
+            Figure(
+                f"{n} CWL runs via WES, status polled: time until all finish",
+                ours["finished_s"],
+                "s",
+                peer.label,
+                theirs["finished_s"],
+            )
+        )
+        figures += [
+            Figure(
+                f"WES status while the runs execute, p{p}",
+                ours[f"status_p{p}_ms"],
+                "ms",
+                peer.label,
+                theirs[f"status_p{p}_ms"],
+                goal="<= 3 ms" if p == 50 else "",
+            )
+            for p in (50, 99)
+        ]
+    return figures
 
 
 if __name__ == "__main__":

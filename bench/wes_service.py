@@ -27,9 +27,9 @@ import httpx
 
 from bench.common import scratch_dir
 from bench.server import _port
+from bench.venvs import venv_program
 
 REQUIREMENT = "wes-service>=5.0"
-CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flowdeck-tests"
 
 
 def wes_server() -> Path:
@@ -38,15 +38,8 @@ def wes_server() -> Path:
     beside = Path(sys.executable).with_name("wes-server")
     if beside.exists():
         return beside
-    venv = CACHE / "wes-client-venv"
-    exe = venv / "bin" / "wes-server"
-    if exe.exists():
-        return exe
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "pip"), "install", "-q", "setuptools<81", REQUIREMENT]
-    subprocess.run(pip, check=True, timeout=900)
-    return exe
+    # the virtualenv tests/acceptance/test_wes_client.py makes
+    return venv_program("wes-client-venv", ["setuptools<81", REQUIREMENT], "wes-server", 900)
 
 
 @contextmanager

@@ -1,38 +1,33 @@
 """WES ``GET /runs/{id}/status`` of an ended run, idle (one request at a time over one
-keep-alive connection): flowdeck beside wes-service's reference server, measured in the
+keep-alive connection): flowdeck beside the WES peers of bench.wes (wes-service's reference
+server, and Sapporo where it can be installed and started: bench.sapporo), measured in the
 same run.  Each server has run the same CWL workflow (tests/data/cwl/sort-count.cwl) once;
-the figure is the p50 (and p99) of ``--requests`` status requests after a warm-up.  Goal
-(the performance issue): flowdeck's p50 at most the fastest peer's.
+the figures are the p50 and p99 of ``--requests`` status requests after a warm-up.  Goal
+(the performance issue): flowdeck's p50 at most the fastest peer's (that figure's baseline);
+then flowdeck's p50 and p99 beside each peer's.
 
-    python -m bench.wes_status [--requests 2000]
+    python -m bench.wes_status [--requests 2000] [--skip sapporo]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
+from collections.abc import Mapping
 
 import httpx
 
 from bench import rawhttp
 from bench.common import Figure, percentile, report
 from bench.server import server
-from bench.wes import DONE, WES, run_request, submissions
-from bench.wes_service import wes_service
+from bench.venvs import PeerUnavailable
+from bench.wes import WES, run_request, submissions, wait_all, wes_peers
 
 
-def ended_run(url: str, token: str | None) -> str:
-    """Submit the workflow once and wait for its end: the run's id."""
-    run_id = submissions(url, run_request(url, token), 1, 1)[1][0]
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    deadline = time.monotonic() + 300
-    with httpx.Client(base_url=url, headers=headers) as c:
-        while (state := c.get(f"{WES}/runs/{run_id}/status").json()["state"]) not in DONE:
-            assert time.monotonic() < deadline, state
-            time.sleep(0.1)
-    assert state == "COMPLETE", state
+def ended_run(url: str, token: str | None, form: Mapping[str, str] | None = None) -> str:
+    """Submit the workflow once and wait for its end (COMPLETE): the run's id."""
+    run_id = submissions(url, run_request(url, token, form), 1, 1)[1][0]
+    wait_all(url, token, [run_id], limit_s=300)
     return run_id
 
 
@@ -57,24 +52,57 @@ def status_ms(url: str, token: str, run_id: str, n: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["sapporo"])
     args = parser.parse_args()
-    cwltool = str(Path(sys.executable).with_name("cwltool"))
     with server() as (url, token, _data, _pid):
         ours = status_ms(url, token, ended_run(url, token), args.requests)
-    with wes_service(cwltool) as url:
-        theirs = status_ms(url, "", ended_run(url, None), args.requests)
-    figures = [
-        Figure(
-            f"WES status of an ended run, idle, p{p}",
-            percentile(ours, p),
-            "ms",
-            "wes-service",
-            percentile(theirs, p),
-            goal="<= the fastest peer's" if p == 50 else "",
+    theirs: dict[str, list[float]] = {}
+    labels: dict[str, str] = {}
+    for peer in wes_peers(tuple(args.skip)):
+        try:
+            with peer.start() as url:
+                theirs[peer.name] = status_ms(
+                    url, "", ended_run(url, None, peer.form), args.requests
+                )
+                labels[peer.name] = peer.label
+        except (PeerUnavailable, RuntimeError, OSError, httpx.HTTPError) as exc:
+            print(f"  {peer.name}: not measured: {type(exc).__name__}: {exc}", flush=True)
+    figures = []
+    if theirs:
+        fastest = min(theirs, key=lambda name: percentile(theirs[name], 50))
+        figures.append(
+            Figure(
+                "WES status of an ended run, idle, p50",
+                percentile(ours, 50),
+                "ms",
+                f"the fastest peer: {labels[fastest]}",
+                percentile(theirs[fastest], 50),
+                goal="<= the fastest peer's",
+            )
         )
-        for p in (50, 99)
-    ]
-    report("wes_status", figures, {"requests": args.requests})
+    for name, times in theirs.items():
+        figures += [
+            Figure(
+                f"WES status of an ended run, idle, p{p}, beside {name}",
+                percentile(ours, p),
+                "ms",
+                labels[name],
+                percentile(times, p),
+            )
+            for p in (50, 99)
+        ]
+    measured = {"flowdeck": ours, **theirs}
+    report(
+        "wes_status",
+        figures,
+        {
+            "requests": args.requests,
+            "ms": {
+                name: {"p50": percentile(t, 50), "p99": percentile(t, 99)}
+                for name, t in measured.items()
+            },
+        },
+    )
 
 
 if __name__ == "__main__":
