@@ -237,6 +237,7 @@ def admit(core: SchedulerCore, claimed: list[Start], owned: list[Start]) -> None
     ``claimed`` and start once that commit succeeded."""
     adm = core.admission
     adm.refresh(core.store, core.instance_id, core.settings.lease_ttl_s, core.host)
+    window.refill(core)  # (a user's next runs are heads to tell, even with no slot free)
     active = Counter(
         ar.run.owner_id for ar in core.active.values() if ar.run.state is not RunState.QUEUED
     )
