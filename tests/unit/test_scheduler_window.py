@@ -170,3 +170,15 @@ def test_a_start_with_more_queued_runs_than_the_window_holds_five_and_runs_them_
     windowed, most = admit_all(tmp_path / "five", 5, submit=False)
     assert len(windowed) == 60 and most <= 5
     assert windowed == unbounded
+
+
+def test_a_late_hand_over_of_a_run_read_from_the_store_queues_nothing(tmp_path: Path) -> None:
+    """Its commit came before its ``notify``: a refill may have read, started and ended it
+    meanwhile; the hand-over must not queue it again."""
+    store = FakeStore()
+    sched = Scheduler(store, make_settings(tmp_path), {}, lambda _: None)
+    early, late = the_runs()[:2]
+    sched.store_queue.remember(early.id, 10)
+    sched._take(early)  # read from the store (and gone since): no news
+    sched._take(late)
+    assert set(sched.queued) == {late.id}

@@ -176,6 +176,8 @@ class SchedulerCore:
 
     # -- intake --------------------------------------------------------------------------
     def _take(self, run: Run) -> None:
+        if run.id not in self.queued and self.store_queue.was_read(run.id):
+            return  # read from the store before its hand-over came: taken, maybe ended
         if run.state is RunState.QUEUED and run.id not in self.active:
             self.queued[run.id] = run
             if (reason := self.admission.reasons.get(run.owner_id)) is not None:

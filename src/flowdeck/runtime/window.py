@@ -8,7 +8,11 @@ heartbeat), and — once the start found any — those no instance owns.  This i
 runs another live instance owns are never read (it may start them without a claim).
 
 A run that left the queue (admitted, stopped, killed) still reads as queued until the
-commit that says so is in: it is not held again meanwhile (:meth:`StoreQueue.gone`)."""
+commit that says so is in: it is not held again meanwhile (:func:`gone`).  And a run read
+from the store may be read there before the hand-over of its submission (``notify``, just
+after its commit) reaches the scheduler: the runs held from the store are remembered (the
+last ones, a bounded number) so that such a late hand-over does not queue a run again
+that has started or even ended meanwhile."""
 
 from __future__ import annotations
 
@@ -31,6 +35,17 @@ class StoreQueue:
         self.unowned = False  # it takes queued runs no instance owns (as at its start)
         self._seen: set[tuple[str, str | None]] = set()  # (user, instance) at last look
         self.committing: Counter[str] = Counter()  # left the queue, in a commit under way
+        self._read: dict[str, None] = {}  # the last runs held from the store, in order
+
+    def remember(self, run_id: str, keep: int) -> None:
+        """``run_id`` was held from the store (of the last ``keep`` such runs, at least)."""
+        self._read[run_id] = None
+        while len(self._read) > keep:
+            del self._read[next(iter(self._read))]
+
+    def was_read(self, run_id: str) -> bool:
+        """Was ``run_id`` held from the store lately (its hand-over is no news)?"""
+        return run_id in self._read
 
     def takes(self, me: str, run: Run) -> bool:
         """May this instance (``me``) take the queued ``run``?"""
@@ -97,6 +112,7 @@ def refill(core: SchedulerCore) -> None:
                 continue
             if not q.hold(run):
                 break  # the rest come after it
+            share.remember(run.id, max(10_000, 2 * window))
 
 
 def take_over(core: SchedulerCore, tx: Tx, live: list[str], startup: bool) -> bool:
