@@ -1,17 +1,19 @@
 """A server holds at most ``scheduler_window`` queued runs of each user in memory, the rest
 waiting in the database: every run still runs, a run queued but not held is killed as
-any queued run, quota reasons reach it, and a restart runs a queue deeper than the window
-(SQLite and PostgreSQL)."""
+any queued run, quota reasons reach it, and a restart or a take-over runs a queue deeper
+than the window (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from flowdeck.domain.privilege import Actor
 from flowdeck.domain.runs import RunState
@@ -151,6 +153,33 @@ def test_a_restart_with_more_queued_runs_than_the_window_runs_them_all(
     holding = held(sched)
     assert sorted(holding) == sorted([ann.user_id, bo.user_id])
     assert all(len(ids) == WINDOW for ids in holding.values())
+    second.runs.control(ann, busy, "kill")
+    for i, run_id in enumerate(queued):
+        actor = ann if i < 8 else bo
+        wait_for(lambda r=run_id, a=actor: state(second, a, r) is RunState.SUCCEEDED)
+
+
+def test_a_take_over_after_a_lease_ends_runs_a_queue_deeper_than_the_window(
+    setup: Callable[..., Context],
+) -> None:
+    first = setup(lease_ttl_s=3600)  # its own heartbeat will not come during the test
+    first.start_scheduler()
+    ann, bo = actors(first)
+    busy = first.runs.create(ann, "busy@1", start=True).id
+    wait_for(lambda: state(first, ann, busy) is RunState.RUNNING)
+    queued = [first.runs.create(a, "one@1", start=True).id for a in (ann, bo) for _ in range(8)]
+    second = setup(lease_ttl_s=3600)
+    second.start_scheduler()
+    sched = sched_of(second)
+    assert held(sched) == {}  # the first server's lease holds: its runs are its own
+    with first.store.write() as tx:  # it missed its heartbeats (a pause, a partition)
+        tx.conn.execute(  # type: ignore[attr-defined]
+            sa.text("UPDATE instances SET heartbeat_at = :t WHERE id = :i"),
+            {"t": datetime.now(UTC) - timedelta(hours=1), "i": sched_of(first).instance_id},
+        )
+    sched.call(sched._heartbeat)  # the second's next heartbeat takes them over
+    wait_for(lambda: busy in sched.active)
+    assert all(len(ids) <= WINDOW for ids in held(sched).values())
     second.runs.control(ann, busy, "kill")
     for i, run_id in enumerate(queued):
         actor = ann if i < 8 else bo
