@@ -45,7 +45,7 @@ class RunQueue(dict[str, Run]):
         """Hold ``run`` (again: its old entry goes); False when its owner's window is full
         of runs that come before it: it is left to the store."""
         if dict.__contains__(self, run.id):
-            self._remove(run.id)
+            self._remove(run.id, again=True)
         self.gone.discard(run.id)
         owner = run.owner_id
         order = self._order.setdefault(owner, [])
@@ -74,7 +74,8 @@ class RunQueue(dict[str, Run]):
         return owner in self.more and (self.window is None or 2 * held < self.window)
 
     # -- leaving -----------------------------------------------------------------------
-    def _remove(self, run_id: str) -> Run:
+    def _remove(self, run_id: str, again: bool = False) -> Run:
+        """Forget ``run_id`` (``again``: it is held again at once)."""
         run = super().pop(run_id)
         owner = run.owner_id
         order = self._order[owner]
@@ -82,7 +83,7 @@ class RunQueue(dict[str, Run]):
         del order[bisect.bisect_left(order, key)]
         if not order:
             del self._order[owner]
-        if self.needs_reading(owner):
+        if not again and self.needs_reading(owner):
             self.low.add(owner)
         return run
 
