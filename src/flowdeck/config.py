@@ -132,6 +132,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Machine-wide CPU slots shared by all runs' steps (default: the CPUs).",
     )
+    scheduler_window: int = Field(
+        1000,
+        ge=1,
+        le=10_000_000,
+        description="Queued runs of each user the scheduler holds in memory, at most; the "
+        "rest wait in the database and are read in admission order as these start.",
+    )
     stop_grace_s: float = Field(
         10.0, ge=0, description="Seconds between SIGTERM and SIGKILL when a run stops."
     )

@@ -136,6 +136,66 @@ def test_queued_runs_of_other_instances_are_found_by_owner(store: Store) -> None
     assert [r.id for r in nobody_live] == ["run_1", "run_2", "run_3"]
 
 
+def test_a_users_next_queued_runs_come_in_admission_order_from_the_store(store: Store) -> None:  # noqa: F811
+    """(The scheduler's window refills from it.)  Admin priority, then the user's priority,
+    highest first, then age, then id; only that user's queued runs owned by the instances
+    given (and, asked, by none); at most ``limit``."""
+    t1, t2 = T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)
+    with store.write() as tx:
+        tx.add_user(user("alice"))
+        tx.add_user(user("bob"))
+        tx.add_workflow(workflow("wf_1", "alice"))
+        rows = [
+            # id, owner, state, owner instance, admin priority, priority, queued at
+            ("run_a", "u_alice", RunState.QUEUED, "inst_me", 0, 0, t2),
+            ("run_b", "u_alice", RunState.QUEUED, "inst_gone", 0, 0, t1),
+            ("run_c", "u_alice", RunState.QUEUED, "inst_me", 0, 5, t2),
+            ("run_d", "u_alice", RunState.QUEUED, None, 1, -5, t2),
+            ("run_e", "u_alice", RunState.QUEUED, "inst_me", 0, 0, t1),  # (as run_b: by id)
+            ("run_f", "u_alice", RunState.QUEUED, "inst_live", 9, 9, T0),  # not ours
+            ("run_g", "u_alice", RunState.RUNNING, "inst_me", 9, 9, T0),  # not queued
+            ("run_h", "u_bob", RunState.QUEUED, "inst_me", 9, 9, T0),  # another user
+        ]
+        for run_id, owner, run_state, inst, admin, prio, at in rows:
+            tx.add_run(
+                Run(
+                    run_id,
+                    owner,
+                    "wf_1",
+                    "alice/wf@1",
+                    run_state,
+                    T0,
+                    T0,
+                    owner_instance=inst,
+                    priority=prio,
+                    admin_priority=admin,
+                    queued_at=at,
+                )
+            )
+    mine = ["inst_me", "inst_gone"]
+    with store.read() as tx:
+        all_mine = tx.next_queued_runs("u_alice", instances=mine, unowned=True, limit=10)
+        owned = tx.next_queued_runs("u_alice", instances=mine, unowned=False, limit=10)
+        first = tx.next_queued_runs("u_alice", instances=mine, unowned=True, limit=2)
+        only_me = tx.next_queued_runs("u_alice", instances=["inst_me"], unowned=False, limit=10)
+        owners = tx.queued_owners(exclude_owners=["inst_me", "inst_live"], unowned=True)
+    assert [r.id for r in all_mine] == ["run_d", "run_c", "run_b", "run_e", "run_a"]
+    assert [r.id for r in owned] == ["run_c", "run_b", "run_e", "run_a"]
+    assert [r.id for r in first] == ["run_d", "run_c"]
+    assert [r.id for r in only_me] == ["run_c", "run_e", "run_a"]
+    assert owners == {("u_alice", "inst_gone"), ("u_alice", None)}
+    with store.write() as tx:
+        tx.set_queued_waiting("u_alice", "quota: 1 of 1", instances=mine, unowned=False)
+    with store.read() as tx:
+        waiting = {r: (got.waiting if (got := tx.get_run(r)) else "") for r, *_ in rows}
+    assert {r for r, why in waiting.items() if why} == {"run_a", "run_b", "run_c", "run_e"}
+    with store.write() as tx:
+        tx.set_queued_waiting("u_alice", None, instances=mine, unowned=False)
+    with store.read() as tx:
+        after = [tx.get_run(r) for r, *_ in rows]
+    assert all(got is not None and got.waiting is None for got in after)
+
+
 def test_a_lease_ends_when_stopped_expired_or_its_process_is_gone() -> None:
     import os
 

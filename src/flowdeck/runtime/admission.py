@@ -24,6 +24,7 @@ from flowdeck.domain.fairshare import Candidate, UsageBook, pick
 from flowdeck.domain.quotas import Quota
 from flowdeck.domain.runs import Run, RunState
 from flowdeck.errors import StoreUnavailable
+from flowdeck.runtime import window
 from flowdeck.store.base import Store, Tx
 
 if TYPE_CHECKING:
@@ -192,12 +193,14 @@ def _tell_waiting(core: SchedulerCore, owner: str, reason: str | None) -> None:
         reasons[owner] = reason
     for run in core.queued.of(owner):
         core._op(run.id, {"waiting": reason})
+    window.tell_waiting(core, owner, reason)  # those in the store
 
 
 def _next_queued(core: SchedulerCore, active: Counter[str], full: set[str]) -> Run | None:
     """The queued run that starts next: fair share among users not held back by a quota
     (whose queued runs are told why they wait)."""
     adm = core.admission
+    window.refill(core)  # owners whose window ran low: their next runs from the store
     now = clock.now()
     running: defaultdict[str, float] = defaultdict(float)
     for ar in core.active.values():
@@ -234,6 +237,7 @@ def admit(core: SchedulerCore, claimed: list[Start], owned: list[Start]) -> None
     ``claimed`` and start once that commit succeeded."""
     adm = core.admission
     adm.refresh(core.store, core.instance_id, core.settings.lease_ttl_s, core.host)
+    window.refill(core)  # (a user's next runs are heads to tell, even with no slot free)
     active = Counter(
         ar.run.owner_id for ar in core.active.values() if ar.run.state is not RunState.QUEUED
     )

@@ -9,6 +9,7 @@ from typing import Any
 from flowdeck import clock
 from flowdeck.domain.runs import Run, StepState, transition
 from flowdeck.errors import Conflict, NotFound
+from flowdeck.runtime import window
 from flowdeck.runtime.active import ActiveRun
 from flowdeck.runtime.core import SchedulerCore
 from flowdeck.runtime.rundir import RunDir, forget_removed_files
@@ -20,6 +21,9 @@ class ControlMixin(SchedulerCore):
             return self.active[run_id]
         if run_id in self.queued:
             return self.queued[run_id]
+        # queued beyond the window of its owner's runs held here: in the store
+        if (run := window.find_queued(self, run_id)) is not None:
+            return run
         raise NotFound(f"run {run_id} is not active")
 
     def pause(self, run_id: str, mode: str, actor: str) -> Run:
@@ -69,7 +73,7 @@ class ControlMixin(SchedulerCore):
         ar = self._find(run_id)
         now = clock.now()
         if not isinstance(ar, ActiveRun):
-            del self.queued[run_id]
+            self._unqueue(run_id)
             return self._run_state(ar, "stop", actor, finished_at=now)
         extra = self._pause_end(ar, now)
         run = self._run_state(ar, "stop", actor, {"grace_s": grace_s}, **extra)
@@ -89,7 +93,7 @@ class ControlMixin(SchedulerCore):
         now = clock.now()
         if not isinstance(ar, ActiveRun):
             transition(ar.state, "kill")
-            del self.queued[run_id]
+            self._unqueue(run_id)
             RunDir.of(self.settings.data_dir, run_id).remove_work()
             self._op(run_id, lambda tx: forget_removed_files(tx, run_id))
             return self._run_state(ar, "kill", actor, finished_at=now)
@@ -110,6 +114,12 @@ class ControlMixin(SchedulerCore):
         run = self._run_state(ar, "kill", actor, finished_at=now, **extra)
         self._plan()
         return run
+
+    def _unqueue(self, run_id: str) -> None:
+        """A queued run ends (held or not): it is not held again before that is committed."""
+        if self.queued.pop(run_id, None) is None:
+            self.queued.gone.add(run_id)
+        self._plan()  # its owner's window may need reading again
 
     @staticmethod
     def _pause_end(ar: ActiveRun, now: datetime) -> dict[str, Any]:

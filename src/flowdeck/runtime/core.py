@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -37,6 +38,7 @@ from flowdeck.domain.validation import ValidWorkflow, validate_data
 from flowdeck.errors import StoreUnavailable
 from flowdeck.executors.base import CLUSTER_EXECUTORS, Executor, Outcome
 from flowdeck.runtime import launch as launching
+from flowdeck.runtime import window
 from flowdeck.runtime.active import FAILURES, ActiveRun, Instance
 from flowdeck.runtime.admission import Admission, admit
 from flowdeck.runtime.cache import StepCache
@@ -88,6 +90,7 @@ class SchedulerCore:
         # Observers of each tick's duration in seconds (metrics).
         self.tick_observers: list[Callable[[float], None]] = []
         self.admission = Admission(self.settings)  # fair share and quotas
+        self.store_queue = window.StoreQueue()  # queued runs beyond the window (window.py)
 
     def lease_fresh(self) -> bool:
         """Is this instance's lease surely still its own?  Renewed less than half a
@@ -110,7 +113,10 @@ class SchedulerCore:
         committed in order, while the loop goes on."""
         if (usage := self.admission.usage_op()) is not None:
             self._op("", usage)  # users' fair-share usage (of no run: never fenced off)
+        leaving = window.committing(self)
         if not (self._ops or self._steps or self._events or self._cache_entries):
+            if leaving is not None:
+                window.committed(self, leaving)
             done: concurrent.futures.Future[set[str]] = concurrent.futures.Future()
             done.set_result(set())
             return done
@@ -121,7 +127,18 @@ class SchedulerCore:
         touched = {r for r, _ in ops} | {s.run_id for s in steps} | {e[1] for e in events}
         fences = {r: self.active[r].fence for r in touched if r in self.active}
         claims, self._claims = self._claims, {}
-        return self.committer.submit(Batch(ops, steps, events, fences, claims, cached))
+        future = self.committer.submit(Batch(ops, steps, events, fences, claims, cached))
+        if leaving is not None:
+            future.add_done_callback(functools.partial(self._left_queue, leaving))
+        return future
+
+    def _left_queue(self, leaving: Any, _: concurrent.futures.Future[set[str]]) -> None:
+        """(The committer's thread.)  Runs that left the queue are so in the store."""
+        loop = self.loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # (a closed loop: the server stops)
+            loop.call_soon_threadsafe(window.committed, self, leaving)
 
     def _save(self, record: StepRecord) -> None:
         self._steps[(record.run_id, record.name, record.index)] = record
@@ -159,6 +176,8 @@ class SchedulerCore:
 
     # -- intake --------------------------------------------------------------------------
     def _take(self, run: Run) -> None:
+        if run.id not in self.queued and self.store_queue.was_read(run.id):
+            return  # read from the store before its hand-over came: taken, maybe ended
         if run.state is RunState.QUEUED and run.id not in self.active:
             self.queued[run.id] = run
             if (reason := self.admission.reasons.get(run.owner_id)) is not None:
@@ -275,7 +294,7 @@ class SchedulerCore:
             for ar in self._by_priority(self.active.values()):
                 if ar.run.state is RunState.RUNNING and not self._dispatch(ar, starts):
                     break
-            if self.queued and not self.draining:
+            if (self.queued or self.queued.low) and not self.draining:
                 try:
                     admit(self, claimed, starts)
                 except StoreUnavailable as exc:  # those admitted so far start; others wait

@@ -31,6 +31,7 @@ from flowdeck.executors.dask import DaskExecutor
 from flowdeck.executors.slurm import SlurmExecutor
 from flowdeck.executors.supervised import SupervisedExecutor, SupervisorState, kill_orphan
 from flowdeck.executors.wire import outcome_from_wire, process_start_time, read_records
+from flowdeck.runtime import window
 from flowdeck.runtime.active import FAILURES, ActiveRun, Instance
 from flowdeck.runtime.core import SchedulerCore
 from flowdeck.runtime.queue_news import queue_news
@@ -121,12 +122,11 @@ class RecoveryMixin(SchedulerCore):
                 if i.id == self.instance_id or i.lease_valid(now, ttl, self.host)
             ]
             # Queued runs: those of instances whose lease ended (at start, also those no
-            # instance owns); they are claimed when admitted.
-            queued = tx.queued_runs(exclude_owners=live, unowned=startup)
-        for run in queued:
-            if run.id not in self.queued and run.id not in self.active:
-                self.queued[run.id] = run
-        if queued:
+            # instance owns); they are claimed when admitted.  Only whose they are is read
+            # here: each owner's first runs are held, up to the window (window.py).
+            found = window.take_over(self, tx, live, startup)
+        if found:
+            window.refill(self)
             self._plan()
         wanted: list[tuple[Run, ServerInstance | None]] = []
         elsewhere: set[str] = set()

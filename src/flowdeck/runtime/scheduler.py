@@ -70,7 +70,7 @@ class Scheduler(ControlMixin, RecoveryMixin):
         self.slots = float(settings.slots)
         self.used = 0.0
         self.active = {}
-        self.queued = RunQueue()
+        self.queued = RunQueue(settings.scheduler_window)
         self.loop = None
         self.draining = False
         self._supervisor = None

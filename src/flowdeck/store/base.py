@@ -473,6 +473,29 @@ class Tx(ABC):
         ``unowned``, those no instance owns), oldest first."""
 
     @abstractmethod
+    def queued_owners(
+        self, *, exclude_owners: list[str], unowned: bool
+    ) -> set[tuple[str, str | None]]:
+        """(user, owner instance) of each kind of run :meth:`queued_runs` would list: whose
+        queued runs an instance may take over, without reading the runs themselves."""
+
+    @abstractmethod
+    def next_queued_runs(
+        self, owner_id: str, *, instances: list[str], unowned: bool, limit: int
+    ) -> list[Run]:
+        """The first ``limit`` queued runs of user ``owner_id`` owned by one of
+        ``instances`` (and, with ``unowned``, those no instance owns) in admission order:
+        admin priority and the user's priority, highest first, then queued time and id
+        (served by an index: the scheduler refills its window of a user's runs)."""
+
+    @abstractmethod
+    def set_queued_waiting(
+        self, owner_id: str, reason: str | None, *, instances: list[str], unowned: bool
+    ) -> None:
+        """Say why every queued run of ``owner_id`` that :meth:`next_queued_runs` would
+        list waits (None: it no longer does), in one statement."""
+
+    @abstractmethod
     def run_fences(self, run_ids: list[str]) -> dict[str, tuple[str | None, int]]:
         """(owner instance, fence) of each run that exists."""
 

@@ -124,6 +124,35 @@ class FakeRunsMixin:
             key=lambda r: r.id,
         )
 
+    def queued_owners(
+        self, *, exclude_owners: list[str], unowned: bool
+    ) -> set[tuple[str, str | None]]:
+        runs = self.queued_runs(exclude_owners=exclude_owners, unowned=unowned)
+        return {(r.owner_id, r.owner_instance) for r in runs}
+
+    def _takeable(self, owner_id: str, instances: list[str], unowned: bool) -> list[Run]:
+        return [
+            r
+            for r in self.s.runs.values()
+            if r.owner_id == owner_id
+            and r.state is RunState.QUEUED
+            and (r.owner_instance in instances or (unowned and r.owner_instance is None))
+        ]
+
+    def next_queued_runs(
+        self, owner_id: str, *, instances: list[str], unowned: bool, limit: int
+    ) -> list[Run]:
+        def key(r: Run) -> tuple[int, int, datetime, str]:
+            return (-r.admin_priority, -r.priority, r.queued_at or r.created_at, r.id)
+
+        return sorted(self._takeable(owner_id, instances, unowned), key=key)[:limit]
+
+    def set_queued_waiting(
+        self, owner_id: str, reason: str | None, *, instances: list[str], unowned: bool
+    ) -> None:
+        for r in self._takeable(owner_id, instances, unowned):
+            self.s.runs[r.id] = dataclasses.replace(r, waiting=reason)
+
     def count_active_runs(
         self, *, workflow_id: str | None = None, owner_id: str | None = None
     ) -> int:

@@ -206,6 +206,16 @@ runs = Table(
     Index("ix_runs_state_id", "state", "id"),
     Index("ix_runs_finished_at", "finished_at"),  # retention: the oldest ended runs first
 )
+# a user's queued runs in admission order (the scheduler's window refills from it)
+Index(
+    "ix_runs_queue_order",
+    runs.c.owner_id,
+    runs.c.state,
+    runs.c.admin_priority.desc(),
+    runs.c.priority.desc(),
+    runs.c.queued_at,
+    runs.c.id,
+)
 
 # Per-user quota overrides (null: the setting's default applies).
 user_quotas = Table(

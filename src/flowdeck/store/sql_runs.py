@@ -398,6 +398,47 @@ class SqlRunsMixin:
         q = t.runs.select().where(r.state == RunState.QUEUED.value, who).order_by(r.id)
         return [_run(row) for row in self.conn.execute(q)]
 
+    def queued_owners(
+        self, *, exclude_owners: list[str], unowned: bool
+    ) -> set[tuple[str, str | None]]:
+        r = t.runs.c
+        owned_elsewhere = sa.and_(
+            r.owner_instance.is_not(None), r.owner_instance.not_in(exclude_owners)
+        )
+        who = sa.or_(r.owner_instance.is_(None), owned_elsewhere) if unowned else owned_elsewhere
+        q = (
+            sa.select(r.owner_id, r.owner_instance)
+            .where(r.state == RunState.QUEUED.value, who)
+            .distinct()
+        )
+        return {(owner, inst) for owner, inst in self.conn.execute(q)}
+
+    @staticmethod
+    def _takeable(owner_id: str, instances: list[str], unowned: bool) -> Any:
+        r = t.runs.c
+        who: sa.ColumnElement[bool] = r.owner_instance.in_(instances)
+        if unowned:
+            who = sa.or_(who, r.owner_instance.is_(None))
+        return sa.and_(r.owner_id == owner_id, r.state == RunState.QUEUED.value, who)
+
+    def next_queued_runs(
+        self, owner_id: str, *, instances: list[str], unowned: bool, limit: int
+    ) -> list[Run]:
+        r = t.runs.c
+        q = (
+            t.runs.select()
+            .where(self._takeable(owner_id, instances, unowned))
+            .order_by(r.admin_priority.desc(), r.priority.desc(), r.queued_at, r.id)
+            .limit(limit)
+        )
+        return [_run(row) for row in self.conn.execute(q)]
+
+    def set_queued_waiting(
+        self, owner_id: str, reason: str | None, *, instances: list[str], unowned: bool
+    ) -> None:
+        q = t.runs.update().where(self._takeable(owner_id, instances, unowned))
+        self.conn.execute(q.values(waiting=reason))
+
     def count_active_runs(
         self, *, workflow_id: str | None = None, owner_id: str | None = None
     ) -> int:
