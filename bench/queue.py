@@ -116,25 +116,29 @@ class Sampler(threading.Thread):
         self.pid = pid
         self.store = store
         self.peak = 0.0
-        self.peak_depth = 0  # the queue depth at the deepest sample
-        self.ends: queue.Queue[int | None] = queue.Queue()
+        self.ends: queue.Queue[tuple[int, int, float] | None] = queue.Queue()  # k, runs, rate
         self.at_ends: dict[int, tuple[float, int]] = {}
-        self.stop = threading.Event()
 
     def run(self) -> None:
-        while not self.stop.is_set():
+        while True:
             self.peak = max(self.peak, server_rss(self.pid))
             try:
-                k = self.ends.get(timeout=SAMPLE_S)
+                end = self.ends.get(timeout=SAMPLE_S)
             except queue.Empty:
                 continue
-            if k is None:
+            if end is None:
                 return
+            k, runs, rate = end
             rss = server_rss(self.pid)
             depth = self.store.count("queued")
             self.peak = max(self.peak, rss)
-            self.peak_depth = max(self.peak_depth, depth)
             self.at_ends[k] = (rss, depth)
+            # Printed now: a million runs take hours to drain after the last slice.
+            print(
+                f"  slice {k + 1}: {runs} submitted, {rate:.0f}/s, RSS {rss:.1f} MiB,"
+                f" {depth} queued",
+                flush=True,
+            )
 
     def finish(self) -> None:
         self.ends.put(None)
@@ -154,8 +158,9 @@ async def _submit(url: str, token: str, n: int, concurrency: int, sampler: Sampl
         answered += 1
         if answered == bounds[len(times) - 1]:
             times.append(time.perf_counter())
-            sampler.ends.put(len(times) - 2)
-            print(f"  {answered} submitted", flush=True)
+            k = len(times) - 2
+            runs = answered - (bounds[k - 1] if k else 0)
+            sampler.ends.put((k, answered, runs / (times[-1] - times[-2])))
 
     await rawhttp.fixed_count(url, create, n, concurrency, on_response)
     return times
@@ -203,7 +208,7 @@ def main() -> None:
     slices = [
         Slice(
             runs=round(n * (k + 1) / SLICES),
-            rate=(n / SLICES) / (times[k + 1] - times[k]),
+            rate=(round(n * (k + 1) / SLICES) - round(n * k / SLICES)) / (times[k + 1] - times[k]),
             rss_mib=sampler.at_ends[k][0],
             depth=sampler.at_ends[k][1],
         )

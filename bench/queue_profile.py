@@ -127,6 +127,7 @@ def _record(pid: int, seconds: float, out: Path, url: str, token: str) -> float:
             "--pid",
             str(pid),
             "--gil",
+            "--threads",
             "--rate",
             "200",
             "--format",
@@ -152,15 +153,21 @@ def _record(pid: int, seconds: float, out: Path, url: str, token: str) -> float:
 _LINE = re.compile(r":\d+\)")
 
 
+_THREAD = re.compile(r"^thread \(\d+\): ")
+
+
 def _shares(raw: Path) -> tuple[Counter[str], int]:
-    """Inclusive samples of each function (lines merged) in py-spy's raw output."""
+    """Inclusive samples of each function (lines merged) and of each thread (its name as
+    ``thread NAME``) in py-spy's raw output (``--threads``)."""
     inclusive: Counter[str] = Counter()
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         n = int(count)
         total += n
-        for frame in {_LINE.sub(")", f) for f in stack.split(";")}:
+        thread, *frames = stack.split(";")
+        inclusive["thread " + _THREAD.sub("", thread)] += n
+        for frame in {_LINE.sub(")", f) for f in frames}:
             inclusive[frame] += n
     return inclusive, total
 
@@ -184,9 +191,12 @@ def cpu(args: argparse.Namespace) -> None:
         b, total_b = _shares(Path(tmp) / "b.txt")
     print(f"\n  submissions/s: {rate_a:.0f} at depth ~{shallow}, {rate_b:.0f} at depth ~{deep}")
     print(f"  GIL samples: {total_a} shallow, {total_b} deep ({args.seconds:.0f} s each)")
+    print("  share of the GIL by thread, shallow -> deep:")
+    for f in sorted((f for f in a | b if f.startswith("thread ")), key=lambda f: -b[f]):
+        print(f"  {a[f] / total_a:>6.1%} -> {b[f] / total_b:>6.1%}  {f}")
     print("  share shallow -> deep (inclusive), the functions that grew most:")
     grown = sorted(b, key=lambda f: b[f] / total_b - a.get(f, 0) / total_a, reverse=True)
-    for f in grown[:TOP]:
+    for f in [f for f in grown if not f.startswith("thread ")][:TOP]:
         print(f"  {a.get(f, 0) / total_a:>6.1%} -> {b[f] / total_b:>6.1%}  {f}")
 
 
