@@ -9,8 +9,8 @@ At the end it prints the performance goals beside the figures that answer them
 (bench/goals.py).
 
 ``--quick`` runs each with smaller counts (a minute or two in all: a smoke run, not figures
-to quote); ``--million`` adds the 1,000,000-run query figures (minutes of bulk loading;
-never in CI).
+to quote); ``--million`` adds the 1,000,000-run query figures (minutes of bulk loading) and
+submits 1,000,000 runs in ``bench.queue`` (hours, and ~8 GiB of disk; never in CI).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ BENCHMARKS = [
     "auth_overhead",
     "submit",
     "runs",
+    "queue",
     "sandbox",
     "runtime",
     "purge",
@@ -49,6 +50,7 @@ QUICK = {
     "auth_overhead": ["--requests", "500"],
     "submit": ["--seconds", "2", "--rounds", "1"],
     "runs": ["--runs", "200", "--fanout", "200", "--chain", "20"],
+    "queue": ["--runs", "5000"],
     "sandbox": ["--chain", "20", "--fanout", "100", "--repeat", "1"],
     "runtime": ["--runs", "300", "--fanout", "300"],
     "purge": ["--ended", "5000", "--runs", "200"],
@@ -93,7 +95,7 @@ def main() -> None:
         return
     for name in args.only or BENCHMARKS:
         argv = list(QUICK[name]) if args.quick else []
-        if name == "queries" and args.million:
+        if name in ("queries", "queue") and args.million:
             argv.append("--million")
         sys.argv = [f"bench.{name}", *argv]
         runpy.run_module(f"bench.{name}", run_name="__main__")

@@ -36,8 +36,9 @@ def rss_mb(pid: int) -> float:
 
 
 @contextmanager
-def server(**settings: str) -> Iterator[tuple[str, str, Path, int]]:
-    """(url, token of user 'bench', data dir, pid) of a fresh server."""
+def server(*, module: str = "flowdeck", **settings: str) -> Iterator[tuple[str, str, Path, int]]:
+    """(url, token of user 'bench', data dir, pid) of a fresh server; ``module`` is run as
+    ``python -m MODULE serve`` (another than flowdeck's: one that wraps its ``serve``)."""
     with tempfile.TemporaryDirectory(dir=scratch_dir()) as tmp:
         data = Path(settings.get("data_dir") or Path(tmp) / "data")  # shared: several servers
         port = _port()
@@ -52,7 +53,7 @@ def server(**settings: str) -> Iterator[tuple[str, str, Path, int]]:
         }
         log = (Path(tmp) / "server.log").open("wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "flowdeck", "serve"],
+            [sys.executable, "-m", module, "serve"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
