@@ -94,14 +94,14 @@ GOALS = [
     Goal(
         "submissions/s as the queue grows: last slice",
         "queue",
-        r"submissions/s, last slice",
+        r"queued runs: submissions/s of the last 10 %",
         "within 5 % of the first slice",
         lambda v, r: r >= 0.95,
     ),
     Goal(
         "server memory as the queue grows: peak",
         "queue",
-        r"peak RSS",
+        r"queued runs: peak server RSS",
         "independent of queue depth (within 10 %)",
         lambda v, r: r <= 1.10,
     ),
