@@ -379,8 +379,9 @@ class Settings(BaseSettings):
     step_max_processes: int | None = Field(
         1024,
         ge=1,
-        description="RLIMIT_NPROC of a step: processes (threads count) its uid may have "
-        "(per attempt as root with step_uids; else shared by all of the user's processes).",
+        description="RLIMIT_NPROC of a sandboxed step: processes (threads count) its uid may "
+        "have (per attempt as root with step_uids; else shared by all of the user's "
+        "processes); not set with sandbox = off (the attempt's cgroup has pids.max).",
     )
     sandbox_extra_ro: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import resource
 import signal
 from pathlib import Path
 
 import pytest
 
 from flowdeck.errors import ConfigError
+from flowdeck.executors.base import Launch
 from flowdeck.executors.cgroups import Cgroups, describe
 from flowdeck.executors.cwlpool import split_spec
+from flowdeck.executors.group import limits_for
 from flowdeck.executors.runbox import box_spec
 from flowdeck.executors.sandbox import exit_signal, parse_uids, plan
 from tests.helpers import make_settings
@@ -167,3 +170,23 @@ def test_a_warm_worker_keeps_its_own_code_under_tmp_in_each_runs_view(tmp_path: 
         "/tmp/tmp.X/c/.venv",
         "/tmp/tmp.X/c/src",
     ]
+
+
+def test_the_process_limit_is_a_sandboxed_steps_not_the_servers_users(tmp_path: Path) -> None:
+    def launch(sandbox: dict[str, object] | None) -> Launch:
+        return Launch(
+            key="run_1/s/-1/1",
+            cwd=tmp_path,
+            env={},
+            stdout=tmp_path / "out",
+            stderr=tmp_path / "err",
+            argv=("/bin/true",),
+            max_processes=7,
+            sandbox=sandbox,
+        )
+
+    boxed = dict(limits_for(launch({"box": False})))
+    assert boxed[resource.RLIMIT_NPROC] == (7, 7)  # per attempt uid, in its sandbox
+    # Without the sandbox the step runs as the server's user: a limit on that user's
+    # processes would count the server's own (and costs each start a fork).
+    assert resource.RLIMIT_NPROC not in dict(limits_for(launch(None)))

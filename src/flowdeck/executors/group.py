@@ -49,7 +49,10 @@ def limits_for(launch: Launch) -> Limits:
     if launch.file_size_bytes is not None:
         size = launch.file_size_bytes
         wanted.append((resource.RLIMIT_FSIZE, size, size))
-    if launch.max_processes is not None:  # counted per uid (see executors/sandbox.py)
+    if launch.max_processes is not None and launch.sandbox is not None:
+        # Counted per uid (see executors/sandbox.py): a sandboxed step's uid.  Without the
+        # sandbox a step runs as the server's user, whose every process it would count
+        # (as root it does not apply); its attempt's cgroup still holds pids.max.
         wanted.append((resource.RLIMIT_NPROC, launch.max_processes, launch.max_processes))
     limits: Limits = []
     for res, soft, hard in wanted:
