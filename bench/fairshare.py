@@ -15,21 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
-from pathlib import Path
 
-from bench.common import Figure, report, scratch_dir
-from flowdeck.config import Settings
-from flowdeck.domain.privilege import Actor
-from flowdeck.domain.workflows import Visibility
+from bench.common import Figure, report
+from bench.inproc import scheduled
 from flowdeck.executors.base import Launch, Outcome
 from flowdeck.executors.fake import FakeExecutor
-from flowdeck.runtime.ports import PortRuntime
 from flowdeck.runtime.scheduler import Scheduler
-from flowdeck.services.context import Context, build_context
-
-ONE = b'name: one\nversion: "1"\nsteps:\n  t: {run: [/bin/true]}\n'
+from flowdeck.services.context import Context
 
 
 def _succeed(_launch: Launch) -> Outcome:
@@ -54,48 +47,29 @@ def _hold(scheduler: Scheduler, held: bool) -> None:
 
 def _measure(users: int, runs: int, slots: int) -> float:
     """CPU microseconds per run admitted and ended, with ``runs`` queued over ``users``."""
-    with tempfile.TemporaryDirectory(dir=scratch_dir()) as tmp:
-        settings = Settings(data_dir=Path(tmp) / "data", registration="open", slots=slots)
-        ctx = build_context(settings)
-        actors = []
-        for i in range(users):
-            user = ctx.accounts.register(f"user{i:03d}", "timing passphrase 1234")
-            actor = Actor(user.id, user.username, user.role)
-            ctx.workflows.push_spec(actor, ONE, Visibility.PRIVATE)
-            actors.append(actor)
-        scheduler = Scheduler(
-            ctx.store,
-            settings,
-            {"local": FakeExecutor(auto=_succeed)},
-            lambda wid: ctx.workflows.root / wid,
-            ports=PortRuntime(ctx.store, ctx.ports.hub),
-        )
-        scheduler.start()
-        ctx.runs.scheduler = scheduler
-        try:
+    executor = FakeExecutor(auto=_succeed)
+    with scheduled(executor, users, slots=slots) as (ctx, scheduler, actors):
 
-            async def submit(n: int) -> None:
-                gate = asyncio.Semaphore(16)
+        async def submit(n: int) -> None:
+            gate = asyncio.Semaphore(16)
 
-                async def one(i: int) -> None:
-                    async with gate:
-                        await ctx.runs.create_async(actors[i % users], "one@1", start=True)
+            async def one(i: int) -> None:
+                async with gate:
+                    await ctx.runs.create_async(actors[i % users], "one@1", start=True)
 
-                await asyncio.gather(*(one(i) for i in range(n)))
+            await asyncio.gather(*(one(i) for i in range(n)))
 
-            asyncio.run(submit(20))  # warm-up
-            _idle(ctx)
-            _hold(scheduler, True)
-            asyncio.run(submit(runs))
-            # every run handed over to the scheduler (its loop takes them in order, before
-            # this call; it holds at most a window of each user's, the rest in the store)
-            scheduler.call(lambda: None)
-            c0 = time.process_time()
-            _hold(scheduler, False)
-            _idle(ctx)
-            return (time.process_time() - c0) / runs * 1e6
-        finally:
-            ctx.close()
+        asyncio.run(submit(20))  # warm-up
+        _idle(ctx)
+        _hold(scheduler, True)
+        asyncio.run(submit(runs))
+        # every run handed over to the scheduler (its loop takes them in order, before
+        # this call; it holds at most a window of each user's, the rest in the store)
+        scheduler.call(lambda: None)
+        c0 = time.process_time()
+        _hold(scheduler, False)
+        _idle(ctx)
+        return (time.process_time() - c0) / runs * 1e6
 
 
 def main() -> None:

@@ -15,68 +15,39 @@ from __future__ import annotations
 
 import argparse
 import gc
-import tempfile
 import time
 import tracemalloc
-from pathlib import Path
 
-from bench.common import Figure, report, scratch_dir
+from bench.common import Figure, report
+from bench.inproc import scheduled
 from flowdeck.config import Settings
-from flowdeck.domain.privilege import Actor
 from flowdeck.domain.runs import RunState
-from flowdeck.domain.workflows import Visibility
 from flowdeck.executors.fake import FakeExecutor
-from flowdeck.runtime.ports import PortRuntime
-from flowdeck.runtime.scheduler import Scheduler
-from flowdeck.services.context import build_context
-
-ONE = b'name: one\nversion: "1"\nsteps:\n  t: {run: [/bin/true]}\n'
 
 
 def _measure(window: int, runs: int, users: int) -> tuple[float, int]:
     """Bytes allocated per queued run, and the runs held, with ``window``."""
-    with tempfile.TemporaryDirectory(dir=scratch_dir()) as tmp:
-        settings = Settings(
-            data_dir=Path(tmp) / "data", registration="open", slots=1, scheduler_window=window
-        )
-        ctx = build_context(settings)
-        actors = []
-        for i in range(users):
-            user = ctx.accounts.register(f"user{i:03d}", "timing passphrase 1234")
-            actor = Actor(user.id, user.username, user.role)
-            ctx.workflows.push_spec(actor, ONE, Visibility.PRIVATE)
-            actors.append(actor)
-        scheduler = Scheduler(
-            ctx.store,
-            settings,
-            {"local": FakeExecutor()},  # its steps never end: the slot stays taken
-            lambda wid: ctx.workflows.root / wid,
-            ports=PortRuntime(ctx.store, ctx.ports.hub),
-        )
-        scheduler.start()
-        ctx.runs.scheduler = scheduler
-        try:
-            busy = ctx.runs.create(actors[0], "one@1", start=True).id
-            while busy not in scheduler.call(lambda: set(scheduler.active)):
-                time.sleep(0.01)
-            for i in range(200):  # warm-up: caches, the committer's first batches
-                ctx.runs.create(actors[i % users], "one@1", start=True)
-            scheduler.call(lambda: None)
-            gc.collect()
-            tracemalloc.start()
-            before = tracemalloc.get_traced_memory()[0]
-            for i in range(runs):
-                ctx.runs.create(actors[i % users], "one@1", start=True)
-            held = scheduler.call(lambda: len(scheduler.queued))  # all handed over
-            gc.collect()
-            after = tracemalloc.get_traced_memory()[0]
-            tracemalloc.stop()
-            with ctx.store.read() as tx:
-                queued = tx.count_runs_in([RunState.QUEUED])[RunState.QUEUED]
-            assert queued == runs + 200, queued
-            return (after - before) / runs, held
-        finally:
-            ctx.close()
+    executor = FakeExecutor()  # its steps never end: the slot stays taken
+    with scheduled(executor, users, slots=1, scheduler_window=window) as (ctx, scheduler, actors):
+        busy = ctx.runs.create(actors[0], "one@1", start=True).id
+        while busy not in scheduler.call(lambda: set(scheduler.active)):
+            time.sleep(0.01)
+        for i in range(200):  # warm-up: caches, the committer's first batches
+            ctx.runs.create(actors[i % users], "one@1", start=True)
+        scheduler.call(lambda: None)
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(runs):
+            ctx.runs.create(actors[i % users], "one@1", start=True)
+        held = scheduler.call(lambda: len(scheduler.queued))  # all handed over
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        with ctx.store.read() as tx:
+            queued = tx.count_runs_in([RunState.QUEUED])[RunState.QUEUED]
+        assert queued == runs + 200, queued
+        return (after - before) / runs, held
 
 
 def main() -> None:

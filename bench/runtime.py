@@ -18,21 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
-from pathlib import Path
 
-from bench.common import BACKEND_NAMES, Figure, database, report, scratch_dir
-from flowdeck.config import Settings
-from flowdeck.domain.privilege import Actor
-from flowdeck.domain.workflows import Visibility
+from bench.common import BACKEND_NAMES, Figure, database, report
+from bench.inproc import ONE, scheduled
 from flowdeck.executors.base import Launch, Outcome
 from flowdeck.executors.fake import FakeExecutor
-from flowdeck.runtime.ports import PortRuntime
-from flowdeck.runtime.scheduler import Scheduler
-from flowdeck.services.context import Context, build_context
+from flowdeck.services.context import Context
 
-ONE = b'name: one\nversion: "1"\nsteps:\n  t: {run: [/bin/true]}\n'
 FAN = (
     b'name: fan\nversion: "1"\ninputs:\n  n: {type: array, items: int}\n'
     b"steps:\n  t:\n    foreach: ${{ inputs.n }}\n    run: [/bin/true]\n"
@@ -61,49 +54,34 @@ def _empty_write_us(ctx: Context, n: int = 2000) -> float:
 
 def measure(backend: str, args: argparse.Namespace) -> list[Figure]:
     """CPU per single-step run and per scatter step on ``backend``."""
-    with tempfile.TemporaryDirectory(dir=scratch_dir()) as tmp, database(backend) as db:
-        settings = Settings(data_dir=Path(tmp) / "data", registration="open", **db)
-        ctx = build_context(settings)
-        user = ctx.accounts.register("bench", "timing passphrase 1234")
-        actor = Actor(user.id, user.username, user.role)
-        for spec in (ONE, FAN):
-            ctx.workflows.push_spec(actor, spec, Visibility.PRIVATE)
-        executor = FakeExecutor(auto=_succeed)
-        scheduler = Scheduler(
-            ctx.store,
-            settings,
-            {"local": executor},
-            lambda wid: ctx.workflows.root / wid,
-            ports=PortRuntime(ctx.store, ctx.ports.hub),
-        )
-        scheduler.start()
-        ctx.runs.scheduler = scheduler
-        try:
-            baseline = _empty_write_us(ctx)
+    executor = FakeExecutor(auto=_succeed)
+    with (
+        database(backend) as db,
+        scheduled(executor, 1, (ONE, FAN), **db) as (ctx, _scheduler, (actor,)),
+    ):
+        baseline = _empty_write_us(ctx)
 
-            async def submit(n: int) -> None:
-                gate = asyncio.Semaphore(16)
+        async def submit(n: int) -> None:
+            gate = asyncio.Semaphore(16)
 
-                async def one() -> None:
-                    async with gate:
-                        await ctx.runs.create_async(actor, "one@1", start=True)
+            async def one() -> None:
+                async with gate:
+                    await ctx.runs.create_async(actor, "one@1", start=True)
 
-                await asyncio.gather(*(one() for _ in range(n)))
+            await asyncio.gather(*(one() for _ in range(n)))
 
-            asyncio.run(submit(50))  # warm-up
-            _idle(ctx)
-            c0, t0 = time.process_time(), time.perf_counter()
-            asyncio.run(submit(args.runs))
-            _idle(ctx)
-            per_run = (time.process_time() - c0) / args.runs * 1e6
-            wall_runs = args.runs / (time.perf_counter() - t0)
+        asyncio.run(submit(50))  # warm-up
+        _idle(ctx)
+        c0, t0 = time.process_time(), time.perf_counter()
+        asyncio.run(submit(args.runs))
+        _idle(ctx)
+        per_run = (time.process_time() - c0) / args.runs * 1e6
+        wall_runs = args.runs / (time.perf_counter() - t0)
 
-            c0 = time.process_time()
-            ctx.runs.create(actor, "fan@1", params={"n": list(range(args.fanout))}, start=True)
-            _idle(ctx)
-            per_step = (time.process_time() - c0) / args.fanout * 1e6
-        finally:
-            ctx.close()
+        c0 = time.process_time()
+        ctx.runs.create(actor, "fan@1", params={"n": list(range(args.fanout))}, start=True)
+        _idle(ctx)
+        per_step = (time.process_time() - c0) / args.fanout * 1e6
     name = BACKEND_NAMES[backend]
     print(f"  {name}: single-step runs, wall: {wall_runs:.0f} runs/s (no processes, no HTTP)")
     return [
