@@ -247,8 +247,12 @@ function renderStatus(run) {
 function renderPort(port) {
   const row = document.querySelector('#ports tr[data-port="' + CSS.escape(port.name) + '"]');
   if (!row) return;
-  row.querySelector(".port-records").textContent = String(port.records);
-  row.querySelector(".port-closed").textContent = port.closed ? "yes" : "no";
+  // A port's count only grows and it never opens again: a status read before a push was
+  // answered (a refresh an earlier event scheduled) must not show less than that answer.
+  const records = row.querySelector(".port-records");
+  records.textContent = String(Math.max(Number(records.textContent) || 0, port.records));
+  const closed = row.querySelector(".port-closed");
+  closed.textContent = port.closed || closed.textContent === "yes" ? "yes" : "no";
 }
 
 function renderProducts(products) {
