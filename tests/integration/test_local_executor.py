@@ -130,9 +130,12 @@ def test_cwd_and_stdin(tmp_path: Path) -> None:
     assert (tmp_path / "out.txt").read_text() == ""
 
 
-def test_program_not_found_or_not_executable(tmp_path: Path) -> None:
+# a step with limits is started through dash (``group.setup_argv``): its errors must read
+# as those of a step started directly
+@pytest.mark.parametrize("limits", [{}, {"file_size_bytes": 1 << 20}], ids=["direct", "limits"])
+def test_program_not_found_or_not_executable(tmp_path: Path, limits: dict[str, Any]) -> None:
     async def main(ex: LocalExecutor) -> Outcome:
-        started = Started(ex, make(tmp_path, "no-such-program-xyz"))
+        started = Started(ex, make(tmp_path, "no-such-program-xyz", **limits))
         for method in (started.proc.pause, started.proc.resume, started.proc.kill):
             method()
         outcome = await started.outcome()
@@ -148,7 +151,7 @@ def test_program_not_found_or_not_executable(tmp_path: Path) -> None:
     script = tmp_path / "script.sh"
     script.write_text("#!/bin/sh\necho hi\n")
     script.chmod(0o644)
-    outcome = run_one(make(tmp_path, str(script)))
+    outcome = run_one(make(tmp_path, str(script), **limits))
     assert outcome.exit_code == 126
     assert outcome.error is not None
     assert "script.sh" in outcome.error
@@ -246,6 +249,52 @@ def test_cpu_limit(tmp_path: Path) -> None:
     assert outcome.signal in (signal.SIGXCPU, signal.SIGKILL)
     # it ran until its limit (1 s, rounded up); the kernel's sampled usage may read lower
     assert outcome.cpu_time_s >= 0.5
+
+
+def limits_seen(text: str) -> dict[str, tuple[str, str]]:
+    """/proc/self/limits as {name: (soft, hard)}."""
+    found = {}
+    for line in text.splitlines()[1:]:
+        name, soft, hard = line[:26].strip(), *line[26:].split()[:2]
+        found[name] = (soft, hard)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("how", "file_size"),
+    [("dash", 1 << 20), ("fork: a size dash cannot say", 1000), ("fork: no dash", 1 << 20)],
+)
+def test_limits_are_exact_however_the_step_is_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str, file_size: int
+) -> None:
+    """Limits (and a cgroup) are set up by dash before the exec where it can say them
+    exactly, else in a forked child: the step sees the same limits, is the process the
+    executor watches, and keeps its own argv[0]."""
+    if how.endswith("no dash"):
+        monkeypatch.setattr("flowdeck.executors.group._dash", [None])
+    script = 'cat /proc/self/limits; echo "$$ $0" > me'
+    launch = make(
+        tmp_path,
+        "sh",
+        "-c",
+        script,
+        "named",
+        cpu_seconds=7,
+        memory_bytes=900 << 20,
+        file_size_bytes=file_size,
+    )
+
+    async def main(ex: LocalExecutor) -> tuple[Outcome, int | None]:
+        started = Started(ex, launch)
+        return await started.outcome(), getattr(started.proc, "pid", None)
+
+    outcome, pid = run(main)
+    assert outcome.ok, (tmp_path / "err.txt").read_text()
+    seen = limits_seen((tmp_path / "out.txt").read_text())
+    assert seen["Max cpu time"] == ("7", "8")
+    assert seen["Max address space"] == (str(900 << 20), str(900 << 20))
+    assert seen["Max file size"] == (str(file_size), str(file_size))
+    assert (tmp_path / "me").read_text().split() == [str(pid), "named"]
 
 
 def test_usage_is_reported(tmp_path: Path) -> None:

@@ -30,7 +30,9 @@ from flowdeck.executors.group import (
     apply_limits,
     limits_for,
     send_group,
+    setup_argv,
     start_error,
+    unstartable,
 )
 from flowdeck.executors.runbox import RunBoxes
 from flowdeck.executors.sandbox import Box, SandboxError, exit_signal
@@ -124,7 +126,8 @@ class LocalExecutor(Executor):
         except OSError:
             group = None
         try:
-            proc = self._start(launch, on_exit, loop, join, pool)
+            procs = str(group.path / "cgroup.procs") if group is not None else None
+            proc = self._start(launch, on_exit, loop, join, pool, procs)
         finally:
             if join is not None:
                 os.close(join)
@@ -141,7 +144,9 @@ class LocalExecutor(Executor):
         loop: asyncio.AbstractEventLoop,
         join: int | None,
         pool: bool = True,
+        procs: str | None = None,
     ) -> StepProcess:
+        """Start the attempt (``join``: a descriptor of its cgroup's ``procs`` file)."""
         try:
             argv = self.command_of(launch)
         except (OSError, TypeError, ValueError) as exc:
@@ -175,9 +180,19 @@ class LocalExecutor(Executor):
                 self._running[launch.key] = boxed
                 return boxed
             argv = box.argv(argv)
+        prog = argv[0]  # what a failure to start names
         kwargs: dict[str, Any] = {}
-        if limits or join is not None:  # forces fork over vfork
-            kwargs["preexec_fn"] = functools.partial(_in_child, join, limits)
+        if limits or join is not None:
+            setup = setup_argv(argv, limits, procs if join is not None else None)
+            if setup is None:  # forces a fork over vfork (see setup_argv)
+                kwargs["preexec_fn"] = functools.partial(_in_child, join, limits)
+            elif (error := unstartable(prog, launch.env, str(launch.cwd))) is not None:
+                if box is not None:
+                    box.abandon()
+                    box.ended()
+                return self._failed(launch, prog, error, on_exit, loop)
+            else:
+                argv = setup
         if box is not None and box.pass_fds:
             kwargs["pass_fds"] = box.pass_fds
 
@@ -205,7 +220,7 @@ class LocalExecutor(Executor):
             if box is not None:
                 box.abandon()
                 box.ended()
-            return self._failed(launch, argv[0], exc, on_exit, loop)
+            return self._failed(launch, prog, exc, on_exit, loop)
         if box is not None:
             try:
                 box.started(popen.pid)
@@ -221,7 +236,7 @@ class LocalExecutor(Executor):
         except OSError as exc:  # out of descriptors: do not leave the group running
             send_group(popen.pid, signal.SIGKILL)
             popen.wait()
-            return self._failed(launch, argv[0], exc, on_exit, loop)
+            return self._failed(launch, prog, exc, on_exit, loop)
         proc = LocalProcess(self, launch, popen, pidfd, on_exit, loop, started, box)
         proc.start_time = spawned_start_time(popen.pid, before, boottime_ticks())
         self._running[launch.key] = proc
