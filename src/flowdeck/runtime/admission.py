@@ -268,7 +268,11 @@ def admit(core: SchedulerCore, claimed: list[Start], owned: list[Start]) -> None
             continue
         core.active[run.id] = admitted
         active[run.owner_id] += 1
-        core._run_state(admitted, "dispatch", started_at=clock.now(), waiting=None)
+        now = clock.now()
+        waited = {}  # how long it queued (the metrics' queue wait)
+        if run.queued_at is not None:
+            waited["queued_s"] = round((now - run.queued_at).total_seconds(), 6)
+        core._run_state(admitted, "dispatch", None, waited, started_at=now, waiting=None)
         walltime = run.resources.get("walltime_s")
         if walltime:
             assert core.loop is not None

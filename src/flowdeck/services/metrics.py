@@ -172,7 +172,6 @@ class Metrics:
         )
         # labelled children by (metric, labels): ``labels()`` validates and locks each call
         self._children: dict[tuple[Any, ...], Any] = {}
-        self._queued: dict[str, datetime] = {}
         self._started: dict[tuple[str, Any, Any, Any], datetime] = {}
         self._lock = threading.Lock()
 
@@ -201,16 +200,11 @@ class Metrics:
 
     def _on_event(self, e: Event) -> None:
         kind = e.type
-        if kind == "run.queued":
-            if len(self._queued) >= _PENDING_LIMIT:
-                self._queued.clear()
-            self._queued[e.subject_id] = e.at
-        elif kind == "run.running":
-            queued = self._queued.pop(e.subject_id, None)
-            if queued is not None:
-                self.queue_wait.observe(max(0.0, (e.at - queued).total_seconds()))
+        if kind == "run.running":
+            waited = e.data.get("queued_s")  # (admitted from the queue; not on a resume)
+            if isinstance(waited, int | float) and not isinstance(waited, bool):
+                self.queue_wait.observe(max(0.0, float(waited)))
         elif kind in RUN_ENDS:
-            self._queued.pop(e.subject_id, None)
             self._child(self.runs_finished, kind[4:]).inc()
             self._store.finished(RunState(kind[4:]))
         elif kind == "step.running":

@@ -132,7 +132,7 @@ class OwnerCache:
     """Subject (kind, id) -> owner id.  Owners never change, so a bounded map serves the
     event writers without a query per transaction."""
 
-    LIMIT = 50_000
+    LIMIT = 10_000  # ~1.5 MB; runs whose entry was dropped cost one query at their events
 
     def __init__(self) -> None:
         self._owners: dict[tuple[str, str], str | None] = {}
