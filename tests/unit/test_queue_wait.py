@@ -8,14 +8,14 @@ from datetime import timedelta
 from pathlib import Path
 
 from flowdeck import clock
-from flowdeck.domain.runs import Event, RunState
+from flowdeck.domain.runs import Event
 from flowdeck.executors.base import Launch, Outcome
 from flowdeck.executors.fake import FakeExecutor
 from flowdeck.runtime.scheduler import Scheduler
 from flowdeck.services.metrics import Metrics
 from flowdeck.store.fake import FakeStore
 from tests.helpers import make_settings
-from tests.unit.test_scheduler_window import T0, fill, the_runs, wait_for
+from tests.unit.test_scheduler_window import T0, fill, succeeded, the_runs, wait_for
 
 
 def test_each_run_started_from_the_queue_says_how_long_it_waited(tmp_path: Path) -> None:
@@ -36,13 +36,7 @@ def test_each_run_started_from_the_queue_says_how_long_it_waited(tmp_path: Path)
         sched = Scheduler(store, settings, {"local": FakeExecutor(auto=one_second)}, lambda _: 0)
         sched.start()
         try:
-
-            def done() -> bool:
-                with store.read() as tx:
-                    counts = tx.count_runs_in([RunState.SUCCEEDED])
-                return counts.get(RunState.SUCCEEDED, 0) == len(runs)
-
-            wait_for(done)
+            wait_for(lambda: succeeded(store) == len(runs))
         finally:
             sched.close()
     with store.read() as tx:

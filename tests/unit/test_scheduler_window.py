@@ -141,15 +141,15 @@ def admit_all(tmp: Path, window: int, submit: bool) -> tuple[list[str], int]:
                     sched.notify(mine)
                 sched.call(hold, False)
 
-            def done() -> bool:
-                with store.read() as tx:
-                    counts = tx.count_runs_in([RunState.SUCCEEDED])
-                return counts.get(RunState.SUCCEEDED, 0) == len(runs)
-
-            wait_for(done)
+            wait_for(lambda: succeeded(store) == len(runs))
         finally:
             sched.close()
     return sched.admitted, queue.most
+
+
+def succeeded(store: FakeStore) -> int:
+    with store.read() as tx:
+        return tx.count_runs_in([RunState.SUCCEEDED]).get(RunState.SUCCEEDED, 0)
 
 
 def test_a_window_of_five_admits_every_run_in_the_order_of_an_unbounded_one(
