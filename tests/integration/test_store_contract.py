@@ -492,3 +492,24 @@ def test_a_step_keeps_its_job_id_and_why_it_waits(store: Store) -> None:
     with store.read() as tx:
         [step] = tx.list_steps("run_j")
     assert (step.job_id, step.waiting, step.in_queue) == ("4711", None, False)
+
+
+def test_step_counts_of_several_runs_in_one_read(store: Store) -> None:
+    """The runs page's progress: each run's steps by state; a run without steps is absent,
+    a run not asked for is not counted."""
+    from flowdeck.domain.runs import StepRecord, StepState
+
+    with store.write() as tx:
+        tx.add_user(user("alice"))
+        tx.add_workflow(workflow("wf_1", "alice"))
+        for rid in ("run_a", "run_b", "run_c", "run_d"):
+            tx.add_run(Run(rid, "u_alice", "wf_1", "alice/wf@1", RunState.RUNNING, T0, T0))
+        for i, state in enumerate([StepState.SUCCEEDED, StepState.SUCCEEDED, StepState.RUNNING]):
+            tx.save_step(StepRecord("run_a", "scatter", i, state, T0, attempts=1))
+        tx.save_step(StepRecord("run_b", "only", -1, StepState.FAILED, T0, attempts=2))
+        tx.save_step(StepRecord("run_d", "other", -1, StepState.RUNNING, T0, attempts=1))
+    with store.read() as tx:
+        got = tx.step_counts(["run_a", "run_b", "run_c"])
+        assert got == {"run_a": {"succeeded": 2, "running": 1}, "run_b": {"failed": 1}}
+        assert got["run_a"] == tx.step_summary("run_a")[0]
+        assert tx.step_counts([]) == {}

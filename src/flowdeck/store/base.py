@@ -389,6 +389,11 @@ class Tx(ABC):
     def step_summary(self, run_id: str, limit: int = 100) -> tuple[dict[str, int], list[str]]:
         """Step instances counted by state, and the labels of those running or paused."""
 
+    @abstractmethod
+    def step_counts(self, run_ids: list[str]) -> dict[str, dict[str, int]]:
+        """Each run's step instances counted by state, in one read (runs without steps are
+        left out)."""
+
     # -- events ---------------------------------------------------------------------------
     @abstractmethod
     def add_event(

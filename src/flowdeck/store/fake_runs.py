@@ -178,6 +178,15 @@ class FakeRunsMixin:
         current = [s.label for s in steps if s.state.value in ("running", "paused")]
         return counts, current[:limit]
 
+    def step_counts(self, run_ids: list[str]) -> dict[str, dict[str, int]]:
+        wanted = set(run_ids)
+        found: dict[str, dict[str, int]] = {}
+        for (run_id, *_), step in self.s.steps.items():
+            if run_id in wanted:
+                counts = found.setdefault(run_id, {})
+                counts[step.state.value] = counts.get(step.state.value, 0) + 1
+        return found
+
     def delete_step(self, run_id: str, name: str, index: int) -> bool:
         return self.s.steps.pop((run_id, name, index), None) is not None
 

@@ -481,6 +481,19 @@ class SqlRunsMixin:
         )
         return counts, [n if i < 0 else f"{n}[{i}]" for n, i in current]
 
+    def step_counts(self, run_ids: list[str]) -> dict[str, dict[str, int]]:
+        c = t.steps.c
+        found: dict[str, dict[str, int]] = {}
+        if run_ids:
+            q = (
+                sa.select(c.run_id, c.state, sa.func.count())
+                .where(c.run_id.in_(run_ids))
+                .group_by(c.run_id, c.state)
+            )
+            for run_id, state, n in self.conn.execute(q):
+                found.setdefault(run_id, {})[state] = int(n)
+        return found
+
     def delete_step(self, run_id: str, name: str, index: int) -> bool:
         c = t.steps.c
         q = t.steps.delete().where(c.run_id == run_id, c.name == name, c.idx == index)

@@ -91,9 +91,10 @@ def runs_page(
     rows = []
     with context.store.read() as tx:
         counts = {s.value: n for s, n in tx.count_runs_by_state(viewer).items() if n}
+        steps = tx.step_counts([r.id for r in runs])
         for r in runs:
             row = RunSummary.of(r).model_dump(mode="json")
-            row["progress"] = _progress(tx.step_summary(r.id)[0])
+            row["progress"] = _progress(steps.get(r.id, {}))
             error = r.error or {}
             where = f"{error['step']}: " if error.get("step") else ""
             row["error"] = where + str(error.get("message") or "") if error else ""
