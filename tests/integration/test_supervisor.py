@@ -271,3 +271,48 @@ def test_a_supervisor_of_another_protocol_is_retired_and_its_steps_are_lost(
     assert pid != old and not same_process_alive(old, None)
     assert outcome.lost
     assert not same_process_alive(started["pid"], started["start_time"])
+
+
+def wait_dead(pid: int) -> None:
+    """Block until ``pid`` has exited (gone, or a zombie)."""
+    for _ in range(500):
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return
+        if state in ("Z", "X"):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{pid} still runs")
+
+
+def test_a_start_that_finds_the_supervisor_gone_is_lost_after_it_returns(data: Path) -> None:
+    """The supervisor was killed and the server has not noticed yet: the next start's send
+    finds it gone.  Its loss is told after ``start`` returned the attempt's process (the
+    scheduler keeps that process until it hears of the end: told within ``start``, the
+    end came first and the step was never retried)."""
+    work = data / "work"
+
+    async def scenario() -> tuple[list[str], Outcome]:
+        loop = asyncio.get_running_loop()
+        ex = SupervisedExecutor(data, idle_s=5)
+        ex.connect(loop)
+        pid = supervisor_pid(data)
+        os.kill(pid, signal.SIGKILL)
+        wait_dead(pid)  # its socket closed; the loop does not run meanwhile
+        order: list[str] = []
+        done: asyncio.Future[Outcome] = loop.create_future()
+
+        def exited(outcome: Outcome) -> None:
+            order.append("exited")
+            done.set_result(outcome)
+
+        ex.start(launch(work, "r/s/-1/1", "true"), exited, loop)
+        order.append("returned")
+        outcome = await asyncio.wait_for(done, 10)
+        ex.close()
+        return order, outcome
+
+    order, outcome = asyncio.run(scenario())
+    assert order == ["returned", "exited"]
+    assert outcome.lost

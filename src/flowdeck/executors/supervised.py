@@ -302,17 +302,24 @@ class SupervisedExecutor(Executor):
     def _disconnected(self) -> None:
         """The supervisor is gone: its attempts are lost (the scheduler decides what then),
         and what is left of their processes is killed first: a retry never runs beside
-        the attempt it replaces."""
-        if self._sock is not None and self._loop is not None:
-            self._loop.remove_reader(self._sock.fileno())
-            self._loop.remove_writer(self._sock.fileno())
+        the attempt it replaces.  Their ends are told from the loop, never from within
+        :meth:`start` or :meth:`adopt` (a send there finds the supervisor gone): the
+        caller has the attempt's process before it hears of its end."""
+        loop = self._loop
+        if self._sock is not None and loop is not None:
+            loop.remove_reader(self._sock.fileno())
+            loop.remove_writer(self._sock.fileno())
             self._sock.close()
         self._sock = None
         self._outbox.clear()
         waiting, self._waiting = self._waiting, {}
         for on_exit, proc in waiting.values():
             proc.kill_orphan()
-            on_exit(Outcome(exit_code=None, lost=True, error=LOST))
+            lost = Outcome(exit_code=None, lost=True, error=LOST)
+            if loop is not None and not loop.is_closed():
+                loop.call_soon(on_exit, lost)
+            else:
+                on_exit(lost)
 
     # -- the executor --------------------------------------------------------------------
     def start(
