@@ -358,7 +358,7 @@ def test_the_log_viewer_follows_switches_streams_and_attempts_and_downloads(
         log = page.get_by_role("log")
         expect(log).to_have_text("out of attempt\n")
         expect(page.locator("#step-attempts")).to_have_text("2")
-        page.get_by_label("stderr").check()
+        page.get_by_role("radio", name="stderr").check()  # (the log is labelled too)
         page.wait_for_url(re.compile(r"stream=stderr"))
         expect(log).to_have_text("err of attempt\n")
         page.get_by_label("Attempt", exact=True).select_option("1")
