@@ -20,7 +20,7 @@ from flowdeck.cli.common import (
     reported,
     settings_from,
 )
-from flowdeck.cli.lazy import help_of
+from flowdeck.cli.lazy import group_app
 from flowdeck.cli.quota import quota_app
 from flowdeck.cli.status import status as status_command
 from flowdeck.domain.accounts import Role
@@ -28,8 +28,8 @@ from flowdeck.errors import FlowdeckError
 from flowdeck.services.context import Context, build_context
 
 # loaded by flowdeck.cli.lazy when `db` or `admin` is used
-db_app = typer.Typer(help=help_of("db"), no_args_is_help=True)
-admin_app = typer.Typer(help=help_of("admin"), no_args_is_help=True)
+db_app = group_app("db")
+admin_app = group_app("admin")
 
 UserArg = Annotated[str, typer.Argument(help="Username.")]
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from flowdeck.cli.common import err
-from flowdeck.cli.lazy import help_of
+from flowdeck.cli.lazy import help_of, plain_app
 
 if TYPE_CHECKING:
     import httpx
@@ -30,7 +30,7 @@ WES = "/ga4gh/wes/v1"
 ENDED = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"}
 HELP = help_of("cwl-runner")
 
-cwl_runner_app = typer.Typer(
+cwl_runner_app = plain_app(
     name="cwl-runner", help=HELP, pretty_exceptions_enable=False, add_completion=False
 )
 

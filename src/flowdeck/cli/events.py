@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 
 from flowdeck.cli.common import out, reported
-from flowdeck.cli.lazy import help_of
+from flowdeck.cli.lazy import group_app
 from flowdeck.cli.session import ServerOption, client_for
 
-events_app = typer.Typer(help=help_of("events"), no_args_is_help=True)
+events_app = group_app("events")
 
 
 @events_app.command("tail")

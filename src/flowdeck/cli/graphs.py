@@ -11,14 +11,14 @@ from rich.live import Live
 from rich.table import Table
 
 from flowdeck.cli.common import out, reported
-from flowdeck.cli.lazy import help_of
+from flowdeck.cli.lazy import group_app
 from flowdeck.cli.runs import GraceOption, styled
 from flowdeck.cli.session import ServerOption, client_for
 
 if TYPE_CHECKING:
     from flowdeck.client import Graph
 
-graph_app = typer.Typer(help=help_of("graph"), no_args_is_help=True)
+graph_app = group_app("graph")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 GraphArg = Annotated[str, typer.Argument(help="The graph's id.")]

@@ -10,6 +10,7 @@ flowdeck.cli.main`` imports; ``python -m bench.cli`` measures the start-up.
 
 from __future__ import annotations
 
+import copy
 from importlib import import_module
 from typing import Any
 
@@ -65,6 +66,18 @@ def help_of(name: str) -> str:
     return COMMANDS[name][2]
 
 
+def plain_app(**options: Any) -> typer.Typer:
+    """A typer.Typer whose help and usage errors are plain text, in click's format.  typer's
+    rich help imports rich's markdown, traceback and panel modules: about 80 ms more at
+    each ``--help`` and each usage error (``python -m bench.cli``)."""
+    return typer.Typer(rich_markup_mode=None, **options)
+
+
+def group_app(name: str) -> typer.Typer:
+    """The typer.Typer of the command group ``name`` of :data:`COMMANDS`."""
+    return plain_app(help=help_of(name), no_args_is_help=True)
+
+
 class LazyCommand(TyperCommand):
     """Stands for a command in listings; parsing its arguments loads the real one (its
     options, its help, its sub-commands), which then runs."""
@@ -74,24 +87,46 @@ class LazyCommand(TyperCommand):
         self.target = (module, attribute)
         self.loaded: Any = None
 
-    def real(self) -> Any:
+    def real(self, args: list[str] | None = None) -> Any:
+        """The real command.  For a group, when ``args`` start with the name of one of its
+        commands, the group with that command alone (`run list` builds `list`, not the 19
+        `run` commands: typer reads each command's parameters, about 1 ms a command)."""
         if self.loaded is None:
             module, attribute = self.target
             app = getattr(import_module(module), attribute)
             # a sub-app is a group even with one command (`db upgrade`, `events tail`), as
             # add_typer makes it; `serve` and `cwl-runner` are single commands
-            build = typer.main.get_command if self.name in SINGLE else typer.main.get_group
-            self.loaded = build(app)
+            if self.name in SINGLE:
+                self.loaded = typer.main.get_command(app)
+            else:
+                self.loaded = typer.main.get_group(only(app, args[0]) if args else app)
             self.loaded.name = self.name
         return self.loaded
 
     def make_context(
         self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
     ) -> Any:
-        return self.real().make_context(info_name, args, parent=parent, **extra)
+        return self.real(args).make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx: Any) -> Any:
         return self.real().invoke(ctx)
+
+
+def only(app: typer.Typer, name: str) -> typer.Typer:
+    """``app`` with its command or sub-group ``name`` alone; ``app`` itself if it has none of
+    that name (``--help``, a mistyped name: click then lists or suggests them all)."""
+    commands = [
+        info
+        for info in app.registered_commands
+        if (info.name or typer.main.get_command_name(getattr(info.callback, "__name__", "")))
+        == name
+    ]
+    groups = [info for info in app.registered_groups if info.name == name]
+    if not commands and not groups:
+        return app
+    alone = copy.copy(app)
+    alone.registered_commands, alone.registered_groups = commands, groups
+    return alone
 
 
 class LazyGroup(TyperGroup):

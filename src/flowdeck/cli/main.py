@@ -10,9 +10,9 @@ import typer
 
 from flowdeck import __version__
 from flowdeck.cli import session
-from flowdeck.cli.lazy import LazyGroup
+from flowdeck.cli.lazy import LazyGroup, plain_app
 
-app = typer.Typer(
+app = plain_app(
     name="flowdeck",
     help="flowdeck: a workflow job manager.",
     no_args_is_help=True,

@@ -10,11 +10,12 @@ import typer
 from rich.table import Table
 
 from flowdeck.cli.common import ConfigOption, fail, out, reported, settings_from
+from flowdeck.cli.lazy import plain_app
 from flowdeck.domain.quotas import Quota, human_bytes, parse_bytes
 from flowdeck.services.context import Context, build_context
 from flowdeck.services.quotas import UserQuota
 
-quota_app = typer.Typer(help="Per-user quotas: show and set.", no_args_is_help=True)
+quota_app = plain_app(help="Per-user quotas: show and set.", no_args_is_help=True)
 
 
 def _ctx(config: ConfigOption) -> Context:

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from flowdeck import clock
 from flowdeck.cli.common import fail, out, reported
-from flowdeck.cli.lazy import help_of
+from flowdeck.cli.lazy import group_app
 from flowdeck.cli.params import collect_files, collect_params, split_pair
 from flowdeck.cli.session import ServerOption, client_for
 from flowdeck.cli.watch import logs, step_table, watch, watch_run
@@ -24,7 +24,7 @@ from flowdeck.cli.watch import logs, step_table, watch, watch_run
 if TYPE_CHECKING:
     from flowdeck.client import Client, Run
 
-run_app = typer.Typer(help=help_of("run"), no_args_is_help=True)
+run_app = group_app("run")
 
 RunArg = Annotated[str, typer.Argument(help="The run's id.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]

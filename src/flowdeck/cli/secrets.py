@@ -11,10 +11,10 @@ import typer
 from rich.table import Table
 
 from flowdeck.cli.common import fail, out, reported
-from flowdeck.cli.lazy import help_of
+from flowdeck.cli.lazy import group_app
 from flowdeck.cli.session import ServerOption, client_for
 
-secret_app = typer.Typer(help=help_of("secret"), no_args_is_help=True)
+secret_app = group_app("secret")
 
 NameArg = Annotated[str, typer.Argument(help="The secret's name (letters, digits, _).")]
 OwnerOption = Annotated[str | None, typer.Option("--owner", help="Admins: another user's secrets.")]

@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from flowdeck.cli.common import EXIT_USAGE, err, fail, out, reported
-from flowdeck.cli.lazy import help_of
+from flowdeck.cli.lazy import help_of, plain_app
 from flowdeck.config import Settings, env_var, load_settings, option_name
 
 _SERVE_MORE = """
@@ -152,7 +152,7 @@ def build_serve_command() -> Any:
     return serve
 
 
-serve_app = typer.Typer()  # loaded by flowdeck.cli.lazy when `serve` is used
+serve_app = plain_app()  # loaded by flowdeck.cli.lazy when `serve` is used
 serve_app.command("serve", help=help_of("serve") + _SERVE_MORE)(build_serve_command())
 
 __all__ = ["EXIT_USAGE", "build_serve_command", "err", "fail", "run_server", "serve_app"]

@@ -9,10 +9,10 @@ import typer
 from rich.table import Table
 
 from flowdeck.cli.common import out, reported
-from flowdeck.cli.lazy import help_of
+from flowdeck.cli.lazy import group_app
 from flowdeck.cli.session import ServerOption, client_for
 
-token_app = typer.Typer(help=help_of("token"), no_args_is_help=True)
+token_app = group_app("token")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 

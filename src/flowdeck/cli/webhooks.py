@@ -8,10 +8,10 @@ import typer
 from rich.table import Table
 
 from flowdeck.cli.common import out, reported
-from flowdeck.cli.lazy import help_of
+from flowdeck.cli.lazy import group_app
 from flowdeck.cli.session import ServerOption, client_for
 
-webhook_app = typer.Typer(help=help_of("webhook"), no_args_is_help=True)
+webhook_app = group_app("webhook")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 HookArg = Annotated[str, typer.Argument(help="The subscription's id.")]

@@ -10,10 +10,10 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from flowdeck.cli.common import fail, out, reported
-from flowdeck.cli.lazy import help_of
+from flowdeck.cli.lazy import group_app
 from flowdeck.cli.session import ServerOption, client_for
 
-workflow_app = typer.Typer(help=help_of("workflow"), no_args_is_help=True)
+workflow_app = group_app("workflow")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 SPEC_NAMES = ("flowdeck.yaml", "flowdeck.yml", "flowdeck.json", "workflow.yaml", "workflow.yml")
