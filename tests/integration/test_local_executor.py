@@ -271,7 +271,7 @@ def test_limits_are_exact_however_the_step_is_started(
     exactly, else in a forked child: the step sees the same limits, is the process the
     executor watches, and keeps its own argv[0]."""
     if how.endswith("no dash"):
-        monkeypatch.setattr("flowdeck.executors.group._dash", [None])
+        monkeypatch.setattr("flowdeck.executors.group.dash", lambda: None)
     script = 'cat /proc/self/limits; echo "$$ $0" > me'
     launch = make(
         tmp_path,

@@ -4,6 +4,7 @@ signalled as a whole; its limits; how its end becomes an :class:`Outcome`."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import os
@@ -72,14 +73,12 @@ ULIMIT = {
     resource.RLIMIT_FSIZE: ("-f", 512),
     resource.RLIMIT_NPROC: ("-p", 1),
 }
-_dash: list[str | None] = []  # found once
 
 
+@functools.cache
 def dash() -> str | None:
-    """The dash shell, where there is one (Debian's and Ubuntu's /bin/sh)."""
-    if not _dash:
-        _dash.append(shutil.which("dash", path="/usr/bin:/bin"))
-    return _dash[0]
+    """The dash shell, where there is one (Debian's and Ubuntu's /bin/sh); looked up once."""
+    return shutil.which("dash", path="/usr/bin:/bin")
 
 
 def setup_argv(argv: list[str], limits: Limits, procs: str | None) -> list[str] | None:
