@@ -21,16 +21,29 @@ from bench.server import PASSWORD, server
 from flowdeck.client import Client
 
 GOAL_MS = 150.0
-# The floor of the stack the command line is built on: a typer program with the options of
-# `run list` that imports httpx, makes a client and prints a rich table of 20 rows, and
-# nothing of flowdeck.  What `run list` takes above it is flowdeck's own.
-FLOOR = """
+# What a listing cannot do without: an httpx client made, a rich table of 20 rows printed.
+LISTING = """
 import ssl, sys
-from typing import Annotated
 sys.modules["httpx._main"] = None
+def listing():
+    import httpx
+    from rich.console import Console
+    from rich.table import Table
+    httpx.Client(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)).close()
+    table = Table("id", "workflow", "state", "created", "tags")
+    for i in range(20):
+        table.add_row(f"run_{i:026d}", "quick@1", "staged", "2026-12-05T00:00:00", "")
+    Console().print(table)
+"""
+LIBRARIES = LISTING + "listing()\n"
+# The floor of the stack the command line is built on: the listing from a typer program with
+# the options of `run list`, and nothing of flowdeck.  What `run list` takes above it is
+# flowdeck's own.
+FLOOR = (
+    LISTING
+    + """
+from typing import Annotated
 import typer
-from rich.console import Console
-from rich.table import Table
 app = typer.Typer()
 @app.command()
 def ls(
@@ -42,29 +55,12 @@ def ls(
     server: str | None = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    import httpx
-    httpx.Client(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)).close()
-    table = Table("id", "workflow", "state", "created", "tags")
-    for i in range(20):
-        table.add_row(f"run_{i:026d}", "quick@1", "staged", "2026-12-05T00:00:00", "")
-    Console().print(table)
+    listing()
 @app.command()
 def other() -> None: ...
 app()
 """
-# The same without typer: the libraries a listing cannot do without (an HTTP client, a table).
-LIBRARIES = """
-import ssl, sys
-sys.modules["httpx._main"] = None
-import httpx
-from rich.console import Console
-from rich.table import Table
-httpx.Client(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)).close()
-table = Table("id", "workflow", "state", "created", "tags")
-for i in range(20):
-    table.add_row(f"run_{i:026d}", "quick@1", "staged", "2026-12-05T00:00:00", "")
-Console().print(table)
-"""
+)
 QUICK = 'name: quick\nversion: "1"\nsteps:\n  t: {run: [/bin/true]}\n'
 
 
